@@ -1,0 +1,217 @@
+"""Dialects as data: a TOML file per dialect, read and checked into frozen specs.
+
+A dialect says, per field number, how the field sits on the wire (fixed or with an LL/LLL
+length prefix), how its bytes are encoded (ascii, binary, bcd) and what characters it may
+hold. Nothing here encodes or decodes; `codec.py` compiles a `Dialect` into fast paths once.
+See docs/iso8583-codec.md for the file format.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+KINDS = ("fixed", "llvar", "lllvar")
+ENCODINGS = ("ascii", "binary", "bcd")
+LEN_ENCODINGS = ("ascii", "bcd", "binary")
+MTI_ENCODINGS = ("ascii", "bcd")
+BITMAP_ENCODINGS = ("hex", "binary")
+
+# Content types and the characters each admits (None: raw bytes, no character rule).
+# "an" admits the space because fixed an fields are right-padded with spaces on the wire.
+CONTENT_CHARS: dict[str, str | None] = {
+    "n": "0123456789",
+    "an": "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz ",
+    "ans": "".join(chr(c) for c in range(0x20, 0x7F)),
+    "z": "0123456789=D",  # track 2: digits, '=' (or 'D') separator
+    "xn": "CD0123456789",  # 'C'/'D' sign then digits (fees, net settlement)
+    "h": "0123456789ABCDEFabcdef",  # binary data carried as hex text (ASCII dialects)
+    "b": None,
+}
+# Which content types each data encoding can carry.
+CONTENT_BY_ENCODING = {
+    "ascii": ("n", "an", "ans", "z", "xn", "h"),
+    "binary": ("b",),
+    "bcd": ("n", "z"),
+}
+
+# The largest length each prefix can state, by (kind, len_encoding): why max_len is capped.
+PREFIX_MAX = {
+    ("llvar", "ascii"): 99,
+    ("llvar", "bcd"): 99,
+    ("llvar", "binary"): 255,
+    ("lllvar", "ascii"): 999,
+    ("lllvar", "bcd"): 999,
+    ("lllvar", "binary"): 65535,
+}
+fixed_len_max_units = 999  # a fixed field longer than this is a typo in the dialect file
+field_number_min = 2  # field 1 is the secondary bitmap, computed by the codec
+field_number_max = 128  # no tertiary bitmap: fields 129-192 are not supported
+
+_FIELD_KEYS = {
+    "kind",
+    "max_len",
+    "encoding",
+    "content",
+    "len_encoding",
+    "pad_left",
+    "pad_right",
+    "desc",
+}
+_TOP_KEYS = {"name", "description", "mti_encoding", "bitmap_encoding", "fields"}
+
+
+class DialectError(ValueError):
+    """A dialect file is malformed: a configuration bug, found at start-up."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """How one data field sits on the wire.
+
+    max_len counts characters for ascii, bytes for binary and digits for bcd; the length
+    prefix of a variable field counts the same unit. pad_left/pad_right (one character, at
+    most one of them) fill a short ascii fixed field to max_len, and for bcd give the nibble
+    that rounds an odd number of digits up to whole bytes.
+    """
+
+    number: int
+    kind: str
+    max_len: int
+    encoding: str
+    content: str
+    len_encoding: str = "ascii"
+    pad_left: str = ""
+    pad_right: str = ""
+    desc: str = ""
+
+    @property
+    def key(self) -> str:
+        return str(self.number)
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    mti_encoding: str
+    bitmap_encoding: str
+    fields: tuple[FieldSpec, ...]  # ascending field number
+    description: str = ""
+
+    def field(self, number: int) -> FieldSpec | None:
+        for spec in self.fields:
+            if spec.number == number:
+                return spec
+        return None
+
+
+def load_dialect(name_or_path: str | os.PathLike[str]) -> Dialect:
+    """Read a shipped dialect by name ("iso87ascii") or any dialect file by path."""
+    text, origin = _read_source(name_or_path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DialectError(f"{origin}: not valid TOML: {exc}") from None
+    return dialect_from_dict(data, origin)
+
+
+def shipped_dialects() -> list[str]:
+    folder = resources.files(__package__).joinpath("dialects")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _read_source(name_or_path: str | os.PathLike[str]) -> tuple[str, str]:
+    raw = os.fspath(name_or_path)
+    looks_like_path = raw.endswith(".toml") or os.sep in raw or "/" in raw
+    if looks_like_path:
+        path = Path(raw)
+        try:
+            return path.read_text(encoding="utf-8"), str(path)
+        except OSError as exc:
+            raise DialectError(f"cannot read dialect file {path}: {exc}") from None
+    shipped = resources.files(__package__).joinpath("dialects", f"{raw}.toml")
+    if not shipped.is_file():
+        known = ", ".join(shipped_dialects())
+        raise DialectError(f"no shipped dialect {raw!r} (shipped: {known}); or give a path")
+    return shipped.read_text(encoding="utf-8"), raw
+
+
+def dialect_from_dict(data: dict, origin: str = "<dict>") -> Dialect:
+    """Check a parsed dialect table and freeze it; every mistake names the file and field."""
+    _no_unknown_keys(data, _TOP_KEYS, origin)
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise DialectError(f"{origin}: 'name' must be a non-empty string")
+    mti = _choice(data, "mti_encoding", MTI_ENCODINGS, origin, "ascii")
+    bitmap = _choice(data, "bitmap_encoding", BITMAP_ENCODINGS, origin, "hex")
+    table = data.get("fields")
+    if not isinstance(table, dict) or not table:
+        raise DialectError(f"{origin}: a [fields] table is required")
+    specs = [_field_from_dict(key, value, f"{origin} field {key}") for key, value in table.items()]
+    specs.sort(key=lambda s: s.number)
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise DialectError(f"{origin}: 'description' must be a string")
+    return Dialect(name, mti, bitmap, tuple(specs), description)
+
+
+def _field_from_dict(key: str, table: object, where: str) -> FieldSpec:
+    if not key.isdigit() or not field_number_min <= int(key) <= field_number_max:
+        raise DialectError(f"{where}: field numbers run {field_number_min}..{field_number_max}")
+    if not isinstance(table, dict):
+        raise DialectError(f"{where}: must be a table")
+    _no_unknown_keys(table, _FIELD_KEYS, where)
+    kind = _choice(table, "kind", KINDS, where)
+    encoding = _choice(table, "encoding", ENCODINGS, where)
+    content = _choice(table, "content", tuple(CONTENT_CHARS), where)
+    if content not in CONTENT_BY_ENCODING[encoding]:
+        raise DialectError(f"{where}: {encoding} encoding cannot carry content {content!r}")
+    len_encoding = _choice(table, "len_encoding", LEN_ENCODINGS, where, "ascii")
+    max_len = table.get("max_len")
+    limit = fixed_len_max_units if kind == "fixed" else PREFIX_MAX[(kind, len_encoding)]
+    if type(max_len) is not int or not 1 <= max_len <= limit:
+        raise DialectError(f"{where}: max_len must be an integer 1..{limit} for {kind}")
+    pad_left, pad_right = _pads(table, where, encoding, content)
+    desc = table.get("desc", "")
+    if not isinstance(desc, str):
+        raise DialectError(f"{where}: 'desc' must be a string")
+    return FieldSpec(
+        int(key), kind, max_len, encoding, content, len_encoding, pad_left, pad_right, desc
+    )
+
+
+def _pads(table: dict, where: str, encoding: str, content: str) -> tuple[str, str]:
+    pad_left = table.get("pad_left", "")
+    pad_right = table.get("pad_right", "")
+    for pad in (pad_left, pad_right):
+        if not isinstance(pad, str) or len(pad) > 1:
+            raise DialectError(f"{where}: a pad is one character")
+    if pad_left and pad_right:
+        raise DialectError(f"{where}: give pad_left or pad_right, not both")
+    pad = pad_left or pad_right
+    if pad and encoding == "binary":
+        raise DialectError(f"{where}: binary fields are not padded")
+    if pad and encoding == "bcd" and pad not in "0123456789ABCDEFabcdef":
+        raise DialectError(f"{where}: a bcd pad is a hex nibble")
+    allowed = CONTENT_CHARS[content]
+    if pad and encoding == "ascii" and allowed is not None and pad not in allowed:
+        raise DialectError(f"{where}: pad {pad!r} is not valid {content} content")
+    if encoding == "bcd" and not pad:
+        pad_left = "0"  # odd digit counts need a nibble; '0' on the left is the usual one
+    return pad_left, pad_right
+
+
+def _choice(table: dict, key: str, options: tuple, where: str, default: str | None = None) -> str:
+    value = table.get(key, default)
+    if value not in options:
+        raise DialectError(f"{where}: {key} must be one of {', '.join(options)}, not {value!r}")
+    return value
+
+
+def _no_unknown_keys(table: dict, known: set[str], where: str) -> None:
+    unknown = set(table) - known
+    if unknown:  # a typo such as 'maxlen' must not silently fall back to a default
+        raise DialectError(f"{where}: unknown keys {sorted(unknown)}")
