@@ -1,0 +1,56 @@
+"""What every channel codec offers the server, and the helpers they share.
+
+A codec is sans-IO. On the server side it turns one frame body into either a `Decoded`
+request (plus whatever context it needs to answer) or ready reply bytes (a format or
+signature error, a network-management echo), and turns a decision back into reply bytes.
+On the client side (CLI, load tests) it does the reverse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Any, NamedTuple, Protocol
+
+from protocols.framing import HeaderFormat
+from protocols.messages import AuthRequest, AuthResponse
+
+
+class Decoded(NamedTuple):
+    request: AuthRequest
+    context: Any  # opaque to the server; handed back to `encode_response`
+
+
+class ChannelCodec(Protocol):
+    name: str
+    header: HeaderFormat
+
+    def decode_request(self, body: bytes) -> Decoded | bytes:
+        """A request to decide, or the bytes of an immediate reply."""
+        ...
+
+    def encode_response(self, context: Any, response: AuthResponse) -> bytes: ...
+
+
+class ClientAnswer(NamedTuple):
+    """A channel's answer as a client reads it."""
+
+    correlation_id: str  # the channel's own id that ties the answer to its request
+    response: AuthResponse
+    fields: dict[str, Any]  # the decoded wire message, for display
+
+
+def sign_sorted_pairs(fields: Mapping[str, Any], key: bytes, suffix: str = "") -> str:
+    """HMAC-SHA256 over the non-empty fields except `sign`, sorted by name, as k=v&k=v.
+
+    Both the JD and the WeChat Pay v2 signatures are this rule (WeChat appends `&key=...`).
+    """
+    text = "&".join(
+        f"{name}={fields[name]}" for name in sorted(fields) if name != "sign" and fields[name] != ""
+    )
+    return hmac.new(key, (text + suffix).encode(), hashlib.sha256).hexdigest()
+
+
+def signature_matches(expected: str, given: str) -> bool:
+    return hmac.compare_digest(expected.lower(), given.lower())

@@ -1,0 +1,90 @@
+"""Length-header framing, sans-IO: bytes in, whole frames out, and back.
+
+A frame is a length header followed by that many bytes of body. The header is checked
+against the frame size maximum *before* any of the body is buffered, so a peer cannot make
+us hold more than one maximum frame per connection.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class FramingError(ValueError):
+    """The stream cannot be split into frames any more; the connection must be closed."""
+
+
+class HeaderFormat(msgspec.Struct, frozen=True):
+    name: str
+    size_bytes: int
+    ascii_digits: bool  # False: big-endian binary length; True: zero-padded decimal text
+
+    @property
+    def length_max(self) -> int:
+        return 10**self.size_bytes - 1 if self.ascii_digits else 256**self.size_bytes - 1
+
+    def encode(self, length: int) -> bytes:
+        if not 0 <= length <= self.length_max:
+            raise FramingError(f"frame body of {length} bytes does not fit a {self.name} header")
+        if self.ascii_digits:
+            return b"%0*d" % (self.size_bytes, length)
+        return length.to_bytes(self.size_bytes, "big")
+
+    def decode(self, header: bytes) -> int:
+        if not self.ascii_digits:
+            return int.from_bytes(header, "big")
+        if not header.isdigit():
+            raise FramingError(f"{self.name} length header {header!r} is not decimal digits")
+        return int(header)
+
+
+BINARY_2 = HeaderFormat("2-byte binary", 2, False)
+BINARY_4 = HeaderFormat("4-byte binary", 4, False)
+ASCII_4 = HeaderFormat("4-byte ASCII", 4, True)
+HEADER_FORMATS = {"binary2": BINARY_2, "binary4": BINARY_4, "ascii4": ASCII_4}
+
+
+class Framer:
+    """Splits a byte stream into frame bodies; one per connection (it keeps partial input)."""
+
+    __slots__ = ("header", "frame_size_max_bytes", "_buffer", "_body_length")
+
+    def __init__(self, header: HeaderFormat, frame_size_max_bytes: int) -> None:
+        self.header = header
+        self.frame_size_max_bytes = frame_size_max_bytes
+        self._buffer = bytearray()
+        self._body_length = -1  # -1: waiting for a header
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return the frame bodies now complete (possibly none)."""
+        buffer = self._buffer
+        buffer += data
+        frames = []
+        header_size = self.header.size_bytes
+        while True:
+            if self._body_length < 0:
+                if len(buffer) < header_size:
+                    break
+                length = self.header.decode(bytes(buffer[:header_size]))
+                if length > self.frame_size_max_bytes:
+                    raise FramingError(
+                        f"frame of {length} bytes exceeds the maximum of "
+                        f"{self.frame_size_max_bytes} bytes"
+                    )
+                del buffer[:header_size]
+                self._body_length = length
+            if len(buffer) < self._body_length:
+                break
+            frames.append(bytes(buffer[: self._body_length]))
+            del buffer[: self._body_length]
+            self._body_length = -1
+        return frames
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._buffer)
+
+    def frame(self, body: bytes) -> bytes:
+        if len(body) > self.frame_size_max_bytes:
+            raise FramingError(f"frame of {len(body)} bytes exceeds the maximum")
+        return self.header.encode(len(body)) + body

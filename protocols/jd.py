@@ -1,0 +1,218 @@
+"""JD checkout channel: 4-byte big-endian length + UTF-8 JSON, signed with HMAC-SHA256.
+
+Every field value is a JSON string. The wire format is documented for adapter authors in
+docs/channels/jd.md; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from protocols.channel import ClientAnswer, Decoded, sign_sorted_pairs, signature_matches
+from protocols.framing import BINARY_4
+from protocols.messages import AuthRequest, AuthResponse, MessageClass
+
+TRADE_TYPES = {
+    "AUTH": MessageClass.AUTH,
+    "SALE": MessageClass.SALE,
+    "CAPTURE": MessageClass.CAPTURE,
+    "REVERSE": MessageClass.REVERSAL,
+    "REFUND": MessageClass.REFUND,
+    "QUERY": MessageClass.INQUIRY,
+}
+TRADE_TYPE_OF_CLASS = {cls: name for name, cls in TRADE_TYPES.items()}
+
+CURRENCIES = {"CNY": 156, "156": 156}
+
+# ISO 8583 response code -> JD-style result code and description (docs/channels/jd.md).
+RESULT_CODES = {
+    "00": ("000000", "success"),
+    "10": ("000010", "partially approved"),
+    "03": ("MERC01", "unknown merchant"),
+    "12": ("TRAD01", "transaction not supported"),
+    "13": ("TRAD02", "invalid amount"),
+    "14": ("CARD01", "invalid card number"),
+    "25": ("ORIG01", "original trade not found"),
+    "30": ("PARA01", "parameter error"),
+    "41": ("CARD03", "card restricted"),
+    "43": ("CARD03", "card restricted"),
+    "51": ("BAL001", "insufficient available credit"),
+    "54": ("CARD02", "card expired"),
+    "57": ("RISK01", "not permitted for this card"),
+    "61": ("RISK02", "exceeds amount limit"),
+    "62": ("CARD03", "card restricted"),
+    "63": ("SIGN01", "signature error"),
+    "65": ("RISK02", "exceeds frequency limit"),
+    "91": ("SYS001", "issuer unavailable, try later"),
+    "94": ("TRAD03", "duplicate trade number with different content"),
+    "96": ("SYS001", "system error"),
+}
+DECLINED = ("DECL01", "declined")
+
+TRADE_NUM_PATTERN = re.compile(r"[A-Za-z0-9_\-]{1,32}")
+TRADE_TIME_PATTERN = re.compile(r"\d{14}")
+
+_json_fields = msgspec.json.Decoder(dict[str, str])
+_json_encode = msgspec.json.Encoder().encode
+
+
+class FieldError(ValueError):
+    """A request field is missing or malformed (answered with parameter error, ISO 30)."""
+
+
+def result_code(iso_code: str) -> tuple[str, str]:
+    return RESULT_CODES.get(iso_code, DECLINED)
+
+
+class JdCodec:
+    """Server side of the JD channel. `merchant_keys` maps merchant id -> HMAC key."""
+
+    name = "jd"
+    header = BINARY_4
+
+    def __init__(self, merchant_keys: dict[str, bytes]) -> None:
+        self.merchant_keys = merchant_keys
+
+    def decode_request(self, body: bytes) -> Decoded | bytes:
+        try:
+            fields = _json_fields.decode(body)
+        except (msgspec.DecodeError, UnicodeDecodeError) as error:
+            return self._error_reply({}, "30", f"not a JSON object of strings: {error}")
+        key = self.merchant_keys.get(fields.get("merchant", ""))
+        if key is None:
+            return self._error_reply(fields, "03", "unknown merchant")
+        if not signature_matches(sign_sorted_pairs(fields, key), fields.get("sign", "")):
+            return self._error_reply(fields, "63", "signature does not match", key)
+        try:
+            request = request_from_fields(fields)
+        except FieldError as error:
+            return self._error_reply(fields, "30", str(error), key)
+        return Decoded(request, fields)
+
+    def encode_response(self, context: dict[str, str], response: AuthResponse) -> bytes:
+        key = self.merchant_keys[context["merchant"]]
+        return _json_encode(signed(response_fields(context, response), key))
+
+    def _error_reply(
+        self, fields: dict[str, str], iso_code: str, detail: str, key: bytes | None = None
+    ) -> bytes:
+        reply = response_fields(fields, AuthResponse(response_code=iso_code, reason=detail))
+        return _json_encode(signed(reply, key) if key else reply)
+
+
+def request_from_fields(fields: dict[str, str]) -> AuthRequest:
+    trade_type = _required(fields, "tradeType")
+    message_class = TRADE_TYPES.get(trade_type)
+    if message_class is None:
+        raise FieldError(f"tradeType {trade_type!r} is not one of {', '.join(TRADE_TYPES)}")
+    merchant = fields["merchant"]
+    trade_num = _matching(fields, "tradeNum", TRADE_NUM_PATTERN)
+    original = fields.get("originalTradeNum", "")
+    if original and not TRADE_NUM_PATTERN.fullmatch(original):
+        raise FieldError("originalTradeNum must be 1-32 letters, digits, '_' or '-'")
+    amount = fields.get("amount", "0" if message_class is MessageClass.INQUIRY else "")
+    if not amount.isdigit() or not amount.isascii():
+        raise FieldError("amount must be a whole number of fen, as digits")
+    currency = CURRENCIES.get(fields.get("currency", "CNY"), 0)  # 0: unsupported, engine says 12
+    txn_ref = f"jd:{merchant}:{trade_num}"
+    return AuthRequest(
+        message_class=message_class,
+        channel="jd",
+        card=_required(fields, "cardNo"),
+        amount_fen=int(amount),
+        currency=currency,
+        mcc=fields.get("industryCategoryCode", ""),
+        expiry=fields.get("cardExpiry", ""),
+        merchant_id=merchant,
+        terminal_id=fields.get("device", ""),
+        txn_ref=txn_ref,
+        original_ref=f"jd:{merchant}:{original}" if original else "",
+        transmitted_at=_matching(fields, "tradeTime", TRADE_TIME_PATTERN),
+        partial_ok=fields.get("partialApproval", "0") == "1",
+        instant_refund=fields.get("lightningRefund", "0") == "1",
+        idempotency_key=txn_ref,
+    )
+
+
+def _required(fields: dict[str, str], name: str) -> str:
+    value = fields.get(name, "")
+    if not value:
+        raise FieldError(f"{name} is required")
+    return value
+
+
+def _matching(fields: dict[str, str], name: str, pattern: re.Pattern[str]) -> str:
+    value = _required(fields, name)
+    if not pattern.fullmatch(value):
+        raise FieldError(f"{name} {value!r} is malformed")
+    return value
+
+
+def response_fields(request: dict[str, str], response: AuthResponse) -> dict[str, str]:
+    code, desc = result_code(response.response_code)
+    return {
+        "merchant": request.get("merchant", ""),
+        "tradeNum": request.get("tradeNum", ""),
+        "tradeType": request.get("tradeType", ""),
+        "code": code,
+        "desc": desc,
+        "isoCode": response.response_code,
+        "authCode": response.auth_id,
+        "amount": str(response.approved_fen),
+        "availableAmount": str(response.open_to_buy_fen),
+        "beans": str(response.beans),
+        "reason": response.reason,
+        "repeat": "1" if response.repeat else "0",
+    }
+
+
+def signed(fields: dict[str, str], key: bytes) -> dict[str, str]:
+    return {**fields, "sign": sign_sorted_pairs(fields, key)}
+
+
+# --- client side: used by `switch send` and the load generator -----------------------------
+
+
+def encode_request(request: AuthRequest, key: bytes, **extra: str) -> bytes:
+    """The signed JSON body for a request (`extra` adds or overrides wire fields).
+
+    On the client side `txn_ref` and `original_ref` hold the bare JD trade numbers.
+    """
+    fields = {
+        "version": "V2.0",
+        "merchant": request.merchant_id,
+        "tradeNum": request.txn_ref,
+        "tradeType": TRADE_TYPE_OF_CLASS[request.message_class],
+        "amount": str(request.amount_fen),
+        "currency": "CNY",
+        "cardNo": request.card,
+        "cardExpiry": request.expiry,
+        "industryCategoryCode": request.mcc,
+        "tradeTime": request.transmitted_at,
+        "originalTradeNum": request.original_ref,
+        "partialApproval": "1" if request.partial_ok else "",
+        "lightningRefund": "1" if request.instant_refund else "",
+        **extra,
+    }
+    return _json_encode(signed({k: v for k, v in fields.items() if v != ""}, key))
+
+
+def decode_response(body: bytes, key: bytes | None = None) -> ClientAnswer:
+    """Reads an answer; with `key`, checks its signature (ValueError when it does not match)."""
+    fields: dict[str, Any] = _json_fields.decode(body)
+    if key is not None and "sign" in fields:
+        if not signature_matches(sign_sorted_pairs(fields, key), fields["sign"]):
+            raise ValueError("answer signature does not match")
+    response = AuthResponse(
+        response_code=fields.get("isoCode", ""),
+        approved_fen=int(fields.get("amount") or 0),
+        auth_id=fields.get("authCode", ""),
+        open_to_buy_fen=int(fields.get("availableAmount") or 0),
+        reason=fields.get("reason", ""),
+        beans=int(fields.get("beans") or 0),
+        repeat=fields.get("repeat") == "1",
+    )
+    return ClientAnswer(fields.get("tradeNum", ""), response, fields)

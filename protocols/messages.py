@@ -1,0 +1,63 @@
+"""Canonical messages: what every channel decodes into and encodes from.
+
+Both `protocols/` (codecs) and `switch/` (decisions) import this module and nothing else
+of each other. Money is an integer number of fen; currency is ISO 4217 numeric.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class MessageClass(enum.StrEnum):
+    AUTH = "auth"  # authorization / pre-authorization: places a hold
+    SALE = "sale"  # purchase: approved and posted at once
+    CAPTURE = "capture"  # completion of a pre-authorization: posts (part of) a hold
+    REVERSAL = "reversal"  # voids an auth (releases the hold) or a sale (un-posts it)
+    REFUND = "refund"  # credits back (part of) a posted transaction
+    INQUIRY = "inquiry"  # balance inquiry: changes nothing
+
+
+# Classes that carry a reference to an earlier transaction of the same card.
+REFERENCING_CLASSES = frozenset({MessageClass.CAPTURE, MessageClass.REVERSAL, MessageClass.REFUND})
+
+CURRENCY_CNY = 156
+
+
+class AuthRequest(msgspec.Struct, kw_only=True):
+    message_class: MessageClass
+    channel: str  # listener name: jd, wechat, xpay, pos
+    card: str  # PAN, or a wallet token (DPAN) on the x-pay channel
+    amount_fen: int
+    currency: int = CURRENCY_CNY
+    mcc: str = ""
+    expiry: str = ""  # YYMM as on the card; empty when the channel does not send it
+    merchant_id: str = ""
+    terminal_id: str = ""
+    txn_ref: str = ""  # the channel's own id of this transaction (how later messages name it)
+    original_ref: str = ""  # txn_ref of the original, for capture, reversal and refund
+    transmitted_at: str = ""  # the channel's transmission time, as sent
+    partial_ok: bool = False  # the acquirer accepts a partial approval (code 10)
+    instant_refund: bool = False  # JD "lightning refund": credit restored at once
+    idempotency_key: str = ""  # a repeat with the same key gets the first answer
+
+
+class AuthResponse(msgspec.Struct, kw_only=True):
+    response_code: str  # ISO 8583 field 39
+    approved_fen: int = 0
+    auth_id: str = ""  # 6 characters, field 38
+    open_to_buy_fen: int = 0  # available credit after this message
+    reason: str = ""  # the rule or check that made a decline; empty when approved
+    beans: int = 0  # JD beans earned (negative when a reversal or refund takes them back)
+    repeat: bool = False  # this answer is the stored answer of an earlier identical request
+
+    @property
+    def approved(self) -> bool:
+        return self.response_code in ("00", "10")
+
+
+def decline(code: str, reason: str) -> AuthResponse:
+    return AuthResponse(response_code=code, reason=reason)
+

@@ -1,0 +1,88 @@
+"""Running the switch: Redis, the ledger, the listeners, the banner, the signals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from protocols.cardnumbers import mask_pan
+from switch.cards import DemoCard, showcase_cards
+from switch.channels import CODECS
+from switch.config import DEMO_JD_MERCHANT, Config
+from switch.engine import Engine
+from switch.ledger import Ledger, connect
+from switch.rules import Policy
+from switch.server import Switch
+
+log = logging.getLogger("switch")
+
+
+async def build(config: Config, redis_url: str) -> tuple[Switch, Ledger]:
+    ledger = Ledger(connect(redis_url))
+    await ledger.start()
+    switch = Switch(config, Engine(ledger, Policy(config.rules)), CODECS)
+    return switch, ledger
+
+
+async def load_cards(ledger: Ledger, cards: list[DemoCard]) -> None:
+    for card in cards:
+        await ledger.reset_card(card.pan, limit_fen=card.limit_fen, expiry=card.expiry,
+                                status=card.status)
+
+
+async def serve(config: Config, redis_url: str, redis_note: str, demo: bool) -> None:
+    switch, ledger = await build(config, redis_url)
+    cards = showcase_cards() if demo else []
+    await load_cards(ledger, cards)
+    await switch.start()
+    print(banner(switch, redis_note, cards), flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("stopping: no new connections, answering what is in flight ...", flush=True)
+    await switch.shutdown()
+    await ledger.scripts.drain()
+    await ledger.client.aclose()
+    print(f"stopped; counters: {switch.counters.as_dict()}", flush=True)
+
+
+def banner(switch: Switch, redis_note: str, cards: list[DemoCard]) -> str:
+    lines = ["", "Baitiao card authorization switch is up", ""]
+    for name, port in switch.ports.items():
+        host = switch.config.listeners[name].host
+        lines.append(f"  {name:<7} listening on {host}:{port}")
+    lines += ["", f"  Redis   {redis_note}", ""]
+    if cards:
+        lines.append("  Demo cards (use the alias wherever a PAN is asked for):")
+        for index, card in enumerate(cards, start=1):
+            lines.append(f"    demo{index}  {mask_pan(card.pan)}  limit {card.limit_fen:>10} fen"
+                         f"  expiry {card.expiry}  {card.status}")
+        lines.append("")
+    if "jd" in switch.ports:
+        lines += [
+            "  Try, from another terminal (JD demo merchant " + DEMO_JD_MERCHANT + "):",
+            f"    .venv/bin/switch send --channel jd --port {switch.ports['jd']} "
+            "--pan demo1 --amount 12800 --mcc 5411",
+            "",
+        ]
+    lines.append("  Ctrl-C stops the switch" + (" and its private Redis." if "private" in
+                                                 redis_note else "."))
+    return "\n".join(lines)
+
+
+def run(coro) -> None:
+    """asyncio.run on uvloop."""
+    import uvloop
+
+    with contextlib.suppress(KeyboardInterrupt):
+        if sys.version_info >= (3, 12):
+            uvloop.run(coro)
+        else:
+            uvloop.install()
+            asyncio.run(coro)

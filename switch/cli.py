@@ -1,0 +1,275 @@
+"""The `switch` command: serve, seed, card, send."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import msgspec
+
+from protocols.cardnumbers import mask_pan
+from switch import app, send
+from switch.cards import demo_cards, showcase_cards
+from switch.config import (
+    DEFAULT_PORTS,
+    DEMO_JD_KEY,
+    DEMO_JD_MERCHANT,
+    ConfigError,
+    load,
+    parse_listen,
+)
+from switch.ledger import CARD_STATUSES, Ledger, connect
+from switch.redis_runner import PrivateRedis, RedisUnavailable, reachable
+
+RUN_DIR = Path(os.environ.get("SWITCH_RUN_DIR", ".run"))
+REDIS_URL_FILE = RUN_DIR / "redis.url"  # where a serving switch records its private Redis
+
+
+class UserError(Exception):
+    """Printed as one line; the command exits with 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args) or 0
+    except (UserError, ConfigError, RedisUnavailable, ValueError) as error:
+        print(f"switch: {error}", file=sys.stderr)
+        return 2
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def resolve_pan(value: str) -> str:
+    """A card number, or a demo alias: demo1.. (the cards `make run` loads)."""
+    if value.startswith("demo") and value[4:].isdigit():
+        cards = showcase_cards()
+        index = int(value[4:])
+        if not 1 <= index <= len(cards):
+            raise UserError(f"{value}: demo aliases are demo1..demo{len(cards)}")
+        return cards[index - 1].pan
+    if not (value.isdigit() and 12 <= len(value) <= 19):
+        raise UserError(f"{value!r} is not a card number (12-19 digits) or a demo alias")
+    return value
+
+
+def configured_redis(args: argparse.Namespace) -> str:
+    config = load(getattr(args, "config", None))
+    return args.redis or os.environ.get("REDIS_URL", "") or config.redis_url
+
+
+def redis_for_command(args: argparse.Namespace) -> str:
+    url = configured_redis(args)
+    if not url and REDIS_URL_FILE.exists():
+        url = REDIS_URL_FILE.read_text().strip()
+    if not url:
+        raise UserError("no Redis to use: pass --redis URL or set REDIS_URL, or start the "
+                        "switch with `make run` (it records its private Redis in "
+                        f"{REDIS_URL_FILE})")
+    if not reachable(url):
+        raise UserError(f"Redis at {url} does not answer")
+    return url
+
+
+async def with_ledger(url: str, work):
+    ledger = Ledger(connect(url))
+    try:
+        await ledger.start()
+        return await work(ledger)
+    finally:
+        await ledger.client.aclose()
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    if args.listen:
+        config.listeners = dict(parse_listen(value) for value in args.listen)
+    url = configured_redis(args)
+    private = None
+    if url and reachable(url):
+        note = url
+    elif url and args.redis:
+        raise UserError(f"Redis at {url} does not answer")
+    else:
+        if url:
+            print(f"switch: Redis at {url} does not answer; starting a private one",
+                  file=sys.stderr)
+        private = PrivateRedis(RUN_DIR / "redis")
+        url = private.start()
+        note = f"{url} (private, started by the switch, nothing kept on disk)"
+        REDIS_URL_FILE.write_text(url + "\n")
+    try:
+        app.run(app.serve(config, url, note, demo=args.demo))
+    finally:
+        if private:
+            REDIS_URL_FILE.unlink(missing_ok=True)
+            private.stop()
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    cards = demo_cards(args.cards, args.seed)
+    if args.limit is not None:
+        for card in cards:
+            card.limit_fen = args.limit
+    url = redis_for_command(args)
+    asyncio.run(with_ledger(url, lambda ledger: app.load_cards(ledger, cards)))
+    for card in cards[: args.show]:
+        print(f"{mask_pan(card.pan)}  limit {card.limit_fen} fen  expiry {card.expiry}")
+    if len(cards) > args.show:
+        print(f"... {len(cards) - args.show} more")
+    if args.out:
+        args.out.touch(mode=0o600)
+        args.out.write_text("".join(f"{c.pan},{c.limit_fen},{c.expiry}\n" for c in cards))
+        print(f"card numbers written to {args.out} (mode 600)")
+    print(f"seeded {len(cards)} cards (seed {args.seed}) into {url}")
+    return 0
+
+
+def cmd_card_set(args: argparse.Namespace) -> int:
+    pan = resolve_pan(args.pan)
+
+    async def work(ledger: Ledger):
+        await ledger.set_card(pan, limit_fen=args.limit, status=args.status, expiry=args.expiry)
+        return await ledger.card(pan)
+
+    print_card(asyncio.run(with_ledger(redis_for_command(args), work)), json_out=False)
+    return 0
+
+
+def cmd_card_show(args: argparse.Namespace) -> int:
+    pan = resolve_pan(args.pan)
+    view = asyncio.run(with_ledger(redis_for_command(args), lambda ledger: ledger.card(pan)))
+    if view is None:
+        raise UserError(f"no card {mask_pan(pan)}")
+    print_card(view, args.json)
+    return 0
+
+
+def cmd_card_settle(args: argparse.Namespace) -> int:
+    pan = resolve_pan(args.pan)
+    settled = asyncio.run(with_ledger(redis_for_command(args), lambda ledger: ledger.settle(pan)))
+    print(f"settled {settled} fen of refunds on {mask_pan(pan)}")
+    return 0
+
+
+def print_card(view, json_out: bool) -> None:
+    view.pan = mask_pan(view.pan)
+    if json_out:
+        print(msgspec.json.encode(view).decode())
+        return
+    print(f"card {view.pan}  {view.status}  expiry {view.expiry}")
+    print(f"  limit {view.limit}  posted {view.posted}  held {view.held}  "
+          f"pending credit {view.pending_credit}  (fen)")
+    print(f"  open_to_buy {view.open_to_buy} fen   JD beans {view.beans}")
+    for t in view.transactions:
+        print(f"  {t.ref:<40} {t.kind:<5} {t.state:<9} amount {t.amount:>9}  hold {t.hold:>9}"
+              f"  posted {t.posted:>9}  refunded {t.refunded:>9}  auth {t.auth_id}")
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    pan = resolve_pan(args.pan)
+    sender = send.SENDERS[args.channel]
+    request = send.build_request(args, pan)
+    port = args.port or DEFAULT_PORTS[args.channel]
+    try:
+        body = asyncio.run(send.exchange(args.host, port, sender.header,
+                                         sender.encode(request, args)))
+    except (OSError, TimeoutError) as error:
+        raise UserError(f"no answer from {args.host}:{port}: {error or 'timed out'} "
+                        "(is the switch running? `make run`)") from None
+    answer = sender.decode(body, args)
+    label = args.pan if args.pan.startswith("demo") else mask_pan(pan)
+    print(send.as_json(answer) if args.json else send.describe(request, answer, label))
+    return 0
+
+
+# --- argument parsing -------------------------------------------------------------------
+
+
+def fen(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError("an amount in fen: whole digits (12800 = 128.00 yuan)")
+    return int(value)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="switch", description="Issuer authorization switch simulator for the Ping An "
+        "Baitiao UnionPay card. Amounts are in fen (1 yuan = 100 fen).")
+    top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = top.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(func=func)
+        return sub
+
+    def redis_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--redis", metavar="URL", default="",
+                         help="Redis to use (default: $REDIS_URL, then the config, then the "
+                         "private Redis of a running `make run`)")
+        sub.add_argument("--config", type=Path, help="switch config file (TOML)")
+
+    serve = command("serve", cmd_serve, "run the switch in the foreground")
+    redis_option(serve)
+    serve.add_argument("--listen", action="append", metavar="CHANNEL=HOST:PORT",
+                       help="listen for CHANNEL here (repeatable; replaces the config's list)")
+    serve.add_argument("--demo", action="store_true", help="load the demo cards first")
+
+    seed = command("seed", cmd_seed, "load deterministic demo cards (Luhn-valid, UnionPay 62)")
+    redis_option(seed)
+    seed.add_argument("--cards", type=int, default=10, help="how many (default 10)")
+    seed.add_argument("--seed", type=int, default=0, help="same seed, same cards")
+    seed.add_argument("--limit", type=fen, help="credit limit of every card, in fen")
+    seed.add_argument("--show", type=int, default=10, help="list this many (masked)")
+    seed.add_argument("--out", type=Path, help="write the full card numbers to this file")
+
+    card = command("card", None, "show or change one card")
+    card_commands = card.add_subparsers(required=True, metavar="ACTION")
+    card_set = card_commands.add_parser("set", help="create or update a card (balances kept)")
+    card_set.set_defaults(func=cmd_card_set)
+    card_show = card_commands.add_parser("show", help="limit, balances, holds, open-to-buy")
+    card_show.set_defaults(func=cmd_card_show)
+    card_show.add_argument("--json", action="store_true", help="one JSON object")
+    card_settle = card_commands.add_parser("settle", help="clear ordinary refunds")
+    card_settle.set_defaults(func=cmd_card_settle)
+    card_set.add_argument("--limit", type=fen, help="credit limit in fen")
+    card_set.add_argument("--status", choices=CARD_STATUSES)
+    card_set.add_argument("--expiry", metavar="YYMM")
+    for sub in (card_set, card_show, card_settle):
+        sub.add_argument("pan", metavar="PAN", help="card number or demo alias (demo1..)")
+        redis_option(sub)
+
+    snd = command("send", cmd_send, "send one message to a running switch, print the answer")
+    snd.add_argument("--channel", choices=sorted(send.SENDERS), default="jd")
+    snd.add_argument("--pan", required=True, help="card number or demo alias (demo1..)")
+    snd.add_argument("--amount", type=fen, default=0, help="amount in fen")
+    snd.add_argument("--mcc", default="", help="merchant category code, e.g. 5411")
+    snd.add_argument("--type", choices=sorted(send.CLASS_OF_TYPE), default="sale")
+    snd.add_argument("--original", help="id of the original (capture, reverse, refund)")
+    snd.add_argument("--id", help="this transaction's id (default: a new one; reuse to repeat)")
+    snd.add_argument("--expiry", help="card expiry YYMM to send")
+    snd.add_argument("--partial", action="store_true", help="accept a partial approval")
+    snd.add_argument("--lightning", action="store_true", help="JD lightning refund")
+    snd.add_argument("--merchant", default=DEMO_JD_MERCHANT, help="merchant id")
+    snd.add_argument("--key", default=DEMO_JD_KEY, help="merchant signing key")
+    snd.add_argument("--user", help="JD userId")
+    snd.add_argument("--host", default="127.0.0.1")
+    snd.add_argument("--port", type=int, help="default: the channel's default port")
+    snd.add_argument("--json", action="store_true", help="one JSON object with response_code")
+    return top
+
+
+if __name__ == "__main__":
+    sys.exit(main())

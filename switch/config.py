@@ -1,0 +1,91 @@
+"""Switch configuration: a TOML file decoded into msgspec Structs and checked at start-up.
+
+Every setting has a default, so the switch runs with no file at all (`make run`). An unknown
+key or a bad value is one error that names it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from switch import limits
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+
+# Listeners started when the config names none; each channel adds its own.
+DEFAULT_PORTS = {"jd": 8601}
+
+# The demo JD merchant; `switch send` signs with it unless told otherwise.
+DEMO_JD_MERCHANT = "110000001"
+DEMO_JD_KEY = "demo-jd-key-change-me"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class Listener(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Port = 0
+
+
+class Limits(msgspec.Struct, forbid_unknown_fields=True):
+    frame_size_max_bytes: Annotated[int, msgspec.Meta(ge=64, le=16 * 1024 * 1024)] = (
+        limits.frame_size_max_bytes)
+    inflight_per_connection_max: Annotated[int, msgspec.Meta(ge=1, le=65536)] = (
+        limits.inflight_per_connection_max)
+    idle_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = limits.idle_timeout_s
+    request_deadline_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = (
+        limits.request_deadline_ms)
+    shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = limits.shutdown_grace_s
+
+
+class Rules(msgspec.Struct, forbid_unknown_fields=True):
+    # Merchant categories declined with 57 (not permitted to the cardholder).
+    mcc_blocked: list[Annotated[str, msgspec.Meta(pattern=r"^\d{4}$")]] = msgspec.field(
+        default_factory=lambda: ["7995", "7800", "7801", "7802", "6051", "4829", "6010", "6011"])
+    # JD beans per whole yuan posted, by channel; other channels earn `beans_per_yuan`.
+    beans_per_yuan: int = 1
+    beans_per_yuan_by_channel: dict[str, int] = msgspec.field(
+        default_factory=lambda: {"jd": 5})
+
+
+class Jd(msgspec.Struct, forbid_unknown_fields=True):
+    # merchant id -> HMAC-SHA256 key used to sign requests and answers
+    merchant_keys: dict[str, str] = msgspec.field(
+        default_factory=lambda: {DEMO_JD_MERCHANT: DEMO_JD_KEY})
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True):
+    redis_url: str = ""  # empty: the switch starts a private redis-server
+    listeners: dict[str, Listener] = msgspec.field(
+        default_factory=lambda: {name: Listener(port=port) for name, port in
+                                 DEFAULT_PORTS.items()})
+    limits: Limits = msgspec.field(default_factory=Limits)
+    rules: Rules = msgspec.field(default_factory=Rules)
+    jd: Jd = msgspec.field(default_factory=Jd)
+
+
+def load(path: str | Path | None) -> Config:
+    if path is None:
+        return Config()
+    try:
+        text = Path(path).read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    try:
+        return msgspec.toml.decode(text, type=Config)
+    except msgspec.DecodeError as error:
+        raise ConfigError(f"config {path}: {error}") from None
+
+
+def parse_listen(value: str) -> tuple[str, Listener]:
+    """CHANNEL=HOST:PORT (or CHANNEL=PORT) from the command line."""
+    channel, sep, address = value.partition("=")
+    host, _, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"--listen {value!r}: expected CHANNEL=HOST:PORT, e.g. jd=127.0.0.1:8601")
+    return channel, Listener(host=host or "127.0.0.1", port=int(port))

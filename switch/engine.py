@@ -1,0 +1,71 @@
+"""The decision: validate -> rules -> ledger (card checks and balances, atomically in Redis).
+
+Card lookups happen inside the ledger script so that a decision is one Redis call; the rule
+verdict goes into the same script, which still checks the card first, so an unknown or
+blocked card is named before a merchant rule.
+"""
+
+from __future__ import annotations
+
+import random
+
+from protocols.messages import (
+    CURRENCY_CNY,
+    REFERENCING_CLASSES,
+    AuthRequest,
+    AuthResponse,
+    MessageClass,
+    decline,
+)
+from switch import limits
+from switch.ledger import Ledger
+from switch.rules import Policy
+
+_auth_ids = random.Random()  # auth ids need to be unlikely to repeat, not secret
+
+
+def new_auth_id() -> str:
+    return f"{_auth_ids.getrandbits(32) % 1_000_000:06d}"
+
+
+def invalid(request: AuthRequest) -> AuthResponse | None:
+    """A format (30), amount (13) or support (12) problem, or None when the request is sound."""
+    card = request.card
+    if not (12 <= len(card) <= 19 and card.isdigit() and card.isascii()):
+        return decline("14", "card_number_malformed")
+    if not request.idempotency_key or not request.txn_ref:
+        return decline("30", "transaction_id_missing")
+    if request.message_class in REFERENCING_CLASSES and not request.original_ref:
+        return decline("30", "original_reference_missing")
+    if request.mcc and not (len(request.mcc) == 4 and request.mcc.isdigit()):
+        return decline("30", "mcc_malformed")
+    if request.message_class in (MessageClass.AUTH, MessageClass.SALE) and not request.mcc:
+        return decline("30", "mcc_missing")
+    if request.expiry and not (len(request.expiry) == 4 and request.expiry.isdigit()):
+        return decline("30", "expiry_malformed")
+    if request.currency != CURRENCY_CNY:
+        return decline("12", "currency_not_supported")
+    if not 0 <= request.amount_fen <= limits.amount_max_fen:
+        return decline("13", "amount_out_of_range")
+    # Reversals may name 0 (= the whole original); every other money movement needs an amount.
+    needs_amount = request.message_class not in (MessageClass.INQUIRY, MessageClass.REVERSAL)
+    if needs_amount and request.amount_fen == 0:
+        return decline("13", "amount_zero")
+    return None
+
+
+class Engine:
+    def __init__(self, ledger: Ledger, policy: Policy) -> None:
+        self.ledger = ledger
+        self.policy = policy
+
+    async def decide(self, request: AuthRequest) -> AuthResponse:
+        problem = invalid(request)
+        if problem is not None:
+            return problem
+        return await self.ledger.execute(
+            request,
+            auth_id=new_auth_id(),
+            rule_decline=self.policy.decline(request),
+            beans_per_yuan=self.policy.beans_per_yuan(request),
+        )

@@ -1,0 +1,213 @@
+"""TCP listeners: one per channel, each with its framer and codec, all sharing one engine.
+
+Transport only: bytes in, frames out to the codec, decisions from the engine, answers back.
+Several requests may be in flight on one connection and complete out of order (answers
+carry the channel's own ids). At `inflight_per_connection_max` the connection stops being
+read until answers drain. Every request gets an answer: a decision within the deadline, or
+91 when Redis is too slow, or 96 when something of ours broke.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from protocols.channel import ChannelCodec, Decoded
+from protocols.framing import Framer, FramingError
+from protocols.messages import AuthResponse, decline
+from switch.config import Config, Limits
+from switch.engine import Engine
+
+log = logging.getLogger("switch.server")
+
+
+class Counters:
+    __slots__ = ("connections", "requests", "answered", "timeouts", "errors", "framing_errors")
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.limits = listener.limits
+        self.framer = Framer(listener.codec.header, self.limits.frame_size_max_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.inflight = 0
+        self.paused = False
+        self.last_activity = 0.0
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    # --- transport events ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        self.listener.connections.add(self)
+        self.listener.counters.connections += 1
+        self._touch()
+        self._arm_idle_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.listener.connections.discard(self)
+        if self.idle_timer:
+            self.idle_timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        self._touch()
+        try:
+            frames = self.framer.feed(data)
+        except FramingError as error:
+            self.listener.counters.framing_errors += 1
+            log.warning("%s: closing %s: %s", self.listener.name, self._peer(), error)
+            self.transport.abort()
+            return
+        for body in frames:
+            self._request(body)
+
+    # --- requests -----------------------------------------------------------------------
+
+    def _request(self, body: bytes) -> None:
+        self.listener.counters.requests += 1
+        try:
+            decoded = self.listener.codec.decode_request(body)
+        except Exception:  # a codec must answer bad input itself; this is our bug
+            log.exception("%s: codec failed on a %d-byte frame", self.listener.name, len(body))
+            self.listener.counters.errors += 1
+            self.transport.abort()
+            return
+        if isinstance(decoded, bytes):
+            self._send(decoded)
+            return
+        self.inflight += 1
+        if self.inflight >= self.limits.inflight_per_connection_max and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+        task = asyncio.get_running_loop().create_task(self._decide(decoded))
+        self.listener.tasks.add(task)
+        task.add_done_callback(self.listener.tasks.discard)
+
+    async def _decide(self, decoded: Decoded) -> None:
+        response = await self.listener.decide_within_deadline(decoded)
+        try:
+            self._send(self.listener.codec.encode_response(decoded.context, response))
+        finally:
+            self.inflight -= 1
+            if self.paused and self.inflight < self.limits.inflight_per_connection_max:
+                self.paused = False
+                self.transport.resume_reading()
+
+    def _send(self, body: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(self.framer.frame(body))
+            self.listener.counters.answered += 1
+        self._touch()
+
+    # --- idle timeout ---------------------------------------------------------------------
+
+    def _touch(self) -> None:
+        self.last_activity = asyncio.get_running_loop().time()
+
+    def _arm_idle_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self.last_activity + self.limits.idle_timeout_s
+        self.idle_timer = loop.call_at(due, self._idle_check)
+
+    def _idle_check(self) -> None:
+        if self.transport.is_closing():
+            return
+        idle = asyncio.get_running_loop().time() - self.last_activity
+        if self.inflight == 0 and idle >= self.limits.idle_timeout_s:
+            log.info("%s: closing idle connection %s", self.listener.name, self._peer())
+            self.transport.close()
+            return
+        self._arm_idle_timer()
+
+    def _peer(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return f"{peer[0]}:{peer[1]}" if peer else "?"
+
+
+class Listener:
+    """One channel's TCP server."""
+
+    def __init__(self, name: str, codec: ChannelCodec, engine: Engine, limits: Limits,
+                 counters: Counters) -> None:
+        self.name = name
+        self.codec = codec
+        self.engine = engine
+        self.limits = limits
+        self.counters = counters
+        self.connections: set[Connection] = set()
+        self.tasks: set[asyncio.Task] = set()
+        self.server: asyncio.Server | None = None
+        self.deadline_s = limits.request_deadline_ms / 1000
+
+    async def start(self, host: str, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: Connection(self), host, port)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def decide_within_deadline(self, decoded: Decoded) -> AuthResponse:
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                return await self.engine.decide(decoded.request)
+        except TimeoutError:
+            self.counters.timeouts += 1
+            return decline("91", "issuer_timeout")
+        except (ConnectionError, OSError) as error:
+            self.counters.errors += 1
+            log.warning("%s: Redis unavailable: %s", self.name, error)
+            return decline("91", "issuer_unavailable")
+        except Exception:
+            self.counters.errors += 1
+            log.exception("%s: decision failed", self.name)
+            return decline("96", "system_error")
+
+
+class Switch:
+    """All listeners of one process, started and stopped together."""
+
+    def __init__(self, config: Config, engine: Engine,
+                 codecs: dict[str, Callable[[Config], ChannelCodec]]) -> None:
+        self.config = config
+        self.engine = engine
+        self.counters = Counters()
+        unknown = set(config.listeners) - set(codecs)
+        if unknown:
+            raise ValueError(f"no such channel: {', '.join(sorted(unknown))} "
+                             f"(channels: {', '.join(sorted(codecs))})")
+        self.listeners = {
+            name: Listener(name, codecs[name](config), engine, config.limits, self.counters)
+            for name in config.listeners
+        }
+        self.ports: dict[str, int] = {}
+
+    async def start(self) -> None:
+        for name, listener in self.listeners.items():
+            address = self.config.listeners[name]
+            self.ports[name] = await listener.start(address.host, address.port)
+
+    async def shutdown(self) -> None:
+        """Stop accepting, stop reading, let decisions in flight answer, then close."""
+        for listener in self.listeners.values():
+            listener.server.close()
+        connections = [c for lst in self.listeners.values() for c in lst.connections]
+        for connection in connections:
+            if not connection.transport.is_closing():
+                connection.transport.pause_reading()
+        tasks = [t for lst in self.listeners.values() for t in lst.tasks]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.config.limits.shutdown_grace_s)
+            if late:
+                log.warning("shutdown: %d decisions still running after the grace period",
+                            len(late))
+        for connection in connections:
+            connection.transport.close()
+        for listener in self.listeners.values():
+            await listener.server.wait_closed()
