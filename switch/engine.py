@@ -8,6 +8,7 @@ blocked card is named before a merchant rule.
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 
 from protocols.messages import (
     CURRENCY_CNY,
@@ -54,12 +55,25 @@ def invalid(request: AuthRequest) -> AuthResponse | None:
     return None
 
 
+# A channel whose card reference is not a PAN (x-pay tokens) resolves it first: it returns
+# the request with the underlying PAN in `card`, or the answer that ends the decision.
+CardResolver = Callable[[AuthRequest], Awaitable[AuthRequest | AuthResponse]]
+
+
 class Engine:
-    def __init__(self, ledger: Ledger, policy: Policy) -> None:
+    def __init__(self, ledger: Ledger, policy: Policy,
+                 resolvers: dict[str, CardResolver] | None = None) -> None:
         self.ledger = ledger
         self.policy = policy
+        self.resolvers = resolvers or {}
 
     async def decide(self, request: AuthRequest) -> AuthResponse:
+        resolver = self.resolvers.get(request.channel)
+        if resolver is not None:
+            resolved = await resolver(request)
+            if isinstance(resolved, AuthResponse):
+                return resolved
+            request = resolved
         problem = invalid(request)
         if problem is not None:
             return problem

@@ -1,0 +1,33 @@
+# Two commands for a newcomer: `make run` and `make test`. Everything else is optional.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint redis bench clean
+
+run: $(STAMP)  ## set up, then serve every channel with demo cards (Ctrl-C stops)
+	@scripts/ensure-redis-server --optional
+	$(BIN)/switch serve --demo
+
+test: $(STAMP)  ## set up, then lint and run the whole suite
+	@scripts/ensure-redis-server
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+redis:  ## install redis-server if it is missing
+	@scripts/ensure-redis-server
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (3.11+)"; exit 1; }
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .hypothesis .ruff_cache *.egg-info

@@ -1,0 +1,123 @@
+"""Test helpers: fresh cards, an injectable clock, a real switch on free ports, a JD client.
+
+Nothing here flushes a Redis it did not start; tests keep apart by using fresh card numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+
+from protocols import jd
+from protocols.cardnumbers import luhn_check_digit
+from protocols.channel import ClientAnswer
+from protocols.framing import Framer
+from protocols.messages import AuthRequest, MessageClass
+from switch.app import build
+from switch.config import DEMO_JD_KEY, DEMO_JD_MERCHANT, Config, Listener
+from switch.ledger import Ledger
+
+ANSWER_WAIT_S = 10.0  # bound on every wait for an answer in the tests
+
+_pan_counter = itertools.count(1)
+
+
+def new_pan() -> str:
+    """A Luhn-valid UnionPay number no other test uses."""
+    body = f"625399{time.time_ns() % 10**5:05d}{next(_pan_counter):04d}"
+    return body + luhn_check_digit(body)
+
+
+class FakeClock:
+    def __init__(self, now_ms: int | None = None) -> None:
+        self.now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+
+    def now_ms(self) -> int:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += int(seconds * 1000)
+
+
+async def make_card(ledger: Ledger, limit_fen: int = 10_000, **fields) -> str:
+    pan = new_pan()
+    await ledger.set_card(pan, limit_fen=limit_fen, expiry=fields.pop("expiry", "3012"),
+                          **fields)
+    return pan
+
+
+def test_config(**overrides) -> Config:
+    config = Config(listeners={"jd": Listener(port=0)})
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return config
+
+
+@contextlib.asynccontextmanager
+async def running_switch(redis_url: str, config: Config | None = None):
+    """A real switch on free ports, in this event loop; shut down on exit."""
+    switch, ledger = await build(config or test_config(), redis_url)
+    await switch.start()
+    try:
+        yield switch, ledger
+    finally:
+        await switch.shutdown()
+        await ledger.scripts.drain()
+        await ledger.client.aclose()
+
+
+class JdClient:
+    """A test client that may keep many requests in flight on one connection."""
+
+    def __init__(self, reader, writer, key: bytes = DEMO_JD_KEY.encode()) -> None:
+        self.reader, self.writer, self.key = reader, writer, key
+        self.framer = Framer(jd.JdCodec.header, 1 << 20)
+        self.waiting: dict[str, asyncio.Future] = {}
+        self.reader_task = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def connect(cls, port: int) -> JdClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def _read(self) -> None:
+        while data := await self.reader.read(65536):
+            for body in self.framer.feed(data):
+                answer = jd.decode_response(body, self.key)
+                self.waiting.pop(answer.correlation_id).set_result(answer)
+        for future in self.waiting.values():
+            if not future.done():
+                future.set_exception(ConnectionError("closed"))
+
+    def send_body(self, trade_num: str, body: bytes) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting[trade_num] = future
+        self.writer.write(self.framer.frame(body))
+        return future
+
+    async def send(self, request: AuthRequest, **extra: str) -> ClientAnswer:
+        body = jd.encode_request(request, self.key, **extra)
+        future = self.send_body(extra.get("tradeNum", request.txn_ref), body)
+        async with asyncio.timeout(ANSWER_WAIT_S):
+            return await future
+
+    async def close(self) -> None:
+        self.writer.close()
+        self.reader_task.cancel()
+        with contextlib.suppress(BaseException):
+            await self.reader_task
+
+
+_trade_counter = itertools.count(1)
+
+
+def jd_request(pan: str, kind: MessageClass = MessageClass.SALE, amount_fen: int = 1000,
+               mcc: str = "5411", original: str = "", **fields) -> AuthRequest:
+    """A client-side JD request (txn_ref and original_ref are bare trade numbers)."""
+    return AuthRequest(
+        message_class=kind, channel="jd", card=pan, amount_fen=amount_fen, mcc=mcc,
+        merchant_id=DEMO_JD_MERCHANT, txn_ref=fields.pop("txn_ref", f"T{next(_trade_counter)}"
+                                                     f"x{time.time_ns() % 10**9}"),
+        original_ref=original, transmitted_at="20261129120000", **fields)
