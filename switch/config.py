@@ -41,6 +41,7 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True):
     request_deadline_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = (
         limits.request_deadline_ms)
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = limits.shutdown_grace_s
+    shutdown_linger_s: Annotated[float, msgspec.Meta(ge=0)] = limits.shutdown_linger_s
 
 
 class Rules(msgspec.Struct, forbid_unknown_fields=True):

@@ -22,6 +22,9 @@ request_deadline_ms = 2000
 # On SIGTERM/SIGINT: stop accepting, then give answers in flight this long to go out. (config)
 shutdown_grace_s = 5.0
 
+# After the last answer, how long peers get to read it and close before we abort. (config)
+shutdown_linger_s = 2.0
+
 # Ledger calls waiting in one loop tick go to Redis in one pipeline; this caps one batch so
 # a burst is split into pipelines Redis can answer without stalling others.
 pipeline_batch_max = 512

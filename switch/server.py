@@ -43,6 +43,9 @@ class Connection(asyncio.Protocol):
         self.paused = False
         self.last_activity = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.draining = False  # shutting down: no new requests; reading stays paused
+        self.closing = False  # answers all sent: input is read and dropped, nothing decided
+        self.closed = asyncio.get_running_loop().create_future()
 
     # --- transport events ---------------------------------------------------------------
 
@@ -57,8 +60,12 @@ class Connection(asyncio.Protocol):
         self.listener.connections.discard(self)
         if self.idle_timer:
             self.idle_timer.cancel()
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
         self._touch()
         try:
             frames = self.framer.feed(data)
@@ -98,12 +105,13 @@ class Connection(asyncio.Protocol):
             self._send(self.listener.codec.encode_response(decoded.context, response))
         finally:
             self.inflight -= 1
-            if self.paused and self.inflight < self.limits.inflight_per_connection_max:
+            resume = self.paused and not self.draining
+            if resume and self.inflight < self.limits.inflight_per_connection_max:
                 self.paused = False
                 self.transport.resume_reading()
 
     def _send(self, body: bytes) -> None:
-        if not self.transport.is_closing():
+        if not (self.closing or self.transport.is_closing()):
             self.transport.write(self.framer.frame(body))
             self.listener.counters.answered += 1
         self._touch()
@@ -127,6 +135,25 @@ class Connection(asyncio.Protocol):
             self.transport.close()
             return
         self._arm_idle_timer()
+
+    def drain(self) -> None:
+        """Take no new requests; the ones in flight still get their answers."""
+        self.draining = True
+        if not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def finish(self) -> None:
+        """Half-close after the last answer: the peer reads every answer, then EOF.
+
+        Input still arriving is read and dropped: closing a socket with unread input makes
+        the kernel send a reset, which can destroy answers the peer has not read yet.
+        """
+        self.closing = True
+        if self.transport.is_closing():
+            return
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.transport.resume_reading()
 
     def _peer(self) -> str:
         peer = self.transport.get_extra_info("peername") if self.transport else None
@@ -194,13 +221,15 @@ class Switch:
             self.ports[name] = await listener.start(address.host, address.port)
 
     async def shutdown(self) -> None:
-        """Stop accepting, stop reading, let decisions in flight answer, then close."""
+        """Stop accepting, stop reading, let decisions in flight answer, then close.
+
+        The peer sees every answer to a request the switch took, then end of stream.
+        """
         for listener in self.listeners.values():
             listener.server.close()
         connections = [c for lst in self.listeners.values() for c in lst.connections]
         for connection in connections:
-            if not connection.transport.is_closing():
-                connection.transport.pause_reading()
+            connection.drain()
         tasks = [t for lst in self.listeners.values() for t in lst.tasks]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=self.config.limits.shutdown_grace_s)
@@ -208,6 +237,11 @@ class Switch:
                 log.warning("shutdown: %d decisions still running after the grace period",
                             len(late))
         for connection in connections:
-            connection.transport.close()
+            connection.finish()
+        if connections:
+            await asyncio.wait([c.closed for c in connections],
+                               timeout=self.config.limits.shutdown_linger_s)
+        for connection in connections:
+            connection.transport.abort()
         for listener in self.listeners.values():
             await listener.server.wait_closed()

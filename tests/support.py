@@ -48,7 +48,7 @@ async def make_card(ledger: Ledger, limit_fen: int = 10_000, **fields) -> str:
     return pan
 
 
-def test_config(**overrides) -> Config:
+def switch_config(**overrides) -> Config:
     config = Config(listeners={"jd": Listener(port=0)})
     for name, value in overrides.items():
         setattr(config, name, value)
@@ -58,7 +58,7 @@ def test_config(**overrides) -> Config:
 @contextlib.asynccontextmanager
 async def running_switch(redis_url: str, config: Config | None = None):
     """A real switch on free ports, in this event loop; shut down on exit."""
-    switch, ledger = await build(config or test_config(), redis_url)
+    switch, ledger = await build(config or switch_config(), redis_url)
     await switch.start()
     try:
         yield switch, ledger
@@ -83,13 +83,16 @@ class JdClient:
         return cls(reader, writer)
 
     async def _read(self) -> None:
-        while data := await self.reader.read(65536):
-            for body in self.framer.feed(data):
-                answer = jd.decode_response(body, self.key)
-                self.waiting.pop(answer.correlation_id).set_result(answer)
-        for future in self.waiting.values():
-            if not future.done():
-                future.set_exception(ConnectionError("closed"))
+        try:
+            while data := await self.reader.read(65536):
+                for body in self.framer.feed(data):
+                    answer = jd.decode_response(body, self.key)
+                    self.waiting.pop(answer.correlation_id).set_result(answer)
+        finally:  # end of stream or a reset: whatever is still waiting will not be answered
+            self.writer.close()
+            for future in self.waiting.values():
+                if not future.done():
+                    future.set_exception(ConnectionError("closed before an answer"))
 
     def send_body(self, trade_num: str, body: bytes) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()

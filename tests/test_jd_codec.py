@@ -1,0 +1,107 @@
+"""The JD codec, sans-IO: signed JSON in, canonical request out, and back."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocols import jd
+from protocols.channel import Decoded, sign_sorted_pairs
+from protocols.messages import AuthRequest, AuthResponse, MessageClass
+
+KEY = b"test-key"
+CODEC = jd.JdCodec({"m1": KEY})
+
+
+def client_request(**changes) -> AuthRequest:
+    fields = dict(message_class=MessageClass.SALE, channel="jd", card="6253990000000001",
+                  amount_fen=1234, mcc="5411", merchant_id="m1", txn_ref="T1",
+                  transmitted_at="20261129120000")
+    return AuthRequest(**(fields | changes))
+
+
+def reply_fields(reply: bytes) -> dict:
+    return msgspec.json.decode(reply)
+
+
+def test_signature_is_hmac_sha256_over_sorted_non_empty_pairs():
+    fields = {"b": "2", "a": "1", "sign": "x", "empty": ""}
+    import hashlib
+    import hmac
+    assert sign_sorted_pairs(fields, KEY) == hmac.new(KEY, b"a=1&b=2", hashlib.sha256).hexdigest()
+
+
+@given(trade=st.from_regex(r"[A-Za-z0-9_\-]{1,32}", fullmatch=True),
+       amount=st.integers(0, 10**12), kind=st.sampled_from(list(MessageClass)),
+       partial=st.booleans(), original=st.from_regex(r"[A-Za-z0-9]{1,32}", fullmatch=True))
+def test_round_trip(trade, amount, kind, partial, original):
+    sent = client_request(txn_ref=trade, amount_fen=amount, message_class=kind,
+                          partial_ok=partial, original_ref=original)
+    decoded = CODEC.decode_request(jd.encode_request(sent, KEY))
+    assert isinstance(decoded, Decoded)
+    got = decoded.request
+    assert (got.message_class, got.amount_fen, got.card, got.mcc, got.partial_ok) == (
+        kind, amount, sent.card, "5411", partial)
+    assert got.txn_ref == got.idempotency_key == f"jd:m1:{trade}"
+    assert got.original_ref == f"jd:m1:{original}"
+    response = AuthResponse(response_code="00", approved_fen=amount, auth_id="123456",
+                            open_to_buy_fen=5, beans=3)
+    answer = jd.decode_response(CODEC.encode_response(decoded.context, response), KEY)
+    assert answer.correlation_id == trade
+    assert answer.response == response
+
+
+def test_bad_signature_is_answered_and_not_decided():
+    body = msgspec.json.decode(jd.encode_request(client_request(), KEY))
+    body["amount"] = "99999"  # tampered after signing
+    reply = CODEC.decode_request(msgspec.json.encode(body))
+    assert isinstance(reply, bytes)
+    answer = jd.decode_response(reply, KEY)
+    assert (answer.fields["code"], answer.response.response_code) == ("SIGN01", "63")
+
+
+def test_unknown_merchant_is_answered_unsigned():
+    reply = CODEC.decode_request(jd.encode_request(client_request(merchant_id="nope"), KEY))
+    fields = reply_fields(reply)
+    assert (fields["code"], fields["isoCode"]) == ("MERC01", "03")
+    assert "sign" not in fields
+
+
+@pytest.mark.parametrize(("change", "detail"), [
+    ({"tradeType": "PAY"}, "tradeType"),
+    ({"amount": "12.50"}, "amount"),
+    ({"amount": "-1"}, "amount"),
+    ({"tradeNum": "has space"}, "tradeNum"),
+    ({"tradeTime": "2026"}, "tradeTime"),
+    ({"cardNo": ""}, "cardNo"),
+])
+def test_malformed_fields_are_a_parameter_error_naming_the_field(change, detail):
+    reply = CODEC.decode_request(jd.encode_request(client_request(), KEY, **change))
+    fields = reply_fields(reply)
+    assert (fields["code"], fields["isoCode"]) == ("PARA01", "30")
+    assert detail in fields["reason"]
+
+
+@given(garbage=st.binary(max_size=300))
+def test_garbage_gets_a_format_error_reply_never_an_exception(garbage):
+    reply = CODEC.decode_request(garbage)
+    assert isinstance(reply, bytes)
+    assert reply_fields(reply)["isoCode"] in ("30", "03")
+
+
+@given(fields=st.dictionaries(st.sampled_from(["merchant", "tradeNum", "tradeType", "amount",
+                                               "cardNo", "tradeTime", "sign", "x"]),
+                              st.text(max_size=20) | st.integers() | st.none()))
+def test_any_json_object_gets_a_reply_or_a_request(fields):
+    result = CODEC.decode_request(msgspec.json.encode(fields))
+    assert isinstance(result, bytes | Decoded)
+
+
+def test_result_codes_cover_every_decline_the_engine_gives():
+    for iso in ("00", "10", "12", "13", "14", "25", "30", "41", "43", "51", "54", "57", "61",
+                "62", "63", "65", "91", "94", "96"):
+        code, desc = jd.result_code(iso)
+        assert len(code) == 6 and desc
+    assert jd.result_code("05") == jd.DECLINED
