@@ -14,6 +14,7 @@ import msgspec
 from protocols.cardnumbers import mask_pan
 from switch import app, send
 from switch.cards import demo_cards, showcase_cards
+from switch.channels import CODECS
 from switch.config import (
     DEFAULT_PORTS,
     DEMO_JD_KEY,
@@ -24,6 +25,7 @@ from switch.config import (
 )
 from switch.ledger import CARD_STATUSES, Ledger, connect
 from switch.redis_runner import PrivateRedis, RedisUnavailable, reachable
+from switch.server import check_channels
 
 RUN_DIR = Path(os.environ.get("SWITCH_RUN_DIR", ".run"))
 REDIS_URL_FILE = RUN_DIR / "redis.url"  # where a serving switch records its private Redis
@@ -94,6 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load(args.config)
     if args.listen:
         config.listeners = dict(parse_listen(value) for value in args.listen)
+    check_channels(config, CODECS)  # before a private Redis is started for nothing
     url = configured_redis(args)
     private = None
     if url and reachable(url):

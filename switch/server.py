@@ -197,6 +197,13 @@ class Listener:
             return decline("96", "system_error")
 
 
+def check_channels(config: Config, codecs: dict) -> None:
+    unknown = set(config.listeners) - set(codecs)
+    if unknown:
+        raise ValueError(f"no such channel: {', '.join(sorted(unknown))} "
+                         f"(channels: {', '.join(sorted(codecs))})")
+
+
 class Switch:
     """All listeners of one process, started and stopped together."""
 
@@ -205,10 +212,7 @@ class Switch:
         self.config = config
         self.engine = engine
         self.counters = Counters()
-        unknown = set(config.listeners) - set(codecs)
-        if unknown:
-            raise ValueError(f"no such channel: {', '.join(sorted(unknown))} "
-                             f"(channels: {', '.join(sorted(codecs))})")
+        check_channels(config, codecs)
         self.listeners = {
             name: Listener(name, codecs[name](config), engine, config.limits, self.counters)
             for name in config.listeners

@@ -1,0 +1,106 @@
+"""The `switch` command as a user runs it: a real `switch serve` process, its private Redis,
+`switch send` and `switch card` from other processes, and SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from switch.redis_runner import reachable
+
+SWITCH = [sys.executable, "-m", "switch.cli"]
+WAIT_S = 20.0
+
+
+def run(args: list[str], env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(SWITCH + args, env=env, capture_output=True, text=True, timeout=WAIT_S)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def read_banner(process: subprocess.Popen) -> str:
+    """Lines of stdout up to the banner's last line (bounded wait)."""
+    deadline = time.monotonic() + WAIT_S
+    lines = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C stops" in line:
+            return "".join(lines)
+    raise AssertionError("no banner: " + "".join(lines) + process.stderr.read())
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["SWITCH_RUN_DIR"] = str(tmp_path / "run")
+    process = subprocess.Popen(SWITCH + ["serve", "--demo", "--listen", "jd=127.0.0.1:0"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        banner = read_banner(process)
+        port = int(re.search(r"jd\s+listening on 127\.0\.0\.1:(\d+)", banner).group(1))
+        yield process, banner, port, env
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_serve_send_show_and_stop(served):
+    process, banner, port, env = served
+    assert "demo1" in banner and "private" in banner
+    assert not re.search(r"\d{16}", banner), "the banner must not show full card numbers"
+    redis_url = (Path(env["SWITCH_RUN_DIR"]) / "redis.url").read_text().strip()
+
+    sale = json.loads(run(["send", "--port", str(port), "--pan", "demo1", "--amount", "12800",
+                           "--mcc", "5411", "--json"], env).stdout)
+    assert (sale["response_code"], sale["wire"]["code"]) == ("00", "000000")
+    card = json.loads(run(["card", "show", "demo1", "--json"], env).stdout)
+    assert card["open_to_buy"] == card["limit"] - 12800
+    assert "*" in card["pan"]
+
+    reverse = json.loads(run(["send", "--port", str(port), "--pan", "demo1", "--type",
+                              "reverse", "--original", sale["id"], "--json"], env).stdout)
+    assert reverse["open_to_buy_fen"] == card["limit"]
+    text = run(["send", "--port", str(port), "--pan", "demo1", "--amount", "100", "--mcc",
+                "7995"], env).stdout
+    assert "DECLINED 57" in text and "mcc_blocked:7995" in text
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=WAIT_S) == 0
+    assert not reachable(redis_url), "the private Redis must stop with the switch"
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["SWITCH_RUN_DIR"] = str(tmp_path)
+    for args, message in [
+        (["card", "show", "demo1"], "no Redis to use"),
+        (["card", "show", "12"], "not a card number"),
+        (["send", "--pan", "demo1", "--port", "1"], "no answer from 127.0.0.1:1"),
+        (["serve", "--listen", "jd=localhost"], "expected CHANNEL=HOST:PORT"),
+        (["serve", "--listen", "nope=1"], "no such channel: nope"),
+    ]:
+        done = run(args, env, check=False)
+        assert done.returncode == 2, (args, done.stderr)
+        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_bad_config_names_the_key(tmp_path):
+    config = tmp_path / "switch.toml"
+    config.write_text("[limits]\nrequest_deadline_ms = -5\n")
+    done = run(["serve", "--config", str(config)], dict(os.environ), check=False)
+    assert done.returncode == 2
+    assert "request_deadline_ms" in done.stderr
