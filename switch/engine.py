@@ -29,29 +29,38 @@ def new_auth_id() -> str:
     return f"{_auth_ids.getrandbits(32) % 1_000_000:06d}"
 
 
-def invalid(request: AuthRequest) -> AuthResponse | None:
-    """A format (30), amount (13) or support (12) problem, or None when the request is sound."""
+def malformed(request: AuthRequest) -> AuthResponse | None:
+    """A request the ledger cannot even file (no usable card number or ids): answered here."""
     card = request.card
     if not (12 <= len(card) <= 19 and card.isdigit() and card.isascii()):
         return decline("14", "card_number_malformed")
     if not request.idempotency_key or not request.txn_ref:
         return decline("30", "transaction_id_missing")
+    return None
+
+
+def refusal(request: AuthRequest) -> tuple[str, str] | None:
+    """A format (30), amount (13) or support (12) problem, as (code, reason), or None.
+
+    Like a rule decline, it is answered by the ledger script, after the card checks, so the
+    answer carries the open-to-buy and a repeat gets the same answer.
+    """
     if request.message_class in REFERENCING_CLASSES and not request.original_ref:
-        return decline("30", "original_reference_missing")
+        return "30", "original_reference_missing"
     if request.mcc and not (len(request.mcc) == 4 and request.mcc.isdigit()):
-        return decline("30", "mcc_malformed")
+        return "30", "mcc_malformed"
     if request.message_class in (MessageClass.AUTH, MessageClass.SALE) and not request.mcc:
-        return decline("30", "mcc_missing")
+        return "30", "mcc_missing"
     if request.expiry and not (len(request.expiry) == 4 and request.expiry.isdigit()):
-        return decline("30", "expiry_malformed")
+        return "30", "expiry_malformed"
     if request.currency != CURRENCY_CNY:
-        return decline("12", "currency_not_supported")
+        return "12", "currency_not_supported"
     if not 0 <= request.amount_fen <= limits.amount_max_fen:
-        return decline("13", "amount_out_of_range")
+        return "13", "amount_out_of_range"
     # Reversals may name 0 (= the whole original); every other money movement needs an amount.
     needs_amount = request.message_class not in (MessageClass.INQUIRY, MessageClass.REVERSAL)
     if needs_amount and request.amount_fen == 0:
-        return decline("13", "amount_zero")
+        return "13", "amount_zero"
     return None
 
 
@@ -74,12 +83,12 @@ class Engine:
             if isinstance(resolved, AuthResponse):
                 return resolved
             request = resolved
-        problem = invalid(request)
+        problem = malformed(request)
         if problem is not None:
             return problem
         return await self.ledger.execute(
             request,
             auth_id=new_auth_id(),
-            rule_decline=self.policy.decline(request),
+            rule_decline=refusal(request) or self.policy.decline(request),
             beans_per_yuan=self.policy.beans_per_yuan(request),
         )

@@ -94,7 +94,8 @@ def describe(request: AuthRequest, answer: ClientAnswer, card_label: str) -> str
     lines = [
         f"{verdict} {r.response_code}" + (f"  reason {r.reason}" if r.reason else "")
         + ("  (repeat: first answer returned)" if r.repeat else ""),
-        f"  {request.message_class.value} of {request.amount_fen} fen on "
+        f"  {request.message_class.value} of "
+        f"{f'{request.amount_fen} fen' if request.amount_fen else 'the whole original'} on "
         f"{mask_pan(request.card)} via {request.channel}, id {answer.correlation_id}",
         f"  approved {r.approved_fen} fen, auth id {r.auth_id or '-'}, "
         f"open-to-buy {r.open_to_buy_fen} fen, beans {r.beans:+d}",

@@ -3,6 +3,7 @@ local first = earlier_answer()
 if first then return first end
 local refusal = card_refusal(false)
 if refusal then return decline(refusal[1], refusal[2]) end
+if rule_code ~= '' then return decline(rule_code, rule_reason) end
 local kind, state, hold, auth, rate, beans_before = unpack(redis.call('HMGET', txn_key,
   'kind', 'state', 'hold', 'auth', 'rate', 'beans'))
 if not kind then return decline('25', 'original_not_found') end
