@@ -94,8 +94,7 @@ def describe(request: AuthRequest, answer: ClientAnswer, card_label: str) -> str
     lines = [
         f"{verdict} {r.response_code}" + (f"  reason {r.reason}" if r.reason else "")
         + ("  (repeat: first answer returned)" if r.repeat else ""),
-        f"  {request.message_class.value} of "
-        f"{f'{request.amount_fen} fen' if request.amount_fen else 'the whole original'} on "
+        f"  {request.message_class.value} of {amount_text(request)} on "
         f"{mask_pan(request.card)} via {request.channel}, id {answer.correlation_id}",
         f"  approved {r.approved_fen} fen, auth id {r.auth_id or '-'}, "
         f"open-to-buy {r.open_to_buy_fen} fen, beans {r.beans:+d}",
@@ -104,6 +103,12 @@ def describe(request: AuthRequest, answer: ClientAnswer, card_label: str) -> str
         lines.append(f"  undo with: switch send --channel {request.channel} --type reverse "
                      f"--pan {card_label} --original {answer.correlation_id}")
     return "\n".join(lines)
+
+
+def amount_text(request: AuthRequest) -> str:
+    if request.message_class is MessageClass.REVERSAL and request.amount_fen == 0:
+        return "the whole original"
+    return f"{request.amount_fen} fen"
 
 
 def as_json(answer: ClientAnswer) -> str:

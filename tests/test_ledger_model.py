@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -211,3 +211,35 @@ def test_ledger_matches_model(redis_url):
     LedgerMachine.redis_url = redis_url
     run_state_machine_as_test(
         LedgerMachine, settings=settings(max_examples=100, stateful_step_count=30, deadline=None))
+
+
+@settings(max_examples=25, deadline=None)
+@given(amounts=st.lists(st.integers(1, 4_000), min_size=1, max_size=60),
+       partial=st.lists(st.booleans(), min_size=60, max_size=60))
+def test_concurrent_authorizations_never_pass_the_limit(redis_url, amounts, partial):
+    """Random bursts in one event-loop tick (one pipeline): approvals never exceed the limit,
+    and what was approved is exactly what is held."""
+
+    async def burst():
+        ledger = Ledger(connect(redis_url))
+        try:
+            await ledger.start()
+            pan = new_pan()
+            await ledger.set_card(pan, limit_fen=LIMIT_FEN, expiry="3012")
+            requests = [AuthRequest(message_class=MessageClass.AUTH, channel="jd", card=pan,
+                                    amount_fen=amount, mcc="5411", txn_ref=f"c{i}",
+                                    idempotency_key=f"c{i}", partial_ok=partial[i])
+                        for i, amount in enumerate(amounts)]
+            answers = await asyncio.gather(*(ledger.execute(r, "000001") for r in requests))
+            return answers, await ledger.card(pan)
+        finally:
+            await ledger.client.aclose()
+
+    answers, view = asyncio.run(burst())
+    approved = sum(a.approved_fen for a in answers if a.approved)
+    assert approved == view.held <= LIMIT_FEN
+    assert view.open_to_buy == LIMIT_FEN - approved
+    assert all(a.response_code in ("00", "10", "51") for a in answers)
+    if any(a.response_code == "51" for a in answers):  # declined only when it did not fit
+        assert view.open_to_buy < min(a for a, r in zip(amounts, answers, strict=True)
+                                      if r.response_code == "51")
