@@ -33,30 +33,57 @@ async def load_cards(ledger: Ledger, cards: list[DemoCard]) -> None:
                                 status=card.status)
 
 
-async def serve(config: Config, redis_url: str, redis_note: str, demo: bool) -> None:
+async def serve_one(config: Config, redis_url: str, on_ready, reuse_port: bool = False) -> None:
+    """One process's listeners, until SIGINT or SIGTERM; then a graceful shutdown."""
     switch, ledger = await build(config, redis_url)
-    cards = showcase_cards() if demo else []
-    await load_cards(ledger, cards)
-    await switch.start()
-    print(banner(switch, redis_note, cards), flush=True)
+    await switch.start(reuse_port=reuse_port)
+    on_ready(switch.ports)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    print("stopping: no new connections, answering what is in flight ...", flush=True)
     await switch.shutdown()
     await ledger.scripts.drain()
     await ledger.client.aclose()
-    print(f"stopped; counters: {switch.counters.as_dict()}", flush=True)
+    log.info("stopped; counters: %s", switch.counters.as_dict())
 
 
-def banner(switch: Switch, redis_note: str, cards: list[DemoCard]) -> str:
-    lines = ["", "Baitiao card authorization switch is up", ""]
-    for name, port in switch.ports.items():
-        host = switch.config.listeners[name].host
-        lines.append(f"  {name:<7} listening on {host}:{port}")
+async def prepare(redis_url: str, demo: bool) -> list[DemoCard]:
+    """Load the demo cards (once, before any listener starts)."""
+    cards = showcase_cards() if demo else []
+    if cards:
+        ledger = Ledger(connect(redis_url))
+        try:
+            await load_cards(ledger, cards)
+        finally:
+            await ledger.client.aclose()
+    return cards
+
+
+def serve(config: Config, redis_url: str, redis_note: str, demo: bool, workers: int = 1
+          ) -> None:
+    cards = asyncio.run(prepare(redis_url, demo))
+
+    def announce(ports: dict[str, int]) -> None:
+        print(banner(config, ports, redis_note, cards, workers), flush=True)
+
+    if workers == 1:
+        run(serve_one(config, redis_url, announce))
+    else:
+        from switch.workers import supervise
+
+        supervise(config, redis_url, workers, announce)
+    print("switch stopped", flush=True)
+
+
+def banner(config: Config, ports: dict[str, int], redis_note: str, cards: list[DemoCard],
+           workers: int = 1) -> str:
+    lines = ["", "Baitiao card authorization switch is up"
+             + (f" ({workers} worker processes sharing the ports)" if workers > 1 else ""), ""]
+    for name, port in ports.items():
+        lines.append(f"  {name:<7} listening on {config.listeners[name].host}:{port}")
     lines += ["", f"  Redis   {redis_note}", ""]
     if cards:
         lines.append("  Demo cards (use the alias wherever a PAN is asked for):")
@@ -64,10 +91,10 @@ def banner(switch: Switch, redis_note: str, cards: list[DemoCard]) -> str:
             lines.append(f"    demo{index}  {mask_pan(card.pan)}  limit {card.limit_fen:>10} fen"
                          f"  expiry {card.expiry}  {card.status}")
         lines.append("")
-    if "jd" in switch.ports:
+    if "jd" in ports:
         lines += [
             "  Try, from another terminal (JD demo merchant " + DEMO_JD_MERCHANT + "):",
-            f"    .venv/bin/switch send --channel jd --port {switch.ports['jd']} "
+            f"    .venv/bin/switch send --channel jd --port {ports['jd']} "
             "--pan demo1 --amount 12800 --mcc 5411",
             "",
         ]

@@ -112,7 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         note = f"{url} (private, started by the switch, nothing kept on disk)"
         REDIS_URL_FILE.write_text(url + "\n")
     try:
-        app.run(app.serve(config, url, note, demo=args.demo))
+        app.serve(config, url, note, demo=args.demo, workers=args.workers)
     finally:
         if private:
             REDIS_URL_FILE.unlink(missing_ok=True)
@@ -200,6 +200,12 @@ def cmd_send(args: argparse.Namespace) -> int:
 # --- argument parsing -------------------------------------------------------------------
 
 
+def positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError("a whole number, 1 or more")
+    return int(value)
+
+
 def fen(value: str) -> int:
     if not value.isdigit():
         raise argparse.ArgumentTypeError("an amount in fen: whole digits (12800 = 128.00 yuan)")
@@ -229,6 +235,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", action="append", metavar="CHANNEL=HOST:PORT",
                        help="listen for CHANNEL here (repeatable; replaces the config's list)")
     serve.add_argument("--demo", action="store_true", help="load the demo cards first")
+    serve.add_argument("--workers", type=positive, default=1,
+                       help="processes sharing the ports (SO_REUSEPORT), one event loop each")
 
     seed = command("seed", cmd_seed, "load deterministic demo cards (Luhn-valid, UnionPay 62)")
     redis_option(seed)

@@ -175,9 +175,10 @@ class Listener:
         self.server: asyncio.Server | None = None
         self.deadline_s = limits.request_deadline_ms / 1000
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: Connection(self), host, port)
+        self.server = await loop.create_server(lambda: Connection(self), host, port,
+                                               reuse_port=reuse_port or None)
         return self.server.sockets[0].getsockname()[1]
 
     async def decide_within_deadline(self, decoded: Decoded) -> AuthResponse:
@@ -219,10 +220,12 @@ class Switch:
         }
         self.ports: dict[str, int] = {}
 
-    async def start(self) -> None:
+    async def start(self, reuse_port: bool = False) -> None:
+        """Listen on every configured address; with `reuse_port`, worker processes share
+        each port and the kernel spreads connections over them (SO_REUSEPORT)."""
         for name, listener in self.listeners.items():
             address = self.config.listeners[name]
-            self.ports[name] = await listener.start(address.host, address.port)
+            self.ports[name] = await listener.start(address.host, address.port, reuse_port)
 
     async def shutdown(self) -> None:
         """Stop accepting, stop reading, let decisions in flight answer, then close.

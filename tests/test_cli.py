@@ -42,10 +42,11 @@ def read_banner(process: subprocess.Popen) -> str:
 
 
 @pytest.fixture
-def served(tmp_path: Path):
+def served(tmp_path: Path, request):
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env["SWITCH_RUN_DIR"] = str(tmp_path / "run")
-    process = subprocess.Popen(SWITCH + ["serve", "--demo", "--listen", "jd=127.0.0.1:0"],
+    extra = getattr(request, "param", [])
+    process = subprocess.Popen(SWITCH + ["serve", "--demo", "--listen", "jd=127.0.0.1:0"] + extra,
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     try:
@@ -81,6 +82,20 @@ def test_serve_send_show_and_stop(served):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=WAIT_S) == 0
     assert not reachable(redis_url), "the private Redis must stop with the switch"
+
+
+@pytest.mark.parametrize("served", [["--workers", "2"]], indirect=True)
+def test_worker_processes_share_the_port_and_the_ledger(served):
+    process, banner, port, env = served
+    assert "2 worker processes" in banner
+    send = ["send", "--port", str(port), "--pan", "demo2", "--amount", "1000", "--mcc", "5411",
+            "--json"]
+    answers = [json.loads(run(send, env).stdout) for _ in range(6)]
+    assert [a["response_code"] for a in answers] == ["00"] * 6
+    assert [a["open_to_buy_fen"] for a in answers] == [
+        answers[0]["open_to_buy_fen"] - 1000 * i for i in range(6)]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=WAIT_S) == 0
 
 
 def test_errors_are_one_line_and_exit_2(tmp_path):
