@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from protocols.cardnumbers import luhn_valid
 from switch.redis_runner import reachable
 
 SWITCH = [sys.executable, "-m", "switch.cli"]
@@ -119,3 +120,21 @@ def test_bad_config_names_the_key(tmp_path):
     done = run(["serve", "--config", str(config)], dict(os.environ), check=False)
     assert done.returncode == 2
     assert "request_deadline_ms" in done.stderr
+
+
+def test_seed_is_deterministic_and_card_set_changes_a_card(redis_url, tmp_path):
+    env = dict(os.environ, REDIS_URL=redis_url)
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    out = run(["seed", "--cards", "5", "--seed", "7", "--out", str(first)], env).stdout
+    run(["seed", "--cards", "5", "--seed", "7", "--out", str(second)], env)
+    assert first.read_text() == second.read_text()
+    assert first.stat().st_mode & 0o777 == 0o600
+    pans = [line.split(",")[0] for line in first.read_text().splitlines()]
+    assert len(set(pans)) == 5 and all(luhn_valid(p) and p.startswith("62") for p in pans)
+    assert not any(pan in out for pan in pans), "seed must print masked numbers only"
+
+    run(["card", "set", pans[0], "--limit", "777", "--status", "frozen"], env)
+    card = json.loads(run(["card", "show", pans[0], "--json"], env).stdout)
+    assert (card["limit"], card["status"], card["open_to_buy"]) == (777, "frozen", 777)
+    bad = run(["card", "set", pans[0], "--expiry", "2613"], env, check=False)
+    assert bad.returncode == 2 and "YYMM" in bad.stderr
