@@ -1,0 +1,274 @@
+"""The `loadtest` command: run, seed, find-max, bench. See docs/loadtest.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from loadtest import adapters, report
+from loadtest.cards import find_redis_url, seed_cards
+from loadtest.findmax import Criteria, Step, find_max
+from loadtest.runner import Plan, run_load
+from loadtest.stats import Totals
+from loadtest.worker import LoadTestError, Target
+from loadtest.workload import CARD_LIMIT_FEN, load_test_pans
+
+RESULTS_DIR = Path("loadtest-results")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (LoadTestError, ValueError, OSError) as error:
+        print(f"loadtest: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("loadtest: interrupted", file=sys.stderr)
+        return 130
+
+
+def run_async(coro):
+    import uvloop
+
+    if sys.version_info >= (3, 12):
+        return uvloop.run(coro)
+    uvloop.install()
+    return asyncio.run(coro)
+
+
+# --- parsing helpers ------------------------------------------------------------------------
+
+
+def parse_mix(text: str) -> dict[str, int]:
+    mix = {}
+    for part in filter(None, text.split(",")):
+        name, _, weight = part.partition("=")
+        if name not in adapters.ADAPTERS:
+            raise ValueError(f"--mix: no channel {name!r} (channels: "
+                             f"{', '.join(sorted(adapters.ADAPTERS))})")
+        if not weight.isdigit() or int(weight) == 0:
+            raise ValueError(f"--mix {part!r}: expected CHANNEL=WEIGHT with a positive weight")
+        mix[name] = int(weight)
+    if not mix:
+        raise ValueError("--mix names no channel")
+    return mix
+
+
+def parse_targets(values: list[str], mix: dict[str, int]) -> dict[str, Target]:
+    """CHANNEL=HOST:PORT or CHANNEL=PORT; a channel not named uses its default port."""
+    targets = {}
+    for value in values or []:
+        channel, sep, address = value.partition("=")
+        host, _, port = address.rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"--target {value!r}: expected CHANNEL=HOST:PORT, "
+                             "e.g. jd=127.0.0.1:8601")
+        targets[channel] = Target(host or "127.0.0.1", int(port))
+    for channel in mix:
+        if channel not in targets:
+            targets[channel] = Target("127.0.0.1", adapters.build(channel).default_port)
+    return {channel: targets[channel] for channel in mix}
+
+
+def parse_options(values: list[str]) -> dict[str, dict[str, str]]:
+    options: dict[str, dict[str, str]] = {}
+    for value in values or []:
+        key, sep, setting = value.partition("=")
+        channel, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise ValueError(f"--option {value!r}: expected CHANNEL.NAME=VALUE, e.g. jd.key=...")
+        options.setdefault(channel, {})[name] = setting
+    return options
+
+
+def plan_from(args: argparse.Namespace, rate: float, duration_s: float) -> Plan:
+    mix = parse_mix(args.mix) if args.mix else adapters.default_mix()
+    return Plan(rate=rate, duration_s=duration_s, targets=parse_targets(args.target, mix),
+                mix=mix, connections=args.connections, inflight_max=args.inflight,
+                cards=args.cards, seed=args.seed, workers=args.workers, timeout_s=args.timeout,
+                options=parse_options(args.option))
+
+
+def seed_if_asked(args: argparse.Namespace) -> None:
+    if args.no_seed:
+        return
+    url = find_redis_url(args.redis)
+    if not url:
+        raise LoadTestError("no Redis to seed the cards into: pass --redis URL, set REDIS_URL, "
+                            "start the switch with `make run`, or pass --no-seed")
+    began = time.monotonic()
+    seed_cards(url, load_test_pans(args.cards, args.seed), args.limit)
+    say(f"seeded {args.cards:,} cards (seed {args.seed}) into {url} in "
+        f"{time.monotonic() - began:.1f} s")
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class Progress:
+    """The live line on stderr: rewritten in place on a terminal, one line a second if not."""
+
+    def __init__(self, rate: float, quiet: bool = False) -> None:
+        self.rate = rate
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.failures = 0
+
+    def __call__(self, second: int, totals: Totals) -> None:
+        self.failures += totals.failures
+        c = totals.counts
+        if self.quiet or not (c["sent"] or c["answered"] or totals.failures):
+            return  # the tail of a run (answers drained) has nothing to show
+        p99 = totals.percentiles_ms().get("p99")
+        line = (f"[{second + 1:>4} s] offered {self.rate:,.0f}/s  sent {c['sent']:,}/s  "
+                f"answered {c['answered']:,}/s  p99 "
+                + (f"{p99:.3f} ms" if p99 is not None else "-")
+                + f"  failures {self.failures:,}  behind {c['behind']:,}")
+        print(("\r" + line.ljust(110)) if self.tty else line, end="" if self.tty else "\n",
+              file=sys.stderr, flush=True)
+
+    def end(self) -> None:
+        if self.tty and not self.quiet:
+            print(file=sys.stderr)
+
+
+def out_folder(args: argparse.Namespace, kind: str) -> Path:
+    return args.out or RESULTS_DIR / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    plan = plan_from(args, args.rate, args.duration)
+    seed_if_asked(args)
+    progress = Progress(plan.rate, args.quiet)
+    try:
+        result = run_async(run_load(plan, progress))
+    finally:
+        progress.end()
+    print(report.table(result))
+    files = report.write_all(result, out_folder(args, "run"))
+    print(f"\nreport: {files['html']}  summary: {files['json']}  "
+          f"histograms: {files['json'].parent}/latency-*.hgrm")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    args.no_seed = False
+    seed_if_asked(args)
+    return 0
+
+
+def cmd_find_max(args: argparse.Namespace) -> int:
+    plan = plan_from(args, args.start_rate, args.step_duration)
+    seed_if_asked(args)
+    criteria = Criteria(p99_ms=args.p99_ms, start_rate=args.start_rate, growth=args.growth,
+                        max_rate=args.max_rate, refine=args.refine, retries=args.retries)
+    say(f"find-max: p99 <= {criteria.p99_ms:g} ms and no failures; {args.step_duration:g} s "
+        f"per step from {criteria.start_rate:,.0f}/s, x{criteria.growth:g} per step")
+    search = run_async(find_max(plan, criteria, print_step))
+    folder = out_folder(args, "find-max")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "find-max.json").write_bytes(msgspec.json.format(msgspec.json.encode({
+        "p99_target_ms": criteria.p99_ms, "best_rate": search.best_rate,
+        "steps": search.steps}), indent=2))
+    if search.best is None:
+        print(f"no rate passed (p99 <= {criteria.p99_ms:g} ms, no failures); steps in {folder}")
+        return 1
+    print(f"\nhighest sustainable rate: {search.best_rate:,.0f}/s "
+          f"(p99 <= {criteria.p99_ms:g} ms, no failures)\n")
+    print(report.table(search.best))
+    files = report.write_all(search.best, folder / "best")
+    print(f"\nsteps: {folder / 'find-max.json'}  best step's report: {files['html']}")
+    return 0
+
+
+def print_step(step: Step) -> None:
+    p99 = f"{step.p99_ms:.3f} ms" if step.p99_ms is not None else "-"
+    say(f"  rate {step.rate:>9,.0f}/s  achieved {step.achieved:>10,.1f}/s  p99 {p99:>11}  "
+        f"failures {step.failures:>6}  {'pass' if step.passed else 'FAIL'}")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from loadtest import bench
+
+    return bench.main(args)
+
+
+# --- argument parser ------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="loadtest", description="Open-loop load generator for the Baitiao switch: "
+        "constant arrival rate, latency from intended send time, HDR histograms.")
+    commands = top.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="one run at a constant rate")
+    run.set_defaults(func=cmd_run)
+    run.add_argument("--rate", type=float, required=True, help="requests per second, in all")
+    run.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
+    load_options(run)
+
+    seed = commands.add_parser("seed", help="load the load-test cards into Redis")
+    seed.set_defaults(func=cmd_seed)
+    card_options(seed)
+
+    fmax = commands.add_parser("find-max", help="highest rate with p99 under a target")
+    fmax.set_defaults(func=cmd_find_max)
+    fmax.add_argument("--p99-ms", type=float, default=5.0, help="p99 target (default 5 ms)")
+    fmax.add_argument("--start-rate", type=float, default=1000.0, help="first step's rate")
+    fmax.add_argument("--growth", type=float, default=1.5, help="rate factor per step")
+    fmax.add_argument("--max-rate", type=float, default=1_000_000.0)
+    fmax.add_argument("--step-duration", type=float, default=5.0, help="seconds per step")
+    fmax.add_argument("--refine", type=int, default=3, help="halvings of the last gap")
+    fmax.add_argument("--retries", type=int, default=1, help="re-runs of a failing step")
+    load_options(fmax)
+
+    bench = commands.add_parser("bench", help="`make bench`: switch vs ceiling vs Redis vs "
+                                "a straightforward server, side by side")
+    bench.set_defaults(func=cmd_bench)
+    bench.add_argument("--out", type=Path, default=Path("bench-results"))
+    bench.add_argument("--step-duration", type=float, default=3.0)
+    bench.add_argument("--p99-ms", type=float, default=5.0)
+    bench.add_argument("--workers", type=int, default=1, help="load generator processes")
+    return top
+
+
+def card_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--cards", type=int, default=10_000, help="cards in use (default 10,000)")
+    sub.add_argument("--seed", type=int, default=1, help="same seed, same cards and stream")
+    sub.add_argument("--redis", default="", metavar="URL", help="the switch's Redis (default: "
+                     "$REDIS_URL, then the private Redis of `make run`)")
+    sub.add_argument("--limit", type=int, default=CARD_LIMIT_FEN, help="credit limit, fen")
+
+
+def load_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--target", action="append", metavar="CHANNEL=HOST:PORT",
+                     help="where a channel listens (default: 127.0.0.1 and its default port)")
+    default_mix = ",".join(f"{k}={v}" for k, v in adapters.default_mix().items())
+    sub.add_argument("--mix", default="", help="channel weights, e.g. jd=20,pos=60 "
+                     f"(default: {default_mix})")
+    sub.add_argument("--connections", type=int, default=8, help="per channel (default 8)")
+    sub.add_argument("--inflight", type=int, default=128, help="per connection (default 128)")
+    sub.add_argument("--workers", type=int, default=1, help="generator processes (default 1)")
+    sub.add_argument("--timeout", type=float, default=2.0, help="per request, seconds")
+    sub.add_argument("--option", action="append", metavar="CHANNEL.NAME=VALUE",
+                     help="channel setting, e.g. jd.merchant=110000001 jd.key=...")
+    sub.add_argument("--no-seed", action="store_true", help="cards are seeded already")
+    sub.add_argument("--out", type=Path, help=f"output folder (default {RESULTS_DIR}/...)")
+    sub.add_argument("--quiet", action="store_true", help="no progress line")
+    card_options(sub)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

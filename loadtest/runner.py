@@ -1,0 +1,185 @@
+"""Runs one load test: splits the plan over workers, starts them together, merges results.
+
+One worker runs in this event loop; several run as processes (spawned, so nothing of this
+process' event loop is inherited) that send their snapshots through a queue. Every wait on
+them is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import multiprocessing
+import queue as queue_module
+import sys
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from loadtest.aggregate import OVERALL, Aggregator, Point
+from loadtest.stats import Interval, Totals
+from loadtest.worker import LoadTestError, Target, Worker, WorkerPlan
+
+START_DELAY_S = 0.2  # from "all connected" to the first intended send, for every worker
+WORKER_READY_TIMEOUT_S = 60.0  # spawning a Python process and connecting, on a busy box
+WORKER_EXIT_TIMEOUT_S = 5.0
+REFERENCE_DELAY_S = 0.5  # a capture/reversal/refund names a transaction about this old
+REFERENCE_LAG_STEPS = (16, 5000)  # ... in steps, within these bounds
+
+
+class Plan(msgspec.Struct, kw_only=True):
+    rate: float  # requests per second, all channels and workers together
+    duration_s: float
+    targets: dict[str, Target]
+    mix: dict[str, int]  # channel -> weight
+    connections: int = 8  # per channel, shared out over the workers
+    inflight_max: int = 128  # per connection
+    cards: int = 10_000
+    seed: int = 1
+    workers: int = 1
+    timeout_s: float = 2.0
+    options: dict[str, dict[str, str]] = {}
+    run_id: str = ""  # prefix of every transaction id; unique per run (see `new_run_id`)
+
+
+@dataclasses.dataclass
+class Result:
+    plan: Plan
+    started_at: str  # local time, ISO 8601
+    elapsed_s: float  # from the first intended send to the last answer or timeout
+    totals: dict[str, Totals]  # per channel, plus OVERALL
+    series: dict[str, list[Point]]
+
+    @property
+    def achieved_rate(self) -> float:
+        """Answers per second of the planned duration (as wrk2 and k6 count)."""
+        return self.totals[OVERALL].counts["answered"] / self.plan.duration_s
+
+
+def new_run_id() -> str:
+    """Base-36 tenths of a second: short, and not repeated by a later run."""
+    tenths = int(time.time() * 10)
+    digits = ""
+    while tenths:
+        tenths, digit = divmod(tenths, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
+    return "L" + digits
+
+
+def worker_plans(plan: Plan) -> list[WorkerPlan]:
+    run_id = plan.run_id or new_run_id()
+    rate = plan.rate / plan.workers
+    lag = int(min(max(rate * REFERENCE_DELAY_S, REFERENCE_LAG_STEPS[0]), REFERENCE_LAG_STEPS[1]))
+    return [
+        WorkerPlan(
+            index=i, rate=rate, duration_s=plan.duration_s, targets=plan.targets,
+            connections=max(1, plan.connections // plan.workers
+                            + (i < plan.connections % plan.workers)),
+            inflight_max=plan.inflight_max, mix=plan.mix, cards=plan.cards, seed=plan.seed,
+            timeout_s=plan.timeout_s, ref_prefix=f"{run_id}w{i}n", lag=lag,
+            options=plan.options)
+        for i in range(plan.workers)
+    ]
+
+
+async def run_load(plan: Plan, progress: Callable[[int, Totals], None] | None = None) -> Result:
+    if plan.rate <= 0 or plan.duration_s <= 0 or plan.workers < 1 or not plan.mix:
+        raise LoadTestError("rate, duration and workers must be positive, and the mix not empty")
+    channels = list(plan.mix)
+    aggregator = Aggregator(channels, plan.workers, progress)
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    plans = worker_plans(plan)
+    if plan.workers == 1:
+        start_wall = [0.0]
+
+        def get_start() -> float:
+            start_wall[0] = time.time() + START_DELAY_S
+            return start_wall[0]
+
+        await Worker(plans[0], aggregator.add).run(get_start)
+        first_send = start_wall[0]
+    else:
+        first_send = await _run_processes(plans, aggregator)
+    elapsed_s = time.time() - first_send
+    aggregator.finish()
+    totals = dict(aggregator.totals)
+    totals[OVERALL] = aggregator.overall()
+    return Result(plan=plan, started_at=started_at, elapsed_s=elapsed_s, totals=totals,
+                  series=aggregator.series)
+
+
+# --- several worker processes -----------------------------------------------------------
+
+
+async def _run_processes(plans: list[WorkerPlan], aggregator: Aggregator) -> float:
+    """Runs the workers; returns the wall-clock time of the first intended send."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    pipes = [context.Pipe(duplex=False) for _ in plans]
+    processes = [context.Process(target=worker_process, daemon=True,
+                                 args=(msgspec.msgpack.encode(p), results, pipe[0]))
+                 for p, pipe in zip(plans, pipes, strict=True)]
+    for process in processes:
+        process.start()
+    try:
+        await _expect(results, "ready", len(plans), WORKER_READY_TIMEOUT_S, aggregator)
+        start_wall = time.time() + START_DELAY_S
+        for _, sender in pipes:
+            sender.send(start_wall)
+        budget_s = plans[0].duration_s + plans[0].timeout_s + WORKER_READY_TIMEOUT_S
+        await _expect(results, "done", len(plans), budget_s, aggregator)
+        return start_wall
+    finally:
+        for process in processes:
+            process.join(timeout=WORKER_EXIT_TIMEOUT_S)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=WORKER_EXIT_TIMEOUT_S)
+
+
+async def _expect(results, kind: str, count: int, timeout_s: float,
+                  aggregator: Aggregator) -> None:
+    """Read worker messages until `count` of `kind` came; intervals go to the aggregator."""
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    while seen < count:
+        if time.monotonic() > deadline:
+            raise LoadTestError(f"workers did not report {kind!r} within {timeout_s:.0f} s")
+        try:
+            message = await loop.run_in_executor(None, results.get, True, 0.5)
+        except queue_module.Empty:
+            continue
+        if message[0] == "error":
+            raise LoadTestError(f"worker {message[1]}: {message[2]}")
+        if message[0] == "interval":
+            aggregator.add(msgspec.msgpack.decode(message[1], type=Interval))
+        elif message[0] == kind:
+            seen += 1
+
+
+def worker_process(plan_bytes: bytes, results, start_pipe) -> None:
+    """Entry point of a worker process."""
+    import uvloop
+
+    plan = msgspec.msgpack.decode(plan_bytes, type=WorkerPlan)
+
+    def sink(interval: Interval) -> None:
+        results.put(("interval", msgspec.msgpack.encode(interval)))
+
+    def get_start() -> float:
+        results.put(("ready", plan.index))
+        if not start_pipe.poll(WORKER_READY_TIMEOUT_S):
+            raise LoadTestError("no start signal from the parent")
+        return start_pipe.recv()
+
+    try:
+        if sys.version_info >= (3, 12):
+            uvloop.run(Worker(plan, sink).run(get_start))
+        else:
+            uvloop.install()
+            asyncio.run(Worker(plan, sink).run(get_start))
+        results.put(("done", plan.index))
+    except BaseException as error:  # the parent must hear of it, whatever it is
+        results.put(("error", plan.index, f"{type(error).__name__}: {error}"))
