@@ -2,11 +2,12 @@
 
 Each step draws the same six random numbers whatever it turns out to be, so the stream of
 draws depends on the seed alone. A step is a fresh purchase (sale, authorization, inquiry)
-or, by its draw, a message about the transaction made `lag` steps earlier: a capture or a
-reversal of an approved authorization, a reversal or refund of an approved sale, or a
-repeat of any answered message. When that earlier transaction does not qualify (declined,
-not answered yet, another kind) the step is a fresh purchase instead. With freshly seeded
-cards the answers, and so the whole stream, repeat from run to run.
+or, by its draw, a message about an earlier transaction, at least `lag` steps old (its
+answer is in by then): a capture or a reversal of an approved authorization, a reversal or
+a refund of an approved sale, a repeat of any answered message. The earlier transactions
+wait in queues in the order they were made, each used once; when the oldest is not
+answered yet, the step is a fresh sale instead. Which transactions are approved depends
+only on the cards and the stream, so with freshly seeded cards a run repeats exactly.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import bisect
 import itertools
 import math
 import random
+from collections import deque
 from collections.abc import Sequence
 
 from protocols.cardnumbers import luhn_check_digit
@@ -52,6 +54,7 @@ KIND_MIX: tuple[tuple[str, int], ...] = (
     ("inquiry", 3), ("repeat", 4),
 )
 PURCHASE_KINDS = frozenset({"sale", "auth", "inquiry"})
+QUEUE_LENGTH_LAGS = 2  # each queue keeps at most this many lags of transactions
 CLASS_OF_KIND = {
     "sale": MessageClass.SALE, "auth": MessageClass.AUTH, "capture": MessageClass.CAPTURE,
     "reversal": MessageClass.REVERSAL, "refund": MessageClass.REFUND,
@@ -112,7 +115,9 @@ class Workload:
         self.mcc_cum = _cumulative([w for _, w, _, _ in MCC_MIX])
         self.ref_prefix = ref_prefix  # makes ids unique across runs and workers
         self.lag = lag
-        self.ring: list[Txn | None] = [None] * lag
+        # (step, txn) in the order made: approved-to-be auths, sales, and every message.
+        self.queues: dict[str, deque[tuple[int, Txn]]] = {
+            name: deque(maxlen=QUEUE_LENGTH_LAGS * lag) for name in ("auth", "sale", "any")}
         self.steps = 0
         self.numbers = itertools.count()
         self.transmitted_at = "20260101000000"  # the worker keeps this at the current second
@@ -121,18 +126,18 @@ class Workload:
         rand = self.rng.random
         u_kind, u_card, u_mcc, u_channel, u_fraction = rand(), rand(), rand(), rand(), rand()
         z = self.rng.gauss(0.0, 1.0)
-        slot = self.steps % self.lag
-        earlier = self.ring[slot] if self.steps >= self.lag else None
-        self.steps += 1
         kind = self.kinds[_pick(self.kind_cum, u_kind)]
         txn = None
-        if earlier is not None and kind not in PURCHASE_KINDS:
-            txn = self._about(kind, earlier, u_fraction)
+        if kind not in PURCHASE_KINDS:
+            txn = self._about(kind, u_fraction)
         if txn is None:
             txn = self._purchase(kind if kind in PURCHASE_KINDS else "sale",
                                  self.channels[_pick(self.channel_cum, u_channel)],
                                  self.pans[int(u_card * len(self.pans))], u_mcc, z)
-        self.ring[slot] = txn
+        if txn.kind in ("auth", "sale"):
+            self.queues[txn.kind].append((self.steps, txn))
+        self.queues["any"].append((self.steps, txn))
+        self.steps += 1
         return txn
 
     def _purchase(self, kind: str, channel: str, pan: str, u_mcc: float, z: float) -> Txn:
@@ -142,24 +147,39 @@ class Workload:
             amount = min(AMOUNT_MAX_FEN, max(1, int(median_fen * math.exp(sigma * z))))
         return self._txn(kind, channel, pan, amount, mcc, None)
 
-    def _about(self, kind: str, earlier: Txn, u: float) -> Txn | None:
-        """A message about `earlier`, or None when it does not qualify for this kind."""
+    def _earlier(self, queue: str, wanted: tuple[int, ...]) -> Txn | None:
+        """The oldest transaction of `queue` old enough and in a `wanted` state, used up; the
+        older ones in no wanted state are dropped on the way. None when the oldest has no
+        answer yet (or the queue holds nothing old enough)."""
+        waiting = self.queues[queue]
+        while waiting and self.steps - waiting[0][0] >= self.lag:
+            state = waiting[0][1].state
+            if state == PENDING:
+                return None
+            txn = waiting.popleft()[1]
+            if state in wanted:
+                return txn
+        return None
+
+    def _about(self, kind: str, u: float) -> Txn | None:
+        """A message about an earlier transaction, or None when none qualifies now."""
         if kind == "repeat":
-            if earlier.state not in (APPROVED, DECLINED):
-                return None  # still in flight (its id is taken) or its fate is unknown
+            earlier = self._earlier("any", (APPROVED, DECLINED))
+            if earlier is None:
+                return None
             return Txn(earlier.number, "repeat", earlier.channel, earlier.request,
                        earlier.original)
-        if earlier.state != APPROVED or earlier.kind not in ("sale", "auth"):
+        queue = {"capture": "auth", "refund": "sale"}.get(kind) or ("auth" if u < 0.5
+                                                                    else "sale")
+        earlier = self._earlier(queue, (APPROVED,))
+        if earlier is None:
             return None
         original = earlier.request
-        if kind == "reversal":
-            amount = 0  # the whole original
-        elif kind == "capture" and earlier.kind == "auth":
+        amount = 0  # a reversal: the whole original
+        if kind == "capture":
             amount = original.amount_fen if u < 0.8 else max(1, int(original.amount_fen * u))
-        elif kind == "refund" and earlier.kind == "sale":
+        elif kind == "refund":
             amount = original.amount_fen if u < 0.5 else max(1, int(original.amount_fen * u))
-        else:
-            return None
         return self._txn(kind, earlier.channel, original.card, amount, original.mcc, earlier)
 
     def _txn(self, kind: str, channel: str, pan: str, amount: int, mcc: str,

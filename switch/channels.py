@@ -5,17 +5,42 @@ A new channel adds one line here and one module in protocols/.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from protocols.channel import ChannelCodec
+from protocols.framing import HEADER_FORMATS
+from protocols.iso_channel import IsoChannel
 from protocols.jd import JdCodec
-from switch.config import Config
+from protocols.pos import PosCodec
+from protocols.wechat import Merchant, WechatCodec
+from protocols.xpay import XpayCodec
+from switch.config import Config, Iso8583
 
 
 def _jd(config: Config) -> ChannelCodec:
     return JdCodec({merchant: key.encode() for merchant, key in config.jd.merchant_keys.items()})
 
 
+def _wechat(config: Config) -> ChannelCodec:
+    merchants = {mch_id: Merchant(m.key.encode(), m.mcc)
+                 for mch_id, m in config.wechat.merchants.items()}
+    return WechatCodec(merchants, beijing_now_text)
+
+
+def beijing_now_text() -> str:
+    """yyyyMMddHHmmss in Beijing time (UTC+8), as WeChat writes `time_end`."""
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime(time.time() + 8 * 3600))
+
+
+def _iso(codec: type[IsoChannel], settings: Iso8583) -> ChannelCodec:
+    return codec(settings.dialect, HEADER_FORMATS[settings.header],
+                 bytes.fromhex(settings.mac_key) or None)
+
+
 CODECS: dict[str, Callable[[Config], ChannelCodec]] = {
     "jd": _jd,
+    "wechat": _wechat,
+    "pos": lambda config: _iso(PosCodec, config.pos),
+    "xpay": lambda config: _iso(XpayCodec, config.xpay),
 }

@@ -7,25 +7,29 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import msgspec
 
 from protocols.cardnumbers import mask_pan
-from switch import app, send
+from protocols.framing import HEADER_FORMATS
+from protocols.pos import DEFAULT_ACQUIRER, DEFAULT_TERMINAL
+from protocols.xpay import WALLETS
+from switch import app, limits, policy_cli, send
 from switch.cards import demo_cards, showcase_cards
 from switch.channels import CODECS
 from switch.config import (
     DEFAULT_PORTS,
-    DEMO_JD_KEY,
-    DEMO_JD_MERCHANT,
     ConfigError,
     load,
     parse_listen,
 )
 from switch.ledger import CARD_STATUSES, Ledger, connect
+from switch.policy import load_policy
 from switch.redis_runner import PrivateRedis, RedisUnavailable, reachable
 from switch.server import check_channels
+from switch.tokens import TOKEN_STATUSES, TokenVault, TokenView
 
 RUN_DIR = Path(os.environ.get("SWITCH_RUN_DIR", ".run"))
 REDIS_URL_FILE = RUN_DIR / "redis.url"  # where a serving switch records its private Redis
@@ -97,6 +101,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.listen:
         config.listeners = dict(parse_listen(value) for value in args.listen)
     check_channels(config, CODECS)  # before a private Redis is started for nothing
+    if args.policy:
+        config.policy = str(args.policy)
+    load_policy(config.policy)  # a bad policy is one clear error, before anything starts
     url = configured_redis(args)
     private = None
     if url and reachable(url):
@@ -171,30 +178,102 @@ def print_card(view, json_out: bool) -> None:
     if json_out:
         print(msgspec.json.encode(view).decode())
         return
-    print(f"card {view.pan}  {view.status}  expiry {view.expiry}")
+    print(f"card {view.pan}  {view.status}  expiry {view.expiry}"
+          + (f"  (Baitiao account {view.account})" if view.account else ""))
     print(f"  limit {view.limit}  posted {view.posted}  held {view.held}  "
           f"pending credit {view.pending_credit}  (fen)")
     print(f"  open_to_buy {view.open_to_buy} fen   JD beans {view.beans}")
     for t in view.transactions:
+        lapses = (time.strftime("  hold lapses %Y-%m-%d %H:%M UTC", time.gmtime(
+            t.expires_ms / 1000)) if t.state == "pending" and t.expires_ms else "")
         print(f"  {t.ref:<40} {t.kind:<5} {t.state:<9} amount {t.amount:>9}  hold {t.hold:>9}"
-              f"  posted {t.posted:>9}  refunded {t.refunded:>9}  auth {t.auth_id}")
+              f"  posted {t.posted:>9}  refunded {t.refunded:>9}  beans {t.beans:>6}"
+              f"  auth {t.auth_id}{lapses}")
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    pan = resolve_pan(args.pan)
+    if args.channel == "xpay":
+        card = token_for_send(args)
+    elif args.pan:
+        card = resolve_pan(args.pan)
+    else:
+        raise UserError(f"--pan is required on the {args.channel} channel")
     sender = send.SENDERS[args.channel]
-    request = send.build_request(args, pan)
+    request = send.build_request(args, card)
     port = args.port or DEFAULT_PORTS[args.channel]
+    header = HEADER_FORMATS[args.header] if args.header else sender.header
+    if args.explain:
+        print(policy_cli.explanation(request, args.policy))
+    message = sender.encode(request, args)
     try:
-        body = asyncio.run(send.exchange(args.host, port, sender.header,
-                                         sender.encode(request, args)))
+        body = asyncio.run(send.exchange(args.host, port, header, message))
     except (OSError, TimeoutError) as error:
         raise UserError(f"no answer from {args.host}:{port}: {error or 'timed out'} "
                         "(is the switch running? `make run`)") from None
     answer = sender.decode(body, args)
-    label = args.pan if args.pan.startswith("demo") else mask_pan(pan)
+    label = args.pan if args.pan and args.pan.startswith("demo") else mask_pan(card)
+    if args.channel == "xpay":
+        label = card  # a token may be shown: it is not the card number
     print(send.as_json(answer) if args.json else send.describe(request, answer, label))
     return 0
+
+
+async def with_vault(url: str, work):
+    vault = TokenVault(connect(url))
+    try:
+        await vault.start()
+        return await work(vault)
+    finally:
+        await vault.client.aclose()
+
+
+def token_for_send(args: argparse.Namespace) -> str:
+    """The token to send; fills in its key and next ATC from the vault when not given."""
+    if not args.token:
+        raise UserError("--token is required on the xpay channel")
+    if args.token_key is None or args.atc is None:
+        view = asyncio.run(with_vault(redis_for_command(args),
+                                      lambda vault: vault.show(args.token)))
+        if view is None:
+            raise UserError(f"no token {args.token} in the vault (pass --token-key and --atc "
+                            "to send for a token the vault does not know)")
+        args.token_key = args.token_key or view.key
+        args.atc = view.atc + 1 if args.atc is None else args.atc
+    if not 0 <= args.atc <= limits.atc_max:
+        raise UserError("--atc must be 0..65535 (two bytes)")
+    return args.token
+
+
+def cmd_token_provision(args: argparse.Namespace) -> int:
+    pan = resolve_pan(args.pan)
+    view = asyncio.run(with_vault(redis_for_command(args), lambda vault: vault.provision(
+        pan, args.wallet, device=args.device or "", expiry=args.expiry or "")))
+    print_token(view, args.json)
+    return 0
+
+
+def cmd_token_set_status(args: argparse.Namespace) -> int:
+    asyncio.run(with_vault(redis_for_command(args),
+                           lambda vault: vault.set_status(args.token, args.status)))
+    return cmd_token_show(args)
+
+
+def cmd_token_show(args: argparse.Namespace) -> int:
+    view = asyncio.run(with_vault(redis_for_command(args), lambda vault: vault.show(args.token)))
+    if view is None:
+        raise UserError(f"no token {args.token}")
+    print_token(view, getattr(args, "json", False))
+    return 0
+
+
+def print_token(view: TokenView, json_out: bool) -> None:
+    view.pan = mask_pan(view.pan)
+    if json_out:
+        print(msgspec.json.encode(view).decode())
+        return
+    print(f"token {view.token}  {view.status}  wallet {view.wallet}  device {view.device}")
+    print(f"  card {view.pan}  token expiry {view.expiry}  last ATC {view.atc}")
+    print(f"  key {view.key}  (HMAC-SHA256 key of the cryptogram, docs/channels/xpay.md)")
 
 
 # --- argument parsing -------------------------------------------------------------------
@@ -235,6 +314,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", action="append", metavar="CHANNEL=HOST:PORT",
                        help="listen for CHANNEL here (repeatable; replaces the config's list)")
     serve.add_argument("--demo", action="store_true", help="load the demo cards first")
+    serve.add_argument("--policy", type=Path, metavar="FILE",
+                       help="policy file (default: the config's, else the shipped default)")
     serve.add_argument("--workers", type=positive, default=1,
                        help="processes sharing the ports (SO_REUSEPORT), one event loop each")
 
@@ -258,13 +339,14 @@ def parser() -> argparse.ArgumentParser:
     card_set.add_argument("--limit", type=fen, help="credit limit in fen")
     card_set.add_argument("--status", choices=CARD_STATUSES)
     card_set.add_argument("--expiry", metavar="YYMM")
+    policy_cli.add_commands(command, card_commands, redis_option, fen)
     for sub in (card_set, card_show, card_settle):
         sub.add_argument("pan", metavar="PAN", help="card number or demo alias (demo1..)")
         redis_option(sub)
 
     snd = command("send", cmd_send, "send one message to a running switch, print the answer")
     snd.add_argument("--channel", choices=sorted(send.SENDERS), default="jd")
-    snd.add_argument("--pan", required=True, help="card number or demo alias (demo1..)")
+    snd.add_argument("--pan", help="card number or demo alias (demo1..); not on xpay")
     snd.add_argument("--amount", type=fen, default=0, help="amount in fen")
     snd.add_argument("--mcc", default="", help="merchant category code, e.g. 5411")
     snd.add_argument("--type", choices=sorted(send.CLASS_OF_TYPE), default="sale")
@@ -273,12 +355,45 @@ def parser() -> argparse.ArgumentParser:
     snd.add_argument("--expiry", help="card expiry YYMM to send")
     snd.add_argument("--partial", action="store_true", help="accept a partial approval")
     snd.add_argument("--lightning", action="store_true", help="JD lightning refund")
-    snd.add_argument("--merchant", default=DEMO_JD_MERCHANT, help="merchant id")
-    snd.add_argument("--key", default=DEMO_JD_KEY, help="merchant signing key")
+    snd.add_argument("--merchant", help="merchant id (default: the channel's demo merchant)")
+    snd.add_argument("--key", help="merchant signing key (default: the demo merchant's)")
+    snd.add_argument("--appid", help="WeChat appid (default: the demo one)")
     snd.add_argument("--user", help="JD userId")
     snd.add_argument("--host", default="127.0.0.1")
     snd.add_argument("--port", type=int, help="default: the channel's default port")
     snd.add_argument("--json", action="store_true", help="one JSON object with response_code")
+    policy_cli.add_send_options(snd)
+    iso = snd.add_argument_group("pos and xpay (ISO 8583)")
+    iso.add_argument("--terminal", default=DEFAULT_TERMINAL, help="F41 terminal id")
+    iso.add_argument("--acquirer", default=DEFAULT_ACQUIRER, help="F32 acquirer institution")
+    iso.add_argument("--dialect", default="iso87ascii", help="iso87ascii or iso87binary")
+    iso.add_argument("--header", choices=sorted(HEADER_FORMATS), help="default: binary2")
+    iso.add_argument("--mac-key", help="hex MAC key, when the listener checks MACs")
+    iso.add_argument("--entry-mode", help="F22 (default: pos 052 chip, xpay 072 contactless)")
+    iso.add_argument("--token", help="xpay: the wallet token (DPAN) to pay with")
+    iso.add_argument("--token-key", help="xpay: the token's hex key (default: from the vault)")
+    iso.add_argument("--atc", type=int, help="xpay: ATC to send (default: the last seen + 1)")
+    redis_option(snd)
+
+    token = command("token", None, "x-pay wallet tokens: provision, set-status, show")
+    token_commands = token.add_subparsers(required=True, metavar="ACTION")
+    provision = token_commands.add_parser("provision", help="a new token for a card")
+    provision.set_defaults(func=cmd_token_provision)
+    provision.add_argument("pan", metavar="PAN", help="card number or demo alias (demo1..)")
+    provision.add_argument("--wallet", choices=WALLETS, required=True)
+    provision.add_argument("--device", help="device id (default: a new one)")
+    provision.add_argument("--expiry", metavar="YYMM", help="token expiry (default: 3 years)")
+    provision.add_argument("--json", action="store_true", help="one JSON object")
+    set_status = token_commands.add_parser("set-status", help="active, suspended, deleted")
+    set_status.set_defaults(func=cmd_token_set_status)
+    set_status.add_argument("token", metavar="TOKEN")
+    set_status.add_argument("status", choices=TOKEN_STATUSES)
+    token_show = token_commands.add_parser("show", help="card (masked), status, last ATC, key")
+    token_show.set_defaults(func=cmd_token_show)
+    token_show.add_argument("token", metavar="TOKEN")
+    token_show.add_argument("--json", action="store_true", help="one JSON object")
+    for sub in (provision, set_status, token_show):
+        redis_option(sub)
     return top
 
 

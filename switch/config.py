@@ -7,7 +7,7 @@ key or a bad value is one error that names it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -16,7 +16,7 @@ from switch import limits
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 
 # Listeners started when the config names none; each channel adds its own.
-DEFAULT_PORTS = {"jd": 8601}
+DEFAULT_PORTS = {"jd": 8601, "pos": 8583, "xpay": 8584}
 
 # The demo JD merchant; `switch send` signs with it unless told otherwise.
 DEMO_JD_MERCHANT = "110000001"
@@ -60,6 +60,17 @@ class Jd(msgspec.Struct, forbid_unknown_fields=True):
         default_factory=lambda: {DEMO_JD_MERCHANT: DEMO_JD_KEY})
 
 
+class Iso8583(msgspec.Struct, forbid_unknown_fields=True):
+    """One ISO 8583 listener (pos, xpay): see docs/channels/pos.md."""
+
+    # A shipped dialect (iso87ascii, iso87binary) or the path of a dialect file.
+    dialect: str = "iso87ascii"
+    # Length header before each message (protocols/framing.py HEADER_FORMATS).
+    header: Literal["binary2", "binary4", "ascii4"] = "binary2"
+    # Hex key of the F64/F128 MAC (HMAC-SHA256, first 8 bytes); empty: no MAC is checked.
+    mac_key: Annotated[str, msgspec.Meta(pattern=r"^(|([0-9A-Fa-f]{2}){16,64})$")] = ""
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     redis_url: str = ""  # empty: the switch starts a private redis-server
     listeners: dict[str, Listener] = msgspec.field(
@@ -68,6 +79,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     rules: Rules = msgspec.field(default_factory=Rules)
     jd: Jd = msgspec.field(default_factory=Jd)
+    pos: Iso8583 = msgspec.field(default_factory=Iso8583)
+    xpay: Iso8583 = msgspec.field(default_factory=Iso8583)
 
 
 def load(path: str | Path | None) -> Config:

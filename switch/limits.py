@@ -43,3 +43,14 @@ amount_max_fen = 100_000 * 100
 
 # Waiting for a private redis-server to accept connections.
 redis_start_timeout_s = 10.0
+
+# x-pay token keys cached in the switch process. A token's key never changes (a new key means
+# a new token), so caching saves a Redis round trip per wallet payment; the bound keeps the
+# cache's memory flat however many tokens pass.
+token_key_cache_max = 100_000
+
+# A newly provisioned wallet token is valid this long unless the CLI says otherwise.
+token_lifetime_months = 36
+
+# The EMV application transaction counter (tag 9F36) is two bytes.
+atc_max = 0xFFFF

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -10,11 +11,18 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from protocols import jd
+from protocols import iso_client, jd, wechat, xpay
 from protocols.cardnumbers import mask_pan
 from protocols.channel import ClientAnswer
-from protocols.framing import Framer, HeaderFormat
+from protocols.framing import BINARY_2, Framer, HeaderFormat
 from protocols.messages import AuthRequest, MessageClass
+from switch.config import (
+    DEMO_JD_KEY,
+    DEMO_JD_MERCHANT,
+    DEMO_WECHAT_APPID,
+    DEMO_WECHAT_KEY,
+    DEMO_WECHAT_MCH_ID,
+)
 
 CLASS_OF_TYPE = {
     "auth": MessageClass.AUTH,
@@ -34,16 +42,75 @@ class Sender(NamedTuple):
     decode: Callable[[bytes, Any], ClientAnswer]  # (body, CLI args) -> answer
 
 
+# channel -> (demo merchant id, its key): what --merchant and --key default to.
+DEMO_MERCHANTS = {"jd": (DEMO_JD_MERCHANT, DEMO_JD_KEY),
+                  "wechat": (DEMO_WECHAT_MCH_ID, DEMO_WECHAT_KEY)}
+
+
+def merchant_key(args: Any) -> bytes:
+    return (args.key or DEMO_MERCHANTS.get(args.channel, ("", ""))[1]).encode()
+
+
 def _jd_encode(request: AuthRequest, args: Any) -> bytes:
-    return jd.encode_request(request, args.key.encode(), userId=args.user or "")
+    return jd.encode_request(request, merchant_key(args), userId=args.user or "")
 
 
 def _jd_decode(body: bytes, args: Any) -> ClientAnswer:
-    return jd.decode_response(body, args.key.encode())
+    return jd.decode_response(body, merchant_key(args))
+
+
+def _wechat_encode(request: AuthRequest, args: Any) -> bytes:
+    return wechat.encode_request(request, merchant_key(args), args.appid or DEMO_WECHAT_APPID)
+
+
+def _wechat_decode(body: bytes, args: Any) -> ClientAnswer:
+    return wechat.decode_response(body, merchant_key(args))
+
+
+def _iso(args: Any) -> iso_client.IsoClient:
+    return iso_client.IsoClient(args.dialect, bytes.fromhex(args.mac_key or ""))
+
+
+def _iso_ids(args: Any) -> tuple[str, str]:
+    """(STAN, F7) from --id (MTI-STAN-F7 or STAN-F7, to repeat a message), else new ones."""
+    if args.id:
+        parts = args.id.split("-")
+        return iso_client.parse_correlation_id("-".join(["0000", *parts[-2:]]))[1:]
+    return f"{secrets.randbelow(1_000_000):06d}", time.strftime("%m%d%H%M%S", time.gmtime())
+
+
+def _iso_fields(request: AuthRequest, args: Any, entry_mode: str) -> dict[str, Any]:
+    stan, transmitted = _iso_ids(args)
+    return iso_client.request_message(
+        request, stan=stan, transmitted=transmitted, terminal=args.terminal,
+        acquirer=args.acquirer, original=args.original or "", entry_mode=entry_mode)
+
+
+def _pos_encode(request: AuthRequest, args: Any) -> bytes:
+    return _iso(args).encode(_iso_fields(request, args, args.entry_mode or "052"))
+
+
+def _xpay_encode(request: AuthRequest, args: Any) -> bytes:
+    """A wallet message; purchases, pre-authorizations and inquiries carry the cryptogram
+    made with the token's key (args.token_key, hex) and ATC (args.atc)."""
+    client = _iso(args)
+    fields = _iso_fields(request, args, args.entry_mode or "072")
+    if request.message_class in xpay.DEVICE_CLASSES:
+        fields["55"] = xpay.icc_field(request.amount_fen, request.currency, args.atc,
+                                      os.urandom(4), bytes.fromhex(args.token_key),
+                                      client.binary_mac)
+    return client.encode(fields)
+
+
+def _iso_decode(body: bytes, args: Any) -> ClientAnswer:
+    return _iso(args).answer(body)
 
 
 SENDERS: dict[str, Sender] = {
     "jd": Sender(jd.JdCodec.header, _jd_encode, _jd_decode),
+    "wechat": Sender(wechat.WechatCodec.header, _wechat_encode, _wechat_decode),
+    "pos": Sender(BINARY_2, _pos_encode, _iso_decode),
+    "xpay": Sender(BINARY_2, _xpay_encode, _iso_decode),
 }
 
 
@@ -59,7 +126,7 @@ def build_request(args: Any, pan: str) -> AuthRequest:
         amount_fen=args.amount,
         mcc=args.mcc,
         expiry=args.expiry or "",
-        merchant_id=args.merchant,
+        merchant_id=args.merchant or DEMO_MERCHANTS.get(args.channel, ("", ""))[0],
         txn_ref=args.id or new_transaction_id(),
         original_ref=args.original or "",
         transmitted_at=time.strftime("%Y%m%d%H%M%S"),
@@ -100,8 +167,9 @@ def describe(request: AuthRequest, answer: ClientAnswer, card_label: str) -> str
         f"open-to-buy {r.open_to_buy_fen} fen, beans {r.beans:+d}",
     ]
     if r.approved and request.message_class in (MessageClass.AUTH, MessageClass.SALE):
+        option = "--token" if request.channel == "xpay" else "--pan"
         lines.append(f"  undo with: switch send --channel {request.channel} --type reverse "
-                     f"--pan {card_label} --original {answer.correlation_id}")
+                     f"{option} {card_label} --original {answer.correlation_id}")
     return "\n".join(lines)
 
 
@@ -112,7 +180,9 @@ def amount_text(request: AuthRequest) -> str:
 
 
 def as_json(answer: ClientAnswer) -> str:
-    fields = {k: v for k, v in answer.fields.items() if k not in ("cardNo",)}
+    # The card number never leaves unmasked: JD's cardNo is dropped, ISO 8583 F2 masked.
+    fields = {k: mask_pan(v) if k == "2" else v for k, v in answer.fields.items()
+              if k not in ("cardNo",)}
     summary = msgspec.structs.asdict(answer.response) | {"id": answer.correlation_id,
                                                          "wire": fields}
     return msgspec.json.encode(summary).decode()

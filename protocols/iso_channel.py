@@ -1,0 +1,347 @@
+"""ISO 8583 channels (pos, xpay), sans-IO: one mechanism for both.
+
+Server side: a frame body becomes `Decoded(AuthRequest, message)` or ready reply bytes
+(format errors, MAC failures, network management); a decision becomes the answer, which
+echoes the request's data elements and adds 38 (auth id), 39 (response code), 44 (the
+decline reason) and 54 (available credit). The client side is protocols/iso_client.py.
+
+The channel-specific part (how the card is named: a PAN on pos, a wallet token on xpay) is
+a subclass hook, `IsoChannel.build`. Adapter documentation: docs/channels/pos.md, xpay.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+from protocols.channel import Decoded
+from protocols.framing import BINARY_2, HeaderFormat
+from protocols.iso8583 import Iso8583Error, get_codec
+from protocols.messages import CURRENCY_CNY, AuthRequest, AuthResponse, MessageClass
+
+MAC_SIZE_BYTES = 8  # F64/F128 are 8 bytes (16 hex characters in the ASCII dialect)
+REASON_SIZE_MAX = 25  # F44 (additional response data) is LLVAR ..25
+UNREADABLE_MTI = "0000"  # the answer's MTI when the request's own MTI cannot be read
+
+# Request fields an answer carries back unchanged. Not echoed: 14 and 35 (card secrets),
+# 52 (PIN block), 55 (the card's ICC data), 64/128 (the answer gets its own MAC).
+ECHOED = ("2", "3", "4", "7", "11", "12", "13", "18", "22", "25", "32", "33", "37", "41", "42",
+          "49", "70", "90")
+NETWORK_CODES = {"001": "sign_on", "002": "sign_off", "301": "echo_test"}
+# MTI digits 2-3 of a request -> processing type (F3 digits 1-2) -> message class.
+CLASSES = {
+    "10": {"00": MessageClass.AUTH, "31": MessageClass.INQUIRY},
+    "20": {"00": MessageClass.SALE, "20": MessageClass.REFUND, "31": MessageClass.INQUIRY},
+    "22": {"00": MessageClass.CAPTURE, "20": MessageClass.REFUND},
+}
+REVERSAL_KINDS = ("40", "42")
+AMOUNT_CLASSES = frozenset({MessageClass.AUTH, MessageClass.SALE, MessageClass.CAPTURE,
+                            MessageClass.REFUND})
+
+
+class FieldError(ValueError):
+    """A request the switch answers at once with `code` (30 format, 12 not supported, ...)."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+def mac(key: bytes, data: bytes) -> bytes:
+    """F64/F128: HMAC-SHA256 over every message byte before the MAC field, first 8 bytes."""
+    return hmac.new(key, data, hashlib.sha256).digest()[:MAC_SIZE_BYTES]
+
+
+def response_mti(mti: str) -> str:
+    """0100 -> 0110, 0101 (repeat) -> 0110, 0420 -> 0430; an answer's MTI stays as it is."""
+    function = int(mti[2])
+    return f"{mti[:2]}{function + 1 if function % 2 == 0 else function}0"
+
+
+def request_mti(mti: str) -> str:
+    function = int(mti[2])
+    return f"{mti[:2]}{function - 1 if function % 2 else function}0"
+
+
+class IsoChannel:
+    """Server side of one ISO 8583 listener; shared by all its connections (stateless)."""
+
+    name = "iso"
+
+    def __init__(self, dialect: str = "iso87ascii", header: HeaderFormat = BINARY_2,
+                 mac_key: bytes | None = None) -> None:
+        self.codec = get_codec(dialect)
+        if self.codec.dialect.mti_encoding != "ascii":  # salvage and the docs read a text MTI
+            raise ValueError(f"dialect {dialect}: ISO channels need an ASCII MTI")
+        self.header = header
+        self.mac_key = mac_key or None
+        self.binary_mac = self.codec.dialect.field(64).encoding == "binary"
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def decode_request(self, body: bytes) -> Decoded | bytes:
+        try:
+            message = self.codec.decode(body)
+        except Iso8583Error as error:
+            return self._undecodable(body, error)
+        problem = self._mac_problem(body, message)
+        if problem:
+            return self.answer(message, "A0", problem)
+        if message["t"][1:3] == "80":
+            return self._network(message)
+        try:
+            request = self.build(message, request_basics(self.name, message))
+        except FieldError as error:
+            return self.answer(message, error.code, error.reason)
+        return Decoded(request, message)
+
+    def build(self, message: dict, basics: dict[str, Any]) -> AuthRequest:
+        """The canonical request; channels override to read their own fields."""
+        return AuthRequest(**basics)
+
+    def encode_response(self, context: dict, response: AuthResponse) -> bytes:
+        return self.answer(context, response.response_code, response.reason, response)
+
+    # --- answers ----------------------------------------------------------------------------
+
+    def answer(self, request: Mapping[str, Any], code: str, reason: str = "",
+               response: AuthResponse | None = None) -> bytes:
+        fields = {key: request[key] for key in ECHOED if key in request}
+        approved = code in ("00", "10")
+        if approved and response is not None and response.auth_id:
+            fields["38"] = response.auth_id
+        fields["39"] = code
+        if reason and not approved:
+            fields["44"] = printable(reason)[:REASON_SIZE_MAX]
+        if approved and response is not None and "3" in request:
+            fields["54"] = available_credit(response.open_to_buy_fen, request.get("49", "156"))
+        ordered = {"t": response_mti(request["t"]) if "t" in request else UNREADABLE_MTI}
+        ordered.update(sorted(fields.items(), key=lambda item: int(item[0])))
+        return self.encode(ordered)
+
+    def encode(self, fields: dict[str, Any]) -> bytes:
+        """Encode a message, with its MAC when this listener has a key."""
+        if self.mac_key is None:
+            return self.codec.encode(fields)
+        return with_mac(self.codec, fields, self.mac_key, self.binary_mac)
+
+    def _network(self, message: dict) -> bytes:
+        function = NETWORK_CODES.get(message.get("70", ""))
+        if function is None:
+            return self.answer(message, "12", "network_code_unsupported")
+        return self.answer(message, "00")
+
+    def _mac_problem(self, body: bytes, message: dict) -> str:
+        if self.mac_key is None:
+            return ""
+        field = mac_field(message)
+        value = message.get(field)
+        if value is None:
+            # Network management may travel unsigned; money never does.
+            return "" if message["t"][1:3] == "80" else "mac_missing"
+        given = value if isinstance(value, bytes) else bytes.fromhex(value)
+        expected = mac(self.mac_key, body[: -len(value)])  # the MAC field is the last one
+        return "" if hmac.compare_digest(given, expected) else "mac_mismatch"
+
+    def _undecodable(self, body: bytes, error: Iso8583Error) -> bytes:
+        """Answer 30 with what can still be read: the MTI and the fields before the error."""
+        if error.field == "MTI":
+            return self.answer({}, "30", "format:mti")
+        salvaged = None if error.field == "bitmap" else salvage(self.codec, body, error)
+        if salvaged is None:
+            salvaged = {"t": body[:4].decode("ascii")}
+        return self.answer(salvaged, "30", f"format:field_{error.field}")
+
+
+# --- reading a request ----------------------------------------------------------------------
+
+
+def request_basics(channel: str, message: dict) -> dict[str, Any]:
+    """AuthRequest keyword arguments every ISO 8583 channel reads the same way."""
+    mti = message["t"]
+    if mti[0] != "0" or mti[3] not in "01":
+        raise FieldError("12", "mti_not_supported")
+    message_class = class_of(mti, message)
+    card, expiry = card_of(message)
+    stan = required(message, "11")
+    transmitted = required(message, "7")
+    terminal = required(message, "41").rstrip()
+    acquirer = institution(message.get("32", ""))
+    txn_ref = f"{channel}:{acquirer}:{terminal}:{stan}"
+    return dict(
+        message_class=message_class,
+        channel=channel,
+        card=card,
+        amount_fen=amount_of(message, message_class),
+        currency=currency_of(message),
+        mcc=message.get("18", ""),
+        expiry=message.get("14", expiry),
+        merchant_id=message.get("42", "").rstrip(),
+        terminal_id=terminal,
+        txn_ref=txn_ref,
+        original_ref=original_of(channel, message, message_class, txn_ref, terminal, acquirer),
+        transmitted_at=transmitted,
+        idempotency_key=f"{channel}:{message_class}:{acquirer}:{terminal}:{stan}:{transmitted}",
+    )
+
+
+def class_of(mti: str, message: dict) -> MessageClass:
+    kind = mti[1:3]
+    if kind in REVERSAL_KINDS:
+        return MessageClass.REVERSAL
+    by_processing = CLASSES.get(kind)
+    if by_processing is None:
+        raise FieldError("12", "mti_not_supported")
+    message_class = by_processing.get(required(message, "3")[:2])
+    if message_class is None:
+        raise FieldError("12", "processing_not_supported")
+    return message_class
+
+
+def card_of(message: dict) -> tuple[str, str]:
+    """(PAN or token, expiry YYMM from track 2 or ""): F2, else the start of track 2 (F35)."""
+    if "2" in message:
+        return message["2"], ""
+    track = message.get("35", "")
+    for separator in ("=", "D"):
+        pan, found, rest = track.partition(separator)
+        if found:
+            return pan, rest[:4] if len(rest) >= 4 else ""
+    raise FieldError("30", "card_missing")
+
+
+def amount_of(message: dict, message_class: MessageClass) -> int:
+    # A reversal releases the whole remaining amount (0); F4 there repeats the original's.
+    if message_class in AMOUNT_CLASSES:
+        return int(required(message, "4"))
+    if message_class is MessageClass.INQUIRY:
+        return int(message.get("4", "0"))
+    return 0
+
+
+def currency_of(message: dict) -> int:
+    code = message.get("49", str(CURRENCY_CNY))
+    if not code.isdigit():
+        raise FieldError("30", "currency_not_numeric")
+    return int(code)
+
+
+def original_of(channel: str, message: dict, message_class: MessageClass, txn_ref: str,
+                terminal: str, acquirer: str) -> str:
+    """The original's txn_ref: from F90 (its STAN, acquirer) + our F41, else this STAN.
+
+    A transaction is known by acquirer + terminal + STAN (txn_ref). F90 names the
+    original's STAN and acquirer but not its terminal, which is this message's F41. A
+    reversal without F90 repeats the original's STAN, terminal and RRN.
+    """
+    if message_class not in (MessageClass.REVERSAL, MessageClass.CAPTURE, MessageClass.REFUND):
+        return ""
+    original = message.get("90", "")
+    if original:
+        stan, original_acquirer = original[4:10], original[20:31]
+        if int(original_acquirer) == 0:  # acquirers that leave it zero mean themselves
+            return f"{channel}:{acquirer}:{terminal}:{stan}"
+        return f"{channel}:{institution(original_acquirer)}:{terminal}:{stan}"
+    if message_class is MessageClass.REVERSAL:
+        required(message, "37")
+        return txn_ref
+    raise FieldError("30", "original_data_missing")
+
+
+def institution(code: str) -> str:
+    """F32 (n..11) and the F90 acquirer (n11, zero-padded) name one institution alike."""
+    return code.lstrip("0") or "0"
+
+
+def required(message: dict, field: str) -> str:
+    value = message.get(field)
+    if value is None or value == "":
+        raise FieldError("30", f"field_{field}_missing")
+    return value
+
+
+def printable(text: str) -> str:
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
+
+
+def available_credit(open_to_buy_fen: int, currency: str) -> str:
+    """F54: account type 30 (credit), amount type 02 (available), currency, C, 12 digits."""
+    return f"3002{currency:0>3}C{open_to_buy_fen:012d}"
+
+
+# --- MAC --------------------------------------------------------------------------------
+
+
+def mac_field(message: Mapping[str, Any]) -> str:
+    """64, or 128 when the message has a secondary bitmap (any field above 64)."""
+    above = any(key.isdigit() and int(key) > 64 for key in message)
+    return "128" if above else "64"
+
+
+def with_mac(codec, fields: dict[str, Any], key: bytes, binary: bool) -> bytes:
+    """Encode with a placeholder MAC, then put the real one over the bytes before it."""
+    field = mac_field(fields)
+    fields = {**fields, field: bytes(MAC_SIZE_BYTES) if binary else "0" * 2 * MAC_SIZE_BYTES}
+    body = codec.encode(fields)
+    width = MAC_SIZE_BYTES if binary else 2 * MAC_SIZE_BYTES
+    code = mac(key, body[:-width])
+    return body[:-width] + (code if binary else code.hex().upper().encode())
+
+
+# --- salvage: the fields before a defect -------------------------------------------------
+
+
+def salvage(codec, body: bytes, error: Iso8583Error) -> dict | None:
+    """The message's fields before the one that broke, or None when not even those decode.
+
+    The bitmap is rewritten to announce only the fields before the broken one; decoding the
+    rest of the body then stops with a 'trailing bytes' error right where they end.
+    """
+    hex_bitmap = codec.dialect.bitmap_encoding == "hex"
+    try:
+        announced, start = announced_fields(body, hex_bitmap)
+    except ValueError:
+        return None
+    limit = int(error.field) if error.field.isdigit() else 129
+    kept = [number for number in announced if number < limit]
+    prefix = body[:4] + bitmap_bytes(kept, hex_bitmap)
+    try:
+        return codec.decode(prefix + body[start:])
+    except Iso8583Error as second:
+        if second.field != "trailing":
+            return None
+        try:
+            return codec.decode((prefix + body[start:])[: second.offset])
+        except Iso8583Error:
+            return None
+
+
+def announced_fields(body: bytes, hex_bitmap: bool) -> tuple[list[int], int]:
+    """Field numbers the bitmap(s) announce and where the first field starts (ASCII MTI)."""
+    size = 16 if hex_bitmap else 8
+
+    def half(at: int) -> int:
+        raw = body[at : at + size]
+        if len(raw) != size:
+            raise ValueError("bitmap truncated")
+        return int(raw, 16) if hex_bitmap else int.from_bytes(raw, "big")
+
+    bits, end = half(4), 4 + size
+    count = 64
+    if bits >> 63:
+        bits, end, count = (bits << 64) | half(end), end + size, 128
+    numbers = [n for n in range(2, count + 1) if bits >> (count - n) & 1]
+    return numbers, end
+
+
+def bitmap_bytes(numbers: list[int], hex_bitmap: bool) -> bytes:
+    bits = 0
+    for number in numbers:
+        bits |= 1 << (128 - number)
+    if bits & ((1 << 64) - 1):
+        raw = (bits | 1 << 127).to_bytes(16, "big")
+    else:
+        raw = (bits >> 64).to_bytes(8, "big")
+    return raw.hex().upper().encode() if hex_bitmap else raw

@@ -1,0 +1,118 @@
+"""Client side of the ISO 8583 channels (pos, xpay): requests out, answers in, sans-IO.
+
+Used by `switch send`, the tests and the load generator. Transactions are named by a
+correlation id, MTI-STAN-F7 (e.g. 0200-000123-1129120000): all that F90 of a later capture,
+reversal or refund needs to name them. The MAC is the one of protocols/iso_channel.py.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from protocols.channel import ClientAnswer
+from protocols.iso8583 import get_codec
+from protocols.iso_channel import AMOUNT_CLASSES, mac, mac_field, request_mti, with_mac
+from protocols.messages import AuthRequest, AuthResponse, MessageClass
+
+
+class IsoClient:
+    """Encodes requests and reads answers of an ISO 8583 listener (CLI, tests, load tests)."""
+
+    def __init__(self, dialect: str = "iso87ascii", mac_key: bytes | None = None) -> None:
+        self.codec = get_codec(dialect)
+        self.mac_key = mac_key or None
+        self.binary_mac = self.codec.dialect.field(64).encoding == "binary"
+
+    def encode(self, fields: dict[str, Any]) -> bytes:
+        if self.mac_key is None:
+            return self.codec.encode(fields)
+        return with_mac(self.codec, fields, self.mac_key, self.binary_mac)
+
+    def decode(self, body: bytes) -> dict[str, Any]:
+        """The answer's fields; with a MAC key, ValueError when its MAC does not match."""
+        message = self.codec.decode(body)
+        if self.mac_key is not None:
+            value = message.get(mac_field(message))
+            if value is None:
+                raise ValueError("answer carries no MAC")
+            given = value if isinstance(value, bytes) else bytes.fromhex(value)
+            if not hmac.compare_digest(given, mac(self.mac_key, body[: -len(value)])):
+                raise ValueError("answer MAC does not match")
+        return message
+
+    def answer(self, body: bytes) -> ClientAnswer:
+        return client_answer(self.decode(body))
+
+
+def correlation_id(mti: str, stan: str, transmitted: str) -> str:
+    """How `switch send` names a transaction: request MTI, STAN, F7 (all F90 needs)."""
+    return f"{mti}-{stan}-{transmitted}"
+
+
+def client_answer(message: dict[str, Any]) -> ClientAnswer:
+    code = message.get("39", "")
+    approved = code in ("00", "10")
+    balance = message.get("54", "")
+    response = AuthResponse(
+        response_code=code,
+        approved_fen=int(message.get("4", "0")) if approved else 0,
+        auth_id=message.get("38", "").rstrip(),
+        open_to_buy_fen=int(balance[8:20]) if len(balance) >= 20 else 0,
+        reason=message.get("44", ""),
+    )
+    ident = correlation_id(request_mti(message["t"]), message.get("11", ""),
+                           message.get("7", ""))
+    return ClientAnswer(ident, response, message)
+
+
+# Message class -> (MTI, processing code F3, POS condition code F25) of a client request.
+REQUEST_SHAPES = {
+    MessageClass.AUTH: ("0100", "000000", "06"),  # pre-authorization: a hold
+    MessageClass.SALE: ("0200", "000000", "00"),
+    MessageClass.CAPTURE: ("0220", "000000", "06"),  # completion of the pre-authorization
+    MessageClass.REFUND: ("0200", "200000", "00"),
+    MessageClass.REVERSAL: ("0400", "000000", "00"),
+    MessageClass.INQUIRY: ("0200", "310000", "00"),
+}
+
+
+def request_message(request: AuthRequest, *, stan: str, transmitted: str, terminal: str,
+                    acquirer: str, original: str = "", entry_mode: str = "052") -> dict:
+    """The ISO 8583 fields of a client request. `original`: the correlation id of the
+    transaction a capture, reversal or refund names (it becomes F90)."""
+    mti, processing, condition = REQUEST_SHAPES[request.message_class]
+    fields: dict[str, Any] = {"t": mti, "2": request.card, "3": processing}
+    if request.amount_fen or request.message_class in AMOUNT_CLASSES:
+        fields["4"] = f"{request.amount_fen:012d}"
+    fields |= {"7": transmitted, "11": stan, "12": transmitted[4:], "13": transmitted[:4]}
+    if request.expiry:
+        fields["14"] = request.expiry
+    if request.mcc:
+        fields["18"] = request.mcc
+    fields |= {"22": entry_mode, "25": condition, "32": acquirer,
+               "37": f"{transmitted[4:]}{stan}", "41": terminal}
+    if request.merchant_id:
+        fields["42"] = request.merchant_id
+    fields["49"] = f"{request.currency:03d}"
+    if original:
+        fields["90"] = original_data(original, acquirer)
+    return fields
+
+
+def network_message(code: str, *, stan: str, transmitted: str) -> dict:
+    """0800 network management: 001 sign-on, 002 sign-off, 301 echo test."""
+    return {"t": "0800", "7": transmitted, "11": stan, "70": code}
+
+
+def original_data(original_id: str, acquirer: str) -> str:
+    """F90: original MTI, STAN, F7, acquirer (n11), forwarding institution (n11, zeros)."""
+    mti, stan, transmitted = parse_correlation_id(original_id)
+    return f"{mti}{stan}{transmitted}{acquirer:0>11}{'0' * 11}"
+
+
+def parse_correlation_id(value: str) -> tuple[str, str, str]:
+    parts = value.split("-")
+    if [len(p) for p in parts] != [4, 6, 10] or not all(p.isdigit() for p in parts):
+        raise ValueError(f"{value!r} is not MTI-STAN-F7, e.g. 0200-000123-1129120000")
+    return parts[0], parts[1], parts[2]
