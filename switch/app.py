@@ -13,17 +13,21 @@ from switch.cards import DemoCard, showcase_cards
 from switch.channels import CODECS
 from switch.config import DEMO_JD_MERCHANT, Config
 from switch.engine import Engine
-from switch.ledger import Ledger, connect
+from switch.ledger import Clock, Ledger, connect
+from switch.policy import load_policy
 from switch.rules import Policy
 from switch.server import Switch
 
 log = logging.getLogger("switch")
 
 
-async def build(config: Config, redis_url: str) -> tuple[Switch, Ledger]:
-    ledger = Ledger(connect(redis_url))
+async def build(config: Config, redis_url: str, clock: Clock | None = None,
+                policy: Policy | None = None) -> tuple[Switch, Ledger]:
+    """`policy`: else the config's policy file (else the shipped default); `clock`: tests."""
+    policy = policy or Policy(load_policy(config.policy))
+    ledger = Ledger(connect(redis_url), clock)
     await ledger.start()
-    switch = Switch(config, Engine(ledger, Policy(config.rules)), CODECS)
+    switch = Switch(config, Engine(ledger, policy), CODECS)
     return switch, ledger
 
 

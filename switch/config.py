@@ -16,11 +16,16 @@ from switch import limits
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 
 # Listeners started when the config names none; each channel adds its own.
-DEFAULT_PORTS = {"jd": 8601, "pos": 8583, "xpay": 8584}
+DEFAULT_PORTS = {"jd": 8601, "wechat": 8602, "pos": 8583, "xpay": 8584}
 
 # The demo JD merchant; `switch send` signs with it unless told otherwise.
 DEMO_JD_MERCHANT = "110000001"
 DEMO_JD_KEY = "demo-jd-key-change-me"
+
+# The demo WeChat Pay merchant (a supermarket, MCC 5411); the ids are WeChat's sample ones.
+DEMO_WECHAT_MCH_ID = "1900000109"
+DEMO_WECHAT_APPID = "wx2421b1c4370ec43b"
+DEMO_WECHAT_KEY = "demo-wechat-key-change-me"
 
 
 class ConfigError(ValueError):
@@ -44,20 +49,22 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True):
     shutdown_linger_s: Annotated[float, msgspec.Meta(ge=0)] = limits.shutdown_linger_s
 
 
-class Rules(msgspec.Struct, forbid_unknown_fields=True):
-    # Merchant categories declined with 57 (not permitted to the cardholder).
-    mcc_blocked: list[Annotated[str, msgspec.Meta(pattern=r"^\d{4}$")]] = msgspec.field(
-        default_factory=lambda: ["7995", "7800", "7801", "7802", "6051", "4829", "6010", "6011"])
-    # JD beans per whole yuan posted, by channel; other channels earn `beans_per_yuan`.
-    beans_per_yuan: int = 1
-    beans_per_yuan_by_channel: dict[str, int] = msgspec.field(
-        default_factory=lambda: {"jd": 5})
-
-
 class Jd(msgspec.Struct, forbid_unknown_fields=True):
     # merchant id -> HMAC-SHA256 key used to sign requests and answers
     merchant_keys: dict[str, str] = msgspec.field(
         default_factory=lambda: {DEMO_JD_MERCHANT: DEMO_JD_KEY})
+
+
+class WechatMerchant(msgspec.Struct, forbid_unknown_fields=True):
+    key: str  # the merchant's API key (signs requests and answers, docs/channels/wechat.md)
+    # The category the merchant registered with; a request's `mcc` field overrides it.
+    mcc: Annotated[str, msgspec.Meta(pattern=r"^\d{4}$")] = "5999"
+
+
+class Wechat(msgspec.Struct, forbid_unknown_fields=True):
+    # mch_id -> merchant
+    merchants: dict[str, WechatMerchant] = msgspec.field(default_factory=lambda: {
+        DEMO_WECHAT_MCH_ID: WechatMerchant(key=DEMO_WECHAT_KEY, mcc="5411")})
 
 
 class Iso8583(msgspec.Struct, forbid_unknown_fields=True):
@@ -77,8 +84,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
         default_factory=lambda: {name: Listener(port=port) for name, port in
                                  DEFAULT_PORTS.items()})
     limits: Limits = msgspec.field(default_factory=Limits)
-    rules: Rules = msgspec.field(default_factory=Rules)
+    policy: str = ""  # policy file (docs/policy.md); empty: the shipped Baitiao default
     jd: Jd = msgspec.field(default_factory=Jd)
+    wechat: Wechat = msgspec.field(default_factory=Wechat)
     pos: Iso8583 = msgspec.field(default_factory=Iso8583)
     xpay: Iso8583 = msgspec.field(default_factory=Iso8583)
 

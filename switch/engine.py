@@ -86,9 +86,15 @@ class Engine:
         problem = malformed(request)
         if problem is not None:
             return problem
+        problem = refusal(request)
+        if problem is not None:  # the policy's cache assumes a sound request
+            return await self.ledger.execute(request, auth_id="", rule_decline=problem,
+                                             terms=self.policy.base_terms)
+        verdict = self.policy.judge(request)
         return await self.ledger.execute(
             request,
             auth_id=new_auth_id(),
-            rule_decline=refusal(request) or self.policy.decline(request),
-            beans_per_yuan=self.policy.beans_per_yuan(request),
+            rule_decline=verdict.decline,
+            beans_per_yuan=verdict.beans_per_yuan,
+            terms=verdict.terms,
         )

@@ -5,23 +5,29 @@ Per card, under one hash tag so every script touches one Redis Cluster slot:
   {c:PAN}:t:REF    hash: one authorization or sale (kind, state, amount, hold, posted, ...)
   {c:PAN}:tx       sorted set of the card's transaction keys by creation time (ms)
   {c:PAN}:i:KEY    hash: the answer given to idempotency key KEY (expires)
+  {c:PAN}:h        sorted set of the pending holds' transaction keys by expiry deadline (ms)
+  {c:PAN}:n        hash: the policy's approval counters, a small ring of buckets per rule
+                   (expires when the longest window has passed without an approval)
 open-to-buy = limit - posted - held, never below zero. The scripts are in switch/lua/.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 import redis.asyncio as aioredis
 
+from protocols.cardnumbers import luhn_check_digit
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
+from switch.cards import DEMO_BIN
 from switch.pipeline import ScriptPipeline
 
-CARD_STATUSES = ("active", "inactive", "frozen", "restricted", "lost", "stolen")
+CARD_STATUSES = ("active", "inactive", "frozen", "restricted", "lost", "stolen", "expired")
 
 SCRIPT_OF_CLASS = {
     MessageClass.AUTH: "authorize",
@@ -32,6 +38,13 @@ SCRIPT_OF_CLASS = {
     MessageClass.INQUIRY: "inquiry",
 }
 HISTORY_SHOWN_MAX = 50  # transactions listed by `card show`
+DAY_MS = 24 * 3600 * 1000
+# Without a policy (ledger tests, tools) a pre-authorization hold lapses after UnionPay's 30 days.
+HOLD_EXPIRY_DEFAULT_MS = 30 * DAY_MS
+# A Baitiao account upgraded to a card gets a number from a hash of the account; when that
+# number is taken the next candidate is tried. Eight misses in a row mean the BIN is full.
+UPGRADE_ATTEMPTS_MAX = 8
+CARD_VALIDITY_YEARS = 5  # expiry of an upgraded card: this many years after the upgrade
 
 
 class Clock(Protocol):
@@ -50,15 +63,54 @@ def month_of(now_ms: int) -> str:
 
 def load_scripts() -> dict[str, str]:
     folder = resources.files("switch") / "lua"
-    prelude = (folder / "prelude.lua").read_text()
-    sources = {name: prelude + (folder / f"{name}.lua").read_text() for name in set(
-        SCRIPT_OF_CLASS.values())}
-    sources["settle"] = (folder / "settle.lua").read_text()
+    text = {path.name[:-4]: path.read_text() for path in folder.iterdir()
+            if path.name.endswith(".lua")}
+    sources = {name: text["prelude"] + text["holds"] + text[name]
+               for name in set(SCRIPT_OF_CLASS.values())}
+    sources["expire"] = text["holds"] + text["expire"]
+    for name in ("settle", "upgrade"):
+        sources[name] = text[name]
     return sources
 
 
 def card_key(pan: str) -> str:
     return f"{{c:{pan}}}"
+
+
+def card_keys(key: str, idempotency_key: str, referenced: str) -> tuple[str, ...]:
+    """KEYS of a ledger script, in prelude.lua's order; all under the card's hash tag."""
+    return (key, f"{key}:i:{idempotency_key}", f"{key}:t:{referenced}", f"{key}:tx",
+            f"{key}:h", f"{key}:n")
+
+
+class Counter(NamedTuple):
+    """Approvals on the card counted in a ring of time buckets, checked before an approval.
+
+    authorize.lua sums the buckets of the window (the current one and `buckets - 1` before
+    it), declines 65 when one more approval would pass `count_max` and 61 when the amount
+    would pass `amount_max_fen`, and counts an approval into the current bucket.
+    """
+
+    field: str  # hash field prefix in {c:PAN}:n, unique per rule and bucket size
+    bucket_ms: int
+    buckets: int
+    offset_ms: int  # shifts bucket edges: 8 h makes daily buckets Beijing calendar days
+    count_max: int  # 0: no count limit
+    amount_max_fen: int  # 0: no amount limit
+    count_reason: str
+    amount_reason: str
+
+
+class Terms(NamedTuple):
+    """What the policy adds to a ledger call."""
+
+    counters: tuple[Counter, ...] = ()
+    counters_ttl_ms: int = DAY_MS  # the counters hash outlives the longest window by this
+    hold_expiry_ms: int = HOLD_EXPIRY_DEFAULT_MS
+    capture_tolerance_percent: int = 0
+
+
+NO_TERMS = Terms()
 
 
 class Transaction(msgspec.Struct):
@@ -72,6 +124,7 @@ class Transaction(msgspec.Struct):
     auth_id: str
     created_ms: int
     beans: int
+    expires_ms: int = 0  # a pre-authorization's hold lapses then (0: not a hold)
 
 
 class CardView(msgspec.Struct):
@@ -85,6 +138,7 @@ class CardView(msgspec.Struct):
     open_to_buy: int
     beans: int
     transactions: list[Transaction]
+    account: str = ""  # the Baitiao account it was upgraded from, if any
 
 
 class Ledger:
@@ -102,11 +156,11 @@ class Ledger:
         auth_id: str,
         rule_decline: tuple[str, str] | None = None,
         beans_per_yuan: int = 0,
+        terms: Terms = NO_TERMS,
     ) -> AuthResponse:
         """Run the request's script: one atomic check-and-write on the card."""
-        key = card_key(request.card)
         referenced = request.original_ref or request.txn_ref
-        keys = (key, f"{key}:i:{request.idempotency_key}", f"{key}:t:{referenced}", f"{key}:tx")
+        keys = card_keys(card_key(request.card), request.idempotency_key, referenced)
         now_ms = self.clock.now_ms()
         code, reason = rule_decline or ("", "")
         args = (
@@ -123,6 +177,12 @@ class Ledger:
             beans_per_yuan,
             int(request.instant_refund),
             request.message_class.value,
+            int(bool(request.original_ref)),
+            terms.hold_expiry_ms,
+            terms.capture_tolerance_percent,
+            terms.counters_ttl_ms,
+            len(terms.counters),
+            *[value for counter in terms.counters for value in counter],
         )
         name = SCRIPT_OF_CLASS[request.message_class]
         result = await self.scripts.call(name, keys, args)
@@ -166,11 +226,13 @@ class Ledger:
         """Start a card afresh: no balances, no transactions (seeding)."""
         key = card_key(pan)
         txn_keys = await self.client.zrange(f"{key}:tx", 0, -1)
-        await self.client.delete(key, f"{key}:tx", *txn_keys)
+        await self.client.delete(key, f"{key}:tx", f"{key}:h", f"{key}:n", *txn_keys)
         await self.set_card(pan, limit_fen=limit_fen, status=status, expiry=expiry)
 
     async def card(self, pan: str) -> CardView | None:
+        """The card as it stands now: holds past their deadline are expired first."""
         key = card_key(pan)
+        await self.scripts.call("expire", (key, f"{key}:h"), (self.clock.now_ms(),))
         fields = await self.client.hgetall(key)
         if not fields:
             return None
@@ -186,7 +248,34 @@ class Ledger:
             posted=posted, held=held, pending_credit=number("pending_credit"),
             open_to_buy=max(0, limit - posted - held), beans=number("beans"),
             transactions=[_transaction(k, r) for k, r in zip(txn_keys, records, strict=True)],
+            account=fields.get("account", ""),
         )
+
+    async def upgrade(self, account: str, limit_fen: int, status: str = "active"
+                      ) -> tuple[str, bool]:
+        """Turn a Baitiao account into a card with its limit, in one atomic script.
+
+        Returns (card number, created): the same account always gets the same card (a
+        repeat changes nothing and says created=False).
+        """
+        if not (1 <= len(account) <= 64 and account.isascii()
+                and account.replace("_", "").replace("-", "").isalnum()):
+            raise ValueError("account must be 1-64 letters, digits, '_' or '-'")
+        if not 1 <= limit_fen <= limits.amount_max_fen:
+            raise ValueError(f"limit must be 1..{limits.amount_max_fen} fen")
+        if status not in CARD_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(CARD_STATUSES)}")
+        now_ms = self.clock.now_ms()
+        year, month = month_of(now_ms)[:2], month_of(now_ms)[2:]
+        expiry = f"{(int(year) + CARD_VALIDITY_YEARS) % 100:02d}{month}"
+        for attempt in range(UPGRADE_ATTEMPTS_MAX):
+            pan = upgrade_pan(account, attempt)
+            outcome = await self.scripts.call("upgrade", (card_key(pan),), (
+                account, limit_fen, expiry, status, now_ms))
+            if outcome != "taken":
+                return pan, outcome == "created"
+        raise RuntimeError(f"no free card number for account {account!r} after "
+                           f"{UPGRADE_ATTEMPTS_MAX} candidates")
 
     async def settle(self, pan: str) -> int:
         """Clear ordinary refunds: their pending credit comes back to open-to-buy."""
@@ -199,7 +288,15 @@ def _transaction(key: str, record: dict[str, str]) -> Transaction:
         amount=int(record["amount"]), hold=int(record["hold"]), posted=int(record["posted"]),
         refunded=int(record["refunded"]), auth_id=record["auth"],
         created_ms=int(record["created"]), beans=int(record["beans"]),
+        expires_ms=int(record.get("expires", 0)),
     )
+
+
+def upgrade_pan(account: str, attempt: int) -> str:
+    """The card number candidate `attempt` of a Baitiao account: 16 digits, Luhn-valid, 62."""
+    digest = hashlib.sha256(f"baitiao:{account}:{attempt}".encode()).digest()
+    body = DEMO_BIN + f"{int.from_bytes(digest[:8], 'big') % 10**9:09d}"
+    return body + luhn_check_digit(body)
 
 
 def connect(url: str) -> aioredis.Redis:

@@ -1,11 +1,72 @@
 -- Authorization (places a hold) or sale (posts at once). ARGV[13]: 'auth' or 'sale'.
 local kind = ARGV[13]
+local now = tonumber(now_ms)
+
+-- The policy's counters (switch/ledger.py Counter): per counter a ring of `buckets` fields
+-- '<field>:<slot>' in counters_key, each 'bucket:count:fen'. A bucket is
+-- floor((now + offset) / bucket_ms) and lives in slot bucket % buckets; the window is the
+-- current bucket and the buckets - 1 before it. A ring keeps the hash small and bounded.
+local COUNTER_ARGS, FIRST_COUNTER_ARG = 8, 19
+local counter_count = tonumber(ARGV[18])
+local counter_slots = {}  -- per counter: {slot field, current bucket, count, fen there now}
+
+local function window_totals(base)
+  local field, bucket_ms = ARGV[base], tonumber(ARGV[base + 1])
+  local buckets, offset_ms = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
+  local current = math.floor((now + offset_ms) / bucket_ms)
+  local fields = {}
+  for slot = 0, buckets - 1 do fields[slot + 1] = field .. ':' .. slot end
+  local values = redis.call('HMGET', counters_key, unpack(fields))
+  local count, fen, here_count, here_fen = 0, 0, 0, 0
+  for slot = 0, buckets - 1 do
+    local value = values[slot + 1]
+    if value then
+      local bucket, n, f = string.match(value, '^(%d+):(%d+):(%d+)$')
+      bucket, n, f = tonumber(bucket), tonumber(n), tonumber(f)
+      if bucket > current - buckets and bucket <= current then
+        count, fen = count + n, fen + f
+      end
+      if bucket == current then here_count, here_fen = n, f end
+    end
+  end
+  local slot_field = field .. ':' .. (current % buckets)
+  return count, fen, {slot_field, current, here_count, here_fen}
+end
+
+-- {code, reason} of the first counter this approval would pass, else nil.
+local function counters_refusal()
+  for i = 0, counter_count - 1 do
+    local base = FIRST_COUNTER_ARG + i * COUNTER_ARGS
+    local count, fen, slot = window_totals(base)
+    counter_slots[i + 1] = slot
+    local count_max, amount_max = tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5])
+    if count_max > 0 and count + 1 > count_max then return {'65', ARGV[base + 6]} end
+    if amount_max > 0 and fen + amount > amount_max then return {'61', ARGV[base + 7]} end
+  end
+  return nil
+end
+
+local function count_approval(approved)
+  if counter_count == 0 then return end
+  local pairs_ = {}
+  for _, slot in ipairs(counter_slots) do
+    local field, current, n, f = slot[1], slot[2], slot[3], slot[4]
+    pairs_[#pairs_ + 1] = field
+    pairs_[#pairs_ + 1] = string.format('%d:%d:%d', current, n + 1, f + approved)
+  end
+  redis.call('HSET', counters_key, unpack(pairs_))
+  redis.call('PEXPIRE', counters_key, ARGV[17])
+end
+
 local first = earlier_answer()
 if first then return first end
+expire_holds(card_key, holds_key, now_ms)
 local refusal = card_refusal(true)
 if refusal then return decline(refusal[1], refusal[2]) end
 if rule_code ~= '' then return decline(rule_code, rule_reason) end
 if redis.call('EXISTS', txn_key) == 1 then return decline('94', 'duplicate_reference') end
+local over = counters_refusal()
+if over then return decline(over[1], over[2]) end
 
 local otb = open_to_buy()
 local approved, code = amount, '00'
@@ -16,10 +77,12 @@ end
 
 local beans = 0
 if kind == 'auth' then
+  local deadline = string.format('%d', now + hold_life_ms)
   redis.call('HINCRBY', card_key, 'held', approved)
   redis.call('HSET', txn_key, 'kind', kind, 'state', 'pending', 'amount', approved,
     'hold', approved, 'posted', 0, 'refunded', 0, 'auth', auth_id, 'created', now_ms,
-    'rate', beans_per_yuan, 'beans', 0)
+    'rate', beans_per_yuan, 'beans', 0, 'expires', deadline)
+  redis.call('ZADD', holds_key, deadline, txn_key)
 else
   redis.call('HINCRBY', card_key, 'posted', approved)
   redis.call('HSET', txn_key, 'kind', kind, 'state', 'captured', 'amount', approved,
@@ -28,5 +91,6 @@ else
   beans = rebalance_beans(0, approved, beans_per_yuan)
 end
 redis.call('ZADD', index_key, now_ms, txn_key)
+count_approval(approved)
 if open_to_buy() ~= otb - approved then error('open-to-buy did not drop by the approval') end
 return answer(code, approved, '', beans, auth_id)

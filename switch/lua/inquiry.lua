@@ -1,6 +1,19 @@
 -- Balance inquiry: the card checks, then the open-to-buy; changes no balance.
+-- An inquiry naming an original (ARGV[14] = 1; WeChat orderquery) answers that transaction:
+-- approved = its amount, reason = its state (pending, captured, refunded, reversed,
+-- expired). Such an answer is not remembered: the state may change, a later query must see it.
 local first = earlier_answer()
 if first then return first end
+expire_holds(card_key, holds_key, now_ms)
+if names_original then
+  if redis.call('EXISTS', card_key) == 0 then return decline('14', 'card_unknown') end
+  if rule_code ~= '' then return decline(rule_code, rule_reason) end
+  local kind, state, total, refunded, auth = unpack(redis.call('HMGET', txn_key,
+    'kind', 'state', 'amount', 'refunded', 'auth'))
+  if not kind then return {'25', 0, open_to_buy(), '', 'original_not_found', 0, 0} end
+  if state == 'captured' and tonumber(refunded) > 0 then state = 'refunded' end
+  return {'00', tonumber(total), open_to_buy(), auth, state, 0, 0}
+end
 local refusal = card_refusal(true)
 if refusal then return decline(refusal[1], refusal[2]) end
 if rule_code ~= '' then return decline(rule_code, rule_reason) end

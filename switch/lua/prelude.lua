@@ -1,21 +1,29 @@
 -- Shared by every ledger script (switch/ledger.py prepends it).
 -- KEYS[1] card hash {c:PAN}; KEYS[2] idempotency record; KEYS[3] transaction record;
--- KEYS[4] the card's transaction index (sorted set, score = creation time in ms).
+-- KEYS[4] the card's transaction index (sorted set, score = creation time in ms),
+-- KEYS[5] the card's pending holds (sorted set, score = expiry deadline in ms),
+-- KEYS[6] the card's approval counters (hash, see authorize.lua).
 -- ARGV[1] now (ms), ARGV[2] current month YYMM, ARGV[3] expiry sent (YYMM or ""),
 -- ARGV[4] auth id for an approval, ARGV[5] amount (fen), ARGV[6] request fingerprint,
 -- ARGV[7] rule decline code ("" when the rules passed), ARGV[8] its reason,
 -- ARGV[9] idempotency record lifetime (s), ARGV[10] partial approval accepted (1/0),
--- ARGV[11] beans per yuan posted, ARGV[12] instant refund (1/0).
+-- ARGV[11] beans per yuan posted, ARGV[12] instant refund (1/0), ARGV[13] message class,
+-- ARGV[14] the request names an original (1/0), ARGV[15] hold lifetime (ms),
+-- ARGV[16] capture tolerance above the hold (percent), ARGV[17] counters lifetime (ms),
+-- ARGV[18] number of counters, ARGV[19..] 8 values per counter (switch/ledger.py Counter).
 local card_key, idem_key, txn_key, index_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local holds_key, counters_key = KEYS[5], KEYS[6]
 local now_ms, this_month, sent_expiry = ARGV[1], ARGV[2], ARGV[3]
 local auth_id, amount, fingerprint = ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local rule_code, rule_reason, idem_ttl_s = ARGV[7], ARGV[8], tonumber(ARGV[9])
 local partial_ok, beans_per_yuan, instant = ARGV[10] == '1', tonumber(ARGV[11]), ARGV[12] == '1'
+local names_original, hold_life_ms = ARGV[14] == '1', tonumber(ARGV[15])
+local capture_tolerance_pct = tonumber(ARGV[16])
 
 local STATUS_DECLINES = {
   lost = {'41', 'card_lost'}, stolen = {'43', 'card_stolen'},
   frozen = {'62', 'card_frozen'}, restricted = {'62', 'card_restricted'},
-  inactive = {'62', 'card_not_activated'},
+  inactive = {'62', 'card_not_activated'}, expired = {'54', 'card_expired'},
 }
 
 local function num(key, field)
@@ -87,3 +95,4 @@ local function rebalance_beans(record_beans_before, posted_now, rate)
   redis.call('HSET', txn_key, 'beans', target)
   return delta
 end
+

@@ -3,6 +3,7 @@
 -- pending_credit until the card is settled.
 local first = earlier_answer()
 if first then return first end
+expire_holds(card_key, holds_key, now_ms)
 local refusal = card_refusal(false)
 if refusal then return decline(refusal[1], refusal[2]) end
 if rule_code ~= '' then return decline(rule_code, rule_reason) end

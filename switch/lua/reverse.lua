@@ -2,6 +2,7 @@
 -- amount 0 means the whole remaining amount.
 local first = earlier_answer()
 if first then return first end
+expire_holds(card_key, holds_key, now_ms)
 local refusal = card_refusal(false)
 if refusal then return decline(refusal[1], refusal[2]) end
 if rule_code ~= '' then return decline(rule_code, rule_reason) end
@@ -27,7 +28,10 @@ if release > remaining then return decline('13', 'reversal_exceeds_original') en
 local left = remaining - release
 redis.call('HINCRBY', card_key, field == 'hold' and 'held' or 'posted', -release)
 redis.call('HSET', txn_key, field, left)
-if left == 0 then redis.call('HSET', txn_key, 'state', 'reversed') end
+if left == 0 then
+  redis.call('HSET', txn_key, 'state', 'reversed')
+  redis.call('ZREM', holds_key, txn_key)
+end
 local beans = 0
 if field == 'posted' then beans = rebalance_beans(tonumber(beans_before), left, tonumber(rate)) end
 return answer('00', release, '', beans, auth)

@@ -1,0 +1,405 @@
+"""WeChat Pay v2 channel: 4-byte big-endian length + the v2 API's flat XML, HMAC-SHA256 signed.
+
+XML, as the real v2 API speaks it, so an adapter can forward a merchant's request body as it
+is (adding `api`, `card_no` and, if it likes, `mcc`). Parsing is strict and small: one <xml>
+root, flat text fields, no DOCTYPE (so no entities at all), bounded field count and size.
+The wire format for adapter authors is docs/channels/wechat.md; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from typing import Any, NamedTuple
+from xml.parsers import expat
+
+from protocols.channel import ClientAnswer, Decoded, sign_sorted_pairs, signature_matches
+from protocols.framing import BINARY_4
+from protocols.messages import AuthRequest, AuthResponse, MessageClass
+
+APIS = {
+    "micropay": MessageClass.SALE,
+    "refund": MessageClass.REFUND,
+    "reverse": MessageClass.REVERSAL,
+    "orderquery": MessageClass.INQUIRY,
+}
+API_OF_CLASS = {cls: api for api, cls in APIS.items()}
+REQUIRED = {
+    "micropay": ("out_trade_no", "total_fee", "body", "spbill_create_ip"),
+    "refund": ("out_trade_no", "out_refund_no", "total_fee", "refund_fee"),
+    "reverse": ("out_trade_no",),
+    "orderquery": ("out_trade_no",),
+}
+SIGN_TYPE = "HMAC-SHA256"
+BANK_TYPE = "PAB_CREDIT"  # the Ping An credit card, as WeChat names the funding bank
+
+# A v2 request has about 20 fields of at most a few hundred characters (`detail` is the
+# longest, 6,000); more is not a WeChat request.
+FIELDS_MAX = 64
+VALUE_MAX_CHARS = 8192
+
+# ISO 8583 response code -> WeChat err_code and its description (docs/channels/wechat.md).
+ERR_CODES = {
+    "51": ("NOTENOUGH", "insufficient available credit"),
+    "12": ("TRADE_ERROR", "transaction not permitted by the issuer's rules"),
+    "57": ("TRADE_ERROR", "transaction not permitted by the issuer's rules"),
+    "61": ("TRADE_ERROR", "exceeds an amount limit"),
+    "65": ("TRADE_ERROR", "exceeds a frequency limit"),
+    "58": ("NOTSUPORTCARD", "the merchant does not accept credit cards"),
+    "14": ("NOTSUPORTCARD", "card unknown to the issuer"),
+    "41": ("NOTSUPORTCARD", "card cannot be used (lost)"),
+    "43": ("NOTSUPORTCARD", "card cannot be used (stolen)"),
+    "54": ("NOTSUPORTCARD", "card expired"),
+    "62": ("NOTSUPORTCARD", "card restricted or not activated"),
+    "13": ("PARAM_ERROR", "invalid amount"),
+    "30": ("PARAM_ERROR", "parameter error"),
+    "63": ("SIGNERROR", "signature error"),
+    "94": ("OUT_TRADE_NO_USED", "out_trade_no already used with different content"),
+    "25": ("ORDERNOTEXIST", "order does not exist"),
+    "91": ("SYSTEMERROR", "issuer unavailable, query the order or retry"),
+    "96": ("SYSTEMERROR", "issuer system error, query the order or retry"),
+}
+DECLINED = ("TRADE_ERROR", "declined by the issuer")
+ORDERPAID = ("ORDERPAID", "order already paid")
+LACK_PARAMS = "LACK_PARAMS"
+# ledger state of an order (an order query's reason) -> WeChat trade_state
+TRADE_STATES = {"captured": "SUCCESS", "refunded": "REFUND", "reversed": "REVOKED",
+                "expired": "CLOSED", "pending": "USERPAYING"}
+
+ORDER_NO = re.compile(r"[A-Za-z0-9_\-|*@]{1,32}")  # WeChat's out_trade_no alphabet, no ':'
+NONCE = re.compile(r"[A-Za-z0-9_\-]{1,32}")
+AUTH_CODE = re.compile(r"1[0-5]\d{16}")  # the payment code shown in the payer's wallet
+FEE = re.compile(r"[1-9]\d{0,11}")
+IP = re.compile(r"[0-9A-Fa-f.:]{2,64}")
+
+
+class WechatError(ValueError):
+    """A request that cannot be taken (answered PARAM_ERROR / LACK_PARAMS, ISO 30)."""
+
+    def __init__(self, detail: str, err_code: str = "PARAM_ERROR") -> None:
+        super().__init__(detail)
+        self.err_code = err_code
+
+
+class Merchant(NamedTuple):
+    key: bytes  # the merchant's API key: HMAC key and `&key=` suffix of the signature
+    mcc: str  # the category the merchant registered with (a request's `mcc` overrides it)
+
+
+# --- XML ----------------------------------------------------------------------------------
+
+
+def parse_xml(body: bytes) -> dict[str, str]:
+    """<xml><name>value</name>...</xml> -> {name: value}; WechatError on anything else."""
+    fields: dict[str, str] = {}
+    stack: list[str] = []
+    text: list[str] = []
+
+    def start(name: str, _attributes: dict) -> None:
+        if len(stack) == 0 and name != "xml":
+            raise WechatError(f"the root element is <{name}>, not <xml>")
+        if len(stack) == 2:
+            raise WechatError(f"<{name}> inside <{stack[1]}>: fields are flat text")
+        stack.append(name)
+        text.clear()
+
+    def end(name: str) -> None:
+        stack.pop()
+        if len(stack) == 1:
+            if name in fields:
+                raise WechatError(f"field {name} appears twice")
+            if len(fields) >= FIELDS_MAX:
+                raise WechatError(f"more than {FIELDS_MAX} fields")
+            fields[name] = "".join(text)
+
+    def characters(data: str) -> None:
+        if len(stack) == 2:
+            text.append(data)
+            if sum(map(len, text)) > VALUE_MAX_CHARS:
+                raise WechatError(f"field {stack[1]} is longer than {VALUE_MAX_CHARS}")
+
+    def refuse_doctype(*_args: Any) -> None:
+        raise WechatError("DOCTYPE is not allowed (no DTDs, no entities)")
+
+    parser = expat.ParserCreate("UTF-8")
+    parser.StartElementHandler, parser.EndElementHandler = start, end
+    parser.CharacterDataHandler = characters
+    parser.StartDoctypeDeclHandler = refuse_doctype
+    parser.EntityDeclHandler = refuse_doctype
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    try:
+        parser.Parse(body, True)
+    except expat.ExpatError as error:
+        raise WechatError(f"not well-formed XML: {expat.ErrorString(error.code)}") from None
+    return fields
+
+
+def to_xml(fields: dict[str, str]) -> bytes:
+    """Flat XML as WeChat writes it: text in CDATA, plain digits bare."""
+    parts = ["<xml>"]
+    for name, value in fields.items():
+        if not value.isdigit():
+            value = "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+        parts.append(f"<{name}>{value}</{name}>")
+    parts.append("</xml>")
+    return "".join(parts).encode()
+
+
+def sign(fields: dict[str, str], key: bytes) -> str:
+    """The v2 rule: sorted non-empty k=v pairs, then &key=API_KEY; HMAC-SHA256, upper hex."""
+    return sign_sorted_pairs(fields, key, "&key=" + key.decode()).upper()
+
+
+def signed(fields: dict[str, str], key: bytes) -> dict[str, str]:
+    return {**fields, "sign": sign(fields, key)}
+
+
+# --- server side --------------------------------------------------------------------------
+
+
+class WechatCodec:
+    """Server side of the WeChat channel. `now_text` gives yyyyMMddHHmmss (Beijing time)."""
+
+    name = "wechat"
+    header = BINARY_4
+
+    def __init__(self, merchants: dict[str, Merchant], now_text: Callable[[], str]) -> None:
+        self.merchants = merchants
+        self.now_text = now_text
+
+    def decode_request(self, body: bytes) -> Decoded | bytes:
+        try:
+            fields = parse_xml(body)
+        except WechatError as error:
+            return to_xml({"return_code": "FAIL", "return_msg": str(error), "iso_code": "30"})
+        merchant = self.merchants.get(fields.get("mch_id", ""))
+        if merchant is None:
+            return to_xml({"return_code": "FAIL", "return_msg": "unknown mch_id",
+                           "iso_code": "03", "nonce_str": fields.get("nonce_str", "")})
+        if fields.get("sign_type") != SIGN_TYPE:  # checked first: no other rule to verify by
+            return self._reply(fields, merchant, "30", f"sign_type must be {SIGN_TYPE}",
+                               "PARAM_ERROR")
+        if not signature_matches(sign(fields, merchant.key), fields.get("sign", "")):
+            return self._reply(fields, merchant, "63", "signature_mismatch")
+        try:
+            request = request_from_fields(fields, merchant.mcc)
+        except WechatError as error:
+            return self._reply(fields, merchant, "30", str(error), error.err_code)
+        if request.message_class is MessageClass.SALE and fields.get("limit_pay") == "no_credit":
+            # The merchant refuses credit cards, and this switch issues only a credit card.
+            return self._reply(fields, merchant, "58", "limit_pay_no_credit")
+        return Decoded(request, (fields, merchant))
+
+    def encode_response(self, context: tuple[dict[str, str], Merchant],
+                        response: AuthResponse) -> bytes:
+        fields, merchant = context
+        reply = response_fields(fields, response, self.now_text())
+        return to_xml(signed(reply, merchant.key))
+
+    def _reply(self, fields: dict[str, str], merchant: Merchant, iso_code: str, reason: str,
+               err_code: str = "") -> bytes:
+        reply = response_fields(fields, AuthResponse(response_code=iso_code, reason=reason),
+                                self.now_text())
+        if err_code:
+            reply["err_code"] = err_code
+        return to_xml(signed(reply, merchant.key))
+
+
+def request_from_fields(fields: dict[str, str], merchant_mcc: str) -> AuthRequest:
+    api = fields.get("api", "")
+    if api not in APIS:
+        raise WechatError(f"api {api!r} is not one of {', '.join(APIS)}",
+                          "PARAM_ERROR" if api else LACK_PARAMS)
+    for name in ("appid", "nonce_str", "card_no", *REQUIRED[api]):
+        if not fields.get(name):
+            raise WechatError(f"{name} is required for {api}", LACK_PARAMS)
+    _check(fields, "nonce_str", NONCE)
+    _check(fields, "out_trade_no", ORDER_NO)
+    mch, order = fields["mch_id"], fields["out_trade_no"]
+    common = dict(channel="wechat", card=fields["card_no"], merchant_id=mch,
+                  terminal_id=fields.get("device_info", ""))
+    if api == "micropay":
+        return _micropay(fields, merchant_mcc, common)
+    if api == "refund":
+        _check(fields, "out_refund_no", ORDER_NO)
+        refund, total = _fee(fields, "refund_fee"), _fee(fields, "total_fee")
+        if refund > total:
+            raise WechatError("refund_fee is more than total_fee")
+        ref = f"wx:{mch}:r:{fields['out_refund_no']}"
+        return AuthRequest(message_class=MessageClass.REFUND, amount_fen=refund, txn_ref=ref,
+                           idempotency_key=ref, original_ref=f"wx:{mch}:{order}", **common)
+    if api == "reverse":  # the whole order; one reversal per order, so its id is the order's
+        ref = f"wx:{mch}:v:{order}"
+        return AuthRequest(message_class=MessageClass.REVERSAL, amount_fen=0, txn_ref=ref,
+                           idempotency_key=ref, original_ref=f"wx:{mch}:{order}", **common)
+    ref = f"wx:{mch}:q:{order}:{fields['nonce_str']}"  # every query is answered afresh
+    return AuthRequest(message_class=MessageClass.INQUIRY, amount_fen=0, txn_ref=ref,
+                       idempotency_key=ref, original_ref=f"wx:{mch}:{order}", **common)
+
+
+def _micropay(fields: dict[str, str], merchant_mcc: str, common: dict) -> AuthRequest:
+    if not (fields.get("auth_code") or fields.get("openid")):
+        raise WechatError("auth_code or openid is required for micropay", LACK_PARAMS)
+    if fields.get("auth_code"):
+        _check(fields, "auth_code", AUTH_CODE)
+    _check(fields, "spbill_create_ip", IP)
+    if fields.get("bank_type", BANK_TYPE) != BANK_TYPE:
+        raise WechatError(f"bank_type must be {BANK_TYPE} (the card this issuer answers for)")
+    ref = f"wx:{fields['mch_id']}:{fields['out_trade_no']}"
+    return AuthRequest(
+        message_class=MessageClass.SALE,
+        amount_fen=_fee(fields, "total_fee"),
+        currency=156 if fields.get("fee_type", "CNY") == "CNY" else 0,  # 0: engine says 12
+        mcc=fields.get("mcc") or merchant_mcc,
+        txn_ref=ref,
+        idempotency_key=ref,
+        **common,
+    )
+
+
+def _check(fields: dict[str, str], name: str, pattern: re.Pattern[str]) -> None:
+    if not pattern.fullmatch(fields[name]):
+        raise WechatError(f"{name} {fields[name][:40]!r} is malformed")
+
+
+def _fee(fields: dict[str, str], name: str) -> int:
+    _check(fields, name, FEE)
+    return int(fields[name])
+
+
+def err_code(response: AuthResponse) -> tuple[str, str] | None:
+    """WeChat's err_code and description for a decline; None for an approval."""
+    if response.approved:
+        return None
+    return ERR_CODES.get(response.response_code, DECLINED)
+
+
+def response_fields(request: dict[str, str], response: AuthResponse, now_text: str
+                    ) -> dict[str, str]:
+    api = request.get("api", "")
+    error = err_code(response)
+    if api == "micropay" and response.approved and response.repeat:
+        error = ORDERPAID  # WeChat's answer to a paid order sent again
+    reply = {
+        "return_code": "SUCCESS",
+        "return_msg": "OK",
+        "appid": request.get("appid", ""),
+        "mch_id": request.get("mch_id", ""),
+        "nonce_str": request.get("nonce_str", ""),
+        "device_info": request.get("device_info", ""),
+        "result_code": "FAIL" if error else "SUCCESS",
+        "err_code": error[0] if error else "",
+        "err_code_des": error[1] if error else "",
+        "out_trade_no": request.get("out_trade_no", ""),
+        # Simulator extensions, for testers: the decision behind the WeChat answer.
+        "iso_code": response.response_code,
+        "reason": response.reason,
+        "approval_code": response.auth_id,
+        "approved_fee": str(response.approved_fen),
+        "available_fee": str(response.open_to_buy_fen),
+        "beans": str(response.beans),
+        "repeat": "1" if response.repeat else "0",
+    }
+    if response.approved:
+        reply |= _approved_fields(api, request, response, now_text)
+    return {name: value for name, value in reply.items() if value != ""}
+
+
+def _approved_fields(api: str, request: dict[str, str], response: AuthResponse,
+                     now_text: str) -> dict[str, str]:
+    mch, order = request.get("mch_id", ""), request.get("out_trade_no", "")
+    if api == "micropay":
+        return {
+            "openid": request.get("openid") or _digits("openid", mch, request.get(
+                "auth_code", ""), 0, prefix="o"),
+            "is_subscribe": "N", "trade_type": "MICROPAY", "bank_type": BANK_TYPE,
+            "fee_type": "CNY", "total_fee": str(response.approved_fen),
+            "cash_fee": str(response.approved_fen), "transaction_id": transaction_id(mch, order),
+            "time_end": now_text, "attach": request.get("attach", ""),
+        }
+    if api == "refund":
+        return {"out_refund_no": request.get("out_refund_no", ""),
+                "refund_id": _digits("refund", mch, request.get("out_refund_no", ""), 29,
+                                     prefix="50"),
+                "transaction_id": transaction_id(mch, order),
+                "refund_fee": str(response.approved_fen),
+                "total_fee": request.get("total_fee", ""),
+                "cash_refund_fee": str(response.approved_fen)}
+    if api == "reverse":
+        return {"recall": "N"}  # nothing left to retry: the order is reversed
+    return {  # orderquery
+        "trade_state": TRADE_STATES.get(response.reason, "PAYERROR"),
+        "transaction_id": transaction_id(mch, order), "trade_type": "MICROPAY",
+        "bank_type": BANK_TYPE, "total_fee": str(response.approved_fen),
+        "cash_fee": str(response.approved_fen), "fee_type": "CNY",
+    }
+
+
+def transaction_id(mch_id: str, out_trade_no: str) -> str:
+    """WeChat's 28-digit order id, the same every time for the same order."""
+    return _digits("order", mch_id, out_trade_no, 28, prefix="42")
+
+
+def _digits(kind: str, mch_id: str, ref: str, length: int, prefix: str) -> str:
+    digest = hashlib.sha256(f"{kind}:{mch_id}:{ref}".encode()).hexdigest()
+    if prefix == "o":  # an openid: 28 url-safe characters
+        return "o" + digest[:27]
+    return prefix + str(int(digest, 16))[: length - len(prefix)]
+
+
+# --- client side: `switch send`, the load generator, the tests -----------------------------
+
+DEMO_AUTH_CODE = "134567890123456789"
+
+
+def request_fields(request: AuthRequest, appid: str, **extra: str) -> dict[str, str]:
+    """Unsigned wire fields for a request (`extra` adds or overrides fields).
+
+    Client-side `txn_ref` and `original_ref` hold bare WeChat order numbers; `txn_ref` is
+    also the nonce_str, so answers can be matched to requests by it.
+    """
+    api = API_OF_CLASS.get(request.message_class)
+    if api is None:
+        raise ValueError(f"WeChat Pay has no {request.message_class.value}: micropay is a sale "
+                         "(no pre-authorization or capture)")
+    order = request.txn_ref if api == "micropay" else request.original_ref
+    fields = {
+        "api": api, "appid": appid, "mch_id": request.merchant_id,
+        "nonce_str": request.txn_ref, "sign_type": SIGN_TYPE, "card_no": request.card,
+        "out_trade_no": order, "device_info": request.terminal_id,
+    }
+    if api == "micropay":
+        fields |= {"total_fee": str(request.amount_fen), "fee_type": "CNY",
+                   "body": "switch simulator purchase", "auth_code": DEMO_AUTH_CODE,
+                   "spbill_create_ip": "127.0.0.1", "mcc": request.mcc}
+    elif api == "refund":
+        fields |= {"out_refund_no": request.txn_ref, "refund_fee": str(request.amount_fen),
+                   "total_fee": str(request.amount_fen)}
+    return {k: v for k, v in (fields | extra).items() if v != ""}
+
+
+def encode_request(request: AuthRequest, key: bytes, appid: str, **extra: str) -> bytes:
+    return to_xml(signed(request_fields(request, appid, **extra), key))
+
+
+def decode_response(body: bytes, key: bytes | None = None) -> ClientAnswer:
+    """Reads an answer; with `key`, checks its signature (ValueError when it does not match)."""
+    fields = parse_xml(body)
+    if key is not None and "sign" in fields:
+        if not signature_matches(sign(fields, key), fields["sign"]):
+            raise ValueError("answer signature does not match")
+    response = AuthResponse(
+        response_code=fields.get("iso_code", ""),
+        approved_fen=int(fields.get("approved_fee") or 0),
+        auth_id=fields.get("approval_code", ""),
+        open_to_buy_fen=int(fields.get("available_fee") or 0),
+        reason=fields.get("reason") or _transport_failure(fields),
+        beans=int(fields.get("beans") or 0),
+        repeat=fields.get("repeat") == "1",
+    )
+    return ClientAnswer(fields.get("nonce_str", ""), response, fields)
+
+
+def _transport_failure(fields: dict[str, str]) -> str:
+    return fields.get("return_msg", "") if fields.get("return_code") == "FAIL" else ""

@@ -1,0 +1,19 @@
+-- Shared by the ledger scripts and expire.lua (switch/ledger.py prepends it).
+-- Stale holds expired per script run: bounds the run; any more go at the next run.
+local HOLD_EXPIRY_BATCH = 64
+
+-- Pre-authorization holds whose deadline has passed give their open-to-buy back. Every
+-- script expires the card's due holds first (lazily, with the request's clock), so a
+-- decision sees no stale hold; `switch card show` runs the same step (expire.lua).
+local function expire_holds(card_key, holds_key, now_ms)
+  local due = redis.call('ZRANGEBYSCORE', holds_key, '-inf', now_ms, 'LIMIT', 0,
+    HOLD_EXPIRY_BATCH)
+  for _, key in ipairs(due) do
+    local state, hold = unpack(redis.call('HMGET', key, 'state', 'hold'))
+    if state == 'pending' then
+      redis.call('HINCRBY', card_key, 'held', -tonumber(hold))
+      redis.call('HSET', key, 'state', 'expired', 'hold', 0)
+    end
+    redis.call('ZREM', holds_key, key)
+  end
+end
