@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from . import fields as _fields
 from .dialect import Dialect, load_dialect
 from .errors import Iso8583Error
-from .plan import PlanCache, compile_decode_plan, compile_encode_plan
+from .plan import PlanCache, compile_decode_plan, compile_encode_plan, plans_per_cache_max
 
 _SECONDARY_BIT = 1 << 127  # field 1 of a 128-bit bitmap: field n is bit 1 << (128 - n)
 _SECONDARY_FIELDS = (1 << 64) - 1  # fields 65..128
@@ -52,14 +52,16 @@ class Codec:
         "_hex",
     )
 
-    def __init__(self, dialect: Dialect) -> None:
+    def __init__(self, dialect: Dialect, plans: bool = True) -> None:
+        """plans=False keeps every message on the generic path (for tests and comparison)."""
         self.dialect = dialect
         self._built = {spec.key: (spec, *_fields.build(spec)) for spec in dialect.fields}
         self._bits = {"t": 0} | {key: 1 << (128 - int(key)) for key in self._built}
         self._enc_rows = _rows({key: enc for key, (_, enc, _) in self._built.items()}, None)
         self._dec_rows = _rows({key: dec for key, (_, _, dec) in self._built.items()}, _undefined)
-        self._enc_plans = PlanCache(self._compile_encode_plan)
-        self._dec_plans = PlanCache(compile_decode_plan)
+        limit = plans_per_cache_max if plans else 0
+        self._enc_plans = PlanCache(self._compile_encode_plan, limit)
+        self._dec_plans = PlanCache(compile_decode_plan, limit)
         self._mti_encode, self._mti_decode = _MTI_CODECS[dialect.mti_encoding]
         self._hex = dialect.bitmap_encoding == "hex"
         self._bitmap = _hex_bitmap if self._hex else _binary_bitmap
@@ -174,19 +176,18 @@ def _rows(by_key: dict[str, Callable], missing: Callable | None) -> tuple:
     """
     rows = []
     for index in range(_bitmap_fields_max // 8):
-        row = []
-        for byte in range(256):
-            entries = []
-            for bit in range(8):
-                number = index * 8 + bit + 1
-                if number == 1 or not byte & (0x80 >> bit):
-                    continue
-                fn = by_key.get(str(number))
-                if fn is None and missing is not None:
-                    fn = missing(number)
-                if fn is not None:
-                    entries.append((str(number), fn))
-            row.append(tuple(entries))
+        by_bit = {}  # bit value -> entries of that one field
+        for bit in range(8):
+            number = index * 8 + bit + 1
+            fn = by_key.get(str(number))
+            if fn is None and missing is not None:
+                fn = missing(number)
+            present = number != 1 and fn is not None
+            by_bit[0x80 >> bit] = ((str(number), fn),) if present else ()
+        row = [()]
+        for byte in range(1, 256):
+            lowest = byte & -byte  # the highest field number in this byte: it comes last
+            row.append(row[byte ^ lowest] + by_bit[lowest])
         rows.append(tuple(row))
     return tuple(rows)
 

@@ -13,6 +13,7 @@ that error path.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 
@@ -71,19 +72,24 @@ def build(spec: FieldSpec) -> tuple[Encoder, Decoder]:
 # ---- length prefixes --------------------------------------------------------------------
 
 
-def _prefix(spec: FieldSpec, size: int) -> bytes:
-    width = _PREFIX_WIDTH[(spec.kind, spec.len_encoding)]
-    if spec.len_encoding == "ascii":
+def _prefix(kind: str, len_encoding: str, size: int) -> bytes:
+    width = _PREFIX_WIDTH[(kind, len_encoding)]
+    if len_encoding == "ascii":
         return f"{size:0{width}d}".encode()
-    if spec.len_encoding == "bcd":
+    if len_encoding == "bcd":
         return bytes.fromhex(f"{size:0{2 * width}d}")
     return size.to_bytes(width, "big")
 
 
 def prefix_tables(spec: FieldSpec) -> tuple[int, tuple[bytes, ...], dict[bytes, int]]:
     """Width, every valid prefix by length, and length by prefix (0..max_len)."""
-    width = _PREFIX_WIDTH[(spec.kind, spec.len_encoding)]
-    by_size = tuple(_prefix(spec, n) for n in range(spec.max_len + 1))
+    return _prefix_tables(spec.kind, spec.len_encoding, spec.max_len)
+
+
+@functools.cache  # many fields share a layout (LLLVAR ..999); the tables are read-only
+def _prefix_tables(kind: str, len_encoding: str, max_len: int) -> tuple:
+    width = _PREFIX_WIDTH[(kind, len_encoding)]
+    by_size = tuple(_prefix(kind, len_encoding, n) for n in range(max_len + 1))
     return width, by_size, {p: n for n, p in enumerate(by_size)}
 
 

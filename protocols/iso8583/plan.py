@@ -45,16 +45,17 @@ Entry = tuple[FieldSpec, Callable, Callable]
 class PlanCache:
     """Plans by shape key, compiled on a shape's repeated sighting, at most a bounded few."""
 
-    __slots__ = ("plans", "_seen", "_compile")
+    __slots__ = ("plans", "_seen", "_compile", "_limit")
 
-    def __init__(self, compile_plan: Callable[[Sequence[Entry]], Callable]) -> None:
+    def __init__(self, compile_plan: Callable, limit: int = plans_per_cache_max) -> None:
         self.plans: dict = {}
         self._seen: dict = {}
         self._compile = compile_plan
+        self._limit = limit  # 0: never compile (the generic path only)
 
     def note(self, shape: object, entries: Callable[[], Sequence[Entry]]) -> None:
         """Record that a message of this shape passed the generic path; maybe compile."""
-        if len(self.plans) >= plans_per_cache_max:
+        if len(self.plans) >= self._limit:
             return
         seen = self._seen.get(shape, 0) + 1
         if seen < plan_hot_after_count:
@@ -218,9 +219,13 @@ def _encode_run(run: Sequence[FieldSpec], index: int, env: dict) -> list[str]:
             lines.append(f"    if len({var}) < {size}: {var} = {var}.{justify}({size}, {pad!r})")
         else:
             lines.append(f"    if len({var}) != {size}: return None")
-    if len(run) == 1:
-        check = _check(run[0], f"v{run[0].number}", env)
-        return lines + [f"    r{index} = v{run[0].number}", f"    if not {check}: return None"]
+    if len(run) == 1:  # no regex with a fixed width here: check the length itself
+        var, size = f"v{run[0].number}", run[0].max_len
+        check = _check(run[0], var, env)
+        return lines + [
+            f"    r{index} = {var}",
+            f"    if len({var}) != {size} or not {check}: return None",
+        ]
     env[f"R{index}"] = re.compile(_pattern(run, group=False)).fullmatch
     joined = " + ".join(f"v{spec.number}" for spec in run)
     return lines + [f"    r{index} = {joined}", f"    if not R{index}(r{index}): return None"]
