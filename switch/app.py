@@ -17,6 +17,7 @@ from switch.ledger import Clock, Ledger, connect
 from switch.policy import load_policy
 from switch.rules import Policy
 from switch.server import Switch
+from switch.tokens import TokenVault
 
 log = logging.getLogger("switch")
 
@@ -27,7 +28,10 @@ async def build(config: Config, redis_url: str, clock: Clock | None = None,
     policy = policy or Policy(load_policy(config.policy))
     ledger = Ledger(connect(redis_url), clock)
     await ledger.start()
-    switch = Switch(config, Engine(ledger, policy), CODECS)
+    # x-pay names the card by a wallet token: the vault turns it into the PAN first.
+    vault = TokenVault(ledger.client, ledger.clock)
+    await vault.start()
+    switch = Switch(config, Engine(ledger, policy, resolvers={"xpay": vault.resolve}), CODECS)
     return switch, ledger
 
 
@@ -102,6 +106,9 @@ def banner(config: Config, ports: dict[str, int], redis_note: str, cards: list[D
             "--pan demo1 --amount 12800 --mcc 5411",
             "",
         ]
+    if "pos" in ports:
+        lines += [f"    .venv/bin/switch send --channel pos --port {ports['pos']} "
+                  "--pan demo1 --amount 12800 --mcc 5411", ""]
     lines.append("  Ctrl-C stops the switch" + (" and its private Redis." if "private" in
                                                  redis_note else "."))
     return "\n".join(lines)
