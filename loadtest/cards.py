@@ -1,20 +1,28 @@
 """Seeding the load-test cards into the switch's Redis, through the ledger's documented layout.
 
 switch/ledger.py documents one card as the hash `{c:PAN}` (limit, posted, held,
-pending_credit, beans, status, expiry) with its transactions listed in the sorted set
-`{c:PAN}:tx`. Writing that layout directly (pipelined, a thousand cards a round trip) seeds
-100,000 cards in seconds, where `switch seed` sets cards one by one. Seeding a card again
-starts it afresh: balances zero, its transaction records deleted.
+pending_credit, beans, status, expiry), its transactions listed in the sorted set
+`{c:PAN}:tx`, its pending holds in `{c:PAN}:h` and its velocity counters in `{c:PAN}:n`.
+Writing that layout directly (pipelined, a thousand cards a round trip) seeds 100,000
+cards in seconds, where `switch seed` sets cards one by one. Seeding a card again starts
+it afresh: balances zero, transaction records, holds and counters deleted. So every run
+(and every find-max step) starts from the same state, and repeats itself.
+
+The x-pay wallet tokens follow switch/tokens.py's layout, `{t:DPAN}` (pan, wallet, device,
+expiry, status, key, atc, created_ms): one token per card and generator worker, its ATC
+back at zero.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import redis
 
+from loadtest.adapters_iso import load_test_token, token_secret
 from loadtest.workload import CARD_EXPIRY, CARD_LIMIT_FEN
 
 SEED_BATCH_CARDS = 1000  # cards per pipeline: big enough to amortise, small enough to not stall
@@ -38,13 +46,37 @@ def find_redis_url(explicit: str = "") -> str:
     return ""
 
 
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S,
+                                socket_connect_timeout=REDIS_TIMEOUT_S, decode_responses=True)
+
+
 def seed_cards(url: str, pans: Sequence[str], limit_fen: int = CARD_LIMIT_FEN,
                expiry: str = CARD_EXPIRY) -> None:
-    client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S,
-                                  socket_connect_timeout=REDIS_TIMEOUT_S, decode_responses=True)
+    client = _client(url)
     try:
         for first in range(0, len(pans), SEED_BATCH_CARDS):
             _seed_batch(client, pans[first:first + SEED_BATCH_CARDS], limit_fen, expiry)
+    finally:
+        client.close()
+
+
+def seed_tokens(url: str, pans: Sequence[str], workers: int) -> None:
+    """The x-pay tokens of every card for workers 0..workers-1, active, ATC zero."""
+    client = _client(url)
+    created_ms = int(time.time() * 1000)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for worker in range(workers):
+            for index, pan in enumerate(pans):
+                token = load_test_token(index, worker)
+                pipe.hset(f"{{t:{token}}}", mapping={
+                    "pan": pan, "wallet": "apple", "device": f"loadtest-{worker}",
+                    "expiry": CARD_EXPIRY, "status": "active",
+                    "key": token_secret(token).hex(), "atc": 0, "created_ms": created_ms})
+                if len(pipe) >= SEED_BATCH_CARDS:
+                    pipe.execute()
+        pipe.execute()
     finally:
         client.close()
 
@@ -57,7 +89,7 @@ def _seed_batch(client: redis.Redis, pans: Sequence[str], limit_fen: int, expiry
     pipe = client.pipeline(transaction=False)
     for pan, txn_keys in zip(pans, transactions, strict=True):
         key = card_key(pan)
-        pipe.delete(key, f"{key}:tx", *txn_keys)
+        pipe.delete(key, f"{key}:tx", f"{key}:h", f"{key}:n", *txn_keys)
         pipe.hset(key, mapping={"limit": limit_fen, "posted": 0, "held": 0,
                                 "pending_credit": 0, "beans": 0, "status": "active",
                                 "expiry": expiry})

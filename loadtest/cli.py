@@ -11,12 +11,12 @@ from pathlib import Path
 import msgspec
 
 from loadtest import adapters, report
-from loadtest.cards import find_redis_url, seed_cards
+from loadtest.cards import find_redis_url
 from loadtest.findmax import Criteria, Step, find_max
-from loadtest.runner import Plan, run_load
+from loadtest.runner import Plan, run_load, seed
 from loadtest.stats import Totals
 from loadtest.worker import LoadTestError, Target
-from loadtest.workload import CARD_LIMIT_FEN, load_test_pans
+from loadtest.workload import CARD_LIMIT_FEN
 
 RESULTS_DIR = Path("loadtest-results")
 
@@ -92,20 +92,19 @@ def plan_from(args: argparse.Namespace, rate: float, duration_s: float) -> Plan:
     return Plan(rate=rate, duration_s=duration_s, targets=parse_targets(args.target, mix),
                 mix=mix, connections=args.connections, inflight_max=args.inflight,
                 cards=args.cards, seed=args.seed, workers=args.workers, timeout_s=args.timeout,
-                options=parse_options(args.option))
+                options=parse_options(args.option), redis_url=seed_redis(args),
+                card_limit_fen=args.limit)
 
 
-def seed_if_asked(args: argparse.Namespace) -> None:
-    if args.no_seed:
-        return
+def seed_redis(args: argparse.Namespace) -> str:
+    """Where to seed the cards before each run; empty with --no-seed."""
+    if getattr(args, "no_seed", False):
+        return ""
     url = find_redis_url(args.redis)
     if not url:
         raise LoadTestError("no Redis to seed the cards into: pass --redis URL, set REDIS_URL, "
                             "start the switch with `make run`, or pass --no-seed")
-    began = time.monotonic()
-    seed_cards(url, load_test_pans(args.cards, args.seed), args.limit)
-    say(f"seeded {args.cards:,} cards (seed {args.seed}) into {url} in "
-        f"{time.monotonic() - began:.1f} s")
+    return url
 
 
 def say(text: str) -> None:
@@ -148,7 +147,8 @@ def out_folder(args: argparse.Namespace, kind: str) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     plan = plan_from(args, args.rate, args.duration)
-    seed_if_asked(args)
+    if plan.redis_url:
+        say(f"seeding {plan.cards:,} cards (seed {plan.seed}) into {plan.redis_url}")
     progress = Progress(plan.rate, args.quiet)
     try:
         result = run_async(run_load(plan, progress))
@@ -162,14 +162,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    args.no_seed = False
-    seed_if_asked(args)
+    plan = Plan(rate=1, duration_s=1, targets={}, mix=adapters.default_mix(), cards=args.cards,
+                seed=args.seed, workers=args.workers, redis_url=seed_redis(args),
+                card_limit_fen=args.limit)
+    began = time.monotonic()
+    seed(plan)
+    tokens = " and their x-pay tokens" if "xpay" in plan.mix else ""
+    say(f"seeded {plan.cards:,} cards{tokens} (seed {plan.seed}) into {plan.redis_url} in "
+        f"{time.monotonic() - began:.1f} s")
     return 0
 
 
 def cmd_find_max(args: argparse.Namespace) -> int:
     plan = plan_from(args, args.start_rate, args.step_duration)
-    seed_if_asked(args)
     criteria = Criteria(p99_ms=args.p99_ms, start_rate=args.start_rate, growth=args.growth,
                         max_rate=args.max_rate, refine=args.refine, retries=args.retries)
     say(f"find-max: p99 <= {criteria.p99_ms:g} ms and no failures; {args.step_duration:g} s "
@@ -218,9 +223,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
     load_options(run)
 
-    seed = commands.add_parser("seed", help="load the load-test cards into Redis")
-    seed.set_defaults(func=cmd_seed)
-    card_options(seed)
+    seed_command = commands.add_parser("seed", help="load the load-test cards into Redis")
+    seed_command.set_defaults(func=cmd_seed)
+    card_options(seed_command)
+    seed_command.add_argument("--workers", type=int, default=1,
+                              help="x-pay tokens for this many generator processes")
 
     fmax = commands.add_parser("find-max", help="highest rate with p99 under a target")
     fmax.set_defaults(func=cmd_find_max)

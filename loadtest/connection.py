@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from loadtest.adapters import ClientAdapter
+from loadtest.adapter import ClientAdapter
 from protocols.framing import Framer, FramingError
 
 if TYPE_CHECKING:

@@ -18,8 +18,10 @@ from collections.abc import Callable
 import msgspec
 
 from loadtest.aggregate import OVERALL, Aggregator, Point
+from loadtest.cards import seed_cards, seed_tokens
 from loadtest.stats import Interval, Totals
 from loadtest.worker import LoadTestError, Target, Worker, WorkerPlan
+from loadtest.workload import CARD_LIMIT_FEN, load_test_pans
 
 START_DELAY_S = 0.2  # from "all connected" to the first intended send, for every worker
 WORKER_READY_TIMEOUT_S = 60.0  # spawning a Python process and connecting, on a busy box
@@ -41,6 +43,8 @@ class Plan(msgspec.Struct, kw_only=True):
     timeout_s: float = 2.0
     options: dict[str, dict[str, str]] = {}
     run_id: str = ""  # prefix of every transaction id; unique per run (see `new_run_id`)
+    redis_url: str = ""  # when set, the cards (and tokens) are seeded afresh before the run
+    card_limit_fen: int = CARD_LIMIT_FEN
 
 
 @dataclasses.dataclass
@@ -86,6 +90,8 @@ def worker_plans(plan: Plan) -> list[WorkerPlan]:
 async def run_load(plan: Plan, progress: Callable[[int, Totals], None] | None = None) -> Result:
     if plan.rate <= 0 or plan.duration_s <= 0 or plan.workers < 1 or not plan.mix:
         raise LoadTestError("rate, duration and workers must be positive, and the mix not empty")
+    if plan.redis_url:
+        await asyncio.to_thread(seed, plan)
     channels = list(plan.mix)
     aggregator = Aggregator(channels, plan.workers, progress)
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -107,6 +113,14 @@ async def run_load(plan: Plan, progress: Callable[[int, Totals], None] | None = 
     totals[OVERALL] = aggregator.overall()
     return Result(plan=plan, started_at=started_at, elapsed_s=elapsed_s, totals=totals,
                   series=aggregator.series)
+
+
+def seed(plan: Plan) -> None:
+    """The run's cards afresh, and the wallet tokens of its workers when it speaks x-pay."""
+    pans = load_test_pans(plan.cards, plan.seed)
+    seed_cards(plan.redis_url, pans, plan.card_limit_fen)
+    if "xpay" in plan.mix:
+        seed_tokens(plan.redis_url, pans, plan.workers)
 
 
 # --- several worker processes -----------------------------------------------------------

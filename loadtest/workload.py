@@ -70,16 +70,17 @@ class Txn:
     """One message to send. A repeat shares `number` and `request` with its original, so an
     adapter that derives its wire ids from them sends the very same message again."""
 
-    __slots__ = ("number", "kind", "channel", "request", "original", "state")
+    __slots__ = ("number", "kind", "channel", "request", "original", "state", "wire")
 
     def __init__(self, number: int, kind: str, channel: str, request: AuthRequest,
-                 original: Txn | None) -> None:
+                 original: Txn | None, wire: tuple[str, bytes] | None = None) -> None:
         self.number = number  # unique per original message within one worker
         self.kind = kind
         self.channel = channel
         self.request = request
         self.original = original  # the earlier transaction a capture/reversal/refund names
         self.state = PENDING
+        self.wire = wire  # (correlation id, body) once encoded: a repeat resends these bytes
 
 
 def load_test_pans(count: int, seed: int) -> list[str]:
@@ -103,7 +104,8 @@ def _pick(cumulative: list[float], u: float) -> int:
 
 class Workload:
     def __init__(self, pans: Sequence[str], mix: dict[str, int], seed: int, *,
-                 ref_prefix: str, lag: int = 1000) -> None:
+                 ref_prefix: str, lag: int = 1000,
+                 channel_kinds: dict[str, frozenset[str]] | None = None) -> None:
         if not pans or not mix or lag < 1:
             raise ValueError("a workload needs cards, a channel mix and a lag of at least 1")
         self.pans = pans
@@ -114,6 +116,7 @@ class Workload:
         self.kind_cum = _cumulative([w for _, w in KIND_MIX])
         self.mcc_cum = _cumulative([w for _, w, _, _ in MCC_MIX])
         self.ref_prefix = ref_prefix  # makes ids unique across runs and workers
+        self.channel_kinds = channel_kinds or {}  # channel -> kinds it has (default: all)
         self.lag = lag
         # (step, txn) in the order made: approved-to-be auths, sales, and every message.
         self.queues: dict[str, deque[tuple[int, Txn]]] = {
@@ -131,14 +134,20 @@ class Workload:
         if kind not in PURCHASE_KINDS:
             txn = self._about(kind, u_fraction)
         if txn is None:
-            txn = self._purchase(kind if kind in PURCHASE_KINDS else "sale",
-                                 self.channels[_pick(self.channel_cum, u_channel)],
-                                 self.pans[int(u_card * len(self.pans))], u_mcc, z)
+            channel = self.channels[_pick(self.channel_cum, u_channel)]
+            if kind not in PURCHASE_KINDS or not self._has(channel, kind):
+                kind = "sale"  # every channel has sales
+            txn = self._purchase(kind, channel, self.pans[int(u_card * len(self.pans))],
+                                 u_mcc, z)
         if txn.kind in ("auth", "sale"):
             self.queues[txn.kind].append((self.steps, txn))
         self.queues["any"].append((self.steps, txn))
         self.steps += 1
         return txn
+
+    def _has(self, channel: str, kind: str) -> bool:
+        kinds = self.channel_kinds.get(channel)
+        return kinds is None or kind in kinds
 
     def _purchase(self, kind: str, channel: str, pan: str, u_mcc: float, z: float) -> Txn:
         mcc, _, median_fen, sigma = MCC_MIX[_pick(self.mcc_cum, u_mcc)]
@@ -165,14 +174,14 @@ class Workload:
         """A message about an earlier transaction, or None when none qualifies now."""
         if kind == "repeat":
             earlier = self._earlier("any", (APPROVED, DECLINED))
-            if earlier is None:
+            if earlier is None or not self._has(earlier.channel, kind):
                 return None
             return Txn(earlier.number, "repeat", earlier.channel, earlier.request,
-                       earlier.original)
+                       earlier.original, earlier.wire)
         queue = {"capture": "auth", "refund": "sale"}.get(kind) or ("auth" if u < 0.5
                                                                     else "sale")
         earlier = self._earlier(queue, (APPROVED,))
-        if earlier is None:
+        if earlier is None or not self._has(earlier.channel, kind):
             return None
         original = earlier.request
         amount = 0  # a reversal: the whole original

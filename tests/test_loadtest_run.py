@@ -83,7 +83,7 @@ async def test_the_cli_seeds_runs_and_reports(jd_switch, redis_url, tmp_path):
         "--seed", "13", "--target", f"jd=127.0.0.1:{switch.ports['jd']}", "--redis", redis_url,
         "--out", str(tmp_path))
     assert code == 0, err
-    assert "seeded 100 cards" in err and "[   1 s] offered 200/s" in err  # the live line
+    assert "seeding 100 cards" in err and "[   1 s] offered 200/s" in err  # the live line
     assert re.search(r"^jd\s+200\s+200\s+200\.0\s+0\s+0\s+0", out, re.M)
     assert {p.name for p in tmp_path.iterdir()} == {
         "summary.json", "report.html", "latency-jd.hgrm", "latency-all.hgrm"}

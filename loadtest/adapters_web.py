@@ -1,0 +1,54 @@
+"""Load-test adapters of the web-API channels: JD checkout (JSON) and WeChat Pay (XML)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from loadtest.adapter import ClientAdapter, Context, Options
+from protocols import jd, wechat
+
+if TYPE_CHECKING:
+    from loadtest.workload import Txn
+
+# The switch's demo merchants and keys (switch/config.py). They are copied, not imported:
+# the load generator is a client and talks to the switch only over the wire.
+JD_DEMO_MERCHANT = "110000001"
+JD_DEMO_KEY = "demo-jd-key-change-me"
+WECHAT_DEMO_MCH_ID = "1900000109"
+WECHAT_DEMO_APPID = "wx2421b1c4370ec43b"
+WECHAT_DEMO_KEY = "demo-wechat-key-change-me"
+
+
+def jd_adapter(options: Options, context: Context) -> ClientAdapter:
+    merchant = options.get("merchant", JD_DEMO_MERCHANT)
+    key = options.get("key", JD_DEMO_KEY).encode()
+
+    def encode(txn: Txn) -> tuple[str, bytes]:
+        request = txn.request
+        return request.txn_ref, jd.encode_request(request, key, merchant=merchant)
+
+    def decode(body: bytes) -> tuple[str, str]:
+        # No signature check: it would measure our HMAC, not the switch (tests check it).
+        answer = jd.decode_response(body)
+        return answer.correlation_id, answer.response.response_code
+
+    return ClientAdapter("jd", jd.JdCodec.header, 8601, encode, decode)
+
+
+def wechat_adapter(options: Options, context: Context) -> ClientAdapter:
+    """WeChat Pay micropay: sales, their reversals and refunds (no pre-authorization; an
+    order query needs an order and is left out)."""
+    mch_id = options.get("mch_id", WECHAT_DEMO_MCH_ID)
+    appid = options.get("appid", WECHAT_DEMO_APPID)
+    key = options.get("key", WECHAT_DEMO_KEY).encode()
+
+    def encode(txn: Txn) -> tuple[str, bytes]:
+        request = txn.request  # its txn_ref is the order number, and the nonce answers echo
+        return request.txn_ref, wechat.encode_request(request, key, appid, mch_id=mch_id)
+
+    def decode(body: bytes) -> tuple[str, str]:
+        answer = wechat.decode_response(body)
+        return answer.correlation_id, answer.response.response_code
+
+    return ClientAdapter("wechat", wechat.WechatCodec.header, 8602, encode, decode,
+                         frozenset({"sale", "reversal", "refund", "repeat"}))
