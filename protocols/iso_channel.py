@@ -168,6 +168,8 @@ def request_basics(channel: str, message: dict) -> dict[str, Any]:
     stan = required(message, "11")
     transmitted = required(message, "7")
     terminal = required(message, "41").rstrip()
+    if not terminal:  # all spaces: no terminal to name transactions by
+        raise FieldError("30", "field_41_missing")
     acquirer = institution(message.get("32", ""))
     txn_ref = f"{channel}:{acquirer}:{terminal}:{stan}"
     return dict(

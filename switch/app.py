@@ -107,7 +107,8 @@ def banner(config: Config, ports: dict[str, int], redis_note: str, cards: list[D
             "",
         ]
     if "pos" in ports:
-        lines += [f"    .venv/bin/switch send --channel pos --port {ports['pos']} "
+        lines += ["  A UnionPay terminal (ISO 8583, docs/channels/pos.md):",
+                  f"    .venv/bin/switch send --channel pos --port {ports['pos']} "
                   "--pan demo1 --amount 12800 --mcc 5411", ""]
     lines.append("  Ctrl-C stops the switch" + (" and its private Redis." if "private" in
                                                  redis_note else "."))
