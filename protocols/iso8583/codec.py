@@ -46,6 +46,7 @@ class Codec:
         "_dec_plans",
         "_mti_encode",
         "_mti_decode",
+        "_mti_size",
         "_bitmap",
         "_bitmap_size",
         "_wide_flag",
@@ -59,10 +60,17 @@ class Codec:
         self._bits = {"t": 0} | {key: 1 << (128 - int(key)) for key in self._built}
         self._enc_rows = _rows({key: enc for key, (_, enc, _) in self._built.items()}, None)
         self._dec_rows = _rows({key: dec for key, (_, _, dec) in self._built.items()}, _undefined)
+        self._mti_encode, self._mti_decode = _MTI_CODECS[dialect.mti_encoding]
+        self._mti_size = 4 if dialect.mti_encoding == "ascii" else 2
         limit = plans_per_cache_max if plans else 0
         self._enc_plans = PlanCache(self._compile_encode_plan, limit)
-        self._dec_plans = PlanCache(compile_decode_plan, limit)
-        self._mti_encode, self._mti_decode = _MTI_CODECS[dialect.mti_encoding]
+        mti_ascii = dialect.mti_encoding == "ascii"
+        self._dec_plans = PlanCache(
+            functools.partial(
+                compile_decode_plan, mti_decode=self._mti_decode, mti_ascii=mti_ascii
+            ),
+            limit,
+        )
         self._hex = dialect.bitmap_encoding == "hex"
         self._bitmap = _hex_bitmap if self._hex else _binary_bitmap
         self._bitmap_size = 16 if self._hex else 8  # wire bytes of one 64-bit bitmap
@@ -78,8 +86,11 @@ class Codec:
 
     def encode(self, fields: Mapping[str, str | bytes]) -> bytes:
         """Encode {"t": MTI, "2": ..., ...} to one message (no length header)."""
-        plan = self._enc_plans.plans.get(tuple(fields))
-        if plan is not None:
+        try:
+            plans = self._enc_plans.by_index.get((len(fields), fields.get("t")), ())
+        except TypeError:  # an unhashable MTI: the generic path says what is wrong
+            plans = ()
+        for plan in plans:
             wire = plan(fields)
             if wire is not None:
                 return wire
@@ -91,16 +102,17 @@ class Codec:
             if not isinstance(data, bytearray | memoryview):
                 raise TypeError(f"decode wants bytes, not {type(data).__name__}")
             data = bytes(data)  # slices must be hashable bytes for the prefix tables
-        mti, pos = self._mti_decode(data)
         # Plans are keyed by the bitmap as it is on the wire, so a known shape needs no
         # bitmap parsing; an unknown or malformed bitmap simply misses.
+        pos = self._mti_size
         wide = data[pos : pos + 1] >= self._wide_flag
         end = pos + (self._bitmap_size * 2 if wide else self._bitmap_size)
         plan = self._dec_plans.plans.get(data[pos:end])
         if plan is not None:
-            out = plan(data, data.decode("latin-1"), end, mti)
+            out = plan(data, data.decode("latin-1"), end)
             if out is not None:
                 return out
+        mti, pos = self._mti_decode(data)
         return self._decode_generic(data, mti, pos)
 
     def _encode_generic(self, fields: Mapping[str, str | bytes]) -> bytes:
@@ -119,7 +131,9 @@ class Codec:
             if byte:
                 for key, encode in rows[index][byte]:
                     append(encode(fields[key]))
-        self._enc_plans.note(tuple(fields), lambda: self._entries(bitmap_bytes))
+        index = (len(fields), fields["t"])  # the key encode() looks plans up by
+        shape = (frozenset(fields), fields["t"])  # one plan per index entry, so bounded alike
+        self._enc_plans.note(shape, lambda: self._entries(bitmap_bytes), index)
         return b"".join(parts)
 
     def _decode_generic(self, data: bytes, mti: str, bitmap_at: int) -> Message:
@@ -146,7 +160,8 @@ class Codec:
     def _compile_encode_plan(self, entries: list) -> Callable:
         bitmap = sum(self._bits[spec.key] for spec, _, _ in entries)
         wire_bitmap = self._wire_bitmap(_bitmap_bytes(bitmap))
-        return compile_encode_plan(entries, self._mti_encode, wire_bitmap)
+        mti_ascii = self.dialect.mti_encoding == "ascii"
+        return compile_encode_plan(entries, self._mti_encode, mti_ascii, wire_bitmap)
 
     def _wire_bitmap(self, bitmap_bytes: bytes) -> bytes:
         return binascii.b2a_hex(bitmap_bytes).upper() if self._hex else bitmap_bytes

@@ -45,15 +45,18 @@ Entry = tuple[FieldSpec, Callable, Callable]
 class PlanCache:
     """Plans by shape key, compiled on a shape's repeated sighting, at most a bounded few."""
 
-    __slots__ = ("plans", "_seen", "_compile", "_limit")
+    __slots__ = ("plans", "by_index", "_seen", "_compile", "_limit")
 
     def __init__(self, compile_plan: Callable, limit: int = plans_per_cache_max) -> None:
         self.plans: dict = {}
+        # Plans by a cheap index key. An encode plan checks its own keys, so the encoder
+        # finds candidates by (len(fields), MTI) without hashing every key per message.
+        self.by_index: dict = {}
         self._seen: dict = {}
         self._compile = compile_plan
         self._limit = limit  # 0: never compile (the generic path only)
 
-    def note(self, shape: object, entries: Callable[[], Sequence[Entry]]) -> None:
+    def note(self, shape: object, entries: Callable[[], Sequence[Entry]], index=None) -> None:
         """Record that a message of this shape passed the generic path; maybe compile."""
         if len(self.plans) >= self._limit:
             return
@@ -64,7 +67,8 @@ class PlanCache:
             self._seen[shape] = seen
             return
         self._seen.pop(shape, None)
-        self.plans[shape] = self._compile(entries())
+        plan = self.plans[shape] = self._compile(entries())
+        self.by_index[index] = (*self.by_index.get(index, ()), plan)
 
 
 def _text_fixed(spec: FieldSpec) -> bool:
@@ -82,7 +86,7 @@ def _runs(entries: Sequence[Entry]) -> list[list[FieldSpec]]:
     return groups
 
 
-def _pattern(specs: Sequence[FieldSpec], group: bool) -> str:
+def _pattern(specs: Sequence[FieldSpec], group: bool, sep: str = "") -> str:
     parts = []
     for spec in specs:
         if spec.content == "xn":
@@ -90,7 +94,7 @@ def _pattern(specs: Sequence[FieldSpec], group: bool) -> str:
         else:
             body = f"{_CLASSES[spec.content]}{{{spec.max_len}}}"
         parts.append(f"({body})" if group else body)
-    return "".join(parts)
+    return sep.join(parts)
 
 
 def _check(spec: FieldSpec, var: str, env: dict) -> str:
@@ -111,10 +115,16 @@ def _compile(source: str, env: dict, name: str) -> Callable:
 # ---- decode -----------------------------------------------------------------------------
 
 
-def compile_decode_plan(entries: Sequence[Entry]) -> Callable:
-    """decode(data, text, pos, mti) -> dict | None, for messages of this bitmap."""
-    env: dict = {}
-    lines = ["def decode(data, text, pos, mti):"]
+def compile_decode_plan(
+    entries: Sequence[Entry], mti_decode: Callable, mti_ascii: bool
+) -> Callable:
+    """decode(data, text, pos) -> dict | None, for messages of this bitmap; pos: after it."""
+    env: dict = {"MTI": mti_decode}
+    lines = ["def decode(data, text, pos):"]
+    if mti_ascii:
+        lines += ["    mti = text[:4]", "    if not (mti.isdigit() and mti.isascii()): return None"]
+    else:
+        lines.append("    mti, _ = MTI(data)")
     for index, run in enumerate(_runs(entries)):
         spec = run[0]
         if len(run) > 1:
@@ -139,7 +149,7 @@ def _decode_run(run: Sequence[FieldSpec], index: int, env: dict) -> list[str]:
         f"    m = R{index}(text, pos)",
         "    if m is None: return None",
         f"    {names} = m.groups()",
-        "    pos = m.end()",
+        f"    pos += {sum(spec.max_len for spec in run)}",
     ]
 
 
@@ -159,10 +169,11 @@ def _decode_var(spec: FieldSpec, env: dict) -> list[str]:
     width, _, lengths = prefix_tables(spec)
     env[f"L{num}"] = {prefix.decode("latin-1"): size for prefix, size in lengths.items()}
     source = "data" if spec.encoding == "binary" else "text"
+    # A bad prefix gives n = -1: the slice is then empty, its length never -1, so the
+    # length check below refuses it without a separate test.
     lines = [
         f"    end = pos + {width}",
-        f"    n = L{num}.get(text[pos:end])",
-        "    if n is None: return None",
+        f"    n = L{num}.get(text[pos:end], -1)",
         "    pos = end + n",
         f"    {var} = {source}[end:pos]",
     ]
@@ -176,16 +187,25 @@ def _decode_var(spec: FieldSpec, env: dict) -> list[str]:
 # ---- encode -----------------------------------------------------------------------------
 
 
-def compile_encode_plan(entries: Sequence[Entry], mti_encode: Callable, bitmap: bytes) -> Callable:
-    """encode(fields) -> bytes | None, for messages with exactly these keys."""
+def compile_encode_plan(
+    entries: Sequence[Entry], mti_encode: Callable, mti_ascii: bool, bitmap: bytes
+) -> Callable:
+    """encode(fields) -> bytes | None, for messages with exactly these keys (in any order).
+
+    A mapping of as many keys that lacks one of these raises KeyError in G: not this plan.
+    """
     env: dict = {"MTI": mti_encode, "BITMAP": bitmap.decode("latin-1")}
     names = ["t"] + [f"v{spec.number}" for spec, _, _ in entries]
     keys = ["t"] + [spec.key for spec, _, _ in entries]
     env["G"] = itemgetter(*keys)
     take = f"    {', '.join(names)} = G(f)" if len(keys) > 1 else "    t = G(f)"
-    # The MTI first, as on the generic path, so both raise the same error first.
-    lines = ["def encode(f):", "  try:", take, "    mti = MTI(t).decode('latin-1')"]
-    pieces = ["mti", "BITMAP"]
+    lines = ["def encode(f):", "  try:", take]
+    # The MTI first, as on the generic path, so both meet the same error first.
+    if mti_ascii:
+        lines.append("    if not (len(t) == 4 and t.isdigit() and t.isascii()): return None")
+        pieces = ["t", "BITMAP"]
+    else:
+        pieces = ["MTI(t).decode('latin-1')", "BITMAP"]
     for index, run in enumerate(_runs(entries)):
         spec = run[0]
         if len(run) > 1 or (spec.kind == "fixed" and spec.encoding == "ascii"):
@@ -199,54 +219,60 @@ def compile_encode_plan(entries: Sequence[Entry], mti_encode: Callable, bitmap: 
             pieces.append(f"p{spec.number}")
     lines.append(f"    return ''.join(({', '.join(pieces)},)).encode('latin-1')")
     # A value of the wrong type fails an operation above; the generic path names it.
-    lines.append("  except (TypeError, AttributeError, UnicodeError): return None")
+    lines.append("  except (KeyError, TypeError, AttributeError, UnicodeError): return None")
     return _compile("\n".join(lines), env, "encode")
 
 
 def _encode_run(run: Sequence[FieldSpec], index: int, env: dict) -> list[str]:
-    """Pad short values as the field encoder would, then check the run in one fullmatch.
-
-    Padded values are at least max_len long and unpadded ones are checked to be exactly
-    max_len, so the joined length is right only if every value is: no overflow in one field
-    can hide a shortfall in another.
-    """
-    lines = []
+    """Values at full width pass one fullmatch on the values joined by newlines (a character
+    no content type admits, so it marks every boundary); others are padded as the field
+    encoder would, then checked joined."""
+    pad_lines = []
     for spec in run:
         var, size = f"v{spec.number}", spec.max_len
         pad = spec.pad_left or spec.pad_right
         justify = "rjust" if spec.pad_left else "ljust"
         if pad:
-            lines.append(f"    if len({var}) < {size}: {var} = {var}.{justify}({size}, {pad!r})")
+            pad_lines.append(f"if len({var}) < {size}: {var} = {var}.{justify}({size}, {pad!r})")
         else:
-            lines.append(f"    if len({var}) != {size}: return None")
+            pad_lines.append(f"if len({var}) != {size}: return None")
     if len(run) == 1:  # no regex with a fixed width here: check the length itself
         var, size = f"v{run[0].number}", run[0].max_len
         check = _check(run[0], var, env)
-        return lines + [
+        return [
+            f"    {pad_lines[0]}",
             f"    r{index} = {var}",
             f"    if len({var}) != {size} or not {check}: return None",
         ]
+    env[f"S{index}"] = re.compile(_pattern(run, group=False, sep="\\n")).fullmatch
     env[f"R{index}"] = re.compile(_pattern(run, group=False)).fullmatch
+    names = ", ".join(f"v{spec.number}" for spec in run)
     joined = " + ".join(f"v{spec.number}" for spec in run)
-    return lines + [f"    r{index} = {joined}", f"    if not R{index}(r{index}): return None"]
+    # Padded values are at least max_len long and unpadded ones exactly max_len, so the
+    # joined length is right only if every value is: no overflow hides a shortfall.
+    return [
+        f"    r{index} = '\\n'.join(({names},))",
+        f"    if S{index}(r{index}): r{index} = r{index}.replace('\\n', '')",
+        "    else:",
+        *(f"      {line}" for line in pad_lines),
+        f"      r{index} = {joined}",
+        f"      if not R{index}(r{index}): return None",
+    ]
 
 
 def _encode_other(spec: FieldSpec, env: dict) -> list[str]:
     """A variable ASCII field, or a binary field (bytes carried as latin-1 text)."""
-    var, num = f"v{spec.number}", spec.number
-    lines = []
-    if spec.encoding == "binary":
-        lines.append(f"    if type({var}) is not bytes: return None")
-        text = f"{var}.decode('latin-1')"
-    else:
-        lines.append(f"    if type({var}) is not str: return None")
-        text = var
+    var, num, binary = f"v{spec.number}", spec.number, spec.encoding == "binary"
+    wrong_type = f"type({var}) is not {'bytes' if binary else 'str'}"
+    text = f"{var}.decode('latin-1')" if binary else var
     if spec.kind == "fixed":
-        lines.append(f"    if len({var}) != {spec.max_len}: return None")
-        return lines + [f"    p{num} = {text}"]
+        return [
+            f"    if {wrong_type} or len({var}) != {spec.max_len}: return None",
+            f"    p{num} = {text}",
+        ]
     _, prefixes, _ = prefix_tables(spec)
     env[f"P{num}"] = tuple(prefix.decode("latin-1") for prefix in prefixes)
-    lines.append(f"    if len({var}) > {spec.max_len}: return None")
-    if spec.encoding != "binary":
-        lines.append(f"    if {var} and not {_check(spec, var, env)}: return None")
-    return lines + [f"    p{num} = P{num}[len({var})] + {text}"]
+    bad = f"{wrong_type} or len({var}) > {spec.max_len}"
+    if not binary:  # an empty variable field is valid whatever its content type
+        bad += f" or ({var} and not {_check(spec, var, env)})"
+    return [f"    if {bad}: return None", f"    p{num} = P{num}[len({var})] + {text}"]
