@@ -19,8 +19,6 @@ import hashlib
 import hmac
 from typing import Any
 
-import msgspec
-
 from protocols.iso8583 import Iso8583Error, build_tlv, parse_tlv
 from protocols.iso_channel import FieldError, IsoChannel
 from protocols.messages import AuthRequest, MessageClass
@@ -96,13 +94,6 @@ def icc_tags(message: dict) -> dict[str, bytes]:
         if not tags[tag].hex().isdigit():
             raise FieldError("30", f"tag_{tag}_not_bcd")
     return tags
-
-
-def as_request(request: AuthRequest) -> XpayRequest:
-    """An XpayRequest for any request (a plain AuthRequest carries no cryptogram)."""
-    if isinstance(request, XpayRequest):
-        return request
-    return XpayRequest(**msgspec.structs.asdict(request))
 
 
 # --- client side ----------------------------------------------------------------------------
