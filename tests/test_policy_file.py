@@ -119,3 +119,8 @@ def test_serve_refuses_a_bad_policy_before_starting_anything(tmp_path: Path):
     assert done.returncode == 2
     assert done.stderr.strip() == (f"switch: policy {bad}: velocity[0]: give count_max, "
                                    "amount_max_fen or both")
+
+
+def test_docs_show_the_shipped_default_word_for_word():
+    doc = (Path(__file__).parent.parent / "docs" / "policy.md").read_text()
+    assert "```toml\n" + default_policy_text().decode() + "```" in doc

@@ -48,11 +48,11 @@ def policy_config(channels: tuple[str, ...] = CHANNELS) -> Config:
 
 @contextlib.asynccontextmanager
 async def policy_switch(redis_url: str, policy_text: str | None = None, clock=None,
-                        channels: tuple[str, ...] = CHANNELS):
+                        channels: tuple[str, ...] = CHANNELS, config: Config | None = None):
     """A real switch running `policy_text` (None: the shipped default) with `clock`, and
     connected clients: yields (switch, ledger, clients)."""
     spec = load_policy() if policy_text is None else parse_policy(policy_text, "test policy")
-    switch, ledger = await build(policy_config(channels), redis_url, clock=clock,
+    switch, ledger = await build(config or policy_config(channels), redis_url, clock=clock,
                                  policy=Policy(spec))
     await switch.start()
     clients = Clients()

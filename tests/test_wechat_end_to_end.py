@@ -1,0 +1,157 @@
+"""WeChat Pay over real TCP against a real switch and a real Redis."""
+
+from __future__ import annotations
+
+import re
+
+from protocols import wechat
+from protocols.messages import MessageClass as C
+from switch.config import (
+    DEMO_WECHAT_APPID,
+    DEMO_WECHAT_KEY,
+    DEMO_WECHAT_MCH_ID,
+    Config,
+    Listener,
+    Wechat,
+    WechatMerchant,
+)
+from tests.support import make_card
+from tests.test_policy_support import ClientCodec, PipeClient, new_ref, policy_switch, request
+
+KEY = DEMO_WECHAT_KEY.encode()
+
+
+def micropay_fields(pan: str, amount: int, **changes: str) -> dict[str, str]:
+    return wechat.request_fields(request("wechat", pan, C.SALE, amount), DEMO_WECHAT_APPID,
+                                 **changes)
+
+
+async def send_fields(clients, fields: dict[str, str], key: bytes = KEY):
+    body = wechat.to_xml(wechat.signed(fields, key))
+    return await clients.by_channel["wechat"].send_body(fields["nonce_str"], body)
+
+
+async def test_micropay_answer_and_the_paid_order_sent_again(redis_url):
+    async with policy_switch(redis_url) as (_, ledger, clients):
+        pan = await make_card(ledger, limit_fen=100_000)
+        first = await clients.send("wechat", pan, amount_fen=12_800)
+        f = first.fields
+        assert (f["return_code"], f["result_code"], f["iso_code"]) == ("SUCCESS", "SUCCESS", "00")
+        assert (f["total_fee"], f["cash_fee"], f["bank_type"], f["trade_type"]) == (
+            "12800", "12800", "PAB_CREDIT", "MICROPAY")
+        assert re.fullmatch(r"\d{28}", f["transaction_id"])
+        assert re.fullmatch(r"20\d{12}", f["time_end"])
+        assert (f["available_fee"], f["beans"]) == ("87200", "128")
+        assert "card_no" not in f  # the answer never carries the card number
+        same = request("wechat", pan, C.SALE, 12_800, txn_ref=first.correlation_id)
+        again = await clients.by_channel["wechat"].send(same)
+        assert (again.fields["result_code"], again.fields["err_code"]) == ("FAIL", "ORDERPAID")
+        assert again.fields["transaction_id"] == f["transaction_id"]
+        assert again.response.repeat
+        changed = request("wechat", pan, C.SALE, 100, txn_ref=first.correlation_id)
+        reused = await clients.by_channel["wechat"].send(changed)
+        assert (reused.fields["err_code"], reused.response.response_code) == (
+            "OUT_TRADE_NO_USED", "94")
+        assert (await ledger.card(pan)).posted == 12_800
+
+
+async def test_bad_signature_is_signerror_and_changes_nothing(redis_url):
+    async with policy_switch(redis_url) as (_, ledger, clients):
+        pan = await make_card(ledger, limit_fen=100_000)
+        fields = micropay_fields(pan, 5_000)
+        wrong = await send_fields(clients, fields, b"not the key")
+        assert wrong.fields["return_code"] == "SUCCESS"
+        assert (wrong.fields["err_code"], wrong.response.response_code) == ("SIGNERROR", "63")
+        wechat.decode_response(wechat.to_xml(wrong.fields), KEY)  # the answer itself is signed
+        view = await ledger.card(pan)
+        assert (view.posted, view.transactions) == (0, [])
+        good = await send_fields(clients, fields)  # nothing was remembered: it goes through
+        assert good.response.response_code == "00" and not good.response.repeat
+
+
+async def test_refund_reverse_and_orderquery(redis_url):
+    async with policy_switch(redis_url) as (_, ledger, clients):
+        pan = await make_card(ledger, limit_fen=100_000)
+        sale = await clients.send("wechat", pan, amount_fen=10_000)
+        order = sale.correlation_id
+
+        async def state() -> dict[str, str]:
+            return (await clients.send("wechat", pan, C.INQUIRY, 0, original=order)).fields
+
+        assert (await state())["trade_state"] == "SUCCESS"
+        refund = await clients.send("wechat", pan, C.REFUND, 2_500, original=order)
+        assert (refund.fields["result_code"], refund.fields["refund_fee"]) == ("SUCCESS", "2500")
+        assert refund.fields["transaction_id"] == sale.fields["transaction_id"]
+        assert (await state())["trade_state"] == "REFUND"
+        # a refunded order is not reversed; a fresh one is, once
+        assert (await clients.send("wechat", pan, C.REVERSAL, 0, original=order)).fields[
+            "err_code"] == "TRADE_ERROR"
+        other = await clients.send("wechat", pan, amount_fen=3_000)
+        reverse = await clients.send("wechat", pan, C.REVERSAL, 0, original=other.correlation_id)
+        assert (reverse.fields["result_code"], reverse.fields["recall"]) == ("SUCCESS", "N")
+        assert reverse.response.approved_fen == 3_000
+        gone = await clients.send("wechat", pan, C.INQUIRY, 0, original=other.correlation_id)
+        assert gone.fields["trade_state"] == "REVOKED"
+        unknown = await clients.send("wechat", pan, C.INQUIRY, 0, original=new_ref())
+        assert (unknown.fields["err_code"], unknown.response.response_code) == (
+            "ORDERNOTEXIST", "25")
+        view = await ledger.card(pan)
+        assert (view.posted, view.pending_credit) == (10_000, 2_500)
+
+
+async def test_declines_and_their_err_codes(redis_url):
+    async with policy_switch(redis_url) as (_, ledger, clients):
+        pan = await make_card(ledger, limit_fen=10_000)
+        short = await clients.send("wechat", pan, amount_fen=10_001)
+        assert (short.fields["err_code"], short.response.reason) == (
+            "NOTENOUGH", "insufficient_open_to_buy")
+        gambling = await clients.send("wechat", pan, amount_fen=100, mcc="7995")
+        assert (gambling.fields["err_code"], gambling.response.reason) == (
+            "TRADE_ERROR", "mcc_blocked:7995")
+        lost = await make_card(ledger, status="lost")
+        answer = await clients.send("wechat", lost, amount_fen=100)
+        assert (answer.fields["err_code"], answer.response.response_code) == (
+            "NOTSUPORTCARD", "41")
+        no_credit = await send_fields(clients, micropay_fields(pan, 100, limit_pay="no_credit"))
+        assert (no_credit.fields["err_code"], no_credit.response.response_code,
+                no_credit.response.reason) == ("NOTSUPORTCARD", "58", "limit_pay_no_credit")
+        missing = micropay_fields(pan, 100)
+        del missing["spbill_create_ip"]
+        lack = await send_fields(clients, missing)
+        assert (lack.fields["err_code"], lack.response.response_code) == ("LACK_PARAMS", "30")
+        assert (await ledger.card(pan)).posted == 0
+
+
+async def test_the_merchants_category_applies_when_the_request_names_none(redis_url):
+    casino = "1900000777"
+    config = Config(listeners={"wechat": Listener(port=0)}, wechat=Wechat(merchants={
+        DEMO_WECHAT_MCH_ID: WechatMerchant(key=DEMO_WECHAT_KEY, mcc="5411"),
+        casino: WechatMerchant(key="casino-key", mcc="7995")}))
+    async with policy_switch(redis_url, config=config, channels=("wechat",)) as (
+            switch, ledger, clients):
+        pan = await make_card(ledger, limit_fen=10_000)
+        casino_client = await PipeClient.connect(switch.ports["wechat"], ClientCodec(
+            wechat.WechatCodec.header, None,
+            lambda body: wechat.decode_response(body, b"casino-key"), None))
+        try:
+            fields = micropay_fields(pan, 100, mch_id=casino, mcc="")
+            answer = await casino_client.send_body(fields["nonce_str"], wechat.to_xml(
+                wechat.signed(fields, b"casino-key")))
+        finally:
+            await casino_client.close()
+        assert (answer.response.response_code, answer.response.reason) == (
+            "57", "mcc_blocked:7995")
+        shop = await send_fields(clients, micropay_fields(pan, 100, mcc=""))
+        assert shop.response.response_code == "00"
+
+
+async def test_hostile_xml_is_refused_and_the_connection_stays_usable(redis_url):
+    async with policy_switch(redis_url) as (_, ledger, clients):
+        client = clients.by_channel["wechat"]
+        laughs = (b'<!DOCTYPE xml [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">]>'
+                  b"<xml><nonce_str>&b;</nonce_str></xml>")
+        answer = (await client.send_body("", laughs)).fields  # no nonce_str to echo
+        assert (answer["return_code"], answer["iso_code"]) == ("FAIL", "30")
+        assert "DOCTYPE" in answer["return_msg"]
+        pan = await make_card(ledger, limit_fen=10_000)
+        assert (await clients.send("wechat", pan, amount_fen=100)).response.response_code == "00"
