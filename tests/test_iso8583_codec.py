@@ -101,19 +101,19 @@ ENCODE_ERRORS = [
     ({"t": 100}, "MTI", "not 4 digits"),
     ({"t": "0100", "4": "1234567890123"}, "4", "over the maximum 12"),
     ({"t": "0100", "4": "12a"}, "4", "is not n"),
-    ({"t": "0100", "4": "١٢٣"}, "4", "ASCII str"),  # Arabic-Indic digits are not n
-    ({"t": "0100", "2": "6259\u00b2"}, "2", "ASCII str"),  # nor is superscript two (latin-1)
-    ({"t": "0100", "3": "00000\u00b2", "4": "0" * 12}, "3", "ASCII str"),
+    ({"t": "0100", "4": "١٢٣"}, "4", "non-ASCII characters"),  # Arabic-Indic digits are not n
+    ({"t": "0100", "2": "6259\u00b2"}, "2", "non-ASCII characters"),  # nor latin-1 superscript 2
+    ({"t": "0100", "3": "00000\u00b2", "4": "0" * 12}, "3", "non-ASCII characters"),
     ({"t": "0100", "2": "62590000000000000001"}, "2", "over the maximum 19"),
     ({"t": "0100", "2": "6259 0000"}, "2", "is not n"),
     ({"t": "0100", "35": "6259?1"}, "35", "is not z"),
     ({"t": "0100", "28": "X00000100"}, "28", "is not xn"),
     ({"t": "0100", "39": "0!"}, "39", "is not an"),
-    ({"t": "0100", "43": "caf\u00e9"}, "43", "ASCII str"),
+    ({"t": "0100", "43": "caf\u00e9"}, "43", "non-ASCII characters"),
     ({"t": "0100", "52": "ZZ" * 8}, "52", "is not h"),
     ({"t": "0100", "52": "AB" * 7}, "52", "fixed at 16"),
-    ({"t": "0100", "3": b"000000"}, "3", "must be an ASCII str"),
-    ({"t": "0100", "3": 0}, "3", "must be an ASCII str"),
+    ({"t": "0100", "3": b"000000"}, "3", "must be a str, not bytes"),
+    ({"t": "0100", "3": 0}, "3", "must be a str, not int"),
     ({"t": "0100", "1": "0000000000000000"}, "1", "bitmaps are computed"),
     ({"t": "0100", "p": "0000000000000000"}, "p", "bitmaps are computed"),
     ({"t": "0100", "129": "x"}, "129", "not a field of dialect"),

@@ -122,7 +122,9 @@ def _bad_content(spec: FieldSpec, pos: int | None, value: object) -> Iso8583Erro
 
 
 def _bad_type(spec: FieldSpec, value: object) -> Iso8583Error:
-    want = "bytes" if spec.encoding == "binary" else "an ASCII str"
+    if isinstance(value, str) and spec.encoding != "binary":
+        return Iso8583Error(spec.key, None, f"{value[:40]!r} has non-ASCII characters")
+    want = "bytes" if spec.encoding == "binary" else "a str"
     return Iso8583Error(spec.key, None, f"value must be {want}, not {type(value).__name__}")
 
 
