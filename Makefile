@@ -18,6 +18,10 @@ test: $(STAMP)  ## set up, then lint and run the whole suite
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+bench: $(STAMP)  ## measure the switch next to its ceilings, side by side (a few minutes)
+	@scripts/ensure-redis-server
+	$(BIN)/loadtest bench
+
 redis:  ## install redis-server if it is missing
 	@scripts/ensure-redis-server
 

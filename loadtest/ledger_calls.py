@@ -1,0 +1,52 @@
+"""The switch's own authorize call, as the bench's Redis measurement and reference server use it.
+
+The bench is a harness, not a client: to measure Redis' rate for the very script the switch
+runs, with the very keys and arguments, it asks `switch.ledger.Ledger.execute` to build the
+call (through a stand-in for its script pipeline) instead of copying an argument layout that
+changes as the ledger grows. The load generator itself never imports switch/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+from protocols.messages import AuthRequest, MessageClass
+
+
+class _Capture:
+    """Stands in for the ledger's ScriptPipeline: records the call, answers a dummy result."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[str, ...], tuple[Any, ...]]] = []
+
+    def call(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> asyncio.Future:
+        self.calls.append((name, tuple(keys), tuple(args)))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(["00", 0, 0, "", "", 0, 0])
+        return future
+
+
+async def script_call(request: AuthRequest) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
+    """(script name, its source, KEYS, ARGV) of the ledger call the switch makes for
+    `request` (rules passed, default terms)."""
+    from switch.ledger import Ledger
+
+    ledger = Ledger(client=None)
+    capture = _Capture()
+    sources = ledger.scripts.sources
+    ledger.scripts = capture
+    await ledger.execute(request, auth_id="000001")
+    (name, keys, args), = capture.calls
+    return name, sources[name], keys, tuple(str(a) for a in args)
+
+
+def sha1(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()
+
+
+def sale(pan: str, ref: str, amount_fen: int = 1000, channel: str = "bench") -> AuthRequest:
+    return AuthRequest(message_class=MessageClass.SALE, channel=channel, card=pan,
+                       amount_fen=amount_fen, mcc="5411", txn_ref=ref, idempotency_key=ref,
+                       transmitted_at="20260101000000")

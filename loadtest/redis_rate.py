@@ -1,0 +1,152 @@
+"""Redis' own rate for the switch's authorize script, pipelined.
+
+With redis-benchmark installed (Debian's redis-tools, which redis-server depends on), the
+C client runs the switch's EVALSHA on one card with a fresh reference per call
+(`__rand_int__`), `depth` calls per pipeline: a client that costs Redis' competitor for
+the CPU little. Without it, `measure` does the same from Python with raw RESP: commands
+built before the clock starts (one template, card and reference filled in by byte
+replacement), `depth` EVALSHAs per connection, then the next `depth`. On two cores the
+Python client is itself a limit; the summary says which one measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import csv
+import shutil
+import subprocess
+import time
+from urllib.parse import urlparse
+
+import hiredis
+
+from loadtest.ledger_calls import sale, script_call, sha1
+
+PAN_PLACEHOLDER = "9" * 15 + "8"  # 16 characters, like the load-test card numbers
+REF_PLACEHOLDER = "Q" * 16  # replaced by a 16-character reference unique to the call
+MEASURE_TIMEOUT_S = 120.0
+
+
+def resp(*parts: str) -> bytes:
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+async def authorize_template() -> tuple[str, str, bytes]:
+    """(script source, its sha1, the RESP bytes of one EVALSHA with placeholders)."""
+    name, source, keys, args = await script_call(sale(PAN_PLACEHOLDER, REF_PLACEHOLDER))
+    sha = sha1(source)
+    return source, sha, resp("EVALSHA", sha, str(len(keys)), *keys, *args)
+
+
+def commands(template: bytes, pans: list[str], count: int, run_tag: str) -> list[bytes]:
+    """`count` calls over the cards in turn, each with its own reference (no repeats)."""
+    pan_bytes = [p.encode() for p in pans]
+    prefix = (run_tag[-5:].rjust(5, "0") + "n").encode()
+    return [template.replace(PAN_PLACEHOLDER.encode(), pan_bytes[i % len(pan_bytes)])
+            .replace(REF_PLACEHOLDER.encode(), prefix + b"%010d" % i) for i in range(count)]
+
+
+class _Pipelined(asyncio.Protocol):
+    def __init__(self, batches: collections.deque, depth: int, replies: collections.Counter,
+                 finished: asyncio.Future) -> None:
+        self.batches, self.depth, self.replies, self.finished = batches, depth, replies, finished
+        self.reader = hiredis.Reader()
+        self.outstanding = 0
+        self.transport = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def send_next(self) -> None:
+        if not self.batches:
+            self.transport.close()
+            if not self.finished.done():
+                self.finished.set_result(None)
+            return
+        count, data = self.batches.popleft()
+        self.outstanding = count
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            self.outstanding -= 1
+            code = reply[0].decode() if isinstance(reply, list) else type(reply).__name__
+            self.replies[code] += 1
+        if self.outstanding == 0:
+            self.send_next()
+
+    def connection_lost(self, exc) -> None:
+        if not self.finished.done() and (self.outstanding or self.batches):
+            self.finished.set_exception(ConnectionError("Redis closed the connection"))
+
+
+async def measure(url: str, pans: list[str], count: int = 200_000, depth: int = 16,
+                  connections: int = 2, run_tag: str = "00000") -> dict:
+    """Runs `count` authorize calls; returns the rate and the answers' codes."""
+    source, sha, template = await authorize_template()
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
+    loop = asyncio.get_running_loop()
+    await _load_script(host, port, source, sha)
+    calls = commands(template, pans, count, run_tag)
+    batches = collections.deque((len(calls[i:i + depth]), b"".join(calls[i:i + depth]))
+                                for i in range(0, len(calls), depth))
+    replies: collections.Counter = collections.Counter()
+    protocols = []
+    for _ in range(connections):
+        finished = loop.create_future()
+        _, protocol = await loop.create_connection(
+            lambda f=finished: _Pipelined(batches, depth, replies, f), host, port)
+        protocols.append(protocol)
+    began = time.perf_counter()
+    for protocol in protocols:
+        protocol.send_next()
+    async with asyncio.timeout(MEASURE_TIMEOUT_S):
+        await asyncio.gather(*(p.finished for p in protocols))
+    elapsed = time.perf_counter() - began
+    return {"calls": count, "seconds": round(elapsed, 3), "rate": round(count / elapsed),
+            "depth": depth, "connections": connections, "codes": dict(replies)}
+
+
+async def _load_script(host: str, port: int, source: str, sha: str) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(resp("SCRIPT", "LOAD", source))
+        parser = hiredis.Reader()
+        async with asyncio.timeout(10):
+            while (reply := parser.gets()) is False:
+                parser.feed(await reader.read(4096))
+        if reply != sha.encode():
+            raise RuntimeError(f"Redis did not load the authorize script: {reply!r}")
+    finally:
+        writer.close()
+
+
+async def measure_with_redis_benchmark(url: str, pan: str, count: int = 200_000,
+                                       depth: int = 16, clients: int = 2) -> dict | None:
+    """redis-benchmark's rate for the authorize script on `pan` (seeded, with room for
+    `count` sales of 1 fen); None when redis-benchmark is not installed."""
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        return None
+    _, source, keys, args = await script_call(sale(pan, "B__rand_int__", amount_fen=1))
+    sha = sha1(source)
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
+    await _load_script(host, port, source, sha)
+    command = [binary, "-h", host, "-p", str(port), "-n", str(count), "-P", str(depth),
+               "-c", str(clients), "-r", "1000000000", "--csv",
+               "EVALSHA", sha, str(len(keys)), *keys, *args]
+    done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True,
+                                   timeout=MEASURE_TIMEOUT_S)
+    rows = list(csv.reader(done.stdout.splitlines()))
+    if done.returncode != 0 or len(rows) < 2:
+        raise RuntimeError(f"redis-benchmark failed: {done.stderr.strip() or done.stdout}")
+    return {"calls": count, "rate": round(float(rows[1][1])), "depth": depth,
+            "connections": clients, "client": "redis-benchmark"}

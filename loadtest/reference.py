@@ -1,0 +1,166 @@
+"""The bench's straightforward reference server: what a first Python switch would look like.
+
+asyncio streams, one task per request, the channel decoded by a plain library (msgspec JSON
+for JD; pyiso8583 for POS), then one redis-py EVALSHA per request (a connection pool, no
+pipelining), the same Lua script and arguments as the switch (switch/ledger.py builds
+them), and the answer encoded back. Only the merchant-category block of the rules is
+applied. The switch is measured against this, in the same run, with the same generator.
+
+    python -m loadtest.reference --channel jd --port 9001 --redis redis://...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import signal
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from loadtest.ledger_calls import sha1
+from protocols.framing import BINARY_2, BINARY_4
+from protocols.jd import JdCodec
+from protocols.messages import AuthRequest
+
+REDIS_CONNECTIONS_MAX = 64  # one EVALSHA per connection at a time: this bounds concurrency
+REDIS_POOL_WAIT_S = 2.0  # a request waits this long for a free connection, then fails
+BLOCKED_MCCS = frozenset({"7995", "7800", "7801", "7802", "6051", "4829", "6010", "6011"})
+JD_KEYS = {"110000001": b"demo-jd-key-change-me"}  # the switch's demo merchant
+
+
+class OneCallScripts:
+    """In place of the switch's auto-pipeline: every script call is its own round trip."""
+
+    def __init__(self, client: aioredis.Redis, sources: dict[str, str]) -> None:
+        self.client = client
+        self.sources = sources
+        self.shas = {name: sha1(source) for name, source in sources.items()}
+
+    async def load(self) -> None:
+        for source in self.sources.values():
+            await self.client.script_load(source)
+
+    def call(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...]):
+        return self.client.evalsha(self.shas[name], len(keys), *keys, *args)
+
+
+async def make_ledger(url: str):
+    from switch.ledger import Ledger
+
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=REDIS_CONNECTIONS_MAX, timeout=REDIS_POOL_WAIT_S,
+        decode_responses=True)
+    client = aioredis.Redis(connection_pool=pool)
+    ledger = Ledger(client)
+    ledger.scripts = OneCallScripts(client, ledger.scripts.sources)
+    await ledger.scripts.load()
+    return ledger
+
+
+class JdHandler:
+    header = BINARY_4
+
+    def __init__(self, ledger) -> None:
+        self.ledger = ledger
+        self.codec = JdCodec(JD_KEYS)
+
+    async def answer(self, body: bytes) -> bytes:
+        decoded = self.codec.decode_request(body)
+        if isinstance(decoded, bytes):
+            return decoded
+        request = decoded.request
+        blocked = request.mcc in BLOCKED_MCCS and request.message_class in ("auth", "sale")
+        response = await self.ledger.execute(
+            request, auth_id=f"{random.randrange(1_000_000):06d}",
+            rule_decline=("57", "mcc_blocked") if blocked else None)
+        return self.codec.encode_response(decoded.context, response)
+
+
+class PosHandler:
+    """pyiso8583 decodes and encodes; the switch's own field mapping (protocols/iso_channel)
+    turns the message into the canonical request and the decision into the answer."""
+
+    header = BINARY_2
+
+    def __init__(self, ledger) -> None:
+        import iso8583
+        from iso8583.specs import default_ascii
+
+        from protocols.iso_channel import FieldError, request_basics
+        from protocols.pos import PosCodec
+
+        self.iso8583, self.spec = iso8583, default_ascii
+        self.FieldError, self.request_basics = FieldError, request_basics
+        self.ledger = ledger
+        self.answers = PosCodec()
+        self.answers.encode = self.encode  # the answer's fields, encoded by pyiso8583
+
+    def encode(self, fields: dict[str, Any]) -> bytes:
+        return bytes(self.iso8583.encode(dict(fields), self.spec)[0])
+
+    async def answer(self, body: bytes) -> bytes:
+        message, _ = self.iso8583.decode(body, self.spec)
+        try:
+            request = AuthRequest(**self.request_basics("pos", message))
+        except self.FieldError as error:
+            return self.answers.answer(message, error.code, error.reason)
+        blocked = request.mcc in BLOCKED_MCCS and request.message_class in ("auth", "sale")
+        response = await self.ledger.execute(
+            request, auth_id=f"{random.randrange(1_000_000):06d}",
+            rule_decline=("57", "mcc_blocked") if blocked else None)
+        return self.answers.answer(message, response.response_code, response.reason, response)
+
+
+HANDLERS = {"jd": JdHandler, "pos": PosHandler}
+
+
+async def serve_connection(handler, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+    header = handler.header
+    tasks: set[asyncio.Task] = set()
+
+    async def one(body: bytes) -> None:
+        reply = await handler.answer(body)
+        writer.write(header.encode(len(reply)) + reply)
+
+    try:
+        while True:
+            length = header.decode(await reader.readexactly(header.size_bytes))
+            task = asyncio.create_task(one(await reader.readexactly(length)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def serve(channel: str, host: str, port: int, redis_url: str) -> None:
+    handler = HANDLERS[channel](await make_ledger(redis_url))
+    server = await asyncio.start_server(lambda r, w: serve_connection(handler, r, w), host,
+                                        port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"reference {channel} listening on {host}:{port}", flush=True)
+    await stop.wait()
+    server.close()
+
+
+def main() -> None:
+    import uvloop
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--channel", choices=sorted(HANDLERS), default="jd")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--redis", required=True)
+    args = parser.parse_args()
+    uvloop.run(serve(args.channel, args.host, args.port, args.redis))
+
+
+if __name__ == "__main__":
+    main()
