@@ -42,6 +42,7 @@ CONNECTIONS = 16  # per channel, as issue 6's saturation figure
 START_RATE = 2000.0
 GROWTH = 2.0  # then REFINE halvings of the last gap: about ten steps per server
 REFINE = 3
+RETRIES = 2  # a failing step is tried twice more: other jobs on a shared box cause stalls
 READY_TIMEOUT_S = 30.0  # a server process must accept connections within this
 STOP_TIMEOUT_S = 10.0
 REDIS_CALLS = 300_000
@@ -114,7 +115,7 @@ async def measure_target(label: str, channel: str, port: int, redis_url: str,
                 targets={channel: Target("127.0.0.1", port)}, connections=CONNECTIONS,
                 cards=CARDS, seed=SEED, workers=args.workers, redis_url=redis_url)
     criteria = Criteria(p99_ms=args.p99_ms, start_rate=START_RATE, growth=GROWTH,
-                        refine=REFINE)
+                        refine=REFINE, retries=RETRIES)
 
     def show(step: Step) -> None:
         p99 = f"{step.p99_ms:.3f} ms" if step.p99_ms is not None else "-"
@@ -207,13 +208,18 @@ def main(args: argparse.Namespace) -> int:
     from loadtest.cli import run_async
 
     began = time.time()
-    say(f"bench: {machine()['summary']}; this takes a few minutes")
-    with tempfile.TemporaryDirectory(prefix="bench-") as folder:
-        try:
-            results = run_async(run_bench(args, Path(folder)))
-        except RuntimeError as error:
-            say(f"bench: {error}")
-            return 2
+    say(f"bench: {machine()['summary']}; {args.runs} run(s) of a few minutes each")
+    runs = []
+    for number in range(1, args.runs + 1):
+        if args.runs > 1:
+            say(f"\n######## run {number} of {args.runs}")
+        with tempfile.TemporaryDirectory(prefix="bench-") as folder:
+            try:
+                runs.append(run_async(run_bench(args, Path(folder))))
+            except RuntimeError as error:
+                say(f"bench: {error}")
+                return 2
+    results = median_of(runs)
     results["machine"] = machine()
     results["date"] = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(began))
     results["seconds"] = round(time.time() - began)
@@ -226,3 +232,19 @@ def main(args: argparse.Namespace) -> int:
     print(f"\nwritten: {json_path} and {md_path} ({results['seconds']} s)")
     return 0
 
+
+def median_of(runs: list[dict]) -> dict:
+    """One result whose every rate is the median over the runs; the runs themselves kept."""
+    first = runs[0]
+    merged = {key: first[key] for key in ("channels", "settings")}
+    for part in ("switch", "ceiling", "reference"):
+        merged[part] = {}
+        for channel in first[part]:
+            entries = [run[part][channel] for run in runs if channel in run[part]]
+            middle = sorted(entries, key=lambda e: e["rate"])[(len(entries) - 1) // 2]
+            merged[part][channel] = {**middle, "rates": [e["rate"] for e in entries]}
+    redis = sorted((run["redis"] for run in runs), key=lambda r: r["rate"])
+    merged["redis"] = {**redis[(len(redis) - 1) // 2], "rates": [r["rate"] for r in redis]}
+    merged["settings"] = {**first["settings"], "runs": len(runs)}
+    merged["runs"] = runs if len(runs) > 1 else []
+    return merged

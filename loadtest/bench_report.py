@@ -96,7 +96,9 @@ def markdown(results: dict) -> str:
 
 def _note(results: dict) -> str:
     s = results["settings"]
-    return (f"Each rate is the highest an open-loop generator sustained with p99 <= "
+    runs = s.get("runs", 1)
+    median = f"Medians of {runs} runs (every run is in the JSON). " if runs > 1 else ""
+    return (median + f"Each rate is the highest an open-loop generator sustained with p99 <= "
             f"{s['p99_target_ms']:g} ms (from intended send time) and no failures: find-max "
             f"from {s['start_rate']:,.0f}/s, x{s['growth']:g} per step, {s['step_duration_s']:g}"
             f" s steps, {s['connections']} connections, {s['generator_workers']} generator "

@@ -247,6 +247,7 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--step-duration", type=float, default=3.0)
     bench.add_argument("--p99-ms", type=float, default=5.0)
     bench.add_argument("--workers", type=int, default=1, help="load generator processes")
+    bench.add_argument("--runs", type=int, default=1, help="repeat, report medians")
     return top
 
 
