@@ -4,10 +4,14 @@ Messages are dicts shaped like pyiso8583's decoded doc: "t" is the MTI, "2".."12
 fields (str for text and bcd fields, bytes for binary fields). Bitmaps are computed on
 encode and consumed on decode; they never appear in the dicts.
 
-Why it is fast: per field there is one precompiled closure (see fields.py). The bitmap is
-walked a byte at a time through a 256-entry row per bitmap byte that lists the fields set in
-that byte, in order, with their closures; so neither encode nor decode sorts, tests bits one
-by one, or looks up spec metadata.
+Two paths, both built once per dialect:
+- generic: one precompiled closure per field (fields.py). The bitmap is walked a byte at a
+  time through a 256-entry row per bitmap byte listing the fields set in that byte, in
+  order, with their closures; nothing sorts, tests bits one by one or looks up spec data.
+  It also produces every error, with field and offset.
+- plans: a message shape seen twice gets one generated function (plan.py), found by the
+  wire bitmap (decode) or by (number of keys, MTI) (encode). A plan that meets anything
+  unusual hands the message back to the generic path, so both give the same answers.
 """
 
 from __future__ import annotations

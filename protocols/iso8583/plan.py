@@ -1,7 +1,7 @@
 """Plans: one straight-line Python function per message shape seen repeatedly.
 
 A switch sees few shapes (the 0100 from one terminal type always carries the same fields).
-For a shape (the wire bitmap when decoding, the field keys when encoding) this module writes
+For a shape (the wire bitmap when decoding, the key set and MTI when encoding) it writes
 the source of one function with every size, prefix table and check inlined, and compiles it
 once, the way dataclasses and attrs build their methods. Runs of adjacent fixed ASCII
 fields are matched by one regex. No loop, no per-field call, no spec lookup remains.
@@ -10,10 +10,13 @@ A plan is optimistic: on anything unusual (a bad character, a wrong type, trunca
 returns None and the codec's generic path, built from the per-field closures in fields.py,
 redoes the message and raises the precise Iso8583Error. So error reporting lives in one
 place, and a plan only has to be right about the values it accepts: its checks admit
-exactly what the per-field checks admit (test_iso8583_codec.py compares both paths).
+exactly what the per-field checks admit (test_iso8583_codec.py compares both paths). The
+exceptions, bcd fields and a bcd MTI, call their own closures, which raise the very error
+the generic path would.
 
-The generated source contains only names bound here, integers from the dialect and field
-numbers (validated digits): nothing from a message ever reaches compile().
+The generated source contains only names bound here, integers from the dialect, field
+numbers (validated digits) and pad characters (as repr): nothing from a message ever
+reaches compile().
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ def _check(spec: FieldSpec, var: str, env: dict) -> str:
 
 def _compile(source: str, env: dict, name: str) -> Callable:
     code = compile(source, f"<iso8583 plan {name}>", "exec")
-    exec(code, env)  # the source holds only names, integers and field numbers (see top)
+    exec(code, env)  # the source holds only names, numbers and repr'd pads (see top)
     return env[name]
 
 
