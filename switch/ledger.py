@@ -101,13 +101,24 @@ class Counter(NamedTuple):
     amount_reason: str
 
 
+def counter_arg(counter: Counter) -> str:
+    """A counter as one script argument, its values joined by '|' (no value contains one):
+    one argument instead of eight saves most of the cost of encoding them per call."""
+    return "|".join(map(str, counter))
+
+
 class Terms(NamedTuple):
-    """What the policy adds to a ledger call."""
+    """What the policy adds to a ledger call (build with `with_counters`)."""
 
     counters: tuple[Counter, ...] = ()
+    counter_args: tuple[str, ...] = ()  # counter_arg of each counter, made once
     counters_ttl_ms: int = DAY_MS  # the counters hash outlives the longest window by this
     hold_expiry_ms: int = HOLD_EXPIRY_DEFAULT_MS
     capture_tolerance_percent: int = 0
+
+    def with_counters(self, counters: tuple[Counter, ...]) -> Terms:
+        return self._replace(counters=counters,
+                             counter_args=tuple(counter_arg(c) for c in counters))
 
 
 NO_TERMS = Terms()
@@ -181,8 +192,8 @@ class Ledger:
             terms.hold_expiry_ms,
             terms.capture_tolerance_percent,
             terms.counters_ttl_ms,
-            len(terms.counters),
-            *[value for counter in terms.counters for value in counter],
+            len(terms.counter_args),
+            *terms.counter_args,
         )
         name = SCRIPT_OF_CLASS[request.message_class]
         result = await self.scripts.call(name, keys, args)

@@ -117,7 +117,7 @@ class Policy:
             caps = self._caps(channel, mcc, note)
             counters = self._counters(channel, mcc, note)
         beans = self._beans(channel, mcc, note) if spending and decline is None else 0
-        return _Profile(decline, caps, beans, self.base_terms._replace(counters=counters))
+        return _Profile(decline, caps, beans, self.base_terms.with_counters(counters))
 
     def _class_decline(self, channel: str, cls: MessageClass, note) -> tuple[str, str] | None:
         rules = self.spec.channels.get(channel)

@@ -6,20 +6,32 @@ local now = tonumber(now_ms)
 -- '<field>:<slot>' in counters_key, each 'bucket:count:fen'. A bucket is
 -- floor((now + offset) / bucket_ms) and lives in slot bucket % buckets; the window is the
 -- current bucket and the buckets - 1 before it. A ring keeps the hash small and bounded.
-local COUNTER_ARGS, FIRST_COUNTER_ARG = 8, 19
+local FIRST_COUNTER_ARG = 19
+local COUNTER_PATTERN = '^([^|]+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|([^|]+)|([^|]+)$'
 local counter_count = tonumber(ARGV[18])
 local counter_slots = {}  -- per counter: {slot field, current bucket, count, fen there now}
 
-local function window_totals(base)
-  local field, bucket_ms = ARGV[base], tonumber(ARGV[base + 1])
-  local buckets, offset_ms = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
-  local current = math.floor((now + offset_ms) / bucket_ms)
-  local fields = {}
-  for slot = 0, buckets - 1 do fields[slot + 1] = field .. ':' .. slot end
-  local values = redis.call('HMGET', counters_key, unpack(fields))
+-- Every counter's ring, read with one HMGET. A ring: {first index into the values, buckets,
+-- current bucket, field prefix, count max, amount max, count reason, amount reason}.
+local function read_rings()
+  local fields, rings = {}, {}
+  for i = 1, counter_count do
+    local field, bucket_ms, buckets, offset_ms, count_max, amount_max, count_reason,
+      amount_reason = string.match(ARGV[FIRST_COUNTER_ARG + i - 1], COUNTER_PATTERN)
+    buckets = tonumber(buckets)
+    local current = math.floor((now + tonumber(offset_ms)) / tonumber(bucket_ms))
+    rings[i] = {#fields + 1, buckets, current, field, tonumber(count_max),
+      tonumber(amount_max), count_reason, amount_reason}
+    for slot = 0, buckets - 1 do fields[#fields + 1] = field .. ':' .. slot end
+  end
+  return rings, redis.call('HMGET', counters_key, unpack(fields))
+end
+
+local function window_totals(ring, values)
+  local first, buckets, current, field = ring[1], ring[2], ring[3], ring[4]
   local count, fen, here_count, here_fen = 0, 0, 0, 0
   for slot = 0, buckets - 1 do
-    local value = values[slot + 1]
+    local value = values[first + slot]
     if value then
       local bucket, n, f = string.match(value, '^(%d+):(%d+):(%d+)$')
       bucket, n, f = tonumber(bucket), tonumber(n), tonumber(f)
@@ -29,19 +41,19 @@ local function window_totals(base)
       if bucket == current then here_count, here_fen = n, f end
     end
   end
-  local slot_field = field .. ':' .. (current % buckets)
-  return count, fen, {slot_field, current, here_count, here_fen}
+  return count, fen, {field .. ':' .. (current % buckets), current, here_count, here_fen}
 end
 
 -- {code, reason} of the first counter this approval would pass, else nil.
 local function counters_refusal()
-  for i = 0, counter_count - 1 do
-    local base = FIRST_COUNTER_ARG + i * COUNTER_ARGS
-    local count, fen, slot = window_totals(base)
-    counter_slots[i + 1] = slot
-    local count_max, amount_max = tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5])
-    if count_max > 0 and count + 1 > count_max then return {'65', ARGV[base + 6]} end
-    if amount_max > 0 and fen + amount > amount_max then return {'61', ARGV[base + 7]} end
+  if counter_count == 0 then return nil end
+  local rings, values = read_rings()
+  for i = 1, counter_count do
+    local ring = rings[i]
+    local count, fen, slot = window_totals(ring, values)
+    counter_slots[i] = slot
+    if ring[5] > 0 and count + 1 > ring[5] then return {'65', ring[7]} end
+    if ring[6] > 0 and fen + amount > ring[6] then return {'61', ring[8]} end
   end
   return nil
 end
