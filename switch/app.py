@@ -106,6 +106,10 @@ def banner(config: Config, ports: dict[str, int], redis_note: str, cards: list[D
             "--pan demo1 --amount 12800 --mcc 5411",
             "",
         ]
+    if "wechat" in ports:
+        lines += ["  WeChat Pay, with the policy's explanation (docs/channels/wechat.md):",
+                  f"    .venv/bin/switch send --channel wechat --port {ports['wechat']} "
+                  "--pan demo1 --amount 12800 --mcc 5411 --explain", ""]
     if "pos" in ports:
         lines += ["  A UnionPay terminal (ISO 8583, docs/channels/pos.md):",
                   f"    .venv/bin/switch send --channel pos --port {ports['pos']} "
