@@ -311,8 +311,7 @@ def _approved_fields(api: str, request: dict[str, str], response: AuthResponse,
     mch, order = request.get("mch_id", ""), request.get("out_trade_no", "")
     if api == "micropay":
         return {
-            "openid": request.get("openid") or _digits("openid", mch, request.get(
-                "auth_code", ""), 0, prefix="o"),
+            "openid": request.get("openid") or _openid(mch, request.get("auth_code", "")),
             "is_subscribe": "N", "trade_type": "MICROPAY", "bank_type": BANK_TYPE,
             "fee_type": "CNY", "total_fee": str(response.approved_fen),
             "cash_fee": str(response.approved_fen), "transaction_id": transaction_id(mch, order),
@@ -343,9 +342,12 @@ def transaction_id(mch_id: str, out_trade_no: str) -> str:
 
 def _digits(kind: str, mch_id: str, ref: str, length: int, prefix: str) -> str:
     digest = hashlib.sha256(f"{kind}:{mch_id}:{ref}".encode()).hexdigest()
-    if prefix == "o":  # an openid: 28 url-safe characters
-        return "o" + digest[:27]
     return prefix + str(int(digest, 16))[: length - len(prefix)]
+
+
+def _openid(mch_id: str, auth_code: str) -> str:
+    """A stand-in for the payer's openid (28 characters), the same for the same payment code."""
+    return "o" + hashlib.sha256(f"openid:{mch_id}:{auth_code}".encode()).hexdigest()[:27]
 
 
 # --- client side: `switch send`, the load generator, the tests -----------------------------

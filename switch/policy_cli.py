@@ -46,9 +46,16 @@ def add_send_options(send_parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
+    from switch.channels import CODECS  # the listeners this switch has
+
     spec = load_policy(args.file)
     print(f"policy {args.file or '(shipped default)'} is valid")
     print(summary(spec))
+    named = set(spec.channels) | {c for rule in spec.velocity for c in rule.channels} | set(
+        spec.rewards.beans_per_yuan_by_channel)
+    for name in sorted(named - set(CODECS)):
+        print(f"  note: channel {name!r} is not a listener of this switch "
+              f"({', '.join(sorted(CODECS))}); its rules never apply")
     return 0
 
 

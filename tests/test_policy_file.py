@@ -124,3 +124,11 @@ def test_serve_refuses_a_bad_policy_before_starting_anything(tmp_path: Path):
 def test_docs_show_the_shipped_default_word_for_word():
     doc = (Path(__file__).parent.parent / "docs" / "policy.md").read_text()
     assert "```toml\n" + default_policy_text().decode() + "```" in doc
+
+
+def test_policy_check_notes_a_channel_no_listener_has(tmp_path: Path):
+    typo = tmp_path / "typo.toml"
+    typo.write_text("[channels.wechatpay]\ndaily_max_fen = 500\n")
+    done = run_switch("policy", "check", str(typo))
+    assert done.returncode == 0, done.stderr
+    assert "note: channel 'wechatpay' is not a listener of this switch" in done.stdout
