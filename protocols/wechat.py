@@ -123,6 +123,7 @@ def parse_xml(body: bytes) -> dict[str, str]:
         raise WechatError("DOCTYPE is not allowed (no DTDs, no entities)")
 
     parser = expat.ParserCreate("UTF-8")
+    parser.buffer_text = True  # one handler call per text run, not one per line or entity
     parser.StartElementHandler, parser.EndElementHandler = start, end
     parser.CharacterDataHandler = characters
     parser.StartDoctypeDeclHandler = refuse_doctype
