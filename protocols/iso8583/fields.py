@@ -102,7 +102,8 @@ def _bad_prefix(spec: FieldSpec, data: bytes, pos: int, width: int) -> Iso8583Er
     else:
         digits = raw.hex() if spec.len_encoding == "bcd" else raw.decode("latin-1")
         if not (digits.isascii() and digits.isdigit()):
-            return Iso8583Error(spec.key, pos, f"length prefix {raw!r} is not {width} digits")
+            count = len(digits)  # 2 per byte in bcd
+            return Iso8583Error(spec.key, pos, f"length prefix {raw!r} is not {count} digits")
         size = int(digits)
     return Iso8583Error(spec.key, pos, f"length {size} over the maximum {spec.max_len}")
 
