@@ -244,7 +244,7 @@ def parser() -> argparse.ArgumentParser:
                                 "a straightforward server, side by side")
     bench.set_defaults(func=cmd_bench)
     bench.add_argument("--out", type=Path, default=Path("bench-results"))
-    bench.add_argument("--step-duration", type=float, default=3.0)
+    bench.add_argument("--step-duration", type=float, default=2.0, help="seconds per step")
     bench.add_argument("--p99-ms", type=float, default=5.0)
     bench.add_argument("--workers", type=int, default=1, help="load generator processes")
     bench.add_argument("--runs", type=int, default=1, help="repeat, report medians")
