@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import multiprocessing
 import queue as queue_module
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -62,17 +63,19 @@ class Result:
 
 
 def new_run_id() -> str:
-    """Base-36 tenths of a second: short, and not repeated by a later run."""
+    """Base-36 tenths of a second and two random characters: short, and not repeated by a
+    later run nor by a run started at the same moment elsewhere."""
+    alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
     tenths = int(time.time() * 10)
     digits = ""
     while tenths:
         tenths, digit = divmod(tenths, 36)
-        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
-    return "L" + digits
+        digits = alphabet[digit] + digits
+    return "L" + digits + "".join(random.choice(alphabet) for _ in range(2))
 
 
 def worker_plans(plan: Plan) -> list[WorkerPlan]:
-    run_id = plan.run_id or new_run_id()
+    run_id = plan.run_id
     rate = plan.rate / plan.workers
     lag = int(min(max(rate * REFERENCE_DELAY_S, REFERENCE_LAG_STEPS[0]), REFERENCE_LAG_STEPS[1]))
     return [
@@ -90,6 +93,8 @@ def worker_plans(plan: Plan) -> list[WorkerPlan]:
 async def run_load(plan: Plan, progress: Callable[[int, Totals], None] | None = None) -> Result:
     if plan.rate <= 0 or plan.duration_s <= 0 or plan.workers < 1 or not plan.mix:
         raise LoadTestError("rate, duration and workers must be positive, and the mix not empty")
+    if not plan.run_id:
+        plan = msgspec.structs.replace(plan, run_id=new_run_id())
     if plan.redis_url:
         await asyncio.to_thread(seed, plan)
     channels = list(plan.mix)

@@ -32,6 +32,7 @@ from loadtest.workload import (
 )
 
 CONNECT_TIMEOUT_S = 5.0  # a target that does not accept within this is down
+RUN_GRACE_S = 10.0  # past duration + timeout, a worker that has not finished is stuck
 SWEEP_EVERY_S = 0.01  # timeouts are found to within 10 ms; finer costs CPU for nothing
 # The event loop's timers tick in whole milliseconds: a shorter sleep wakes at once, and a
 # loop that wakes at once for nothing spins a core the target needs. So sends go out in
@@ -103,6 +104,7 @@ class Worker:
         self.interval_index = 0
         self.schedule: Schedule | None = None
         self.done: asyncio.Event | None = None
+        self.stopped = False
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -110,8 +112,8 @@ class Worker:
         """Connect, wait for the common start (a wall-clock time), run, report the rest."""
         self.done = asyncio.Event()
         self.workload.transmitted_at = time.strftime("%Y%m%d%H%M%S")
-        await self._connect()
         try:
+            await self._connect()
             start_wall = get_start()
             start_ns = time.monotonic_ns() + int((start_wall - time.time()) * NS_PER_S)
             self.schedule = Schedule(self.plan.rate, self.plan.duration_s, start_ns)
@@ -120,11 +122,17 @@ class Worker:
             self._arm_roll()
             loop.call_later(SWEEP_EVERY_S, self._sweep)
             # Bounded: every request is answered, timed out or dropped by then.
+            bound_s = self.plan.duration_s + self.plan.timeout_s + RUN_GRACE_S
             with collector_paused():
-                async with asyncio.timeout(self.plan.duration_s + self.plan.timeout_s + 10.0):
-                    await self.done.wait()
+                try:
+                    async with asyncio.timeout(bound_s):
+                        await self.done.wait()
+                except TimeoutError:
+                    raise LoadTestError(f"worker {self.plan.index} did not finish within "
+                                        f"{bound_s:.0f} s (its event loop starved?)") from None
             self._emit()
         finally:
+            self.stopped = True  # timers still armed return at once
             for conns in self.conns.values():
                 for conn in conns:
                     conn.close()
@@ -149,6 +157,8 @@ class Worker:
     # --- sending --------------------------------------------------------------------------
 
     def _tick(self) -> None:
+        if self.stopped:
+            return
         now = time.monotonic_ns()
         # One connection per channel takes a whole tick's sends, the next tick the next one:
         # one write per tick instead of one per request (a loopback write costs ~20 us).
@@ -247,6 +257,8 @@ class Worker:
         conn.pending.clear()
 
     def _sweep(self) -> None:
+        if self.stopped:
+            return
         now = time.monotonic_ns()
         deadlines = self.deadlines
         while deadlines and deadlines[0][0] <= now:
@@ -275,7 +287,7 @@ class Worker:
         asyncio.get_running_loop().call_later(delay, self._roll)
 
     def _roll(self) -> None:
-        if self.done.is_set():
+        if self.done.is_set() or self.stopped:
             return
         self._emit()
         self.interval_index += 1
