@@ -4,7 +4,7 @@ Per card, under one hash tag so every script touches one Redis Cluster slot:
   {c:PAN}          hash: limit, posted, held, pending_credit, beans, status, expiry
   {c:PAN}:t:REF    hash: one authorization or sale (kind, state, amount, hold, posted, ...)
   {c:PAN}:tx       sorted set of the card's transaction keys by creation time (ms)
-  {c:PAN}:i:KEY    hash: the answer given to idempotency key KEY (expires)
+  {c:PAN}:i:KEY    string: the answer given to idempotency key KEY, msgpack (expires)
   {c:PAN}:h        sorted set of the pending holds' transaction keys by expiry deadline (ms)
   {c:PAN}:n        hash: the policy's approval counters, a small ring of buckets per rule
                    (expires when the longest window has passed without an approval)
@@ -65,7 +65,7 @@ def load_scripts() -> dict[str, str]:
     folder = resources.files("switch") / "lua"
     text = {path.name[:-4]: path.read_text() for path in folder.iterdir()
             if path.name.endswith(".lua")}
-    sources = {name: text["prelude"] + text["holds"] + text[name]
+    sources = {name: text["holds"] + text["prelude"] + text[name]
                for name in set(SCRIPT_OF_CLASS.values())}
     sources["expire"] = text["holds"] + text["expire"]
     for name in ("settle", "upgrade"):

@@ -70,12 +70,8 @@ local function count_approval(approved)
   redis.call('PEXPIRE', counters_key, ARGV[17])
 end
 
-local first = earlier_answer()
-if first then return first end
-expire_holds(card_key, holds_key, now_ms)
-local refusal = card_refusal(true)
-if refusal then return decline(refusal[1], refusal[2]) end
-if rule_code ~= '' then return decline(rule_code, rule_reason) end
+local ended = opening(true)
+if ended then return ended end
 if redis.call('EXISTS', txn_key) == 1 then return decline('94', 'duplicate_reference') end
 local over = counters_refusal()
 if over then return decline(over[1], over[2]) end
@@ -90,13 +86,13 @@ end
 local beans = 0
 if kind == 'auth' then
   local deadline = string.format('%d', now + hold_life_ms)
-  redis.call('HINCRBY', card_key, 'held', approved)
+  move('held', approved)
   redis.call('HSET', txn_key, 'kind', kind, 'state', 'pending', 'amount', approved,
     'hold', approved, 'posted', 0, 'refunded', 0, 'auth', auth_id, 'created', now_ms,
     'rate', beans_per_yuan, 'beans', 0, 'expires', deadline)
   redis.call('ZADD', holds_key, deadline, txn_key)
 else
-  redis.call('HINCRBY', card_key, 'posted', approved)
+  move('posted', approved)
   redis.call('HSET', txn_key, 'kind', kind, 'state', 'captured', 'amount', approved,
     'hold', 0, 'posted', approved, 'refunded', 0, 'auth', auth_id, 'created', now_ms,
     'rate', beans_per_yuan, 'beans', 0)

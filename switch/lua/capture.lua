@@ -1,11 +1,7 @@
 -- Completion of a pre-authorization: post the amount, release the hold. The amount may pass
 -- the hold by the policy's tolerance (ARGV[16], percent) when the open-to-buy covers it.
-local first = earlier_answer()
-if first then return first end
-expire_holds(card_key, holds_key, now_ms)
-local refusal = card_refusal(false)
-if refusal then return decline(refusal[1], refusal[2]) end
-if rule_code ~= '' then return decline(rule_code, rule_reason) end
+local ended = opening(false)
+if ended then return ended end
 local kind, state, hold, auth, rate, beans_before = unpack(redis.call('HMGET', txn_key,
   'kind', 'state', 'hold', 'auth', 'rate', 'beans'))
 if not kind then return decline('25', 'original_not_found') end
@@ -18,8 +14,8 @@ if amount * 100 > hold * (100 + capture_tolerance_pct) then
 end
 if amount - hold > open_to_buy() then return decline('51', 'insufficient_open_to_buy') end
 
-redis.call('HINCRBY', card_key, 'held', -hold)
-redis.call('HINCRBY', card_key, 'posted', amount)
+move('held', -hold)
+move('posted', amount)
 redis.call('HSET', txn_key, 'state', 'captured', 'hold', 0, 'posted', amount)
 redis.call('ZREM', holds_key, txn_key)
 local beans = rebalance_beans(tonumber(beans_before), amount, tonumber(rate))

@@ -2,11 +2,11 @@
 -- An inquiry naming an original (ARGV[14] = 1; WeChat orderquery) answers that transaction:
 -- approved = its amount, reason = its state (pending, captured, refunded, reversed,
 -- expired). Such an answer is not remembered: the state may change, a later query must see it.
-local first = earlier_answer()
-if first then return first end
-expire_holds(card_key, holds_key, now_ms)
 if names_original then
-  if redis.call('EXISTS', card_key) == 0 then return decline('14', 'card_unknown') end
+  local first = earlier_answer()
+  if first then return first end
+  expire_holds(card_key, holds_key, now_ms)
+  if not load_card() then return decline('14', 'card_unknown') end
   if rule_code ~= '' then return decline(rule_code, rule_reason) end
   local kind, state, total, refunded, auth = unpack(redis.call('HMGET', txn_key,
     'kind', 'state', 'amount', 'refunded', 'auth'))
@@ -14,7 +14,6 @@ if names_original then
   if state == 'captured' and tonumber(refunded) > 0 then state = 'refunded' end
   return {'00', tonumber(total), open_to_buy(), auth, state, 0, 0}
 end
-local refusal = card_refusal(true)
-if refusal then return decline(refusal[1], refusal[2]) end
-if rule_code ~= '' then return decline(rule_code, rule_reason) end
+local ended = opening(true)
+if ended then return ended end
 return answer('00', 0, '', 0, auth_id)

@@ -1,4 +1,4 @@
--- Shared by every ledger script (switch/ledger.py prepends it).
+-- Shared by every ledger script (switch/ledger.py prepends it, after holds.lua).
 -- KEYS[1] card hash {c:PAN}; KEYS[2] idempotency record; KEYS[3] transaction record;
 -- KEYS[4] the card's transaction index (sorted set, score = creation time in ms),
 -- KEYS[5] the card's pending holds (sorted set, score = expiry deadline in ms),
@@ -27,31 +27,48 @@ local STATUS_DECLINES = {
   inactive = {'62', 'card_not_activated'}, expired = {'54', 'card_expired'},
 }
 
-local function num(key, field)
-  return tonumber(redis.call('HGET', key, field) or '0')
+-- The card's balances and state, read once per script with one HMGET (the hot path pays
+-- per redis.call); every change goes through move(), which keeps the copy exact.
+local card = nil
+
+local function load_card()
+  local v = redis.call('HMGET', card_key, 'limit', 'posted', 'held', 'status', 'expiry')
+  if not v[1] then
+    card = false
+  else
+    card = {limit = tonumber(v[1]), posted = tonumber(v[2]), held = tonumber(v[3]),
+      status = v[4], expiry = v[5]}
+  end
+  return card
+end
+
+local function move(field, delta)  -- field: 'posted' or 'held'
+  redis.call('HINCRBY', card_key, field, delta)
+  card[field] = card[field] + delta
 end
 
 local function open_to_buy()
-  local otb = num(card_key, 'limit') - num(card_key, 'posted') - num(card_key, 'held')
+  if card == nil then load_card() end
+  if not card then return 0 end
+  local otb = card.limit - card.posted - card.held
   if otb < 0 then return 0 end
   return otb
 end
 
 -- Bugs of ours fail loudly: the script errors and the engine answers 96.
 local function check_invariants()
-  if num(card_key, 'posted') < 0 or num(card_key, 'held') < 0 then
+  if card and (card.posted < 0 or card.held < 0) then
     error('ledger invariant broken on ' .. card_key)
   end
 end
 
--- Every answer is remembered under the idempotency key, so a repeat gets it again.
+-- Every answer is remembered under the idempotency key (one string, msgpack), so a repeat
+-- gets it again.
 local function answer(code, approved, reason, beans, auth)
   check_invariants()
-  local otb = open_to_buy()
-  redis.call('HSET', idem_key, 'fp', fingerprint, 'code', code, 'approved', approved,
-    'otb', otb, 'auth', auth or '', 'reason', reason, 'beans', beans or 0)
-  redis.call('EXPIRE', idem_key, idem_ttl_s)
-  return {code, approved, otb, auth or '', reason, beans or 0, 0}
+  local reply = {code, approved, open_to_buy(), auth or '', reason, beans or 0, 0}
+  redis.call('SET', idem_key, cmsgpack.pack(fingerprint, reply), 'EX', idem_ttl_s)
+  return reply
 end
 
 local function decline(code, reason)
@@ -60,32 +77,41 @@ end
 
 -- A repeat: the first answer, unchanged; a different request under the same key: 94.
 local function earlier_answer()
-  local first = redis.call('HMGET', idem_key, 'fp', 'code', 'approved', 'otb', 'auth',
-    'reason', 'beans')
-  if not first[1] then return nil end
-  if first[1] ~= fingerprint then
+  local stored = redis.call('GET', idem_key)
+  if not stored then return nil end
+  local first_fingerprint, reply = cmsgpack.unpack(stored)
+  if first_fingerprint ~= fingerprint then
     return {'94', 0, open_to_buy(), '', 'duplicate_key_mismatch', 0, 1}
   end
-  return {first[2], tonumber(first[3]), tonumber(first[4]), first[5], first[6],
-    tonumber(first[7]), 1}
+  reply[7] = 1
+  return reply
 end
 
 -- nil when the card may be used for a new transaction, else {code, reason}.
 local function card_refusal(check_status)
-  if redis.call('EXISTS', card_key) == 0 then return {'14', 'card_unknown'} end
+  if not card then return {'14', 'card_unknown'} end
   if not check_status then return nil end
-  local status, expiry = unpack(redis.call('HMGET', card_key, 'status', 'expiry'))
-  local refusal = STATUS_DECLINES[status]
+  local refusal = STATUS_DECLINES[card.status]
   if refusal then return refusal end
-  if status ~= 'active' then return {'62', 'card_status_' .. tostring(status)} end
+  if card.status ~= 'active' then return {'62', 'card_status_' .. tostring(card.status)} end
   -- YYMM compares as a number; a card is good through the end of its expiry month.
-  if tonumber(expiry) < tonumber(this_month) then return {'54', 'card_expired'} end
-  if sent_expiry ~= '' and sent_expiry ~= expiry then return {'54', 'expiry_mismatch'} end
+  if tonumber(card.expiry) < tonumber(this_month) then return {'54', 'card_expired'} end
+  if sent_expiry ~= '' and sent_expiry ~= card.expiry then return {'54', 'expiry_mismatch'} end
   return nil
 end
 
-local function beans_for(fen)
-  return math.floor(fen / 100) * beans_per_yuan
+-- How every script starts: a repeat gets its first answer; due holds expire; then the card
+-- checks (status too when `check_status`) and the engine's rule decline. Returns the
+-- answer that ends the script, or nil to go on.
+local function opening(check_status)
+  local first = earlier_answer()
+  if first then return first end
+  expire_holds(card_key, holds_key, now_ms)
+  load_card()
+  local refusal = card_refusal(check_status)
+  if refusal then return decline(refusal[1], refusal[2]) end
+  if rule_code ~= '' then return decline(rule_code, rule_reason) end
+  return nil
 end
 
 -- Beans follow the money that stays posted: earned on posting, taken back on release.

@@ -1,12 +1,8 @@
 -- Refund against a captured original: credit back at most what it posted, less refunds.
 -- An instant (JD lightning) refund restores open-to-buy at once; any other waits in
 -- pending_credit until the card is settled.
-local first = earlier_answer()
-if first then return first end
-expire_holds(card_key, holds_key, now_ms)
-local refusal = card_refusal(false)
-if refusal then return decline(refusal[1], refusal[2]) end
-if rule_code ~= '' then return decline(rule_code, rule_reason) end
+local ended = opening(false)
+if ended then return ended end
 local kind, state, posted, refunded, rate, beans_before = unpack(redis.call('HMGET', txn_key,
   'kind', 'state', 'posted', 'refunded', 'rate', 'beans'))
 if not kind then return decline('25', 'original_not_found') end
@@ -16,7 +12,7 @@ if amount > posted - refunded then return decline('13', 'refund_exceeds_original
 
 redis.call('HINCRBY', txn_key, 'refunded', amount)
 if instant then
-  redis.call('HINCRBY', card_key, 'posted', -amount)
+  move('posted', -amount)
 else
   redis.call('HINCRBY', card_key, 'pending_credit', amount)
 end

@@ -1,11 +1,7 @@
 -- Reversal: releases (part of) a pending hold, or voids (part of) a sale not yet refunded.
 -- amount 0 means the whole remaining amount.
-local first = earlier_answer()
-if first then return first end
-expire_holds(card_key, holds_key, now_ms)
-local refusal = card_refusal(false)
-if refusal then return decline(refusal[1], refusal[2]) end
-if rule_code ~= '' then return decline(rule_code, rule_reason) end
+local ended = opening(false)
+if ended then return ended end
 local kind, state, hold, posted, refunded, auth, rate, beans_before = unpack(redis.call(
   'HMGET', txn_key, 'kind', 'state', 'hold', 'posted', 'refunded', 'auth', 'rate', 'beans'))
 if not kind then return decline('25', 'original_not_found') end
@@ -26,7 +22,7 @@ if release == 0 then release = remaining end
 if release > remaining then return decline('13', 'reversal_exceeds_original') end
 
 local left = remaining - release
-redis.call('HINCRBY', card_key, field == 'hold' and 'held' or 'posted', -release)
+move(field == 'hold' and 'held' or 'posted', -release)
 redis.call('HSET', txn_key, field, left)
 if left == 0 then
   redis.call('HSET', txn_key, 'state', 'reversed')
