@@ -90,8 +90,13 @@ def markdown(results: dict) -> str:
     return "\n".join([
         f"# Bench {results['date']}", "", f"Machine: {results['machine']['summary']}.", "",
         *table, "", _redis_line(results), "", _note(results), "",
-        f"`make bench` ({results.get('seconds', '?')} s); every step of every search is in "
+        f"{_command(results)} ({results.get('seconds', '?')} s); every step of every search is in "
         "the JSON file next to this one.", ""])
+
+
+def _command(results: dict) -> str:
+    runs = results["settings"].get("runs", 1)
+    return f"`loadtest bench --runs {runs}`" if runs > 1 else "`make bench` (`loadtest bench`)"
 
 
 def _note(results: dict) -> str:
