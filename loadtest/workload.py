@@ -6,8 +6,9 @@ or, by its draw, a message about an earlier transaction, at least `lag` steps ol
 answer is in by then): a capture or a reversal of an approved authorization, a reversal or
 a refund of an approved sale, a repeat of any answered message. The earlier transactions
 wait in queues in the order they were made, each used once; when the oldest is not
-answered yet, the step is a fresh sale instead. Which transactions are approved depends
-only on the cards and the stream, so with freshly seeded cards a run repeats exactly.
+answered yet, the step is a fresh sale instead. Which transactions are approved depends on
+the cards and the stream, so with freshly seeded cards a run repeats itself exactly as long
+as every answer comes within the lag (and no time-window rule of the policy is reached).
 """
 
 from __future__ import annotations
