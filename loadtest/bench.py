@@ -140,6 +140,7 @@ async def run_bench(args: argparse.Namespace, logs: Path) -> dict:
                      "settings": {
                          "p99_target_ms": args.p99_ms, "step_duration_s": args.step_duration,
                          "connections": CONNECTIONS, "generator_workers": args.workers,
+                         "switch_workers": args.switch_workers,
                          "cards": CARDS, "start_rate": START_RATE, "growth": GROWTH}}
     try:
         say(f"private Redis at {url}; {CARDS:,} cards, seeded afresh before every step")
@@ -148,8 +149,8 @@ async def run_bench(args: argparse.Namespace, logs: Path) -> dict:
         results["redis"] = await measure_redis(url, pans)
         ports = {ch: free_port() for ch in channels}
         listen = [f"--listen={ch}=127.0.0.1:{port}" for ch, port in ports.items()]
-        async with serving("switch", python_module("switch.cli", "serve", "--redis", url,
-                                                   *listen), ports, logs):
+        serve = ["serve", "--redis", url, f"--workers={args.switch_workers}", *listen]
+        async with serving("switch", python_module("switch.cli", *serve), ports, logs):
             for channel in channels:
                 results["switch"][channel] = await measure_target(
                     f"(a) switch, {channel} channel", channel, ports[channel], url, args)

@@ -107,5 +107,6 @@ def _note(results: dict) -> str:
             f"{s['p99_target_ms']:g} ms (from intended send time) and no failures: find-max "
             f"from {s['start_rate']:,.0f}/s, x{s['growth']:g} per step, {s['step_duration_s']:g}"
             f" s steps, {s['connections']} connections, {s['generator_workers']} generator "
-            f"process(es), {s['cards']:,} cards. Generator, servers and Redis share this "
+            f"process(es), {s.get('switch_workers', 1)} switch process(es), {s['cards']:,} "
+            "cards. Generator, servers and Redis share this "
             "machine's cores.")

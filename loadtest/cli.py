@@ -248,6 +248,8 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--p99-ms", type=float, default=5.0)
     bench.add_argument("--workers", type=int, default=1, help="load generator processes")
     bench.add_argument("--runs", type=int, default=1, help="repeat, report medians")
+    bench.add_argument("--switch-workers", type=int, default=1,
+                       help="switch serve --workers (processes sharing the ports)")
     return top
 
 
