@@ -21,10 +21,12 @@ class _Capture:
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[str, ...], tuple[Any, ...]]] = []
 
-    def call(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> asyncio.Future:
+    def call(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...],
+             transform: Any = None) -> asyncio.Future:
         self.calls.append((name, tuple(keys), tuple(args)))
         future = asyncio.get_running_loop().create_future()
-        future.set_result(["00", 0, 0, "", "", 0, 0])
+        result = ["00", 0, 0, "", "", 0, 0]
+        future.set_result(transform(result) if transform else result)
         return future
 
 

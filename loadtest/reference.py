@@ -42,8 +42,12 @@ class OneCallScripts:
         for source in self.sources.values():
             await self.client.script_load(source)
 
-    def call(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...]):
-        return self.client.evalsha(self.shas[name], len(keys), *keys, *args)
+    def call(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], transform=None):
+        return self._call(name, keys, args, transform)
+
+    async def _call(self, name, keys, args, transform):
+        result = await self.client.evalsha(self.shas[name], len(keys), *keys, *args)
+        return transform(result) if transform else result
 
 
 async def make_ledger(url: str):

@@ -55,7 +55,16 @@ async def serve_one(config: Config, redis_url: str, on_ready, reuse_port: bool =
     await switch.shutdown()
     await ledger.scripts.drain()
     await ledger.client.aclose()
-    log.info("stopped; counters: %s", switch.counters.as_dict())
+    print(counters_line(switch, ledger), flush=True)
+
+
+def counters_line(switch: Switch, ledger: Ledger) -> str:
+    """The process's own counters, printed when it stops (the bench reads them)."""
+    calls, trips = ledger.scripts.calls, ledger.scripts.round_trips
+    per_call = f"{trips / calls:.3f}" if calls else "-"
+    fields = switch.counters.as_dict() | {"redis_calls": calls, "redis_round_trips": trips}
+    return "counters: " + " ".join(f"{k}={v}" for k, v in fields.items()) + (
+        f" round_trips_per_call={per_call}")
 
 
 async def prepare(redis_url: str, demo: bool) -> list[DemoCard]:

@@ -7,6 +7,8 @@ blocked card is named before a merchant rule.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import random
 from collections.abc import Awaitable, Callable
 
@@ -22,11 +24,13 @@ from switch import limits
 from switch.ledger import Ledger
 from switch.rules import Policy
 
-_auth_ids = random.Random()  # auth ids need to be unlikely to repeat, not secret
+# Auth ids need to be unlikely to repeat, not secret: a counter from a random start (each
+# worker process its own) repeats only after a million approvals.
+_auth_ids = itertools.count(random.randrange(1_000_000))
 
 
 def new_auth_id() -> str:
-    return f"{_auth_ids.getrandbits(32) % 1_000_000:06d}"
+    return f"{next(_auth_ids) % 1_000_000:06d}"
 
 
 def malformed(request: AuthRequest) -> AuthResponse | None:
@@ -83,15 +87,26 @@ class Engine:
             if isinstance(resolved, AuthResponse):
                 return resolved
             request = resolved
+        outcome = self._judge(request)
+        return outcome if isinstance(outcome, AuthResponse) else await outcome
+
+    def start(self, request: AuthRequest) -> AuthResponse | asyncio.Future[AuthResponse]:
+        """`decide` for the server's hot path: the answer now, or its future. Only a channel
+        with a card resolver costs a task; the rest is a callback on the ledger's future."""
+        if request.channel in self.resolvers:
+            return asyncio.ensure_future(self.decide(request))
+        return self._judge(request)
+
+    def _judge(self, request: AuthRequest) -> AuthResponse | asyncio.Future[AuthResponse]:
         problem = malformed(request)
         if problem is not None:
             return problem
         problem = refusal(request)
         if problem is not None:  # the policy's cache assumes a sound request
-            return await self.ledger.execute(request, auth_id="", rule_decline=problem,
-                                             terms=self.policy.base_terms)
+            return self.ledger.submit(request, auth_id="", rule_decline=problem,
+                                      terms=self.policy.base_terms)
         verdict = self.policy.judge(request)
-        return await self.ledger.execute(
+        return self.ledger.submit(
             request,
             auth_id=new_auth_id(),
             rule_decline=verdict.decline,

@@ -13,6 +13,8 @@ open-to-buy = limit - posted - held, never below zero. The scripts are in switch
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import time
 from importlib import resources
@@ -58,7 +60,12 @@ class SystemClock:
 
 def month_of(now_ms: int) -> str:
     """YYMM of a UTC instant, the form of card expiry dates."""
-    return time.strftime("%y%m", time.gmtime(now_ms / 1000))
+    return _month_of_minute(now_ms // 60_000)
+
+
+@functools.lru_cache(maxsize=4)  # asked on every request; changes once a month
+def _month_of_minute(minute: int) -> str:
+    return time.strftime("%y%m", time.gmtime(minute * 60))
 
 
 def load_scripts() -> dict[str, str]:
@@ -71,6 +78,14 @@ def load_scripts() -> dict[str, str]:
     for name in ("settle", "upgrade"):
         sources[name] = text[name]
     return sources
+
+
+def response_of(result: list) -> AuthResponse:
+    """A ledger script's reply: {code, approved, otb, auth id, reason, beans, repeat}."""
+    code, approved, otb, auth, reason, beans, repeat = result
+    return AuthResponse(response_code=code, approved_fen=int(approved), auth_id=auth,
+                        open_to_buy_fen=int(otb), reason=reason, beans=int(beans),
+                        repeat=bool(repeat))
 
 
 def card_key(pan: str) -> str:
@@ -170,6 +185,17 @@ class Ledger:
         terms: Terms = NO_TERMS,
     ) -> AuthResponse:
         """Run the request's script: one atomic check-and-write on the card."""
+        return await self.submit(request, auth_id, rule_decline, beans_per_yuan, terms)
+
+    def submit(
+        self,
+        request: AuthRequest,
+        auth_id: str,
+        rule_decline: tuple[str, str] | None = None,
+        beans_per_yuan: int = 0,
+        terms: Terms = NO_TERMS,
+    ) -> asyncio.Future[AuthResponse]:
+        """`execute` without a coroutine: the future of the answer (the server's hot path)."""
         referenced = request.original_ref or request.txn_ref
         keys = card_keys(card_key(request.card), request.idempotency_key, referenced)
         now_ms = self.clock.now_ms()
@@ -196,17 +222,7 @@ class Ledger:
             *terms.counter_args,
         )
         name = SCRIPT_OF_CLASS[request.message_class]
-        result = await self.scripts.call(name, keys, args)
-        code, approved, otb, auth, reason, beans, repeat = result
-        return AuthResponse(
-            response_code=code,
-            approved_fen=int(approved),
-            auth_id=auth,
-            open_to_buy_fen=int(otb),
-            reason=reason,
-            beans=int(beans),
-            repeat=bool(repeat),
-        )
+        return self.scripts.call(name, keys, args, response_of)
 
     # --- card administration (CLI, seeding, tests) -----------------------------------------
 

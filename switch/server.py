@@ -10,8 +10,12 @@ read until answers drain. Every request gets an answer: a decision within the de
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import logging
 from collections.abc import Callable
+
+import redis.exceptions
 
 from protocols.channel import ChannelCodec, Decoded
 from protocols.framing import Framer, FramingError
@@ -43,6 +47,7 @@ class Connection(asyncio.Protocol):
         self.paused = False
         self.last_activity = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.out: list[bytes] = []  # answers of this loop tick, written together
         self.draining = False  # shutting down: no new requests; reading stays paused
         self.closing = False  # answers all sent: input is read and dropped, nothing decided
         self.closed = asyncio.get_running_loop().create_future()
@@ -80,40 +85,63 @@ class Connection(asyncio.Protocol):
     # --- requests -----------------------------------------------------------------------
 
     def _request(self, body: bytes) -> None:
-        self.listener.counters.requests += 1
+        listener = self.listener
+        listener.counters.requests += 1
         try:
-            decoded = self.listener.codec.decode_request(body)
+            decoded = listener.codec.decode_request(body)
         except Exception:  # a codec must answer bad input itself; this is our bug
-            log.exception("%s: codec failed on a %d-byte frame", self.listener.name, len(body))
-            self.listener.counters.errors += 1
+            log.exception("%s: codec failed on a %d-byte frame", listener.name, len(body))
+            listener.counters.errors += 1
             self.transport.abort()
             return
         if isinstance(decoded, bytes):
             self._send(decoded)
             return
+        try:
+            outcome = listener.engine.start(decoded.request)
+        except Exception:
+            outcome = listener.failed()
+        if isinstance(outcome, AuthResponse):
+            self._answer(decoded, outcome)
+            return
+        # No task per request: the answer is a callback on the ledger's future.
         self.inflight += 1
         if self.inflight >= self.limits.inflight_per_connection_max and not self.paused:
             self.paused = True
             self.transport.pause_reading()
-        task = asyncio.get_running_loop().create_task(self._decide(decoded))
-        self.listener.tasks.add(task)
-        task.add_done_callback(self.listener.tasks.discard)
+        listener.track(outcome)
+        outcome.add_done_callback(functools.partial(self._settled, decoded))
 
-    async def _decide(self, decoded: Decoded) -> None:
-        response = await self.listener.decide_within_deadline(decoded)
+    def _settled(self, decoded: Decoded, outcome: asyncio.Future) -> None:
+        response = self.listener.settle(outcome)
+        self.inflight -= 1
+        resume = self.paused and not self.draining
+        if resume and self.inflight < self.limits.inflight_per_connection_max:
+            self.paused = False
+            self.transport.resume_reading()
+        self._answer(decoded, response)
+
+    def _answer(self, decoded: Decoded, response: AuthResponse) -> None:
         try:
-            self._send(self.listener.codec.encode_response(decoded.context, response))
-        finally:
-            self.inflight -= 1
-            resume = self.paused and not self.draining
-            if resume and self.inflight < self.limits.inflight_per_connection_max:
-                self.paused = False
-                self.transport.resume_reading()
+            body = self.listener.codec.encode_response(decoded.context, response)
+        except Exception:  # our bug: the peer gets no answer, the operator a traceback
+            log.exception("%s: cannot encode an answer", self.listener.name)
+            self.listener.counters.errors += 1
+            return
+        self._send(body)
 
     def _send(self, body: bytes) -> None:
-        if not (self.closing or self.transport.is_closing()):
-            self.transport.write(self.framer.frame(body))
-            self.listener.counters.answered += 1
+        if self.closing or self.transport.is_closing():
+            return
+        self.out.append(self.framer.frame(body))
+        self.listener.counters.answered += 1
+        if len(self.out) == 1:  # one write per connection per loop tick, not per answer
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out, self.out = self.out, []
+        if out and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
         self._touch()
 
     # --- idle timeout ---------------------------------------------------------------------
@@ -148,6 +176,7 @@ class Connection(asyncio.Protocol):
         Input still arriving is read and dropped: closing a socket with unread input makes
         the kernel send a reset, which can destroy answers the peer has not read yet.
         """
+        self._flush()
         self.closing = True
         if self.transport.is_closing():
             return
@@ -171,7 +200,9 @@ class Listener:
         self.limits = limits
         self.counters = counters
         self.connections: set[Connection] = set()
-        self.tasks: set[asyncio.Task] = set()
+        self.pending: set[asyncio.Future] = set()  # decisions not yet answered
+        self.deadlines: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
+        self.deadline_timer: asyncio.TimerHandle | None = None
         self.server: asyncio.Server | None = None
         self.deadline_s = limits.request_deadline_ms / 1000
 
@@ -181,21 +212,51 @@ class Listener:
                                                reuse_port=reuse_port or None)
         return self.server.sockets[0].getsockname()[1]
 
-    async def decide_within_deadline(self, decoded: Decoded) -> AuthResponse:
-        try:
-            async with asyncio.timeout(self.deadline_s):
-                return await self.engine.decide(decoded.request)
-        except TimeoutError:
+    # --- deadlines: every decision settles within deadline_s --------------------------------
+
+    def track(self, outcome: asyncio.Future) -> None:
+        """Every request has the same deadline, so the queue is in deadline order and one
+        timer, armed for its head, serves them all (no timer per request)."""
+        self.pending.add(outcome)
+        outcome.add_done_callback(self.pending.discard)
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.deadline_s
+        self.deadlines.append((due, outcome))
+        if self.deadline_timer is None:
+            self.deadline_timer = loop.call_at(due, self._expire)
+
+    def _expire(self) -> None:
+        loop = asyncio.get_running_loop()
+        now, queue = loop.time(), self.deadlines
+        while queue and (queue[0][1].done() or queue[0][0] <= now):
+            _, outcome = queue.popleft()
+            if not outcome.done():
+                outcome.cancel()  # settle() answers it 91; a late ledger reply is dropped
+        self.deadline_timer = loop.call_at(queue[0][0], self._expire) if queue else None
+
+    def settle(self, outcome: asyncio.Future) -> AuthResponse:
+        """The answer for a settled decision, whatever became of it."""
+        if outcome.cancelled():
             self.counters.timeouts += 1
             return decline("91", "issuer_timeout")
-        except (ConnectionError, OSError) as error:
+        error = outcome.exception()
+        if error is None:
+            return outcome.result()
+        if isinstance(error, UNAVAILABLE):
             self.counters.errors += 1
             log.warning("%s: Redis unavailable: %s", self.name, error)
             return decline("91", "issuer_unavailable")
-        except Exception:
-            self.counters.errors += 1
-            log.exception("%s: decision failed", self.name)
-            return decline("96", "system_error")
+        return self.failed(error)
+
+    def failed(self, error: BaseException | None = None) -> AuthResponse:
+        self.counters.errors += 1
+        log.error("%s: decision failed", self.name, exc_info=error or True)
+        return decline("96", "system_error")
+
+
+# Redis down or too slow to hand out a connection: the issuer is unavailable (91), not broken.
+UNAVAILABLE = (ConnectionError, OSError, TimeoutError, redis.exceptions.ConnectionError,
+               redis.exceptions.TimeoutError)
 
 
 def check_channels(config: Config, codecs: dict) -> None:
@@ -237,9 +298,9 @@ class Switch:
         connections = [c for lst in self.listeners.values() for c in lst.connections]
         for connection in connections:
             connection.drain()
-        tasks = [t for lst in self.listeners.values() for t in lst.tasks]
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=self.config.limits.shutdown_grace_s)
+        pending = [f for lst in self.listeners.values() for f in lst.pending]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self.config.limits.shutdown_grace_s)
             if late:
                 log.warning("shutdown: %d decisions still running after the grace period",
                             len(late))

@@ -83,6 +83,9 @@ def test_serve_send_show_and_stop(served):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=WAIT_S) == 0
     assert not reachable(redis_url), "the private Redis must stop with the switch"
+    counters = dict(pair.split("=") for pair in re.search(
+        r"counters: (.*)", process.stdout.read()).group(1).split())
+    assert int(counters["answered"]) == int(counters["redis_calls"]) == 3  # sale, reverse, 57
 
 
 @pytest.mark.parametrize("served", [["--workers", "2"]], indirect=True)
