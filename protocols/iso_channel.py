@@ -29,6 +29,8 @@ UNREADABLE_MTI = "0000"  # the answer's MTI when the request's own MTI cannot be
 # 52 (PIN block), 55 (the card's ICC data), 64/128 (the answer gets its own MAC).
 ECHOED = ("2", "3", "4", "7", "11", "12", "13", "18", "22", "25", "32", "33", "37", "41", "42",
           "49", "70", "90")
+ADDED = frozenset({"38", "39", "44", "54"})  # set by the switch, never echoed
+ANSWER_FIELDS = tuple(sorted(set(ECHOED) | ADDED, key=int))
 NETWORK_CODES = {"001": "sign_on", "002": "sign_off", "301": "echo_test"}
 # MTI digits 2-3 of a request -> processing type (F3 digits 1-2) -> message class.
 CLASSES = {
@@ -108,17 +110,19 @@ class IsoChannel:
 
     def answer(self, request: Mapping[str, Any], code: str, reason: str = "",
                response: AuthResponse | None = None) -> bytes:
-        fields = {key: request[key] for key in ECHOED if key in request}
+        added = {"39": code}
         approved = code in ("00", "10")
         if approved and response is not None and response.auth_id:
-            fields["38"] = response.auth_id
-        fields["39"] = code
+            added["38"] = response.auth_id
         if reason and not approved:
-            fields["44"] = printable(reason)[:REASON_SIZE_MAX]
+            added["44"] = printable(reason)[:REASON_SIZE_MAX]
         if approved and response is not None and "3" in request:
-            fields["54"] = available_credit(response.open_to_buy_fen, request.get("49", "156"))
+            added["54"] = available_credit(response.open_to_buy_fen, request.get("49", "156"))
         ordered = {"t": response_mti(request["t"]) if "t" in request else UNREADABLE_MTI}
-        ordered.update(sorted(fields.items(), key=lambda item: int(item[0])))
+        for key in ANSWER_FIELDS:  # in field order, without sorting per answer
+            value = added.get(key) if key in ADDED else request.get(key)
+            if value is not None:
+                ordered[key] = value
         return self.encode(ordered)
 
     def encode(self, fields: dict[str, Any]) -> bytes:
