@@ -166,6 +166,7 @@ def response_fields(request: dict[str, str], response: AuthResponse) -> dict[str
         "beans": str(response.beans),
         "reason": response.reason,
         "repeat": "1" if response.repeat else "0",
+        "tradeState": response.state,
     }
 
 
@@ -214,5 +215,6 @@ def decode_response(body: bytes, key: bytes | None = None) -> ClientAnswer:
         reason=fields.get("reason", ""),
         beans=int(fields.get("beans") or 0),
         repeat=fields.get("repeat") == "1",
+        state=fields.get("tradeState", ""),
     )
     return ClientAnswer(fields.get("tradeNum", ""), response, fields)

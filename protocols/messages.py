@@ -52,6 +52,7 @@ class AuthResponse(msgspec.Struct, kw_only=True):
     reason: str = ""  # the rule or check that made a decline; empty when approved
     beans: int = 0  # JD beans earned (negative when a reversal or refund takes them back)
     repeat: bool = False  # this answer is the stored answer of an earlier identical request
+    state: str = ""  # an inquiry naming an original: its state (pending, captured, ...)
 
     @property
     def approved(self) -> bool:

@@ -63,7 +63,7 @@ ERR_CODES = {
 DECLINED = ("TRADE_ERROR", "declined by the issuer")
 ORDERPAID = ("ORDERPAID", "order already paid")
 LACK_PARAMS = "LACK_PARAMS"
-# ledger state of an order (an order query's reason) -> WeChat trade_state
+# ledger state of an order (AuthResponse.state of an order query) -> WeChat trade_state
 TRADE_STATES = {"captured": "SUCCESS", "refunded": "REFUND", "reversed": "REVOKED",
                 "expired": "CLOSED", "pending": "USERPAYING"}
 
@@ -329,7 +329,7 @@ def _approved_fields(api: str, request: dict[str, str], response: AuthResponse,
     if api == "reverse":
         return {"recall": "N"}  # nothing left to retry: the order is reversed
     return {  # orderquery
-        "trade_state": TRADE_STATES.get(response.reason, "PAYERROR"),
+        "trade_state": TRADE_STATES.get(response.state, "PAYERROR"),
         "transaction_id": transaction_id(mch, order), "trade_type": "MICROPAY",
         "bank_type": BANK_TYPE, "total_fee": str(response.approved_fen),
         "cash_fee": str(response.approved_fen), "fee_type": "CNY",

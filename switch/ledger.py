@@ -81,11 +81,12 @@ def load_scripts() -> dict[str, str]:
 
 
 def response_of(result: list) -> AuthResponse:
-    """A ledger script's reply: {code, approved, otb, auth id, reason, beans, repeat}."""
-    code, approved, otb, auth, reason, beans, repeat = result
+    """A ledger script's reply: {code, approved, otb, auth id, reason, beans, repeat} and,
+    for an inquiry naming an original, that transaction's state."""
+    code, approved, otb, auth, reason, beans, repeat, *state = result
     return AuthResponse(response_code=code, approved_fen=int(approved), auth_id=auth,
                         open_to_buy_fen=int(otb), reason=reason, beans=int(beans),
-                        repeat=bool(repeat))
+                        repeat=bool(repeat), state=state[0] if state else "")
 
 
 def card_key(pan: str) -> str:

@@ -212,7 +212,7 @@ def test_approved_micropay_and_its_repeat():
 ])
 def test_orderquery_trade_states(state, trade_state):
     answer = answer_for("orderquery", AuthResponse(response_code="00", approved_fen=888,
-                                                   reason=state))
+                                                   state=state))
     assert (answer["result_code"], answer["trade_state"], answer["total_fee"]) == (
         "SUCCESS", trade_state, "888")
 

@@ -1,6 +1,7 @@
 -- Balance inquiry: the card checks, then the open-to-buy; changes no balance.
 -- An inquiry naming an original (ARGV[14] = 1; WeChat orderquery) answers that transaction:
--- approved = its amount, reason = its state (pending, captured, refunded, reversed,
+-- approved = its amount, and its state (pending, captured, refunded, reversed,
+-- expired) as an 8th element (pending, captured, refunded, reversed,
 -- expired). Such an answer is not remembered: the state may change, a later query must see it.
 if names_original then
   local first = earlier_answer()
@@ -12,7 +13,7 @@ if names_original then
     'kind', 'state', 'amount', 'refunded', 'auth'))
   if not kind then return {'25', 0, open_to_buy(), '', 'original_not_found', 0, 0} end
   if state == 'captured' and tonumber(refunded) > 0 then state = 'refunded' end
-  return {'00', tonumber(total), open_to_buy(), auth, state, 0, 0}
+  return {'00', tonumber(total), open_to_buy(), auth, '', 0, 0, state}
 end
 local ended = opening(true)
 if ended then return ended end
