@@ -177,16 +177,10 @@ class Ledger:
     async def start(self) -> None:
         await self.scripts.load()
 
-    async def execute(
-        self,
-        request: AuthRequest,
-        auth_id: str,
-        rule_decline: tuple[str, str] | None = None,
-        beans_per_yuan: int = 0,
-        terms: Terms = NO_TERMS,
-    ) -> AuthResponse:
-        """Run the request's script: one atomic check-and-write on the card."""
-        return await self.submit(request, auth_id, rule_decline, beans_per_yuan, terms)
+    async def execute(self, *args: Any, **kwargs: Any) -> AuthResponse:
+        """Run the request's script (one atomic check-and-write on the card); `submit`'s
+        arguments."""
+        return await self.submit(*args, **kwargs)
 
     def submit(
         self,
@@ -196,7 +190,8 @@ class Ledger:
         beans_per_yuan: int = 0,
         terms: Terms = NO_TERMS,
     ) -> asyncio.Future[AuthResponse]:
-        """`execute` without a coroutine: the future of the answer (the server's hot path)."""
+        """The future of the request's answer, from its script: no coroutine (the server's
+        hot path); `execute` awaits it."""
         referenced = request.original_ref or request.txn_ref
         keys = card_keys(card_key(request.card), request.idempotency_key, referenced)
         now_ms = self.clock.now_ms()
