@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ConfigError, RedisUnavailable, ValueError) as error:
         print(f"switch: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `switch ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 # --- helpers ----------------------------------------------------------------------------
