@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint redis bench clean
+.PHONY: run test lint redis bench bench-scale clean
 
 run: $(STAMP)  ## set up, then serve every channel with demo cards (Ctrl-C stops)
 	@scripts/ensure-redis-server --optional
@@ -21,6 +21,10 @@ lint: $(STAMP)
 bench: $(STAMP)  ## measure the switch next to its ceilings, side by side (a few minutes)
 	@scripts/ensure-redis-server
 	$(BIN)/loadtest bench
+
+bench-scale: $(STAMP)  ## issue 6: saturation vs reference, open loop at half, Redis round trips, connections, memory per card (a few minutes)
+	@scripts/ensure-redis-server
+	$(BIN)/loadtest bench-scale
 
 redis:  ## install redis-server if it is missing
 	@scripts/ensure-redis-server

@@ -250,6 +250,9 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=int, default=1, help="repeat, report medians")
     bench.add_argument("--switch-workers", type=int, default=1,
                        help="switch serve --workers (processes sharing the ports)")
+    from loadtest import scale_cli  # closed loop (saturate) and issue 6's bench-scale
+
+    scale_cli.add_commands(commands)
     return top
 
 

@@ -1,0 +1,282 @@
+"""`make bench-scale`: issue 6's figures, measured side by side in one run on this machine.
+
+1. Closed-loop saturation (saturate.py), 16 connections x 32 in flight, POS then JD, on
+   (a) the switch as one process, (a2) the switch as two processes (`--workers 2`), (d) the
+   straightforward reference server (reference.py) and (b) an echo server (what the client
+   itself can drive): in rounds, each round every server once, medians reported; ratios
+   (a)/(d) and (a2)/(d), the issue's target being 5x.
+2. Redis round trips per authorization at saturation: the switch processes of part 1 serve
+   nothing else; they are stopped with SIGTERM after it and their own `counters:` lines
+   are read from their logs (switch_counters.py).
+3. Open loop at half of the sustainable rate (POS): find-max (p99 <= 5 ms, as `make bench`)
+   gives the sustainable rate, then one run at half of it gives p99 and p99.9 (targets:
+   2 ms and 10 ms).
+4. Throughput and latency as connections grow, 1, 10, 100, 1,000 (closed loop, POS, the
+   switch with one and with two processes), min(8, 1000 / connections) in flight per
+   connection, so the total stays at most 1,000.
+5. Memory per card in Redis at 1k, 100k and 1M cards, idle and after one approval
+   (memory.py), each on its own private redis-server.
+
+Results: bench-results/scale-<date>.json, .md and three SVG curves (scaling_report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+
+from loadtest import adapters, memory
+from loadtest.bench import free_port, measure_target, python_module, serving
+from loadtest.bench_report import machine
+from loadtest.cards import seed_cards
+from loadtest.runner import Plan, run_load
+from loadtest.saturate import SaturatePlan
+from loadtest.saturate_run import ALL, SaturateResult, run_saturate
+from loadtest.switch_counters import parse_counters
+from loadtest.worker import Target
+from loadtest.workload import load_test_pans
+from protocols.framing import HEADER_FORMATS
+
+CARDS = 20_000  # as `make bench`: the policy's per-card velocity limits stay far away
+SEED = 1
+CHANNELS = ("pos", "jd")
+SATURATION_CONNECTIONS = 16  # issue 6: 16 connections x 32 in flight
+SATURATION_INFLIGHT = 32
+WARMUP_S = 0.5  # connections filled and the servers' caches warm before the window
+SCALE_CONNECTIONS = (1, 10, 100, 1000)
+SCALE_INFLIGHT_MAX = 8  # per connection
+SCALE_TOTAL_INFLIGHT_MAX = 1000  # in flight over all connections, at most
+SCALE_DURATION_S = 3.0
+READY_TIMEOUT_S = 30.0  # the switch's banner (every worker listening) within this
+OPEN_LOOP_CONNECTIONS = 16
+OPEN_LOOP_TARGETS_MS = {"p99": 2.0, "p99.9": 10.0}
+FIND_MAX_P99_MS = 5.0
+FIND_MAX_STEP_S = 2.0
+SATURATION_TARGET_RATIO = 5.0
+VISANET_RATE = 65_000  # messages/s, VisaNet's published capacity: issue 6's aim
+ROUND_TRIPS_TARGET = 0.2
+PARTS = ("saturation", "openloop", "scaling", "memory")
+SERVERS = {  # name -> what it is, in the order of each round
+    "switch-1": "(a) switch, 1 process",
+    "switch-2": "(a2) switch, 2 processes (--workers 2)",
+    "reference": "(d) reference: streams, plain decoding, one EVALSHA per request",
+    "echo": "(b) echo server: what this client can drive",
+}
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def scale_inflight(connections: int) -> int:
+    return max(1, min(SCALE_INFLIGHT_MAX, SCALE_TOTAL_INFLIGHT_MAX // connections))
+
+
+def figures(result: SaturateResult, channel: str = ALL) -> dict:
+    summary = result.channel_summary(channel)
+    pct = summary["latency_ms"]
+    return {"rate": summary["rate"], **{k: pct.get(k) for k in ("p50", "p99", "p99.9", "max")},
+            "failures": summary["failures"], "codes": summary["codes"],
+            "duplicates_94": summary["duplicates_94"], "inflight_seen": summary["inflight_seen"]}
+
+
+async def closed_loop(channel: str, port: int, url: str, connections: int, inflight: int,
+                      duration_s: float, workers: int) -> dict:
+    plan = SaturatePlan(targets={channel: Target("127.0.0.1", port)}, connections=connections,
+                        inflight=inflight, duration_s=duration_s, warmup_s=WARMUP_S,
+                        cards=CARDS, seed=SEED, workers=workers, redis_url=url)
+    return figures(await run_saturate(plan))
+
+
+@contextlib.asynccontextmanager
+async def switch_process(name: str, workers: int, url: str, logs: Path):
+    """`switch serve --workers N` on free ports for POS and JD, yielded once every worker
+    listens (its banner is out); on exit SIGTERM, and its counters are in `.counters`."""
+    ports = {ch: free_port() for ch in CHANNELS}
+    listen = [f"--listen={ch}=127.0.0.1:{port}" for ch, port in ports.items()]
+    argv = python_module("switch.cli", "serve", "--redis", url, f"--workers={workers}",
+                         *listen)
+    async with serving(name, argv, ports, logs) as server:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while "is up" not in server.log.read_text():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not announce itself; see {server.log}")
+            await asyncio.sleep(0.1)
+        yield server
+    server.counters = parse_counters(server.log.read_text())
+
+
+@contextlib.asynccontextmanager
+async def helper_servers(kind: str, url: str, logs: Path):
+    """The reference or echo servers, one process per channel; yields channel -> port."""
+    ports = {ch: free_port() for ch in CHANNELS}
+    async with contextlib.AsyncExitStack() as stack:
+        for channel, port in ports.items():
+            if kind == "reference":
+                argv = python_module("loadtest.reference", "--channel", channel, "--port",
+                                     str(port), "--redis", url)
+            else:
+                header = adapters.build(channel).header
+                name = next(n for n, h in HEADER_FORMATS.items() if h == header)
+                argv = python_module("loadtest.echo", "--port", str(port), "--header", name)
+            await stack.enter_async_context(serving(f"{kind}-{channel}", argv,
+                                                    {channel: port}, logs))
+        yield ports
+
+
+async def saturation(url: str, args: argparse.Namespace, logs: Path) -> dict:
+    say(f"\n== 1. closed-loop saturation: {SATURATION_CONNECTIONS} connections x "
+        f"{SATURATION_INFLIGHT} in flight, {args.duration:g} s each, {args.rounds} round(s)")
+    runs: list[dict] = []
+    async with contextlib.AsyncExitStack() as stack:
+        one = await stack.enter_async_context(switch_process("switch-1", 1, url, logs))
+        two = await stack.enter_async_context(switch_process("switch-2", 2, url, logs))
+        ports = {"switch-1": one.ports, "switch-2": two.ports,
+                 "reference": await stack.enter_async_context(
+                     helper_servers("reference", url, logs)),
+                 "echo": await stack.enter_async_context(helper_servers("echo", "", logs))}
+        for number in range(1, args.rounds + 1):
+            for server in SERVERS:
+                for channel in CHANNELS:
+                    seeded = "" if server == "echo" else url
+                    run = await closed_loop(channel, ports[server][channel], seeded,
+                                            SATURATION_CONNECTIONS, SATURATION_INFLIGHT,
+                                            args.duration, args.workers)
+                    runs.append({"server": server, "channel": channel, "round": number, **run})
+                    say(f"   round {number}  {server:<9} {channel:<4} {run['rate']:>9,.0f}/s  "
+                        f"p99 {run['p99'] or 0:8.3f} ms  failures {run['failures']}  "
+                        f"94s {run['duplicates_94']}")
+    counters = {"switch-1": one.counters, "switch-2": two.counters}
+    for name, found in counters.items():
+        per_call = found.get("round_trips_per_call") if found else None
+        say(f"   {name} counters at exit: {found and found.get('redis_calls')} Redis calls, "
+            f"{found and found.get('redis_round_trips')} round trips: {per_call} per call")
+    return {"connections": SATURATION_CONNECTIONS, "inflight": SATURATION_INFLIGHT,
+            "duration_s": args.duration, "warmup_s": WARMUP_S, "rounds": args.rounds,
+            "servers": SERVERS, "runs": runs, "median": medians(runs), "counters": counters}
+
+
+def medians(runs: list[dict]) -> dict:
+    """server -> channel -> the run with the median rate (upper median), with every rate."""
+    out: dict = {}
+    for server in SERVERS:
+        for channel in CHANNELS:
+            mine = [r for r in runs if r["server"] == server and r["channel"] == channel]
+            if mine:
+                middle = sorted(mine, key=lambda r: r["rate"])[len(mine) // 2]
+                out.setdefault(server, {})[channel] = {
+                    **middle, "rates": [r["rate"] for r in mine],
+                    "median_rate": statistics.median(r["rate"] for r in mine)}
+    return out
+
+
+async def open_loop(url: str, args: argparse.Namespace, logs: Path) -> dict:
+    say("\n== 3. open loop at half of the sustainable rate (POS)")
+    search_args = argparse.Namespace(p99_ms=FIND_MAX_P99_MS, step_duration=FIND_MAX_STEP_S,
+                                     workers=1)
+    async with switch_process("switch-openloop", 1, url, logs) as server:
+        port = server.ports["pos"]
+        found = await measure_target("switch (1 process), pos channel", "pos", port, url,
+                                     search_args)
+        half = found["rate"] / 2
+        if not half:
+            return {"sustainable": found, "half": None}
+        say(f"   open loop at {half:,.0f}/s for {args.half_duration:g} s")
+        plan = Plan(rate=half, duration_s=args.half_duration, mix={"pos": 1},
+                    targets={"pos": Target("127.0.0.1", port)},
+                    connections=OPEN_LOOP_CONNECTIONS, cards=CARDS, seed=SEED, redis_url=url)
+        result = await run_load(plan)
+    totals = result.totals[ALL]
+    pct = totals.percentiles_ms()
+    out = {"rate": half, "achieved": round(result.achieved_rate, 1),
+           **{k: pct.get(k) for k in ("p50", "p90", "p99", "p99.9", "p99.99", "max")},
+           "failures": totals.failures, "behind": totals.counts["behind"],
+           "codes": dict(sorted(totals.codes.items()))}
+    say(f"   -> p99 {out['p99']} ms, p99.9 {out['p99.9']} ms, failures {out['failures']}")
+    return {"sustainable": {k: found[k] for k in ("rate", "p99_ms", "steps")}, "half": out,
+            "targets_ms": OPEN_LOOP_TARGETS_MS}
+
+
+async def scaling(url: str, args: argparse.Namespace, logs: Path) -> dict:
+    say(f"\n== 4. connections 1 .. 1,000 (closed loop, POS, {SCALE_DURATION_S:g} s each)")
+    points = []
+    async with contextlib.AsyncExitStack() as stack:
+        servers = {workers: await stack.enter_async_context(
+            switch_process(f"switch-scale-{workers}", workers, url, logs)) for workers in (1, 2)}
+        for connections in SCALE_CONNECTIONS:
+            inflight = scale_inflight(connections)
+            for workers, server in servers.items():
+                run = await closed_loop("pos", server.ports["pos"], url, connections, inflight,
+                                        SCALE_DURATION_S, args.workers)
+                points.append({"switch_processes": workers, "connections": connections,
+                               "inflight": inflight, "total_inflight": connections * inflight,
+                               **run})
+                say(f"   {connections:>5} x {inflight}  switch x{workers}  "
+                    f"{run['rate']:>9,.0f}/s  p99 {run['p99'] or 0:8.3f} ms  "
+                    f"failures {run['failures']}")
+    return {"duration_s": SCALE_DURATION_S, "points": points,
+            "inflight_rule": f"min({SCALE_INFLIGHT_MAX}, {SCALE_TOTAL_INFLIGHT_MAX:,} / "
+                             "connections) per connection"}
+
+
+async def run_scale_bench(args: argparse.Namespace, logs: Path) -> dict:
+    from switch.redis_runner import PrivateRedis
+
+    skip = {part.strip() for part in args.skip.split(",") if part.strip()}
+    if skip - set(PARTS):
+        raise ValueError(f"--skip: parts are {', '.join(PARTS)}")
+    results: dict = {"settings": {"cards": CARDS, "seed": SEED, "generator_workers":
+                                  args.workers, "channels": list(CHANNELS)}}
+    private = PrivateRedis(logs / "redis")
+    url = private.start()
+    try:
+        say(f"private Redis at {url}; {CARDS:,} cards, seeded afresh before every run")
+        await asyncio.to_thread(seed_cards, url, load_test_pans(CARDS, SEED))
+        if "saturation" not in skip:
+            results["saturation"] = await saturation(url, args, logs)
+        if "openloop" not in skip:
+            results["openloop"] = await open_loop(url, args, logs)
+        if "scaling" not in skip:
+            results["scaling"] = await scaling(url, args, logs)
+    finally:
+        private.stop()
+    if "memory" not in skip:
+        counts = [int(n) for n in args.memory_cards.split(",") if n.strip()]
+        say(f"\n== 5. memory per card in Redis: {', '.join(f'{n:,}' for n in counts)} cards")
+        results["memory"] = await asyncio.to_thread(memory.measure, counts, logs, say)
+    return results
+
+
+def main(args: argparse.Namespace) -> int:
+    from loadtest.cli import run_async
+    from loadtest.scaling_report import write_all
+
+    began = time.time()
+    say(f"bench-scale: {machine()['summary']}; a few minutes")
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:
+        try:
+            results = run_async(run_scale_bench(args, Path(folder)))
+        except RuntimeError as error:
+            say(f"bench-scale: {error}")
+            return 2
+    results |= {"machine": machine(), "seconds": round(time.time() - began),
+                "date": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(began)),
+                "targets": {"saturation_ratio": SATURATION_TARGET_RATIO,
+                            "visanet_rate": VISANET_RATE, "round_trips_per_call":
+                            ROUND_TRIPS_TARGET, "open_loop_ms": OPEN_LOOP_TARGETS_MS}}
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(began))
+    files = write_all(results, args.out, f"scale-{stamp}")
+    json_path = args.out / f"scale-{stamp}.json"
+    json_path.write_bytes(msgspec.json.format(msgspec.json.encode(results), indent=2))
+    print(files["terminal"])
+    print(f"\nwritten: {json_path}, {files['md']} and the curves "
+          f"{', '.join(str(p) for p in files['svg'])} ({results['seconds']} s)")
+    return 0

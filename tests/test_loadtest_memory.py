@@ -1,0 +1,72 @@
+"""Memory per card (loadtest/memory.py): the cards and the approval are the real ones, and a
+small measurement gives positive per-card figures. No figure is asserted beyond that."""
+
+from __future__ import annotations
+
+import redis
+
+from loadtest import memory
+from loadtest.cards import seed_cards
+from loadtest.workload import load_test_pans
+from switch.engine import Engine
+from switch.policy import load_policy
+from switch.redis_runner import PrivateRedis
+from switch.rules import Policy
+
+
+def test_the_seeded_card_is_the_one_loadtest_seeds(redis_url):
+    pan = load_test_pans(1, seed=51)[0]
+    seed_cards(redis_url, [pan])
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        assert client.hgetall(f"{{c:{pan}}}") == memory.card_fields()
+    finally:
+        client.close()
+
+
+async def test_the_approval_writes_what_the_switch_writes(redis_url, ledger):
+    """The template's keys on one card are the keys the switch's own decision writes on
+    another, for the same POS sale."""
+    pans = load_test_pans(2, seed=52)
+    seed_cards(redis_url, pans)
+    source, call = await memory.approval_call()
+    assert memory.pipelined(redis_url, call, pans[:1]) == {"00": 1}
+
+    from loadtest import adapters
+    from loadtest.adapter import Context
+    from loadtest.workload import Workload
+    from protocols.pos import PosCodec
+
+    workload = Workload([pans[1]], {"pos": 1}, 1, ref_prefix="Tmem52",
+                        channel_kinds={"pos": frozenset({"sale"})})
+    txn = workload.next()
+    txn.request.mcc = "5411"
+    body = adapters.build("pos", context=Context(0, [pans[1]], "Tmem52")).encode(txn)[1]
+    request = PosCodec().decode_request(body).request
+    answer = await Engine(ledger, Policy(load_policy(None))).decide(request)
+    assert answer.response_code == "00"
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        by_template = memory.key_sizes(client, pans[0])
+        by_switch = memory.key_sizes(client, pans[1])
+    finally:
+        client.close()
+    assert set(by_template) == set(by_switch) == {"card", ":t:", ":tx", ":i:", ":n"}
+
+
+def test_a_small_measurement_gives_positive_figures_per_card(tmp_path):
+    import asyncio
+
+    private = PrivateRedis(tmp_path / "redis")
+    url = private.start()
+    try:
+        call = asyncio.run(memory.approval_call())
+        lines = []
+        result = memory.measure_cards(url, 200, call, lines.append)
+    finally:
+        private.stop()
+    assert result["cards"] == 200 and result["keys_per_card"] == 5
+    assert 0 < result["idle_per_card"] < result["approved_per_card"]
+    assert result["sample_card_key_bytes"]["card"] > 0
+    assert "200 cards" in lines[0] and "B/card" in lines[0]
