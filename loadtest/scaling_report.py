@@ -71,7 +71,7 @@ def target_rows(results: dict) -> list[list[str]]:
         for name, found in part["counters"].items():
             per_call = found.get("round_trips_per_call") if found else None
             rows.append([f"Redis round trips per authorization at saturation <= "
-                         f"{targets['round_trips_per_call']:g} ({name})",
+                         f"{targets['round_trips_per_call']:g} (switch x{name[-1]})",
                          f"{per_call:.3f}" if per_call is not None else "-",
                          _met(per_call <= targets["round_trips_per_call"]
                               if per_call is not None else None)])
@@ -159,7 +159,23 @@ def notes(results: dict) -> list[str]:
     sc = results.get("scaling")
     if sc:
         out.append(f"Connections: {sc['inflight_rule']}, {sc['duration_s']:g} s each.")
+    mem = results.get("memory")
+    if mem:
+        sizes = mem[-1]["sample_card_key_bytes"]
+        out.append("Memory: a card with one approval has " + ", ".join(
+            f"{KEY_NAMES.get(k, k)} {n} B" for k, n in sizes.items())
+            + " (MEMORY USAGE of one card's keys); the rest of the per-card figure is Redis' "
+            "key table and, for the remembered answer, its expiry entry. The answer expires "
+            "after 24 hours; the transaction record and index entry stay.")
     return out
+
+
+KEY_NAMES = {"card": "the card hash", ":t:": "the transaction record", ":tx": "its index",
+             ":i:": "the remembered answer", ":n": "the velocity counters",
+             ":h": "the holds"}
+CURVE_TITLES = {"connections-rate": "Throughput against connections",
+                "connections-p99": "p99 latency against connections",
+                "memory": "Redis memory per card against cards"}
 
 
 def terminal(results: dict) -> str:
@@ -179,9 +195,14 @@ def markdown(results: dict, svg_names: list[str]) -> str:
         rows = rows_of(results)
         if rows:
             lines += [f"## {title}", "", *_md_table(rows), ""]
-    lines += [*notes(results), ""]
+    for note in notes(results):
+        lines += [note, ""]
     if svg_names:
-        lines += ["## Curves", ""] + [f"![{name}]({name})" for name in svg_names] + [""]
+        lines += ["## Curves", ""]
+        for name in svg_names:
+            title = next((t for key, t in CURVE_TITLES.items() if name.endswith(f"-{key}.svg")),
+                         name)
+            lines += [f"![{title}]({name})", ""]
     lines.append(f"`make bench-scale` (`loadtest bench-scale`), {results.get('seconds', '?')} "
                  "s; every run is in the JSON file next to this one.")
     return "\n".join(lines) + "\n"

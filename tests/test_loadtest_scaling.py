@@ -71,7 +71,8 @@ def fake_results() -> dict:
                "p50": 1.0, "p99": 0.5 * c, "p99.9": c, "max": c, "failures": 0}
               for c in (1, 10, 100, 1000) for w in (1, 2)]
     memory = [{"cards": n, "idle_per_card": 200.0, "approved_per_card": 1000.0,
-               "keys_per_card": 5, "seed_s": 0.1, "approve_s": 0.2} for n in (1000, 100_000)]
+               "keys_per_card": 5, "seed_s": 0.1, "approve_s": 0.2,
+               "sample_card_key_bytes": {"card": 168, ":t:": 232}} for n in (1000, 100_000)]
     return {"settings": {"channels": ["pos", "jd"]},
             "saturation": {"connections": 16, "inflight": 32, "duration_s": 3, "warmup_s": 0.5,
                            "rounds": 3, "runs": runs, "median": scaling.medians(runs),
@@ -110,7 +111,7 @@ def test_the_report_shows_each_target_and_the_side_by_side_ratios(tmp_path):
     assert [p.name for p in files["svg"]] == ["scale-x-connections-rate.svg",
                                               "scale-x-connections-p99.svg", "scale-x-memory.svg"]
     md = files["md"].read_text()
-    assert "![scale-x-memory.svg](scale-x-memory.svg)" in md
+    assert "![Redis memory per card against cards](scale-x-memory.svg)" in md
     assert "| 1,000 | 1 | 1,000 |" in md and md == markdown(results, [p.name for p in
                                                                         files["svg"]])
 
