@@ -72,9 +72,16 @@ class SaturateResult:
                 "failures": self.failures(channel), "codes": codes,
                 "duplicates_94": codes.get(DUPLICATE_CODE, 0),
                 "kinds": dict(sorted(window.kinds.items())), "latency_ms": pct,
-                "inflight_seen": self.inflight_seen.get(channel),
+                "inflight_seen": self.inflight_of(channel),
                 "histogram": window.latency.encode().decode()
                 if window.counts["answered"] else ""}
+
+    def inflight_of(self, channel: str = ALL) -> list[int] | None:
+        """Least and most requests in flight seen in the window (summed over channels)."""
+        if channel != ALL:
+            return self.inflight_seen.get(channel)
+        seen = list(self.inflight_seen.values())
+        return [sum(s[0] for s in seen), sum(s[1] for s in seen)] if seen else None
 
     def summary(self) -> dict:
         plan = self.plan

@@ -147,6 +147,11 @@ def notes(results: dict) -> list[str]:
                    "same synthetic transactions (the open-loop generator's mix), cards seeded "
                    "afresh before every run. Latencies at saturation are queueing (Little's "
                    "law), not a target. 94s: duplicate answers over every run (should be 0).")
+        total = sat["connections"] * sat["inflight"]
+        held = all(r.get("inflight_seen") == [total, total] for r in sat["runs"])
+        out.append(f"In flight: every 50 ms sample of every window held exactly {total:,} "
+                   "requests." if held else "In flight: some samples held fewer than "
+                   f"{total:,} requests (timeouts or lost connections: see the JSON).")
     ol = results.get("openloop")
     if ol and ol.get("half"):
         s = ol["sustainable"]

@@ -63,6 +63,7 @@ async def test_every_connection_keeps_exactly_n_in_flight_on_a_real_switch(redis
     assert outcome.inflight_seen == {"pos": [15, 15], "jd": [15, 15]}
 
     result = merge(plan, "now", [outcome])
+    assert result.inflight_of() == [30, 30] and result.inflight_of("jd") == [15, 15]
     sent = result.window[ALL].counts["sent"] + result.outside[ALL].counts["sent"]
     answered = (result.window[ALL].counts["answered"]
                 + result.outside[ALL].counts["answered"])
