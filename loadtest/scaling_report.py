@@ -161,6 +161,12 @@ def notes(results: dict) -> list[str]:
                    f"{_ms(ol['half']['p50'])} ms, p99 {_ms(ol['half']['p99'])} ms, p99.9 "
                    f"{_ms(ol['half']['p99.9'])} ms, max {_ms(ol['half']['max'])} ms, "
                    f"{ol['half']['failures']} failures.")
+        floor = ol.get("echo_floor")
+        if floor:
+            out.append(f"The same open loop against the echo server (no decision at all: the "
+                       f"generator's 1 ms send ticks and this machine): p50 "
+                       f"{_ms(floor['p50'])} ms, p99 {_ms(floor['p99'])} ms, p99.9 "
+                       f"{_ms(floor['p99.9'])} ms.")
     sc = results.get("scaling")
     if sc:
         out.append(f"Connections: {sc['inflight_rule']}, {sc['duration_s']:g} s each.")
