@@ -15,10 +15,17 @@ import msgspec
 from protocols.cardnumbers import mask_pan
 from protocols.framing import HEADER_FORMATS
 from protocols.pos import DEFAULT_ACQUIRER, DEFAULT_TERMINAL
-from protocols.xpay import WALLETS
-from switch import app, limits, policy_cli, send
-from switch.cards import demo_cards, showcase_cards
+from switch import app, policy_cli, send, token_cli
+from switch.cards import demo_cards
 from switch.channels import CODECS
+from switch.cli_common import (
+    REDIS_URL_FILE,
+    RUN_DIR,
+    UserError,
+    configured_redis,
+    redis_for_command,
+    resolve_pan,
+)
 from switch.config import (
     DEFAULT_PORTS,
     ConfigError,
@@ -29,14 +36,6 @@ from switch.ledger import CARD_STATUSES, Ledger, connect
 from switch.policy import load_policy
 from switch.redis_runner import PrivateRedis, RedisUnavailable, reachable
 from switch.server import check_channels
-from switch.tokens import TOKEN_STATUSES, TokenVault, TokenView
-
-RUN_DIR = Path(os.environ.get("SWITCH_RUN_DIR", ".run"))
-REDIS_URL_FILE = RUN_DIR / "redis.url"  # where a serving switch records its private Redis
-
-
-class UserError(Exception):
-    """Printed as one line; the command exits with 2."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,37 +53,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-def resolve_pan(value: str) -> str:
-    """A card number, or a demo alias: demo1.. (the cards `make run` loads)."""
-    if value.startswith("demo") and value[4:].isdigit():
-        cards = showcase_cards()
-        index = int(value[4:])
-        if not 1 <= index <= len(cards):
-            raise UserError(f"{value}: demo aliases are demo1..demo{len(cards)}")
-        return cards[index - 1].pan
-    if not (value.isdigit() and 12 <= len(value) <= 19):
-        raise UserError(f"{value!r} is not a card number (12-19 digits) or a demo alias")
-    return value
-
-
-def configured_redis(args: argparse.Namespace) -> str:
-    config = load(getattr(args, "config", None))
-    return args.redis or os.environ.get("REDIS_URL", "") or config.redis_url
-
-
-def redis_for_command(args: argparse.Namespace) -> str:
-    url = configured_redis(args)
-    if not url and REDIS_URL_FILE.exists():
-        url = REDIS_URL_FILE.read_text().strip()
-    if not url:
-        raise UserError("no Redis to use: pass --redis URL or set REDIS_URL, or start the "
-                        "switch with `make run` (it records its private Redis in "
-                        f"{REDIS_URL_FILE})")
-    if not reachable(url):
-        raise UserError(f"Redis at {url} does not answer")
-    return url
 
 
 async def with_ledger(url: str, work):
@@ -196,7 +164,7 @@ def print_card(view, json_out: bool) -> None:
 
 def cmd_send(args: argparse.Namespace) -> int:
     if args.channel == "xpay":
-        card = token_for_send(args)
+        card = token_cli.token_for_send(args)
     elif args.pan:
         card = resolve_pan(args.pan)
     else:
@@ -219,64 +187,6 @@ def cmd_send(args: argparse.Namespace) -> int:
         label = card  # a token may be shown: it is not the card number
     print(send.as_json(answer) if args.json else send.describe(request, answer, label))
     return 0
-
-
-async def with_vault(url: str, work):
-    vault = TokenVault(connect(url))
-    try:
-        await vault.start()
-        return await work(vault)
-    finally:
-        await vault.client.aclose()
-
-
-def token_for_send(args: argparse.Namespace) -> str:
-    """The token to send; fills in its key and next ATC from the vault when not given."""
-    if not args.token:
-        raise UserError("--token is required on the xpay channel")
-    if args.token_key is None or args.atc is None:
-        view = asyncio.run(with_vault(redis_for_command(args),
-                                      lambda vault: vault.show(args.token)))
-        if view is None:
-            raise UserError(f"no token {args.token} in the vault (pass --token-key and --atc "
-                            "to send for a token the vault does not know)")
-        args.token_key = args.token_key or view.key
-        args.atc = view.atc + 1 if args.atc is None else args.atc
-    if not 0 <= args.atc <= limits.atc_max:
-        raise UserError("--atc must be 0..65535 (two bytes)")
-    return args.token
-
-
-def cmd_token_provision(args: argparse.Namespace) -> int:
-    pan = resolve_pan(args.pan)
-    view = asyncio.run(with_vault(redis_for_command(args), lambda vault: vault.provision(
-        pan, args.wallet, device=args.device or "", expiry=args.expiry or "")))
-    print_token(view, args.json)
-    return 0
-
-
-def cmd_token_set_status(args: argparse.Namespace) -> int:
-    asyncio.run(with_vault(redis_for_command(args),
-                           lambda vault: vault.set_status(args.token, args.status)))
-    return cmd_token_show(args)
-
-
-def cmd_token_show(args: argparse.Namespace) -> int:
-    view = asyncio.run(with_vault(redis_for_command(args), lambda vault: vault.show(args.token)))
-    if view is None:
-        raise UserError(f"no token {args.token}")
-    print_token(view, getattr(args, "json", False))
-    return 0
-
-
-def print_token(view: TokenView, json_out: bool) -> None:
-    view.pan = mask_pan(view.pan)
-    if json_out:
-        print(msgspec.json.encode(view).decode())
-        return
-    print(f"token {view.token}  {view.status}  wallet {view.wallet}  device {view.device}")
-    print(f"  card {view.pan}  token expiry {view.expiry}  last ATC {view.atc}")
-    print(f"  key {view.key}  (HMAC-SHA256 key of the cryptogram, docs/channels/xpay.md)")
 
 
 # --- argument parsing -------------------------------------------------------------------
@@ -377,26 +287,7 @@ def parser() -> argparse.ArgumentParser:
     iso.add_argument("--token-key", help="xpay: the token's hex key (default: from the vault)")
     iso.add_argument("--atc", type=int, help="xpay: ATC to send (default: the last seen + 1)")
     redis_option(snd)
-
-    token = command("token", None, "x-pay wallet tokens: provision, set-status, show")
-    token_commands = token.add_subparsers(required=True, metavar="ACTION")
-    provision = token_commands.add_parser("provision", help="a new token for a card")
-    provision.set_defaults(func=cmd_token_provision)
-    provision.add_argument("pan", metavar="PAN", help="card number or demo alias (demo1..)")
-    provision.add_argument("--wallet", choices=WALLETS, required=True)
-    provision.add_argument("--device", help="device id (default: a new one)")
-    provision.add_argument("--expiry", metavar="YYMM", help="token expiry (default: 3 years)")
-    provision.add_argument("--json", action="store_true", help="one JSON object")
-    set_status = token_commands.add_parser("set-status", help="active, suspended, deleted")
-    set_status.set_defaults(func=cmd_token_set_status)
-    set_status.add_argument("token", metavar="TOKEN")
-    set_status.add_argument("status", choices=TOKEN_STATUSES)
-    token_show = token_commands.add_parser("show", help="card (masked), status, last ATC, key")
-    token_show.set_defaults(func=cmd_token_show)
-    token_show.add_argument("token", metavar="TOKEN")
-    token_show.add_argument("--json", action="store_true", help="one JSON object")
-    for sub in (provision, set_status, token_show):
-        redis_option(sub)
+    token_cli.add_commands(command, redis_option)
     return top
 
 

@@ -1,0 +1,52 @@
+"""What the `switch` command's modules share: where a running switch records its Redis,
+finding Redis for a command, card aliases, and the one-line user error."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from switch.cards import showcase_cards
+from switch.config import load
+from switch.redis_runner import reachable
+
+RUN_DIR = Path(os.environ.get("SWITCH_RUN_DIR", ".run"))
+REDIS_URL_FILE = RUN_DIR / "redis.url"  # where a serving switch records its private Redis
+
+
+class UserError(Exception):
+    """Printed as one line; the command exits with 2."""
+
+
+def resolve_pan(value: str) -> str:
+    """A card number, or a demo alias: demo1.. (the cards `make run` loads)."""
+    if value.startswith("demo") and value[4:].isdigit():
+        cards = showcase_cards()
+        index = int(value[4:])
+        if not 1 <= index <= len(cards):
+            raise UserError(f"{value}: demo aliases are demo1..demo{len(cards)}")
+        return cards[index - 1].pan
+    if not (value.isdigit() and 12 <= len(value) <= 19):
+        raise UserError(f"{value!r} is not a card number (12-19 digits) or a demo alias")
+    return value
+
+
+def configured_redis(args: argparse.Namespace) -> str:
+    config = load(getattr(args, "config", None))
+    return args.redis or os.environ.get("REDIS_URL", "") or config.redis_url
+
+
+def redis_for_command(args: argparse.Namespace) -> str:
+    url = configured_redis(args)
+    if not url and REDIS_URL_FILE.exists():
+        url = REDIS_URL_FILE.read_text().strip()
+    if not url:
+        raise UserError("no Redis to use: pass --redis URL or set REDIS_URL, or start the "
+                        "switch with `make run` (it records its private Redis in "
+                        f"{REDIS_URL_FILE})")
+    if not reachable(url):
+        raise UserError(f"Redis at {url} does not answer")
+    return url
+
+
