@@ -150,11 +150,16 @@ async def _run_processes(plans: list[WorkerPlan], aggregator: Aggregator) -> flo
         await _expect(results, "done", len(plans), budget_s, aggregator)
         return start_wall
     finally:
-        for process in processes:
+        join_workers(processes)
+
+
+def join_workers(processes) -> None:
+    """Wait (bounded) for worker processes to exit; terminate any that do not."""
+    for process in processes:
+        process.join(timeout=WORKER_EXIT_TIMEOUT_S)
+        if process.is_alive():
+            process.terminate()
             process.join(timeout=WORKER_EXIT_TIMEOUT_S)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=WORKER_EXIT_TIMEOUT_S)
 
 
 async def _expect(results, kind: str, count: int, timeout_s: float,

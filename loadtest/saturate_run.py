@@ -20,7 +20,7 @@ import msgspec
 
 from loadtest.adapters_iso import terminal_tag
 from loadtest.cards import seed_cards
-from loadtest.runner import new_run_id
+from loadtest.runner import join_workers, new_run_id
 from loadtest.saturate import ClosedLoop, SaturatePlan, WorkerOutcome, ref_prefix
 from loadtest.stats import Totals
 from loadtest.worker import LoadTestError
@@ -28,7 +28,6 @@ from loadtest.workload import CARD_LIMIT_FEN, load_test_pans
 
 START_DELAY_S = 0.2  # from "all connected" to the first send, for every worker
 WORKER_READY_TIMEOUT_S = 60.0  # spawning a Python process and connecting, on a busy box
-WORKER_EXIT_TIMEOUT_S = 5.0
 FD_HEADROOM = 64  # descriptors beyond one per connection: Redis, pipes, files, the loop
 ALL = "all"
 DUPLICATE_CODE = "94"
@@ -231,11 +230,7 @@ async def _run_processes(plan: SaturatePlan, split: list[dict[str, int]],
         done = await _expect(messages, "done", len(split), budget_s, seconds)
         return [msgspec.msgpack.decode(d, type=WorkerOutcome) for d in done]
     finally:
-        for process in processes:
-            process.join(timeout=WORKER_EXIT_TIMEOUT_S)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=WORKER_EXIT_TIMEOUT_S)
+        join_workers(processes)
 
 
 async def _expect(messages, kind: str, count: int, timeout_s: float,
