@@ -15,7 +15,7 @@ from typing import Any
 from protocols.messages import AuthRequest, MessageClass
 
 
-class _Capture:
+class Capture:
     """Stands in for the ledger's ScriptPipeline: records the call, answers a dummy result."""
 
     def __init__(self) -> None:
@@ -36,7 +36,7 @@ async def script_call(request: AuthRequest) -> tuple[str, str, tuple[str, ...], 
     from switch.ledger import Ledger
 
     ledger = Ledger(client=None)
-    capture = _Capture()
+    capture = Capture()
     sources = ledger.scripts.sources
     ledger.scripts = capture
     await ledger.execute(request, auth_id="000001")

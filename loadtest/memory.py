@@ -21,7 +21,6 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 import hiredis
@@ -57,6 +56,7 @@ async def approval_call() -> tuple[str, bytes]:
     judged by its engine with the default policy, the ledger call captured unsent."""
     from loadtest import adapters
     from loadtest.adapter import Context
+    from loadtest.ledger_calls import Capture
     from loadtest.workload import Workload
     from protocols.pos import PosCodec
     from switch.engine import Engine
@@ -75,26 +75,12 @@ async def approval_call() -> tuple[str, bytes]:
         raise RuntimeError("the switch's POS codec refused the load generator's sale")
     ledger = Ledger(client=None)
     sources = ledger.scripts.sources
-    capture = _Capture()
+    capture = Capture()
     ledger.scripts = capture
     await Engine(ledger, Policy(load_policy(None))).decide(decoded.request)
     (name, keys, args), = capture.calls
     source = sources[name]
     return source, resp("EVALSHA", sha1(source), str(len(keys)), *keys, *map(str, args))
-
-
-class _Capture:
-    """Stands in for the ledger's script pipeline: records the call, answers a dummy."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[str, ...], tuple[Any, ...]]] = []
-
-    def call(self, name, keys, args, transform=None) -> asyncio.Future:
-        self.calls.append((name, tuple(keys), tuple(args)))
-        future = asyncio.get_running_loop().create_future()
-        result = ["00", 0, 0, "", "", 0, 0]
-        future.set_result(transform(result) if transform else result)
-        return future
 
 
 def pipelined(url: str, template: bytes, pans: Sequence[str]) -> dict[str, int]:
