@@ -21,7 +21,7 @@ import msgspec
 from loadtest.aggregate import OVERALL, Aggregator, Point
 from loadtest.cards import seed_cards, seed_tokens
 from loadtest.stats import Interval, Totals
-from loadtest.worker import LoadTestError, Target, Worker, WorkerPlan
+from loadtest.worker import LoadTestError, Target, Worker, WorkerPlan, freeze_startup_heap
 from loadtest.workload import CARD_LIMIT_FEN, load_test_pans
 
 START_DELAY_S = 0.2  # from "all connected" to the first intended send, for every worker
@@ -193,6 +193,7 @@ def worker_process(plan_bytes: bytes, results, start_pipe) -> None:
         results.put(("interval", msgspec.msgpack.encode(interval)))
 
     def get_start() -> float:
+        freeze_startup_heap()
         results.put(("ready", plan.index))
         if not start_pipe.poll(WORKER_READY_TIMEOUT_S):
             raise LoadTestError("no start signal from the parent")

@@ -23,7 +23,7 @@ from loadtest.cards import seed_cards
 from loadtest.runner import join_workers, new_run_id
 from loadtest.saturate import ClosedLoop, SaturatePlan, WorkerOutcome, ref_prefix
 from loadtest.stats import Totals
-from loadtest.worker import LoadTestError
+from loadtest.worker import LoadTestError, freeze_startup_heap
 from loadtest.workload import CARD_LIMIT_FEN, load_test_pans
 
 START_DELAY_S = 0.2  # from "all connected" to the first send, for every worker
@@ -262,6 +262,7 @@ def worker_process(plan_bytes: bytes, index: int, share: dict[str, int], message
     plan = msgspec.msgpack.decode(plan_bytes, type=SaturatePlan)
 
     def get_start() -> float:
+        freeze_startup_heap()
         messages.put(("ready", index))
         if not start_pipe.poll(WORKER_READY_TIMEOUT_S):
             raise LoadTestError("no start signal from the parent")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -45,6 +46,10 @@ async def serve_one(config: Config, redis_url: str, on_ready, reuse_port: bool =
     """One process's listeners, until SIGINT or SIGTERM; then a graceful shutdown."""
     switch, ledger = await build(config, redis_url)
     await switch.start(reuse_port=reuse_port)
+    # What start-up built lives as long as the process: keep it out of the collector's way
+    # (a full collection under load paused answers 14 ms; after freeze() 2.5 ms).
+    gc.collect()
+    gc.freeze()
     on_ready(switch.ports)
 
     stop = asyncio.Event()
