@@ -154,20 +154,13 @@ def _text_fixed_decoder(spec: FieldSpec) -> Decoder:
 
 
 def _text_var_decoder(spec: FieldSpec) -> Decoder:
-    key, ok = spec.key, _BYTE_CHECKS[spec.content]
-    width, _, lengths = prefix_tables(spec)
+    ok = _BYTE_CHECKS[spec.content]
+    read = _binary_var_decoder(spec)  # the length prefix and the slice are the same
 
     def decode(data: bytes, pos: int) -> tuple[str, int]:
-        start = pos + width
-        size = lengths.get(data[pos:start])
-        if size is None:
-            raise _bad_prefix(spec, data, pos, width)
-        end = start + size
-        raw = data[start:end]
-        if len(raw) != size:
-            raise truncated(key, start, size, len(raw))
+        raw, end = read(data, pos)
         if not ok(raw) and raw:  # an empty variable field is valid whatever its content type
-            raise _bad_content(spec, start, raw)
+            raise _bad_content(spec, end - len(raw), raw)
         return raw.decode("ascii"), end
 
     return decode
