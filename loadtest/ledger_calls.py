@@ -1,7 +1,7 @@
 """The switch's own authorize call, as the bench's Redis measurement and reference server use it.
 
 The bench is a harness, not a client: to measure Redis' rate for the very script the switch
-runs, with the very keys and arguments, it asks `switch.ledger.Ledger.execute` to build the
+runs, with the very keys and arguments, it asks the switch's engine and ledger to build the
 call (through a stand-in for its script pipeline) instead of copying an argument layout that
 changes as the ledger grows. The load generator itself never imports switch/.
 """
@@ -32,23 +32,28 @@ class Capture:
 
 async def script_call(request: AuthRequest) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
     """(script name, its source, KEYS, ARGV) of the ledger call the switch makes for
-    `request` (rules passed, default terms)."""
+    `request`: judged by its engine under the default policy (rules, velocity counters),
+    the call captured unsent."""
+    from switch.engine import Engine
     from switch.ledger import Ledger
+    from switch.policy import load_policy
+    from switch.rules import Policy
 
     ledger = Ledger(client=None)
     capture = Capture()
     sources = ledger.scripts.sources
     ledger.scripts = capture
-    await ledger.execute(request, auth_id="000001")
+    await Engine(ledger, Policy(load_policy(None))).decide(request)
     (name, keys, args), = capture.calls
-    return name, sources[name], keys, tuple(str(a) for a in args)
+    return name, sources[name], keys, tuple(
+        a.decode() if isinstance(a, bytes) else str(a) for a in args)
 
 
 def sha1(source: str) -> str:
     return hashlib.sha1(source.encode()).hexdigest()
 
 
-def sale(pan: str, ref: str, amount_fen: int = 1000, channel: str = "bench") -> AuthRequest:
+def sale(pan: str, ref: str, amount_fen: int = 1000, channel: str = "pos") -> AuthRequest:
     return AuthRequest(message_class=MessageClass.SALE, channel=channel, card=pan,
                        amount_fen=amount_fen, mcc="5411", txn_ref=ref, idempotency_key=ref,
                        transmitted_at="20260101000000")

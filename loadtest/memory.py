@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 import hiredis
 import redis
 
-from loadtest.ledger_calls import sha1
+from loadtest.ledger_calls import script_call, sha1
 from loadtest.redis_rate import resp
 from loadtest.workload import CARD_EXPIRY, CARD_LIMIT_FEN, load_test_pans
 
@@ -56,13 +56,8 @@ async def approval_call() -> tuple[str, bytes]:
     judged by its engine with the default policy, the ledger call captured unsent."""
     from loadtest import adapters
     from loadtest.adapter import Context
-    from loadtest.ledger_calls import Capture
     from loadtest.workload import Workload
     from protocols.pos import PosCodec
-    from switch.engine import Engine
-    from switch.ledger import Ledger
-    from switch.policy import load_policy
-    from switch.rules import Policy
 
     workload = Workload([PAN_PLACEHOLDER], {"pos": 1}, SEED, ref_prefix="Lmem",
                         channel_kinds={"pos": frozenset({"sale"})})
@@ -73,14 +68,8 @@ async def approval_call() -> tuple[str, bytes]:
     decoded = PosCodec().decode_request(body)
     if isinstance(decoded, bytes):
         raise RuntimeError("the switch's POS codec refused the load generator's sale")
-    ledger = Ledger(client=None)
-    sources = ledger.scripts.sources
-    capture = Capture()
-    ledger.scripts = capture
-    await Engine(ledger, Policy(load_policy(None))).decide(decoded.request)
-    (name, keys, args), = capture.calls
-    source = sources[name]
-    return source, resp("EVALSHA", sha1(source), str(len(keys)), *keys, *map(str, args))
+    _, source, keys, args = await script_call(decoded.request)
+    return source, resp("EVALSHA", sha1(source), str(len(keys)), *keys, *args)
 
 
 def pipelined(url: str, template: bytes, pans: Sequence[str]) -> dict[str, int]:

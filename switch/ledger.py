@@ -107,7 +107,7 @@ class Counter(NamedTuple):
     would pass `amount_max_fen`, and counts an approval into the current bucket.
     """
 
-    field: str  # hash field prefix in {c:PAN}:n, unique per rule and bucket size
+    field: str  # hash field in {c:PAN}:n, unique per rule and bucket size
     bucket_ms: int
     buckets: int
     offset_ms: int  # shifts bucket edges: 8 h makes daily buckets Beijing calendar days
@@ -117,24 +117,24 @@ class Counter(NamedTuple):
     amount_reason: str
 
 
-def counter_arg(counter: Counter) -> str:
-    """A counter as one script argument, its values joined by '|' (no value contains one):
-    one argument instead of eight saves most of the cost of encoding them per call."""
-    return "|".join(map(str, counter))
+def counters_arg(counters: tuple[Counter, ...]) -> bytes:
+    """The counters as one script argument, a JSON array of their values (authorize.lua
+    decodes it in C; text, so the call can be replayed by redis-benchmark or redis-cli):
+    made once per policy verdict, not per call."""
+    return msgspec.json.encode(counters) if counters else b""
 
 
 class Terms(NamedTuple):
     """What the policy adds to a ledger call (build with `with_counters`)."""
 
     counters: tuple[Counter, ...] = ()
-    counter_args: tuple[str, ...] = ()  # counter_arg of each counter, made once
+    counters_arg: bytes = b""  # counters_arg(counters), made once
     counters_ttl_ms: int = DAY_MS  # the counters hash outlives the longest window by this
     hold_expiry_ms: int = HOLD_EXPIRY_DEFAULT_MS
     capture_tolerance_percent: int = 0
 
     def with_counters(self, counters: tuple[Counter, ...]) -> Terms:
-        return self._replace(counters=counters,
-                             counter_args=tuple(counter_arg(c) for c in counters))
+        return self._replace(counters=counters, counters_arg=counters_arg(counters))
 
 
 NO_TERMS = Terms()
@@ -214,8 +214,7 @@ class Ledger:
             terms.hold_expiry_ms,
             terms.capture_tolerance_percent,
             terms.counters_ttl_ms,
-            len(terms.counter_args),
-            *terms.counter_args,
+            terms.counters_arg,
         )
         name = SCRIPT_OF_CLASS[request.message_class]
         return self.scripts.call(name, keys, args, response_of)

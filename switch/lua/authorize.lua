@@ -2,69 +2,77 @@
 local kind = ARGV[13]
 local now = tonumber(now_ms)
 
--- The policy's counters (switch/ledger.py Counter): per counter a ring of `buckets` fields
--- '<field>:<slot>' in counters_key, each 'bucket:count:fen'. A bucket is
--- floor((now + offset) / bucket_ms) and lives in slot bucket % buckets; the window is the
--- current bucket and the buckets - 1 before it. A ring keeps the hash small and bounded.
-local FIRST_COUNTER_ARG = 19
-local COUNTER_PATTERN = '^([^|]+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|([^|]+)|([^|]+)$'
-local counter_count = tonumber(ARGV[18])
-local counter_slots = {}  -- per counter: {slot field, current bucket, count, fen there now}
+-- The policy's counters (switch/ledger.py Counter). ARGV[18]: their definitions, one
+-- JSON array of {field, bucket_ms, buckets, offset_ms, count max, amount max, count
+-- reason, amount reason} ("" for none). A bucket is floor((now + offset) / bucket_ms); the
+-- window is the current bucket and the buckets - 1 before it.
+-- In counters_key, field F (the counter's field) holds msgpack {latest bucket, its count,
+-- its fen, window count, window fen}: the common call reads and writes only that. When a
+-- later bucket starts, the finished one is kept in field F#(bucket % buckets) and the
+-- buckets that leave the window are read from theirs and subtracted. (A ring read and
+-- summed whole on every call was half of this script's cost.)
+local counters = ARGV[18] ~= '' and cjson.decode(ARGV[18]) or {}
+local windows = {}  -- per counter: {bucket, count, fen, window count, window fen, kept}
 
--- Every counter's ring, read with one HMGET. A ring: {first index into the values, buckets,
--- current bucket, field prefix, count max, amount max, count reason, amount reason}.
-local function read_rings()
-  local fields, rings = {}, {}
-  for i = 1, counter_count do
-    local field, bucket_ms, buckets, offset_ms, count_max, amount_max, count_reason,
-      amount_reason = string.match(ARGV[FIRST_COUNTER_ARG + i - 1], COUNTER_PATTERN)
-    buckets = tonumber(buckets)
-    local current = math.floor((now + tonumber(offset_ms)) / tonumber(bucket_ms))
-    rings[i] = {#fields + 1, buckets, current, field, tonumber(count_max),
-      tonumber(amount_max), count_reason, amount_reason}
-    for slot = 0, buckets - 1 do fields[#fields + 1] = field .. ':' .. slot end
+-- The sum of the finished buckets first .. last (only those on record) of counter `field`.
+local function kept_totals(field, buckets, first, last)
+  local fields = {}
+  for bucket = first, last do fields[#fields + 1] = field .. '#' .. bucket % buckets end
+  local count, fen, bucket = 0, 0, first
+  for _, value in ipairs(redis.call('HMGET', counters_key, unpack(fields))) do
+    if value then
+      local kept, n, f = cmsgpack.unpack(value)
+      if kept == bucket then count, fen = count + n, fen + f end
+    end
+    bucket = bucket + 1
   end
-  return rings, redis.call('HMGET', counters_key, unpack(fields))
+  return count, fen
 end
 
-local function window_totals(ring, values)
-  local first, buckets, current, field = ring[1], ring[2], ring[3], ring[4]
-  local count, fen, here_count, here_fen = 0, 0, 0, 0
-  for slot = 0, buckets - 1 do
-    local value = values[first + slot]
-    if value then
-      local bucket, n, f = string.match(value, '^(%d+):(%d+):(%d+)$')
-      bucket, n, f = tonumber(bucket), tonumber(n), tonumber(f)
-      if bucket > current - buckets and bucket <= current then
-        count, fen = count + n, fen + f
-      end
-      if bucket == current then here_count, here_fen = n, f end
-    end
-  end
-  return count, fen, {field .. ':' .. (current % buckets), current, here_count, here_fen}
+-- The counter's window as of now: {bucket, count, fen, window count, window fen, the
+-- finished bucket to keep (field, value) or nil}.
+local function window_of(counter, value)
+  local field, bucket_ms, buckets, offset_ms = counter[1], counter[2], counter[3], counter[4]
+  local current = math.floor((now + offset_ms) / bucket_ms)
+  if not value then return {current, 0, 0, 0, 0} end
+  local bucket, n, f, count, fen = cmsgpack.unpack(value)
+  -- A clock stepped back (or another worker's, a little behind) counts into the latest.
+  if current <= bucket then return {bucket, n, f, count, fen} end
+  local kept = nil
+  if buckets > 1 then kept = {field .. '#' .. bucket % buckets, cmsgpack.pack(bucket, n, f)} end
+  if current - bucket >= buckets then return {current, 0, 0, 0, 0, kept} end
+  -- Buckets bucket - buckets + 1 .. current - buckets leave the window (all finished).
+  local gone_count, gone_fen = kept_totals(field, buckets, bucket - buckets + 1,
+    current - buckets)
+  return {current, 0, 0, count - gone_count, fen - gone_fen, kept}
 end
 
 -- {code, reason} of the first counter this approval would pass, else nil.
 local function counters_refusal()
-  if counter_count == 0 then return nil end
-  local rings, values = read_rings()
-  for i = 1, counter_count do
-    local ring = rings[i]
-    local count, fen, slot = window_totals(ring, values)
-    counter_slots[i] = slot
-    if ring[5] > 0 and count + 1 > ring[5] then return {'65', ring[7]} end
-    if ring[6] > 0 and fen + amount > ring[6] then return {'61', ring[8]} end
+  if #counters == 0 then return nil end
+  local fields = {}
+  for i, counter in ipairs(counters) do fields[i] = counter[1] end
+  local values = redis.call('HMGET', counters_key, unpack(fields))
+  for i, counter in ipairs(counters) do
+    local window = window_of(counter, values[i])
+    windows[i] = window
+    local count_max, amount_max = counter[5], counter[6]
+    if count_max > 0 and window[4] + 1 > count_max then return {'65', counter[7]} end
+    if amount_max > 0 and window[5] + amount > amount_max then return {'61', counter[8]} end
   end
   return nil
 end
 
 local function count_approval(approved)
-  if counter_count == 0 then return end
+  if #counters == 0 then return end
   local pairs_ = {}
-  for _, slot in ipairs(counter_slots) do
-    local field, current, n, f = slot[1], slot[2], slot[3], slot[4]
-    pairs_[#pairs_ + 1] = field
-    pairs_[#pairs_ + 1] = string.format('%d:%d:%d', current, n + 1, f + approved)
+  for i, w in ipairs(windows) do
+    pairs_[#pairs_ + 1] = counters[i][1]
+    pairs_[#pairs_ + 1] = cmsgpack.pack(w[1], w[2] + 1, w[3] + approved, w[4] + 1,
+      w[5] + approved)
+    if w[6] then
+      pairs_[#pairs_ + 1], pairs_[#pairs_ + 2] = w[6][1], w[6][2]
+    end
   end
   redis.call('HSET', counters_key, unpack(pairs_))
   redis.call('PEXPIRE', counters_key, ARGV[17])

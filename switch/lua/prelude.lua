@@ -10,8 +10,7 @@
 -- ARGV[11] beans per yuan posted, ARGV[12] instant refund (1/0), ARGV[13] message class,
 -- ARGV[14] the request names an original (1/0), ARGV[15] hold lifetime (ms),
 -- ARGV[16] capture tolerance above the hold (percent), ARGV[17] counters lifetime (ms),
--- ARGV[18] number of counters, ARGV[19..] one per counter: its 8 values joined by '|'
--- (switch/ledger.py Counter, counter_arg).
+-- ARGV[18] the policy's counters, JSON (switch/ledger.py counters_arg; "" for none).
 local card_key, idem_key, txn_key, index_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local holds_key, counters_key = KEYS[5], KEYS[6]
 local now_ms, this_month, sent_expiry = ARGV[1], ARGV[2], ARGV[3]
