@@ -3,7 +3,7 @@
 (a) the switch (its own process, private Redis) per ISO 8583/JD channel: find-max at p99 <= 5 ms;
 (b) the ceiling: an echo server (uvloop + asyncio.Protocol) driven by the same generator;
 (c) Redis alone running the switch's authorize script, pipelined;
-(d) a straightforward reference server (streams, plain decoding, one EVALSHA per request).
+(d) a straightforward reference server (streams, plain decoding, one FCALL per request).
 Then the ratios of (a) to each. Results go to bench-results/bench-<date>.json and .md.
 
 The bench is a harness: it starts a private redis-server (switch.redis_runner) and builds
@@ -48,8 +48,8 @@ STOP_TIMEOUT_S = 10.0
 REDIS_CALLS = 300_000
 REDIS_DEPTH = 16
 REFERENCE_CHANNELS = {  # the straightforward servers loadtest/reference.py has
-    "pos": "streams, pyiso8583, one redis-py EVALSHA per request",
-    "jd": "streams, msgspec JSON, one redis-py EVALSHA per request",
+    "pos": "streams, pyiso8583, one redis-py FCALL per request",
+    "jd": "streams, msgspec JSON, one redis-py FCALL per request",
 }
 
 

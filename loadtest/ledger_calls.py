@@ -9,7 +9,6 @@ changes as the ledger grows. The load generator itself never imports switch/.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import Any
 
 from protocols.messages import AuthRequest, MessageClass
@@ -31,9 +30,9 @@ class Capture:
 
 
 async def script_call(request: AuthRequest) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
-    """(script name, its source, KEYS, ARGV) of the ledger call the switch makes for
-    `request`: judged by its engine under the default policy (rules, velocity counters),
-    the call captured unsent."""
+    """(Redis function name, its library's code, KEYS, ARGV) of the ledger call the switch
+    makes for `request`: judged by its engine under the default policy (rules, velocity
+    counters), the call captured unsent."""
     from switch.engine import Engine
     from switch.ledger import Ledger
     from switch.policy import load_policy
@@ -41,16 +40,13 @@ async def script_call(request: AuthRequest) -> tuple[str, str, tuple[str, ...], 
 
     ledger = Ledger(client=None)
     capture = Capture()
-    sources = ledger.scripts.sources
+    library = ledger.scripts.library
     ledger.scripts = capture
     await Engine(ledger, Policy(load_policy(None))).decide(request)
     (name, keys, args), = capture.calls
-    return name, sources[name], keys, tuple(
+    return library.function(name), library.code, keys, tuple(
         a.decode() if isinstance(a, bytes) else str(a) for a in args)
 
-
-def sha1(source: str) -> str:
-    return hashlib.sha1(source.encode()).hexdigest()
 
 
 def sale(pan: str, ref: str, amount_fen: int = 1000, channel: str = "pos") -> AuthRequest:

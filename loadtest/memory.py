@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 import hiredis
 import redis
 
-from loadtest.ledger_calls import script_call, sha1
+from loadtest.ledger_calls import script_call
 from loadtest.redis_rate import resp
 from loadtest.workload import CARD_EXPIRY, CARD_LIMIT_FEN, load_test_pans
 
@@ -51,7 +51,7 @@ def seed_template() -> bytes:
 
 
 async def approval_call() -> tuple[str, bytes]:
-    """(script source, RESP of its EVALSHA) of the switch's decision on a POS sale of
+    """(library code, RESP of its FCALL) of the switch's decision on a POS sale of
     the placeholder card: the load generator's bytes, decoded by the switch's POS codec,
     judged by its engine with the default policy, the ledger call captured unsent."""
     from loadtest import adapters
@@ -68,8 +68,8 @@ async def approval_call() -> tuple[str, bytes]:
     decoded = PosCodec().decode_request(body)
     if isinstance(decoded, bytes):
         raise RuntimeError("the switch's POS codec refused the load generator's sale")
-    _, source, keys, args = await script_call(decoded.request)
-    return source, resp("EVALSHA", sha1(source), str(len(keys)), *keys, *args)
+    function, code, keys, args = await script_call(decoded.request)
+    return code, resp("FCALL", function, str(len(keys)), *keys, *args)
 
 
 def pipelined(url: str, template: bytes, pans: Sequence[str]) -> dict[str, int]:
@@ -129,10 +129,10 @@ def measure_cards(url: str, count: int, call: tuple[str, bytes],
     """Both figures for `count` cards, on an empty Redis at `url` that we own; `call` is
     `approval_call()`'s answer."""
     pans = load_test_pans(count, SEED)
-    source, approval = call
+    code, approval = call
     client = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S)
     try:
-        client.script_load(source)  # the script cache is no card's cost
+        client.function_load(code, replace=True)  # the library is no card's cost
         if client.dbsize():
             raise RuntimeError("memory is measured on an empty Redis only")
         base = used_memory(client)

@@ -1,11 +1,11 @@
-"""Redis' own rate for the switch's authorize script, pipelined.
+"""Redis' own rate for the switch's authorize function, pipelined.
 
 With redis-benchmark installed (Debian's redis-tools, which redis-server depends on), the
-C client runs the switch's EVALSHA on one card with a fresh reference per call
+C client runs the switch's FCALL on one card with a fresh reference per call
 (`__rand_int__`), `depth` calls per pipeline: a client that costs Redis' competitor for
 the CPU little. Without it, `measure` does the same from Python with raw RESP: commands
 built before the clock starts (one template, card and reference filled in by byte
-replacement), `depth` EVALSHAs per connection, then the next `depth`. On two cores the
+replacement), `depth` FCALLs per connection, then the next `depth`. On two cores the
 Python client is itself a limit; the summary says which one measured.
 """
 
@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import hiredis
 
-from loadtest.ledger_calls import sale, script_call, sha1
+from loadtest.ledger_calls import sale, script_call
 
 PAN_PLACEHOLDER = "9" * 15 + "8"  # 16 characters, like the load-test card numbers
 REF_PLACEHOLDER = "Q" * 16  # replaced by a 16-character reference unique to the call
@@ -37,10 +37,9 @@ def resp(*parts: str) -> bytes:
 
 
 async def authorize_template() -> tuple[str, str, bytes]:
-    """(script source, its sha1, the RESP bytes of one EVALSHA with placeholders)."""
-    name, source, keys, args = await script_call(sale(PAN_PLACEHOLDER, REF_PLACEHOLDER))
-    sha = sha1(source)
-    return source, sha, resp("EVALSHA", sha, str(len(keys)), *keys, *args)
+    """(library code, the RESP bytes of one FCALL with placeholders)."""
+    function, code, keys, args = await script_call(sale(PAN_PLACEHOLDER, REF_PLACEHOLDER))
+    return code, resp("FCALL", function, str(len(keys)), *keys, *args)
 
 
 def commands(template: bytes, pans: list[str], count: int, run_tag: str) -> list[bytes]:
@@ -89,11 +88,11 @@ class _Pipelined(asyncio.Protocol):
 async def measure(url: str, pans: list[str], count: int = 200_000, depth: int = 16,
                   connections: int = 2, run_tag: str = "00000") -> dict:
     """Runs `count` authorize calls; returns the rate and the answers' codes."""
-    source, sha, template = await authorize_template()
+    code, template = await authorize_template()
     parsed = urlparse(url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
     loop = asyncio.get_running_loop()
-    await _load_script(host, port, source, sha)
+    await load_library(host, port, code)
     calls = commands(template, pans, count, run_tag)
     batches = collections.deque((len(calls[i:i + depth]), b"".join(calls[i:i + depth]))
                                 for i in range(0, len(calls), depth))
@@ -114,35 +113,34 @@ async def measure(url: str, pans: list[str], count: int = 200_000, depth: int = 
             "depth": depth, "connections": connections, "codes": dict(replies)}
 
 
-async def _load_script(host: str, port: int, source: str, sha: str) -> None:
+async def load_library(host: str, port: int, code: str) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        writer.write(resp("SCRIPT", "LOAD", source))
+        writer.write(resp("FUNCTION", "LOAD", "REPLACE", code))
         parser = hiredis.Reader()
         async with asyncio.timeout(10):
             while (reply := parser.gets()) is False:
                 parser.feed(await reader.read(4096))
-        if reply != sha.encode():
-            raise RuntimeError(f"Redis did not load the authorize script: {reply!r}")
+        if not isinstance(reply, bytes):
+            raise RuntimeError(f"Redis did not load the ledger's functions: {reply!r}")
     finally:
         writer.close()
 
 
 async def measure_with_redis_benchmark(url: str, pan: str, count: int = 200_000,
                                        depth: int = 16, clients: int = 2) -> dict | None:
-    """redis-benchmark's rate for the authorize script on `pan` (seeded, with room for
+    """redis-benchmark's rate for the authorize function on `pan` (seeded, with room for
     `count` sales of 1 fen); None when redis-benchmark is not installed."""
     binary = shutil.which("redis-benchmark")
     if binary is None:
         return None
-    _, source, keys, args = await script_call(sale(pan, "B__rand_int__", amount_fen=1))
-    sha = sha1(source)
+    function, code, keys, args = await script_call(sale(pan, "B__rand_int__", amount_fen=1))
     parsed = urlparse(url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
-    await _load_script(host, port, source, sha)
+    await load_library(host, port, code)
     command = [binary, "-h", host, "-p", str(port), "-n", str(count), "-P", str(depth),
                "-c", str(clients), "-r", "1000000000", "--csv",
-               "EVALSHA", sha, str(len(keys)), *keys, *args]
+               "FCALL", function, str(len(keys)), *keys, *args]
     done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True,
                                    timeout=MEASURE_TIMEOUT_S)
     rows = list(csv.reader(done.stdout.splitlines()))

@@ -1,8 +1,8 @@
 """The bench's straightforward reference server: what a first Python switch would look like.
 
 asyncio streams, one task per request, the channel decoded by a plain library (msgspec JSON
-for JD; pyiso8583 for POS), then one redis-py EVALSHA per request (a connection pool, no
-pipelining), the same Lua script and arguments as the switch (switch/ledger.py builds
+for JD; pyiso8583 for POS), then one redis-py FCALL per request (a connection pool, no
+pipelining), the same Lua function and arguments as the switch (switch/ledger.py builds
 them), and the answer encoded back. Only the merchant-category block of the rules is
 applied. The switch is measured against this, in the same run, with the same generator.
 
@@ -19,34 +19,31 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from loadtest.ledger_calls import sha1
 from protocols.framing import BINARY_2, BINARY_4
 from protocols.jd import JdCodec
 from protocols.messages import AuthRequest
 
-REDIS_CONNECTIONS_MAX = 64  # one EVALSHA per connection at a time: this bounds concurrency
+REDIS_CONNECTIONS_MAX = 64  # one FCALL per connection at a time: this bounds concurrency
 REDIS_POOL_WAIT_S = 2.0  # a request waits this long for a free connection, then fails
 BLOCKED_MCCS = frozenset({"7995", "7800", "7801", "7802", "6051", "4829", "6010", "6011"})
 JD_KEYS = {"110000001": b"demo-jd-key-change-me"}  # the switch's demo merchant
 
 
 class OneCallScripts:
-    """In place of the switch's auto-pipeline: every script call is its own round trip."""
+    """In place of the switch's auto-pipeline: every ledger call is its own round trip."""
 
-    def __init__(self, client: aioredis.Redis, sources: dict[str, str]) -> None:
+    def __init__(self, client: aioredis.Redis, library) -> None:
         self.client = client
-        self.sources = sources
-        self.shas = {name: sha1(source) for name, source in sources.items()}
+        self.library = library
 
     async def load(self) -> None:
-        for source in self.sources.values():
-            await self.client.script_load(source)
+        await self.client.function_load(self.library.code, replace=True)
 
     def call(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], transform=None):
         return self._call(name, keys, args, transform)
 
     async def _call(self, name, keys, args, transform):
-        result = await self.client.evalsha(self.shas[name], len(keys), *keys, *args)
+        result = await self.client.fcall(self.library.function(name), len(keys), *keys, *args)
         return transform(result) if transform else result
 
 
@@ -58,7 +55,7 @@ async def make_ledger(url: str):
         decode_responses=True)
     client = aioredis.Redis(connection_pool=pool)
     ledger = Ledger(client)
-    ledger.scripts = OneCallScripts(client, ledger.scripts.sources)
+    ledger.scripts = OneCallScripts(client, ledger.scripts.library)
     await ledger.scripts.load()
     return ledger
 

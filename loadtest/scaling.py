@@ -67,7 +67,7 @@ PARTS = ("saturation", "openloop", "scaling", "memory")
 SERVERS = {  # name -> what it is, in the order of each round
     "switch-1": "(a) switch, 1 process",
     "switch-2": "(a2) switch, 2 processes (--workers 2)",
-    "reference": "(d) reference: streams, plain decoding, one EVALSHA per request",
+    "reference": "(d) reference: streams, plain decoding, one FCALL per request",
     "echo": "(b) echo server: what this client can drive",
 }
 

@@ -27,7 +27,7 @@ from protocols.cardnumbers import luhn_check_digit
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
 from switch.cards import DEMO_BIN
-from switch.pipeline import ScriptPipeline
+from switch.pipeline import Library, ScriptPipeline, build_library
 
 CARD_STATUSES = ("active", "inactive", "frozen", "restricted", "lost", "stolen", "expired")
 
@@ -68,16 +68,18 @@ def _month_of_minute(minute: int) -> str:
     return time.strftime("%y%m", time.gmtime(minute * 60))
 
 
-def load_scripts() -> dict[str, str]:
+LEDGER_FILES = ("holds", "prelude", "authorize", "capture", "reverse", "refund", "inquiry",
+                "expire", "settle", "upgrade")
+
+
+def read_lua(names: tuple[str, ...]) -> list[str]:
     folder = resources.files("switch") / "lua"
-    text = {path.name[:-4]: path.read_text() for path in folder.iterdir()
-            if path.name.endswith(".lua")}
-    sources = {name: text["holds"] + text["prelude"] + text[name]
-               for name in set(SCRIPT_OF_CLASS.values())}
-    sources["expire"] = text["holds"] + text["expire"]
-    for name in ("settle", "upgrade"):
-        sources[name] = text[name]
-    return sources
+    return [(folder / f"{name}.lua").read_text() for name in names]
+
+
+def ledger_library() -> Library:
+    """The ledger's Lua functions (switch/lua/), one Redis function library."""
+    return build_library("baitiao_ledger", read_lua(LEDGER_FILES))
 
 
 def response_of(result: list) -> AuthResponse:
@@ -172,7 +174,7 @@ class Ledger:
     def __init__(self, client: aioredis.Redis, clock: Clock | None = None) -> None:
         self.client = client
         self.clock = clock or SystemClock()
-        self.scripts = ScriptPipeline(client, load_scripts())
+        self.scripts = ScriptPipeline(client, ledger_library())
 
     async def start(self) -> None:
         await self.scripts.load()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-from importlib import resources
 
 import msgspec
 import redis.asyncio as aioredis
@@ -22,8 +21,8 @@ from protocols.cardnumbers import luhn_check_digit
 from protocols.messages import AuthRequest, AuthResponse
 from protocols.xpay import WALLETS, XpayRequest, cryptogram
 from switch import limits
-from switch.ledger import Clock, SystemClock, card_key, month_of
-from switch.pipeline import ScriptPipeline
+from switch.ledger import Clock, SystemClock, card_key, month_of, read_lua
+from switch.pipeline import Library, ScriptPipeline, build_library
 
 TOKEN_STATUSES = ("active", "suspended", "deleted")
 TOKEN_BIN = "628888"  # the simulator's token range: a DPAN never looks like a demo card
@@ -59,16 +58,16 @@ def months_later(now_ms: int, months: int) -> str:
     return f"{index // 12 % 100:02d}{index % 12 + 1:02d}"
 
 
-def load_scripts() -> dict[str, str]:
-    folder = resources.files("switch") / "lua"
-    return {name: (folder / f"{name}.lua").read_text() for name in ("token_use", "token_admin")}
+def token_library() -> Library:
+    """The vault's Lua functions (switch/lua/token_*.lua), one Redis function library."""
+    return build_library("baitiao_tokens", read_lua(("token_use", "token_admin")))
 
 
 class TokenVault:
     def __init__(self, client: aioredis.Redis, clock: Clock | None = None) -> None:
         self.client = client
         self.clock = clock or SystemClock()
-        self.scripts = ScriptPipeline(client, load_scripts())
+        self.scripts = ScriptPipeline(client, token_library())
         self._keys: dict[str, bytes] = {}
 
     async def start(self) -> None:

@@ -209,10 +209,10 @@ async def wait_for_redis(redis_url: str) -> None:
         await client.aclose()
 
 
-async def test_lost_script_cache_is_reloaded(jd_switch):
+async def test_lost_function_library_is_reloaded(jd_switch):
     switch, ledger = jd_switch
     pan = await make_card(ledger)
-    await ledger.client.script_flush()  # what a Redis restart does
+    await ledger.client.function_flush()  # what a restart of a Redis that keeps nothing does
     client = await JdClient.connect(switch.ports["jd"])
     try:
         answer = await client.send(jd_request(pan, C.SALE, 100))

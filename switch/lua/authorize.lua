@@ -1,6 +1,5 @@
 -- Authorization (places a hold) or sale (posts at once). ARGV[13]: 'auth' or 'sale'.
-local kind = ARGV[13]
-local now = tonumber(now_ms)
+local kind, now  -- the running call's (set by the function below)
 
 -- The policy's counters (switch/ledger.py Counter). ARGV[18]: their definitions, one
 -- JSON array of {field, bucket_ms, buckets, offset_ms, count max, amount max, count
@@ -11,8 +10,8 @@ local now = tonumber(now_ms)
 -- later bucket starts, the finished one is kept in field F#(bucket % buckets) and the
 -- buckets that leave the window are read from theirs and subtracted. (A ring read and
 -- summed whole on every call was half of this script's cost.)
-local counters = ARGV[18] ~= '' and cjson.decode(ARGV[18]) or {}
-local windows = {}  -- per counter: {bucket, count, fen, window count, window fen, kept}
+local counters  -- the running call's definitions
+local windows  -- per counter: {bucket, count, fen, window count, window fen, kept}
 
 -- The sum of the finished buckets first .. last (only those on record) of counter `field`.
 local function kept_totals(field, buckets, first, last)
@@ -78,35 +77,41 @@ local function count_approval(approved)
   redis.call('PEXPIRE', counters_key, ARGV[17])
 end
 
-local ended = opening(true)
-if ended then return ended end
-if redis.call('EXISTS', txn_key) == 1 then return decline('94', 'duplicate_reference') end
-local over = counters_refusal()
-if over then return decline(over[1], over[2]) end
+register('authorize', function()
+  begin()
+  kind, now = ARGV[13], tonumber(now_ms)
+  counters = ARGV[18] ~= '' and cjson.decode(ARGV[18]) or {}
+  windows = {}
+  local ended = opening(true)
+  if ended then return ended end
+  if redis.call('EXISTS', txn_key) == 1 then return decline('94', 'duplicate_reference') end
+  local over = counters_refusal()
+  if over then return decline(over[1], over[2]) end
 
-local otb = open_to_buy()
-local approved, code = amount, '00'
-if amount > otb then
-  if not partial_ok or otb == 0 then return decline('51', 'insufficient_open_to_buy') end
-  approved, code = otb, '10'
-end
+  local otb = open_to_buy()
+  local approved, code = amount, '00'
+  if amount > otb then
+    if not partial_ok or otb == 0 then return decline('51', 'insufficient_open_to_buy') end
+    approved, code = otb, '10'
+  end
 
-local beans = 0
-if kind == 'auth' then
-  local deadline = string.format('%d', now + hold_life_ms)
-  move('held', approved)
-  redis.call('HSET', txn_key, 'kind', kind, 'state', 'pending', 'amount', approved,
-    'hold', approved, 'posted', 0, 'refunded', 0, 'auth', auth_id, 'created', now_ms,
-    'rate', beans_per_yuan, 'beans', 0, 'expires', deadline)
-  redis.call('ZADD', holds_key, deadline, txn_key)
-else
-  move('posted', approved)
-  redis.call('HSET', txn_key, 'kind', kind, 'state', 'captured', 'amount', approved,
-    'hold', 0, 'posted', approved, 'refunded', 0, 'auth', auth_id, 'created', now_ms,
-    'rate', beans_per_yuan, 'beans', 0)
-  beans = rebalance_beans(0, approved, beans_per_yuan)
-end
-redis.call('ZADD', index_key, now_ms, txn_key)
-count_approval(approved)
-if open_to_buy() ~= otb - approved then error('open-to-buy did not drop by the approval') end
-return answer(code, approved, '', beans, auth_id)
+  local beans = 0
+  if kind == 'auth' then
+    local deadline = string.format('%d', now + hold_life_ms)
+    move('held', approved)
+    redis.call('HSET', txn_key, 'kind', kind, 'state', 'pending', 'amount', approved,
+      'hold', approved, 'posted', 0, 'refunded', 0, 'auth', auth_id, 'created', now_ms,
+      'rate', beans_per_yuan, 'beans', 0, 'expires', deadline)
+    redis.call('ZADD', holds_key, deadline, txn_key)
+  else
+    move('posted', approved)
+    redis.call('HSET', txn_key, 'kind', kind, 'state', 'captured', 'amount', approved,
+      'hold', 0, 'posted', approved, 'refunded', 0, 'auth', auth_id, 'created', now_ms,
+      'rate', beans_per_yuan, 'beans', 0)
+    beans = rebalance_beans(0, approved, beans_per_yuan)
+  end
+  redis.call('ZADD', index_key, now_ms, txn_key)
+  count_approval(approved)
+  if open_to_buy() ~= otb - approved then error('open-to-buy did not drop by the approval') end
+  return answer(code, approved, '', beans, auth_id)
+end)

@@ -3,18 +3,21 @@
 -- approved = its amount, and its state (pending, captured, refunded, reversed,
 -- expired) as an 8th element (pending, captured, refunded, reversed,
 -- expired). Such an answer is not remembered: the state may change, a later query must see it.
-if names_original then
-  local first = earlier_answer()
-  if first then return first end
-  expire_holds(card_key, holds_key, now_ms)
-  if not load_card() then return decline('14', 'card_unknown') end
-  if rule_code ~= '' then return decline(rule_code, rule_reason) end
-  local kind, state, total, refunded, auth = unpack(redis.call('HMGET', txn_key,
-    'kind', 'state', 'amount', 'refunded', 'auth'))
-  if not kind then return {'25', 0, open_to_buy(), '', 'original_not_found', 0, 0} end
-  if state == 'captured' and tonumber(refunded) > 0 then state = 'refunded' end
-  return {'00', tonumber(total), open_to_buy(), auth, '', 0, 0, state}
-end
-local ended = opening(true)
-if ended then return ended end
-return answer('00', 0, '', 0, auth_id)
+register('inquiry', function()
+  begin()
+  if names_original then
+    local first = earlier_answer()
+    if first then return first end
+    expire_holds(card_key, holds_key, now_ms)
+    if not load_card() then return decline('14', 'card_unknown') end
+    if rule_code ~= '' then return decline(rule_code, rule_reason) end
+    local kind, state, total, refunded, auth = unpack(redis.call('HMGET', txn_key,
+      'kind', 'state', 'amount', 'refunded', 'auth'))
+    if not kind then return {'25', 0, open_to_buy(), '', 'original_not_found', 0, 0} end
+    if state == 'captured' and tonumber(refunded) > 0 then state = 'refunded' end
+    return {'00', tonumber(total), open_to_buy(), auth, '', 0, 0, state}
+  end
+  local ended = opening(true)
+  if ended then return ended end
+  return answer('00', 0, '', 0, auth_id)
+end)

@@ -1,4 +1,6 @@
--- Shared by every ledger script (switch/ledger.py prepends it, after holds.lua).
+-- Shared by the ledger's functions (switch/ledger.py puts it after holds.lua in the library).
+-- Every function starts with begin(), which reads the call's keys and arguments into the
+-- locals below: defined once when the library loads, they are the running call's state.
 -- KEYS[1] card hash {c:PAN}; KEYS[2] idempotency record; KEYS[3] transaction record;
 -- KEYS[4] the card's transaction index (sorted set, score = creation time in ms),
 -- KEYS[5] the card's pending holds (sorted set, score = expiry deadline in ms),
@@ -11,14 +13,10 @@
 -- ARGV[14] the request names an original (1/0), ARGV[15] hold lifetime (ms),
 -- ARGV[16] capture tolerance above the hold (percent), ARGV[17] counters lifetime (ms),
 -- ARGV[18] the policy's counters, JSON (switch/ledger.py counters_arg; "" for none).
-local card_key, idem_key, txn_key, index_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local holds_key, counters_key = KEYS[5], KEYS[6]
-local now_ms, this_month, sent_expiry = ARGV[1], ARGV[2], ARGV[3]
-local auth_id, amount, fingerprint = ARGV[4], tonumber(ARGV[5]), ARGV[6]
-local rule_code, rule_reason, idem_ttl_s = ARGV[7], ARGV[8], tonumber(ARGV[9])
-local partial_ok, beans_per_yuan, instant = ARGV[10] == '1', tonumber(ARGV[11]), ARGV[12] == '1'
-local names_original, hold_life_ms = ARGV[14] == '1', tonumber(ARGV[15])
-local capture_tolerance_pct = tonumber(ARGV[16])
+local card_key, idem_key, txn_key, index_key, holds_key, counters_key
+local now_ms, this_month, sent_expiry, auth_id, amount, fingerprint
+local rule_code, rule_reason, idem_ttl_s, partial_ok, beans_per_yuan, instant
+local names_original, hold_life_ms, capture_tolerance_pct
 
 local STATUS_DECLINES = {
   lost = {'41', 'card_lost'}, stolen = {'43', 'card_stolen'},
@@ -26,9 +24,21 @@ local STATUS_DECLINES = {
   inactive = {'62', 'card_not_activated'}, expired = {'54', 'card_expired'},
 }
 
--- The card's balances and state, read once per script with one HMGET (the hot path pays
+-- The card's balances and state, read once per call with one HMGET (the hot path pays
 -- per redis.call); every change goes through move(), which keeps the copy exact.
 local card = nil
+
+local function begin()
+  card_key, idem_key, txn_key, index_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+  holds_key, counters_key = KEYS[5], KEYS[6]
+  now_ms, this_month, sent_expiry = ARGV[1], ARGV[2], ARGV[3]
+  auth_id, amount, fingerprint = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+  rule_code, rule_reason, idem_ttl_s = ARGV[7], ARGV[8], tonumber(ARGV[9])
+  partial_ok, beans_per_yuan, instant = ARGV[10] == '1', tonumber(ARGV[11]), ARGV[12] == '1'
+  names_original, hold_life_ms = ARGV[14] == '1', tonumber(ARGV[15])
+  capture_tolerance_pct = tonumber(ARGV[16])
+  card = nil
+end
 
 local function load_card()
   local v = redis.call('HMGET', card_key, 'limit', 'posted', 'held', 'status', 'expiry')

@@ -1,20 +1,23 @@
 -- Refund against a captured original: credit back at most what it posted, less refunds.
 -- An instant (JD lightning) refund restores open-to-buy at once; any other waits in
 -- pending_credit until the card is settled.
-local ended = opening(false)
-if ended then return ended end
-local kind, state, posted, refunded, rate, beans_before = unpack(redis.call('HMGET', txn_key,
-  'kind', 'state', 'posted', 'refunded', 'rate', 'beans'))
-if not kind then return decline('25', 'original_not_found') end
-if state ~= 'captured' then return decline('12', 'original_not_captured') end
-posted, refunded = tonumber(posted), tonumber(refunded)
-if amount > posted - refunded then return decline('13', 'refund_exceeds_original') end
+register('refund', function()
+  begin()
+  local ended = opening(false)
+  if ended then return ended end
+  local kind, state, posted, refunded, rate, beans_before = unpack(redis.call('HMGET', txn_key,
+    'kind', 'state', 'posted', 'refunded', 'rate', 'beans'))
+  if not kind then return decline('25', 'original_not_found') end
+  if state ~= 'captured' then return decline('12', 'original_not_captured') end
+  posted, refunded = tonumber(posted), tonumber(refunded)
+  if amount > posted - refunded then return decline('13', 'refund_exceeds_original') end
 
-redis.call('HINCRBY', txn_key, 'refunded', amount)
-if instant then
-  move('posted', -amount)
-else
-  redis.call('HINCRBY', card_key, 'pending_credit', amount)
-end
-local beans = rebalance_beans(tonumber(beans_before), posted - refunded - amount, tonumber(rate))
-return answer('00', amount, '', beans, auth_id)
+  redis.call('HINCRBY', txn_key, 'refunded', amount)
+  if instant then
+    move('posted', -amount)
+  else
+    redis.call('HINCRBY', card_key, 'pending_credit', amount)
+  end
+  local beans = rebalance_beans(tonumber(beans_before), posted - refunded - amount, tonumber(rate))
+  return answer('00', amount, '', beans, auth_id)
+end)

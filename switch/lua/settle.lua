@@ -1,9 +1,11 @@
 -- Clearing of ordinary refunds: pending credit becomes a reduction of posted.
 -- KEYS[1] card hash. Returns the fen settled.
-local card_key = KEYS[1]
-local credit = tonumber(redis.call('HGET', card_key, 'pending_credit') or '0')
-local posted = tonumber(redis.call('HGET', card_key, 'posted') or '0')
-if credit > posted then credit = posted end
-redis.call('HINCRBY', card_key, 'posted', -credit)
-redis.call('HINCRBY', card_key, 'pending_credit', -credit)
-return credit
+register('settle', function()
+  local card_key = KEYS[1]
+  local credit = tonumber(redis.call('HGET', card_key, 'pending_credit') or '0')
+  local posted = tonumber(redis.call('HGET', card_key, 'posted') or '0')
+  if credit > posted then credit = posted end
+  redis.call('HINCRBY', card_key, 'posted', -credit)
+  redis.call('HINCRBY', card_key, 'pending_credit', -credit)
+  return credit
+end)
