@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
+import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -42,14 +45,122 @@ def freeze_startup_heap() -> None:
 CONNECT_TIMEOUT_S = 5.0  # a target that does not accept within this is down
 RUN_GRACE_S = 10.0  # past duration + timeout, a worker that has not finished is stuck
 SWEEP_EVERY_S = 0.01  # timeouts are found to within 10 ms; finer costs CPU for nothing
-# The event loop's timers tick in whole milliseconds: a shorter sleep wakes at once, and a
-# loop that wakes at once for nothing spins a core the target needs. So sends go out in
-# batches at most once a millisecond, and up to 1 ms of a measured latency is this batching.
-TICK_MIN_S = 0.001
-BACKLOG_RETRY_S = 0.001  # how soon to retry sends waiting for a free connection
-# A send more than this after its intended time counts as behind schedule. The event loop's
-# timers tick in whole milliseconds, so a lag under 2 ms is the scheduler's resolution.
-BEHIND_THRESHOLD_NS = 2_000_000
+# What wakes the sender. The event loop's own timers tick in whole milliseconds (libuv: a
+# shorter sleep wakes at once, and a loop that wakes at once for nothing spins a core the
+# target needs), which would put up to 1 ms of batching into every latency. On Linux a
+# timerfd armed at the next intended send time, watched by the loop like a socket, wakes it
+# to within the kernel's timer slack (~50 us) instead, and the loop still sleeps in epoll
+# between sends. Elsewhere the loop's timers are used: batches at most once a millisecond.
+TICK_MIN_S = 0.001  # the loop's timers: their resolution
+# timerfd: wake-ups at least this far apart. A wake-up costs ~30-40 us of CPU here (a 2-core
+# VM), so at high rates sends still go in batches (at most 5,000 a second: at 30,000/s, 50 us
+# apart, the generator spent its core on wake-ups and fell behind); below 5,000/s every send
+# gets its own wake-up. A send waits at most this long for its batch.
+TICK_MIN_NS = 200_000
+BACKLOG_RETRY_NS = 1_000_000  # how soon to retry sends waiting for a free connection
+# A send more than this after its intended time counts as behind schedule: with a timerfd,
+# 1 ms is five times the batching above plus the wake-up's slack, so what is over it is the
+# generator's loop busy or the machine stalling it; with the loop's timers, which tick in
+# whole milliseconds, it is 2 ms (`LoopTimer.behind_ns`).
+BEHIND_THRESHOLD_NS = 1_000_000
+
+
+class LoopTimer:
+    """Wakes the sender with the event loop's own timers: whole milliseconds at best."""
+
+    min_gap_ns = 0  # TICK_MIN_S already keeps the wake-ups apart
+    behind_ns = 2_000_000  # a lag under 2 ms is this timer's resolution
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        self.loop = loop
+        self.callback = callback
+        self.handle: asyncio.TimerHandle | None = None
+
+    def arm(self, when_ns: int) -> None:
+        """Call back at `when_ns` (time.monotonic_ns), replacing any earlier arming."""
+        if self.handle is not None:
+            self.handle.cancel()
+        delay = (when_ns - time.monotonic_ns()) / NS_PER_S
+        self.handle = self.loop.call_later(max(TICK_MIN_S, delay), self.callback)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+
+
+class _Timespecs(ctypes.Structure):  # struct itimerspec: interval, then value
+    _fields_ = [("interval_s", ctypes.c_long), ("interval_ns", ctypes.c_long),
+                ("value_s", ctypes.c_long), ("value_ns", ctypes.c_long)]
+
+
+CLOCK_MONOTONIC = 1  # the clock of time.monotonic_ns on Linux
+TFD_TIMER_ABSTIME = 1
+
+
+def _libc_timerfd():
+    """libc's timerfd_create and timerfd_settime, or None (not Linux, no such functions)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        create, settime = libc.timerfd_create, libc.timerfd_settime
+    except (OSError, AttributeError):
+        return None
+    create.argtypes = [ctypes.c_int, ctypes.c_int]
+    create.restype = ctypes.c_int
+    settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Timespecs), ctypes.c_void_p]
+    settime.restype = ctypes.c_int
+    return create, settime
+
+
+class TimerFd:
+    """Wakes the sender at a nanosecond time: a Linux timerfd (through ctypes: Python 3.11 has
+    no os.timerfd_create) that the event loop watches like a socket."""
+
+    min_gap_ns = TICK_MIN_NS
+    behind_ns = BEHIND_THRESHOLD_NS
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None],
+                 functions) -> None:
+        create, self.settime = functions
+        fd = create(CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)  # = TFD_NONBLOCK, _CLOEXEC
+        if fd < 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"timerfd_create: {os.strerror(error)}")
+        self.fd = fd
+        self.loop = loop
+        self.callback = callback
+        self.spec = _Timespecs()
+        self.spec_ref = ctypes.byref(self.spec)
+        loop.add_reader(fd, self._fired)
+
+    def arm(self, when_ns: int) -> None:
+        """Call back at `when_ns` (time.monotonic_ns; a past time: at once), replacing any
+        earlier arming."""
+        self.spec.value_s, self.spec.value_ns = divmod(max(1, when_ns), NS_PER_S)
+        if self.settime(self.fd, TFD_TIMER_ABSTIME, self.spec_ref, None):
+            error = ctypes.get_errno()
+            raise OSError(error, f"timerfd_settime: {os.strerror(error)}")
+
+    def _fired(self) -> None:
+        try:
+            os.read(self.fd, 8)  # the count of expirations; reading it rearms the reader
+        except BlockingIOError:
+            return  # re-armed to a later time after it had fired
+        self.callback()
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.fd)
+        os.close(self.fd)
+
+
+def send_timer(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]):
+    """A TimerFd where there is one, else the loop's own timers."""
+    functions = _libc_timerfd()
+    if functions is not None:
+        with contextlib.suppress(OSError):
+            return TimerFd(loop, callback, functions)
+    return LoopTimer(loop, callback)
 
 
 class Target(msgspec.Struct, frozen=True):
@@ -111,6 +222,7 @@ class Worker:
         self.timeout_ns = int(plan.timeout_s * NS_PER_S)
         self.interval_index = 0
         self.schedule: Schedule | None = None
+        self.timer: TimerFd | LoopTimer | None = None  # wakes `_tick`
         self.done: asyncio.Event | None = None
         self.stopped = False
 
@@ -126,7 +238,8 @@ class Worker:
             start_ns = time.monotonic_ns() + int((start_wall - time.time()) * NS_PER_S)
             self.schedule = Schedule(self.plan.rate, self.plan.duration_s, start_ns)
             loop = asyncio.get_running_loop()
-            loop.call_later(max(0.0, (start_ns - time.monotonic_ns()) / NS_PER_S), self._tick)
+            self.timer = send_timer(loop, self._tick)
+            self.timer.arm(start_ns)
             self._arm_roll()
             loop.call_later(SWEEP_EVERY_S, self._sweep)
             # Bounded: every request is answered, timed out or dropped by then.
@@ -141,6 +254,8 @@ class Worker:
             self._emit()
         finally:
             self.stopped = True  # timers still armed return at once
+            if self.timer is not None:
+                self.timer.close()
             for conns in self.conns.values():
                 for conn in conns:
                     conn.close()
@@ -187,12 +302,12 @@ class Worker:
         self._flush()
         waiting = any(self.backlog.values())
         if not schedule.finished:
-            delay = (schedule.next_due_ns() - time.monotonic_ns()) / NS_PER_S
+            when = schedule.next_due_ns()
             if waiting:
-                delay = min(delay, BACKLOG_RETRY_S)
-            asyncio.get_running_loop().call_later(max(TICK_MIN_S, delay), self._tick)
+                when = min(when, now + BACKLOG_RETRY_NS)
+            self.timer.arm(max(when, now + self.timer.min_gap_ns))
         elif waiting:
-            asyncio.get_running_loop().call_later(BACKLOG_RETRY_S, self._tick)
+            self.timer.arm(now + BACKLOG_RETRY_NS)
 
     def _send(self, txn: Txn, intended: int, now: int) -> bool:
         channel = txn.channel
@@ -222,7 +337,7 @@ class Worker:
         stats.kinds[txn.kind] = stats.kinds.get(txn.kind, 0) + 1
         lag_ns = now - intended
         stats.send_lag_us.append(lag_ns // 1000)
-        if lag_ns > BEHIND_THRESHOLD_NS:
+        if lag_ns > self.timer.behind_ns:
             stats.behind += 1
         return True
 

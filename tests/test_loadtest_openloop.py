@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 
 import msgspec
+import pytest
 
+from loadtest import worker
 from loadtest.aggregate import OVERALL
 from loadtest.runner import Plan, run_load
 from loadtest.schedule import NS_PER_S, Schedule
@@ -167,3 +170,33 @@ async def test_a_closed_connection_counts_its_requests_as_errors():
         result = await run_load(plan(port, rate=100, duration_s=0.5, connections=2))
     c = result.totals["jd"].counts
     assert c["errors"] == 50 and c["answered"] == 0
+
+
+# --- how close to the intended time sends leave ---------------------------------------------
+
+
+def echo_answer(conn: Peer, body: bytes) -> None:
+    conn.transport.write(answer(body))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux only")
+async def test_sends_leave_within_a_fraction_of_a_millisecond_of_their_intended_time():
+    """A timerfd wakes the sender at each intended time (docs/loadtest.md): the event loop's
+    own millisecond timers would make the median send half a millisecond late or more."""
+    async with peer(echo_answer) as port:
+        result = await run_load(plan(port, rate=500, duration_s=1.0, connections=2))
+    totals = result.totals["jd"]
+    assert totals.counts["answered"] == 500
+    lag_us = totals.send_lag
+    assert lag_us.get_value_at_percentile(50) < 300, "the median send left 0.3 ms late"
+    assert lag_us.get_value_at_percentile(90) < 1000, "a tenth of the sends left 1 ms late"
+
+
+async def test_without_a_timerfd_the_loop_timers_send_everything_on_schedule(monkeypatch):
+    """Elsewhere than Linux the event loop's timers wake the sender: still every request."""
+    monkeypatch.setattr(worker, "_libc_timerfd", lambda: None)
+    async with peer(echo_answer) as port:
+        result = await run_load(plan(port, rate=500, duration_s=1.0, connections=2))
+    c = result.totals["jd"].counts
+    assert (c["sent"], c["answered"], c["dropped"], c["timeouts"]) == (500, 500, 0, 0)
+    assert result.totals["jd"].send_lag.get_value_at_percentile(50) < 2000
