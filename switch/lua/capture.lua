@@ -11,7 +11,7 @@ register('capture', function()
   if state ~= 'pending' then return decline('12', 'original_already_' .. state) end
   hold = tonumber(hold)
   -- Integer arithmetic: amount <= hold * (1 + tolerance / 100).
-  if amount * 100 > hold * (100 + capture_tolerance_pct) then
+  if amount * 100 > hold * (100 + tonumber(capture_tolerance_pct)) then
     return decline('13', 'capture_exceeds_hold')
   end
   if amount - hold > open_to_buy() then return decline('51', 'insufficient_open_to_buy') end

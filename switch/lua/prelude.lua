@@ -33,10 +33,12 @@ local function begin()
   holds_key, counters_key = KEYS[5], KEYS[6]
   now_ms, this_month, sent_expiry = ARGV[1], ARGV[2], ARGV[3]
   auth_id, amount, fingerprint = ARGV[4], tonumber(ARGV[5]), ARGV[6]
-  rule_code, rule_reason, idem_ttl_s = ARGV[7], ARGV[8], tonumber(ARGV[9])
-  partial_ok, beans_per_yuan, instant = ARGV[10] == '1', tonumber(ARGV[11]), ARGV[12] == '1'
-  names_original, hold_life_ms = ARGV[14] == '1', tonumber(ARGV[15])
-  capture_tolerance_pct = tonumber(ARGV[16])
+  -- Kept as the strings Redis passed where they mostly travel back into a command; the
+  -- arithmetic that needs them converts (tonumber costs a strtod on every call).
+  rule_code, rule_reason, idem_ttl_s = ARGV[7], ARGV[8], ARGV[9]
+  partial_ok, beans_per_yuan, instant = ARGV[10] == '1', ARGV[11], ARGV[12] == '1'
+  names_original, hold_life_ms = ARGV[14] == '1', ARGV[15]
+  capture_tolerance_pct = ARGV[16]
   card = nil
 end
 
@@ -124,8 +126,12 @@ local function opening(check_status)
 end
 
 -- Beans follow the money that stays posted: earned on posting, taken back on release.
+local function beans_for(posted, rate)
+  return math.floor(posted / 100) * rate
+end
+
 local function rebalance_beans(record_beans_before, posted_now, rate)
-  local target = math.floor(posted_now / 100) * rate
+  local target = beans_for(posted_now, rate)
   local delta = target - record_beans_before
   redis.call('HINCRBY', card_key, 'beans', delta)
   redis.call('HSET', txn_key, 'beans', target)
