@@ -144,7 +144,7 @@ class TimerFd:
 
     def _fired(self) -> None:
         try:
-            os.read(self.fd, 8)  # the count of expirations; reading it rearms the reader
+            os.read(self.fd, 8)  # the count of expirations; reading it clears the readiness
         except BlockingIOError:
             return  # re-armed to a later time after it had fired
         self.callback()
