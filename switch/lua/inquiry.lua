@@ -8,8 +8,7 @@ register('inquiry', function()
   if names_original then
     local first = earlier_answer()
     if first then return first end
-    expire_holds(card_key, holds_key, now_ms)
-    if not load_card() then return decline('14', 'card_unknown') end
+    if not load_current_card() then return decline('14', 'card_unknown') end
     if rule_code ~= '' then return decline(rule_code, rule_reason) end
     local kind, state, total, refunded, auth = unpack(redis.call('HMGET', txn_key,
       'kind', 'state', 'amount', 'refunded', 'auth'))

@@ -66,6 +66,15 @@ local function open_to_buy()
   return otb
 end
 
+-- The card, its due holds expired first. `held` is the sum of the pending holds, so a card
+-- that holds nothing has none to expire and skips the lookup (most calls).
+local function load_current_card()
+  if load_card() and card.held > 0 and expire_holds(card_key, holds_key, now_ms) > 0 then
+    load_card()
+  end
+  return card
+end
+
 -- Bugs of ours fail loudly: the script errors and the engine answers 96.
 local function check_invariants()
   if card and (card.posted < 0 or card.held < 0) then
@@ -117,8 +126,7 @@ end
 local function opening(check_status)
   local first = earlier_answer()
   if first then return first end
-  expire_holds(card_key, holds_key, now_ms)
-  load_card()
+  load_current_card()
   local refusal = card_refusal(check_status)
   if refusal then return decline(refusal[1], refusal[2]) end
   if rule_code ~= '' then return decline(rule_code, rule_reason) end
