@@ -164,7 +164,7 @@ def notes(results: dict) -> list[str]:
         floor = ol.get("echo_floor")
         if floor:
             out.append(f"The same open loop against the echo server (no decision at all: the "
-                       f"generator's 1 ms send ticks and this machine): p50 "
+                       f"generator's own send schedule and this machine): p50 "
                        f"{_ms(floor['p50'])} ms, p99 {_ms(floor['p99'])} ms, p99.9 "
                        f"{_ms(floor['p99.9'])} ms.")
     sc = results.get("scaling")
