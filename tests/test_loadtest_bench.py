@@ -46,6 +46,9 @@ async def test_redis_benchmark_runs_the_same_script(redis_url):
     seed_cards(redis_url, [pan])
     result = await redis_rate.measure_with_redis_benchmark(redis_url, pan, count=2000)
     assert result["rate"] > 0 and result["client"] == "redis-benchmark"
+    # Little's law ties the rate read to the latency read: calls in flight = rate x latency.
+    in_flight = result["rate"] * result["avg_latency_ms"] / 1000
+    assert 0.2 < in_flight / (result["depth"] * result["connections"]) < 5
     posted = int(redis.Redis.from_url(redis_url).hget(f"{{c:{pan}}}", "posted"))
     assert posted >= 1990  # 1-fen sales with random references: a clash is a repeat
 
