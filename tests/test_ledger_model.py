@@ -140,7 +140,7 @@ class LedgerMachine(RuleBasedStateMachine):
         return self.loop.run_until_complete(coroutine)
 
     def teardown(self) -> None:
-        self.run(self.ledger.client.aclose())
+        self.run(self.ledger.aclose())
         self.loop.close()
 
     def send(self, kind: MessageClass, amount: int, original: str = "", **flags) -> None:
@@ -179,6 +179,15 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data(), amount=amounts, instant=st.booleans())
     def refund(self, data, amount, instant):
         self.send(MessageClass.REFUND, amount, data.draw(self.refs()), instant_refund=instant)
+
+    @rule()
+    def settle(self):
+        """Clearing: pending credit (at most what is posted) comes off posted; nothing
+        pending settles nothing."""
+        credit = min(self.model.pending_credit, self.model.posted)
+        assert self.run(self.ledger.settle(self.pan)) == credit
+        self.model.posted -= credit
+        self.model.pending_credit -= credit
 
     @rule(kind=st.sampled_from([MessageClass.CAPTURE, MessageClass.REVERSAL,
                                 MessageClass.REFUND]))
@@ -233,7 +242,7 @@ def test_concurrent_authorizations_never_pass_the_limit(redis_url, amounts, part
             answers = await asyncio.gather(*(ledger.execute(r, "000001") for r in requests))
             return answers, await ledger.card(pan)
         finally:
-            await ledger.client.aclose()
+            await ledger.aclose()
 
     answers, view = asyncio.run(burst())
     approved = sum(a.approved_fen for a in answers if a.approved)

@@ -5,7 +5,10 @@ register('settle', function()
   local credit = tonumber(redis.call('HGET', card_key, 'pending_credit') or '0')
   local posted = tonumber(redis.call('HGET', card_key, 'posted') or '0')
   if credit > posted then credit = posted end
-  redis.call('HINCRBY', card_key, 'posted', -credit)
-  redis.call('HINCRBY', card_key, 'pending_credit', -credit)
+  -- Nothing to settle writes nothing (and -0 is no integer to Redis).
+  if credit > 0 then
+    redis.call('HINCRBY', card_key, 'posted', -credit)
+    redis.call('HINCRBY', card_key, 'pending_credit', -credit)
+  end
   return credit
 end)
