@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 
 import msgspec
 import pytest
@@ -19,6 +20,7 @@ from loadtest.runner import Plan, run_load
 from loadtest.schedule import NS_PER_S, Schedule
 from loadtest.worker import Target
 from protocols.framing import BINARY_4, Framer
+from tests.support import ANSWER_WAIT_S
 
 # --- the schedule alone ---------------------------------------------------------------------
 
@@ -180,16 +182,42 @@ def echo_answer(conn: Peer, body: bytes) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux only")
-async def test_sends_leave_within_a_fraction_of_a_millisecond_of_their_intended_time():
-    """A timerfd wakes the sender at each intended time (docs/loadtest.md): the event loop's
-    own millisecond timers would make the median send half a millisecond late or more."""
+async def test_the_timerfd_wakes_the_sender_at_its_time_never_before():
+    """A timerfd wakes the sender at each intended time to the nanosecond (how late is
+    measured by the benches, docs/loadtest.md): never before it, and a new arming replaces
+    the one before."""
+    loop = asyncio.get_running_loop()
+    fired: list[int] = []
+    woke = asyncio.Event()
+
+    def callback() -> None:
+        fired.append(time.monotonic_ns())
+        woke.set()
+
+    timer = worker.send_timer(loop, callback)
+    assert isinstance(timer, worker.TimerFd)
+    try:
+        first = time.monotonic_ns() + 50_000_000
+        later = first + 20_300_000  # not on a millisecond
+        timer.arm(first)
+        timer.arm(later)
+        async with asyncio.timeout(ANSWER_WAIT_S):
+            await woke.wait()
+        assert fired[0] >= later
+        woke.clear()
+        timer.arm(time.monotonic_ns() - 1)  # a time already past: at once
+        async with asyncio.timeout(ANSWER_WAIT_S):
+            await woke.wait()
+        assert len(fired) == 2  # the replaced arming never fired
+    finally:
+        timer.close()
+
+
+async def test_with_a_timerfd_every_request_is_sent_and_answered():
     async with peer(echo_answer) as port:
         result = await run_load(plan(port, rate=500, duration_s=1.0, connections=2))
-    totals = result.totals["jd"]
-    assert totals.counts["answered"] == 500
-    lag_us = totals.send_lag
-    assert lag_us.get_value_at_percentile(50) < 300, "the median send left 0.3 ms late"
-    assert lag_us.get_value_at_percentile(90) < 1000, "a tenth of the sends left 1 ms late"
+    c = result.totals["jd"].counts
+    assert (c["sent"], c["answered"], c["dropped"], c["timeouts"]) == (500, 500, 0, 0)
 
 
 async def test_without_a_timerfd_the_loop_timers_send_everything_on_schedule(monkeypatch):
@@ -199,4 +227,3 @@ async def test_without_a_timerfd_the_loop_timers_send_everything_on_schedule(mon
         result = await run_load(plan(port, rate=500, duration_s=1.0, connections=2))
     c = result.totals["jd"].counts
     assert (c["sent"], c["answered"], c["dropped"], c["timeouts"]) == (500, 500, 0, 0)
-    assert result.totals["jd"].send_lag.get_value_at_percentile(50) < 2000
