@@ -32,6 +32,7 @@ async def build(config: Config, redis_url: str, clock: Clock | None = None,
     # x-pay names the card by a wallet token: the vault turns it into the PAN first.
     vault = TokenVault(ledger.client, ledger.clock)
     await vault.start()
+    ledger.pipelines.append(vault.scripts)
     switch = Switch(config, Engine(ledger, policy, resolvers={"xpay": vault.resolve}), CODECS)
     return switch, ledger
 
@@ -58,8 +59,7 @@ async def serve_one(config: Config, redis_url: str, on_ready, reuse_port: bool =
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await switch.shutdown()
-    await ledger.scripts.drain()
-    await ledger.client.aclose()
+    await ledger.aclose()
     print(counters_line(switch, ledger), flush=True)
 
 
@@ -80,7 +80,7 @@ async def prepare(redis_url: str, demo: bool) -> list[DemoCard]:
         try:
             await load_cards(ledger, cards)
         finally:
-            await ledger.client.aclose()
+            await ledger.aclose()
     return cards
 
 

@@ -61,7 +61,7 @@ async def with_ledger(url: str, work):
         await ledger.start()
         return await work(ledger)
     finally:
-        await ledger.client.aclose()
+        await ledger.aclose()
 
 
 # --- commands ---------------------------------------------------------------------------

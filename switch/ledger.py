@@ -175,9 +175,18 @@ class Ledger:
         self.client = client
         self.clock = clock or SystemClock()
         self.scripts = ScriptPipeline(client, ledger_library())
+        # Every pipeline on this ledger's Redis client (the token vault's joins it): aclose
+        # waits for their calls and closes their connections, then the client's.
+        self.pipelines = [self.scripts]
 
     async def start(self) -> None:
         await self.scripts.load()
+
+    async def aclose(self) -> None:
+        for pipeline in self.pipelines:
+            await pipeline.drain()
+            pipeline.close()
+        await self.client.aclose()
 
     async def execute(self, *args: Any, **kwargs: Any) -> AuthResponse:
         """Run the request's script (one atomic check-and-write on the card); `submit`'s

@@ -7,12 +7,13 @@ its functions' names carry a hash of its code, so switches of different versions
 share one Redis.
 
 Calls made in the same event-loop tick are queued and sent together, as one write of
-FCALLs on one pooled redis-py connection, so under load the switch makes far fewer than
-one round trip per authorization. Each function call is still atomic on its own; the
-pipeline only saves round trips. We pack the FCALL commands ourselves (their shape is fixed,
-and redis-py's general packer was the largest cost in the profile) and read the replies
-with the connection's hiredis parser. A "function not found" answer (Redis restarted
-without the library) reloads it and retries just the calls that failed.
+FCALLs on one connection of our own (switch/redis_link.py), so under load the switch makes
+far fewer than one round trip per authorization. Each function call is still atomic on its
+own; the pipeline only saves round trips. We pack the FCALL commands ourselves (their shape
+is fixed, and redis-py's general packer was the largest cost in the profile); replies are
+matched to calls in order as they arrive. A "function not found" answer (Redis restarted
+without the library) reloads it and retries just the calls that failed, once. redis-py
+still loads the library and serves everything off the hot path.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ import hashlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from switch import limits
+from switch.redis_link import RedisLink, open_link
 
 Call = tuple[str, tuple[str, ...], tuple[Any, ...], asyncio.Future, Callable[[Any], Any] | None]
-FUNCTION_MISSING = "Function not found"  # Redis' answer to an FCALL of an unknown function
+FUNCTION_MISSING = "ERR Function not found"  # Redis' answer to an FCALL of an unknown function
 VERSION_LENGTH = 12  # hex digits of the code's hash in the library's and functions' names
 
 
@@ -75,10 +78,6 @@ def pack_fcall(function: bytes, keys: tuple[str, ...], args: tuple[Any, ...]) ->
     return template % tuple(values)
 
 
-def is_function_missing(result: Any) -> bool:
-    return isinstance(result, ResponseError) and str(result).startswith(FUNCTION_MISSING)
-
-
 class ScriptPipeline:
     def __init__(self, client: aioredis.Redis, library: Library) -> None:
         self.client = client
@@ -86,7 +85,14 @@ class ScriptPipeline:
         self._names: dict[str, bytes] = {}  # our function name -> its Redis name
         self._queue: list[Call] = []
         self._flush_scheduled = False
-        self._sending: set[asyncio.Task] = set()
+        self._link: RedisLink | None = None
+        self._opening: asyncio.Task | None = None
+        self._reloading: asyncio.Task | None = None
+        self._to_retry: list[Call] = []
+        self._retried: set[asyncio.Future] = set()  # calls already sent again once
+        # Replies of calls whose link went quiet this long are given up (the request has
+        # long been answered 91 by then).
+        self.timeout_s = limits.request_deadline_ms / 1000
         # Counters for the operator (and the round-trips-per-authorization figure).
         self.calls = 0
         self.round_trips = 0
@@ -109,77 +115,97 @@ class ScriptPipeline:
 
     def call(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...],
              transform: Callable[[Any], Any] | None = None) -> asyncio.Future:
-        """Queue one script call; the future resolves with its result (passed through
+        """Queue one function call; the future resolves with its result (passed through
         `transform` when given). Cancelling the future drops the answer, not the call."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.append((name, keys, args, future, transform))
+        future = asyncio.get_running_loop().create_future()
+        self._enqueue((name, keys, args, future, transform))
+        return future
+
+    def _enqueue(self, call: Call) -> None:
+        self._queue.append(call)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            loop.call_soon(self._flush)
-        return future
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        link = self._link
+        if link is None or link.closed:
+            if self._opening is None:  # the queue waits for the link
+                self._opening = asyncio.get_running_loop().create_task(self._open())
+            return
         queue, self._queue = self._queue, []
         for start in range(0, len(queue), limits.pipeline_batch_max):
-            task = asyncio.get_running_loop().create_task(
-                self._send(queue[start : start + limits.pipeline_batch_max])
-            )
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            batch = queue[start : start + limits.pipeline_batch_max]
+            self.round_trips += 1
+            self.calls += len(batch)
+            link.send(batch, b"".join([pack_fcall(self.redis_name(name), keys, args)
+                                       for name, keys, args, _, _ in batch]))
 
-    async def _send(self, batch: list[Call]) -> None:
+    async def _open(self) -> None:
         try:
-            results = await self._execute(batch)
-            missing = [i for i, result in enumerate(results) if is_function_missing(result)]
-            if missing:
-                await self.load()
-                retried = await self._execute([batch[i] for i in missing])
-                for i, result in zip(missing, retried, strict=True):
-                    results[i] = result
-        except Exception as error:  # connection lost, timeout: every caller gets the error
-            for *_, future, _ in batch:
-                if not future.done():
-                    future.set_exception(error)
+            self._link = await open_link(self.client, self._settle, self.timeout_s)
+        except Exception as error:  # Redis down: the calls waiting for it fail now
+            queue, self._queue = self._queue, []
+            self._settle_all(queue, error)
             return
-        for (*_, future, transform), result in zip(batch, results, strict=True):
-            if future.done():  # the request's deadline passed; its answer went out as 91
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(transform(result) if transform else result)
-
-    async def _execute(self, batch: list[Call]) -> list[Any]:
-        """One write of the whole batch, then its replies in order."""
-        self.round_trips += 1
-        self.calls += len(batch)
-        packed = b"".join(pack_fcall(self.redis_name(name), keys, args)
-                          for name, keys, args, _, _ in batch)
-        pool = self.client.connection_pool
-        connection = await pool.get_connection()
-        # One bound for the whole batch instead of redis-py's timeout around every reply
-        # (3.8 -> 0.8 us per reply); the connection gets its own back afterwards.
-        batch_timeout_s, connection.socket_timeout = connection.socket_timeout, None
-        try:
-            async with asyncio.timeout(batch_timeout_s):
-                await connection.send_packed_command(packed, check_health=False)
-                results: list[Any] = []
-                for _ in batch:
-                    try:
-                        results.append(await connection.read_response())
-                    except ResponseError as error:  # a script's error reply; stream intact
-                        results.append(error)
-            return results
-        except BaseException:
-            await connection.disconnect()  # replies may be half read: never reuse it
-            raise
         finally:
-            connection.socket_timeout = batch_timeout_s
-            await pool.release(connection)
+            self._opening = None
+        self._flush()
+
+    def _settle_all(self, calls: list[Call], reply: Any) -> None:
+        for call in calls:
+            self._settle(call, reply)
+
+    def _settle(self, call: Call, reply: Any) -> None:
+        _, _, _, future, transform = call
+        if isinstance(reply, hiredis.ReplyError):
+            if str(reply).startswith(FUNCTION_MISSING) and future not in self._retried:
+                self._retry_after_reload(call)
+                return
+            reply = ResponseError(str(reply))
+        self._retried.discard(future)
+        if future.done():  # the request's deadline passed; its answer went out as 91
+            return
+        if isinstance(reply, Exception):
+            future.set_exception(reply)
+            return
+        try:
+            future.set_result(transform(reply) if transform else reply)
+        except Exception as error:  # a reply our transform cannot read: that call fails
+            future.set_exception(error)
+
+    def _retry_after_reload(self, call: Call) -> None:
+        self._retried.add(call[3])
+        self._to_retry.append(call)
+        if self._reloading is None:
+            self._reloading = asyncio.get_running_loop().create_task(self._reload())
+
+    async def _reload(self) -> None:
+        try:
+            await self.load()
+        except Exception as error:
+            calls, self._to_retry = self._to_retry, []
+            self._settle_all(calls, error)
+            return
+        finally:
+            self._reloading = None
+        calls, self._to_retry = self._to_retry, []
+        for call in calls:
+            self._enqueue(call)
 
     async def drain(self) -> None:
-        """Wait for every batch already sent (used at shutdown)."""
-        if self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
+        """Wait until every call made so far has its reply (used at shutdown)."""
+        while self._queue or self._opening or self._reloading or self._to_retry:
+            if self._opening or self._reloading:
+                await asyncio.gather(*[t for t in (self._opening, self._reloading) if t],
+                                     return_exceptions=True)
+            else:
+                await asyncio.sleep(0)  # the scheduled flush sends the queue
+        if self._link is not None:
+            await self._link.idle()
+
+    def close(self) -> None:
+        """Close our connection (the redis-py client is its owner's to close)."""
+        if self._link is not None:
+            self._link.close()

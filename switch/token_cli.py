@@ -24,7 +24,7 @@ async def with_vault(url: str, work):
         await vault.start()
         return await work(vault)
     finally:
-        await vault.client.aclose()
+        await vault.aclose()
 
 
 def token_for_send(args: argparse.Namespace) -> str:

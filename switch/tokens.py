@@ -73,6 +73,12 @@ class TokenVault:
     async def start(self) -> None:
         await self.scripts.load()
 
+    async def aclose(self) -> None:
+        """Close the vault's own connection and its client (when the vault owns it)."""
+        await self.scripts.drain()
+        self.scripts.close()
+        await self.client.aclose()
+
     # --- the engine's card resolver for the x-pay channel --------------------------------
 
     async def resolve(self, request: AuthRequest) -> AuthRequest | AuthResponse:

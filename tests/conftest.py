@@ -24,7 +24,7 @@ async def ledger(redis_url) -> AsyncIterator[Ledger]:
     ledger = Ledger(connect(redis_url))
     await ledger.start()
     yield ledger
-    await ledger.client.aclose()
+    await ledger.aclose()
 
 
 @pytest.fixture

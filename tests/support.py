@@ -64,8 +64,7 @@ async def running_switch(redis_url: str, config: Config | None = None):
         yield switch, ledger
     finally:
         await switch.shutdown()
-        await ledger.scripts.drain()
-        await ledger.client.aclose()
+        await ledger.aclose()
 
 
 class JdClient:

@@ -90,7 +90,7 @@ async def test_the_reference_servers_decide_like_the_switch(redis_url):
         "capture", "pos", sale.request.card, sale.request.amount_fen, "5411", sale)
     second = client.answer(await pos.answer(encode(capture)[1]))
     assert second.response.response_code == "00"  # found its original by F90
-    await ledger.client.aclose()
+    await ledger.aclose()
 
 
 def fake_results(switch_pos: float, echo_pos: float, redis_rate_s: float) -> dict:

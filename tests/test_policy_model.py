@@ -302,7 +302,7 @@ async def run_stream(redis_url: str, policy: dict, start_ms: int, stream: list[S
             got = (r.response_code, r.reason, r.approved_fen, r.open_to_buy_fen, r.beans)
             assert got == expected, f"step {index} {step}: switch {got} != model {expected}"
     finally:
-        await ledger.client.aclose()
+        await ledger.aclose()
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

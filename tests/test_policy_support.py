@@ -64,8 +64,7 @@ async def policy_switch(redis_url: str, policy_text: str | None = None, clock=No
     finally:
         await clients.close()
         await switch.shutdown()
-        await ledger.scripts.drain()
-        await ledger.client.aclose()
+        await ledger.aclose()
 
 
 class ClientCodec:

@@ -71,7 +71,7 @@ def test_counter_window_matches_a_list_of_approvals(redis_url, buckets, bucket_m
                 if expected == "00":
                     approvals.append(((clock.now + offset_ms) // bucket_ms, amount))
         finally:
-            await ledger.client.aclose()
+            await ledger.aclose()
 
     asyncio.run(run())
 
