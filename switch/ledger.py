@@ -6,7 +6,8 @@ Per card, under one hash tag so every script touches one Redis Cluster slot:
   {c:PAN}:tx       sorted set of the card's transaction keys by creation time (ms)
   {c:PAN}:i:KEY    string: the answer given to idempotency key KEY, msgpack (expires)
   {c:PAN}:h        sorted set of the pending holds' transaction keys by expiry deadline (ms)
-  {c:PAN}:n        hash: the policy's approval counters, a small ring of buckets per rule
+  {c:PAN}:n        hash: the policy's approval counters, per rule its window's totals and
+                   the finished buckets still inside the window
                    (expires when the longest window has passed without an approval)
 open-to-buy = limit - posted - held, never below zero. The scripts are in switch/lua/.
 """
@@ -102,11 +103,12 @@ def card_keys(key: str, idempotency_key: str, referenced: str) -> tuple[str, ...
 
 
 class Counter(NamedTuple):
-    """Approvals on the card counted in a ring of time buckets, checked before an approval.
+    """Approvals on the card counted over a window of time buckets, checked before an
+    approval.
 
-    authorize.lua sums the buckets of the window (the current one and `buckets - 1` before
-    it), declines 65 when one more approval would pass `count_max` and 61 when the amount
-    would pass `amount_max_fen`, and counts an approval into the current bucket.
+    The window is the current bucket and the `buckets - 1` before it. authorize.lua keeps
+    its totals, declines 65 when one more approval would pass `count_max` and 61 when the
+    amount would pass `amount_max_fen`, and counts an approval into the current bucket.
     """
 
     field: str  # hash field in {c:PAN}:n, unique per rule and bucket size
