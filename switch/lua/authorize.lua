@@ -11,6 +11,7 @@ local kind, now  -- the running call's (set by the function below)
 -- buckets that leave the window are read from theirs and subtracted. (A ring read and
 -- summed whole on every call was half of this script's cost.)
 local counters  -- the running call's definitions
+local windows  -- per counter: {bucket, count, fen, window count, window fen, kept}
 
 -- Decoded definitions by their JSON: a policy has a handful of distinct ones, and decoding
 -- cost as much as reading the counters. A cache of a pure function of the argument: no
@@ -29,7 +30,6 @@ local function counters_of(json)
   end
   return decoded
 end
-local windows  -- per counter: {bucket, count, fen, window count, window fen, kept}
 
 -- The sum of the finished buckets first .. last (only those on record) of counter `field`.
 local function kept_totals(field, buckets, first, last)
