@@ -13,6 +13,7 @@ import asyncio
 import collections
 import functools
 import logging
+import time
 from collections.abc import Callable
 
 import redis.exceptions
@@ -22,19 +23,27 @@ from protocols.framing import Framer, FramingError
 from protocols.messages import AuthResponse, decline
 from switch.config import Config, Limits
 from switch.engine import Engine
+from switch.latency import LatencyHistogram
 
 log = logging.getLogger("switch.server")
 
 
 class Counters:
-    __slots__ = ("connections", "requests", "answered", "timeouts", "errors", "framing_errors")
+    COUNTS = ("connections", "requests", "answered", "timeouts", "errors", "framing_errors")
+    __slots__ = (*COUNTS, "decisions")
 
     def __init__(self) -> None:
-        for name in self.__slots__:
+        for name in self.COUNTS:
             setattr(self, name, 0)
+        # From a request's frame to its answer ready to write, in ns: the switch's own
+        # share of a latency a client measures.
+        self.decisions = LatencyHistogram()
 
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+    def as_dict(self) -> dict[str, int | float]:
+        times = {f"decision_{name}_ms": round(self.decisions.percentile(percent) / 1e6, 3)
+                 for name, percent in (("p50", 50), ("p99", 99), ("p99.9", 99.9))}
+        return {name: getattr(self, name) for name in self.COUNTS} | times | {
+            "decision_max_ms": round(self.decisions.largest / 1e6, 3)}
 
 
 class Connection(asyncio.Protocol):
@@ -85,6 +94,7 @@ class Connection(asyncio.Protocol):
     # --- requests -----------------------------------------------------------------------
 
     def _request(self, body: bytes) -> None:
+        began = time.perf_counter_ns()
         listener = self.listener
         listener.counters.requests += 1
         try:
@@ -102,7 +112,7 @@ class Connection(asyncio.Protocol):
         except Exception:
             outcome = listener.failed()
         if isinstance(outcome, AuthResponse):
-            self._answer(decoded, outcome)
+            self._answer(decoded, outcome, began)
             return
         # No task per request: the answer is a callback on the ledger's future.
         self.inflight += 1
@@ -110,18 +120,18 @@ class Connection(asyncio.Protocol):
             self.paused = True
             self.transport.pause_reading()
         listener.track(outcome)
-        outcome.add_done_callback(functools.partial(self._settled, decoded))
+        outcome.add_done_callback(functools.partial(self._settled, decoded, began))
 
-    def _settled(self, decoded: Decoded, outcome: asyncio.Future) -> None:
+    def _settled(self, decoded: Decoded, began: int, outcome: asyncio.Future) -> None:
         response = self.listener.settle(outcome)
         self.inflight -= 1
         resume = self.paused and not self.draining
         if resume and self.inflight < self.limits.inflight_per_connection_max:
             self.paused = False
             self.transport.resume_reading()
-        self._answer(decoded, response)
+        self._answer(decoded, response, began)
 
-    def _answer(self, decoded: Decoded, response: AuthResponse) -> None:
+    def _answer(self, decoded: Decoded, response: AuthResponse, began: int) -> None:
         try:
             body = self.listener.codec.encode_response(decoded.context, response)
         except Exception:  # our bug: the peer gets no answer, the operator a traceback
@@ -129,6 +139,7 @@ class Connection(asyncio.Protocol):
             self.listener.counters.errors += 1
             return
         self._send(body)
+        self.listener.counters.decisions.record(time.perf_counter_ns() - began)
 
     def _send(self, body: bytes) -> None:
         if self.closing or self.transport.is_closing():
