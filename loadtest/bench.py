@@ -2,7 +2,7 @@
 
 (a) the switch (its own process, private Redis) per ISO 8583/JD channel: find-max at p99 <= 5 ms;
 (b) the ceiling: an echo server (uvloop + asyncio.Protocol) driven by the same generator;
-(c) Redis alone running the switch's authorize script, pipelined;
+(c) Redis alone running the switch's authorize function, pipelined;
 (d) a straightforward reference server (streams, plain decoding, one FCALL per request).
 Then the ratios of (a) to each. Results go to bench-results/bench-<date>.json and .md.
 
@@ -192,7 +192,7 @@ async def serving(name: str, argv: list[str], ports: dict[str, int], logs: Path)
 
 
 async def measure_redis(url: str, pans: list[str]) -> dict:
-    say(f"\n== (c) Redis alone: the authorize script, {REDIS_CALLS:,} calls pipelined "
+    say(f"\n== (c) Redis alone: the authorize function, {REDIS_CALLS:,} calls pipelined "
         f"{REDIS_DEPTH} deep")
     result = await redis_rate.measure_with_redis_benchmark(url, pans[0], REDIS_CALLS,
                                                            REDIS_DEPTH)

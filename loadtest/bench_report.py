@@ -70,7 +70,7 @@ def _redis_line(results: dict) -> str:
     redis = results.get("redis")
     if not redis:
         return "(c) Redis alone: not measured"
-    return (f"(c) Redis alone, the switch's authorize script pipelined {redis['depth']} deep "
+    return (f"(c) Redis alone, the switch's authorize function pipelined {redis['depth']} deep "
             f"({redis['client']}): {redis['rate']:,.0f}/s")
 
 
