@@ -74,7 +74,8 @@ class TokenVault:
         await self.scripts.load()
 
     async def aclose(self) -> None:
-        """Close the vault's own connection and its client (when the vault owns it)."""
+        """Close the vault's pipeline and its Redis client (a vault on a ledger's client is
+        closed by `Ledger.aclose` instead)."""
         await self.scripts.drain()
         self.scripts.close()
         await self.client.aclose()
