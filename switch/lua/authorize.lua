@@ -9,7 +9,7 @@ local kind, now  -- the running call's (set by the function below)
 -- its fen, window count, window fen}: the common call reads and writes only that. When a
 -- later bucket starts, the finished one is kept in field F#(bucket % buckets) and the
 -- buckets that leave the window are read from theirs and subtracted. (A ring read and
--- summed whole on every call was half of this script's cost.)
+-- summed whole on every call was half of this function's cost.)
 local counters  -- the running call's definitions
 local windows  -- per counter: {bucket, count, fen, window count, window fen, kept}
 

@@ -1,9 +1,9 @@
--- Shared by the ledger scripts and expire.lua (switch/ledger.py prepends it).
--- Stale holds expired per script run: bounds the run; any more go at the next run.
+-- Shared by the ledger's functions (first in the library, switch/ledger.py).
+-- Stale holds expired per call: bounds the call; any more go at the next one.
 local HOLD_EXPIRY_BATCH = 64
 
 -- Pre-authorization holds whose deadline has passed give their open-to-buy back. Every
--- script expires the card's due holds first (lazily, with the request's clock), so a
+-- call expires the card's due holds first (lazily, with the request's clock), so a
 -- decision sees no stale hold; `switch card show` runs the same step (expire.lua).
 -- Returns how many holds it took off the card's list.
 local function expire_holds(card_key, holds_key, now_ms)

@@ -75,7 +75,7 @@ local function load_current_card()
   return card
 end
 
--- Bugs of ours fail loudly: the script errors and the engine answers 96.
+-- Bugs of ours fail loudly: the call errors and the engine answers 96.
 local function check_invariants()
   if card and (card.posted < 0 or card.held < 0) then
     error('ledger invariant broken on ' .. card_key)
@@ -120,9 +120,9 @@ local function card_refusal(check_status)
   return nil
 end
 
--- How every script starts: a repeat gets its first answer; due holds expire; then the card
+-- How every call starts: a repeat gets its first answer; due holds expire; then the card
 -- checks (status too when `check_status`) and the engine's rule decline. Returns the
--- answer that ends the script, or nil to go on.
+-- answer that ends the call, or nil to go on.
 local function opening(check_status)
   local first = earlier_answer()
   if first then return first end
