@@ -3,8 +3,8 @@
 local HOLD_EXPIRY_BATCH = 64
 
 -- Pre-authorization holds whose deadline has passed give their open-to-buy back. Every
--- call expires the card's due holds first (lazily, with the request's clock), so a
--- decision sees no stale hold; `switch card show` runs the same step (expire.lua).
+-- call on a card that holds something expires its due holds first (lazily, with the
+-- request's clock), so a decision sees no stale hold; `switch card show` runs the same step (expire.lua).
 -- Returns how many holds it took off the card's list.
 local function expire_holds(card_key, holds_key, now_ms)
   local due = redis.call('ZRANGEBYSCORE', holds_key, '-inf', now_ms, 'LIMIT', 0,
