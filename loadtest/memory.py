@@ -27,8 +27,8 @@ import hiredis
 import redis
 
 from loadtest.ledger_calls import script_call
-from loadtest.redis_rate import resp
 from loadtest.workload import CARD_EXPIRY, CARD_LIMIT_FEN, load_test_pans
+from switch.redis_link import resp_command
 
 BATCH_CARDS = 10_000  # commands per pipeline: a few MB of RESP, replies read before the next
 PAN_PLACEHOLDER = "9999999999999995"  # Luhn-valid, 16 digits like every load-test card
@@ -47,7 +47,7 @@ def card_fields(limit_fen: int = CARD_LIMIT_FEN, expiry: str = CARD_EXPIRY) -> d
 
 def seed_template() -> bytes:
     pairs = [part for item in card_fields().items() for part in item]
-    return resp("HSET", f"{{c:{PAN_PLACEHOLDER}}}", *pairs)
+    return resp_command("HSET", f"{{c:{PAN_PLACEHOLDER}}}", *pairs)
 
 
 async def approval_call() -> tuple[str, bytes]:
@@ -69,7 +69,7 @@ async def approval_call() -> tuple[str, bytes]:
     if isinstance(decoded, bytes):
         raise RuntimeError("the switch's POS codec refused the load generator's sale")
     function, code, keys, args = await script_call(decoded.request)
-    return code, resp("FCALL", function, str(len(keys)), *keys, *args)
+    return code, resp_command("FCALL", function, str(len(keys)), *keys, *args)
 
 
 def pipelined(url: str, template: bytes, pans: Sequence[str]) -> dict[str, int]:

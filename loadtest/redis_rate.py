@@ -22,24 +22,17 @@ from urllib.parse import urlparse
 import hiredis
 
 from loadtest.ledger_calls import sale, script_call
+from switch.redis_link import resp_command
 
 PAN_PLACEHOLDER = "9" * 15 + "8"  # 16 characters, like the load-test card numbers
 REF_PLACEHOLDER = "Q" * 16  # replaced by a 16-character reference unique to the call
 MEASURE_TIMEOUT_S = 120.0
 
 
-def resp(*parts: str) -> bytes:
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        data = part.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
 async def authorize_template() -> tuple[str, str, bytes]:
     """(library code, the RESP bytes of one FCALL with placeholders)."""
     function, code, keys, args = await script_call(sale(PAN_PLACEHOLDER, REF_PLACEHOLDER))
-    return code, resp("FCALL", function, str(len(keys)), *keys, *args)
+    return code, resp_command("FCALL", function, str(len(keys)), *keys, *args)
 
 
 def commands(template: bytes, pans: list[str], count: int, run_tag: str) -> list[bytes]:
@@ -116,7 +109,7 @@ async def measure(url: str, pans: list[str], count: int = 200_000, depth: int = 
 async def load_library(host: str, port: int, code: str) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        writer.write(resp("FUNCTION", "LOAD", "REPLACE", code))
+        writer.write(resp_command("FUNCTION", "LOAD", "REPLACE", code))
         parser = hiredis.Reader()
         async with asyncio.timeout(10):
             while (reply := parser.gets()) is False:

@@ -39,7 +39,6 @@ class Library(NamedTuple):
     """A Redis function library built from our Lua files: `register(name, body)` in them
     defines function `name` (run with the call's KEYS and ARGV in place)."""
 
-    name: str
     version: str  # hash of the Lua code
     code: str  # what FUNCTION LOAD takes
 
@@ -61,7 +60,7 @@ local function register(name, body)
   end)
 end
 """
-    return Library(name, version, header + body)
+    return Library(version, header + body)
 
 
 def pack_fcall(function: bytes, keys: tuple[str, ...], args: tuple[Any, ...]) -> bytes:
