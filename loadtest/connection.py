@@ -24,7 +24,49 @@ ANSWER_SIZE_MAX_BYTES = 1 << 20  # far above any channel's answer; a bigger head
 EXPIRED_REMEMBERED_MAX = 10_000  # enough to recognise the late answers of a stall
 
 
-class Connection(asyncio.Protocol):
+class AnswerReader:
+    """What every client connection does with the server's bytes: whole frames decoded and
+    matched to the requests waiting under their correlation ids. A connection provides
+    `framer`, `decode`, `pending` (correlation id -> (ns, txn)), `transport`, and says how
+    it counts a bad or late answer and whether an id timed out lately."""
+
+    framer: Framer
+    decode: Callable[[bytes], tuple[str, str]]
+    pending: dict[str, tuple[int, Txn]]
+    transport: asyncio.Transport | None
+
+    def count_bad(self, kind: str) -> None:  # kind: bad_answers or late_answers
+        raise NotImplementedError
+
+    def was_expired(self, correlation_id: str) -> bool:
+        raise NotImplementedError
+
+    def read_answers(self, data: bytes) -> list[tuple[tuple[int, Txn], str]] | None:
+        """(pending entry, code) of each whole answer in `data`; None when the stream is
+        broken (the connection is aborted)."""
+        try:
+            frames = self.framer.feed(data)
+        except FramingError:
+            self.count_bad("bad_answers")
+            self.transport.abort()
+            return None
+        answers = []
+        for body in frames:
+            try:
+                correlation_id, code = self.decode(body)
+            except ValueError:  # msgspec, ISO 8583 and framing errors are all ValueErrors
+                self.count_bad("bad_answers")
+                continue
+            entry = self.pending.pop(correlation_id, None)
+            if entry is None:
+                self.count_bad("late_answers" if self.was_expired(correlation_id)
+                               else "bad_answers")
+                continue
+            answers.append((entry, code))
+        return answers
+
+
+class Connection(AnswerReader, asyncio.Protocol):
     def __init__(self, adapter: ClientAdapter, inflight_max: int,
                  on_answer: Callable[[Txn, str, int], None],
                  on_bad_answer: Callable[[str, str], None],
@@ -87,24 +129,14 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         received_ns = time.monotonic_ns()  # one reading for every answer in this chunk
-        try:
-            frames = self.framer.feed(data)
-        except FramingError:
-            self.on_bad_answer(self.adapter.name, "bad_answers")
-            self.transport.abort()
-            return
-        for body in frames:
-            try:
-                correlation_id, code = self.decode(body)
-            except ValueError:  # msgspec, ISO 8583 and framing errors are all ValueErrors
-                self.on_bad_answer(self.adapter.name, "bad_answers")
-                continue
-            entry = self.pending.pop(correlation_id, None)
-            if entry is None:
-                late = self.expired.pop(correlation_id, 0) is None  # counted as a timeout
-                self.on_bad_answer(self.adapter.name, "late_answers" if late else "bad_answers")
-                continue
-            self.on_answer(entry[1], code, received_ns - entry[0])
+        for (intended_ns, txn), code in self.read_answers(data) or ():
+            self.on_answer(txn, code, received_ns - intended_ns)
+
+    def count_bad(self, kind: str) -> None:
+        self.on_bad_answer(self.adapter.name, kind)
+
+    def was_expired(self, correlation_id: str) -> bool:
+        return self.expired.pop(correlation_id, 0) is None  # counted as a timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

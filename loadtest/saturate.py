@@ -28,7 +28,7 @@ import msgspec
 
 from loadtest import adapters
 from loadtest.adapter import ClientAdapter
-from loadtest.connection import ANSWER_SIZE_MAX_BYTES
+from loadtest.connection import ANSWER_SIZE_MAX_BYTES, AnswerReader
 from loadtest.schedule import NS_PER_S
 from loadtest.stats import ChannelSnapshot, ChannelStats
 from loadtest.worker import CONNECT_TIMEOUT_S, LoadTestError, Target, collector_paused
@@ -42,7 +42,7 @@ from loadtest.workload import (
     Workload,
     load_test_pans,
 )
-from protocols.framing import Framer, FramingError
+from protocols.framing import Framer
 
 SWEEP_EVERY_S = 0.05  # timeouts are found to within 50 ms; they are failures, not figures
 RUN_GRACE_S = 10.0  # past warm-up + duration + timeout, a worker that has not finished is stuck
@@ -88,7 +88,7 @@ def ref_prefix(run_id: str, worker: int, channel: str) -> str:
     return f"{run_id}w{worker}{channel[0]}n"
 
 
-class ClosedConnection(asyncio.Protocol):
+class ClosedConnection(AnswerReader, asyncio.Protocol):
     """One connection that refills to `inflight` requests after every chunk of answers."""
 
     def __init__(self, owner: ClosedLoop, channel: str, adapter: ClientAdapter,
@@ -107,26 +107,18 @@ class ClosedConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic_ns()  # one reading for every answer in this chunk
-        owner = self.owner
-        try:
-            frames = self.framer.feed(data)
-        except FramingError:
-            owner.count(self.channel, "bad_answers")
-            self.transport.abort()
+        answers = self.read_answers(data)
+        if answers is None:
             return
-        for body in frames:
-            try:
-                correlation_id, code = self.decode(body)
-            except ValueError:  # msgspec, ISO 8583 and framing errors are all ValueErrors
-                owner.count(self.channel, "bad_answers")
-                continue
-            entry = self.pending.pop(correlation_id, None)
-            if entry is None:
-                late = owner.forget_expired(correlation_id)
-                owner.count(self.channel, "late_answers" if late else "bad_answers")
-                continue
-            owner.answered(self.channel, entry[1], code, now - entry[0], now)
+        for (sent_ns, txn), code in answers:
+            self.owner.answered(self.channel, txn, code, now - sent_ns, now)
         self.top_up(now)
+
+    def count_bad(self, kind: str) -> None:
+        self.owner.count(self.channel, kind)
+
+    def was_expired(self, correlation_id: str) -> bool:
+        return self.owner.forget_expired(correlation_id)
 
     def top_up(self, now: int) -> None:
         """Send as many requests as answers came: back to exactly `inflight` in flight."""
