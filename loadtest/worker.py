@@ -1,8 +1,8 @@
 """One load-generating worker: its connections, the open-loop scheduler, timeouts, intervals.
 
-Runs in one event loop (its own process when there are several workers). Every second it
-hands the parent a snapshot of what happened (counters and encoded histograms) and starts
-afresh, so the parent can show progress and merge the workers without sharing memory.
+Runs in the event loop of its own process. Every second it hands the parent a snapshot of
+what happened (counters and counted latencies) and starts afresh, so the parent can show
+progress and merge the workers without sharing memory.
 """
 
 from __future__ import annotations

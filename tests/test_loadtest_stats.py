@@ -1,4 +1,4 @@
-"""Histograms recorded by several workers, shipped encoded, merged in the parent."""
+"""Latencies counted by several workers, shipped, merged into histograms in the parent."""
 
 from __future__ import annotations
 
