@@ -10,7 +10,8 @@
    are read from their logs (switch_counters.py).
 3. Open loop at half of the sustainable rate (POS): find-max (p99 <= 5 ms, as `make bench`)
    gives the sustainable rate, then one run at half of it gives p99 and p99.9 (targets:
-   2 ms and 10 ms).
+   2 ms and 10 ms); where this process may, the same run again with the switch, Redis and
+   the generator at real-time priority (realtime.py).
 4. Throughput and latency as connections grow, 1, 10, 100, 1,000 (closed loop, POS, the
    switch with one and with two processes), min(8, 1000 / connections) in flight per
    connection, so the total stays at most 1,000.
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import msgspec
 
-from loadtest import adapters, memory
+from loadtest import adapters, memory, realtime
 from loadtest.bench import free_port, measure_target, python_module, serving
 from loadtest.bench_report import machine
 from loadtest.cards import seed_cards
@@ -178,7 +179,7 @@ def medians(runs: list[dict]) -> dict:
     return out
 
 
-async def open_loop(url: str, args: argparse.Namespace, logs: Path) -> dict:
+async def open_loop(url: str, redis_pid: int, args: argparse.Namespace, logs: Path) -> dict:
     say("\n== 3. open loop at half of the sustainable rate (POS)")
     search_args = argparse.Namespace(p99_ms=FIND_MAX_P99_MS, step_duration=FIND_MAX_STEP_S,
                                      workers=1)
@@ -194,7 +195,8 @@ async def open_loop(url: str, args: argparse.Namespace, logs: Path) -> dict:
                     targets={"pos": Target("127.0.0.1", port)},
                     connections=OPEN_LOOP_CONNECTIONS, cards=CARDS, seed=SEED, redis_url=url)
         out = open_loop_figures(await run_load(plan))
-    say(f"   -> p99 {out['p99']} ms, p99.9 {out['p99.9']} ms, failures {out['failures']}")
+        say(f"   -> p99 {out['p99']} ms, p99.9 {out['p99.9']} ms, failures {out['failures']}")
+        out_realtime = await open_loop_realtime(plan, [server.process.pid, redis_pid])
     say("   the same against the echo server (the generator's and the machine's floor)")
     async with helper_servers("echo", "", logs, ("pos",)) as ports:
         echo_plan = msgspec.structs.replace(plan, targets={"pos": Target("127.0.0.1",
@@ -203,7 +205,22 @@ async def open_loop(url: str, args: argparse.Namespace, logs: Path) -> dict:
         floor = open_loop_figures(await run_load(echo_plan))
     say(f"   -> p99 {floor['p99']} ms, p99.9 {floor['p99.9']} ms")
     return {"sustainable": {k: found[k] for k in ("rate", "p99_ms", "steps")}, "half": out,
-            "echo_floor": floor, "targets_ms": OPEN_LOOP_TARGETS_MS}
+            "half_realtime": out_realtime, "echo_floor": floor,
+            "targets_ms": OPEN_LOOP_TARGETS_MS}
+
+
+async def open_loop_realtime(plan: Plan, server_pids: list[int]) -> dict:
+    """The same run with the switch, Redis and the generator at real-time priority: what
+    is left of the tail when no process waits for a core (realtime.py)."""
+    reason = realtime.unavailable()
+    if reason:
+        say(f"   the same at real-time priority: skipped ({reason})")
+        return {"unavailable": reason}
+    say("   the same with the switch, Redis and the generator at real-time priority")
+    with realtime.realtime(server_pids):
+        out = open_loop_figures(await run_load(plan))
+    say(f"   -> p99 {out['p99']} ms, p99.9 {out['p99.9']} ms, failures {out['failures']}")
+    return out
 
 
 def open_loop_figures(result) -> dict:
@@ -253,7 +270,7 @@ async def run_scale_bench(args: argparse.Namespace, logs: Path) -> dict:
         if "saturation" not in skip:
             results["saturation"] = await saturation(url, args, logs)
         if "openloop" not in skip:
-            results["openloop"] = await open_loop(url, args, logs)
+            results["openloop"] = await open_loop(url, private.process.pid, args, logs)
         if "scaling" not in skip:
             results["scaling"] = await scaling(url, args, logs)
     finally:

@@ -75,11 +75,15 @@ def target_rows(results: dict) -> list[list[str]]:
                          f"{per_call:.3f}" if per_call is not None else "-",
                          _met(per_call <= targets["round_trips_per_call"]
                               if per_call is not None else None)])
-    half = (results.get("openloop") or {}).get("half")
-    if half:
+    openloop = results.get("openloop") or {}
+    runs = [(openloop.get("half"), ""),
+            (openloop.get("half_realtime"), ", real-time priority")]
+    for half, how in runs:
+        if not half or "unavailable" in half:
+            continue
         for key, limit in targets["open_loop_ms"].items():
-            rows.append([f"open loop at half the sustainable rate ({half['rate']:,.0f}/s): "
-                         f"{key} <= {limit:g} ms", f"{_ms(half[key])} ms",
+            rows.append([f"open loop at half the sustainable rate ({half['rate']:,.0f}/s"
+                         f"{how}): {key} <= {limit:g} ms", f"{_ms(half[key])} ms",
                          _met(half[key] is not None and half[key] <= limit
                               and not half["failures"])])
     return rows if len(rows) > 1 else []
@@ -161,6 +165,15 @@ def notes(results: dict) -> list[str]:
                    f"{_ms(ol['half']['p50'])} ms, p99 {_ms(ol['half']['p99'])} ms, p99.9 "
                    f"{_ms(ol['half']['p99.9'])} ms, max {_ms(ol['half']['max'])} ms, "
                    f"{ol['half']['failures']} failures.")
+        rt = ol.get("half_realtime") or {}
+        if "unavailable" in rt:
+            out.append(f"The run at real-time priority was skipped: {rt['unavailable']}.")
+        elif rt:
+            out.append(f"The same run with the switch, Redis and the generator at real-time "
+                       f"priority (SCHED_FIFO: a woken process takes a core at once instead of "
+                       f"waiting for one): p50 {_ms(rt['p50'])} ms, p99 {_ms(rt['p99'])} ms, "
+                       f"p99.9 {_ms(rt['p99.9'])} ms, max {_ms(rt['max'])} ms, "
+                       f"{rt['failures']} failures.")
         floor = ol.get("echo_floor")
         if floor:
             out.append(f"The same open loop against the echo server (no decision at all: the "

@@ -124,3 +124,18 @@ def test_the_curves_are_svg_with_a_line_per_series():
         lines = root.findall("{http://www.w3.org/2000/svg}polyline")
         assert len(lines) == 2 and all(len(p.get("points").split()) >= 2 for p in lines)
     assert curves({"settings": {}}) == {}
+
+
+def test_the_real_time_run_has_its_own_target_rows_or_says_why_it_was_skipped():
+    results = fake_results()
+    results["openloop"]["half_realtime"] = {"rate": 6000, "achieved": 6000, "p50": 0.4,
+                                            "p99": 0.9, "p99.9": 4.0, "max": 6.0,
+                                            "failures": 0}
+    rows = [line for line in terminal(results).splitlines() if "real-time priority)" in line]
+    assert [row.split()[-3:] for row in rows] == [["0.900", "ms", "yes"],
+                                                  ["4.000", "ms", "yes"]]
+    assert "p99 0.900 ms" in markdown(results, [])
+    results["openloop"]["half_realtime"] = {"unavailable": "SCHED_FIFO needs root"}
+    text = terminal(results)
+    assert "real-time priority)" not in text
+    assert "skipped: SCHED_FIFO needs root" in markdown(results, [])
