@@ -21,26 +21,32 @@ def unavailable() -> str | None:
     """Why real-time priority cannot be had here; None when it can."""
     if not hasattr(os, "sched_setscheduler"):
         return "this platform has no SCHED_FIFO"
+    before = _policy(0)
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(PRIORITY))
     except PermissionError:
         return "SCHED_FIFO needs root or CAP_SYS_NICE"
     except OSError as error:
         return f"SCHED_FIFO refused: {error}"
-    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    os.sched_setscheduler(0, *before)
     return None
 
 
 @contextlib.contextmanager
 def realtime(pids: list[int]) -> Iterator[None]:
     """SCHED_FIFO for `pids` and for this process (the generator: the workers it starts
-    inherit it) while the block runs; normal scheduling again after, whatever happened."""
-    everyone = [os.getpid(), *pids]
+    inherit it) while the block runs; each gets its own scheduling back after, whatever
+    happened."""
+    saved = {pid: _policy(pid) for pid in [os.getpid(), *pids]}
     try:
-        for pid in everyone:
+        for pid in saved:
             os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(PRIORITY))
         yield
     finally:
-        for pid in everyone:
+        for pid, before in saved.items():
             with contextlib.suppress(ProcessLookupError):  # a server that has exited
-                os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+                os.sched_setscheduler(pid, *before)
+
+
+def _policy(pid: int) -> tuple[int, os.sched_param]:
+    return os.sched_getscheduler(pid), os.sched_getparam(pid)

@@ -42,3 +42,14 @@ def test_priority_is_taken_back_after_an_error_and_a_gone_process_is_no_error(sl
             sleeper.wait()
             raise RuntimeError("the run failed")
     assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
+def test_a_process_gets_back_the_scheduling_it_had(sleeper):
+    if realtime.unavailable() is not None:
+        assert os.sched_getscheduler(sleeper.pid) == os.SCHED_OTHER
+        return
+    os.sched_setscheduler(sleeper.pid, os.SCHED_RR, os.sched_param(3))
+    with realtime.realtime([sleeper.pid]):
+        assert os.sched_getscheduler(sleeper.pid) == os.SCHED_FIFO
+    assert os.sched_getscheduler(sleeper.pid) == os.SCHED_RR
+    assert os.sched_getparam(sleeper.pid).sched_priority == 3
