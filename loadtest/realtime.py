@@ -2,8 +2,8 @@
 
 When the switch, its Redis and the generator share a machine's cores (two here), a process
 woken by its socket can wait on the run queue behind another one that holds the core: at
-3,000/s that wait was 10-25% of the switch's wall time (/proc/PID/schedstat) and made most
-of the p99. Under SCHED_FIFO a woken process takes the core at once. Linux only, and only
+3,000/s that wait was up to a quarter of the switch's wall time (/proc/PID/schedstat) and
+made most of the p99. Under SCHED_FIFO a woken process takes the core at once. Linux only, and only
 for root or with CAP_SYS_NICE; the kernel's real-time throttling (by default 95% of each
 second at most) keeps the rest of the machine alive.
 """
