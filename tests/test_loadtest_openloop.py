@@ -88,8 +88,10 @@ def plan(port: int, rate: float, duration_s: float, **fields) -> Plan:
 
 async def test_a_serial_slow_server_makes_sends_fall_behind_and_latency_counts_from_intent():
     """One request at a time, 30 ms each: a closed-loop tool would report 30 ms. We offer
-    100/s on one connection that may hold one request; the sends fall behind, wait, and
-    their latency counts the wait; those that wait out the timeout are dropped unsent."""
+    400/s on one connection that may hold one request; the sends fall behind, wait, and
+    their latency counts the wait; those that wait out the timeout are dropped unsent.
+    (Sends 2.5 ms apart: when a timeout frees the connection, whatever waited past its
+    own timeout meanwhile is dropped; at 100/s that needed the sweep to run 10 ms late.)"""
     service_s = 0.03
     queue: list = []
 
@@ -105,10 +107,10 @@ async def test_a_serial_slow_server_makes_sends_fall_behind_and_latency_counts_f
             asyncio.get_running_loop().call_later(service_s, serve_next)
 
     async with peer(serial) as port:
-        result = await run_load(plan(port, rate=100, duration_s=1.0, connections=1,
+        result = await run_load(plan(port, rate=400, duration_s=0.5, connections=1,
                                      inflight_max=1, timeout_s=0.5))
     c = result.totals["jd"].counts
-    assert c["sent"] + c["dropped"] == 100
+    assert c["sent"] + c["dropped"] == 200
     assert c["dropped"] > 0 and c["behind"] > 0
     assert c["answered"] + c["timeouts"] == c["sent"]
     latency = result.totals["jd"].latency
