@@ -134,12 +134,14 @@ async def _run_processes(plans: list[WorkerPlan], aggregator: Aggregator) -> flo
     for process in processes:
         process.start()
     try:
-        await _expect(results, "ready", len(plans), WORKER_READY_TIMEOUT_S, aggregator)
+        intervals = ("interval", lambda data: aggregator.add(
+            msgspec.msgpack.decode(data, type=Interval)))
+        await expect(results, "ready", len(plans), WORKER_READY_TIMEOUT_S, intervals)
         start_wall = time.time() + START_DELAY_S
         for _, sender in pipes:
             sender.send(start_wall)
         budget_s = plans[0].duration_s + plans[0].timeout_s + WORKER_READY_TIMEOUT_S
-        await _expect(results, "done", len(plans), budget_s, aggregator)
+        await expect(results, "done", len(plans), budget_s, intervals)
         return start_wall
     finally:
         join_workers(processes)
@@ -154,25 +156,28 @@ def join_workers(processes) -> None:
             process.join(timeout=WORKER_EXIT_TIMEOUT_S)
 
 
-async def _expect(results, kind: str, count: int, timeout_s: float,
-                  aggregator: Aggregator) -> None:
-    """Read worker messages until `count` of `kind` came; intervals go to the aggregator."""
+async def expect(messages, kind: str, count: int, timeout_s: float,
+                 progress: tuple[str, Callable[..., None]]) -> list:
+    """Read worker messages until `count` of `kind` came (their payloads are returned); a
+    message of the progress kind goes to its callback, an error ends the wait."""
+    progress_kind, on_progress = progress
     loop = asyncio.get_running_loop()
     deadline = time.monotonic() + timeout_s
-    seen = 0
-    while seen < count:
+    found: list = []
+    while len(found) < count:
         if time.monotonic() > deadline:
             raise LoadTestError(f"workers did not report {kind!r} within {timeout_s:.0f} s")
         try:
-            message = await loop.run_in_executor(None, results.get, True, 0.5)
+            message = await loop.run_in_executor(None, messages.get, True, 0.5)
         except queue_module.Empty:
             continue
         if message[0] == "error":
             raise LoadTestError(f"worker {message[1]}: {message[2]}")
-        if message[0] == "interval":
-            aggregator.add(msgspec.msgpack.decode(message[1], type=Interval))
+        if message[0] == progress_kind:
+            on_progress(*message[1:])
         elif message[0] == kind:
-            seen += 1
+            found.append(message[1])
+    return found
 
 
 def worker_process(plan_bytes: bytes, results, start_pipe) -> None:

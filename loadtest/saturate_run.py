@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import multiprocessing
-import queue as queue_module
 import resource
 import sys
 import time
@@ -20,7 +19,7 @@ import msgspec
 
 from loadtest.adapters_iso import terminal_tag
 from loadtest.cards import seed_cards
-from loadtest.runner import join_workers, new_run_id
+from loadtest.runner import expect, join_workers, new_run_id
 from loadtest.saturate import ClosedLoop, SaturatePlan, WorkerOutcome, ref_prefix
 from loadtest.stats import Totals
 from loadtest.worker import LoadTestError, freeze_startup_heap
@@ -222,36 +221,16 @@ async def _run_processes(plan: SaturatePlan, split: list[dict[str, int]],
         process.start()
     seconds = _Seconds(len(split), progress)
     try:
-        await _expect(messages, "ready", len(split), WORKER_READY_TIMEOUT_S, seconds)
+        await expect(messages, "ready", len(split), WORKER_READY_TIMEOUT_S,
+                     ("second", seconds.add))
         start_wall = time.time() + START_DELAY_S
         for _, sender in pipes:
             sender.send(start_wall)
         budget_s = plan.warmup_s + plan.duration_s + plan.timeout_s + WORKER_READY_TIMEOUT_S
-        done = await _expect(messages, "done", len(split), budget_s, seconds)
+        done = await expect(messages, "done", len(split), budget_s, ("second", seconds.add))
         return [msgspec.msgpack.decode(d, type=WorkerOutcome) for d in done]
     finally:
         join_workers(processes)
-
-
-async def _expect(messages, kind: str, count: int, timeout_s: float,
-                  seconds: _Seconds) -> list:
-    loop = asyncio.get_running_loop()
-    deadline = time.monotonic() + timeout_s
-    found: list = []
-    while len(found) < count:
-        if time.monotonic() > deadline:
-            raise LoadTestError(f"workers did not report {kind!r} within {timeout_s:.0f} s")
-        try:
-            message = await loop.run_in_executor(None, messages.get, True, 0.5)
-        except queue_module.Empty:
-            continue
-        if message[0] == "error":
-            raise LoadTestError(f"worker {message[1]}: {message[2]}")
-        if message[0] == "second":
-            seconds.add(message[1], message[2])
-        elif message[0] == kind:
-            found.append(message[1])
-    return found
 
 
 def worker_process(plan_bytes: bytes, index: int, share: dict[str, int], messages,
