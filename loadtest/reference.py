@@ -19,6 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from protocols.codes import Code, Reason
 from protocols.framing import BINARY_2, BINARY_4
 from protocols.jd import JdCodec
 from protocols.messages import AuthRequest
@@ -60,6 +61,13 @@ async def make_ledger(url: str):
     return ledger
 
 
+def mcc_decline(request: AuthRequest) -> tuple[str, str] | None:
+    """The reference's one rule: the blocked categories of the default policy answer 57."""
+    if request.mcc in BLOCKED_MCCS and request.message_class in ("auth", "sale"):
+        return Code.NOT_PERMITTED_TO_CARDHOLDER, Reason.MCC_BLOCKED.format(mcc=request.mcc)
+    return None
+
+
 class JdHandler:
     header = BINARY_4
 
@@ -72,10 +80,9 @@ class JdHandler:
         if isinstance(decoded, bytes):
             return decoded
         request = decoded.request
-        blocked = request.mcc in BLOCKED_MCCS and request.message_class in ("auth", "sale")
         response = await self.ledger.execute(
             request, auth_id=f"{random.randrange(1_000_000):06d}",
-            rule_decline=("57", "mcc_blocked") if blocked else None)
+            rule_decline=mcc_decline(request))
         return self.codec.encode_response(decoded.context, response)
 
 
@@ -107,10 +114,9 @@ class PosHandler:
             request = AuthRequest(**self.request_basics("pos", message))
         except self.FieldError as error:
             return self.answers.answer(message, error.code, error.reason)
-        blocked = request.mcc in BLOCKED_MCCS and request.message_class in ("auth", "sale")
         response = await self.ledger.execute(
             request, auth_id=f"{random.randrange(1_000_000):06d}",
-            rule_decline=("57", "mcc_blocked") if blocked else None)
+            rule_decline=mcc_decline(request))
         return self.answers.answer(message, response.response_code, response.reason, response)
 
 

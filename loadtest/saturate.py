@@ -33,7 +33,6 @@ from loadtest.schedule import NS_PER_S
 from loadtest.stats import ChannelSnapshot, ChannelStats
 from loadtest.worker import CONNECT_TIMEOUT_S, LoadTestError, Target, collector_paused
 from loadtest.workload import (
-    APPROVAL_CODES,
     APPROVED,
     DECLINED,
     PENDING,
@@ -42,6 +41,7 @@ from loadtest.workload import (
     Workload,
     load_test_pans,
 )
+from protocols.codes import APPROVING
 from protocols.framing import Framer
 
 SWEEP_EVERY_S = 0.05  # timeouts are found to within 50 ms; they are failures, not figures
@@ -200,7 +200,7 @@ class ClosedLoop:
         if self.phase == WINDOW:
             stats.latency_us.append(latency_ns // 1000)
         self.second_answers[channel] += 1
-        txn.state = APPROVED if code in APPROVAL_CODES else DECLINED
+        txn.state = APPROVED if code in APPROVING else DECLINED
 
     def count(self, channel: str, counter: str) -> None:
         stats = self.stats[self.phase][channel]

@@ -24,7 +24,6 @@ from loadtest.connection import Connection
 from loadtest.schedule import NS_PER_S, Schedule
 from loadtest.stats import ChannelStats, Interval
 from loadtest.workload import (
-    APPROVAL_CODES,
     APPROVED,
     DECLINED,
     PENDING,
@@ -33,6 +32,7 @@ from loadtest.workload import (
     Workload,
     load_test_pans,
 )
+from protocols.codes import APPROVING
 
 
 def freeze_startup_heap() -> None:
@@ -364,7 +364,7 @@ class Worker:
         stats.answered += 1
         stats.codes[code] = stats.codes.get(code, 0) + 1
         stats.latency_us.append(latency_ns // 1000)
-        txn.state = APPROVED if code in APPROVAL_CODES else DECLINED
+        txn.state = APPROVED if code in APPROVING else DECLINED
 
     def _count(self, channel: str, counter: str) -> None:
         stats = self.stats[channel]

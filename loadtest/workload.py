@@ -64,7 +64,6 @@ CLASS_OF_KIND = {
 
 # Txn.state: set by the worker as answers (or their absence) come in.
 PENDING, APPROVED, DECLINED, UNKNOWN = 0, 1, 2, 3
-APPROVAL_CODES = frozenset({"00", "10"})
 
 
 class Txn:

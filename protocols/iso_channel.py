@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from protocols.channel import Decoded
+from protocols.codes import APPROVING, Code, Reason
 from protocols.framing import BINARY_2, HeaderFormat
 from protocols.iso8583 import Iso8583Error, get_codec
 from protocols.messages import CURRENCY_CNY, AuthRequest, AuthResponse, MessageClass
@@ -90,7 +91,7 @@ class IsoChannel:
             return self._undecodable(body, error)
         problem = self._mac_problem(body, message)
         if problem:
-            return self.answer(message, "A0", problem)
+            return self.answer(message, Code.MAC_FAILURE, problem)
         if message["t"][1:3] == "80":
             return self._network(message)
         try:
@@ -111,7 +112,7 @@ class IsoChannel:
     def answer(self, request: Mapping[str, Any], code: str, reason: str = "",
                response: AuthResponse | None = None) -> bytes:
         added = {"39": code}
-        approved = code in ("00", "10")
+        approved = code in APPROVING
         if approved and response is not None and response.auth_id:
             added["38"] = response.auth_id
         if reason and not approved:
@@ -134,8 +135,8 @@ class IsoChannel:
     def _network(self, message: dict) -> bytes:
         function = NETWORK_CODES.get(message.get("70", ""))
         if function is None:
-            return self.answer(message, "12", "network_code_unsupported")
-        return self.answer(message, "00")
+            return self.answer(message, Code.INVALID_TRANSACTION, Reason.NETWORK_CODE_UNSUPPORTED)
+        return self.answer(message, Code.APPROVED)
 
     def _mac_problem(self, body: bytes, message: dict) -> str:
         if self.mac_key is None:
@@ -144,19 +145,20 @@ class IsoChannel:
         value = message.get(field)
         if value is None:
             # Network management may travel unsigned; money never does.
-            return "" if message["t"][1:3] == "80" else "mac_missing"
+            return "" if message["t"][1:3] == "80" else Reason.MAC_MISSING
         given = value if isinstance(value, bytes) else bytes.fromhex(value)
         expected = mac(self.mac_key, body[: -len(value)])  # the MAC field is the last one
-        return "" if hmac.compare_digest(given, expected) else "mac_mismatch"
+        return "" if hmac.compare_digest(given, expected) else Reason.MAC_MISMATCH
 
     def _undecodable(self, body: bytes, error: Iso8583Error) -> bytes:
         """Answer 30 with what can still be read: the MTI and the fields before the error."""
         if error.field == "MTI":
-            return self.answer({}, "30", "format:mti")
+            return self.answer({}, Code.FORMAT_ERROR, Reason.FORMAT.format(detail="mti"))
         salvaged = None if error.field == "bitmap" else salvage(self.codec, body, error)
         if salvaged is None:
             salvaged = {"t": body[:4].decode("ascii")}
-        return self.answer(salvaged, "30", f"format:field_{error.field}")
+        return self.answer(salvaged, Code.FORMAT_ERROR,
+                           Reason.FORMAT.format(detail=f"field_{error.field}"))
 
 
 # --- reading a request ----------------------------------------------------------------------
@@ -166,14 +168,14 @@ def request_basics(channel: str, message: dict) -> dict[str, Any]:
     """AuthRequest keyword arguments every ISO 8583 channel reads the same way."""
     mti = message["t"]
     if mti[0] != "0" or mti[3] not in "01":
-        raise FieldError("12", "mti_not_supported")
+        raise FieldError(Code.INVALID_TRANSACTION, Reason.MTI_NOT_SUPPORTED)
     message_class = class_of(mti, message)
     card, expiry = card_of(message)
     stan = required(message, "11")
     transmitted = required(message, "7")
     terminal = required(message, "41").rstrip()
     if not terminal:  # all spaces: no terminal to name transactions by
-        raise FieldError("30", "field_41_missing")
+        raise FieldError(Code.FORMAT_ERROR, Reason.FIELD_MISSING.format(field=41))
     acquirer = institution(message.get("32", ""))
     txn_ref = f"{channel}:{acquirer}:{terminal}:{stan}"
     return dict(
@@ -199,10 +201,10 @@ def class_of(mti: str, message: dict) -> MessageClass:
         return MessageClass.REVERSAL
     by_processing = CLASSES.get(kind)
     if by_processing is None:
-        raise FieldError("12", "mti_not_supported")
+        raise FieldError(Code.INVALID_TRANSACTION, Reason.MTI_NOT_SUPPORTED)
     message_class = by_processing.get(required(message, "3")[:2])
     if message_class is None:
-        raise FieldError("12", "processing_not_supported")
+        raise FieldError(Code.INVALID_TRANSACTION, Reason.PROCESSING_NOT_SUPPORTED)
     return message_class
 
 
@@ -215,7 +217,7 @@ def card_of(message: dict) -> tuple[str, str]:
         pan, found, rest = track.partition(separator)
         if found:
             return pan, rest[:4] if len(rest) >= 4 else ""
-    raise FieldError("30", "card_missing")
+    raise FieldError(Code.FORMAT_ERROR, Reason.CARD_MISSING)
 
 
 def amount_of(message: dict, message_class: MessageClass) -> int:
@@ -230,7 +232,7 @@ def amount_of(message: dict, message_class: MessageClass) -> int:
 def currency_of(message: dict) -> int:
     code = message.get("49", str(CURRENCY_CNY))
     if not code.isdigit():
-        raise FieldError("30", "currency_not_numeric")
+        raise FieldError(Code.FORMAT_ERROR, Reason.CURRENCY_NOT_NUMERIC)
     return int(code)
 
 
@@ -253,7 +255,7 @@ def original_of(channel: str, message: dict, message_class: MessageClass, txn_re
     if message_class is MessageClass.REVERSAL:
         required(message, "37")
         return txn_ref
-    raise FieldError("30", "original_data_missing")
+    raise FieldError(Code.FORMAT_ERROR, Reason.ORIGINAL_DATA_MISSING)
 
 
 def institution(code: str) -> str:
@@ -264,7 +266,7 @@ def institution(code: str) -> str:
 def required(message: dict, field: str) -> str:
     value = message.get(field)
     if value is None or value == "":
-        raise FieldError("30", f"field_{field}_missing")
+        raise FieldError(Code.FORMAT_ERROR, Reason.FIELD_MISSING.format(field=field))
     return value
 
 

@@ -11,6 +11,7 @@ import hmac
 from typing import Any
 
 from protocols.channel import ClientAnswer
+from protocols.codes import APPROVING
 from protocols.iso8583 import get_codec
 from protocols.iso_channel import AMOUNT_CLASSES, mac, mac_field, request_mti, with_mac
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
@@ -52,7 +53,7 @@ def correlation_id(mti: str, stan: str, transmitted: str) -> str:
 
 def client_answer(message: dict[str, Any]) -> ClientAnswer:
     code = message.get("39", "")
-    approved = code in ("00", "10")
+    approved = code in APPROVING
     balance = message.get("54", "")
     response = AuthResponse(
         response_code=code,

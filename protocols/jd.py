@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from protocols.channel import ClientAnswer, Decoded, sign_sorted_pairs, signature_matches
+from protocols.codes import Code, Reason
 from protocols.framing import BINARY_4
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 
@@ -27,30 +28,34 @@ TRADE_TYPE_OF_CLASS = {cls: name for name, cls in TRADE_TYPES.items()}
 
 CURRENCIES = {"CNY": 156, "156": 156}
 
-# ISO 8583 response code -> JD-style result code and description (docs/channels/jd.md).
-RESULT_CODES = {
-    "00": ("000000", "success"),
-    "10": ("000010", "partially approved"),
-    "03": ("MERC01", "unknown merchant"),
-    "12": ("TRAD01", "transaction not supported"),
-    "13": ("TRAD02", "invalid amount"),
-    "14": ("CARD01", "invalid card number"),
-    "25": ("ORIG01", "original trade not found"),
-    "30": ("PARA01", "parameter error"),
-    "41": ("CARD03", "card restricted"),
-    "43": ("CARD03", "card restricted"),
-    "51": ("BAL001", "insufficient available credit"),
-    "54": ("CARD02", "card expired"),
-    "57": ("RISK01", "not permitted for this card"),
-    "61": ("RISK02", "exceeds amount limit"),
-    "62": ("CARD03", "card restricted"),
-    "63": ("SIGN01", "signature error"),
-    "65": ("RISK02", "exceeds frequency limit"),
-    "91": ("SYS001", "issuer unavailable, try later"),
-    "94": ("TRAD03", "duplicate trade number with different content"),
-    "96": ("SYS001", "system error"),
+# Response code -> JD-style result code and description (docs/channels/jd.md); every code of
+# the vocabulary has its row (tests/test_codes.py checks).
+RESULT_CODES: dict[str, tuple[str, str]] = {
+    Code.APPROVED: ("000000", "success"),
+    Code.PARTIAL_APPROVAL: ("000010", "partially approved"),
+    Code.INVALID_MERCHANT: ("MERC01", "unknown merchant"),
+    Code.DO_NOT_HONOUR: ("DECL01", "declined"),
+    Code.INVALID_TRANSACTION: ("TRAD01", "transaction not supported"),
+    Code.INVALID_AMOUNT: ("TRAD02", "invalid amount"),
+    Code.INVALID_CARD: ("CARD01", "invalid card number"),
+    Code.ORIGINAL_NOT_FOUND: ("ORIG01", "original trade not found"),
+    Code.FORMAT_ERROR: ("PARA01", "parameter error"),
+    Code.SUSPECTED_FRAUD: ("RISK03", "suspected fraud"),
+    Code.LOST_CARD: ("CARD03", "card restricted"),
+    Code.STOLEN_CARD: ("CARD03", "card restricted"),
+    Code.INSUFFICIENT_CREDIT: ("BAL001", "insufficient available credit"),
+    Code.EXPIRED_CARD: ("CARD02", "card expired"),
+    Code.NOT_PERMITTED_TO_CARDHOLDER: ("RISK01", "not permitted for this card"),
+    Code.NOT_PERMITTED_ON_TERMINAL: ("RISK01", "not permitted for this card"),
+    Code.EXCEEDS_AMOUNT_LIMIT: ("RISK02", "exceeds amount limit"),
+    Code.RESTRICTED_CARD: ("CARD03", "card restricted"),
+    Code.SECURITY_VIOLATION: ("SIGN01", "signature error"),
+    Code.EXCEEDS_FREQUENCY_LIMIT: ("RISK02", "exceeds frequency limit"),
+    Code.ISSUER_UNAVAILABLE: ("SYS001", "issuer unavailable, try later"),
+    Code.DUPLICATE: ("TRAD03", "duplicate trade number with different content"),
+    Code.SYSTEM_MALFUNCTION: ("SYS001", "system error"),
+    Code.MAC_FAILURE: ("SIGN01", "signature error"),
 }
-DECLINED = ("DECL01", "declined")
 
 TRADE_NUM_PATTERN = re.compile(r"[A-Za-z0-9_\-]{1,32}")
 TRADE_TIME_PATTERN = re.compile(r"\d{14}")
@@ -64,7 +69,7 @@ class FieldError(ValueError):
 
 
 def result_code(iso_code: str) -> tuple[str, str]:
-    return RESULT_CODES.get(iso_code, DECLINED)
+    return RESULT_CODES[iso_code]
 
 
 class JdCodec:
@@ -80,16 +85,19 @@ class JdCodec:
         try:
             fields = _json_fields.decode(body)
         except (msgspec.DecodeError, UnicodeDecodeError) as error:
-            return self._error_reply({}, "30", f"not a JSON object of strings: {error}")
+            problem = Reason.FORMAT.format(detail=f"not a JSON object of strings: {error}")
+            return self._error_reply({}, Code.FORMAT_ERROR, problem)
         key = self.merchant_keys.get(fields.get("merchant", ""))
         if key is None:
-            return self._error_reply(fields, "03", "unknown merchant")
+            return self._error_reply(fields, Code.INVALID_MERCHANT, Reason.MERCHANT_UNKNOWN)
         if not signature_matches(sign_sorted_pairs(fields, key), fields.get("sign", "")):
-            return self._error_reply(fields, "63", "signature does not match", key)
+            return self._error_reply(fields, Code.SECURITY_VIOLATION,
+                                     Reason.SIGNATURE_MISMATCH, key)
         try:
             request = request_from_fields(fields)
         except FieldError as error:
-            return self._error_reply(fields, "30", str(error), key)
+            return self._error_reply(fields, Code.FORMAT_ERROR, Reason.FORMAT.format(detail=error),
+                                     key)
         return Decoded(request, fields)
 
     def encode_response(self, context: dict[str, str], response: AuthResponse) -> bytes:

@@ -10,6 +10,8 @@ import enum
 
 import msgspec
 
+from protocols.codes import APPROVING
+
 
 class MessageClass(enum.StrEnum):
     AUTH = "auth"  # authorization / pre-authorization: places a hold
@@ -56,7 +58,7 @@ class AuthResponse(msgspec.Struct, kw_only=True):
 
     @property
     def approved(self) -> bool:
-        return self.response_code in ("00", "10")
+        return self.response_code in APPROVING
 
 
 def decline(code: str, reason: str) -> AuthResponse:

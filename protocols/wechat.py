@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from xml.parsers import expat
 
 from protocols.channel import ClientAnswer, Decoded, sign_sorted_pairs, signature_matches
+from protocols.codes import REPORTED_REFUNDED, Code, Reason, TransactionState
 from protocols.framing import BINARY_4
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 
@@ -39,33 +40,44 @@ BANK_TYPE = "PAB_CREDIT"  # the Ping An credit card, as WeChat names the funding
 FIELDS_MAX = 64
 VALUE_MAX_CHARS = 8192
 
-# ISO 8583 response code -> WeChat err_code and its description (docs/channels/wechat.md).
-ERR_CODES = {
-    "51": ("NOTENOUGH", "insufficient available credit"),
-    "12": ("TRADE_ERROR", "transaction not permitted by the issuer's rules"),
-    "57": ("TRADE_ERROR", "transaction not permitted by the issuer's rules"),
-    "61": ("TRADE_ERROR", "exceeds an amount limit"),
-    "65": ("TRADE_ERROR", "exceeds a frequency limit"),
-    "58": ("NOTSUPORTCARD", "the merchant does not accept credit cards"),
-    "14": ("NOTSUPORTCARD", "card unknown to the issuer"),
-    "41": ("NOTSUPORTCARD", "card cannot be used (lost)"),
-    "43": ("NOTSUPORTCARD", "card cannot be used (stolen)"),
-    "54": ("NOTSUPORTCARD", "card expired"),
-    "62": ("NOTSUPORTCARD", "card restricted or not activated"),
-    "13": ("PARAM_ERROR", "invalid amount"),
-    "30": ("PARAM_ERROR", "parameter error"),
-    "63": ("SIGNERROR", "signature error"),
-    "94": ("OUT_TRADE_NO_USED", "out_trade_no already used with different content"),
-    "25": ("ORDERNOTEXIST", "order does not exist"),
-    "91": ("SYSTEMERROR", "issuer unavailable, query the order or retry"),
-    "96": ("SYSTEMERROR", "issuer system error, query the order or retry"),
+# Response code -> WeChat err_code and its description (docs/channels/wechat.md); every
+# declining code of the vocabulary has its row (tests/test_codes.py checks).
+ERR_CODES: dict[str, tuple[str, str]] = {
+    Code.INSUFFICIENT_CREDIT: ("NOTENOUGH", "insufficient available credit"),
+    Code.INVALID_TRANSACTION: ("TRADE_ERROR", "transaction not permitted by the issuer's rules"),
+    Code.NOT_PERMITTED_TO_CARDHOLDER: ("TRADE_ERROR",
+                                       "transaction not permitted by the issuer's rules"),
+    Code.EXCEEDS_AMOUNT_LIMIT: ("TRADE_ERROR", "exceeds an amount limit"),
+    Code.EXCEEDS_FREQUENCY_LIMIT: ("TRADE_ERROR", "exceeds a frequency limit"),
+    Code.DO_NOT_HONOUR: ("TRADE_ERROR", "declined by the issuer"),
+    Code.SUSPECTED_FRAUD: ("TRADE_ERROR", "declined by the issuer (suspected fraud)"),
+    Code.NOT_PERMITTED_ON_TERMINAL: ("NOTSUPORTCARD", "the merchant does not accept credit cards"),
+    Code.INVALID_CARD: ("NOTSUPORTCARD", "card unknown to the issuer"),
+    Code.LOST_CARD: ("NOTSUPORTCARD", "card cannot be used (lost)"),
+    Code.STOLEN_CARD: ("NOTSUPORTCARD", "card cannot be used (stolen)"),
+    Code.EXPIRED_CARD: ("NOTSUPORTCARD", "card expired"),
+    Code.RESTRICTED_CARD: ("NOTSUPORTCARD", "card restricted or not activated"),
+    Code.INVALID_AMOUNT: ("PARAM_ERROR", "invalid amount"),
+    Code.FORMAT_ERROR: ("PARAM_ERROR", "parameter error"),
+    Code.INVALID_MERCHANT: ("PARAM_ERROR", "unknown merchant"),
+    Code.SECURITY_VIOLATION: ("SIGNERROR", "signature error"),
+    Code.MAC_FAILURE: ("SIGNERROR", "signature error"),
+    Code.DUPLICATE: ("OUT_TRADE_NO_USED", "out_trade_no already used with different content"),
+    Code.ORIGINAL_NOT_FOUND: ("ORDERNOTEXIST", "order does not exist"),
+    Code.ISSUER_UNAVAILABLE: ("SYSTEMERROR", "issuer unavailable, query the order or retry"),
+    Code.SYSTEM_MALFUNCTION: ("SYSTEMERROR", "issuer system error, query the order or retry"),
 }
-DECLINED = ("TRADE_ERROR", "declined by the issuer")
 ORDERPAID = ("ORDERPAID", "order already paid")
 LACK_PARAMS = "LACK_PARAMS"
-# ledger state of an order (AuthResponse.state of an order query) -> WeChat trade_state
-TRADE_STATES = {"captured": "SUCCESS", "refunded": "REFUND", "reversed": "REVOKED",
-                "expired": "CLOSED", "pending": "USERPAYING"}
+# What an order query reports (AuthResponse.state) -> WeChat trade_state; every reported
+# state has its row (tests/test_codes.py checks).
+TRADE_STATES: dict[str, str] = {
+    TransactionState.CAPTURED: "SUCCESS",
+    REPORTED_REFUNDED: "REFUND",
+    TransactionState.REVERSED: "REVOKED",
+    TransactionState.EXPIRED: "CLOSED",
+    TransactionState.PENDING: "USERPAYING",
+}
 
 ORDER_NO = re.compile(r"[A-Za-z0-9_\-|*@]{1,32}")  # WeChat's out_trade_no alphabet, no ':'
 NONCE = re.compile(r"[A-Za-z0-9_\-]{1,32}")
@@ -173,23 +185,28 @@ class WechatCodec:
         try:
             fields = parse_xml(body)
         except WechatError as error:
-            return to_xml({"return_code": "FAIL", "return_msg": str(error), "iso_code": "30"})
+            return to_xml({"return_code": "FAIL", "return_msg": str(error),
+                           "iso_code": Code.FORMAT_ERROR})
         merchant = self.merchants.get(fields.get("mch_id", ""))
         if merchant is None:
             return to_xml({"return_code": "FAIL", "return_msg": "unknown mch_id",
-                           "iso_code": "03", "nonce_str": fields.get("nonce_str", "")})
+                           "iso_code": Code.INVALID_MERCHANT,
+                           "nonce_str": fields.get("nonce_str", "")})
         if fields.get("sign_type") != SIGN_TYPE:  # checked first: no other rule to verify by
-            return self._reply(fields, merchant, "30", f"sign_type must be {SIGN_TYPE}",
+            return self._reply(fields, merchant, Code.FORMAT_ERROR,
+                               Reason.FORMAT.format(detail=f"sign_type must be {SIGN_TYPE}"),
                                "PARAM_ERROR")
         if not signature_matches(sign(fields, merchant.key), fields.get("sign", "")):
-            return self._reply(fields, merchant, "63", "signature_mismatch")
+            return self._reply(fields, merchant, Code.SECURITY_VIOLATION, Reason.SIGNATURE_MISMATCH)
         try:
             request = request_from_fields(fields, merchant.mcc)
         except WechatError as error:
-            return self._reply(fields, merchant, "30", str(error), error.err_code)
+            return self._reply(fields, merchant, Code.FORMAT_ERROR,
+                               Reason.FORMAT.format(detail=error), error.err_code)
         if request.message_class is MessageClass.SALE and fields.get("limit_pay") == "no_credit":
             # The merchant refuses credit cards, and this switch issues only a credit card.
-            return self._reply(fields, merchant, "58", "limit_pay_no_credit")
+            return self._reply(fields, merchant, Code.NOT_PERMITTED_ON_TERMINAL,
+                               Reason.LIMIT_PAY_NO_CREDIT)
         return Decoded(request, (fields, merchant))
 
     def encode_response(self, context: tuple[dict[str, str], Merchant],
@@ -273,7 +290,7 @@ def err_code(response: AuthResponse) -> tuple[str, str] | None:
     """WeChat's err_code and description for a decline; None for an approval."""
     if response.approved:
         return None
-    return ERR_CODES.get(response.response_code, DECLINED)
+    return ERR_CODES[response.response_code]
 
 
 def response_fields(request: dict[str, str], response: AuthResponse, now_text: str
@@ -329,7 +346,7 @@ def _approved_fields(api: str, request: dict[str, str], response: AuthResponse,
     if api == "reverse":
         return {"recall": "N"}  # nothing left to retry: the order is reversed
     return {  # orderquery
-        "trade_state": TRADE_STATES.get(response.state, "PAYERROR"),
+        "trade_state": TRADE_STATES.get(response.state, "PAYERROR"),  # PAYERROR: no state known
         "transaction_id": transaction_id(mch, order), "trade_type": "MICROPAY",
         "bank_type": BANK_TYPE, "total_fee": str(response.approved_fen),
         "cash_fee": str(response.approved_fen), "fee_type": "CNY",

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 from typing import Any
 
+from protocols.codes import Code, Reason
 from protocols.iso8583 import Iso8583Error, build_tlv, parse_tlv
 from protocols.iso_channel import FieldError, IsoChannel
 from protocols.messages import AuthRequest, MessageClass
@@ -63,12 +64,12 @@ class XpayCodec(IsoChannel):
         if basics["message_class"] not in DEVICE_CLASSES:
             return XpayRequest(**basics)
         if message.get("22", "")[:2] not in WALLET_ENTRY_MODES:
-            raise FieldError("30", "entry_mode_not_wallet")
+            raise FieldError(Code.FORMAT_ERROR, Reason.ENTRY_MODE_NOT_WALLET)
         tags = icc_tags(message)
         if int(tags["9F02"].hex()) != basics["amount_fen"]:
-            raise FieldError("34", "icc_amount_mismatch")
+            raise FieldError(Code.SUSPECTED_FRAUD, Reason.ICC_AMOUNT_MISMATCH)
         if int(tags["5F2A"].hex()) != basics["currency"]:
-            raise FieldError("34", "icc_currency_mismatch")
+            raise FieldError(Code.SUSPECTED_FRAUD, Reason.ICC_CURRENCY_MISMATCH)
         return XpayRequest(
             **basics,
             cryptogram=tags["9F26"],
@@ -81,18 +82,18 @@ def icc_tags(message: dict) -> dict[str, bytes]:
     """F55's cryptogram tags, each checked for its size and, for n fields, its digits."""
     raw = message.get("55")
     if raw is None:
-        raise FieldError("30", "field_55_missing")
+        raise FieldError(Code.FORMAT_ERROR, Reason.FIELD_MISSING.format(field=55))
     try:
         tags = parse_tlv(raw if isinstance(raw, bytes) else bytes.fromhex(raw))
     except (Iso8583Error, ValueError):
-        raise FieldError("30", "field_55_not_tlv") from None
+        raise FieldError(Code.FORMAT_ERROR, Reason.ICC_FIELD_NOT_TLV) from None
     for tag, size in ICC_TAG_SIZES.items():
         value = tags.get(tag)
         if value is None or len(value) != size:
-            raise FieldError("30", f"tag_{tag}_malformed")
+            raise FieldError(Code.FORMAT_ERROR, Reason.ICC_TAG_MALFORMED.format(tag=tag))
     for tag in ("9F02", "5F2A"):
         if not tags[tag].hex().isdigit():
-            raise FieldError("30", f"tag_{tag}_not_bcd")
+            raise FieldError(Code.FORMAT_ERROR, Reason.ICC_TAG_NOT_BCD.format(tag=tag))
     return tags
 
 

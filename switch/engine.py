@@ -12,6 +12,7 @@ import itertools
 import random
 from collections.abc import Awaitable, Callable
 
+from protocols.codes import Code, Reason
 from protocols.messages import (
     CURRENCY_CNY,
     REFERENCING_CLASSES,
@@ -37,9 +38,9 @@ def malformed(request: AuthRequest) -> AuthResponse | None:
     """A request the ledger cannot even file (no usable card number or ids): answered here."""
     card = request.card
     if not (12 <= len(card) <= 19 and card.isdigit() and card.isascii()):
-        return decline("14", "card_number_malformed")
+        return decline(Code.INVALID_CARD, Reason.CARD_NUMBER_MALFORMED)
     if not request.idempotency_key or not request.txn_ref:
-        return decline("30", "transaction_id_missing")
+        return decline(Code.FORMAT_ERROR, Reason.TRANSACTION_ID_MISSING)
     return None
 
 
@@ -50,21 +51,21 @@ def refusal(request: AuthRequest) -> tuple[str, str] | None:
     answer carries the open-to-buy and a repeat gets the same answer.
     """
     if request.message_class in REFERENCING_CLASSES and not request.original_ref:
-        return "30", "original_reference_missing"
+        return Code.FORMAT_ERROR, Reason.ORIGINAL_REFERENCE_MISSING
     if request.mcc and not (len(request.mcc) == 4 and request.mcc.isdigit()):
-        return "30", "mcc_malformed"
+        return Code.FORMAT_ERROR, Reason.MCC_MALFORMED
     if request.message_class in (MessageClass.AUTH, MessageClass.SALE) and not request.mcc:
-        return "30", "mcc_missing"
+        return Code.FORMAT_ERROR, Reason.MCC_MISSING
     if request.expiry and not (len(request.expiry) == 4 and request.expiry.isdigit()):
-        return "30", "expiry_malformed"
+        return Code.FORMAT_ERROR, Reason.EXPIRY_MALFORMED
     if request.currency != CURRENCY_CNY:
-        return "12", "currency_not_supported"
+        return Code.INVALID_TRANSACTION, Reason.CURRENCY_NOT_SUPPORTED
     if not 0 <= request.amount_fen <= limits.amount_max_fen:
-        return "13", "amount_out_of_range"
+        return Code.INVALID_AMOUNT, Reason.AMOUNT_OUT_OF_RANGE
     # Reversals may name 0 (= the whole original); every other money movement needs an amount.
     needs_amount = request.message_class not in (MessageClass.INQUIRY, MessageClass.REVERSAL)
     if needs_amount and request.amount_fen == 0:
-        return "13", "amount_zero"
+        return Code.INVALID_AMOUNT, Reason.AMOUNT_ZERO
     return None
 
 

@@ -25,12 +25,13 @@ import msgspec
 import redis.asyncio as aioredis
 
 from protocols.cardnumbers import luhn_check_digit
+from protocols.codes import CardStatus
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
 from switch.cards import DEMO_BIN
 from switch.pipeline import Library, ScriptPipeline, build_library
 
-CARD_STATUSES = ("active", "inactive", "frozen", "restricted", "lost", "stolen", "expired")
+CARD_STATUSES = tuple(status.value for status in CardStatus)
 
 SCRIPT_OF_CLASS = {
     MessageClass.AUTH: "authorize",

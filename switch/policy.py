@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from protocols.codes import APPROVING, DECLINING
 from protocols.messages import MessageClass
 from switch import limits
 
@@ -29,7 +30,6 @@ Fen = Annotated[int, msgspec.Meta(ge=1, le=limits.amount_max_fen)]
 Count = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
 BeansRate = Annotated[int, msgspec.Meta(ge=0, le=100)]  # JD beans per whole yuan posted
 MCC_ENTRY = re.compile(r"(\d{4})(?:-(\d{4}))?")
-APPROVAL_CODES = frozenset({"00", "10"})
 
 # Longest velocity window: a month is the longest limit card programs usually set.
 WINDOW_MAX_S = 31 * 24 * 3600
@@ -199,8 +199,7 @@ def _problems(spec: PolicySpec):
             yield from _group_problems(spec, f"{key}.groups", rule.groups,
                                        required=table != "velocity")
     for block_index, block in enumerate(spec.mcc_block):
-        if block.code in APPROVAL_CODES:
-            yield f"mcc_block[{block_index}].code", f"{block.code} is an approval, not a decline"
+        yield from _decline_code_problems(f"mcc_block[{block_index}].code", block.code)
     for index, rule in enumerate(spec.velocity):
         key = f"velocity[{index}]"
         if rule.count_max is None and rule.amount_max_fen is None:
@@ -212,14 +211,22 @@ def _problems(spec: PolicySpec):
         key = f"channels.{name}"
         if not re.fullmatch(NAME_PATTERN, name):
             yield key, f"a channel name must match {NAME_PATTERN}"
-        if channel.class_decline_code in APPROVAL_CODES:
-            yield f"{key}.class_decline_code", "an approval code is not a decline"
+        yield from _decline_code_problems(f"{key}.class_decline_code",
+                                          channel.class_decline_code)
     for name in spec.rewards.beans_per_yuan_by_channel:
         if not re.fullmatch(NAME_PATTERN, name):
             yield (f"rewards.beans_per_yuan_by_channel.{name}",
                    f"a channel name must match {NAME_PATTERN}")
     yield from _group_problems(spec, "rewards.no_points_groups", spec.rewards.no_points_groups,
                                required=False)
+
+
+def _decline_code_problems(key: str, code: str):
+    if code in APPROVING:
+        yield key, f"{code} is an approval, not a decline"
+    elif code not in DECLINING:
+        yield key, (f"{code} is not a response code this switch gives; use one of "
+                    f"{', '.join(sorted(DECLINING))}")
 
 
 def _mcc_entry_problems(key: str, entry: str):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from protocols.codes import Code, Reason
 from protocols.messages import AuthRequest, MessageClass
 from switch.ledger import DAY_MS, Counter, Terms
 from switch.policy import PolicySpec, mcc_codes
@@ -78,7 +79,7 @@ class Policy:
         if decline is None:
             for cap_fen, rule in profile.caps:
                 if request.amount_fen > cap_fen:
-                    decline = ("61", rule)
+                    decline = (Code.EXCEEDS_AMOUNT_LIMIT, rule)
                     break
         return Verdict(decline, profile.beans_per_yuan, profile.terms)
 
@@ -121,7 +122,7 @@ class Policy:
 
     def _class_decline(self, channel: str, cls: MessageClass, note) -> tuple[str, str] | None:
         rules = self.spec.channels.get(channel)
-        rule = f"channel_class:{channel}"
+        rule = Reason.CHANNEL_CLASS.format(channel=channel)
         if rules is None or rules.classes is None:
             note(Step(rule, "pass", f"channel {channel} may send every message class"))
             return None
@@ -136,10 +137,11 @@ class Policy:
     def _mcc_block(self, mcc: str, note) -> tuple[str, str] | None:
         for block in self.spec.mcc_block:
             if mcc in self._union(block.groups):
-                note(Step(f"mcc_blocked:{mcc}", "decline", f"MCC {mcc} is in block "
+                reason = Reason.MCC_BLOCKED.format(mcc=mcc)
+                note(Step(reason, "decline", f"MCC {mcc} is in block "
                           f"{block.id!r} ({', '.join(block.groups)}) -> {block.code}"
                           + (f": {block.why}" if block.why else "")))
-                return block.code, f"mcc_blocked:{mcc}"
+                return block.code, reason
         note(Step("mcc_block", "pass", f"MCC {mcc} is in no blocked group"))
         return None
 
@@ -147,10 +149,11 @@ class Policy:
         caps = []
         channel_rules = self.spec.channels.get(channel)
         if channel_rules and channel_rules.per_transaction_max_fen:
-            caps.append((channel_rules.per_transaction_max_fen, f"channel_cap:{channel}"))
+            caps.append((channel_rules.per_transaction_max_fen,
+                         Reason.CHANNEL_CAP.format(channel=channel)))
         for cap in self.spec.mcc_cap:
             if mcc in self._union(cap.groups):
-                caps.append((cap.per_transaction_max_fen, f"mcc_cap:{cap.id}"))
+                caps.append((cap.per_transaction_max_fen, Reason.MCC_CAP.format(rule=cap.id)))
         for cap_fen, rule in caps:
             note(Step(rule, "cap", str(cap_fen)))
         if not caps:
@@ -161,7 +164,7 @@ class Policy:
         counters = []
         channel_rules = self.spec.channels.get(channel)
         if channel_rules and channel_rules.daily_max_fen:
-            rule = f"channel_daily:{channel}"
+            rule = Reason.CHANNEL_DAILY.format(channel=channel)
             counters.append(Counter(f"d:{channel}", DAY_MS, 1, BEIJING_OFFSET_MS, 0,
                                     channel_rules.daily_max_fen, rule, rule))
             note(Step(rule, "ledger", f"approvals on {channel} today (Beijing) plus this "
@@ -175,8 +178,8 @@ class Policy:
             bucket_ms = rule.window_s * 1000 // rule.buckets
             counters.append(Counter(
                 f"v:{rule.id}:{bucket_ms}", bucket_ms, rule.buckets, 0, rule.count_max or 0,
-                rule.amount_max_fen or 0, f"velocity_count:{rule.id}",
-                f"velocity_amount:{rule.id}"))
+                rule.amount_max_fen or 0, Reason.VELOCITY_COUNT.format(rule=rule.id),
+                Reason.VELOCITY_AMOUNT.format(rule=rule.id)))
             limits_text = " and ".join(text for text in (
                 rule.count_max and f"<= {rule.count_max} approvals (else 65)",
                 rule.amount_max_fen and f"<= {rule.amount_max_fen} fen (else 61)") if text)

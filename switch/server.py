@@ -19,6 +19,7 @@ from collections.abc import Callable
 import redis.exceptions
 
 from protocols.channel import ChannelCodec, Decoded
+from protocols.codes import Code, Reason
 from protocols.framing import Framer, FramingError
 from protocols.messages import AuthResponse, decline
 from switch.config import Config, Limits
@@ -249,20 +250,20 @@ class Listener:
         """The answer for a settled decision, whatever became of it."""
         if outcome.cancelled():
             self.counters.timeouts += 1
-            return decline("91", "issuer_timeout")
+            return decline(Code.ISSUER_UNAVAILABLE, Reason.ISSUER_TIMEOUT)
         error = outcome.exception()
         if error is None:
             return outcome.result()
         if isinstance(error, UNAVAILABLE):
             self.counters.errors += 1
             log.warning("%s: Redis unavailable: %s", self.name, error)
-            return decline("91", "issuer_unavailable")
+            return decline(Code.ISSUER_UNAVAILABLE, Reason.ISSUER_UNAVAILABLE)
         return self.failed(error)
 
     def failed(self, error: BaseException | None = None) -> AuthResponse:
         self.counters.errors += 1
         log.error("%s: decision failed", self.name, exc_info=error or True)
-        return decline("96", "system_error")
+        return decline(Code.SYSTEM_MALFUNCTION, Reason.SYSTEM_ERROR)
 
 
 # Redis down or too slow to hand out a connection: the issuer is unavailable (91), not broken.

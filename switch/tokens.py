@@ -18,13 +18,14 @@ import msgspec
 import redis.asyncio as aioredis
 
 from protocols.cardnumbers import luhn_check_digit
+from protocols.codes import Code, Reason, TokenStatus
 from protocols.messages import AuthRequest, AuthResponse
 from protocols.xpay import WALLETS, XpayRequest, cryptogram
 from switch import limits
 from switch.ledger import Clock, SystemClock, card_key, month_of, read_lua
 from switch.pipeline import Library, ScriptPipeline, build_library
 
-TOKEN_STATUSES = ("active", "suspended", "deleted")
+TOKEN_STATUSES = tuple(status.value for status in TokenStatus)
 TOKEN_BIN = "628888"  # the simulator's token range: a DPAN never looks like a demo card
 TOKEN_KEY_SIZE_BYTES = 16
 PROVISION_ATTEMPTS_MAX = 8  # fresh random numbers tried before giving up (a full range)
@@ -86,7 +87,7 @@ class TokenVault:
         """The request on the underlying card, or the answer that ends it (a token decline)."""
         token = request.card
         if not (13 <= len(token) <= 19 and token.isdigit()):
-            return AuthResponse(response_code="14", reason="token_malformed")
+            return AuthResponse(response_code=Code.INVALID_CARD, reason=Reason.TOKEN_MALFORMED)
         atc, right = -1, True
         if isinstance(request, XpayRequest) and request.atc >= 0:
             atc = request.atc

@@ -97,11 +97,3 @@ def test_garbage_gets_a_format_error_reply_never_an_exception(garbage):
 def test_any_json_object_gets_a_reply_or_a_request(fields):
     result = CODEC.decode_request(msgspec.json.encode(fields))
     assert isinstance(result, bytes | Decoded)
-
-
-def test_result_codes_cover_every_decline_the_engine_gives():
-    for iso in ("00", "10", "12", "13", "14", "25", "30", "41", "43", "51", "54", "57", "61",
-                "62", "63", "65", "91", "94", "96"):
-        code, desc = jd.result_code(iso)
-        assert len(code) == 6 and desc
-    assert jd.result_code("05") == jd.DECLINED

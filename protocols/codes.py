@@ -1,0 +1,317 @@
+"""The switch's one vocabulary: response codes, decline reasons, transaction and card states.
+
+Every response code the switch can give (ISO 8583 field 39), every reason id a decline can
+name, every state a transaction or a card can be in, is declared here once. Channels map
+`Code` to their own answers with tables keyed by it (protocols/jd.py, protocols/wechat.py);
+the Lua functions in switch/lua/ write the same strings, and tests/test_codes.py scans every
+source (Python and Lua) and fails on a code, reason or state that is not declared here, or a
+channel table that lacks a code.
+
+Reason ids are plain snake_case words; a family of reasons carries a parameter, written as a
+template (`mcc_blocked:{mcc}`, `field_{field}_missing`) and filled with `str.format`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+
+class Code(enum.StrEnum):
+    """ISO 8583 field 39, as this issuer answers (REFERENCE.md lists the full standard set)."""
+
+    APPROVED = "00"
+    INVALID_MERCHANT = "03"
+    DO_NOT_HONOUR = "05"  # no rule of ours gives it; a policy file may
+    PARTIAL_APPROVAL = "10"
+    INVALID_TRANSACTION = "12"
+    INVALID_AMOUNT = "13"
+    INVALID_CARD = "14"
+    ORIGINAL_NOT_FOUND = "25"
+    FORMAT_ERROR = "30"
+    SUSPECTED_FRAUD = "34"
+    LOST_CARD = "41"
+    STOLEN_CARD = "43"
+    INSUFFICIENT_CREDIT = "51"
+    EXPIRED_CARD = "54"
+    NOT_PERMITTED_TO_CARDHOLDER = "57"
+    NOT_PERMITTED_ON_TERMINAL = "58"
+    EXCEEDS_AMOUNT_LIMIT = "61"
+    RESTRICTED_CARD = "62"
+    SECURITY_VIOLATION = "63"
+    EXCEEDS_FREQUENCY_LIMIT = "65"
+    ISSUER_UNAVAILABLE = "91"
+    DUPLICATE = "94"
+    SYSTEM_MALFUNCTION = "96"
+    MAC_FAILURE = "A0"
+
+
+MEANINGS: Mapping[Code, str] = {
+    Code.APPROVED: "approved",
+    Code.INVALID_MERCHANT: "invalid merchant",
+    Code.DO_NOT_HONOUR: "do not honour",
+    Code.PARTIAL_APPROVAL: "approved for part of the amount",
+    Code.INVALID_TRANSACTION: "invalid transaction (not supported, or not in this state)",
+    Code.INVALID_AMOUNT: "invalid amount",
+    Code.INVALID_CARD: "invalid card number (or token)",
+    Code.ORIGINAL_NOT_FOUND: "original transaction not found",
+    Code.FORMAT_ERROR: "format error",
+    Code.SUSPECTED_FRAUD: "suspected fraud (cryptogram or chip data wrong)",
+    Code.LOST_CARD: "lost card",
+    Code.STOLEN_CARD: "stolen card",
+    Code.INSUFFICIENT_CREDIT: "insufficient open-to-buy (over the credit limit)",
+    Code.EXPIRED_CARD: "expired card",
+    Code.NOT_PERMITTED_TO_CARDHOLDER: "not permitted to the cardholder",
+    Code.NOT_PERMITTED_ON_TERMINAL: "not permitted on this terminal or merchant",
+    Code.EXCEEDS_AMOUNT_LIMIT: "exceeds an amount limit",
+    Code.RESTRICTED_CARD: "restricted card",
+    Code.SECURITY_VIOLATION: "security violation",
+    Code.EXCEEDS_FREQUENCY_LIMIT: "exceeds a frequency limit",
+    Code.ISSUER_UNAVAILABLE: "issuer unavailable or timed out",
+    Code.DUPLICATE: "duplicate transmission",
+    Code.SYSTEM_MALFUNCTION: "system malfunction",
+    Code.MAC_FAILURE: "MAC failure",
+}
+
+APPROVING: frozenset[str] = frozenset({Code.APPROVED, Code.PARTIAL_APPROVAL})
+DECLINING: frozenset[str] = frozenset(Code) - APPROVING
+
+
+def approves(code: str) -> bool:
+    return code in APPROVING
+
+
+class Reason(enum.StrEnum):
+    """Why a request was declined: the rule or check that made the decision."""
+
+    # The request itself (switch/engine.py, the channel codecs).
+    FORMAT = "format:{detail}"  # a field the codec could not read; detail names it
+    FIELD_MISSING = "field_{field}_missing"
+    TRANSACTION_ID_MISSING = "transaction_id_missing"
+    ORIGINAL_REFERENCE_MISSING = "original_reference_missing"
+    ORIGINAL_DATA_MISSING = "original_data_missing"
+    CARD_MISSING = "card_missing"
+    CARD_NUMBER_MALFORMED = "card_number_malformed"
+    MCC_MALFORMED = "mcc_malformed"
+    MCC_MISSING = "mcc_missing"
+    EXPIRY_MALFORMED = "expiry_malformed"
+    CURRENCY_NOT_NUMERIC = "currency_not_numeric"
+    CURRENCY_NOT_SUPPORTED = "currency_not_supported"
+    AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
+    AMOUNT_ZERO = "amount_zero"
+    MTI_NOT_SUPPORTED = "mti_not_supported"
+    PROCESSING_NOT_SUPPORTED = "processing_not_supported"
+    NETWORK_CODE_UNSUPPORTED = "network_code_unsupported"
+    ENTRY_MODE_NOT_WALLET = "entry_mode_not_wallet"
+    ICC_FIELD_NOT_TLV = "field_55_not_tlv"
+    ICC_TAG_MALFORMED = "tag_{tag}_malformed"
+    ICC_TAG_NOT_BCD = "tag_{tag}_not_bcd"
+    ICC_AMOUNT_MISMATCH = "icc_amount_mismatch"
+    ICC_CURRENCY_MISMATCH = "icc_currency_mismatch"
+    # Who sent it, and its signature.
+    MERCHANT_UNKNOWN = "merchant_unknown"
+    SIGNATURE_MISMATCH = "signature_mismatch"
+    MAC_MISSING = "mac_missing"
+    MAC_MISMATCH = "mac_mismatch"
+    LIMIT_PAY_NO_CREDIT = "limit_pay_no_credit"  # a WeChat merchant that refuses credit cards
+    # Repeats.
+    DUPLICATE_KEY_MISMATCH = "duplicate_key_mismatch"  # same id, different content
+    DUPLICATE_REFERENCE = "duplicate_reference"  # the transaction id is taken
+    # The card (switch/lua/prelude.lua).
+    CARD_UNKNOWN = "card_unknown"
+    CARD_LOST = "card_lost"
+    CARD_STOLEN = "card_stolen"
+    CARD_FROZEN = "card_frozen"
+    CARD_RESTRICTED = "card_restricted"
+    CARD_NOT_ACTIVATED = "card_not_activated"
+    CARD_EXPIRED = "card_expired"
+    CARD_STATUS = "card_status_{status}"  # a status this table does not name
+    EXPIRY_MISMATCH = "expiry_mismatch"
+    # Wallet tokens (switch/tokens.py, switch/lua/token_use.lua).
+    TOKEN_MALFORMED = "token_malformed"
+    TOKEN_UNKNOWN = "token_unknown"
+    TOKEN_DELETED = "token_deleted"
+    TOKEN_SUSPENDED = "token_suspended"
+    TOKEN_STATUS = "token_status_{status}"
+    TOKEN_EXPIRED = "token_expired"
+    CRYPTOGRAM_MISMATCH = "cryptogram_mismatch"
+    ATC_REPLAY = "atc_replay"
+    # The policy (switch/rules.py and the counters of switch/lua/authorize.lua).
+    CHANNEL_CLASS = "channel_class:{channel}"
+    MCC_BLOCKED = "mcc_blocked:{mcc}"
+    CHANNEL_CAP = "channel_cap:{channel}"
+    MCC_CAP = "mcc_cap:{rule}"
+    CHANNEL_DAILY = "channel_daily:{channel}"
+    VELOCITY_COUNT = "velocity_count:{rule}"
+    VELOCITY_AMOUNT = "velocity_amount:{rule}"
+    # Money and originals (switch/lua/).
+    INSUFFICIENT_OPEN_TO_BUY = "insufficient_open_to_buy"
+    ORIGINAL_NOT_FOUND = "original_not_found"
+    ORIGINAL_NOT_AN_AUTHORIZATION = "original_not_an_authorization"
+    ORIGINAL_NOT_CAPTURED = "original_not_captured"
+    ORIGINAL_ALREADY = "original_already_{state}"
+    ORIGINAL_ALREADY_CAPTURED_OR_REFUNDED = "original_already_captured_or_refunded"
+    CAPTURE_EXCEEDS_HOLD = "capture_exceeds_hold"
+    REFUND_EXCEEDS_ORIGINAL = "refund_exceeds_original"
+    REVERSAL_EXCEEDS_ORIGINAL = "reversal_exceeds_original"
+    # The switch itself (switch/server.py).
+    ISSUER_TIMEOUT = "issuer_timeout"
+    ISSUER_UNAVAILABLE = "issuer_unavailable"
+    SYSTEM_ERROR = "system_error"
+
+
+_POLICY_CHOSEN = DECLINING  # a policy file picks the code of these rules
+
+# The codes each reason may come with.
+REASON_CODES: Mapping[Reason, frozenset[str]] = {
+    Reason.FORMAT: frozenset({Code.FORMAT_ERROR}),
+    Reason.FIELD_MISSING: frozenset({Code.FORMAT_ERROR}),
+    Reason.TRANSACTION_ID_MISSING: frozenset({Code.FORMAT_ERROR}),
+    Reason.ORIGINAL_REFERENCE_MISSING: frozenset({Code.FORMAT_ERROR}),
+    Reason.ORIGINAL_DATA_MISSING: frozenset({Code.FORMAT_ERROR}),
+    Reason.CARD_MISSING: frozenset({Code.FORMAT_ERROR}),
+    Reason.CARD_NUMBER_MALFORMED: frozenset({Code.INVALID_CARD}),
+    Reason.MCC_MALFORMED: frozenset({Code.FORMAT_ERROR}),
+    Reason.MCC_MISSING: frozenset({Code.FORMAT_ERROR}),
+    Reason.EXPIRY_MALFORMED: frozenset({Code.FORMAT_ERROR}),
+    Reason.CURRENCY_NOT_NUMERIC: frozenset({Code.FORMAT_ERROR}),
+    Reason.CURRENCY_NOT_SUPPORTED: frozenset({Code.INVALID_TRANSACTION}),
+    Reason.AMOUNT_OUT_OF_RANGE: frozenset({Code.INVALID_AMOUNT}),
+    Reason.AMOUNT_ZERO: frozenset({Code.INVALID_AMOUNT}),
+    Reason.MTI_NOT_SUPPORTED: frozenset({Code.INVALID_TRANSACTION}),
+    Reason.PROCESSING_NOT_SUPPORTED: frozenset({Code.INVALID_TRANSACTION}),
+    Reason.NETWORK_CODE_UNSUPPORTED: frozenset({Code.INVALID_TRANSACTION}),
+    Reason.ENTRY_MODE_NOT_WALLET: frozenset({Code.FORMAT_ERROR}),
+    Reason.ICC_FIELD_NOT_TLV: frozenset({Code.FORMAT_ERROR}),
+    Reason.ICC_TAG_MALFORMED: frozenset({Code.FORMAT_ERROR}),
+    Reason.ICC_TAG_NOT_BCD: frozenset({Code.FORMAT_ERROR}),
+    Reason.ICC_AMOUNT_MISMATCH: frozenset({Code.SUSPECTED_FRAUD}),
+    Reason.ICC_CURRENCY_MISMATCH: frozenset({Code.SUSPECTED_FRAUD}),
+    Reason.MERCHANT_UNKNOWN: frozenset({Code.INVALID_MERCHANT}),
+    Reason.SIGNATURE_MISMATCH: frozenset({Code.SECURITY_VIOLATION}),
+    Reason.MAC_MISSING: frozenset({Code.MAC_FAILURE}),
+    Reason.MAC_MISMATCH: frozenset({Code.MAC_FAILURE}),
+    Reason.LIMIT_PAY_NO_CREDIT: frozenset({Code.NOT_PERMITTED_ON_TERMINAL}),
+    Reason.DUPLICATE_KEY_MISMATCH: frozenset({Code.DUPLICATE}),
+    Reason.DUPLICATE_REFERENCE: frozenset({Code.DUPLICATE}),
+    Reason.CARD_UNKNOWN: frozenset({Code.INVALID_CARD}),
+    Reason.CARD_LOST: frozenset({Code.LOST_CARD}),
+    Reason.CARD_STOLEN: frozenset({Code.STOLEN_CARD}),
+    Reason.CARD_FROZEN: frozenset({Code.RESTRICTED_CARD}),
+    Reason.CARD_RESTRICTED: frozenset({Code.RESTRICTED_CARD}),
+    Reason.CARD_NOT_ACTIVATED: frozenset({Code.RESTRICTED_CARD}),
+    Reason.CARD_EXPIRED: frozenset({Code.EXPIRED_CARD}),
+    Reason.CARD_STATUS: frozenset({Code.RESTRICTED_CARD}),
+    Reason.EXPIRY_MISMATCH: frozenset({Code.EXPIRED_CARD}),
+    Reason.TOKEN_MALFORMED: frozenset({Code.INVALID_CARD}),
+    Reason.TOKEN_UNKNOWN: frozenset({Code.INVALID_CARD}),
+    Reason.TOKEN_DELETED: frozenset({Code.INVALID_CARD}),
+    Reason.TOKEN_SUSPENDED: frozenset({Code.RESTRICTED_CARD}),
+    Reason.TOKEN_STATUS: frozenset({Code.RESTRICTED_CARD}),
+    Reason.TOKEN_EXPIRED: frozenset({Code.EXPIRED_CARD}),
+    Reason.CRYPTOGRAM_MISMATCH: frozenset({Code.SUSPECTED_FRAUD}),
+    Reason.ATC_REPLAY: frozenset({Code.SECURITY_VIOLATION}),
+    Reason.CHANNEL_CLASS: _POLICY_CHOSEN,
+    Reason.MCC_BLOCKED: _POLICY_CHOSEN,
+    Reason.CHANNEL_CAP: frozenset({Code.EXCEEDS_AMOUNT_LIMIT}),
+    Reason.MCC_CAP: frozenset({Code.EXCEEDS_AMOUNT_LIMIT}),
+    Reason.CHANNEL_DAILY: frozenset({Code.EXCEEDS_AMOUNT_LIMIT}),
+    Reason.VELOCITY_COUNT: frozenset({Code.EXCEEDS_FREQUENCY_LIMIT}),
+    Reason.VELOCITY_AMOUNT: frozenset({Code.EXCEEDS_AMOUNT_LIMIT}),
+    Reason.INSUFFICIENT_OPEN_TO_BUY: frozenset({Code.INSUFFICIENT_CREDIT}),
+    Reason.ORIGINAL_NOT_FOUND: frozenset({Code.ORIGINAL_NOT_FOUND}),
+    Reason.ORIGINAL_NOT_AN_AUTHORIZATION: frozenset({Code.INVALID_TRANSACTION}),
+    Reason.ORIGINAL_NOT_CAPTURED: frozenset({Code.INVALID_TRANSACTION}),
+    Reason.ORIGINAL_ALREADY: frozenset({Code.INVALID_TRANSACTION}),
+    Reason.ORIGINAL_ALREADY_CAPTURED_OR_REFUNDED: frozenset({Code.INVALID_TRANSACTION}),
+    Reason.CAPTURE_EXCEEDS_HOLD: frozenset({Code.INVALID_AMOUNT}),
+    Reason.REFUND_EXCEEDS_ORIGINAL: frozenset({Code.INVALID_AMOUNT}),
+    Reason.REVERSAL_EXCEEDS_ORIGINAL: frozenset({Code.INVALID_AMOUNT}),
+    Reason.ISSUER_TIMEOUT: frozenset({Code.ISSUER_UNAVAILABLE}),
+    Reason.ISSUER_UNAVAILABLE: frozenset({Code.ISSUER_UNAVAILABLE}),
+    Reason.SYSTEM_ERROR: frozenset({Code.SYSTEM_MALFUNCTION}),
+}
+
+
+def reason_of(text: str) -> Reason | None:
+    """The declared reason a reason string is an instance of (exact id or a template's)."""
+    try:
+        return Reason(text)
+    except ValueError:
+        pass
+    for reason in _TEMPLATES:
+        head, tail = _template_parts(reason)
+        if (text.startswith(head) and text.endswith(tail)
+                and len(text) > len(head) + len(tail)):
+            return reason
+    return None
+
+
+def _template_parts(reason: Reason) -> tuple[str, str]:
+    head, _, rest = reason.value.partition("{")
+    return head, rest.partition("}")[2]
+
+
+# Exact ids first: "original_already_captured_or_refunded" is its own reason.
+_TEMPLATES = tuple(reason for reason in Reason if "{" in reason.value)
+
+
+class TransactionState(enum.StrEnum):
+    """A transaction record's state in the ledger ({c:PAN}:t:REF, field `state`)."""
+
+    PENDING = "pending"  # an authorization's hold, waiting for its capture
+    CAPTURED = "captured"  # posted: a captured authorization, or a sale
+    REVERSED = "reversed"  # released or voided
+    EXPIRED = "expired"  # a hold that lapsed uncaptured
+
+
+# The state a new transaction starts in, by the message class that makes it.
+INITIAL_STATES: Mapping[str, TransactionState] = {
+    "auth": TransactionState.PENDING,
+    "sale": TransactionState.CAPTURED,
+}
+
+# Every change of state the ledger makes, and the operation that makes it; anything else is
+# a bug. Reversed and expired are final.
+TRANSITIONS: Mapping[tuple[TransactionState, TransactionState], str] = {
+    (TransactionState.PENDING, TransactionState.CAPTURED): "capture",
+    (TransactionState.PENDING, TransactionState.REVERSED): "reversal",
+    (TransactionState.CAPTURED, TransactionState.REVERSED): "reversal",  # a sale, unrefunded
+    (TransactionState.PENDING, TransactionState.EXPIRED): "expiry",
+}
+
+# What an inquiry reports: the state, except that a captured transaction with refunds
+# is reported "refunded" (switch/lua/inquiry.lua).
+REPORTED_REFUNDED = "refunded"
+REPORTED_STATES: frozenset[str] = frozenset(TransactionState) | {REPORTED_REFUNDED}
+
+
+def may_move(old: str, new: str, operation: str) -> bool:
+    return TRANSITIONS.get((old, new)) == operation
+
+
+class CardStatus(enum.StrEnum):
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    FROZEN = "frozen"
+    RESTRICTED = "restricted"
+    LOST = "lost"
+    STOLEN = "stolen"
+    EXPIRED = "expired"
+
+
+# What a card that is not active answers (switch/lua/prelude.lua STATUS_DECLINES).
+CARD_STATUS_DECLINES: Mapping[CardStatus, tuple[Code, Reason]] = {
+    CardStatus.LOST: (Code.LOST_CARD, Reason.CARD_LOST),
+    CardStatus.STOLEN: (Code.STOLEN_CARD, Reason.CARD_STOLEN),
+    CardStatus.FROZEN: (Code.RESTRICTED_CARD, Reason.CARD_FROZEN),
+    CardStatus.RESTRICTED: (Code.RESTRICTED_CARD, Reason.CARD_RESTRICTED),
+    CardStatus.INACTIVE: (Code.RESTRICTED_CARD, Reason.CARD_NOT_ACTIVATED),
+    CardStatus.EXPIRED: (Code.EXPIRED_CARD, Reason.CARD_EXPIRED),
+}
+
+
+class TokenStatus(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    DELETED = "deleted"
