@@ -269,3 +269,9 @@ def test_the_lua_writes_only_declared_states_by_declared_transitions():
             assert made_here or moved_here, f"{path.name} writes state {state!r} from " \
                 f"{sorted(tested)}: not a declared transition of {operation or 'no operation'}"
     assert written_anywhere == set(TransactionState)
+
+
+def test_docs_list_every_code_reason_and_state():
+    page = (ROOT / "docs" / "codes.md").read_text()
+    for value in [*Code, *Reason, *TransactionState, *CardStatus]:
+        assert f"`{value.value}`" in page, value
