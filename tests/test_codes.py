@@ -250,6 +250,26 @@ def test_the_lua_card_status_table_is_the_vocabulary_s():
     assert set(CARD_STATUS_DECLINES) == set(CardStatus) - {CardStatus.ACTIVE}
 
 
+def python_states(source: str, name: str) -> list[str]:
+    """Problems with the states a Python source compares `.state` with."""
+    problems = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute) \
+                and node.left.attr == "state":
+            for other in node.comparators:
+                text = _text_of(other)
+                if text is not None and text not in REPORTED_STATES:
+                    problems.append(f"{name}:{node.lineno}: state {text!r} is not declared")
+    return problems
+
+
+def test_every_state_the_python_compares_with_is_declared():
+    problems = [problem for path in PYTHON_SOURCES
+                for problem in python_states(path.read_text(), str(path.relative_to(ROOT)))]
+    assert not problems, "\n".join(problems)
+    assert python_states('if t.state == "pendign": pass', "sample.py")
+
+
 # The ledger operation each Lua file performs (authorize.lua creates transactions instead).
 LUA_OPERATIONS = {"capture.lua": "capture", "reverse.lua": "reversal", "holds.lua": "expiry"}
 
