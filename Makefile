@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint redis bench bench-scale clean
+.PHONY: run test lint mutants redis bench bench-scale clean
 
 run: $(STAMP)  ## set up, then serve every channel with demo cards (Ctrl-C stops)
 	@scripts/ensure-redis-server --optional
@@ -17,6 +17,10 @@ test: $(STAMP)  ## set up, then lint and run the whole suite
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+mutants: $(STAMP)  ## mutation testing of the modules that guard money and input (see docs/testing.md)
+	@scripts/ensure-redis-server
+	nice $(BIN)/python scripts/mutants.py $(MUTANTS_ARGS)
 
 bench: $(STAMP)  ## measure the switch next to its ceilings, side by side (a few minutes)
 	@scripts/ensure-redis-server
