@@ -12,10 +12,12 @@ import sys
 from protocols.cardnumbers import mask_pan
 from switch.cards import DemoCard, showcase_cards
 from switch.channels import CODECS
+from switch.clock import Clock
 from switch.config import DEMO_JD_MERCHANT, Config
 from switch.engine import Engine
-from switch.ledger import Clock, Ledger, connect
+from switch.ledger import Ledger
 from switch.policy import load_policy
+from switch.redis_client import connect
 from switch.rules import Policy
 from switch.server import Switch
 from switch.tokens import TokenVault
@@ -27,10 +29,11 @@ async def build(config: Config, redis_url: str, clock: Clock | None = None,
                 policy: Policy | None = None) -> tuple[Switch, Ledger]:
     """`policy`: else the config's policy file (else the shipped default); `clock`: tests."""
     policy = policy or Policy(load_policy(config.policy))
-    ledger = Ledger(connect(redis_url), clock)
+    deadline_ms = config.limits.request_deadline_ms
+    ledger = Ledger(connect(redis_url, deadline_ms), clock, deadline_ms)
     await ledger.start()
     # x-pay names the card by a wallet token: the vault turns it into the PAN first.
-    vault = TokenVault(ledger.client, ledger.clock)
+    vault = TokenVault(ledger.client, ledger.clock, deadline_ms)
     await vault.start()
     ledger.pipelines.append(vault.scripts)
     switch = Switch(config, Engine(ledger, policy, resolvers={"xpay": vault.resolve}), CODECS)

@@ -32,8 +32,9 @@ from switch.config import (
     load,
     parse_listen,
 )
-from switch.ledger import CARD_STATUSES, Ledger, connect
+from switch.ledger import CARD_STATUSES, Ledger
 from switch.policy import load_policy
+from switch.redis_client import connect
 from switch.redis_runner import PrivateRedis, RedisUnavailable, reachable
 from switch.server import check_channels
 

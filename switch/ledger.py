@@ -1,25 +1,14 @@
 """The card ledger in Redis: balances, holds and remembered answers, changed only by Lua.
 
-Per card, under one hash tag so every script touches one Redis Cluster slot:
-  {c:PAN}          hash: limit, posted, held, pending_credit, beans, status, expiry
-  {c:PAN}:t:REF    hash: one authorization or sale (kind, state, amount, hold, posted, ...)
-  {c:PAN}:tx       sorted set of the card's transaction keys by creation time (ms)
-  {c:PAN}:i:KEY    string: the answer given to idempotency key KEY, msgpack (expires)
-  {c:PAN}:h        sorted set of the pending holds' transaction keys by expiry deadline (ms)
-  {c:PAN}:n        hash: the policy's approval counters, per rule its window's totals and
-                   the finished buckets still inside the window
-                   (expires when the longest window has passed without an approval)
-open-to-buy = limit - posted - held, never below zero. The scripts are in switch/lua/.
+Every key of a card is under one hash tag (switch/keys.py has the layout). open-to-buy =
+limit - posted - held, never below zero. The functions are in switch/lua/.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
-import time
-from importlib import resources
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -29,7 +18,11 @@ from protocols.codes import CardStatus
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
 from switch.cards import DEMO_BIN
-from switch.pipeline import Library, ScriptPipeline, build_library
+from switch.clock import Clock, SystemClock, month_of
+from switch.keys import card_key, card_keys
+from switch.lua_library import ledger_library
+from switch.pipeline import ScriptPipeline
+from switch.terms import NO_TERMS, Terms
 
 CARD_STATUSES = tuple(status.value for status in CardStatus)
 
@@ -42,46 +35,10 @@ SCRIPT_OF_CLASS = {
     MessageClass.INQUIRY: "inquiry",
 }
 HISTORY_SHOWN_MAX = 50  # transactions listed by `card show`
-DAY_MS = 24 * 3600 * 1000
-# Without a policy (ledger tests, tools) a pre-authorization hold lapses after UnionPay's 30 days.
-HOLD_EXPIRY_DEFAULT_MS = 30 * DAY_MS
 # A Baitiao account upgraded to a card gets a number from a hash of the account; when that
 # number is taken the next candidate is tried. Eight misses in a row mean the BIN is full.
 UPGRADE_ATTEMPTS_MAX = 8
 CARD_VALIDITY_YEARS = 5  # expiry of an upgraded card: this many years after the upgrade
-
-
-class Clock(Protocol):
-    def now_ms(self) -> int: ...
-
-
-class SystemClock:
-    def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
-
-
-def month_of(now_ms: int) -> str:
-    """YYMM of a UTC instant, the form of card expiry dates."""
-    return _month_of_minute(now_ms // 60_000)
-
-
-@functools.lru_cache(maxsize=4)  # asked on every request; changes once a month
-def _month_of_minute(minute: int) -> str:
-    return time.strftime("%y%m", time.gmtime(minute * 60))
-
-
-LEDGER_FILES = ("holds", "prelude", "authorize", "capture", "reverse", "refund", "inquiry",
-                "expire", "settle", "upgrade")
-
-
-def read_lua(names: tuple[str, ...]) -> list[str]:
-    folder = resources.files("switch") / "lua"
-    return [(folder / f"{name}.lua").read_text() for name in names]
-
-
-def ledger_library() -> Library:
-    """The ledger's Lua functions (switch/lua/), one Redis function library."""
-    return build_library("baitiao_ledger", read_lua(LEDGER_FILES))
 
 
 def response_of(result: list) -> AuthResponse:
@@ -91,58 +48,6 @@ def response_of(result: list) -> AuthResponse:
     return AuthResponse(response_code=code, approved_fen=int(approved), auth_id=auth,
                         open_to_buy_fen=int(otb), reason=reason, beans=int(beans),
                         repeat=bool(repeat), state=state[0] if state else "")
-
-
-def card_key(pan: str) -> str:
-    return f"{{c:{pan}}}"
-
-
-def card_keys(key: str, idempotency_key: str, referenced: str) -> tuple[str, ...]:
-    """KEYS of a ledger script, in prelude.lua's order; all under the card's hash tag."""
-    return (key, f"{key}:i:{idempotency_key}", f"{key}:t:{referenced}", f"{key}:tx",
-            f"{key}:h", f"{key}:n")
-
-
-class Counter(NamedTuple):
-    """Approvals on the card counted over a window of time buckets, checked before an
-    approval.
-
-    The window is the current bucket and the `buckets - 1` before it. authorize.lua keeps
-    its totals, declines 65 when one more approval would pass `count_max` and 61 when the
-    amount would pass `amount_max_fen`, and counts an approval into the current bucket.
-    """
-
-    field: str  # hash field in {c:PAN}:n, unique per rule and bucket size
-    bucket_ms: int
-    buckets: int
-    offset_ms: int  # shifts bucket edges: 8 h makes daily buckets Beijing calendar days
-    count_max: int  # 0: no count limit
-    amount_max_fen: int  # 0: no amount limit
-    count_reason: str
-    amount_reason: str
-
-
-def counters_arg(counters: tuple[Counter, ...]) -> bytes:
-    """The counters as one script argument, a JSON array of their values (authorize.lua
-    decodes it in C; text, so the call can be replayed by redis-benchmark or redis-cli):
-    made once per policy verdict, not per call."""
-    return msgspec.json.encode(counters) if counters else b""
-
-
-class Terms(NamedTuple):
-    """What the policy adds to a ledger call (build with `with_counters`)."""
-
-    counters: tuple[Counter, ...] = ()
-    counters_arg: bytes = b""  # counters_arg(counters), made once
-    counters_ttl_ms: int = DAY_MS  # the counters hash outlives the longest window by this
-    hold_expiry_ms: int = HOLD_EXPIRY_DEFAULT_MS
-    capture_tolerance_percent: int = 0
-
-    def with_counters(self, counters: tuple[Counter, ...]) -> Terms:
-        return self._replace(counters=counters, counters_arg=counters_arg(counters))
-
-
-NO_TERMS = Terms()
 
 
 class Transaction(msgspec.Struct):
@@ -174,10 +79,11 @@ class CardView(msgspec.Struct):
 
 
 class Ledger:
-    def __init__(self, client: aioredis.Redis, clock: Clock | None = None) -> None:
+    def __init__(self, client: aioredis.Redis, clock: Clock | None = None,
+                 request_deadline_ms: int = limits.request_deadline_ms) -> None:
         self.client = client
         self.clock = clock or SystemClock()
-        self.scripts = ScriptPipeline(client, ledger_library())
+        self.scripts = ScriptPipeline(client, ledger_library(), request_deadline_ms / 1000)
         # Every pipeline on this ledger's Redis client (the token vault's joins it): aclose
         # waits for their calls and closes their connections, then the client's.
         self.pipelines = [self.scripts]
@@ -334,15 +240,3 @@ def upgrade_pan(account: str, attempt: int) -> str:
     body = DEMO_BIN + f"{int.from_bytes(digest[:8], 'big') % 10**9:09d}"
     return body + luhn_check_digit(body)
 
-
-def connect(url: str) -> aioredis.Redis:
-    """A client whose pool waits (bounded) for a free connection instead of failing."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=limits.redis_connections_max,
-        timeout=limits.redis_pool_wait_s,
-        decode_responses=True,
-        socket_timeout=limits.request_deadline_ms / 1000,
-        socket_connect_timeout=limits.redis_pool_wait_s,
-    )
-    return aioredis.Redis(connection_pool=pool)

@@ -1,10 +1,4 @@
-"""Auto-pipelining of calls to our Lua functions in Redis.
-
-The Lua code lives in one Redis function library per component (FUNCTION LOAD, Redis 7+):
-its helpers are defined once when the library loads, not on every call as in an EVAL
-script, which was a sixth of the authorize call's cost in Redis. The library's name and
-its functions' names carry a hash of its code, so switches of different versions can
-share one Redis.
+"""Auto-pipelining of calls to our Lua functions in Redis (switch/lua_library.py).
 
 Calls made in the same event-loop tick are queued and sent together, as one write of
 FCALLs on one connection of our own (switch/redis_link.py), so under load the switch makes
@@ -19,48 +13,19 @@ still loads the library and serves everything off the hot path.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from switch import limits
+from switch.lua_library import Library
 from switch.redis_link import RedisLink, open_link
 
 Call = tuple[str, tuple[str, ...], tuple[Any, ...], asyncio.Future, Callable[[Any], Any] | None]
 FUNCTION_MISSING = "ERR Function not found"  # Redis' answer to an FCALL of an unknown function
-VERSION_LENGTH = 12  # hex digits of the code's hash in the library's and functions' names
-
-
-class Library(NamedTuple):
-    """A Redis function library built from our Lua files: `register(name, body)` in them
-    defines function `name` (run with the call's KEYS and ARGV in place)."""
-
-    version: str  # hash of the Lua code
-    code: str  # what FUNCTION LOAD takes
-
-    def function(self, name: str) -> str:
-        """The Redis name of our function `name` in this version of the library."""
-        return f"{name}_{self.version}"
-
-
-def build_library(name: str, parts: list[str]) -> Library:
-    body = "\n".join(parts)
-    version = hashlib.sha1(body.encode()).hexdigest()[:VERSION_LENGTH]
-    header = f"""#!lua name={name}_{version}
--- Redis passes each function its keys and arguments; the code reads them as KEYS and ARGV.
-local KEYS, ARGV
-local function register(name, body)
-  redis.register_function(name .. '_{version}', function(keys, args)
-    KEYS, ARGV = keys, args
-    return body()
-  end)
-end
-"""
-    return Library(version, header + body)
 
 
 def pack_fcall(function: bytes, keys: tuple[str, ...], args: tuple[Any, ...]) -> bytes:
@@ -78,7 +43,7 @@ def pack_fcall(function: bytes, keys: tuple[str, ...], args: tuple[Any, ...]) ->
 
 
 class ScriptPipeline:
-    def __init__(self, client: aioredis.Redis, library: Library) -> None:
+    def __init__(self, client: aioredis.Redis, library: Library, timeout_s: float) -> None:
         self.client = client
         self.library = library
         self._names: dict[str, bytes] = {}  # our function name -> its Redis name
@@ -90,8 +55,8 @@ class ScriptPipeline:
         self._to_retry: list[Call] = []
         self._retried: set[asyncio.Future] = set()  # calls already sent again once
         # Replies of calls whose link went quiet this long are given up (the request has
-        # long been answered 91 by then).
-        self.timeout_s = limits.request_deadline_ms / 1000
+        # long been answered 91 by then): the request deadline.
+        self.timeout_s = timeout_s
         # Counters for the operator (and the round-trips-per-authorization figure).
         self.calls = 0
         self.round_trips = 0

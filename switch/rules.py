@@ -18,8 +18,9 @@ from typing import NamedTuple
 
 from protocols.codes import Code, Reason
 from protocols.messages import AuthRequest, MessageClass
-from switch.ledger import DAY_MS, Counter, Terms
+from switch.clock import DAY_MS
 from switch.policy import PolicySpec, mcc_codes
+from switch.terms import Counter, Terms, Verdict
 
 # Rules judge new spending; releasing or crediting money is only subject to channel classes.
 SPENDING_CLASSES = frozenset({MessageClass.AUTH, MessageClass.SALE})
@@ -27,12 +28,6 @@ BEIJING_OFFSET_MS = 8 * 3600 * 1000  # daily caps follow the Beijing calendar da
 # Distinct (channel, class, MCC) profiles kept; at most 4 x 6 x 10,001 exist, far fewer in
 # practice. Past the bound the cache starts over rather than grow.
 PROFILES_CACHED_MAX = 8192
-
-
-class Verdict(NamedTuple):
-    decline: tuple[str, str] | None  # (response code, rule id)
-    beans_per_yuan: int
-    terms: Terms
 
 
 class Step(NamedTuple):

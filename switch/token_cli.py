@@ -14,7 +14,7 @@ from protocols.cardnumbers import mask_pan
 from protocols.xpay import WALLETS
 from switch import limits
 from switch.cli_common import UserError, redis_for_command, resolve_pan
-from switch.ledger import connect
+from switch.redis_client import connect
 from switch.tokens import TOKEN_STATUSES, TokenVault, TokenView
 
 

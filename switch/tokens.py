@@ -1,10 +1,8 @@
 """The x-pay token vault in Redis: wallet token (DPAN) -> card, and the checks of each use.
 
-Per token, under one hash tag so each script touches one Redis Cluster slot:
-  {t:DPAN}          hash: pan, wallet, device, expiry (YYMM), status, key (hex), atc, created
-  {t:DPAN}:i:KEY    hash: the verdict given to idempotency key KEY (expires with the answers)
-Statuses: active, suspended (declined 62), deleted (declined 14, final). The checks of one
-wallet message run in switch/lua/token_use.lua; the cryptogram itself is checked here, in
+Every key of a token is under one hash tag (switch/keys.py has the layout). Statuses:
+active, suspended (declined 62), deleted (declined 14, final). The checks of one wallet
+message run in switch/lua/token_use.lua; the cryptogram itself is checked here, in
 Python, with the token's key (a key never changes, so it is cached).
 """
 
@@ -22,8 +20,10 @@ from protocols.codes import Code, Reason, TokenStatus
 from protocols.messages import AuthRequest, AuthResponse
 from protocols.xpay import WALLETS, XpayRequest, cryptogram
 from switch import limits
-from switch.ledger import Clock, SystemClock, card_key, month_of, read_lua
-from switch.pipeline import Library, ScriptPipeline, build_library
+from switch.clock import Clock, SystemClock, month_of
+from switch.keys import card_key, token_key
+from switch.lua_library import token_library
+from switch.pipeline import ScriptPipeline
 
 TOKEN_STATUSES = tuple(status.value for status in TokenStatus)
 TOKEN_BIN = "628888"  # the simulator's token range: a DPAN never looks like a demo card
@@ -43,10 +43,6 @@ class TokenView(msgspec.Struct):
     created_ms: int
 
 
-def token_key(token: str) -> str:
-    return f"{{t:{token}}}"
-
-
 def new_token_number() -> str:
     body = TOKEN_BIN + "".join(secrets.choice("0123456789") for _ in range(9))
     return body + luhn_check_digit(body)
@@ -59,16 +55,12 @@ def months_later(now_ms: int, months: int) -> str:
     return f"{index // 12 % 100:02d}{index % 12 + 1:02d}"
 
 
-def token_library() -> Library:
-    """The vault's Lua functions (switch/lua/token_*.lua), one Redis function library."""
-    return build_library("baitiao_tokens", read_lua(("token_use", "token_admin")))
-
-
 class TokenVault:
-    def __init__(self, client: aioredis.Redis, clock: Clock | None = None) -> None:
+    def __init__(self, client: aioredis.Redis, clock: Clock | None = None,
+                 request_deadline_ms: int = limits.request_deadline_ms) -> None:
         self.client = client
         self.clock = clock or SystemClock()
-        self.scripts = ScriptPipeline(client, token_library())
+        self.scripts = ScriptPipeline(client, token_library(), request_deadline_ms / 1000)
         self._keys: dict[str, bytes] = {}
 
     async def start(self) -> None:

@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from switch.ledger import Ledger, connect
+from switch.ledger import Ledger
+from switch.redis_client import connect
 from switch.redis_runner import PrivateRedis
 from tests.support import running_switch
 

@@ -22,7 +22,8 @@ from hypothesis.stateful import (
 )
 
 from protocols.messages import AuthRequest, MessageClass
-from switch.ledger import Ledger, connect
+from switch.ledger import Ledger
+from switch.redis_client import connect
 from tests.support import new_pan
 
 LIMIT_FEN = 10_000

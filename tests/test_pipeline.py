@@ -11,8 +11,10 @@ import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from switch.ledger import connect, ledger_library
-from switch.pipeline import ScriptPipeline, build_library, pack_fcall
+from switch import limits
+from switch.lua_library import build_library, ledger_library
+from switch.pipeline import ScriptPipeline, pack_fcall
+from switch.redis_client import connect
 from switch.redis_link import LINK_NAME
 from tests.support import ANSWER_WAIT_S, new_pan
 
@@ -43,10 +45,9 @@ def test_library_names_carry_the_code_version():
 # --- the pipeline's own connection, against the tests' real redis-server -------------------
 
 async def pipeline_on(url: str, timeout_s: float | None = None) -> ScriptPipeline:
-    pipeline = ScriptPipeline(connect(url), ledger_library())
+    pipeline = ScriptPipeline(connect(url), ledger_library(),
+                              timeout_s or limits.request_deadline_ms / 1000)
     await pipeline.load()
-    if timeout_s is not None:
-        pipeline.timeout_s = timeout_s
     return pipeline
 
 
@@ -133,7 +134,8 @@ async def test_no_redis_fails_the_calls_with_a_connection_error():
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    pipeline = ScriptPipeline(connect(f"redis://127.0.0.1:{port}/0"), ledger_library())
+    pipeline = ScriptPipeline(connect(f"redis://127.0.0.1:{port}/0"), ledger_library(),
+                              limits.request_deadline_ms / 1000)
     try:
         with pytest.raises(OSError):
             await pipeline.call("settle", ("{c:6253990000000001}",), ())

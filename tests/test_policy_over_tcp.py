@@ -10,7 +10,8 @@ import pytest
 
 from protocols.cardnumbers import luhn_valid
 from protocols.messages import MessageClass as C
-from switch.ledger import DAY_MS, upgrade_pan
+from switch.clock import DAY_MS
+from switch.ledger import upgrade_pan
 from tests.support import FakeClock, make_card
 from tests.test_policy_support import CHANNELS, T0_MS, code_and_reason, policy_switch
 

@@ -6,7 +6,7 @@ import pytest
 
 from protocols.messages import AuthRequest
 from protocols.messages import MessageClass as C
-from switch.ledger import DAY_MS
+from switch.clock import DAY_MS
 from switch.policy import load_policy, parse_policy
 from switch.rules import BEIJING_OFFSET_MS, Policy
 

@@ -6,6 +6,7 @@ import asyncio
 
 import msgspec
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from protocols.framing import BINARY_4
 from protocols.messages import MessageClass as C
@@ -196,6 +197,28 @@ async def test_slow_redis_is_answered_91_within_the_deadline(redis_url):
             assert answer.fields["code"] == "SYS001"
         finally:
             await client.close()
+            await admin.aclose()
+        await wait_for_redis(redis_url)
+
+
+async def test_the_configured_deadline_bounds_every_wait_on_redis(redis_url):
+    config = switch_config(limits=Limits(request_deadline_ms=200))
+    async with running_switch(redis_url, config) as (_, ledger):
+        assert [p.timeout_s for p in ledger.pipelines] == [0.2, 0.2]  # the ledger's, the vault's
+        assert ledger.client.connection_pool.connection_kwargs["socket_timeout"] == 0.2
+        pan = await make_card(ledger)
+        await ledger.settle(pan)  # the pipeline's own connection is open
+        admin = aioredis.Redis.from_url(redis_url)
+        try:
+            await admin.execute_command("CLIENT", "PAUSE", 600, "ALL")
+            async with asyncio.timeout(ANSWER_WAIT_S):
+                outcomes = await asyncio.gather(
+                    ledger.settle(pan), ledger.client.hget(f"{{c:{pan}}}", "limit"),
+                    return_exceptions=True)
+            # Both gave up before the pause ended (with the default 2 s they would answer).
+            assert [type(outcome) for outcome in outcomes] == [
+                TimeoutError, redis.exceptions.TimeoutError]
+        finally:
             await admin.aclose()
         await wait_for_redis(redis_url)
 

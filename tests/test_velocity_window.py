@@ -16,7 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols.messages import AuthRequest, MessageClass
-from switch.ledger import Counter, Ledger, Terms, connect
+from switch.ledger import Ledger
+from switch.redis_client import connect
+from switch.terms import Counter, Terms
 from tests.support import FakeClock, new_pan
 
 T0_MS = 1_795_953_600_000

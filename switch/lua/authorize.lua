@@ -1,7 +1,7 @@
 -- Authorization (places a hold) or sale (posts at once). ARGV[13]: 'auth' or 'sale'.
 local kind, now  -- the running call's (set by the function below)
 
--- The policy's counters (switch/ledger.py Counter). ARGV[18]: their definitions, one
+-- The policy's counters (switch/terms.py Counter). ARGV[18]: their definitions, one
 -- JSON array of {field, bucket_ms, buckets, offset_ms, count max, amount max, count
 -- reason, amount reason} ("" for none). A bucket is floor((now + offset) / bucket_ms); the
 -- window is the current bucket and the buckets - 1 before it.

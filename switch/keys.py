@@ -1,0 +1,31 @@
+"""The Redis key layout of the ledger and the token vault.
+
+Every key of one card (or token) carries the same hash tag, so every Lua function call
+touches one Redis Cluster slot:
+  {c:PAN}          hash: limit, posted, held, pending_credit, beans, status, expiry
+  {c:PAN}:t:REF    hash: one authorization or sale (kind, state, amount, hold, posted, ...)
+  {c:PAN}:tx       sorted set of the card's transaction keys by creation time (ms)
+  {c:PAN}:i:KEY    string: the answer given to idempotency key KEY, msgpack (expires)
+  {c:PAN}:h        sorted set of the pending holds' transaction keys by expiry deadline (ms)
+  {c:PAN}:n        hash: the policy's approval counters, per rule its window's totals and
+                   the finished buckets still inside the window
+                   (expires when the longest window has passed without an approval)
+  {t:DPAN}         hash: pan, wallet, device, expiry (YYMM), status, key (hex), atc, created
+  {t:DPAN}:i:KEY   hash: the verdict given to idempotency key KEY (expires with the answers)
+"""
+
+from __future__ import annotations
+
+
+def card_key(pan: str) -> str:
+    return f"{{c:{pan}}}"
+
+
+def card_keys(key: str, idempotency_key: str, referenced: str) -> tuple[str, ...]:
+    """KEYS of a ledger function call, in prelude.lua's order; all under the card's hash tag."""
+    return (key, f"{key}:i:{idempotency_key}", f"{key}:t:{referenced}", f"{key}:tx",
+            f"{key}:h", f"{key}:n")
+
+
+def token_key(token: str) -> str:
+    return f"{{t:{token}}}"
