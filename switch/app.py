@@ -1,19 +1,19 @@
-"""Running the switch: Redis, the ledger, the listeners, the banner, the signals."""
+"""One switch process: its ledger and listeners on a Redis, until a signal stops it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import gc
-import logging
 import signal
 import sys
 
-from protocols.cardnumbers import mask_pan
-from switch.cards import DemoCard, showcase_cards
+import uvloop
+
+from switch.cards import DemoCard
 from switch.channels import CODECS
 from switch.clock import Clock
-from switch.config import DEMO_JD_MERCHANT, Config
+from switch.config import Config
 from switch.engine import Engine
 from switch.ledger import Ledger
 from switch.policy import load_policy
@@ -21,8 +21,6 @@ from switch.redis_client import connect
 from switch.rules import Policy
 from switch.server import Switch
 from switch.tokens import TokenVault
-
-log = logging.getLogger("switch")
 
 
 async def build(config: Config, redis_url: str, clock: Clock | None = None,
@@ -75,71 +73,8 @@ def counters_line(switch: Switch, ledger: Ledger) -> str:
         f" round_trips_per_call={per_call}")
 
 
-async def prepare(redis_url: str, demo: bool) -> list[DemoCard]:
-    """Load the demo cards (once, before any listener starts)."""
-    cards = showcase_cards() if demo else []
-    if cards:
-        ledger = Ledger(connect(redis_url))
-        try:
-            await load_cards(ledger, cards)
-        finally:
-            await ledger.aclose()
-    return cards
-
-
-def serve(config: Config, redis_url: str, redis_note: str, demo: bool, workers: int = 1
-          ) -> None:
-    cards = asyncio.run(prepare(redis_url, demo))
-
-    def announce(ports: dict[str, int]) -> None:
-        print(banner(config, ports, redis_note, cards, workers), flush=True)
-
-    if workers == 1:
-        run(serve_one(config, redis_url, announce))
-    else:
-        from switch.workers import supervise
-
-        supervise(config, redis_url, workers, announce)
-    print("switch stopped", flush=True)
-
-
-def banner(config: Config, ports: dict[str, int], redis_note: str, cards: list[DemoCard],
-           workers: int = 1) -> str:
-    lines = ["", "Baitiao card authorization switch is up"
-             + (f" ({workers} worker processes sharing the ports)" if workers > 1 else ""), ""]
-    for name, port in ports.items():
-        lines.append(f"  {name:<7} listening on {config.listeners[name].host}:{port}")
-    lines += ["", f"  Redis   {redis_note}", ""]
-    if cards:
-        lines.append("  Demo cards (use the alias wherever a PAN is asked for):")
-        for index, card in enumerate(cards, start=1):
-            lines.append(f"    demo{index}  {mask_pan(card.pan)}  limit {card.limit_fen:>10} fen"
-                         f"  expiry {card.expiry}  {card.status}")
-        lines.append("")
-    if "jd" in ports:
-        lines += [
-            "  Try, from another terminal (JD demo merchant " + DEMO_JD_MERCHANT + "):",
-            f"    .venv/bin/switch send --channel jd --port {ports['jd']} "
-            "--pan demo1 --amount 12800 --mcc 5411",
-            "",
-        ]
-    if "wechat" in ports:
-        lines += ["  WeChat Pay, with the policy's explanation (docs/channels/wechat.md):",
-                  f"    .venv/bin/switch send --channel wechat --port {ports['wechat']} "
-                  "--pan demo1 --amount 12800 --mcc 5411 --explain", ""]
-    if "pos" in ports:
-        lines += ["  A UnionPay terminal (ISO 8583, docs/channels/pos.md):",
-                  f"    .venv/bin/switch send --channel pos --port {ports['pos']} "
-                  "--pan demo1 --amount 12800 --mcc 5411", ""]
-    lines.append("  Ctrl-C stops the switch" + (" and its private Redis." if "private" in
-                                                 redis_note else "."))
-    return "\n".join(lines)
-
-
 def run(coro) -> None:
     """asyncio.run on uvloop."""
-    import uvloop
-
     with contextlib.suppress(KeyboardInterrupt):
         if sys.version_info >= (3, 12):
             uvloop.run(coro)

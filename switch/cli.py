@@ -1,4 +1,5 @@
-"""The `switch` command: serve, seed, card, send."""
+"""The `switch` command: serve, seed, send; card, policy and token commands are registered
+from their own modules."""
 
 from __future__ import annotations
 
@@ -7,15 +8,12 @@ import asyncio
 import logging
 import os
 import sys
-import time
 from pathlib import Path
-
-import msgspec
 
 from protocols.cardnumbers import mask_pan
 from protocols.framing import HEADER_FORMATS
 from protocols.pos import DEFAULT_ACQUIRER, DEFAULT_TERMINAL
-from switch import app, policy_cli, send, token_cli
+from switch import app, card_cli, launch, policy_cli, send, token_cli
 from switch.cards import demo_cards
 from switch.channels import CODECS
 from switch.cli_common import (
@@ -23,6 +21,7 @@ from switch.cli_common import (
     RUN_DIR,
     UserError,
     configured_redis,
+    fen,
     redis_for_command,
     resolve_pan,
 )
@@ -32,9 +31,7 @@ from switch.config import (
     load,
     parse_listen,
 )
-from switch.ledger import CARD_STATUSES, Ledger
 from switch.policy import load_policy
-from switch.redis_client import connect
 from switch.redis_runner import PrivateRedis, RedisUnavailable, reachable
 from switch.server import check_channels
 
@@ -51,18 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `switch ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-
-
-# --- helpers ----------------------------------------------------------------------------
-
-
-async def with_ledger(url: str, work):
-    ledger = Ledger(connect(url))
-    try:
-        await ledger.start()
-        return await work(ledger)
-    finally:
-        await ledger.aclose()
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -91,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         note = f"{url} (private, started by the switch, nothing kept on disk)"
         REDIS_URL_FILE.write_text(url + "\n")
     try:
-        app.serve(config, url, note, demo=args.demo, workers=args.workers)
+        launch.serve(config, url, note, demo=args.demo, workers=args.workers)
     finally:
         if private:
             REDIS_URL_FILE.unlink(missing_ok=True)
@@ -105,7 +90,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
         for card in cards:
             card.limit_fen = args.limit
     url = redis_for_command(args)
-    asyncio.run(with_ledger(url, lambda ledger: app.load_cards(ledger, cards)))
+    asyncio.run(card_cli.with_ledger(url, lambda ledger: app.load_cards(ledger, cards)))
     for card in cards[: args.show]:
         print(f"{mask_pan(card.pan)}  limit {card.limit_fen} fen  expiry {card.expiry}")
     if len(cards) > args.show:
@@ -116,51 +101,6 @@ def cmd_seed(args: argparse.Namespace) -> int:
         print(f"card numbers written to {args.out} (mode 600)")
     print(f"seeded {len(cards)} cards (seed {args.seed}) into {url}")
     return 0
-
-
-def cmd_card_set(args: argparse.Namespace) -> int:
-    pan = resolve_pan(args.pan)
-
-    async def work(ledger: Ledger):
-        await ledger.set_card(pan, limit_fen=args.limit, status=args.status, expiry=args.expiry)
-        return await ledger.card(pan)
-
-    print_card(asyncio.run(with_ledger(redis_for_command(args), work)), json_out=False)
-    return 0
-
-
-def cmd_card_show(args: argparse.Namespace) -> int:
-    pan = resolve_pan(args.pan)
-    view = asyncio.run(with_ledger(redis_for_command(args), lambda ledger: ledger.card(pan)))
-    if view is None:
-        raise UserError(f"no card {mask_pan(pan)}")
-    print_card(view, args.json)
-    return 0
-
-
-def cmd_card_settle(args: argparse.Namespace) -> int:
-    pan = resolve_pan(args.pan)
-    settled = asyncio.run(with_ledger(redis_for_command(args), lambda ledger: ledger.settle(pan)))
-    print(f"settled {settled} fen of refunds on {mask_pan(pan)}")
-    return 0
-
-
-def print_card(view, json_out: bool) -> None:
-    view.pan = mask_pan(view.pan)
-    if json_out:
-        print(msgspec.json.encode(view).decode())
-        return
-    print(f"card {view.pan}  {view.status}  expiry {view.expiry}"
-          + (f"  (Baitiao account {view.account})" if view.account else ""))
-    print(f"  limit {view.limit}  posted {view.posted}  held {view.held}  "
-          f"pending credit {view.pending_credit}  (fen)")
-    print(f"  open_to_buy {view.open_to_buy} fen   JD beans {view.beans}")
-    for t in view.transactions:
-        lapses = (time.strftime("  hold lapses %Y-%m-%d %H:%M UTC", time.gmtime(
-            t.expires_ms / 1000)) if t.state == "pending" and t.expires_ms else "")
-        print(f"  {t.ref:<40} {t.kind:<5} {t.state:<9} amount {t.amount:>9}  hold {t.hold:>9}"
-              f"  posted {t.posted:>9}  refunded {t.refunded:>9}  beans {t.beans:>6}"
-              f"  auth {t.auth_id}{lapses}")
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -196,12 +136,6 @@ def cmd_send(args: argparse.Namespace) -> int:
 def positive(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError("a whole number, 1 or more")
-    return int(value)
-
-
-def fen(value: str) -> int:
-    if not value.isdigit():
-        raise argparse.ArgumentTypeError("an amount in fen: whole digits (12800 = 128.00 yuan)")
     return int(value)
 
 
@@ -241,22 +175,8 @@ def parser() -> argparse.ArgumentParser:
     seed.add_argument("--show", type=int, default=10, help="list this many (masked)")
     seed.add_argument("--out", type=Path, help="write the full card numbers to this file")
 
-    card = command("card", None, "show or change one card")
-    card_commands = card.add_subparsers(required=True, metavar="ACTION")
-    card_set = card_commands.add_parser("set", help="create or update a card (balances kept)")
-    card_set.set_defaults(func=cmd_card_set)
-    card_show = card_commands.add_parser("show", help="limit, balances, holds, open-to-buy")
-    card_show.set_defaults(func=cmd_card_show)
-    card_show.add_argument("--json", action="store_true", help="one JSON object")
-    card_settle = card_commands.add_parser("settle", help="clear ordinary refunds")
-    card_settle.set_defaults(func=cmd_card_settle)
-    card_set.add_argument("--limit", type=fen, help="credit limit in fen")
-    card_set.add_argument("--status", choices=CARD_STATUSES)
-    card_set.add_argument("--expiry", metavar="YYMM")
-    policy_cli.add_commands(command, card_commands, redis_option, fen)
-    for sub in (card_set, card_show, card_settle):
-        sub.add_argument("pan", metavar="PAN", help="card number or demo alias (demo1..)")
-        redis_option(sub)
+    card_cli.add_commands(command, redis_option)
+    policy_cli.add_commands(command)
 
     snd = command("send", cmd_send, "send one message to a running switch, print the answer")
     snd.add_argument("--channel", choices=sorted(send.SENDERS), default="jd")

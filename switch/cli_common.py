@@ -1,5 +1,5 @@
 """What the `switch` command's modules share: where a running switch records its Redis,
-finding Redis for a command, card aliases, and the one-line user error."""
+finding Redis for a command, card aliases, amounts in fen, and the one-line user error."""
 
 from __future__ import annotations
 
@@ -17,6 +17,22 @@ REDIS_URL_FILE = RUN_DIR / "redis.url"  # where a serving switch records its pri
 
 class UserError(Exception):
     """Printed as one line; the command exits with 2."""
+
+
+async def using(store, work):
+    """`work(store)` between the store's start and close (a Ledger or a TokenVault)."""
+    try:
+        await store.start()
+        return await work(store)
+    finally:
+        await store.aclose()
+
+
+def fen(value: str) -> int:
+    """An argument type: an amount in fen."""
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError("an amount in fen: whole digits (12800 = 128.00 yuan)")
+    return int(value)
 
 
 def resolve_pan(value: str) -> str:

@@ -1,4 +1,4 @@
-"""The policy's commands: `switch policy check`, `switch card upgrade`, `switch send --explain`.
+"""The policy's commands: `switch policy check` and `switch send --explain`.
 
 switch/cli.py registers them; they live here to keep that module small.
 """
@@ -6,18 +6,15 @@ switch/cli.py registers them; they live here to keep that module small.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import time
 from pathlib import Path
 
-from protocols.cardnumbers import mask_pan
 from protocols.messages import AuthRequest
-from switch.ledger import CARD_STATUSES, Ledger
+from switch.channels import CODECS
 from switch.policy import PolicySpec, load_policy
 from switch.rules import Policy
 
 
-def add_commands(command, card_commands, redis_option, fen) -> None:
+def add_commands(command) -> None:
     policy = command("policy", None, "check a policy file (docs/policy.md)")
     policy_commands = policy.add_subparsers(required=True, metavar="ACTION")
     check = policy_commands.add_parser(
@@ -25,17 +22,6 @@ def add_commands(command, card_commands, redis_option, fen) -> None:
     check.set_defaults(func=cmd_policy_check)
     check.add_argument("file", nargs="?", type=Path,
                        help="the policy file (default: the shipped Baitiao default)")
-
-    upgrade = card_commands.add_parser(
-        "upgrade", help="turn a Baitiao account into a card with its limit (one atomic step)")
-    upgrade.set_defaults(func=cmd_card_upgrade)
-    upgrade.add_argument("account", metavar="ACCOUNT", help="the Baitiao account id")
-    upgrade.add_argument("--limit", type=fen, required=True, help="credit limit in fen")
-    upgrade.add_argument("--status", choices=CARD_STATUSES, default="active",
-                         help="status of the new card (default active: usable at once)")
-    upgrade.add_argument("--out", type=Path, help="write the full card number to this file "
-                         "(mode 600); it is never printed")
-    redis_option(upgrade)
 
 
 def add_send_options(send_parser: argparse.ArgumentParser) -> None:
@@ -46,8 +32,6 @@ def add_send_options(send_parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
-    from switch.channels import CODECS  # the listeners this switch has
-
     spec = load_policy(args.file)
     print(f"policy {args.file or '(shipped default)'} is valid")
     print(summary(spec))
@@ -56,28 +40,6 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     for name in sorted(named - set(CODECS)):
         print(f"  note: channel {name!r} is not a listener of this switch "
               f"({', '.join(sorted(CODECS))}); its rules never apply")
-    return 0
-
-
-def cmd_card_upgrade(args: argparse.Namespace) -> int:
-    from switch import cli  # the shared Redis helpers; imported here to avoid a cycle
-
-    async def work(ledger: Ledger):
-        started = time.perf_counter()
-        pan, created = await ledger.upgrade(args.account, args.limit, args.status)
-        return pan, created, (time.perf_counter() - started) * 1000, await ledger.card(pan)
-
-    pan, created, elapsed_ms, view = asyncio.run(
-        cli.with_ledger(cli.redis_for_command(args), work))
-    if created:
-        print(f"account {args.account} upgraded to card {mask_pan(pan)} in {elapsed_ms:.1f} ms")
-    else:
-        print(f"account {args.account} already has card {mask_pan(pan)} (nothing changed)")
-    print(f"  limit {view.limit} fen  expiry {view.expiry}  {view.status}")
-    if args.out:
-        args.out.touch(mode=0o600)
-        args.out.write_text(pan + "\n")
-        print(f"  card number written to {args.out} (mode 600)")
     return 0
 
 

@@ -13,18 +13,13 @@ import msgspec
 from protocols.cardnumbers import mask_pan
 from protocols.xpay import WALLETS
 from switch import limits
-from switch.cli_common import UserError, redis_for_command, resolve_pan
+from switch.cli_common import UserError, redis_for_command, resolve_pan, using
 from switch.redis_client import connect
 from switch.tokens import TOKEN_STATUSES, TokenVault, TokenView
 
 
-async def with_vault(url: str, work):
-    vault = TokenVault(connect(url))
-    try:
-        await vault.start()
-        return await work(vault)
-    finally:
-        await vault.aclose()
+def with_vault(url: str, work):
+    return using(TokenVault(connect(url)), work)
 
 
 def token_for_send(args: argparse.Namespace) -> str:

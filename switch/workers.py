@@ -10,6 +10,7 @@ import queue
 import signal
 from collections.abc import Callable
 
+from switch.app import run, serve_one
 from switch.config import Config
 from switch.redis_runner import free_port
 
@@ -67,8 +68,6 @@ def _stop(processes, config: Config) -> None:
 
 
 def _worker(config: Config, redis_url: str, reports) -> None:
-    from switch.app import run, serve_one
-
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         run(serve_one(config, redis_url, lambda ports: reports.put(("ready", ports)),
@@ -76,5 +75,3 @@ def _worker(config: Config, redis_url: str, reports) -> None:
     except Exception as error:  # reported to the supervisor, which stops everything
         reports.put(("error", f"{type(error).__name__}: {error}"))
         raise
-
-

@@ -1,0 +1,115 @@
+"""`switch card ...`: set, show, settle one card, and upgrade a Baitiao account to a card.
+
+switch/cli.py registers them; they live here to keep that module small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+
+import msgspec
+
+from protocols.cardnumbers import mask_pan
+from switch.cli_common import UserError, fen, redis_for_command, resolve_pan, using
+from switch.ledger import CARD_STATUSES, CardView, Ledger
+from switch.redis_client import connect
+
+
+def with_ledger(url: str, work):
+    return using(Ledger(connect(url)), work)
+
+
+def cmd_card_set(args: argparse.Namespace) -> int:
+    pan = resolve_pan(args.pan)
+
+    async def work(ledger: Ledger):
+        await ledger.set_card(pan, limit_fen=args.limit, status=args.status, expiry=args.expiry)
+        return await ledger.card(pan)
+
+    print_card(asyncio.run(with_ledger(redis_for_command(args), work)), json_out=False)
+    return 0
+
+
+def cmd_card_show(args: argparse.Namespace) -> int:
+    pan = resolve_pan(args.pan)
+    view = asyncio.run(with_ledger(redis_for_command(args), lambda ledger: ledger.card(pan)))
+    if view is None:
+        raise UserError(f"no card {mask_pan(pan)}")
+    print_card(view, args.json)
+    return 0
+
+
+def cmd_card_settle(args: argparse.Namespace) -> int:
+    pan = resolve_pan(args.pan)
+    settled = asyncio.run(with_ledger(redis_for_command(args), lambda ledger: ledger.settle(pan)))
+    print(f"settled {settled} fen of refunds on {mask_pan(pan)}")
+    return 0
+
+
+def cmd_card_upgrade(args: argparse.Namespace) -> int:
+    async def work(ledger: Ledger):
+        started = time.perf_counter()
+        pan, created = await ledger.upgrade(args.account, args.limit, args.status)
+        return pan, created, (time.perf_counter() - started) * 1000, await ledger.card(pan)
+
+    pan, created, elapsed_ms, view = asyncio.run(with_ledger(redis_for_command(args), work))
+    if created:
+        print(f"account {args.account} upgraded to card {mask_pan(pan)} in {elapsed_ms:.1f} ms")
+    else:
+        print(f"account {args.account} already has card {mask_pan(pan)} (nothing changed)")
+    print(f"  limit {view.limit} fen  expiry {view.expiry}  {view.status}")
+    if args.out:
+        args.out.touch(mode=0o600)
+        args.out.write_text(pan + "\n")
+        print(f"  card number written to {args.out} (mode 600)")
+    return 0
+
+
+def print_card(view: CardView, json_out: bool) -> None:
+    view.pan = mask_pan(view.pan)
+    if json_out:
+        print(msgspec.json.encode(view).decode())
+        return
+    print(f"card {view.pan}  {view.status}  expiry {view.expiry}"
+          + (f"  (Baitiao account {view.account})" if view.account else ""))
+    print(f"  limit {view.limit}  posted {view.posted}  held {view.held}  "
+          f"pending credit {view.pending_credit}  (fen)")
+    print(f"  open_to_buy {view.open_to_buy} fen   JD beans {view.beans}")
+    for t in view.transactions:
+        lapses = (time.strftime("  hold lapses %Y-%m-%d %H:%M UTC", time.gmtime(
+            t.expires_ms / 1000)) if t.state == "pending" and t.expires_ms else "")
+        print(f"  {t.ref:<40} {t.kind:<5} {t.state:<9} amount {t.amount:>9}  hold {t.hold:>9}"
+              f"  posted {t.posted:>9}  refunded {t.refunded:>9}  beans {t.beans:>6}"
+              f"  auth {t.auth_id}{lapses}")
+
+
+def add_commands(command, redis_option) -> None:
+    card = command("card", None, "show or change one card")
+    card_commands = card.add_subparsers(required=True, metavar="ACTION")
+    card_set = card_commands.add_parser("set", help="create or update a card (balances kept)")
+    card_set.set_defaults(func=cmd_card_set)
+    card_set.add_argument("--limit", type=fen, help="credit limit in fen")
+    card_set.add_argument("--status", choices=CARD_STATUSES)
+    card_set.add_argument("--expiry", metavar="YYMM")
+    card_show = card_commands.add_parser("show", help="limit, balances, holds, open-to-buy")
+    card_show.set_defaults(func=cmd_card_show)
+    card_show.add_argument("--json", action="store_true", help="one JSON object")
+    card_settle = card_commands.add_parser("settle", help="clear ordinary refunds")
+    card_settle.set_defaults(func=cmd_card_settle)
+    for sub in (card_set, card_show, card_settle):
+        sub.add_argument("pan", metavar="PAN", help="card number or demo alias (demo1..)")
+        redis_option(sub)
+
+    upgrade = card_commands.add_parser(
+        "upgrade", help="turn a Baitiao account into a card with its limit (one atomic step)")
+    upgrade.set_defaults(func=cmd_card_upgrade)
+    upgrade.add_argument("account", metavar="ACCOUNT", help="the Baitiao account id")
+    upgrade.add_argument("--limit", type=fen, required=True, help="credit limit in fen")
+    upgrade.add_argument("--status", choices=CARD_STATUSES, default="active",
+                         help="status of the new card (default active: usable at once)")
+    upgrade.add_argument("--out", type=Path, help="write the full card number to this file "
+                         "(mode 600); it is never printed")
+    redis_option(upgrade)
