@@ -27,7 +27,7 @@ async def build(config: Config, redis_url: str, clock: Clock | None = None,
                 policy: Policy | None = None) -> tuple[Switch, Ledger]:
     """`policy`: else the config's policy file (else the shipped default); `clock`: tests."""
     policy = policy or Policy(load_policy(config.policy))
-    deadline_ms = config.limits.request_deadline_ms
+    deadline_ms = config.server_limits.request_deadline_ms
     ledger = Ledger(connect(redis_url, deadline_ms), clock, deadline_ms)
     await ledger.start()
     # x-pay names the card by a wallet token: the vault turns it into the PAN first.

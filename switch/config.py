@@ -37,7 +37,9 @@ class Listener(msgspec.Struct, forbid_unknown_fields=True):
     port: Port = 0
 
 
-class Limits(msgspec.Struct, forbid_unknown_fields=True):
+class ServerLimits(msgspec.Struct, forbid_unknown_fields=True):
+    """The bounds a config may set (section [limits]); the defaults are in switch/limits.py."""
+
     frame_size_max_bytes: Annotated[int, msgspec.Meta(ge=64, le=16 * 1024 * 1024)] = (
         limits.frame_size_max_bytes)
     inflight_per_connection_max: Annotated[int, msgspec.Meta(ge=1, le=65536)] = (
@@ -83,7 +85,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     listeners: dict[str, Listener] = msgspec.field(
         default_factory=lambda: {name: Listener(port=port) for name, port in
                                  DEFAULT_PORTS.items()})
-    limits: Limits = msgspec.field(default_factory=Limits)
+    server_limits: ServerLimits = msgspec.field(default_factory=ServerLimits, name="limits")
     policy: str = ""  # policy file (docs/policy.md); empty: the shipped Baitiao default
     jd: Jd = msgspec.field(default_factory=Jd)
     wechat: Wechat = msgspec.field(default_factory=Wechat)

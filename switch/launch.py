@@ -20,7 +20,7 @@ async def prepare(config: Config, redis_url: str, demo: bool) -> list[DemoCard]:
     """Load the demo cards (once, before any listener starts)."""
     cards = showcase_cards() if demo else []
     if cards:
-        deadline_ms = config.limits.request_deadline_ms
+        deadline_ms = config.server_limits.request_deadline_ms
         ledger = Ledger(connect(redis_url, deadline_ms), request_deadline_ms=deadline_ms)
         try:
             await load_cards(ledger, cards)

@@ -22,7 +22,7 @@ from protocols.channel import ChannelCodec, Decoded
 from protocols.codes import Code, Reason
 from protocols.framing import Framer, FramingError
 from protocols.messages import AuthResponse, decline
-from switch.config import Config, Limits
+from switch.config import Config, ServerLimits
 from switch.engine import Engine
 from switch.latency import LatencyHistogram
 
@@ -50,8 +50,8 @@ class Counters:
 class Connection(asyncio.Protocol):
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
-        self.limits = listener.limits
-        self.framer = Framer(listener.codec.header, self.limits.frame_size_max_bytes)
+        self.server_limits = listener.server_limits
+        self.framer = Framer(listener.codec.header, self.server_limits.frame_size_max_bytes)
         self.transport: asyncio.Transport | None = None
         self.inflight = 0
         self.paused = False
@@ -117,7 +117,7 @@ class Connection(asyncio.Protocol):
             return
         # No task per request: the answer is a callback on the ledger's future.
         self.inflight += 1
-        if self.inflight >= self.limits.inflight_per_connection_max and not self.paused:
+        if self.inflight >= self.server_limits.inflight_per_connection_max and not self.paused:
             self.paused = True
             self.transport.pause_reading()
         listener.track(outcome)
@@ -127,7 +127,7 @@ class Connection(asyncio.Protocol):
         response = self.listener.settle(outcome)
         self.inflight -= 1
         resume = self.paused and not self.draining
-        if resume and self.inflight < self.limits.inflight_per_connection_max:
+        if resume and self.inflight < self.server_limits.inflight_per_connection_max:
             self.paused = False
             self.transport.resume_reading()
         self._answer(decoded, response, began)
@@ -163,14 +163,14 @@ class Connection(asyncio.Protocol):
 
     def _arm_idle_timer(self) -> None:
         loop = asyncio.get_running_loop()
-        due = self.last_activity + self.limits.idle_timeout_s
+        due = self.last_activity + self.server_limits.idle_timeout_s
         self.idle_timer = loop.call_at(due, self._idle_check)
 
     def _idle_check(self) -> None:
         if self.transport.is_closing():
             return
         idle = asyncio.get_running_loop().time() - self.last_activity
-        if self.inflight == 0 and idle >= self.limits.idle_timeout_s:
+        if self.inflight == 0 and idle >= self.server_limits.idle_timeout_s:
             log.info("%s: closing idle connection %s", self.listener.name, self._peer())
             self.transport.close()
             return
@@ -204,19 +204,19 @@ class Connection(asyncio.Protocol):
 class Listener:
     """One channel's TCP server."""
 
-    def __init__(self, name: str, codec: ChannelCodec, engine: Engine, limits: Limits,
+    def __init__(self, name: str, codec: ChannelCodec, engine: Engine, server_limits: ServerLimits,
                  counters: Counters) -> None:
         self.name = name
         self.codec = codec
         self.engine = engine
-        self.limits = limits
+        self.server_limits = server_limits
         self.counters = counters
         self.connections: set[Connection] = set()
         self.pending: set[asyncio.Future] = set()  # decisions not yet answered
         self.deadlines: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
         self.deadline_timer: asyncio.TimerHandle | None = None
         self.server: asyncio.Server | None = None
-        self.deadline_s = limits.request_deadline_ms / 1000
+        self.deadline_s = server_limits.request_deadline_ms / 1000
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
         loop = asyncio.get_running_loop()
@@ -288,7 +288,7 @@ class Switch:
         self.counters = Counters()
         check_channels(config, codecs)
         self.listeners = {
-            name: Listener(name, codecs[name](config), engine, config.limits, self.counters)
+            name: Listener(name, codecs[name](config), engine, config.server_limits, self.counters)
             for name in config.listeners
         }
         self.ports: dict[str, int] = {}
@@ -310,9 +310,10 @@ class Switch:
         connections = [c for lst in self.listeners.values() for c in lst.connections]
         for connection in connections:
             connection.drain()
+        server_limits = self.config.server_limits
         pending = [f for lst in self.listeners.values() for f in lst.pending]
         if pending:
-            _, late = await asyncio.wait(pending, timeout=self.config.limits.shutdown_grace_s)
+            _, late = await asyncio.wait(pending, timeout=server_limits.shutdown_grace_s)
             if late:
                 log.warning("shutdown: %d decisions still running after the grace period",
                             len(late))
@@ -320,7 +321,7 @@ class Switch:
             connection.finish()
         if connections:
             await asyncio.wait([c.closed for c in connections],
-                               timeout=self.config.limits.shutdown_linger_s)
+                               timeout=server_limits.shutdown_linger_s)
         for connection in connections:
             connection.transport.abort()
         for listener in self.listeners.values():

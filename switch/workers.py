@@ -59,7 +59,7 @@ def _stop(processes, config: Config) -> None:
     for process in processes:
         if process.is_alive():
             process.terminate()  # SIGTERM: each worker shuts down gracefully
-    bound_s = config.limits.shutdown_grace_s + config.limits.shutdown_linger_s + 5.0
+    bound_s = config.server_limits.shutdown_grace_s + config.server_limits.shutdown_linger_s + 5.0
     for process in processes:
         process.join(timeout=bound_s)
         if process.is_alive():

@@ -239,7 +239,7 @@ async def test_format_errors_answer_30_and_keep_the_connection(redis_url):
 
 async def test_broken_framing_closes_that_connection_only(redis_url):
     config = iso_config(channels=("pos",))
-    config.limits.frame_size_max_bytes = 1024
+    config.server_limits.frame_size_max_bytes = 1024
     async with running_switch(redis_url, config) as (switch, ledger):
         pan = await make_card(ledger, limit_fen=100_000)
         port = switch.ports["pos"]

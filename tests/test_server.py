@@ -10,7 +10,7 @@ import redis.exceptions
 
 from protocols.framing import BINARY_4
 from protocols.messages import MessageClass as C
-from switch.config import Limits
+from switch.config import ServerLimits
 from tests.support import (
     ANSWER_WAIT_S,
     JdClient,
@@ -126,7 +126,7 @@ async def test_card_and_rule_declines_name_their_reason(jd_switch):
 
 
 async def test_inflight_bound_pauses_reading_and_everything_is_answered(redis_url):
-    config = switch_config(limits=Limits(inflight_per_connection_max=2))
+    config = switch_config(server_limits=ServerLimits(inflight_per_connection_max=2))
     async with running_switch(redis_url, config) as (switch, ledger):
         pan = await make_card(ledger, limit_fen=1_000_000)
         client = await JdClient.connect(switch.ports["jd"])
@@ -176,7 +176,7 @@ async def test_garbage_frame_is_answered_with_a_format_error(jd_switch):
 
 
 async def test_idle_connection_is_closed(redis_url):
-    config = switch_config(limits=Limits(idle_timeout_s=0.2))
+    config = switch_config(server_limits=ServerLimits(idle_timeout_s=0.2))
     async with running_switch(redis_url, config) as (switch, _):
         reader, writer = await asyncio.open_connection("127.0.0.1", switch.ports["jd"])
         assert await read_until_closed(reader) == b""
@@ -184,7 +184,7 @@ async def test_idle_connection_is_closed(redis_url):
 
 
 async def test_slow_redis_is_answered_91_within_the_deadline(redis_url):
-    config = switch_config(limits=Limits(request_deadline_ms=200))
+    config = switch_config(server_limits=ServerLimits(request_deadline_ms=200))
     async with running_switch(redis_url, config) as (switch, ledger):
         pan = await make_card(ledger)
         client = await JdClient.connect(switch.ports["jd"])
@@ -202,7 +202,7 @@ async def test_slow_redis_is_answered_91_within_the_deadline(redis_url):
 
 
 async def test_the_configured_deadline_bounds_every_wait_on_redis(redis_url):
-    config = switch_config(limits=Limits(request_deadline_ms=200))
+    config = switch_config(server_limits=ServerLimits(request_deadline_ms=200))
     async with running_switch(redis_url, config) as (_, ledger):
         assert [p.timeout_s for p in ledger.pipelines] == [0.2, 0.2]  # the ledger's, the vault's
         assert ledger.client.connection_pool.connection_kwargs["socket_timeout"] == 0.2
