@@ -31,7 +31,7 @@ from switch.config import (
     load,
     parse_listen,
 )
-from switch.policy import load_policy
+from switch.policy_file import load_policy
 from switch.redis_runner import PrivateRedis, RedisUnavailable, reachable
 from switch.server import check_channels
 

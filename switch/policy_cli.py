@@ -10,7 +10,7 @@ from pathlib import Path
 
 from protocols.messages import AuthRequest
 from switch.channels import CODECS
-from switch.policy import PolicySpec, load_policy
+from switch.policy_file import PolicySpec, load_policy
 from switch.rules import Policy
 
 

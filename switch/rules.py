@@ -19,7 +19,7 @@ from typing import NamedTuple
 from protocols.codes import Code, Reason
 from protocols.messages import AuthRequest, MessageClass
 from switch.clock import DAY_MS
-from switch.policy import PolicySpec, mcc_codes
+from switch.policy_file import PolicySpec, mcc_codes
 from switch.terms import Counter, Terms, Verdict
 
 # Rules judge new spending; releasing or crediting money is only subject to channel classes.

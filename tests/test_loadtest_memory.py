@@ -9,7 +9,7 @@ from loadtest import memory
 from loadtest.cards import seed_cards
 from loadtest.workload import load_test_pans
 from switch.engine import Engine
-from switch.policy import load_policy
+from switch.policy_file import load_policy
 from switch.redis_runner import PrivateRedis
 from switch.rules import Policy
 

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from switch.policy import PolicyError, default_policy_text, load_policy, mcc_codes, parse_policy
+from switch.policy_file import (
+    PolicyError,
+    default_policy_text,
+    load_policy,
+    mcc_codes,
+    parse_policy,
+)
 
 VELOCITY = '[[velocity]]\nid = "v"\nwindow_s = 10\n'
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from protocols.messages import AuthRequest, MessageClass
 from switch.engine import Engine
 from switch.ledger import Ledger
-from switch.policy import from_dict
+from switch.policy_file import from_dict
 from switch.redis_client import connect
 from switch.rules import Policy
 from tests.support import FakeClock, new_pan

@@ -27,7 +27,7 @@ from switch.config import (
     Config,
     Listener,
 )
-from switch.policy import load_policy, parse_policy
+from switch.policy_file import load_policy, parse_policy
 from switch.rules import Policy
 from tests.support import ANSWER_WAIT_S
 
