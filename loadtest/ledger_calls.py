@@ -35,8 +35,8 @@ async def script_call(request: AuthRequest) -> tuple[str, str, tuple[str, ...], 
     counters), the call captured unsent."""
     from switch.engine import Engine
     from switch.ledger import Ledger
+    from switch.policy import Policy
     from switch.policy_file import load_policy
-    from switch.rules import Policy
 
     ledger = Ledger(client=None)
     capture = Capture()

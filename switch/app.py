@@ -16,9 +16,9 @@ from switch.clock import Clock
 from switch.config import Config
 from switch.engine import Engine
 from switch.ledger import Ledger
+from switch.policy import Policy
 from switch.policy_file import load_policy
 from switch.redis_client import connect
-from switch.rules import Policy
 from switch.server import Switch
 from switch.tokens import TokenVault
 

@@ -23,7 +23,7 @@ from protocols.messages import (
 )
 from switch import limits
 from switch.ledger import Ledger
-from switch.rules import Policy
+from switch.policy import Policy
 
 # Auth ids need to be unlikely to repeat, not secret: a counter from a random start (each
 # worker process its own) repeats only after a million approvals.

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from protocols.messages import AuthRequest
 from switch.channels import CODECS
+from switch.policy import Policy
 from switch.policy_file import PolicySpec, load_policy
-from switch.rules import Policy
 
 
 def add_commands(command) -> None:

@@ -2,7 +2,7 @@
 
 `load_policy(path)` returns a `PolicySpec` or raises `PolicyError` with one message that names
 the key and the problem. The shipped default (switch/policy_default.toml) is the Baitiao card's
-policy; docs/policy.md explains every key with it. switch/rules.py applies a spec.
+policy; docs/policy.md explains every key with it. switch/policy.py applies a spec.
 """
 
 from __future__ import annotations

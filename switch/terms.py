@@ -1,6 +1,6 @@
 """What the policy hands the ledger: the rules -> ledger contract.
 
-switch/rules.py builds these from the policy file; switch/ledger.py passes them to the Lua
+switch/policy.py builds these from the policy file; switch/ledger.py passes them to the Lua
 functions. Neither needs the other's types.
 """
 

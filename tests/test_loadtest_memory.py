@@ -9,9 +9,9 @@ from loadtest import memory
 from loadtest.cards import seed_cards
 from loadtest.workload import load_test_pans
 from switch.engine import Engine
+from switch.policy import Policy
 from switch.policy_file import load_policy
 from switch.redis_runner import PrivateRedis
-from switch.rules import Policy
 
 
 def test_the_seeded_card_is_the_one_loadtest_seeds(redis_url):

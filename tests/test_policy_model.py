@@ -5,7 +5,7 @@ velocity rules, hold expiry and capture tolerance, rewards) and a stream of sale
 pre-authorizations, captures and reversals on the JD and WeChat channels with the clock
 jumping between them. Each request goes through the switch's own decision path (the
 `Engine` the listeners use, with the Lua scripts on a real redis-server and a FakeClock);
-`Reference` below is written from docs/policy.md alone, sharing no code with switch/rules.py.
+`Reference` below is written from docs/policy.md alone, sharing no code with switch/policy.py.
 Code, reason, approved amount, open-to-buy and beans must agree at every step.
 """
 
@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from protocols.messages import AuthRequest, MessageClass
 from switch.engine import Engine
 from switch.ledger import Ledger
+from switch.policy import Policy
 from switch.policy_file import from_dict
 from switch.redis_client import connect
-from switch.rules import Policy
 from tests.support import FakeClock, new_pan
 from tests.test_policy_support import T0_MS
 

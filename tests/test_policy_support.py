@@ -27,8 +27,8 @@ from switch.config import (
     Config,
     Listener,
 )
+from switch.policy import Policy
 from switch.policy_file import load_policy, parse_policy
-from switch.rules import Policy
 from tests.support import ANSWER_WAIT_S
 
 CHANNELS = ("jd", "wechat")

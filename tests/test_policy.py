@@ -7,8 +7,8 @@ import pytest
 from protocols.messages import AuthRequest
 from protocols.messages import MessageClass as C
 from switch.clock import DAY_MS
+from switch.policy import BEIJING_OFFSET_MS, Policy
 from switch.policy_file import load_policy, parse_policy
-from switch.rules import BEIJING_OFFSET_MS, Policy
 
 POLICY = """
 [mcc_groups]
