@@ -49,7 +49,7 @@ async def serve_one(config: Config, redis_url: str, on_ready, reuse_port: bool =
     switch, ledger = await build(config, redis_url)
     await switch.start(reuse_port=reuse_port)
     # What start-up built lives as long as the process: keep it out of the collector's way
-    # (a full collection under load paused answers 14 ms; after freeze() 2.5 ms).
+    # (a full collection under load pauses the answers; docs/performance.md).
     gc.collect()
     gc.freeze()
     on_ready(switch.ports)

@@ -4,10 +4,10 @@ Calls made in the same event-loop tick are queued and sent together, as one writ
 FCALLs on one connection of our own (switch/redis_link.py), so under load the switch makes
 far fewer than one round trip per authorization. Each function call is still atomic on its
 own; the pipeline only saves round trips. We pack the FCALL commands ourselves (their shape
-is fixed, and redis-py's general packer was the largest cost in the profile); replies are
-matched to calls in order as they arrive. A "function not found" answer (Redis restarted
-without the library) reloads it and retries just the calls that failed, once. redis-py
-still loads the library and serves everything off the hot path.
+is fixed, so a packer for that one shape does much less than redis-py's general one);
+replies are matched to calls in order as they arrive. A "function not found" answer (Redis
+restarted without the library) reloads it and retries just the calls that failed, once.
+redis-py still loads the library and serves everything off the hot path.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ FUNCTION_MISSING = "ERR Function not found"  # Redis' answer to an FCALL of an u
 def pack_fcall(function: bytes, keys: tuple[str, ...], args: tuple[Any, ...]) -> bytes:
     """One FCALL in RESP: *N, then $len + bytes per part."""
     # One %-formatting of the whole command, not one per part plus a join: this runs for
-    # every request (9.1 -> 5.1 us with the authorize call's 24 parts).
+    # every request (docs/performance.md has the difference).
     parts = [str(len(keys)).encode(), *[k.encode() for k in keys],
              *[a if type(a) is bytes else str(a).encode() for a in args]]
     template = b"*%d\r\n$5\r\nFCALL\r\n$%d\r\n%s\r\n" + b"$%d\r\n%s\r\n" * len(parts)

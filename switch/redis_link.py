@@ -3,7 +3,8 @@
 Replies come back in the order the commands were written, so an asyncio Protocol can feed
 every read to a hiredis parser and hand each reply to the oldest waiting call, right in the
 callback that received the bytes: no task per batch, no borrowed pool connection, no
-awaited read per reply (redis-py's read path was 7% of the switch's time under load).
+awaited read per reply (redis-py's read path was a visible share of the switch's time under
+load: docs/performance.md).
 
 The link opens with the settings of the switch's redis-py client: host and port or Unix
 socket, password (and user), database. Calls waiting longer than the bound fail together

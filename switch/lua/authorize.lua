@@ -8,14 +8,14 @@ local kind, now  -- the running call's (set by the function below)
 -- In counters_key, field F (the counter's field) holds msgpack {latest bucket, its count,
 -- its fen, window count, window fen}: the common call reads and writes only that. When a
 -- later bucket starts, the finished one is kept in field F#(bucket % buckets) and the
--- buckets that leave the window are read from theirs and subtracted. (A ring read and
--- summed whole on every call was half of this function's cost.)
+-- buckets that leave the window are read from theirs and subtracted, so the common call
+-- reads no ring of buckets (docs/performance.md).
 local counters  -- the running call's definitions
 local windows  -- per counter: {bucket, count, fen, window count, window fen, kept}
 
 -- Decoded definitions by their JSON: a policy has a handful of distinct ones, and decoding
--- cost as much as reading the counters. A cache of a pure function of the argument: no
--- ledger data lives here between calls.
+-- them on every call is a cost the call need not pay (docs/performance.md). A cache of a
+-- pure function of the argument: no ledger data lives here between calls.
 local DEFINITIONS_KEPT_MAX = 256
 local NO_COUNTERS = {}
 local definitions, definitions_kept = {}, 0
