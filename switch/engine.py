@@ -1,8 +1,8 @@
 """The decision: validate -> rules -> ledger (card checks and balances, atomically in Redis).
 
-Card lookups happen inside the ledger script so that a decision is one Redis call; the rule
-verdict goes into the same script, which still checks the card first, so an unknown or
-blocked card is named before a merchant rule.
+Card lookups happen inside the ledger's Lua function so that a decision is one Redis call;
+the rule verdict goes into the same call, which still checks the card first, so an unknown
+or blocked card is named before a merchant rule.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def malformed(request: AuthRequest) -> AuthResponse | None:
 def refusal(request: AuthRequest) -> tuple[str, str] | None:
     """A format (30), amount (13) or support (12) problem, as (code, reason), or None.
 
-    Like a rule decline, it is answered by the ledger script, after the card checks, so the
-    answer carries the open-to-buy and a repeat gets the same answer.
+    Like a rule decline, it is answered by the ledger's function, after the card checks, so
+    the answer carries the open-to-buy and a repeat gets the same answer.
     """
     if request.message_class in REFERENCING_CLASSES and not request.original_ref:
         return Code.FORMAT_ERROR, Reason.ORIGINAL_REFERENCE_MISSING

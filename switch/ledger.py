@@ -26,7 +26,7 @@ from switch.terms import NO_TERMS, Terms
 
 CARD_STATUSES = tuple(status.value for status in CardStatus)
 
-SCRIPT_OF_CLASS = {
+FUNCTION_OF_CLASS = {
     MessageClass.AUTH: "authorize",
     MessageClass.SALE: "authorize",
     MessageClass.CAPTURE: "capture",
@@ -42,7 +42,7 @@ CARD_VALIDITY_YEARS = 5  # expiry of an upgraded card: this many years after the
 
 
 def response_of(result: list) -> AuthResponse:
-    """A ledger script's reply: {code, approved, otb, auth id, reason, beans, repeat} and,
+    """A ledger function's reply: {code, approved, otb, auth id, reason, beans, repeat} and,
     for an inquiry naming an original, that transaction's state."""
     code, approved, otb, auth, reason, beans, repeat, *state = result
     return AuthResponse(response_code=code, approved_fen=int(approved), auth_id=auth,
@@ -98,7 +98,7 @@ class Ledger:
         await self.client.aclose()
 
     async def execute(self, *args: Any, **kwargs: Any) -> AuthResponse:
-        """Run the request's script (one atomic check-and-write on the card); `submit`'s
+        """Run the request's Lua function (one atomic check-and-write on the card); `submit`'s
         arguments."""
         return await self.submit(*args, **kwargs)
 
@@ -110,7 +110,7 @@ class Ledger:
         beans_per_yuan: int = 0,
         terms: Terms = NO_TERMS,
     ) -> asyncio.Future[AuthResponse]:
-        """The future of the request's answer, from its script: no coroutine (the server's
+        """The future of the request's answer, from its function call: no coroutine (the server's
         hot path); `execute` awaits it."""
         referenced = request.original_ref or request.txn_ref
         keys = card_keys(card_key(request.card), request.idempotency_key, referenced)
@@ -136,7 +136,7 @@ class Ledger:
             terms.counters_ttl_ms,
             terms.counters_arg,
         )
-        name = SCRIPT_OF_CLASS[request.message_class]
+        name = FUNCTION_OF_CLASS[request.message_class]
         return self.scripts.call(name, keys, args, response_of)
 
     # --- card administration (CLI, seeding, tests) -----------------------------------------
@@ -195,7 +195,7 @@ class Ledger:
 
     async def upgrade(self, account: str, limit_fen: int, status: str = "active"
                       ) -> tuple[str, bool]:
-        """Turn a Baitiao account into a card with its limit, in one atomic script.
+        """Turn a Baitiao account into a card with its limit, in one atomic function call.
 
         Returns (card number, created): the same account always gets the same card (a
         repeat changes nothing and says created=False).

@@ -1,6 +1,8 @@
 """Every limit of the switch, in one place, with its unit last and the reason it is what it is.
 
-Config files may override the ones marked (config); the rest are properties of the design.
+Config files may override the ones marked (config), in their [limits] section (switch/config.py
+ServerLimits), and the switch passes the configured value down; the rest are properties of
+the design.
 """
 
 # A frame larger than any message a channel defines is a broken or hostile peer; 64 KiB is

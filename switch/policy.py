@@ -1,14 +1,15 @@
 """The policy applied: pure functions of the request and the policy spec.
 
 `Policy.judge(request)` gives the static verdict (a decline naming its rule, or none), the
-beans rate, and the counters the ledger script must check and count atomically with the hold
-(velocity windows, channel daily caps). Whatever does not depend on the amount is compiled
-once per (channel, message class, MCC) and cached, so a decision costs a dict lookup.
+beans rate, and the counters the ledger's Lua must check and count atomically with the
+hold (velocity windows, channel daily caps). Whatever does not depend on the amount is
+compiled once per (channel, message class, MCC) and cached, so a decision costs a dict
+lookup.
 `Policy.explain(request)` walks the very same steps and says what each rule did.
 
-Order of the checks (the first decline wins): card checks (in the ledger script), then
+Order of the checks (the first decline wins): card checks (in the ledger's Lua), then
 channel classes, MCC blocks, channel per-transaction caps, MCC per-transaction caps, then
-(in the ledger script) the channel daily caps and velocity rules in file order, then
+(in the ledger's Lua) the channel daily caps and velocity rules in file order, then
 open-to-buy.
 """
 

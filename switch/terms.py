@@ -36,7 +36,7 @@ class Counter(NamedTuple):
 
 
 def counters_arg(counters: tuple[Counter, ...]) -> bytes:
-    """The counters as one script argument, a JSON array of their values (authorize.lua
+    """The counters as one function argument, a JSON array of their values (authorize.lua
     decodes it in C; text, so the call can be replayed by redis-benchmark or redis-cli):
     made once per policy verdict, not per call."""
     return msgspec.json.encode(counters) if counters else b""
