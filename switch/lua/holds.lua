@@ -1,4 +1,4 @@
--- Shared by the ledger's functions (first in the library, switch/ledger.py).
+-- Shared by the ledger's functions (first in the library, switch/lua_library.py).
 -- Stale holds expired per call: bounds the call; any more go at the next one.
 local HOLD_EXPIRY_BATCH = 64
 

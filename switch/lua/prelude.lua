@@ -1,4 +1,4 @@
--- Shared by the ledger's functions (switch/ledger.py puts it after holds.lua in the library).
+-- Shared by the ledger's functions (switch/lua_library.py puts it after holds.lua in the library).
 -- Every function starts with begin(), which reads the call's keys and arguments into the
 -- locals below: defined once when the library loads, they are the running call's state.
 -- KEYS[1] card hash {c:PAN}; KEYS[2] idempotency record; KEYS[3] transaction record;
@@ -12,7 +12,7 @@
 -- ARGV[11] beans per yuan posted, ARGV[12] instant refund (1/0), ARGV[13] message class,
 -- ARGV[14] the request names an original (1/0), ARGV[15] hold lifetime (ms),
 -- ARGV[16] capture tolerance above the hold (percent), ARGV[17] counters lifetime (ms),
--- ARGV[18] the policy's counters, JSON (switch/ledger.py counters_arg; "" for none).
+-- ARGV[18] the policy's counters, JSON (switch/terms.py counters_arg; "" for none).
 local card_key, idem_key, txn_key, index_key, holds_key, counters_key
 local now_ms, this_month, sent_expiry, auth_id, amount, fingerprint
 local rule_code, rule_reason, idem_ttl_s, partial_ok, beans_per_yuan, instant
