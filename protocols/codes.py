@@ -136,7 +136,7 @@ class Reason(enum.StrEnum):
     TOKEN_EXPIRED = "token_expired"
     CRYPTOGRAM_MISMATCH = "cryptogram_mismatch"
     ATC_REPLAY = "atc_replay"
-    # The policy (switch/rules.py and the counters of switch/lua/authorize.lua).
+    # The policy (switch/policy.py and the counters of switch/lua/authorize.lua).
     CHANNEL_CLASS = "channel_class:{channel}"
     MCC_BLOCKED = "mcc_blocked:{mcc}"
     CHANNEL_CAP = "channel_cap:{channel}"
