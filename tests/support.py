@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import sys
 import time
 
 from protocols import jd
@@ -20,6 +22,7 @@ from switch.config import DEMO_JD_KEY, DEMO_JD_MERCHANT, Config, Listener
 from switch.ledger import Ledger
 
 ANSWER_WAIT_S = 10.0  # bound on every wait for an answer in the tests
+CLI_WAIT_S = 20.0  # bound on one `switch` command run as a process
 
 _pan_counter = itertools.count(1)
 
@@ -123,3 +126,12 @@ def jd_request(pan: str, kind: MessageClass = MessageClass.SALE, amount_fen: int
         merchant_id=DEMO_JD_MERCHANT, txn_ref=fields.pop("txn_ref", f"T{next(_trade_counter)}"
                                                      f"x{time.time_ns() % 10**9}"),
         original_ref=original, transmitted_at="20261129120000", **fields)
+
+
+async def switch_cli(*args: str, env: dict | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "switch.cli", *args, env=env or dict(os.environ),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(CLI_WAIT_S):
+        out, err = await process.communicate()
+    return process.returncode, out.decode(), err.decode()
