@@ -23,15 +23,20 @@ from switch.server import Switch
 from switch.tokens import TokenVault
 
 
+def open_ledger(config: Config, redis_url: str, clock: Clock | None = None) -> Ledger:
+    """A ledger whose Redis waits are bounded by the config's request deadline."""
+    deadline_ms = config.server_limits.request_deadline_ms
+    return Ledger(connect(redis_url, deadline_ms), clock, deadline_ms)
+
+
 async def build(config: Config, redis_url: str, clock: Clock | None = None,
                 policy: Policy | None = None) -> tuple[Switch, Ledger]:
     """`policy`: else the config's policy file (else the shipped default); `clock`: tests."""
     policy = policy or Policy(load_policy(config.policy))
-    deadline_ms = config.server_limits.request_deadline_ms
-    ledger = Ledger(connect(redis_url, deadline_ms), clock, deadline_ms)
+    ledger = open_ledger(config, redis_url, clock)
     await ledger.start()
     # x-pay names the card by a wallet token: the vault turns it into the PAN first.
-    vault = TokenVault(ledger.client, ledger.clock, deadline_ms)
+    vault = TokenVault(ledger.client, ledger.clock, config.server_limits.request_deadline_ms)
     await vault.start()
     ledger.pipelines.append(vault.scripts)
     switch = Switch(config, Engine(ledger, policy, resolvers={"xpay": vault.resolve}), CODECS)

@@ -8,11 +8,9 @@ from __future__ import annotations
 import asyncio
 
 from protocols.cardnumbers import mask_pan
-from switch.app import load_cards, run, serve_one
+from switch.app import load_cards, open_ledger, run, serve_one
 from switch.cards import DemoCard, showcase_cards
 from switch.config import DEMO_JD_MERCHANT, Config
-from switch.ledger import Ledger
-from switch.redis_client import connect
 from switch.workers import supervise
 
 
@@ -20,8 +18,7 @@ async def prepare(config: Config, redis_url: str, demo: bool) -> list[DemoCard]:
     """Load the demo cards (once, before any listener starts)."""
     cards = showcase_cards() if demo else []
     if cards:
-        deadline_ms = config.server_limits.request_deadline_ms
-        ledger = Ledger(connect(redis_url, deadline_ms), request_deadline_ms=deadline_ms)
+        ledger = open_ledger(config, redis_url)
         try:
             await load_cards(ledger, cards)
         finally:
