@@ -26,7 +26,7 @@ from switch.tokens import TokenVault
 def open_ledger(config: Config, redis_url: str, clock: Clock | None = None) -> Ledger:
     """A ledger whose Redis waits are bounded by the config's request deadline."""
     deadline_ms = config.server_limits.request_deadline_ms
-    return Ledger(connect(redis_url, deadline_ms), clock, deadline_ms)
+    return Ledger(connect(redis_url, deadline_ms), clock, request_deadline_ms=deadline_ms)
 
 
 async def build(config: Config, redis_url: str, clock: Clock | None = None,
@@ -36,7 +36,8 @@ async def build(config: Config, redis_url: str, clock: Clock | None = None,
     ledger = open_ledger(config, redis_url, clock)
     await ledger.start()
     # x-pay names the card by a wallet token: the vault turns it into the PAN first.
-    vault = TokenVault(ledger.client, ledger.clock, config.server_limits.request_deadline_ms)
+    vault = TokenVault(ledger.client, ledger.clock,
+                       request_deadline_ms=config.server_limits.request_deadline_ms)
     await vault.start()
     ledger.pipelines.append(vault.scripts)
     switch = Switch(config, Engine(ledger, policy, resolvers={"xpay": vault.resolve}), CODECS)

@@ -79,7 +79,7 @@ class CardView(msgspec.Struct):
 
 
 class Ledger:
-    def __init__(self, client: aioredis.Redis, clock: Clock | None = None,
+    def __init__(self, client: aioredis.Redis, clock: Clock | None = None, *,
                  request_deadline_ms: int = limits.request_deadline_ms) -> None:
         self.client = client
         self.clock = clock or SystemClock()

@@ -56,7 +56,7 @@ def months_later(now_ms: int, months: int) -> str:
 
 
 class TokenVault:
-    def __init__(self, client: aioredis.Redis, clock: Clock | None = None,
+    def __init__(self, client: aioredis.Redis, clock: Clock | None = None, *,
                  request_deadline_ms: int = limits.request_deadline_ms) -> None:
         self.client = client
         self.clock = clock or SystemClock()
