@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 
 from protocols.cardnumbers import mask_pan
+from protocols.codes import TransactionState
 from switch.cli_common import UserError, fen, redis_for_command, resolve_pan, using
 from switch.ledger import CARD_STATUSES, CardView, Ledger
 from switch.redis_client import connect
@@ -80,7 +81,7 @@ def print_card(view: CardView, json_out: bool) -> None:
     print(f"  open_to_buy {view.open_to_buy} fen   JD beans {view.beans}")
     for t in view.transactions:
         lapses = (time.strftime("  hold lapses %Y-%m-%d %H:%M UTC", time.gmtime(
-            t.expires_ms / 1000)) if t.state == "pending" and t.expires_ms else "")
+            t.expires_ms / 1000)) if t.state == TransactionState.PENDING and t.expires_ms else "")
         print(f"  {t.ref:<40} {t.kind:<5} {t.state:<9} amount {t.amount:>9}  hold {t.hold:>9}"
               f"  posted {t.posted:>9}  refunded {t.refunded:>9}  beans {t.beans:>6}"
               f"  auth {t.auth_id}{lapses}")
