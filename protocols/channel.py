@@ -33,6 +33,18 @@ class ChannelCodec(Protocol):
     def encode_response(self, context: Any, response: AuthResponse) -> bytes: ...
 
 
+class FieldError(ValueError):
+    """A request the switch answers at once with `code` (30 format, 12 not supported, ...).
+
+    Every channel's codec raises it while reading a request; `reason` is a reason id from
+    protocols/codes.py that the answer names.
+    """
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
 class ClientAnswer(NamedTuple):
     """A channel's answer as a client reads it."""
 

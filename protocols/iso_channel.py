@@ -16,7 +16,7 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from protocols.channel import Decoded
+from protocols.channel import Decoded, FieldError
 from protocols.codes import APPROVING, Code, Reason
 from protocols.framing import BINARY_2, HeaderFormat
 from protocols.iso8583 import Iso8583Error, get_codec
@@ -42,14 +42,6 @@ CLASSES = {
 REVERSAL_KINDS = ("40", "42")
 AMOUNT_CLASSES = frozenset({MessageClass.AUTH, MessageClass.SALE, MessageClass.CAPTURE,
                             MessageClass.REFUND})
-
-
-class FieldError(ValueError):
-    """A request the switch answers at once with `code` (30 format, 12 not supported, ...)."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.code, self.reason = code, reason
 
 
 def mac(key: bytes, data: bytes) -> bytes:

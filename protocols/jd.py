@@ -11,7 +11,13 @@ from typing import Any
 
 import msgspec
 
-from protocols.channel import ClientAnswer, Decoded, sign_sorted_pairs, signature_matches
+from protocols.channel import (
+    ClientAnswer,
+    Decoded,
+    FieldError,
+    sign_sorted_pairs,
+    signature_matches,
+)
 from protocols.codes import Code, Reason
 from protocols.framing import BINARY_4
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
@@ -64,8 +70,9 @@ _json_fields = msgspec.json.Decoder(dict[str, str])
 _json_encode = msgspec.json.Encoder().encode
 
 
-class FieldError(ValueError):
+def malformed(detail: str) -> FieldError:
     """A request field is missing or malformed (answered with parameter error, ISO 30)."""
+    return FieldError(Code.FORMAT_ERROR, Reason.FORMAT.format(detail=detail))
 
 
 def result_code(iso_code: str) -> tuple[str, str]:
@@ -96,8 +103,7 @@ class JdCodec:
         try:
             request = request_from_fields(fields)
         except FieldError as error:
-            return self._error_reply(fields, Code.FORMAT_ERROR, Reason.FORMAT.format(detail=error),
-                                     key)
+            return self._error_reply(fields, error.code, error.reason, key)
         return Decoded(request, fields)
 
     def encode_response(self, context: dict[str, str], response: AuthResponse) -> bytes:
@@ -115,15 +121,15 @@ def request_from_fields(fields: dict[str, str]) -> AuthRequest:
     trade_type = _required(fields, "tradeType")
     message_class = TRADE_TYPES.get(trade_type)
     if message_class is None:
-        raise FieldError(f"tradeType {trade_type!r} is not one of {', '.join(TRADE_TYPES)}")
+        raise malformed(f"tradeType {trade_type!r} is not one of {', '.join(TRADE_TYPES)}")
     merchant = fields["merchant"]
     trade_num = _matching(fields, "tradeNum", TRADE_NUM_PATTERN)
     original = fields.get("originalTradeNum", "")
     if original and not TRADE_NUM_PATTERN.fullmatch(original):
-        raise FieldError("originalTradeNum must be 1-32 letters, digits, '_' or '-'")
+        raise malformed("originalTradeNum must be 1-32 letters, digits, '_' or '-'")
     amount = fields.get("amount", "0" if message_class is MessageClass.INQUIRY else "")
     if not amount.isdigit() or not amount.isascii():
-        raise FieldError("amount must be a whole number of fen, as digits")
+        raise malformed("amount must be a whole number of fen, as digits")
     currency = CURRENCIES.get(fields.get("currency", "CNY"), 0)  # 0: unsupported, engine says 12
     txn_ref = f"jd:{merchant}:{trade_num}"
     return AuthRequest(
@@ -148,14 +154,14 @@ def request_from_fields(fields: dict[str, str]) -> AuthRequest:
 def _required(fields: dict[str, str], name: str) -> str:
     value = fields.get(name, "")
     if not value:
-        raise FieldError(f"{name} is required")
+        raise malformed(f"{name} is required")
     return value
 
 
 def _matching(fields: dict[str, str], name: str, pattern: re.Pattern[str]) -> str:
     value = _required(fields, name)
     if not pattern.fullmatch(value):
-        raise FieldError(f"{name} {value!r} is malformed")
+        raise malformed(f"{name} {value!r} is malformed")
     return value
 
 

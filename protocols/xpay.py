@@ -19,9 +19,10 @@ import hashlib
 import hmac
 from typing import Any
 
+from protocols.channel import FieldError
 from protocols.codes import Code, Reason
 from protocols.iso8583 import Iso8583Error, build_tlv, parse_tlv
-from protocols.iso_channel import FieldError, IsoChannel
+from protocols.iso_channel import IsoChannel
 from protocols.messages import AuthRequest, MessageClass
 
 CRYPTOGRAM_SIZE_BYTES = 8
