@@ -12,6 +12,8 @@ import itertools
 import random
 from collections.abc import Awaitable, Callable
 
+import msgspec
+
 from protocols.codes import Code, Reason
 from protocols.messages import (
     CURRENCY_CNY,
@@ -104,6 +106,10 @@ class Engine:
             return problem
         problem = refusal(request)
         if problem is not None:  # the policy's cache assumes a sound request
+            if problem[1] == Reason.EXPIRY_MALFORMED:
+                # Not the card's expiry by its form: the ledger's card check must not compare
+                # it, or the answer would name a mismatch (54) instead of the format error.
+                request = msgspec.structs.replace(request, expiry="")
             return self.ledger.submit(request, auth_id="", rule_decline=problem,
                                       terms=self.policy.base_terms)
         verdict = self.policy.judge(request)
