@@ -38,7 +38,7 @@ EQUIVALENTS_FILE = ROOT / "scripts" / "mutants-equivalent.toml"
 # The modules under mutation and the tests that must catch their mutants: the one table to
 # edit when a module moves, splits or gets a new test file.
 MODULE_TESTS: dict[str, tuple[str, ...]] = {
-    "switch/engine.py": ("tests/test_jd_end_to_end.py",
+    "switch/engine.py": ("tests/test_engine_guards.py", "tests/test_jd_end_to_end.py",
                          "tests/test_policy_over_tcp.py", "tests/test_tokens.py",
                          "tests/test_policy_model.py"),
     "switch/policy.py": ("tests/test_policy.py",
