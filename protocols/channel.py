@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from protocols.framing import HeaderFormat
@@ -66,3 +66,21 @@ def sign_sorted_pairs(fields: Mapping[str, Any], key: bytes, suffix: str = "") -
 
 def signature_matches(expected: str, given: str) -> bool:
     return hmac.compare_digest(expected.lower(), given.lower())
+
+
+def check_answer_signature(
+    fields: Mapping[str, Any], key: bytes | None, sign: Callable[[Mapping[str, Any], bytes], str]
+) -> None:
+    """A client's check of an answer's `sign` (`sign` is the channel's rule); no key, no check.
+
+    With the merchant's key every answer must be signed: the switch signs each answer to a
+    merchant it knows, so an unsigned one is either not for this merchant or had its
+    signature stripped to hide a change. ValueError when it is missing or does not match.
+    """
+    if key is None:
+        return
+    given = fields.get("sign", "")
+    if not given:
+        raise ValueError("answer is not signed, and with a key every answer must be")
+    if not signature_matches(sign(fields, key), given):
+        raise ValueError("answer signature does not match")

@@ -15,6 +15,7 @@ from protocols.channel import (
     ClientAnswer,
     Decoded,
     FieldError,
+    check_answer_signature,
     sign_sorted_pairs,
     signature_matches,
 )
@@ -216,11 +217,9 @@ def encode_request(request: AuthRequest, key: bytes, **extra: str) -> bytes:
 
 
 def decode_response(body: bytes, key: bytes | None = None) -> ClientAnswer:
-    """Reads an answer; with `key`, checks its signature (ValueError when it does not match)."""
+    """Reads an answer; with `key`, it must be signed with it (ValueError otherwise)."""
     fields: dict[str, Any] = _json_fields.decode(body)
-    if key is not None and "sign" in fields:
-        if not signature_matches(sign_sorted_pairs(fields, key), fields["sign"]):
-            raise ValueError("answer signature does not match")
+    check_answer_signature(fields, key, sign_sorted_pairs)
     response = AuthResponse(
         response_code=fields.get("isoCode", ""),
         approved_fen=int(fields.get("amount") or 0),

@@ -14,7 +14,13 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 from xml.parsers import expat
 
-from protocols.channel import ClientAnswer, Decoded, sign_sorted_pairs, signature_matches
+from protocols.channel import (
+    ClientAnswer,
+    Decoded,
+    check_answer_signature,
+    sign_sorted_pairs,
+    signature_matches,
+)
 from protocols.codes import REPORTED_REFUNDED, Code, Reason, TransactionState
 from protocols.framing import BINARY_4
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
@@ -404,11 +410,9 @@ def encode_request(request: AuthRequest, key: bytes, appid: str, **extra: str) -
 
 
 def decode_response(body: bytes, key: bytes | None = None) -> ClientAnswer:
-    """Reads an answer; with `key`, checks its signature (ValueError when it does not match)."""
+    """Reads an answer; with `key`, it must be signed with it (ValueError otherwise)."""
     fields = parse_xml(body)
-    if key is not None and "sign" in fields:
-        if not signature_matches(sign(fields, key), fields["sign"]):
-            raise ValueError("answer signature does not match")
+    check_answer_signature(fields, key, sign)
     response = AuthResponse(
         response_code=fields.get("iso_code", ""),
         approved_fen=int(fields.get("approved_fee") or 0),

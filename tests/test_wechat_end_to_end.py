@@ -146,12 +146,22 @@ async def test_the_merchants_category_applies_when_the_request_names_none(redis_
 
 
 async def test_hostile_xml_is_refused_and_the_connection_stays_usable(redis_url):
-    async with policy_switch(redis_url) as (_, ledger, clients):
-        client = clients.by_channel["wechat"]
-        laughs = (b'<!DOCTYPE xml [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">]>'
-                  b"<xml><nonce_str>&b;</nonce_str></xml>")
-        answer = (await client.send_body("", laughs)).fields  # no nonce_str to echo
-        assert (answer["return_code"], answer["iso_code"]) == ("FAIL", "30")
-        assert "DOCTYPE" in answer["return_msg"]
-        pan = await make_card(ledger, limit_fen=10_000)
-        assert (await clients.send("wechat", pan, amount_fen=100)).response.response_code == "00"
+    async with policy_switch(redis_url) as (switch, ledger, _):
+        # A request nobody can be named for gets an unsigned answer, which a client holding a
+        # key refuses: this one reads without a key, and checks the good answer's sign itself.
+        client = await PipeClient.connect(switch.ports["wechat"], ClientCodec(
+            wechat.WechatCodec.header, None, wechat.decode_response, None))
+        try:
+            laughs = (b'<!DOCTYPE xml [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">]>'
+                      b"<xml><nonce_str>&b;</nonce_str></xml>")
+            answer = (await client.send_body("", laughs)).fields  # no nonce_str to echo
+            assert (answer["return_code"], answer["iso_code"]) == ("FAIL", "30")
+            assert "DOCTYPE" in answer["return_msg"]
+            pan = await make_card(ledger, limit_fen=10_000)
+            fields = micropay_fields(pan, 100)
+            good = await client.send_body(fields["nonce_str"],
+                                          wechat.to_xml(wechat.signed(fields, KEY)))
+        finally:
+            await client.close()
+        assert good.response.response_code == "00"
+        assert wechat.decode_response(wechat.to_xml(good.fields), KEY).response == good.response
