@@ -26,7 +26,7 @@ bench: $(STAMP)  ## measure the switch next to its ceilings, side by side (a few
 	@scripts/ensure-redis-server
 	$(BIN)/loadtest bench
 
-bench-scale: $(STAMP)  ## issue 6: saturation vs reference, open loop at half, Redis round trips, connections, memory per card (a few minutes)
+bench-scale: $(STAMP)  ## saturation throughput vs the reference server, open-loop latency at half the sustainable rate, Redis round trips per call, scaling with connections, memory per card (a few minutes)
 	@scripts/ensure-redis-server
 	$(BIN)/loadtest bench-scale
 

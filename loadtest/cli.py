@@ -1,24 +1,30 @@
-"""The `loadtest` command: run, seed, find-max, bench. See docs/loadtest.md."""
+"""The `loadtest` command: run, seed, find-max, saturate (the generator), bench and bench-scale
+(the harness). See docs/loadtest.md."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from pathlib import Path
 
 import msgspec
 
-from loadtest import adapters, report
-from loadtest.cards import find_redis_url
-from loadtest.findmax import Criteria, Step, find_max
-from loadtest.runner import Plan, run_load, seed
-from loadtest.stats import Totals
-from loadtest.worker import LoadTestError, Target
-from loadtest.workload import CARD_LIMIT_FEN
+from loadtest.generator import adapters, report
+from loadtest.generator.cards import find_redis_url
+from loadtest.generator.closed_loop import SaturatePlan
+from loadtest.generator.closed_loop_runner import run_saturate
+from loadtest.generator.closed_loop_runner import table as closed_loop_table
+from loadtest.generator.event_loop import run_async
+from loadtest.generator.findmax import Criteria, Step, find_max
+from loadtest.generator.runner import Plan, run_load, seed
+from loadtest.generator.stats import Totals
+from loadtest.generator.worker import LoadTestError, Target
+from loadtest.generator.workload import CARD_LIMIT_FEN
+from loadtest.harness import bench, bench_scale
 
 RESULTS_DIR = Path("loadtest-results")
+SATURATE_CHANNEL = "pos"  # what `saturate` drives when no --target names a channel
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,15 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("loadtest: interrupted", file=sys.stderr)
         return 130
-
-
-def run_async(coro):
-    import uvloop
-
-    if sys.version_info >= (3, 12):
-        return uvloop.run(coro)
-    uvloop.install()
-    return asyncio.run(coro)
 
 
 # --- parsing helpers ------------------------------------------------------------------------
@@ -202,10 +199,30 @@ def print_step(step: Step) -> None:
         f"failures {step.failures:>6}  {'pass' if step.passed else 'FAIL'}")
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from loadtest import bench
+def cmd_saturate(args: argparse.Namespace) -> int:
+    channels = [value.partition("=")[0] for value in args.target or []] or [SATURATE_CHANNEL]
+    plan = SaturatePlan(
+        targets=parse_targets(args.target, dict.fromkeys(channels, 1)),
+        connections=args.connections, inflight=args.inflight, duration_s=args.duration,
+        warmup_s=args.warmup, cards=args.cards, seed=args.seed, workers=args.workers,
+        timeout_s=args.timeout, kinds=args.kinds, options=parse_options(args.option),
+        redis_url=seed_redis(args), card_limit_fen=args.limit)
+    if plan.redis_url:
+        say(f"seeding {plan.cards:,} cards (seed {plan.seed}) into {plan.redis_url}")
 
-    return bench.main(args)
+    def progress(second: int, counts: dict[str, int]) -> None:
+        if not args.quiet:
+            say(f"[{second:>4} s] answers " + "  ".join(
+                f"{ch} {n:,}/s" for ch, n in counts.items()))
+
+    result = run_async(run_saturate(plan, progress))
+    print(closed_loop_table(result))
+    folder = out_folder(args, "saturate")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "summary.json"
+    path.write_bytes(msgspec.json.format(msgspec.json.encode(result.summary()), indent=2))
+    print(f"\nsummary: {path}")
+    return 1 if result.failures() else 0
 
 
 # --- argument parser ------------------------------------------------------------------------
@@ -240,19 +257,10 @@ def parser() -> argparse.ArgumentParser:
     fmax.add_argument("--retries", type=int, default=1, help="re-runs of a failing step")
     load_options(fmax)
 
-    bench = commands.add_parser("bench", help="`make bench`: switch vs ceiling vs Redis vs "
-                                "a straightforward server, side by side")
-    bench.set_defaults(func=cmd_bench)
-    bench.add_argument("--out", type=Path, default=Path("bench-results"))
-    bench.add_argument("--step-duration", type=float, default=2.0, help="seconds per step")
-    bench.add_argument("--p99-ms", type=float, default=5.0)
-    bench.add_argument("--workers", type=int, default=1, help="load generator processes")
-    bench.add_argument("--runs", type=int, default=1, help="repeat, report medians")
-    bench.add_argument("--switch-workers", type=int, default=1,
-                       help="switch serve --workers (processes sharing the ports)")
-    from loadtest import scale_cli  # closed loop (saturate) and issue 6's bench-scale
-
-    scale_cli.add_commands(commands)
+    saturate_options(commands.add_parser(
+        "saturate", help="closed loop: each connection keeps exactly N requests in flight"))
+    bench.add_command(commands)
+    bench_scale.add_command(commands)
     return top
 
 
@@ -262,6 +270,29 @@ def card_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--redis", default="", metavar="URL", help="the switch's Redis (default: "
                      "$REDIS_URL, then the private Redis of `make run`)")
     sub.add_argument("--limit", type=int, default=CARD_LIMIT_FEN, help="credit limit, fen")
+
+
+def saturate_options(sat: argparse.ArgumentParser) -> None:
+    sat.set_defaults(func=cmd_saturate)
+    sat.add_argument("--target", action="append", metavar="CHANNEL=HOST:PORT",
+                     help=f"a channel to drive and where it listens; repeat per channel "
+                     f"(default: {SATURATE_CHANNEL} on its default port)")
+    sat.add_argument("--connections", type=int, default=16, help="per channel (default 16)")
+    sat.add_argument("--inflight", type=int, default=32,
+                     help="requests in flight per connection, exactly (default 32)")
+    sat.add_argument("--duration", type=float, default=5.0, help="measured seconds (5)")
+    sat.add_argument("--warmup", type=float, default=1.0, help="seconds before (default 1)")
+    sat.add_argument("--kinds", choices=("mix", "sales"), default="mix",
+                     help="mix: the open-loop generator's kinds (default); sales: sales only")
+    sat.add_argument("--workers", type=int, default=1, help="generator processes (1)")
+    sat.add_argument("--timeout", type=float, default=2.0, help="per request, seconds")
+    sat.add_argument("--option", action="append", metavar="CHANNEL.NAME=VALUE",
+                     help="channel setting, as for `loadtest run`")
+    sat.add_argument("--no-seed", action="store_true", help="cards are seeded already")
+    sat.add_argument("--out", type=Path, help="output folder (default "
+                     "loadtest-results/saturate-<date>)")
+    sat.add_argument("--quiet", action="store_true", help="no progress lines")
+    card_options(sat)
 
 
 def load_options(sub: argparse.ArgumentParser) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from loadtest import adapters
-from loadtest.adapter import Context
-from loadtest.adapters_iso import STANS_PER_TERMINAL, load_test_token
-from loadtest.aggregate import OVERALL
-from loadtest.runner import Plan, run_load
-from loadtest.worker import Target
-from loadtest.workload import Txn, Workload, load_test_pans
+from loadtest.generator import adapters
+from loadtest.generator.adapters.base import Context
+from loadtest.generator.adapters.iso import STANS_PER_TERMINAL, load_test_token
+from loadtest.generator.aggregate import OVERALL
+from loadtest.generator.runner import Plan, run_load
+from loadtest.generator.worker import Target
+from loadtest.generator.workload import Txn, Workload, load_test_pans
 from protocols.cardnumbers import luhn_valid
 from protocols.iso8583 import get_codec
 from protocols.messages import AuthRequest, MessageClass

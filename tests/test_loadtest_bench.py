@@ -8,16 +8,17 @@ import shutil
 import pytest
 import redis
 
-from loadtest import adapters, ledger_calls, redis_rate, reference
-from loadtest.adapter import Context
-from loadtest.aggregate import OVERALL
-from loadtest.bench import median_of
-from loadtest.bench_report import markdown, terminal_table
-from loadtest.cards import seed_cards
-from loadtest.echo import Echo
-from loadtest.runner import Plan, run_load
-from loadtest.worker import Target
-from loadtest.workload import Workload, load_test_pans
+from loadtest.generator import adapters
+from loadtest.generator.adapters.base import Context
+from loadtest.generator.aggregate import OVERALL
+from loadtest.generator.cards import seed_cards
+from loadtest.generator.runner import Plan, run_load
+from loadtest.generator.worker import Target
+from loadtest.generator.workload import Workload, load_test_pans
+from loadtest.harness import ledger_calls, redis_rate, reference
+from loadtest.harness.bench import median_of
+from loadtest.harness.bench_report import markdown, terminal_table
+from loadtest.harness.echo import Echo
 from protocols import iso_client, jd
 from protocols.framing import BINARY_4
 from protocols.messages import MessageClass

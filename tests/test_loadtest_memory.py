@@ -1,13 +1,13 @@
-"""Memory per card (loadtest/memory.py): the cards and the approval are the real ones, and a
-small measurement gives positive per-card figures. No figure is asserted beyond that."""
+"""Memory per card (loadtest/harness/memory.py): the cards and the approval are the real ones,
+and a small measurement gives positive per-card figures. No figure is asserted beyond that."""
 
 from __future__ import annotations
 
 import redis
 
-from loadtest import memory
-from loadtest.cards import seed_cards
-from loadtest.workload import load_test_pans
+from loadtest.generator.cards import seed_cards
+from loadtest.generator.workload import load_test_pans
+from loadtest.harness import memory
 from switch.engine import Engine
 from switch.policy import Policy
 from switch.policy_file import load_policy
@@ -32,9 +32,9 @@ async def test_the_approval_writes_what_the_switch_writes(redis_url, ledger):
     source, call = await memory.approval_call()
     assert memory.pipelined(redis_url, call, pans[:1]) == {"00": 1}
 
-    from loadtest import adapters
-    from loadtest.adapter import Context
-    from loadtest.workload import Workload
+    from loadtest.generator import adapters
+    from loadtest.generator.adapters.base import Context
+    from loadtest.generator.workload import Workload
     from protocols.pos import PosCodec
 
     workload = Workload([pans[1]], {"pos": 1}, 1, ref_prefix="Tmem52",

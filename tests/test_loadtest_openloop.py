@@ -14,11 +14,11 @@ import time
 import msgspec
 import pytest
 
-from loadtest import worker
-from loadtest.aggregate import OVERALL
-from loadtest.runner import Plan, run_load
-from loadtest.schedule import NS_PER_S, Schedule
-from loadtest.worker import Target
+from loadtest.generator import worker
+from loadtest.generator.aggregate import OVERALL
+from loadtest.generator.runner import Plan, run_load
+from loadtest.generator.schedule import NS_PER_S, Schedule
+from loadtest.generator.worker import Target
 from protocols.framing import BINARY_4, Framer
 from tests.support import ANSWER_WAIT_S
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from loadtest import realtime
+from loadtest.harness import realtime
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from loadtest.adapters_iso import terminal_tag
-from loadtest.cards import seed_cards
-from loadtest.saturate import ClosedLoop, SaturatePlan, ref_prefix
-from loadtest.saturate_run import ALL, merge, prepared, run_saturate, shares, table
-from loadtest.worker import Target
-from loadtest.workload import load_test_pans
+from loadtest.generator.adapters.iso import terminal_tag
+from loadtest.generator.cards import seed_cards
+from loadtest.generator.closed_loop import ClosedLoop, SaturatePlan, ref_prefix
+from loadtest.generator.closed_loop_runner import ALL, merge, prepared, run_saturate, shares, table
+from loadtest.generator.worker import Target
+from loadtest.generator.workload import load_test_pans
 from protocols.framing import BINARY_4, Framer
 from switch.config import Listener
 from tests.support import running_switch, switch_config
@@ -158,7 +158,7 @@ def test_ids_are_unique_per_worker_and_channel():
 
 @pytest.mark.parametrize("bad", [{"inflight": 0}, {"connections": 0}, {"duration_s": 0}])
 def test_plans_that_cannot_run_are_refused(bad):
-    from loadtest.worker import LoadTestError
+    from loadtest.generator.worker import LoadTestError
 
     with pytest.raises(LoadTestError):
         prepared(SaturatePlan(targets={"pos": Target("h", 1)}, **bad))

@@ -6,9 +6,9 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 
-from loadtest import scaling
-from loadtest.scaling_report import curves, markdown, terminal, write_all
-from loadtest.switch_counters import parse_counters, parse_line
+from loadtest.harness import bench_scale as scaling
+from loadtest.harness.bench_scale_report import curves, markdown, terminal, write_all
+from loadtest.harness.switch_counters import parse_counters, parse_line
 from switch.app import counters_line
 from tests.support import JdClient, jd_request, make_card, running_switch
 

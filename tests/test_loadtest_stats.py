@@ -6,8 +6,8 @@ import random
 
 import msgspec
 
-from loadtest.aggregate import OVERALL, Aggregator
-from loadtest.stats import ChannelStats, Interval, Totals, histogram_of
+from loadtest.generator.aggregate import OVERALL, Aggregator
+from loadtest.generator.stats import ChannelStats, Interval, Totals, histogram_of
 
 
 def interval(worker: int, index: int, latencies_us: list[int], **counts) -> Interval:

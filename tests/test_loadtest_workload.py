@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import statistics
 
-from loadtest.workload import (
+from loadtest.generator.workload import (
     AMOUNT_MAX_FEN,
     APPROVED,
     DECLINED,

@@ -1,4 +1,4 @@
-"""Running a closed-loop plan (saturate.py): seeding, worker processes, merging, the summary.
+"""Running a closed-loop plan (closed_loop.py): seeding, worker processes, merging, the summary.
 
 One worker runs in this event loop; several run as spawned processes, each with its share
 of the connections, started together at one wall-clock instant, their histograms merged
@@ -11,19 +11,19 @@ import asyncio
 import dataclasses
 import multiprocessing
 import resource
-import sys
 import time
 from collections.abc import Callable
 
 import msgspec
 
-from loadtest.adapters_iso import terminal_tag
-from loadtest.cards import seed_cards
-from loadtest.runner import expect, join_workers, new_run_id
-from loadtest.saturate import ClosedLoop, SaturatePlan, WorkerOutcome, ref_prefix
-from loadtest.stats import Totals
-from loadtest.worker import LoadTestError, freeze_startup_heap
-from loadtest.workload import CARD_LIMIT_FEN, load_test_pans
+from loadtest.generator.adapters.iso import terminal_tag
+from loadtest.generator.cards import seed_cards
+from loadtest.generator.closed_loop import ClosedLoop, SaturatePlan, WorkerOutcome, ref_prefix
+from loadtest.generator.event_loop import run_async
+from loadtest.generator.runner import expect, join_workers, new_run_id
+from loadtest.generator.stats import Totals
+from loadtest.generator.worker import LoadTestError, freeze_startup_heap
+from loadtest.generator.workload import CARD_LIMIT_FEN, load_test_pans
 
 START_DELAY_S = 0.2  # from "all connected" to the first send, for every worker
 WORKER_READY_TIMEOUT_S = 60.0  # spawning a Python process and connecting, on a busy box
@@ -236,8 +236,6 @@ async def _run_processes(plan: SaturatePlan, split: list[dict[str, int]],
 def worker_process(plan_bytes: bytes, index: int, share: dict[str, int], messages,
                    start_pipe) -> None:
     """Entry point of a worker process."""
-    import uvloop
-
     plan = msgspec.msgpack.decode(plan_bytes, type=SaturatePlan)
 
     def get_start() -> float:
@@ -252,15 +250,8 @@ def worker_process(plan_bytes: bytes, index: int, share: dict[str, int], message
 
     try:
         raise_fd_limit(sum(share.values()) + FD_HEADROOM)
-        loop_run = uvloop.run if sys.version_info >= (3, 12) else _run_on_uvloop
-        outcome = loop_run(ClosedLoop(plan, index, share, on_second).run(get_start))
+        outcome = run_async(ClosedLoop(plan, index, share, on_second).run(get_start))
         messages.put(("done", msgspec.msgpack.encode(outcome)))
     except BaseException as error:  # the parent must hear of it, whatever it is
         messages.put(("error", index, f"{type(error).__name__}: {error}"))
 
-
-def _run_on_uvloop(coro):
-    import uvloop
-
-    uvloop.install()
-    return asyncio.run(coro)

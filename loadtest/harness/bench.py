@@ -26,14 +26,18 @@ from pathlib import Path
 
 import msgspec
 
-from loadtest import adapters, redis_rate
-from loadtest.bench_report import machine, markdown, terminal_table
-from loadtest.cards import seed_cards
-from loadtest.findmax import Criteria, Step, find_max
-from loadtest.runner import Plan, new_run_id
-from loadtest.worker import Target
-from loadtest.workload import load_test_pans
+from loadtest.generator import adapters
+from loadtest.generator.cards import seed_cards
+from loadtest.generator.event_loop import run_async
+from loadtest.generator.findmax import Criteria, Step, find_max
+from loadtest.generator.runner import Plan, new_run_id
+from loadtest.generator.worker import Target
+from loadtest.generator.workload import load_test_pans
+from loadtest.harness import redis_rate
+from loadtest.harness.bench_report import machine, markdown, terminal_table
 from protocols.framing import HEADER_FORMATS
+from switch.channels import CODECS
+from switch.redis_runner import PrivateRedis
 
 CARDS = 20_000  # enough that the policy's per-card velocity limits stay far away
 SEED = 1
@@ -47,7 +51,7 @@ READY_TIMEOUT_S = 30.0  # a server process must accept connections within this
 STOP_TIMEOUT_S = 10.0
 REDIS_CALLS = 300_000
 REDIS_DEPTH = 16
-REFERENCE_CHANNELS = {  # the straightforward servers loadtest/reference.py has
+REFERENCE_CHANNELS = {  # the straightforward servers loadtest/harness/reference.py has
     "pos": "streams, pyiso8583, one redis-py FCALL per request",
     "jd": "streams, msgspec JSON, one redis-py FCALL per request",
 }
@@ -103,8 +107,6 @@ def python_module(module: str, *args: str) -> list[str]:
 
 def switch_channels() -> list[str]:
     """The switch's channels that the load generator can also speak, POS first."""
-    from switch.channels import CODECS
-
     return [ch for ch in SWITCH_CHANNELS if ch in CODECS and ch in adapters.ADAPTERS]
 
 
@@ -131,8 +133,6 @@ async def measure_target(label: str, channel: str, port: int, redis_url: str,
 
 
 async def run_bench(args: argparse.Namespace, logs: Path) -> dict:
-    from switch.redis_runner import PrivateRedis
-
     private = PrivateRedis(logs / "redis")
     url = private.start()
     channels = switch_channels()
@@ -159,7 +159,7 @@ async def run_bench(args: argparse.Namespace, logs: Path) -> dict:
             header = adapters.build(channel).header
             header_name = next(n for n, h in HEADER_FORMATS.items() if h == header)
             async with serving(f"echo-{channel}", python_module(
-                    "loadtest.echo", "--port", str(port), "--header", header_name),
+                    "loadtest.harness.echo", "--port", str(port), "--header", header_name),
                     {channel: port}, logs):
                 results["ceiling"][channel] = await measure_target(
                     f"(b) ceiling: echo server, {channel} frames", channel, port, "", args)
@@ -172,7 +172,7 @@ async def run_bench(args: argparse.Namespace, logs: Path) -> dict:
                 continue
             port = free_port()
             async with serving(f"reference-{channel}", python_module(
-                    "loadtest.reference", "--channel", channel, "--port", str(port),
+                    "loadtest.harness.reference", "--channel", channel, "--port", str(port),
                     "--redis", url), {channel: port}, logs):
                 results["reference"][channel] = await measure_target(
                     f"(d) reference: {REFERENCE_CHANNELS[channel]}", channel, port, url, args)
@@ -205,9 +205,21 @@ async def measure_redis(url: str, pans: list[str]) -> dict:
     return result
 
 
-def main(args: argparse.Namespace) -> int:
-    from loadtest.cli import run_async
+def add_command(commands) -> None:
+    """`loadtest bench`, among the subcommands of the `loadtest` command."""
+    bench = commands.add_parser("bench", help="`make bench`: switch vs ceiling vs Redis vs "
+                                "a straightforward server, side by side")
+    bench.set_defaults(func=main)
+    bench.add_argument("--out", type=Path, default=Path("bench-results"))
+    bench.add_argument("--step-duration", type=float, default=2.0, help="seconds per step")
+    bench.add_argument("--p99-ms", type=float, default=5.0)
+    bench.add_argument("--workers", type=int, default=1, help="load generator processes")
+    bench.add_argument("--runs", type=int, default=1, help="repeat, report medians")
+    bench.add_argument("--switch-workers", type=int, default=1,
+                       help="switch serve --workers (processes sharing the ports)")
 
+
+def main(args: argparse.Namespace) -> int:
     began = time.time()
     say(f"bench: {machine()['summary']}; {args.runs} run(s) of a few minutes each")
     runs = []

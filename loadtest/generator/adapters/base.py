@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from protocols.framing import HeaderFormat
 
 if TYPE_CHECKING:
-    from loadtest.workload import Txn
+    from loadtest.generator.workload import Txn
 
 EVERY_KIND = frozenset({"sale", "auth", "capture", "reversal", "refund", "inquiry", "repeat"})
 

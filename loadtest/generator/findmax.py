@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import msgspec
 
-from loadtest.aggregate import OVERALL
-from loadtest.runner import Plan, Result, run_load
+from loadtest.generator.aggregate import OVERALL
+from loadtest.generator.runner import Plan, Result, run_load
 
 SETTLE_S = 0.5  # between steps: let the target drain what the last step left in flight
 DESCENT_STEPS_MAX = 4  # when the start rate fails, halve it at most this often

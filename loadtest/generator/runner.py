@@ -14,17 +14,17 @@ import dataclasses
 import multiprocessing
 import queue as queue_module
 import random
-import sys
 import time
 from collections.abc import Callable
 
 import msgspec
 
-from loadtest.aggregate import OVERALL, Aggregator, Point
-from loadtest.cards import seed_cards, seed_tokens
-from loadtest.stats import Interval, Totals
-from loadtest.worker import LoadTestError, Target, Worker, WorkerPlan, freeze_startup_heap
-from loadtest.workload import CARD_LIMIT_FEN, load_test_pans
+from loadtest.generator.aggregate import OVERALL, Aggregator, Point
+from loadtest.generator.cards import seed_cards, seed_tokens
+from loadtest.generator.event_loop import run_async
+from loadtest.generator.stats import Interval, Totals
+from loadtest.generator.worker import LoadTestError, Target, Worker, WorkerPlan, freeze_startup_heap
+from loadtest.generator.workload import CARD_LIMIT_FEN, load_test_pans
 
 START_DELAY_S = 0.2  # from "all connected" to the first intended send, for every worker
 WORKER_READY_TIMEOUT_S = 60.0  # spawning a Python process and connecting, on a busy box
@@ -182,8 +182,6 @@ async def expect(messages, kind: str, count: int, timeout_s: float,
 
 def worker_process(plan_bytes: bytes, results, start_pipe) -> None:
     """Entry point of a worker process."""
-    import uvloop
-
     plan = msgspec.msgpack.decode(plan_bytes, type=WorkerPlan)
 
     def sink(interval: Interval) -> None:
@@ -197,11 +195,7 @@ def worker_process(plan_bytes: bytes, results, start_pipe) -> None:
         return start_pipe.recv()
 
     try:
-        if sys.version_info >= (3, 12):
-            uvloop.run(Worker(plan, sink).run(get_start))
-        else:
-            uvloop.install()
-            asyncio.run(Worker(plan, sink).run(get_start))
+        run_async(Worker(plan, sink).run(get_start))
         results.put(("done", plan.index))
     except BaseException as error:  # the parent must hear of it, whatever it is
         results.put(("error", plan.index, f"{type(error).__name__}: {error}"))

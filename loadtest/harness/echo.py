@@ -4,7 +4,7 @@ Whatever rate the load generator reaches against it is the most any server could
 with this generator on this machine. A JD request carries its trade number, so the JD
 adapter reads an echoed request as an answer (with an empty response code).
 
-    python -m loadtest.echo --port 9000 [--header binary4]
+    python -m loadtest.harness.echo --port 9000 [--header binary4]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import signal
 
+from loadtest.generator.event_loop import run_async
 from protocols.framing import HEADER_FORMATS, Framer, HeaderFormat
 
 FRAME_SIZE_MAX_BYTES = 64 * 1024  # as the switch's default
@@ -46,14 +47,12 @@ async def serve(host: str, port: int, header: HeaderFormat) -> None:
 
 
 def main() -> None:
-    import uvloop
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--header", choices=sorted(HEADER_FORMATS), default="binary4")
     args = parser.parse_args()
-    uvloop.run(serve(args.host, args.port, HEADER_FORMATS[args.header]))
+    run_async(serve(args.host, args.port, HEADER_FORMATS[args.header]))
 
 
 if __name__ == "__main__":

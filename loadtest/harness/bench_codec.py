@@ -8,7 +8,7 @@ CPU microseconds per pair over several interleaved timeit repeats and the speed-
 "ours" is the steady state (message shapes seen before run on compiled plans, as in a
 switch's traffic); "ours generic" is a codec with plans off, the cost of a never-seen shape.
 
-    python -m loadtest.bench_codec [--repeat 7] [--json results.json]
+    python -m loadtest.harness.bench_codec [--repeat 7] [--json results.json]
 """
 
 from __future__ import annotations

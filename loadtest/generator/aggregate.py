@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from loadtest.stats import Interval, Totals
+from loadtest.generator.stats import Interval, Totals
 
 OVERALL = "all"  # the key of the whole run, next to the channel names
 

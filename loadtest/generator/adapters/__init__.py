@@ -1,17 +1,17 @@
 """The per-channel client adapter table: how the load generator speaks each channel.
 
-An adapter (loadtest/adapter.py) knows a channel's length header, its default port and the
-transaction kinds it has; it turns one synthetic transaction into request bytes (through
-the channel's own sans-IO client functions in protocols/) and reads from an answer the
-correlation id and the ISO 8583 response code. Adding a channel to the load test is one
-factory function (adapters_web.py, adapters_iso.py) and one line in `ADAPTERS`.
+An adapter (base.py) knows a channel's length header, its default port and the transaction
+kinds it has; it turns one synthetic transaction into request bytes (through the channel's
+own sans-IO client functions in protocols/) and reads from an answer the correlation id and
+the ISO 8583 response code. Adding a channel to the load test is one factory function
+(web.py, iso.py) and one line in `ADAPTERS`.
 """
 
 from __future__ import annotations
 
-from loadtest.adapter import ClientAdapter, Context, Factory, Options
-from loadtest.adapters_iso import pos_adapter, xpay_adapter
-from loadtest.adapters_web import jd_adapter, wechat_adapter
+from loadtest.generator.adapters.base import ClientAdapter, Context, Factory, Options
+from loadtest.generator.adapters.iso import pos_adapter, xpay_adapter
+from loadtest.generator.adapters.web import jd_adapter, wechat_adapter
 
 # channel name -> factory. Channels appear here as their protocols/ module lands.
 ADAPTERS: dict[str, Factory] = {

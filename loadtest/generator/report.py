@@ -6,10 +6,10 @@ from pathlib import Path
 
 import msgspec
 
-from loadtest import html_report
-from loadtest.aggregate import OVERALL
-from loadtest.runner import Result
-from loadtest.stats import Totals
+from loadtest.generator import html_report
+from loadtest.generator.aggregate import OVERALL
+from loadtest.generator.runner import Result
+from loadtest.generator.stats import Totals
 
 HGRM_TICKS_PER_HALF_DISTANCE = 5  # HdrHistogram's usual resolution of the percentile table
 US_PER_MS = 1000.0  # histograms hold microseconds; every file shows milliseconds

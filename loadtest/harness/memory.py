@@ -1,7 +1,7 @@
 """Memory per card in Redis: `INFO memory` used_memory before and after N cards, divided by N.
 
 Two figures per N, each on a private redis-server started for it (switch.redis_runner):
-- an **idle card**: the card hash as loadtest seeds it (cards.py: `{c:PAN}` with limit,
+- an **idle card**: the card hash as loadtest seeds it (generator/cards.py: `{c:PAN}` with limit,
   posted, held, pending_credit, beans, status, expiry);
 - a **card with one approval**: then one POS sale on every card, the very script call the
   switch makes for it (built by the switch's engine with its default policy from the
@@ -26,9 +26,13 @@ from urllib.parse import urlparse
 import hiredis
 import redis
 
-from loadtest.ledger_calls import script_call
-from loadtest.workload import CARD_EXPIRY, CARD_LIMIT_FEN, load_test_pans
+from loadtest.generator import adapters
+from loadtest.generator.adapters.base import Context
+from loadtest.generator.workload import CARD_EXPIRY, CARD_LIMIT_FEN, Workload, load_test_pans
+from loadtest.harness.ledger_calls import script_call
+from protocols.pos import PosCodec
 from switch.redis_link import resp_command
+from switch.redis_runner import PrivateRedis
 
 BATCH_CARDS = 10_000  # commands per pipeline: a few MB of RESP, replies read before the next
 PAN_PLACEHOLDER = "9999999999999995"  # Luhn-valid, 16 digits like every load-test card
@@ -54,11 +58,6 @@ async def approval_call() -> tuple[str, bytes]:
     """(library code, RESP of its FCALL) of the switch's decision on a POS sale of
     the placeholder card: the load generator's bytes, decoded by the switch's POS codec,
     judged by its engine with the default policy, the ledger call captured unsent."""
-    from loadtest import adapters
-    from loadtest.adapter import Context
-    from loadtest.workload import Workload
-    from protocols.pos import PosCodec
-
     workload = Workload([PAN_PLACEHOLDER], {"pos": 1}, SEED, ref_prefix="Lmem",
                         channel_kinds={"pos": frozenset({"sale"})})
     workload.transmitted_at = time.strftime("%Y%m%d%H%M%S")
@@ -164,8 +163,6 @@ def measure(counts: Sequence[int], folder: Path, say: Callable[[str], None] = pr
             ) -> list[dict]:
     """Each count on its own private redis-server (started here, stopped after). Blocking,
     with its own event loop for a moment: from async code, run it in a thread."""
-    from switch.redis_runner import PrivateRedis
-
     call = asyncio.run(approval_call())
     results = []
     for count in counts:

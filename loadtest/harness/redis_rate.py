@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import hiredis
 
-from loadtest.ledger_calls import sale, script_call
+from loadtest.harness.ledger_calls import sale, script_call
 from switch.redis_link import resp_command
 
 PAN_PLACEHOLDER = "9" * 15 + "8"  # 16 characters, like the load-test card numbers

@@ -1,6 +1,6 @@
 """`make bench-scale`: issue 6's figures, measured side by side in one run on this machine.
 
-1. Closed-loop saturation (saturate.py), 16 connections x 32 in flight, POS then JD, on
+1. Closed-loop saturation (generator/closed_loop.py), 16 connections x 32 in flight, POS then JD, on
    (a) the switch as one process, (a2) the switch as two processes (`--workers 2`), (d) the
    straightforward reference server (reference.py) and (b) an echo server (what the client
    itself can drive): in rounds, each round every server once, medians reported; ratios
@@ -18,7 +18,7 @@
 5. Memory per card in Redis at 1k, 100k and 1M cards, idle and after one approval
    (memory.py), each on its own private redis-server.
 
-Results: bench-results/scale-<date>.json, .md and three SVG curves (scaling_report.py).
+Results: bench-results/scale-<date>.json, .md and three SVG curves (bench_scale_report.py).
 """
 
 from __future__ import annotations
@@ -34,17 +34,21 @@ from pathlib import Path
 
 import msgspec
 
-from loadtest import adapters, memory, realtime
-from loadtest.bench import free_port, measure_target, python_module, serving
-from loadtest.bench_report import machine
-from loadtest.cards import seed_cards
-from loadtest.runner import Plan, run_load
-from loadtest.saturate import SaturatePlan
-from loadtest.saturate_run import ALL, SaturateResult, run_saturate
-from loadtest.switch_counters import parse_counters
-from loadtest.worker import Target
-from loadtest.workload import load_test_pans
+from loadtest.generator import adapters
+from loadtest.generator.cards import seed_cards
+from loadtest.generator.closed_loop import SaturatePlan
+from loadtest.generator.closed_loop_runner import ALL, SaturateResult, run_saturate
+from loadtest.generator.event_loop import run_async
+from loadtest.generator.runner import Plan, run_load
+from loadtest.generator.worker import Target
+from loadtest.generator.workload import load_test_pans
+from loadtest.harness import memory, realtime
+from loadtest.harness.bench import free_port, measure_target, python_module, serving
+from loadtest.harness.bench_report import machine
+from loadtest.harness.bench_scale_report import write_all
+from loadtest.harness.switch_counters import parse_counters
 from protocols.framing import HEADER_FORMATS
+from switch.redis_runner import PrivateRedis
 
 CARDS = 20_000  # as `make bench`: the policy's per-card velocity limits stay far away
 SEED = 1
@@ -122,12 +126,12 @@ async def helper_servers(kind: str, url: str, logs: Path, channels=CHANNELS):
     async with contextlib.AsyncExitStack() as stack:
         for channel, port in ports.items():
             if kind == "reference":
-                argv = python_module("loadtest.reference", "--channel", channel, "--port",
+                argv = python_module("loadtest.harness.reference", "--channel", channel, "--port",
                                      str(port), "--redis", url)
             else:
                 header = adapters.build(channel).header
                 name = next(n for n, h in HEADER_FORMATS.items() if h == header)
-                argv = python_module("loadtest.echo", "--port", str(port), "--header", name)
+                argv = python_module("loadtest.harness.echo", "--port", str(port), "--header", name)
             await stack.enter_async_context(serving(f"{kind}-{channel}", argv,
                                                     {channel: port}, logs))
         yield ports
@@ -255,8 +259,6 @@ async def scaling(url: str, args: argparse.Namespace, logs: Path) -> dict:
 
 
 async def run_scale_bench(args: argparse.Namespace, logs: Path) -> dict:
-    from switch.redis_runner import PrivateRedis
-
     skip = {part.strip() for part in args.skip.split(",") if part.strip()}
     if skip - set(PARTS):
         raise ValueError(f"--skip: parts are {', '.join(PARTS)}")
@@ -282,10 +284,30 @@ async def run_scale_bench(args: argparse.Namespace, logs: Path) -> dict:
     return results
 
 
-def main(args: argparse.Namespace) -> int:
-    from loadtest.cli import run_async
-    from loadtest.scaling_report import write_all
+def add_command(commands) -> None:
+    """`loadtest bench-scale`, among the subcommands of the `loadtest` command."""
+    bench = commands.add_parser(
+        "bench-scale", help="`make bench-scale`: the scaling figures side by side (closed-loop "
+        "saturation vs the reference, open loop at half the sustainable rate, Redis round "
+        "trips per call, scaling with connections, memory per card)")
+    bench.set_defaults(func=main)
+    bench.add_argument("--out", type=Path, default=Path("bench-results"))
+    bench.add_argument("--rounds", type=int, default=3,
+                       help="saturation rounds, alternating the servers; medians reported")
+    bench.add_argument("--duration", type=float, default=3.0,
+                       help="measured seconds of each closed-loop run (default 3)")
+    bench.add_argument("--half-duration", type=float, default=10.0,
+                       help="seconds of the open-loop run at half the sustainable rate")
+    bench.add_argument("--memory-cards", default="1000,100000,1000000",
+                       help="card counts of the memory measurement (comma-separated)")
+    bench.add_argument("--workers", type=int, default=1,
+                       help="closed-loop generator processes (default 1)")
+    bench.add_argument("--skip", default="", help="parts to leave out, comma-separated: "
+                       "saturation, openloop, scaling, memory")
 
+
+
+def main(args: argparse.Namespace) -> int:
     began = time.time()
     say(f"bench-scale: {machine()['summary']}; a few minutes")
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:

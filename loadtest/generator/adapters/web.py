@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from loadtest.adapter import ClientAdapter, Context, Options
+from loadtest.generator.adapters.base import ClientAdapter, Context, Options
 from protocols import jd, wechat
 
 if TYPE_CHECKING:
-    from loadtest.workload import Txn
+    from loadtest.generator.workload import Txn
 
 # The switch's demo merchants and keys (switch/config.py). They are copied, not imported:
 # the load generator is a client and talks to the switch only over the wire.

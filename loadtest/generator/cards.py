@@ -22,8 +22,8 @@ from pathlib import Path
 
 import redis
 
-from loadtest.adapters_iso import load_test_token, token_secret
-from loadtest.workload import CARD_EXPIRY, CARD_LIMIT_FEN
+from loadtest.generator.adapters.iso import load_test_token, token_secret
+from loadtest.generator.workload import CARD_EXPIRY, CARD_LIMIT_FEN
 
 SEED_BATCH_CARDS = 1000  # cards per pipeline: big enough to amortise, small enough to not stall
 REDIS_TIMEOUT_S = 10.0

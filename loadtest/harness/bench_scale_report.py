@@ -1,7 +1,8 @@
 """bench-scale's report: the tables (terminal and Markdown) and three SVG curves.
 
-The curves are drawn by svg.py (inline SVG, no network, no plotting library): throughput and
-p99 against connections (log scale of connections), memory per card against cards.
+The curves are drawn by generator/svg.py (inline SVG, no network, no plotting library):
+throughput and p99 against connections (log scale of connections), memory per card against
+cards.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 from html import escape
 from pathlib import Path
 
-from loadtest.svg import Series, line_chart
+from loadtest.generator.svg import Series, line_chart
 
 CHANNEL_NAMES = {"pos": "POS (ISO 8583)", "jd": "JD (JSON)"}
 

@@ -6,7 +6,7 @@ pipelining), the same Lua function and arguments as the switch (switch/ledger.py
 them), and the answer encoded back. Only the merchant-category block of the rules is
 applied. The switch is measured against this, in the same run, with the same generator.
 
-    python -m loadtest.reference --channel jd --port 9001 --redis redis://...
+    python -m loadtest.harness.reference --channel jd --port 9001 --redis redis://...
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from loadtest.generator.event_loop import run_async
 from protocols.codes import Code, Reason
 from protocols.framing import BINARY_2, BINARY_4
 from protocols.jd import JdCodec
@@ -158,15 +159,13 @@ async def serve(channel: str, host: str, port: int, redis_url: str) -> None:
 
 
 def main() -> None:
-    import uvloop
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--channel", choices=sorted(HANDLERS), default="jd")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis", required=True)
     args = parser.parse_args()
-    uvloop.run(serve(args.channel, args.host, args.port, args.redis))
+    run_async(serve(args.channel, args.host, args.port, args.redis))
 
 
 if __name__ == "__main__":

@@ -19,11 +19,11 @@ from collections.abc import Callable
 
 import msgspec
 
-from loadtest import adapters
-from loadtest.connection import Connection
-from loadtest.schedule import NS_PER_S, Schedule
-from loadtest.stats import ChannelStats, Interval
-from loadtest.workload import (
+from loadtest.generator import adapters
+from loadtest.generator.connection import Connection
+from loadtest.generator.schedule import NS_PER_S, Schedule
+from loadtest.generator.stats import ChannelStats, Interval
+from loadtest.generator.workload import (
     APPROVED,
     DECLINED,
     PENDING,

@@ -6,12 +6,12 @@ import math
 from html import escape
 from typing import TYPE_CHECKING
 
-from loadtest.aggregate import OVERALL
-from loadtest.svg import Series, line_chart
+from loadtest.generator.aggregate import OVERALL
+from loadtest.generator.svg import Series, line_chart
 
 if TYPE_CHECKING:
-    from loadtest.runner import Result
-    from loadtest.stats import Totals
+    from loadtest.generator.runner import Result
+    from loadtest.generator.stats import Totals
 
 LATENCY_KEYS = ("p50", "p90", "p99", "p99.9", "p99.99", "max")
 # x positions of the percentile chart: "nines" (90% = 1, 99% = 2, ...), as HdrHistogram plots

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from loadtest.adapter import ClientAdapter
+from loadtest.generator.adapters.base import ClientAdapter
 from protocols.framing import Framer, FramingError
 
 if TYPE_CHECKING:
-    from loadtest.workload import Txn
+    from loadtest.generator.workload import Txn
 
 ANSWER_SIZE_MAX_BYTES = 1 << 20  # far above any channel's answer; a bigger header is garbage
 EXPIRED_REMEMBERED_MAX = 10_000  # enough to recognise the late answers of a stall

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from loadtest.adapter import EVERY_KIND, ClientAdapter, Context, Options
+from loadtest.generator.adapters.base import EVERY_KIND, ClientAdapter, Context, Options
 from protocols import xpay
 from protocols.cardnumbers import luhn_check_digit
 from protocols.framing import HEADER_FORMATS
 from protocols.iso_client import REQUEST_SHAPES, IsoClient, correlation_id, request_message
 
 if TYPE_CHECKING:
-    from loadtest.workload import Txn
+    from loadtest.generator.workload import Txn
 
 ACQUIRER = "00010000"  # F32, as `switch send` uses (protocols/pos.py DEFAULT_ACQUIRER)
 STANS_PER_TERMINAL = 1_000_000  # F11 is six digits

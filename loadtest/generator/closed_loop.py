@@ -8,12 +8,12 @@ throughput. Latencies are service times (send to answer); at saturation they are
 queueing (Little's law: latency ~= requests in flight / throughput), so they say nothing
 about a latency target: the open loop measures that.
 
-The transactions are the open-loop generator's (workload.py, adapters.py): the same cards,
+The transactions are the open-loop generator's (workload.py, adapters/): the same cards,
 kinds, amounts and wire ids. Each worker process and channel has its own run-unique id
 prefix, so its own POS terminals, and a STAN never repeats on a terminal: a 94 (duplicate)
 answer means something is wrong, and the response codes are counted to show it.
 
-This module is one worker (one event loop); saturate_run.py splits a plan over processes
+This module is one worker (one event loop); closed_loop_runner.py splits a plan over processes
 and merges what they measured.
 """
 
@@ -26,13 +26,13 @@ from collections.abc import Callable
 
 import msgspec
 
-from loadtest import adapters
-from loadtest.adapter import ClientAdapter
-from loadtest.connection import ANSWER_SIZE_MAX_BYTES, AnswerReader
-from loadtest.schedule import NS_PER_S
-from loadtest.stats import ChannelSnapshot, ChannelStats
-from loadtest.worker import CONNECT_TIMEOUT_S, LoadTestError, Target, collector_paused
-from loadtest.workload import (
+from loadtest.generator import adapters
+from loadtest.generator.adapters.base import ClientAdapter
+from loadtest.generator.connection import ANSWER_SIZE_MAX_BYTES, AnswerReader
+from loadtest.generator.schedule import NS_PER_S
+from loadtest.generator.stats import ChannelSnapshot, ChannelStats
+from loadtest.generator.worker import CONNECT_TIMEOUT_S, LoadTestError, Target, collector_paused
+from loadtest.generator.workload import (
     APPROVED,
     DECLINED,
     PENDING,
