@@ -68,7 +68,8 @@ class IsoChannel:
     def __init__(self, dialect: str = "iso87ascii", header: HeaderFormat = BINARY_2,
                  mac_key: bytes | None = None) -> None:
         self.codec = get_codec(dialect)
-        if self.codec.dialect.mti_encoding != "ascii":  # salvage and the docs read a text MTI
+        # The channels are specified with a text MTI (docs/channels/pos.md).
+        if self.codec.dialect.mti_encoding != "ascii":
             raise ValueError(f"dialect {dialect}: ISO channels need an ASCII MTI")
         self.header = header
         self.mac_key = mac_key or None
@@ -80,7 +81,7 @@ class IsoChannel:
         try:
             message = self.codec.decode(body)
         except Iso8583Error as error:
-            return self._undecodable(body, error)
+            return self._undecodable(error)
         problem = self._mac_problem(body, message)
         if problem:
             return self.answer(message, Code.MAC_FAILURE, problem)
@@ -142,15 +143,10 @@ class IsoChannel:
         expected = mac(self.mac_key, body[: -len(value)])  # the MAC field is the last one
         return "" if hmac.compare_digest(given, expected) else Reason.MAC_MISMATCH
 
-    def _undecodable(self, body: bytes, error: Iso8583Error) -> bytes:
-        """Answer 30 with what can still be read: the MTI and the fields before the error."""
-        if error.field == "MTI":
-            return self.answer({}, Code.FORMAT_ERROR, Reason.FORMAT.format(detail="mti"))
-        salvaged = None if error.field == "bitmap" else salvage(self.codec, body, error)
-        if salvaged is None:
-            salvaged = {"t": body[:4].decode("ascii")}
-        return self.answer(salvaged, Code.FORMAT_ERROR,
-                           Reason.FORMAT.format(detail=f"field_{error.field}"))
+    def _undecodable(self, error: Iso8583Error) -> bytes:
+        """Answer 30 with what could be read: the MTI and the fields before the defect."""
+        detail = "mti" if error.field == "MTI" else f"field_{error.field}"
+        return self.answer(error.decoded, Code.FORMAT_ERROR, Reason.FORMAT.format(detail=detail))
 
 
 # --- reading a request ----------------------------------------------------------------------
@@ -288,60 +284,3 @@ def with_mac(codec, fields: dict[str, Any], key: bytes, binary: bool) -> bytes:
     width = MAC_SIZE_BYTES if binary else 2 * MAC_SIZE_BYTES
     code = mac(key, body[:-width])
     return body[:-width] + (code if binary else code.hex().upper().encode())
-
-
-# --- salvage: the fields before a defect -------------------------------------------------
-
-
-def salvage(codec, body: bytes, error: Iso8583Error) -> dict | None:
-    """The message's fields before the one that broke, or None when not even those decode.
-
-    The bitmap is rewritten to announce only the fields before the broken one; decoding the
-    rest of the body then stops with a 'trailing bytes' error right where they end.
-    """
-    hex_bitmap = codec.dialect.bitmap_encoding == "hex"
-    try:
-        announced, start = announced_fields(body, hex_bitmap)
-    except ValueError:
-        return None
-    limit = int(error.field) if error.field.isdigit() else 129
-    kept = [number for number in announced if number < limit]
-    prefix = body[:4] + bitmap_bytes(kept, hex_bitmap)
-    try:
-        return codec.decode(prefix + body[start:])
-    except Iso8583Error as second:
-        if second.field != "trailing":
-            return None
-        try:
-            return codec.decode((prefix + body[start:])[: second.offset])
-        except Iso8583Error:
-            return None
-
-
-def announced_fields(body: bytes, hex_bitmap: bool) -> tuple[list[int], int]:
-    """Field numbers the bitmap(s) announce and where the first field starts (ASCII MTI)."""
-    size = 16 if hex_bitmap else 8
-
-    def half(at: int) -> int:
-        raw = body[at : at + size]
-        if len(raw) != size:
-            raise ValueError("bitmap truncated")
-        return int(raw, 16) if hex_bitmap else int.from_bytes(raw, "big")
-
-    bits, end = half(4), 4 + size
-    count = 64
-    if bits >> 63:
-        bits, end, count = (bits << 64) | half(end), end + size, 128
-    numbers = [n for n in range(2, count + 1) if bits >> (count - n) & 1]
-    return numbers, end
-
-
-def bitmap_bytes(numbers: list[int], hex_bitmap: bool) -> bytes:
-    bits = 0
-    for number in numbers:
-        bits |= 1 << (128 - number)
-    if bits & ((1 << 64) - 1):
-        raw = (bits | 1 << 127).to_bytes(16, "big")
-    else:
-        raw = (bits >> 64).to_bytes(8, "big")
-    return raw.hex().upper().encode() if hex_bitmap else raw

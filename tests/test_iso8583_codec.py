@@ -215,6 +215,50 @@ def test_decode_field_missing_from_dialect():
         codec.decode(WIRE)
     assert (info.value.field, info.value.offset) == ("41", 62)
     assert "announces a field the dialect lacks" in str(info.value)
+    assert info.value.decoded == {k: v for k, v in FIELDS.items() if k != "41"}
+
+
+def test_decode_errors_carry_what_was_read_before_the_defect():
+    cases = [
+        (WIRE[:3], {}),  # the MTI is cut: nothing read
+        (WIRE[:10], {"t": "0200"}),  # the bitmap is cut
+        (WIRE[:23], {"t": "0200"}),  # F2's length prefix read, its value cut
+        (WIRE[:-1], {k: v for k, v in FIELDS.items() if k != "41"}),
+        (WIRE + b"0", FIELDS),  # trailing bytes: every field was read
+    ]
+    for codec in (fresh(), warmed(ASCII, WIRE), get_codec(ASCII)):
+        for wire, decoded in cases:
+            with pytest.raises(Iso8583Error) as info:
+                codec.decode(wire)
+            assert info.value.decoded == decoded, wire
+    assert Iso8583Error("MTI", None, "not 4 digits").decoded == {}
+
+
+def _truncated_message(name: str) -> st.SearchStrategy:
+    """(fields, wire) of a valid message and a cut somewhere inside it."""
+    codec = get_codec(name)
+    return message_strategy(name, exclude=frozenset()).flatmap(
+        lambda fields: st.tuples(st.just(codec.decode(codec.encode(fields))),
+                                 st.integers(0, len(codec.encode(fields)) - 1)))
+
+
+@pytest.mark.parametrize("name", [ASCII, BINARY])
+def test_a_truncated_message_s_error_holds_a_prefix_of_its_decode(name):
+    """Cut anywhere: the error holds the decode's leading fields, up to the one cut."""
+    codec = get_codec(name)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_truncated_message(name))
+    def check(case):
+        whole, cut = case
+        with pytest.raises(Iso8583Error) as info:
+            codec.decode(codec.encode(whole)[:cut])
+        decoded, items = info.value.decoded, list(whole.items())
+        assert list(decoded.items()) == items[: len(decoded)]
+        if info.value.field not in ("MTI", "bitmap"):
+            assert info.value.field == items[len(decoded)][0]  # the first field not read
+
+    check()
 
 
 def test_decode_rejects_non_bytes():
@@ -223,12 +267,13 @@ def test_decode_rejects_non_bytes():
 
 
 def test_error_pickles_with_attributes():
-    error = pickle.loads(pickle.dumps(Iso8583Error("2", 20, "bad")))
-    assert (error.field, error.offset, error.reason, str(error)) == (
+    error = pickle.loads(pickle.dumps(Iso8583Error("2", 20, "bad", {"t": "0200"})))
+    assert (error.field, error.offset, error.reason, str(error), error.decoded) == (
         "2",
         20,
         "bad",
         "field 2 at offset 20: bad",
+        {"t": "0200"},
     )
 
 
@@ -428,8 +473,9 @@ def test_garbage_raises_only_iso8583_error(name):
     def check(garbage):
         try:
             codec.decode(garbage)
-        except Iso8583Error:
-            pass
+        except Iso8583Error as error:  # what was read before the defect is a valid message
+            if error.decoded:
+                assert codec.decode(codec.encode(error.decoded)) == error.decoded
 
     check()
 
@@ -450,8 +496,9 @@ def test_garbage_after_valid_header_raises_only_iso8583_error(name):
     def check(garbage, digits):
         try:
             codec.decode(header + digits + garbage)
-        except Iso8583Error:
-            pass
+        except Iso8583Error as error:
+            assert error.decoded["t"] == "0100"
+            assert codec.decode(codec.encode(error.decoded)) == error.decoded
 
     check()
 

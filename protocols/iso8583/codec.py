@@ -8,7 +8,7 @@ Two paths, both built once per dialect:
 - generic: one precompiled closure per field (fields.py). The bitmap is walked a byte at a
   time through a 256-entry row per bitmap byte listing the fields set in that byte, in
   order, with their closures; nothing sorts, tests bits one by one or looks up spec data.
-  It also produces every error, with field and offset.
+  It also produces every error, with field, offset and the fields decoded before it.
 - plans: a message shape seen twice gets one generated function (plan.py), found by the
   wire bitmap (decode) or by (number of keys, MTI) (encode). A plan that meets anything
   unusual hands the message back to the generic path, so both give the same answers.
@@ -113,7 +113,10 @@ class Codec:
         end = pos + (self._bitmap_size * 2 if wide else self._bitmap_size)
         plan = self._dec_plans.plans.get(data[pos:end])
         if plan is not None:
-            out = plan(data, data.decode("latin-1"), end)
+            try:
+                out = plan(data, data.decode("latin-1"), end)
+            except Iso8583Error:  # from a bcd closure; the generic path adds what it read
+                out = None
             if out is not None:
                 return out
         mti, pos = self._mti_decode(data)
@@ -141,15 +144,19 @@ class Codec:
         return b"".join(parts)
 
     def _decode_generic(self, data: bytes, mti: str, bitmap_at: int) -> Message:
-        bitmap_bytes, pos = self._bitmap(data, bitmap_at)
         out: Message = {"t": mti}
-        rows = self._dec_rows
-        for index, byte in enumerate(bitmap_bytes):
-            if byte:
-                for key, decode in rows[index][byte]:
-                    out[key], pos = decode(data, pos)
-        if pos != len(data):
-            raise _trailing(data, pos)
+        try:
+            bitmap_bytes, pos = self._bitmap(data, bitmap_at)
+            rows = self._dec_rows
+            for index, byte in enumerate(bitmap_bytes):
+                if byte:
+                    for key, decode in rows[index][byte]:
+                        out[key], pos = decode(data, pos)
+            if pos != len(data):
+                raise _trailing(data, pos)
+        except Iso8583Error as error:
+            error.decoded = out  # the MTI and the fields before the defect, in wire order
+            raise
         wire_bitmap = data[bitmap_at : bitmap_at + len(bitmap_bytes) * (2 if self._hex else 1)]
         self._dec_plans.note(wire_bitmap, lambda: self._entries(bitmap_bytes))
         return out
