@@ -41,7 +41,7 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
     "switch/engine.py": ("tests/test_engine_guards.py", "tests/test_jd_end_to_end.py",
                          "tests/test_policy_over_tcp.py", "tests/test_tokens.py",
                          "tests/test_policy_model.py"),
-    "switch/policy.py": ("tests/test_policy.py",
+    "switch/policy.py": ("tests/test_policy.py", "tests/test_policy_bounds.py",
                          "tests/test_velocity_window.py", "tests/test_policy_over_tcp.py",
                          "tests/test_policy_model.py"),
     "switch/ledger.py": ("tests/test_velocity_window.py",
