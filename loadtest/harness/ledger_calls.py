@@ -12,6 +12,10 @@ import asyncio
 from typing import Any
 
 from protocols.messages import AuthRequest, MessageClass
+from switch.engine import Engine
+from switch.ledger import Ledger
+from switch.policy import Policy
+from switch.policy_file import load_policy
 
 
 class Capture:
@@ -33,11 +37,6 @@ async def script_call(request: AuthRequest) -> tuple[str, str, tuple[str, ...], 
     """(Redis function name, its library's code, KEYS, ARGV) of the ledger call the switch
     makes for `request`: judged by its engine under the default policy (rules, velocity
     counters), the call captured unsent."""
-    from switch.engine import Engine
-    from switch.ledger import Ledger
-    from switch.policy import Policy
-    from switch.policy_file import load_policy
-
     ledger = Ledger(client=None)
     capture = Capture()
     library = ledger.scripts.library
