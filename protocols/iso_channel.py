@@ -11,8 +11,6 @@ a subclass hook, `IsoChannel.build`. Adapter documentation: docs/channels/pos.md
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,9 +18,9 @@ from protocols.channel import Decoded, FieldError
 from protocols.codes import APPROVING, Code, Reason
 from protocols.framing import BINARY_2, HeaderFormat
 from protocols.iso8583 import Iso8583Error, get_codec
+from protocols.iso_mac import IsoMac
 from protocols.messages import CURRENCY_CNY, AuthRequest, AuthResponse, MessageClass
 
-MAC_SIZE_BYTES = 8  # F64/F128 are 8 bytes (16 hex characters in the ASCII dialect)
 REASON_SIZE_MAX = 25  # F44 (additional response data) is LLVAR ..25
 UNREADABLE_MTI = "0000"  # the answer's MTI when the request's own MTI cannot be read
 
@@ -42,11 +40,6 @@ CLASSES = {
 REVERSAL_KINDS = ("40", "42")
 AMOUNT_CLASSES = frozenset({MessageClass.AUTH, MessageClass.SALE, MessageClass.CAPTURE,
                             MessageClass.REFUND})
-
-
-def mac(key: bytes, data: bytes) -> bytes:
-    """F64/F128: HMAC-SHA256 over every message byte before the MAC field, first 8 bytes."""
-    return hmac.new(key, data, hashlib.sha256).digest()[:MAC_SIZE_BYTES]
 
 
 def response_mti(mti: str) -> str:
@@ -72,8 +65,7 @@ class IsoChannel:
         if self.codec.dialect.mti_encoding != "ascii":
             raise ValueError(f"dialect {dialect}: ISO channels need an ASCII MTI")
         self.header = header
-        self.mac_key = mac_key or None
-        self.binary_mac = self.codec.dialect.field(64).encoding == "binary"
+        self.mac = IsoMac(self.codec, mac_key)
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -121,9 +113,7 @@ class IsoChannel:
 
     def encode(self, fields: dict[str, Any]) -> bytes:
         """Encode a message, with its MAC when this listener has a key."""
-        if self.mac_key is None:
-            return self.codec.encode(fields)
-        return with_mac(self.codec, fields, self.mac_key, self.binary_mac)
+        return self.mac.encode(fields)
 
     def _network(self, message: dict) -> bytes:
         function = NETWORK_CODES.get(message.get("70", ""))
@@ -132,16 +122,10 @@ class IsoChannel:
         return self.answer(message, Code.APPROVED)
 
     def _mac_problem(self, body: bytes, message: dict) -> str:
-        if self.mac_key is None:
-            return ""
-        field = mac_field(message)
-        value = message.get(field)
-        if value is None:
-            # Network management may travel unsigned; money never does.
-            return "" if message["t"][1:3] == "80" else Reason.MAC_MISSING
-        given = value if isinstance(value, bytes) else bytes.fromhex(value)
-        expected = mac(self.mac_key, body[: -len(value)])  # the MAC field is the last one
-        return "" if hmac.compare_digest(given, expected) else Reason.MAC_MISMATCH
+        problem = self.mac.problem(body, message)
+        if problem == Reason.MAC_MISSING and message["t"][1:3] == "80":
+            return ""  # network management may travel unsigned; money never does
+        return problem
 
     def _undecodable(self, error: Iso8583Error) -> bytes:
         """Answer 30 with what could be read: the MTI and the fields before the defect."""
@@ -265,22 +249,3 @@ def printable(text: str) -> str:
 def available_credit(open_to_buy_fen: int, currency: str) -> str:
     """F54: account type 30 (credit), amount type 02 (available), currency, C, 12 digits."""
     return f"3002{currency:0>3}C{open_to_buy_fen:012d}"
-
-
-# --- MAC --------------------------------------------------------------------------------
-
-
-def mac_field(message: Mapping[str, Any]) -> str:
-    """64, or 128 when the message has a secondary bitmap (any field above 64)."""
-    above = any(key.isdigit() and int(key) > 64 for key in message)
-    return "128" if above else "64"
-
-
-def with_mac(codec, fields: dict[str, Any], key: bytes, binary: bool) -> bytes:
-    """Encode with a placeholder MAC, then put the real one over the bytes before it."""
-    field = mac_field(fields)
-    fields = {**fields, field: bytes(MAC_SIZE_BYTES) if binary else "0" * 2 * MAC_SIZE_BYTES}
-    body = codec.encode(fields)
-    width = MAC_SIZE_BYTES if binary else 2 * MAC_SIZE_BYTES
-    code = mac(key, body[:-width])
-    return body[:-width] + (code if binary else code.hex().upper().encode())

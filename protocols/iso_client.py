@@ -2,19 +2,24 @@
 
 Used by `switch send`, the tests and the load generator. Transactions are named by a
 correlation id, MTI-STAN-F7 (e.g. 0200-000123-1129120000): all that F90 of a later capture,
-reversal or refund needs to name them. The MAC is the one of protocols/iso_channel.py.
+reversal or refund needs to name them. The MAC is the server's (protocols/iso_mac.py).
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from protocols.channel import ClientAnswer
-from protocols.codes import APPROVING
+from protocols.codes import APPROVING, Reason
 from protocols.iso8583 import get_codec
-from protocols.iso_channel import AMOUNT_CLASSES, mac, mac_field, request_mti, with_mac
+from protocols.iso_channel import AMOUNT_CLASSES, request_mti
+from protocols.iso_mac import IsoMac
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
+
+ANSWER_MAC_ERRORS = {
+    Reason.MAC_MISSING: "answer carries no MAC",
+    Reason.MAC_MISMATCH: "answer MAC does not match",
+}
 
 
 class IsoClient:
@@ -22,24 +27,18 @@ class IsoClient:
 
     def __init__(self, dialect: str = "iso87ascii", mac_key: bytes | None = None) -> None:
         self.codec = get_codec(dialect)
-        self.mac_key = mac_key or None
-        self.binary_mac = self.codec.dialect.field(64).encoding == "binary"
+        self.mac = IsoMac(self.codec, mac_key)
+        self.binary_mac = self.mac.binary  # binary data (F55 too) as raw bytes, not hex text
 
     def encode(self, fields: dict[str, Any]) -> bytes:
-        if self.mac_key is None:
-            return self.codec.encode(fields)
-        return with_mac(self.codec, fields, self.mac_key, self.binary_mac)
+        return self.mac.encode(fields)
 
     def decode(self, body: bytes) -> dict[str, Any]:
-        """The answer's fields; with a MAC key, ValueError when its MAC does not match."""
+        """The answer's fields; with a MAC key, ValueError when its MAC is missing or wrong."""
         message = self.codec.decode(body)
-        if self.mac_key is not None:
-            value = message.get(mac_field(message))
-            if value is None:
-                raise ValueError("answer carries no MAC")
-            given = value if isinstance(value, bytes) else bytes.fromhex(value)
-            if not hmac.compare_digest(given, mac(self.mac_key, body[: -len(value)])):
-                raise ValueError("answer MAC does not match")
+        problem = self.mac.problem(body, message)
+        if problem:
+            raise ValueError(ANSWER_MAC_ERRORS[problem])
         return message
 
     def answer(self, body: bytes) -> ClientAnswer:
