@@ -44,7 +44,7 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
     "switch/policy.py": ("tests/test_policy.py", "tests/test_policy_bounds.py",
                          "tests/test_velocity_window.py", "tests/test_policy_over_tcp.py",
                          "tests/test_policy_model.py"),
-    "switch/ledger.py": ("tests/test_velocity_window.py",
+    "switch/ledger.py": ("tests/test_ledger_guards.py", "tests/test_velocity_window.py",
                          "tests/test_policy_over_tcp.py", "tests/test_cli.py",
                          "tests/test_ledger_model.py"),
     "protocols/framing.py": ("tests/test_framing.py", "tests/test_server.py"),
