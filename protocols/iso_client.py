@@ -100,11 +100,6 @@ def request_message(request: AuthRequest, *, stan: str, transmitted: str, termin
     return fields
 
 
-def network_message(code: str, *, stan: str, transmitted: str) -> dict:
-    """0800 network management: 001 sign-on, 002 sign-off, 301 echo test."""
-    return {"t": "0800", "7": transmitted, "11": stan, "70": code}
-
-
 def original_data(original_id: str, acquirer: str) -> str:
     """F90: original MTI, STAN, F7, acquirer (n11), forwarding institution (n11, zeros)."""
     mti, stan, transmitted = parse_correlation_id(original_id)

@@ -1,7 +1,9 @@
 """Canonical messages: what every channel decodes into and encodes from.
 
-Both `protocols/` (codecs) and `switch/` (decisions) import this module and nothing else
-of each other. Money is an integer number of fen; currency is ISO 4217 numeric.
+The codecs (protocols/) make them from the wire and the engine (switch/) decides on them.
+This module imports only the vocabulary (protocols/codes.py); nothing in protocols/ imports
+switch/ (tests/test_layering.py). Money is an integer number of fen; currency is ISO 4217
+numeric.
 """
 
 from __future__ import annotations
