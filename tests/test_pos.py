@@ -20,6 +20,7 @@ from tests.test_pos_support import (
     decode,
     encode,
     f90,
+    field_at,
     financial,
     iso_config,
     mac_ok,
@@ -221,13 +222,15 @@ async def test_format_errors_answer_30_and_keep_the_connection(redis_url):
             answer = decode(await wire.exchange(b"hello"))
             assert (answer["t"], answer["39"], answer["44"]) == ("0000", "30", "format:mti")
 
-            truncated = decode(await wire.exchange(body[:60]))  # stops inside F7
+            truncated = decode(await wire.exchange(body[: field_at(body, "7") + 5]))
             assert (truncated["t"], truncated["39"]) == ("0210", "30")
             assert truncated["44"] == "format:field_7"
             assert (truncated["2"], truncated["3"], truncated["4"]) == (pan, "000000",
                                                                        "000000000700")
 
-            bad_mcc = decode(await wire.exchange(body.replace(b"5411", b"54X1", 1)))
+            mcc = field_at(body, "18")
+            assert body[mcc : mcc + 4] == b"5411"
+            bad_mcc = decode(await wire.exchange(body[: mcc + 2] + b"X" + body[mcc + 3 :]))
             assert (bad_mcc["39"], bad_mcc["44"]) == ("30", "format:field_18")
             assert bad_mcc["11"] == sale["11"]
 
