@@ -1,6 +1,6 @@
 """The card ledger in Redis: balances, holds and remembered answers, changed only by Lua.
 
-Every key of a card is under one hash tag (switch/keys.py has the layout). open-to-buy =
+Every key of a card is under one hash tag (protocols/ledger_layout.py has the layout). open-to-buy =
 limit - posted - held, never below zero. The functions are in switch/lua/.
 """
 
@@ -15,11 +15,11 @@ import redis.asyncio as aioredis
 
 from protocols.cardnumbers import luhn_check_digit
 from protocols.codes import CardStatus
+from protocols.ledger_layout import FRESH_CARD_BALANCES, card_indexes, card_key, card_keys
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
 from switch.cards import DEMO_BIN
 from switch.clock import Clock, SystemClock, month_of
-from switch.keys import card_key, card_keys
 from switch.lua_library import ledger_library
 from switch.pipeline import ScriptPipeline
 from switch.terms import NO_TERMS, Terms
@@ -159,8 +159,7 @@ class Ledger:
             raise ValueError("a new card needs a limit and an expiry")
         fields: dict[str, Any] = {"limit": limit_fen, "status": status, "expiry": expiry}
         if not exists:
-            fields |= {"status": status or "active", "posted": 0, "held": 0,
-                       "pending_credit": 0, "beans": 0}
+            fields |= {"status": status or "active", **FRESH_CARD_BALANCES}
         await self.client.hset(key, mapping={k: v for k, v in fields.items() if v is not None})
 
     async def reset_card(self, pan: str, *, limit_fen: int, expiry: str, status: str = "active"
@@ -168,7 +167,7 @@ class Ledger:
         """Start a card afresh: no balances, no transactions (seeding)."""
         key = card_key(pan)
         txn_keys = await self.client.zrange(f"{key}:tx", 0, -1)
-        await self.client.delete(key, f"{key}:tx", f"{key}:h", f"{key}:n", *txn_keys)
+        await self.client.delete(key, *card_indexes(key), *txn_keys)
         await self.set_card(pan, limit_fen=limit_fen, status=status, expiry=expiry)
 
     async def card(self, pan: str) -> CardView | None:

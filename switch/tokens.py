@@ -1,7 +1,7 @@
 """The x-pay token vault in Redis: wallet token (DPAN) -> card, and the checks of each use.
 
-Every key of a token is under one hash tag (switch/keys.py has the layout). Statuses:
-active, suspended (declined 62), deleted (declined 14, final). The checks of one wallet
+Every key of a token is under one hash tag (protocols/ledger_layout.py has the layout).
+Statuses: active, suspended (declined 62), deleted (declined 14, final). The checks of one wallet
 message run in switch/lua/token_use.lua; the cryptogram itself is checked here, in
 Python, with the token's key (a key never changes, so it is cached).
 """
@@ -17,11 +17,11 @@ import redis.asyncio as aioredis
 
 from protocols.cardnumbers import luhn_check_digit
 from protocols.codes import Code, Reason, TokenStatus
+from protocols.ledger_layout import card_key, token_key
 from protocols.messages import AuthRequest, AuthResponse
 from protocols.xpay import WALLETS, XpayRequest, cryptogram
 from switch import limits
 from switch.clock import Clock, SystemClock, month_of
-from switch.keys import card_key, token_key
 from switch.lua_library import token_library
 from switch.pipeline import ScriptPipeline
 

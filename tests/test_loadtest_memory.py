@@ -3,23 +3,32 @@ and a small measurement gives positive per-card figures. No figure is asserted b
 
 from __future__ import annotations
 
+import asyncio
+
 import redis
 
+from loadtest.generator import adapters
+from loadtest.generator.adapters.base import Context
 from loadtest.generator.cards import seed_cards
-from loadtest.generator.workload import load_test_pans
+from loadtest.generator.workload import CARD_LIMIT_FEN, Workload, load_test_pans
 from loadtest.harness import memory
+from protocols.ledger_layout import card_key
+from protocols.pos import PosCodec
 from switch.engine import Engine
 from switch.policy import Policy
 from switch.policy_file import load_policy
 from switch.redis_runner import PrivateRedis
 
 
-def test_the_seeded_card_is_the_one_loadtest_seeds(redis_url):
-    pan = load_test_pans(1, seed=51)[0]
-    seed_cards(redis_url, [pan])
+def test_the_template_writes_the_card_loadtest_seeds(redis_url):
+    seeded, templated = load_test_pans(2, seed=51)
+    seed_cards(redis_url, [seeded])
+    assert memory.pipelined(redis_url, memory.seed_template(), [templated]) == {"int": 1}
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        assert client.hgetall(f"{{c:{pan}}}") == memory.card_fields()
+        card = client.hgetall(card_key(seeded))
+        assert card["limit"] == str(CARD_LIMIT_FEN) and card["status"] == "active"
+        assert client.hgetall(card_key(templated)) == card
     finally:
         client.close()
 
@@ -31,11 +40,6 @@ async def test_the_approval_writes_what_the_switch_writes(redis_url, ledger):
     seed_cards(redis_url, pans)
     source, call = await memory.approval_call()
     assert memory.pipelined(redis_url, call, pans[:1]) == {"00": 1}
-
-    from loadtest.generator import adapters
-    from loadtest.generator.adapters.base import Context
-    from loadtest.generator.workload import Workload
-    from protocols.pos import PosCodec
 
     workload = Workload([pans[1]], {"pos": 1}, 1, ref_prefix="Tmem52",
                         channel_kinds={"pos": frozenset({"sale"})})
@@ -56,8 +60,6 @@ async def test_the_approval_writes_what_the_switch_writes(redis_url, ledger):
 
 
 def test_a_small_measurement_gives_positive_figures_per_card(tmp_path):
-    import asyncio
-
     private = PrivateRedis(tmp_path / "redis")
     url = private.start()
     try:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 
+from protocols.ledger_layout import card_key
 from protocols.messages import AuthRequest
 from protocols.messages import MessageClass as C
 from switch.clock import DAY_MS
 from switch.engine import Engine
-from switch.keys import card_key
 from switch.policy import PROFILES_CACHED_MAX, Policy
 from switch.policy_file import parse_policy
 from tests.support import FakeClock, make_card

@@ -1,16 +1,16 @@
 """Seeding the load-test cards into the switch's Redis, through the ledger's documented layout.
 
-switch/ledger.py documents one card as the hash `{c:PAN}` (limit, posted, held,
-pending_credit, beans, status, expiry), its transactions listed in the sorted set
-`{c:PAN}:tx`, its pending holds in `{c:PAN}:h` and its velocity counters in `{c:PAN}:n`.
-Writing that layout directly (pipelined, a thousand cards a round trip) seeds 100,000
+protocols/ledger_layout.py states it for the switch and for us: one card is the hash `{c:PAN}`
+(limit, posted, held, pending_credit, beans, status, expiry), its transactions listed in the
+sorted set `{c:PAN}:tx`, its pending holds in `{c:PAN}:h` and its velocity counters in
+`{c:PAN}:n`. Writing that layout directly (pipelined, a thousand cards a round trip) seeds 100,000
 cards in seconds, where `switch seed` sets cards one by one. Seeding a card again starts
 it afresh: balances zero, transaction records, holds and counters deleted. So every run
 (and every find-max step) starts from the same state, and repeats itself.
 
-The x-pay wallet tokens follow switch/tokens.py's layout, `{t:DPAN}` (pan, wallet, device,
-expiry, status, key, atc, created_ms): one token per card and generator worker, its ATC
-back at zero.
+The x-pay wallet tokens follow the same module's token layout, `{t:DPAN}` (pan, wallet,
+device, expiry, status, key, atc, created_ms): one token per card and generator worker, its
+ATC back at zero.
 """
 
 from __future__ import annotations
@@ -24,15 +24,17 @@ import redis
 
 from loadtest.generator.adapters.iso import load_test_token, token_secret
 from loadtest.generator.workload import CARD_EXPIRY, CARD_LIMIT_FEN
+from protocols.ledger_layout import (
+    FRESH_CARD_BALANCES,
+    card_indexes,
+    card_key,
+    token_key,
+)
 
 SEED_BATCH_CARDS = 1000  # cards per pipeline: big enough to amortise, small enough to not stall
 REDIS_TIMEOUT_S = 10.0
 # Where `make run` (switch serve) records the URL of the private Redis it started.
 SWITCH_REDIS_URL_FILE = Path(os.environ.get("SWITCH_RUN_DIR", ".run")) / "redis.url"
-
-
-def card_key(pan: str) -> str:
-    return f"{{c:{pan}}}"
 
 
 def find_redis_url(explicit: str = "") -> str:
@@ -70,7 +72,7 @@ def seed_tokens(url: str, pans: Sequence[str], workers: int) -> None:
         for worker in range(workers):
             for index, pan in enumerate(pans):
                 token = load_test_token(index, worker)
-                pipe.hset(f"{{t:{token}}}", mapping={
+                pipe.hset(token_key(token), mapping={  # TOKEN_FIELDS (a test checks)
                     "pan": pan, "wallet": "apple", "device": f"loadtest-{worker}",
                     "expiry": CARD_EXPIRY, "status": "active",
                     "key": token_secret(token).hex(), "atc": 0, "created_ms": created_ms})
@@ -81,16 +83,19 @@ def seed_tokens(url: str, pans: Sequence[str], workers: int) -> None:
         client.close()
 
 
+def card_fields(limit_fen: int = CARD_LIMIT_FEN, expiry: str = CARD_EXPIRY) -> dict:
+    """A freshly seeded card's hash."""
+    return {"limit": limit_fen, **FRESH_CARD_BALANCES, "status": "active", "expiry": expiry}
+
+
 def _seed_batch(client: redis.Redis, pans: Sequence[str], limit_fen: int, expiry: str) -> None:
     pipe = client.pipeline(transaction=False)
     for pan in pans:
-        pipe.zrange(f"{card_key(pan)}:tx", 0, -1)
+        pipe.zrange(card_indexes(card_key(pan))[0], 0, -1)
     transactions = pipe.execute()
     pipe = client.pipeline(transaction=False)
     for pan, txn_keys in zip(pans, transactions, strict=True):
         key = card_key(pan)
-        pipe.delete(key, f"{key}:tx", f"{key}:h", f"{key}:n", *txn_keys)
-        pipe.hset(key, mapping={"limit": limit_fen, "posted": 0, "held": 0,
-                                "pending_credit": 0, "beans": 0, "status": "active",
-                                "expiry": expiry})
+        pipe.delete(key, *card_indexes(key), *txn_keys)
+        pipe.hset(key, mapping=card_fields(limit_fen, expiry))
     pipe.execute()

@@ -28,8 +28,10 @@ import redis
 
 from loadtest.generator import adapters
 from loadtest.generator.adapters.base import Context
-from loadtest.generator.workload import CARD_EXPIRY, CARD_LIMIT_FEN, Workload, load_test_pans
+from loadtest.generator.cards import card_fields
+from loadtest.generator.workload import Workload, load_test_pans
 from loadtest.harness.ledger_calls import script_call
+from protocols.ledger_layout import card_key
 from protocols.pos import PosCodec
 from switch.redis_link import resp_command
 from switch.redis_runner import PrivateRedis
@@ -43,15 +45,10 @@ SOCKET_TIMEOUT_S = 120.0
 SEED = 1
 
 
-def card_fields(limit_fen: int = CARD_LIMIT_FEN, expiry: str = CARD_EXPIRY) -> dict[str, str]:
-    """A freshly seeded card's hash, as cards.seed_cards writes it (a test keeps them equal)."""
-    return {"limit": str(limit_fen), "posted": "0", "held": "0", "pending_credit": "0",
-            "beans": "0", "status": "active", "expiry": expiry}
-
-
 def seed_template() -> bytes:
-    pairs = [part for item in card_fields().items() for part in item]
-    return resp_command("HSET", f"{{c:{PAN_PLACEHOLDER}}}", *pairs)
+    """HSET of the card hash as the generator seeds it (generator/cards.py)."""
+    pairs = [str(part) for item in card_fields().items() for part in item]
+    return resp_command("HSET", card_key(PAN_PLACEHOLDER), *pairs)
 
 
 async def approval_call() -> tuple[str, bytes]:
@@ -116,8 +113,8 @@ def used_memory(client: redis.Redis) -> int:
 def key_sizes(client: redis.Redis, pan: str) -> dict[str, int]:
     """MEMORY USAGE of every key of one card, by its kind (`card`, `:tx`, `:t:`, ...)."""
     sizes = {}
-    for key in client.scan_iter(match=f"{{c:{pan}}}*", count=1000):
-        suffix = key.decode()[len(f"{{c:{pan}}}"):]
+    for key in client.scan_iter(match=f"{card_key(pan)}*", count=1000):
+        suffix = key.decode()[len(card_key(pan)):]
         kind = "card" if not suffix else suffix if suffix.count(":") == 1 else suffix[:3]
         sizes[kind] = int(client.memory_usage(key, samples=0) or 0)
     return dict(sorted(sizes.items()))

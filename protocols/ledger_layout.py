@@ -1,4 +1,6 @@
-"""The Redis key layout of the ledger and the token vault.
+"""The Redis layout of the ledger and the token vault: the one statement of it for the switch
+(switch/ledger.py, switch/tokens.py) and for the load generator, which seeds cards and tokens
+by writing it directly (loadtest/generator/cards.py). No I/O here: names and fields only.
 
 Every key of one card (or token) carries the same hash tag, so every Lua function call
 touches one Redis Cluster slot:
@@ -16,15 +18,25 @@ touches one Redis Cluster slot:
 
 from __future__ import annotations
 
+# The balances of a card that has never been used; its hash adds limit, status and expiry.
+FRESH_CARD_BALANCES = {"posted": 0, "held": 0, "pending_credit": 0, "beans": 0}
+# A token's hash (its number is in the key): what provisioning writes and the vault reads.
+TOKEN_FIELDS = ("pan", "wallet", "device", "expiry", "status", "atc", "key", "created_ms")
+
 
 def card_key(pan: str) -> str:
     return f"{{c:{pan}}}"
 
 
+def card_indexes(key: str) -> tuple[str, str, str]:
+    """The card's transactions (:tx), pending holds (:h) and approval counters (:n)."""
+    return f"{key}:tx", f"{key}:h", f"{key}:n"
+
+
 def card_keys(key: str, idempotency_key: str, referenced: str) -> tuple[str, ...]:
     """KEYS of a ledger function call, in prelude.lua's order; all under the card's hash tag."""
     return (key, f"{key}:i:{idempotency_key}", f"{key}:t:{referenced}", f"{key}:tx",
-            f"{key}:h", f"{key}:n")
+            f"{key}:h", f"{key}:n")  # card_indexes' three, written out: this is per request
 
 
 def token_key(token: str) -> str:
