@@ -11,21 +11,19 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from protocols.demo import (
+    DEMO_JD_KEY,
+    DEMO_JD_MERCHANT,
+    DEMO_WECHAT_KEY,
+    DEMO_WECHAT_MCC,
+    DEMO_WECHAT_MCH_ID,
+)
 from switch import limits
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 
 # Listeners started when the config names none; each channel adds its own.
 DEFAULT_PORTS = {"jd": 8601, "wechat": 8602, "pos": 8583, "xpay": 8584}
-
-# The demo JD merchant; `switch send` signs with it unless told otherwise.
-DEMO_JD_MERCHANT = "110000001"
-DEMO_JD_KEY = "demo-jd-key-change-me"
-
-# The demo WeChat Pay merchant (a supermarket, MCC 5411); the ids are WeChat's sample ones.
-DEMO_WECHAT_MCH_ID = "1900000109"
-DEMO_WECHAT_APPID = "wx2421b1c4370ec43b"
-DEMO_WECHAT_KEY = "demo-wechat-key-change-me"
 
 
 class ConfigError(ValueError):
@@ -66,7 +64,7 @@ class WechatMerchant(msgspec.Struct, forbid_unknown_fields=True):
 class Wechat(msgspec.Struct, forbid_unknown_fields=True):
     # mch_id -> merchant
     merchants: dict[str, WechatMerchant] = msgspec.field(default_factory=lambda: {
-        DEMO_WECHAT_MCH_ID: WechatMerchant(key=DEMO_WECHAT_KEY, mcc="5411")})
+        DEMO_WECHAT_MCH_ID: WechatMerchant(key=DEMO_WECHAT_KEY, mcc=DEMO_WECHAT_MCC)})
 
 
 class Iso8583(msgspec.Struct, forbid_unknown_fields=True):

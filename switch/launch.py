@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 
 from protocols.cardnumbers import mask_pan
+from protocols.demo import DEMO_JD_MERCHANT
 from switch.app import load_cards, open_ledger, run, serve_one
 from switch.cards import DemoCard, showcase_cards
-from switch.config import DEMO_JD_MERCHANT, Config
+from switch.config import Config
 from switch.workers import supervise
 
 

@@ -14,15 +14,15 @@ import msgspec
 from protocols import iso_client, jd, wechat, xpay
 from protocols.cardnumbers import mask_pan
 from protocols.channel import ClientAnswer
-from protocols.framing import BINARY_2, Framer, HeaderFormat
-from protocols.messages import AuthRequest, MessageClass
-from switch.config import (
+from protocols.demo import (
     DEMO_JD_KEY,
     DEMO_JD_MERCHANT,
     DEMO_WECHAT_APPID,
     DEMO_WECHAT_KEY,
     DEMO_WECHAT_MCH_ID,
 )
+from protocols.framing import BINARY_2, Framer, HeaderFormat
+from protocols.messages import AuthRequest, MessageClass
 
 CLASS_OF_TYPE = {
     "auth": MessageClass.AUTH,

@@ -15,10 +15,11 @@ import time
 from protocols import jd
 from protocols.cardnumbers import luhn_check_digit
 from protocols.channel import ClientAnswer
+from protocols.demo import DEMO_JD_KEY, DEMO_JD_MERCHANT
 from protocols.framing import Framer
 from protocols.messages import AuthRequest, MessageClass
 from switch.app import build
-from switch.config import DEMO_JD_KEY, DEMO_JD_MERCHANT, Config, Listener
+from switch.config import Config, Listener
 from switch.ledger import Ledger
 
 ANSWER_WAIT_S = 10.0  # bound on every wait for an answer in the tests

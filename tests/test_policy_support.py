@@ -15,18 +15,17 @@ from typing import Any
 
 from protocols import jd, wechat
 from protocols.channel import ClientAnswer
-from protocols.framing import Framer
-from protocols.messages import AuthRequest, MessageClass
-from switch.app import build
-from switch.config import (
+from protocols.demo import (
     DEMO_JD_KEY,
     DEMO_JD_MERCHANT,
     DEMO_WECHAT_APPID,
     DEMO_WECHAT_KEY,
     DEMO_WECHAT_MCH_ID,
-    Config,
-    Listener,
 )
+from protocols.framing import Framer
+from protocols.messages import AuthRequest, MessageClass
+from switch.app import build
+from switch.config import Config, Listener
 from switch.policy import Policy
 from switch.policy_file import load_policy, parse_policy
 from tests.support import ANSWER_WAIT_S

@@ -266,5 +266,5 @@ async def test_shutdown_under_load_answers_every_decision(redis_url):
 
 def _signed(request):
     from protocols import jd
-    from switch.config import DEMO_JD_KEY
+    from protocols.demo import DEMO_JD_KEY
     return request, jd.encode_request(request, DEMO_JD_KEY.encode())

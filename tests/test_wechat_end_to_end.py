@@ -5,16 +5,9 @@ from __future__ import annotations
 import re
 
 from protocols import wechat
+from protocols.demo import DEMO_WECHAT_APPID, DEMO_WECHAT_KEY, DEMO_WECHAT_MCH_ID
 from protocols.messages import MessageClass as C
-from switch.config import (
-    DEMO_WECHAT_APPID,
-    DEMO_WECHAT_KEY,
-    DEMO_WECHAT_MCH_ID,
-    Config,
-    Listener,
-    Wechat,
-    WechatMerchant,
-)
+from switch.config import Config, Listener, Wechat, WechatMerchant
 from tests.support import make_card
 from tests.test_policy_support import ClientCodec, PipeClient, new_ref, policy_switch, request
 

@@ -26,18 +26,32 @@ except ImportError:  # a test-only peer: `make bench` skips the POS reference wi
     iso8583 = None
 
 from loadtest.generator.event_loop import run_async
-from protocols.codes import Code, Reason
+from protocols.codes import Reason
+from protocols.demo import DEMO_JD_KEY, DEMO_JD_MERCHANT
 from protocols.framing import BINARY_2, BINARY_4
 from protocols.iso_channel import FieldError, request_basics
 from protocols.jd import JdCodec
 from protocols.messages import AuthRequest
 from protocols.pos import PosCodec
 from switch.ledger import Ledger
+from switch.policy_file import PolicySpec, load_policy, mcc_codes
 
 REDIS_CONNECTIONS_MAX = 64  # one FCALL per connection at a time: this bounds concurrency
 REDIS_POOL_WAIT_S = 2.0  # a request waits this long for a free connection, then fails
-BLOCKED_MCCS = frozenset({"7995", "7800", "7801", "7802", "6051", "4829", "6010", "6011"})
-JD_KEYS = {"110000001": b"demo-jd-key-change-me"}  # the switch's demo merchant
+JD_KEYS = {DEMO_JD_MERCHANT: DEMO_JD_KEY.encode()}
+
+
+def blocked_categories(spec: PolicySpec) -> dict[str, str]:
+    """MCC -> decline code of the policy's category blocks (the first block naming it wins)."""
+    blocked: dict[str, str] = {}
+    for block in spec.mcc_block:
+        for group in block.groups:
+            for mcc in mcc_codes(spec.mcc_groups[group]):
+                blocked.setdefault(mcc, block.code)
+    return blocked
+
+
+BLOCKED = blocked_categories(load_policy(None))  # the switch's default policy
 
 
 class OneCallScripts:
@@ -70,9 +84,10 @@ async def make_ledger(url: str):
 
 
 def mcc_decline(request: AuthRequest) -> tuple[str, str] | None:
-    """The reference's one rule: the blocked categories of the default policy answer 57."""
-    if request.mcc in BLOCKED_MCCS and request.message_class in ("auth", "sale"):
-        return Code.NOT_PERMITTED_TO_CARDHOLDER, Reason.MCC_BLOCKED.format(mcc=request.mcc)
+    """The reference's one rule: the blocked categories of the default policy decline."""
+    code = BLOCKED.get(request.mcc)
+    if code is not None and request.message_class in ("auth", "sale"):
+        return code, Reason.MCC_BLOCKED.format(mcc=request.mcc)
     return None
 
 

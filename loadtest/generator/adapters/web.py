@@ -6,22 +6,21 @@ from typing import TYPE_CHECKING
 
 from loadtest.generator.adapters.base import ClientAdapter, Context, Options
 from protocols import jd, wechat
+from protocols.demo import (
+    DEMO_JD_KEY,
+    DEMO_JD_MERCHANT,
+    DEMO_WECHAT_APPID,
+    DEMO_WECHAT_KEY,
+    DEMO_WECHAT_MCH_ID,
+)
 
 if TYPE_CHECKING:
     from loadtest.generator.workload import Txn
 
-# The switch's demo merchants and keys (switch/config.py). They are copied, not imported:
-# the load generator is a client and talks to the switch only over the wire.
-JD_DEMO_MERCHANT = "110000001"
-JD_DEMO_KEY = "demo-jd-key-change-me"
-WECHAT_DEMO_MCH_ID = "1900000109"
-WECHAT_DEMO_APPID = "wx2421b1c4370ec43b"
-WECHAT_DEMO_KEY = "demo-wechat-key-change-me"
-
 
 def jd_adapter(options: Options, context: Context) -> ClientAdapter:
-    merchant = options.get("merchant", JD_DEMO_MERCHANT)
-    key = options.get("key", JD_DEMO_KEY).encode()
+    merchant = options.get("merchant", DEMO_JD_MERCHANT)
+    key = options.get("key", DEMO_JD_KEY).encode()
 
     def encode(txn: Txn) -> tuple[str, bytes]:
         request = txn.request
@@ -38,9 +37,9 @@ def jd_adapter(options: Options, context: Context) -> ClientAdapter:
 def wechat_adapter(options: Options, context: Context) -> ClientAdapter:
     """WeChat Pay micropay: sales, their reversals and refunds (no pre-authorization; an
     order query needs an order and is left out)."""
-    mch_id = options.get("mch_id", WECHAT_DEMO_MCH_ID)
-    appid = options.get("appid", WECHAT_DEMO_APPID)
-    key = options.get("key", WECHAT_DEMO_KEY).encode()
+    mch_id = options.get("mch_id", DEMO_WECHAT_MCH_ID)
+    appid = options.get("appid", DEMO_WECHAT_APPID)
+    key = options.get("key", DEMO_WECHAT_KEY).encode()
 
     def encode(txn: Txn) -> tuple[str, bytes]:
         request = txn.request  # its txn_ref is the order number, and the nonce answers echo
