@@ -60,3 +60,61 @@ def test_garbage_gives_frames_or_a_framing_error_only(garbage):
 def test_encoding_a_body_too_large_is_refused():
     with pytest.raises(FramingError):
         Framer(BINARY_2, 10).frame(b"x" * 11)
+
+
+# --- bounds: the header's capacity and the frame size maximum, at and past each -------------
+
+@pytest.mark.parametrize(("header", "length_max", "wire_max", "wire_zero"), [
+    (BINARY_2, 65_535, b"\xff\xff", b"\x00\x00"),
+    (BINARY_4, 2**32 - 1, b"\xff\xff\xff\xff", b"\x00\x00\x00\x00"),
+    (ASCII_4, 9_999, b"9999", b"0000"),
+])
+def test_a_header_holds_lengths_from_zero_to_its_capacity(header, length_max, wire_max,
+                                                          wire_zero):
+    assert header.length_max == length_max
+    assert (header.encode(length_max), header.encode(0)) == (wire_max, wire_zero)
+    assert (header.decode(wire_max), header.decode(wire_zero)) == (length_max, 0)
+    for length in (length_max + 1, -1):
+        with pytest.raises(FramingError, match=f"does not fit a {header.name} header"):
+            header.encode(length)
+
+
+def test_a_body_too_long_for_the_ascii_header_is_refused_not_sent_with_five_digits():
+    # "10000" would be read as a 4-digit header "1000" and a body starting with "0":
+    # every frame after it would be cut in the wrong place.
+    framer = Framer(ASCII_4, 20_000)
+    with pytest.raises(FramingError, match="does not fit a 4-byte ASCII header"):
+        framer.frame(b"x" * 10_000)
+    assert framer.frame(b"x" * 9_999)[:4] == b"9999"
+
+
+@pytest.mark.parametrize("header", HEADERS)
+def test_a_frame_of_exactly_the_maximum_passes_one_byte_more_does_not(header):
+    most = 100
+    body = bytes(range(most))
+    wire = Framer(header, most).frame(body)
+    assert wire == header.encode(most) + body
+    assert Framer(header, most).feed(wire) == [body]
+    with pytest.raises(FramingError, match=f"frame of {most + 1} bytes exceeds the maximum"):
+        Framer(header, most).frame(body + b"!")
+    with pytest.raises(FramingError, match=f"frame of {most + 1} bytes exceeds the maximum"):
+        Framer(header, most).feed(header.encode(most + 1))
+
+
+@pytest.mark.parametrize("header", HEADERS)
+def test_pending_bytes_counts_what_waits_for_the_rest_of_a_frame(header):
+    framer = Framer(header, 100)
+    wire = framer.frame(b"hello") + framer.frame(b"world")
+    assert framer.feed(wire[:header.size_bytes - 1]) == []
+    assert framer.pending_bytes == header.size_bytes - 1  # half a header
+    assert framer.feed(wire[header.size_bytes - 1:header.size_bytes + 3]) == []
+    assert framer.pending_bytes == 3  # the header is read; three bytes of the body wait
+    assert framer.feed(wire[header.size_bytes + 3:-2]) == [b"hello"]
+    assert framer.feed(wire[-2:]) == [b"world"]
+    assert framer.pending_bytes == 0
+
+
+@pytest.mark.parametrize("header", [b"+123", b" 123", b"-001", b"1.00", b"\x001\x002"])
+def test_an_ascii_header_of_anything_but_four_decimal_digits_is_refused(header):
+    with pytest.raises(FramingError, match="is not decimal digits"):
+        Framer(ASCII_4, 9_999).feed(header + b"body")
