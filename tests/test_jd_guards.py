@@ -12,9 +12,9 @@ import pytest
 
 from protocols import jd
 from protocols.channel import ClientAnswer, Decoded
+from protocols.demo import DEMO_JD_KEY, DEMO_JD_MERCHANT
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
-from switch.config import DEMO_JD_KEY, DEMO_JD_MERCHANT
 from switch.send import exchange
 from tests.support import make_card
 from tests.test_policy_support import new_ref, policy_switch

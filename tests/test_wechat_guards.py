@@ -11,9 +11,9 @@ import pytest
 
 from protocols import wechat
 from protocols.channel import ClientAnswer, Decoded
+from protocols.demo import DEMO_WECHAT_APPID, DEMO_WECHAT_KEY, DEMO_WECHAT_MCH_ID
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
-from switch.config import DEMO_WECHAT_APPID, DEMO_WECHAT_KEY, DEMO_WECHAT_MCH_ID
 from switch.send import exchange
 from tests.support import make_card
 from tests.test_policy_support import new_ref, policy_switch
