@@ -79,11 +79,15 @@ class CardView(msgspec.Struct):
 
 
 class Ledger:
-    def __init__(self, client: aioredis.Redis, clock: Clock | None = None, *,
+    def __init__(self, client: aioredis.Redis, clock: Clock | None = None,
+                 scripts: ScriptPipeline | None = None, *,
                  request_deadline_ms: int = limits.request_deadline_ms) -> None:
+        """`scripts` stands in for the auto-pipeline of the Lua functions' calls (the bench's
+        reference server and its call capture); by default the ledger makes its own."""
         self.client = client
         self.clock = clock or SystemClock()
-        self.scripts = ScriptPipeline(client, ledger_library(), request_deadline_ms / 1000)
+        self.scripts = scripts or ScriptPipeline(client, ledger_library(),
+                                                 request_deadline_ms / 1000)
         # Every pipeline on this ledger's Redis client (the token vault's joins it): aclose
         # waits for their calls and closes their connections, then the client's.
         self.pipelines = [self.scripts]

@@ -14,6 +14,7 @@ from typing import Any
 from protocols.messages import AuthRequest, MessageClass
 from switch.engine import Engine
 from switch.ledger import Ledger
+from switch.lua_library import ledger_library
 from switch.policy import Policy
 from switch.policy_file import load_policy
 
@@ -37,10 +38,9 @@ async def script_call(request: AuthRequest) -> tuple[str, str, tuple[str, ...], 
     """(Redis function name, its library's code, KEYS, ARGV) of the ledger call the switch
     makes for `request`: judged by its engine under the default policy (rules, velocity
     counters), the call captured unsent."""
-    ledger = Ledger(client=None)
     capture = Capture()
-    library = ledger.scripts.library
-    ledger.scripts = capture
+    library = ledger_library()
+    ledger = Ledger(client=None, scripts=capture)
     await Engine(ledger, Policy(load_policy(None))).decide(request)
     (name, keys, args), = capture.calls
     return library.function(name), library.code, keys, tuple(

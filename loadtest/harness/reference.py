@@ -34,6 +34,7 @@ from protocols.jd import JdCodec
 from protocols.messages import AuthRequest
 from protocols.pos import PosCodec
 from switch.ledger import Ledger
+from switch.lua_library import ledger_library
 from switch.policy_file import PolicySpec, load_policy, mcc_codes
 
 REDIS_CONNECTIONS_MAX = 64  # one FCALL per connection at a time: this bounds concurrency
@@ -71,15 +72,20 @@ class OneCallScripts:
         result = await self.client.fcall(self.library.function(name), len(keys), *keys, *args)
         return transform(result) if transform else result
 
+    async def drain(self) -> None:
+        """Nothing waits here: each call is awaited by its own request."""
+
+    def close(self) -> None:
+        """The connections are the client's: Ledger.aclose closes them."""
+
 
 async def make_ledger(url: str):
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=REDIS_CONNECTIONS_MAX, timeout=REDIS_POOL_WAIT_S,
         decode_responses=True)
     client = aioredis.Redis(connection_pool=pool)
-    ledger = Ledger(client)
-    ledger.scripts = OneCallScripts(client, ledger.scripts.library)
-    await ledger.scripts.load()
+    ledger = Ledger(client, scripts=OneCallScripts(client, ledger_library()))
+    await ledger.start()
     return ledger
 
 
@@ -109,6 +115,14 @@ class JdHandler:
         return self.codec.encode_response(decoded.context, response)
 
 
+class PyIsoAnswers(PosCodec):
+    """The switch's POS answers (the request's fields echoed, the decision's added), encoded
+    by pyiso8583 instead of the switch's codec."""
+
+    def encode(self, fields: dict[str, Any]) -> bytes:
+        return bytes(iso8583.encode(dict(fields), default_ascii)[0])
+
+
 class PosHandler:
     """pyiso8583 decodes and encodes; the switch's own field mapping (protocols/iso_channel)
     turns the message into the canonical request and the decision into the answer."""
@@ -119,11 +133,7 @@ class PosHandler:
         if iso8583 is None:
             raise RuntimeError("the POS reference server needs pyiso8583 (make test installs it)")
         self.ledger = ledger
-        self.answers = PosCodec()
-        self.answers.encode = self.encode  # the answer's fields, encoded by pyiso8583
-
-    def encode(self, fields: dict[str, Any]) -> bytes:
-        return bytes(iso8583.encode(dict(fields), default_ascii)[0])
+        self.answers = PyIsoAnswers()
 
     async def answer(self, body: bytes) -> bytes:
         message, _ = iso8583.decode(body, default_ascii)
