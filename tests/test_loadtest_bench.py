@@ -3,6 +3,7 @@ the side-by-side table. No speed is asserted: only that each part measures what 
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 
 import pytest
@@ -21,6 +22,7 @@ from loadtest.harness.bench_report import markdown, terminal_table
 from loadtest.harness.echo import Echo
 from protocols import iso_client, jd
 from protocols.framing import BINARY_4
+from protocols.ledger_layout import card_key
 from protocols.messages import MessageClass
 
 
@@ -50,13 +52,11 @@ async def test_redis_benchmark_runs_the_same_script(redis_url):
     # Little's law ties the rate read to the latency read: calls in flight = rate x latency.
     in_flight = result["rate"] * result["avg_latency_ms"] / 1000
     assert 0.2 < in_flight / (result["depth"] * result["connections"]) < 5
-    posted = int(redis.Redis.from_url(redis_url).hget(f"{{c:{pan}}}", "posted"))
+    posted = int(redis.Redis.from_url(redis_url).hget(card_key(pan), "posted"))
     assert posted >= 1990  # 1-fen sales with random references: a clash is a repeat
 
 
 async def test_the_echo_server_sends_every_frame_back():
-    import asyncio
-
     server = await asyncio.get_running_loop().create_server(lambda: Echo(BINARY_4),
                                                             "127.0.0.1", 0)
     try:

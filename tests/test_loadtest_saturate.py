@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+import msgspec
 import pytest
 
 from loadtest.generator.adapters.iso import terminal_tag
 from loadtest.generator.cards import seed_cards
 from loadtest.generator.closed_loop import ClosedLoop, SaturatePlan, ref_prefix
 from loadtest.generator.closed_loop_runner import ALL, merge, prepared, run_saturate, shares, table
-from loadtest.generator.worker import Target
+from loadtest.generator.worker import LoadTestError, Target
 from loadtest.generator.workload import load_test_pans
 from protocols.framing import BINARY_4, Framer
 from switch.config import Listener
@@ -93,8 +94,6 @@ class HoldingPeer(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        import msgspec
-
         for body in self.framer.feed(data):
             self.held += 1
             HoldingPeer.held_max[self.index] = max(HoldingPeer.held_max[self.index], self.held)
@@ -158,8 +157,6 @@ def test_ids_are_unique_per_worker_and_channel():
 
 @pytest.mark.parametrize("bad", [{"inflight": 0}, {"connections": 0}, {"duration_s": 0}])
 def test_plans_that_cannot_run_are_refused(bad):
-    from loadtest.generator.worker import LoadTestError
-
     with pytest.raises(LoadTestError):
         prepared(SaturatePlan(targets={"pos": Target("h", 1)}, **bad))
 
