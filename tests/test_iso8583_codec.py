@@ -35,15 +35,20 @@ FIELDS = {
 }
 
 
+@functools.cache
+def dialect_of(name: str):
+    return load_dialect(name)
+
+
 def fresh(name: str = ASCII) -> Codec:
     """A codec with no compiled plans (get_codec's is shared and warms up)."""
-    return Codec(load_dialect(name))
+    return Codec(dialect_of(name))
 
 
 @functools.cache
 def generic(name: str) -> Codec:
     """A codec that never compiles plans: the reference the plan path must agree with."""
-    return Codec(load_dialect(name), plans=False)
+    return Codec(dialect_of(name), plans=False)
 
 
 def warmed(name: str, wire: bytes) -> Codec:

@@ -60,10 +60,7 @@ class Codec:
     def __init__(self, dialect: Dialect, plans: bool = True) -> None:
         """plans=False keeps every message on the generic path (for tests and comparison)."""
         self.dialect = dialect
-        self._built = {spec.key: (spec, *_fields.build(spec)) for spec in dialect.fields}
-        self._bits = {"t": 0} | {key: 1 << (128 - int(key)) for key in self._built}
-        self._enc_rows = _rows({key: enc for key, (_, enc, _) in self._built.items()}, None)
-        self._dec_rows = _rows({key: dec for key, (_, _, dec) in self._built.items()}, _undefined)
+        self._built, self._bits, self._enc_rows, self._dec_rows = _tables(dialect)
         self._mti_encode, self._mti_decode = _MTI_CODECS[dialect.mti_encoding]
         self._mti_size = 4 if dialect.mti_encoding == "ascii" else 2
         limit = plans_per_cache_max if plans else 0
@@ -181,6 +178,20 @@ class Codec:
         if key in ("1", "p"):
             return Iso8583Error(str(key), None, "bitmaps are computed by the codec, not given")
         return Iso8583Error(str(key), None, f"not a field of dialect {self.dialect.name}")
+
+
+@functools.lru_cache(maxsize=64)
+def _tables(dialect: Dialect) -> tuple[dict, dict, tuple, tuple]:
+    """A dialect's field closures, field bits and bitmap rows, built once for all its codecs.
+
+    They hold no state, so codecs share them; a codec of its own (empty plan caches, as
+    the tests make by the hundred) then costs next to nothing.
+    """
+    built = {spec.key: (spec, *_fields.build(spec)) for spec in dialect.fields}
+    bits = {"t": 0} | {key: 1 << (128 - int(key)) for key in built}
+    enc_rows = _rows({key: enc for key, (_, enc, _) in built.items()}, None)
+    dec_rows = _rows({key: dec for key, (_, _, dec) in built.items()}, _undefined)
+    return built, bits, enc_rows, dec_rows
 
 
 def _bitmap_bytes(bitmap: int) -> bytes:
