@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import msgspec
 import pytest
 from hypothesis import given
@@ -9,9 +12,11 @@ from hypothesis import strategies as st
 
 from protocols import jd
 from protocols.channel import Decoded, sign_sorted_pairs
+from protocols.demo import DEMO_JD_KEY, DEMO_JD_MERCHANT
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 
 KEY = b"test-key"
+DOC = Path(__file__).parent.parent / "docs" / "channels" / "jd.md"
 CODEC = jd.JdCodec({"m1": KEY})
 
 
@@ -97,3 +102,32 @@ def test_garbage_gets_a_format_error_reply_never_an_exception(garbage):
 def test_any_json_object_gets_a_reply_or_a_request(fields):
     result = CODEC.decode_request(msgspec.json.encode(fields))
     assert isinstance(result, bytes | Decoded)
+
+
+def test_the_worked_example_in_the_docs_is_what_the_code_does():
+    text = DOC.read_text()
+    request_json, answer_json = re.findall(r"```json\n(.*?)\n```", text, re.S)[:2]
+    signed_text = re.search(r"```\n(amount=.*?)\n```", text, re.S).group(1)
+    sizes = [(int(size), bytes.fromhex(header)) for size, header in re.findall(
+        r"\((\d+) bytes, (?:so the frame starts with|frame header) `([0-9a-f ]+)`\)", text)]
+    key = DEMO_JD_KEY.encode()
+    sale = AuthRequest(message_class=MessageClass.SALE, channel="jd", card="6253680000000018",
+                       amount_fen=12800, mcc="5411", merchant_id=DEMO_JD_MERCHANT,
+                       txn_ref="T20261129120000A1", transmitted_at="20261129120000")
+    body = jd.encode_request(sale, key, userId="jd_user_42")
+    assert body == request_json.encode()
+    fields = msgspec.json.decode(body)
+    assert signed_text == "&".join(f"{k}={v}" for k, v in sorted(fields.items()) if k != "sign")
+    codec = jd.JdCodec({DEMO_JD_MERCHANT: key})
+    answer = codec.encode_response(codec.decode_request(body).context, AuthResponse(
+        response_code="00", approved_fen=12800, auth_id="482913", open_to_buy_fen=987200,
+        beans=640))
+    assert answer == answer_json.encode()
+    assert sizes == [(len(body), len(body).to_bytes(4, "big")),
+                     (len(answer), len(answer).to_bytes(4, "big"))]
+
+
+def test_an_answer_with_fields_missing_reads_as_zeros_and_blanks():
+    answer = jd.decode_response(b'{"isoCode": "96", "amount": ""}')
+    assert answer.response == AuthResponse(response_code="96")
+    assert answer.correlation_id == ""
