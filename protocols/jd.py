@@ -146,8 +146,8 @@ def request_from_fields(fields: dict[str, str]) -> AuthRequest:
         txn_ref=txn_ref,
         original_ref=f"jd:{merchant}:{original}" if original else "",
         transmitted_at=_matching(fields, "tradeTime", TRADE_TIME_PATTERN),
-        partial_ok=fields.get("partialApproval", "0") == "1",
-        instant_refund=fields.get("lightningRefund", "0") == "1",
+        partial_ok=fields.get("partialApproval") == "1",
+        instant_refund=fields.get("lightningRefund") == "1",
         idempotency_key=txn_ref,
     )
 

@@ -93,11 +93,11 @@ IP = re.compile(r"[0-9A-Fa-f.:]{2,64}")
 
 
 class WechatError(ValueError):
-    """A request that cannot be taken (answered PARAM_ERROR / LACK_PARAMS, ISO 30)."""
+    """A request that cannot be taken (answered ISO 30: PARAM_ERROR, or LACK_PARAMS)."""
 
-    def __init__(self, detail: str, err_code: str = "PARAM_ERROR") -> None:
+    def __init__(self, detail: str, err_code: str = "") -> None:
         super().__init__(detail)
-        self.err_code = err_code
+        self.err_code = err_code  # "": the table's for 30 (PARAM_ERROR)
 
 
 class Merchant(NamedTuple):
@@ -200,8 +200,7 @@ class WechatCodec:
                            "nonce_str": fields.get("nonce_str", "")})
         if fields.get("sign_type") != SIGN_TYPE:  # checked first: no other rule to verify by
             return self._reply(fields, merchant, Code.FORMAT_ERROR,
-                               Reason.FORMAT.format(detail=f"sign_type must be {SIGN_TYPE}"),
-                               "PARAM_ERROR")
+                               Reason.FORMAT.format(detail=f"sign_type must be {SIGN_TYPE}"))
         if not signature_matches(sign(fields, merchant.key), fields.get("sign", "")):
             return self._reply(fields, merchant, Code.SECURITY_VIOLATION, Reason.SIGNATURE_MISMATCH)
         try:
@@ -234,7 +233,7 @@ def request_from_fields(fields: dict[str, str], merchant_mcc: str) -> AuthReques
     api = fields.get("api", "")
     if api not in APIS:
         raise WechatError(f"api {api!r} is not one of {', '.join(APIS)}",
-                          "PARAM_ERROR" if api else LACK_PARAMS)
+                          "" if api else LACK_PARAMS)
     for name in ("appid", "nonce_str", "card_no", *REQUIRED[api]):
         if not fields.get(name):
             raise WechatError(f"{name} is required for {api}", LACK_PARAMS)
