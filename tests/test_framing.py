@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.framing import ASCII_4, BINARY_2, BINARY_4, Framer, FramingError
+from protocols.framing import ASCII_4, BINARY_2, BINARY_4, HEADER_FORMATS, Framer, FramingError
 
 HEADERS = [BINARY_2, BINARY_4, ASCII_4]
 
@@ -118,3 +118,11 @@ def test_pending_bytes_counts_what_waits_for_the_rest_of_a_frame(header):
 def test_an_ascii_header_of_anything_but_four_decimal_digits_is_refused(header):
     with pytest.raises(FramingError, match="is not decimal digits"):
         Framer(ASCII_4, 9_999).feed(header + b"body")
+
+
+def test_the_header_formats_by_the_names_a_config_gives_them():
+    assert HEADER_FORMATS == {"binary2": BINARY_2, "binary4": BINARY_4, "ascii4": ASCII_4}
+    assert [header.name for header in HEADERS] == ["2-byte binary", "4-byte binary",
+                                                    "4-byte ASCII"]
+    with pytest.raises(AttributeError):  # one value shared by every listener: never changed
+        BINARY_2.size_bytes = 4

@@ -7,6 +7,9 @@ where the engine's checks answer in JD's words. Every value is the switch's answ
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import msgspec
 import pytest
 
@@ -19,6 +22,7 @@ from switch.send import exchange
 from tests.support import make_card
 from tests.test_policy_support import new_ref, policy_switch
 
+CODES_PAGE = Path(__file__).parent.parent / "docs" / "codes.md"
 KEY = b"test-key"
 DEMO_KEY = DEMO_JD_KEY.encode()
 CODEC = jd.JdCodec({"m1": KEY})
@@ -141,6 +145,22 @@ def test_the_optional_fields_reach_the_request_as_sent():
                                                                       "20261129120000")
     bare = accepted(jd.encode_request(client_request(mcc=""), KEY))
     assert (bare.mcc, bare.expiry, bare.terminal_id) == ("", "", "")  # the engine judges ""
+
+
+def documented_answers() -> dict[str, tuple[str, str]]:
+    """docs/codes.md's table of response codes: code -> (JD `code`, WeChat `err_code`)."""
+    rows = re.findall(r"^\| `(\w\w)` \|.*\| (`\w+`) \| ([^|]+?) \|$", CODES_PAGE.read_text(),
+                      re.M)
+    return {code: (jd_code.strip("`"), wechat_code.strip("`")) for code, jd_code, wechat_code
+            in rows}
+
+
+def test_each_code_is_answered_with_the_result_code_and_description_documented():
+    documented = documented_answers()
+    assert set(documented) == set(jd.RESULT_CODES)
+    for code, (result, _) in documented.items():
+        assert jd.result_code(code)[0] == result, code
+        assert jd.result_code(code)[1], f"{code} has no description"
 
 
 # --- the codec: who sent it -------------------------------------------------------------------

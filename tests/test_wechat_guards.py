@@ -16,6 +16,7 @@ from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
 from switch.send import exchange
 from tests.support import make_card
+from tests.test_jd_guards import documented_answers
 from tests.test_policy_support import new_ref, policy_switch
 from tests.test_wechat_codec import CODEC, KEY, MCH, body, micropay
 
@@ -190,8 +191,9 @@ def test_an_unknown_merchant_is_a_transport_failure_unsigned_echoing_the_nonce()
     answer = wechat.decode_response(CODEC.decode_request(body(micropay(mch_id="1"))))
     assert answer.fields == {"return_code": "FAIL", "return_msg": "unknown mch_id",
                              "iso_code": "03", "nonce_str": "5K8264ILTKCH16CQ"}
-    assert (answer.correlation_id, answer.response.response_code, answer.response.reason) == (
-        "5K8264ILTKCH16CQ", "03", "unknown mch_id")  # the reason is the transport's message
+    assert answer.correlation_id == "5K8264ILTKCH16CQ"
+    # No decision fields: zeros and blanks; the reason is the transport's message.
+    assert answer.response == AuthResponse(response_code="03", reason="unknown mch_id")
 
 
 def test_a_wrong_or_missing_signature_is_signerror_signed():
@@ -202,6 +204,24 @@ def test_a_wrong_or_missing_signature_is_signerror_signed():
         answer = wechat.decode_response(CODEC.decode_request(raw), KEY)
         assert (answer.fields["err_code"], answer.response.response_code,
                 answer.response.reason) == ("SIGNERROR", "63", "signature_mismatch")
+
+
+def test_each_declining_code_is_answered_with_the_err_code_documented():
+    approving = "(none: `SUCCESS`)"
+    for code, (_, documented) in documented_answers().items():
+        error = wechat.err_code(AuthResponse(response_code=code))
+        if documented == approving:
+            assert error is None, code
+        else:
+            assert error is not None and error[0] == documented and error[1], code
+
+
+@pytest.mark.parametrize(("state", "trade_state"), [
+    ("captured", "SUCCESS"), ("refunded", "REFUND"), ("reversed", "REVOKED"),
+    ("expired", "CLOSED"), ("pending", "USERPAYING"),
+])
+def test_each_reported_state_is_its_trade_state(state, trade_state):
+    assert wechat.TRADE_STATES[state] == trade_state
 
 
 # --- the answer's fields ----------------------------------------------------------------------
