@@ -53,7 +53,7 @@ class Framer:
         self.header = header
         self.frame_size_max_bytes = frame_size_max_bytes
         self._buffer = bytearray()
-        self._body_length = -1  # -1: waiting for a header
+        self._body_length: int | None = None  # None: waiting for a header
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the frame bodies now complete (possibly none)."""
@@ -62,7 +62,7 @@ class Framer:
         frames = []
         header_size = self.header.size_bytes
         while True:
-            if self._body_length < 0:
+            if self._body_length is None:
                 if len(buffer) < header_size:
                     break
                 length = self.header.decode(bytes(buffer[:header_size]))
@@ -77,7 +77,7 @@ class Framer:
                 break
             frames.append(bytes(buffer[: self._body_length]))
             del buffer[: self._body_length]
-            self._body_length = -1
+            self._body_length = None
         return frames
 
     @property
