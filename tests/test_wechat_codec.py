@@ -11,10 +11,11 @@ import hmac
 import re
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from protocols import wechat
-from protocols.messages import AuthResponse, MessageClass
+from protocols.messages import AuthRequest, AuthResponse, MessageClass
 
 KEY = b"test-api-key"
 MCH = "1900000109"
@@ -235,3 +236,44 @@ def test_the_worked_example_in_the_docs_is_what_the_code_does():
     assert fields["sign"] == wechat.sign(fields, key) == v2_sign(fields, key)
     answer = wechat.parse_xml(answer_xml.encode())
     assert answer["sign"] == v2_sign(answer, key)
+
+
+def test_the_worked_example_answer_is_what_the_codec_answers():
+    text = DOC.read_text()
+    request_xml, answer_xml = re.findall(r"```xml\n(.*?)\n```", text, re.S)[:2]
+    on_the_wire = int(re.search(r"Answer \((\d+) bytes on the wire\)", text).group(1))
+    key = re.search(r"API key `([^`]+)`", text).group(1).encode()
+    documented = wechat.parse_xml(answer_xml.encode())
+    codec = wechat.WechatCodec({"1900000109": wechat.Merchant(key, "5411")},
+                               lambda: documented["time_end"])
+    decoded = codec.decode_request(request_xml.encode())
+    answer = codec.encode_response(decoded.context, AuthResponse(
+        response_code="00", approved_fen=12800, auth_id=documented["approval_code"],
+        open_to_buy_fen=987200, beans=128))
+    assert wechat.parse_xml(answer) == documented
+    assert len(answer) == on_the_wire
+
+
+@pytest.mark.parametrize(("kind", "expected"), [
+    (MessageClass.SALE, {
+        "api": "micropay", "total_fee": "1234", "fee_type": "CNY",
+        "body": "switch simulator purchase", "auth_code": "134567890123456789",
+        "spbill_create_ip": "127.0.0.1", "mcc": "5812", "out_trade_no": "N1"}),
+    (MessageClass.REFUND, {
+        "api": "refund", "out_refund_no": "N1", "refund_fee": "1234", "total_fee": "1234",
+        "out_trade_no": "O1"}),
+    (MessageClass.REVERSAL, {"api": "reverse", "out_trade_no": "O1"}),
+    (MessageClass.INQUIRY, {"api": "orderquery", "out_trade_no": "O1"}),
+])
+def test_a_client_request_on_the_wire(kind, expected):
+    request = AuthRequest(message_class=kind, channel="wechat", card="6253680000000019",
+                          amount_fen=1234, mcc="5812", merchant_id=MCH, terminal_id="POS-7",
+                          txn_ref="N1", original_ref="O1")
+    common = {"appid": "wx1", "mch_id": MCH, "nonce_str": "N1", "sign_type": "HMAC-SHA256",
+              "card_no": "6253680000000019", "device_info": "POS-7"}
+    assert wechat.request_fields(request, "wx1") == common | expected
+    assert wechat.request_fields(request, "wx1", device_info="", x="1") == (
+        {k: v for k, v in (common | expected).items() if k != "device_info"} | {"x": "1"})
+    with pytest.raises(ValueError, match="WeChat Pay has no auth"):
+        auth = msgspec.structs.replace(request, message_class=MessageClass.AUTH)
+        wechat.request_fields(auth, "wx1")

@@ -240,6 +240,16 @@ def test_a_decline_answer_carries_the_decision_and_no_order_fields():
         "beans": "0", "repeat": "0"}
 
 
+def test_a_paid_order_sent_again_is_orderpaid_and_only_a_micropay_is():
+    again = AuthResponse(response_code="00", approved_fen=888, repeat=True)
+    paid = wechat.response_fields(micropay(), again, "20261129200000")
+    assert (paid["result_code"], paid["err_code"], paid["err_code_des"], paid["repeat"]) == (
+        "FAIL", "ORDERPAID", "order already paid", "1")
+    assert paid["total_fee"] == "888"  # the first answer's fields stay
+    refunded = wechat.response_fields(refund(), again, "20261129200000")
+    assert (refunded["result_code"], "err_code" in refunded) == ("SUCCESS", False)
+
+
 def test_an_order_query_of_an_unknown_state_is_payerror():
     answer = wechat.response_fields(micropay(api="orderquery"),
                                     AuthResponse(response_code="00", approved_fen=5),
