@@ -42,6 +42,7 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
                          "tests/test_policy_over_tcp.py", "tests/test_tokens.py",
                          "tests/test_policy_model.py"),
     "switch/policy.py": ("tests/test_policy.py", "tests/test_policy_bounds.py",
+                         "tests/test_policy_explain.py",
                          "tests/test_velocity_window.py", "tests/test_policy_over_tcp.py",
                          "tests/test_policy_model.py"),
     "switch/ledger.py": ("tests/test_ledger_guards.py", "tests/test_velocity_window.py",
