@@ -26,9 +26,10 @@ from tests.test_policy_support import T0_MS, new_ref
 MAX_FEN = limits.amount_max_fen
 
 
-def sale(pan: str, amount_fen: int = 100, ref: str | None = None, **fields) -> AuthRequest:
+def sale(pan: str, amount_fen: int = 100, ref: str | None = None, cls: C = C.SALE,
+         **fields) -> AuthRequest:
     ref = ref or new_ref("L")
-    return AuthRequest(message_class=C.SALE, channel="jd", card=pan, amount_fen=amount_fen,
+    return AuthRequest(message_class=cls, channel="jd", card=pan, amount_fen=amount_fen,
                        mcc="5411", txn_ref=ref, idempotency_key=new_ref("K"), **fields)
 
 
@@ -54,7 +55,7 @@ async def test_set_card_refuses_values_out_of_bounds(ledger, fields, error):
     assert await ledger.card(pan) is None  # nothing was written
 
 
-@pytest.mark.parametrize(("limit_fen", "expiry"), [(0, "3001"), (MAX_FEN, "3012")])
+@pytest.mark.parametrize(("limit_fen", "expiry"), [(0, "3001"), (MAX_FEN, "3112")])
 async def test_set_card_takes_values_at_the_bounds(ledger, limit_fen, expiry):
     pan = new_pan()
     await ledger.set_card(pan, limit_fen=limit_fen, expiry=expiry)
@@ -133,6 +134,27 @@ async def test_a_transaction_as_the_view_shows_it(ledger):
         request.txn_ref, "sale", "captured", 12_345, 0, 12_345, 0, "123456", T0_MS, 369, 0)
     assert (second.kind, second.state, second.hold, second.expires_ms) == (
         "auth", "pending", 500, T0_MS + 1 + 30 * 24 * 3600 * 1000)
+
+
+async def test_a_reference_may_hold_the_key_separator(ledger):
+    pan = await make_card(ledger, limit_fen=10_000)
+    ref = new_ref("S") + ":t:x"
+    assert (await ledger.execute(sale(pan, 100, ref), "000001")).response_code == "00"
+    assert [t.ref for t in (await ledger.card(pan)).transactions] == [ref]
+
+
+async def test_an_inquiry_naming_an_original_says_its_state(ledger):
+    pan = await make_card(ledger, limit_fen=10_000)
+    first = sale(pan, 700)
+    await ledger.execute(first, "000001")
+    inquiry = AuthRequest(message_class=C.INQUIRY, channel="jd", card=pan, amount_fen=0,
+                          txn_ref=new_ref("Q"), original_ref=first.txn_ref,
+                          idempotency_key=new_ref("K"))
+    answer = await ledger.execute(inquiry, "")
+    assert (answer.response_code, answer.state, answer.open_to_buy_fen) == (
+        "00", "captured", 9_300)
+    plain = await ledger.execute(sale(pan, 0, cls=C.INQUIRY), "")
+    assert (plain.response_code, plain.state) == ("00", "")
 
 
 async def test_open_to_buy_is_never_below_zero(ledger):
