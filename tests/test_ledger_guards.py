@@ -28,9 +28,10 @@ MAX_FEN = limits.amount_max_fen
 
 def sale(pan: str, amount_fen: int = 100, ref: str | None = None, cls: C = C.SALE,
          **fields) -> AuthRequest:
-    ref = ref or new_ref("L")
+    """A sale (or another class), under a fresh idempotency key."""
+    fields = {"mcc": "5411", "txn_ref": ref or new_ref("L")} | fields
     return AuthRequest(message_class=cls, channel="jd", card=pan, amount_fen=amount_fen,
-                       mcc="5411", txn_ref=ref, idempotency_key=new_ref("K"), **fields)
+                       idempotency_key=new_ref("K"), **fields)
 
 
 # --- set_card ---------------------------------------------------------------------------------
@@ -124,8 +125,7 @@ async def test_a_transaction_as_the_view_shows_it(ledger):
     pan = await make_card(ledger, limit_fen=100_000)
     request = sale(pan, 12_345)
     await ledger.execute(request, "123456", beans_per_yuan=3)
-    hold = AuthRequest(message_class=C.AUTH, channel="jd", card=pan, amount_fen=500,
-                       mcc="5411", txn_ref=new_ref("A"), idempotency_key=new_ref("K"))
+    hold = sale(pan, 500, cls=C.AUTH)
     clock.now += 1
     await ledger.execute(hold, "654321")
     first, second = (await ledger.card(pan)).transactions
@@ -147,9 +147,7 @@ async def test_an_inquiry_naming_an_original_says_its_state(ledger):
     pan = await make_card(ledger, limit_fen=10_000)
     first = sale(pan, 700)
     await ledger.execute(first, "000001")
-    inquiry = AuthRequest(message_class=C.INQUIRY, channel="jd", card=pan, amount_fen=0,
-                          txn_ref=new_ref("Q"), original_ref=first.txn_ref,
-                          idempotency_key=new_ref("K"))
+    inquiry = sale(pan, 0, cls=C.INQUIRY, mcc="", original_ref=first.txn_ref)
     answer = await ledger.execute(inquiry, "")
     assert (answer.response_code, answer.state, answer.open_to_buy_fen) == (
         "00", "captured", 9_300)
@@ -229,9 +227,7 @@ async def test_settle_gives_back_the_pending_credit_of_refunds(ledger):
     pan = await make_card(ledger, limit_fen=10_000)
     first = sale(pan, 4000)
     await ledger.execute(first, "000001")
-    refund = AuthRequest(message_class=C.REFUND, channel="jd", card=pan, amount_fen=1500,
-                         txn_ref=new_ref("F"), original_ref=first.txn_ref,
-                         idempotency_key=new_ref("K"))
+    refund = sale(pan, 1500, cls=C.REFUND, mcc="", original_ref=first.txn_ref)
     assert (await ledger.execute(refund, "")).response_code == "00"
     assert (await ledger.card(pan)).pending_credit == 1500
     assert await ledger.settle(pan) == 1500
