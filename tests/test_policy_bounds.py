@@ -17,6 +17,7 @@ from switch.clock import DAY_MS
 from switch.engine import Engine
 from switch.policy import PROFILES_CACHED_MAX, Policy
 from switch.policy_file import parse_policy
+from switch.terms import Counter
 from tests.support import FakeClock, make_card
 from tests.test_policy_support import new_ref
 
@@ -116,6 +117,17 @@ async def test_the_daily_cap_resets_exactly_at_beijing_midnight(ledger, clocked)
     assert await sale(BEIJING_MIDNIGHT_MS, 1) == ("61", "channel_daily:jd")
 
 
+def test_the_daily_cap_is_one_beijing_day_with_no_count_limit():
+    assert DAILY.judge(spend("jd", 100)).terms.counters == (Counter(
+        "d:jd", DAY_MS, 1, 8 * HOUR_MS, 0, 10000, "channel_daily:jd", "channel_daily:jd"),)
+
+
+@pytest.mark.parametrize("cls", [C.CAPTURE, C.REVERSAL, C.REFUND, C.INQUIRY])
+def test_releasing_or_reading_money_earns_nothing_and_counts_nothing(cls):
+    verdict = DAILY.judge(spend("jd", 100, cls=cls))
+    assert (verdict.decline, verdict.beans_per_yuan, verdict.terms.counters) == (None, 0, ())
+
+
 async def test_utc_midnight_is_no_new_day(ledger, clocked):
     clock, pan = clocked
 
@@ -144,8 +156,9 @@ def test_counters_outlive_the_longest_window_by_a_day():
     assert short.base_terms.counters_ttl_ms == 2 * DAY_MS  # never less than a day past a day
     terms = LONG_WINDOW.judge(spend("jd", 100)).terms
     assert terms.counters_ttl_ms == 4 * DAY_MS
-    assert [(c.field, c.bucket_ms, c.buckets, c.offset_ms, c.count_max, c.amount_max_fen)
-            for c in terms.counters] == [("v:three_days:86400000", DAY_MS, 3, 0, 2, 0)]
+    assert terms.counters == (Counter("v:three_days:86400000", DAY_MS, 3, 0, 2, 0,
+                                      "velocity_count:three_days",
+                                      "velocity_amount:three_days"),)
 
 
 async def test_a_three_day_window_counts_until_its_last_bucket_leaves(ledger, clocked):
