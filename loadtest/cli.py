@@ -12,6 +12,7 @@ import msgspec
 
 from loadtest.generator import adapters, report
 from loadtest.generator.cards import find_redis_url
+from loadtest.generator.client import LoadTestError, Target
 from loadtest.generator.closed_loop import SaturatePlan
 from loadtest.generator.closed_loop_runner import run_saturate
 from loadtest.generator.closed_loop_runner import table as closed_loop_table
@@ -19,7 +20,6 @@ from loadtest.generator.event_loop import run_async
 from loadtest.generator.findmax import Criteria, Step, find_max
 from loadtest.generator.runner import Plan, run_load, seed
 from loadtest.generator.stats import Totals
-from loadtest.generator.worker import LoadTestError, Target
 from loadtest.generator.workload import CARD_LIMIT_FEN
 from loadtest.harness import bench, bench_scale
 

@@ -6,8 +6,8 @@ from loadtest.generator import adapters
 from loadtest.generator.adapters.base import Context
 from loadtest.generator.adapters.iso import STANS_PER_TERMINAL, load_test_token
 from loadtest.generator.aggregate import OVERALL
+from loadtest.generator.client import Target
 from loadtest.generator.runner import Plan, run_load
-from loadtest.generator.worker import Target
 from loadtest.generator.workload import Txn, Workload, load_test_pans
 from protocols.cardnumbers import luhn_valid
 from protocols.iso8583 import get_codec

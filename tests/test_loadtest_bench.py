@@ -13,8 +13,8 @@ from loadtest.generator import adapters
 from loadtest.generator.adapters.base import Context
 from loadtest.generator.aggregate import OVERALL
 from loadtest.generator.cards import seed_cards
+from loadtest.generator.client import Target
 from loadtest.generator.runner import Plan, run_load
-from loadtest.generator.worker import Target
 from loadtest.generator.workload import Workload, load_test_pans
 from loadtest.harness import ledger_calls, redis_rate, reference
 from loadtest.harness.bench import median_of

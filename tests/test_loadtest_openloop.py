@@ -16,9 +16,9 @@ import pytest
 
 from loadtest.generator import worker
 from loadtest.generator.aggregate import OVERALL
+from loadtest.generator.client import Target
 from loadtest.generator.runner import Plan, run_load
 from loadtest.generator.schedule import NS_PER_S, Schedule
-from loadtest.generator.worker import Target
 from protocols.framing import BINARY_4, Framer
 from tests.support import ANSWER_WAIT_S
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from loadtest.generator import report
 from loadtest.generator.aggregate import OVERALL
 from loadtest.generator.cards import seed_cards
+from loadtest.generator.client import Target
 from loadtest.generator.runner import Plan, run_load
-from loadtest.generator.worker import Target
 from loadtest.generator.workload import load_test_pans
 
 CLI_WAIT_S = 120.0  # bound on a CLI run in these tests (a few seconds of load, plus start-up)

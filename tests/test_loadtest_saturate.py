@@ -11,9 +11,9 @@ import pytest
 
 from loadtest.generator.adapters.iso import terminal_tag
 from loadtest.generator.cards import seed_cards
+from loadtest.generator.client import LoadTestError, Target
 from loadtest.generator.closed_loop import ClosedLoop, SaturatePlan, ref_prefix
 from loadtest.generator.closed_loop_runner import ALL, merge, prepared, run_saturate, shares, table
-from loadtest.generator.worker import LoadTestError, Target
 from loadtest.generator.workload import load_test_pans
 from protocols.framing import BINARY_4, Framer
 from switch.config import Listener

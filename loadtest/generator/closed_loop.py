@@ -21,33 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable
 
 import msgspec
 
 from loadtest.generator import adapters
 from loadtest.generator.adapters.base import ClientAdapter
-from loadtest.generator.connection import ANSWER_SIZE_MAX_BYTES, AnswerReader
+from loadtest.generator.client import ClientConnection, LoadClient, Target
 from loadtest.generator.schedule import NS_PER_S
 from loadtest.generator.stats import ChannelSnapshot, ChannelStats
-from loadtest.generator.worker import CONNECT_TIMEOUT_S, LoadTestError, Target, collector_paused
-from loadtest.generator.workload import (
-    APPROVED,
-    DECLINED,
-    PENDING,
-    UNKNOWN,
-    Txn,
-    Workload,
-    load_test_pans,
-)
-from protocols.codes import APPROVING
-from protocols.framing import Framer
+from loadtest.generator.workload import Workload, load_test_pans
 
 SWEEP_EVERY_S = 0.05  # timeouts are found to within 50 ms; they are failures, not figures
 RUN_GRACE_S = 10.0  # past warm-up + duration + timeout, a worker that has not finished is stuck
 SALES_ONLY = frozenset({"sale"})
-EXPIRED_REMEMBERED_MAX = 10_000  # enough to tell the late answers of a stall from garbage
 # A capture, reversal, refund or repeat names a transaction this many steps back. In a closed
 # loop a transaction more steps back than there are requests in flight has been answered,
 # so twice the in-flight count suffices; the bounds are the open loop's (runner.py).
@@ -88,70 +75,53 @@ def ref_prefix(run_id: str, worker: int, channel: str) -> str:
     return f"{run_id}w{worker}{channel[0]}n"
 
 
-class ClosedConnection(AnswerReader, asyncio.Protocol):
+class ClosedConnection(ClientConnection):
     """One connection that refills to `inflight` requests after every chunk of answers."""
 
-    def __init__(self, owner: ClosedLoop, channel: str, adapter: ClientAdapter,
-                 inflight: int) -> None:
-        self.owner, self.channel, self.adapter = owner, channel, adapter
-        self.decode = adapter.decode
+    def __init__(self, client: ClosedLoop, adapter: ClientAdapter, inflight: int) -> None:
+        super().__init__(client, adapter)
         self.frame_header = adapter.header.encode
         self.inflight = inflight
-        self.framer = Framer(adapter.header, ANSWER_SIZE_MAX_BYTES)
-        self.pending: dict[str, tuple[int, Txn]] = {}  # correlation id -> (sent ns, txn)
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic_ns()  # one reading for every answer in this chunk
         answers = self.read_answers(data)
         if answers is None:
             return
+        answered = self.client.answered
         for (sent_ns, txn), code in answers:
-            self.owner.answered(self.channel, txn, code, now - sent_ns, now)
+            answered(txn, code, now - sent_ns)
+        self.client.second_answers[self.channel] += len(answers)
         self.top_up(now)
-
-    def count_bad(self, kind: str) -> None:
-        self.owner.count(self.channel, kind)
-
-    def was_expired(self, correlation_id: str) -> bool:
-        return self.owner.forget_expired(correlation_id)
 
     def top_up(self, now: int) -> None:
         """Send as many requests as answers came: back to exactly `inflight` in flight."""
         missing = self.inflight - len(self.pending)
-        if missing <= 0 or self.closed or not self.owner.sending:
+        client = self.client
+        if missing <= 0 or self.closed or not client.sending:
             return
+        workload = client.workloads[self.channel]
         frames = []
         for _ in range(missing):
-            txn = self.owner.next_txn(self.channel)
+            txn = workload.next()
             if txn.wire is None:
                 txn.wire = self.adapter.encode(txn)
             correlation_id, body = txn.wire
             if correlation_id in self.pending:  # the workload never does this: our bug
                 raise AssertionError(f"id {correlation_id} is already in flight")
             self.pending[correlation_id] = (now, txn)
-            self.owner.sent(self, txn, correlation_id, now)
+            client.sent(self, correlation_id, now, txn)
             frames.append(self.frame_header(len(body)) + body)
         self.transport.write(b"".join(frames))
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.owner.lost(self)
 
-    def close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.close()
-
-
-class ClosedLoop:
-    """One worker: its connections per channel, a workload per channel, its counters."""
+class ClosedLoop(LoadClient):
+    """One worker: its connections per channel, a workload per channel, its counters (one
+    set per phase: warm-up, window, drain)."""
 
     def __init__(self, plan: SaturatePlan, index: int, connections: dict[str, int],
                  on_second: Callable[[int, dict[str, int]], None] | None = None) -> None:
+        super().__init__(plan.targets, plan.timeout_s)
         self.plan, self.index, self.connections = plan, index, connections
         self.on_second = on_second  # (second, answers per channel in it), for progress
         pans = load_test_pans(plan.cards, plan.seed)
@@ -168,54 +138,16 @@ class ClosedLoop:
             self.workloads[channel] = Workload(
                 pans, {channel: 1}, plan.seed * 1_000_003 + index * 101 + number,
                 ref_prefix=prefix, lag=lag, channel_kinds={channel: kinds})
-        self.stats = {phase: {ch: ChannelStats() for ch in plan.targets}
-                      for phase in (WARMUP, WINDOW, DRAIN)}
-        self.phase = WARMUP
+        self.phases = {phase: {ch: ChannelStats() for ch in plan.targets}
+                       for phase in (WARMUP, WINDOW, DRAIN)}
+        self._enter(WARMUP)
         self.sending = False
-        self.stopped = False  # the run is over: timers still armed return at once
-        self.conns: dict[str, list[ClosedConnection]] = {ch: [] for ch in plan.targets}
-        self.deadlines: deque[tuple[int, ClosedConnection, str, int]] = deque()
-        self.expired: dict[str, None] = {}
-        self.timeout_ns = int(plan.timeout_s * NS_PER_S)
         self.second_answers = dict.fromkeys(plan.targets, 0)
         self.inflight_seen: dict[str, list[int]] = {}
         self.window_ns = [0, 0]
 
-    # --- counting (called by the connections) --------------------------------------------
-
-    def next_txn(self, channel: str) -> Txn:
-        return self.workloads[channel].next()
-
-    def sent(self, conn: ClosedConnection, txn: Txn, correlation_id: str, now: int) -> None:
-        stats = self.stats[self.phase][conn.channel]
-        stats.sent += 1
-        stats.kinds[txn.kind] = stats.kinds.get(txn.kind, 0) + 1
-        txn.state = PENDING
-        self.deadlines.append((now + self.timeout_ns, conn, correlation_id, now))
-
-    def answered(self, channel: str, txn: Txn, code: str, latency_ns: int, now: int) -> None:
-        stats = self.stats[self.phase][channel]
-        stats.answered += 1
-        stats.codes[code] = stats.codes.get(code, 0) + 1
-        if self.phase == WINDOW:
-            stats.latency_us.append(latency_ns // 1000)
-        self.second_answers[channel] += 1
-        txn.state = APPROVED if code in APPROVING else DECLINED
-
-    def count(self, channel: str, counter: str) -> None:
-        stats = self.stats[self.phase][channel]
-        setattr(stats, counter, getattr(stats, counter) + 1)
-
-    def forget_expired(self, correlation_id: str) -> bool:
-        return self.expired.pop(correlation_id, 0) is None
-
-    def lost(self, conn: ClosedConnection) -> None:
-        if conn in self.conns[conn.channel]:
-            self.conns[conn.channel].remove(conn)
-        self.stats[self.phase][conn.channel].errors += len(conn.pending)
-        for _, txn in conn.pending.values():
-            txn.state = UNKNOWN
-        conn.pending.clear()
+    def _enter(self, phase: str) -> None:
+        self.phase, self.stats = phase, self.phases[phase]
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -225,24 +157,17 @@ class ClosedLoop:
         loop = asyncio.get_running_loop()
         self._roll_transmitted()
         try:
-            await self._connect()
+            await self.connect(self.connections, self.plan.targets, self._connection)
             start_wall = get_start()
             await asyncio.sleep(max(0.0, start_wall - time.time()))
             bound_s = self.plan.warmup_s + self.plan.duration_s + self.plan.timeout_s
-            with collector_paused():
-                try:
-                    async with asyncio.timeout(bound_s + RUN_GRACE_S):
-                        await self._measure(loop)
-                except TimeoutError:
-                    raise LoadTestError(f"worker {self.index} did not finish within "
-                                        f"{bound_s + RUN_GRACE_S:.0f} s") from None
+            await self.run_bounded(self._measure(loop), bound_s + RUN_GRACE_S,
+                                   f"worker {self.index}")
         finally:
-            self.sending, self.stopped = False, True
-            for conns in self.conns.values():
-                for conn in conns:
-                    conn.close()
+            self.sending = False
+            self.close_connections()
         snapshot = {phase: {ch: s.snapshot() for ch, s in per.items()}
-                    for phase, per in self.stats.items()}
+                    for phase, per in self.phases.items()}
         outside = snapshot[WARMUP]
         for channel, drained in snapshot[DRAIN].items():
             outside[channel] = _plus(outside[channel], drained)
@@ -250,22 +175,8 @@ class ClosedLoop:
                              inflight_seen=self.inflight_seen,
                              window_s=(self.window_ns[1] - self.window_ns[0]) / NS_PER_S)
 
-    async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        for channel, count in self.connections.items():
-            target = self.plan.targets[channel]
-            for _ in range(count):
-                def factory(channel=channel) -> ClosedConnection:
-                    return ClosedConnection(self, channel, self.adapters[channel],
-                                            self.plan.inflight)
-                try:
-                    async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                        _, conn = await loop.create_connection(factory, target.host,
-                                                               target.port)
-                except (OSError, TimeoutError) as error:
-                    raise LoadTestError(f"cannot connect to {channel} at {target.host}:"
-                                        f"{target.port}: {error or 'timed out'}") from None
-                self.conns[channel].append(conn)
+    def _connection(self, channel: str) -> ClosedConnection:
+        return ClosedConnection(self, self.adapters[channel], self.plan.inflight)
 
     async def _measure(self, loop: asyncio.AbstractEventLoop) -> None:
         self.sending = True
@@ -276,12 +187,14 @@ class ClosedLoop:
         loop.call_later(SWEEP_EVERY_S, self._sweep)
         self._arm_second(started, 1)
         await asyncio.sleep(self.plan.warmup_s)
-        self.phase, self.window_ns[0] = WINDOW, time.monotonic_ns()
+        self._enter(WINDOW)
+        self.window_ns[0] = time.monotonic_ns()
         self.second_answers = dict.fromkeys(self.plan.targets, 0)
         await asyncio.sleep(self.plan.duration_s)
         self.window_ns[1] = time.monotonic_ns()
-        self.phase, self.sending = DRAIN, False
-        while any(conn.pending for conns in self.conns.values() for conn in conns):
+        self._enter(DRAIN)
+        self.sending = False
+        while self.in_flight():
             await asyncio.sleep(SWEEP_EVERY_S)
 
     def _arm_second(self, started_ns: int, second: int) -> None:
@@ -314,27 +227,12 @@ class ClosedLoop:
         if self.stopped:
             return
         now = time.monotonic_ns()
-        deadlines = self.deadlines
-        refill = set()
-        while deadlines and deadlines[0][0] <= now:
-            _, conn, correlation_id, sent_ns = deadlines.popleft()
-            entry = conn.pending.get(correlation_id)
-            if entry is None or entry[0] != sent_ns:
-                continue  # answered (its id may be in use again since)
-            del conn.pending[correlation_id]
-            entry[1].state = UNKNOWN
-            if len(self.expired) >= EXPIRED_REMEMBERED_MAX:
-                del self.expired[next(iter(self.expired))]
-            self.expired[correlation_id] = None
-            self.stats[self.phase][conn.channel].timeouts += 1
-            refill.add(conn)
-        for conn in refill:  # a timed-out request's place goes to a new one
+        for conn in self.expire_overdue(now):  # a timed-out request's place goes to a new one
             conn.top_up(now)
         if self.phase == WINDOW and self.sending:
             self._note_inflight()
         if not self.stopped and (self.sending or self.deadlines):
             asyncio.get_running_loop().call_later(SWEEP_EVERY_S, self._sweep)
-
 
 def _plus(a: ChannelSnapshot, b: ChannelSnapshot) -> ChannelSnapshot:
     """Two snapshots of one channel as one (counters and codes added; histograms dropped:

@@ -18,11 +18,11 @@ import msgspec
 
 from loadtest.generator.adapters.iso import terminal_tag
 from loadtest.generator.cards import seed_cards
+from loadtest.generator.client import LoadTestError, freeze_startup_heap
 from loadtest.generator.closed_loop import ClosedLoop, SaturatePlan, WorkerOutcome, ref_prefix
 from loadtest.generator.event_loop import run_async
 from loadtest.generator.runner import expect, join_workers, new_run_id
 from loadtest.generator.stats import Totals
-from loadtest.generator.worker import LoadTestError, freeze_startup_heap
 from loadtest.generator.workload import CARD_LIMIT_FEN, load_test_pans
 
 START_DELAY_S = 0.2  # from "all connected" to the first send, for every worker

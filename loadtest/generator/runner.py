@@ -21,9 +21,10 @@ import msgspec
 
 from loadtest.generator.aggregate import OVERALL, Aggregator, Point
 from loadtest.generator.cards import seed_cards, seed_tokens
+from loadtest.generator.client import LoadTestError, Target, freeze_startup_heap
 from loadtest.generator.event_loop import run_async
 from loadtest.generator.stats import Interval, Totals
-from loadtest.generator.worker import LoadTestError, Target, Worker, WorkerPlan, freeze_startup_heap
+from loadtest.generator.worker import Worker, WorkerPlan
 from loadtest.generator.workload import CARD_LIMIT_FEN, load_test_pans
 
 START_DELAY_S = 0.2  # from "all connected" to the first intended send, for every worker

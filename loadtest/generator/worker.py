@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import gc
 import os
 import sys
 import time
@@ -20,29 +19,17 @@ from collections.abc import Callable
 import msgspec
 
 from loadtest.generator import adapters
+from loadtest.generator.client import LoadClient, Target
 from loadtest.generator.connection import Connection
 from loadtest.generator.schedule import NS_PER_S, Schedule
 from loadtest.generator.stats import ChannelStats, Interval
 from loadtest.generator.workload import (
-    APPROVED,
-    DECLINED,
-    PENDING,
     UNKNOWN,
     Txn,
     Workload,
     load_test_pans,
 )
-from protocols.codes import APPROVING
 
-
-def freeze_startup_heap() -> None:
-    """Right before a run: what set-up built stays; full collections then skip it (their
-    pauses would be counted as latency)."""
-    gc.collect()
-    gc.freeze()
-
-
-CONNECT_TIMEOUT_S = 5.0  # a target that does not accept within this is down
 RUN_GRACE_S = 10.0  # past duration + timeout, a worker that has not finished is stuck
 SWEEP_EVERY_S = 0.01  # timeouts are found to within 10 ms; finer costs CPU for nothing
 # What wakes the sender. The event loop's own timers tick in whole milliseconds (libuv: a
@@ -163,11 +150,6 @@ def send_timer(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]):
     return LoopTimer(loop, callback)
 
 
-class Target(msgspec.Struct, frozen=True):
-    host: str
-    port: int
-
-
 class WorkerPlan(msgspec.Struct, kw_only=True):
     index: int
     rate: float  # requests per second from this worker
@@ -184,26 +166,11 @@ class WorkerPlan(msgspec.Struct, kw_only=True):
     options: dict[str, dict[str, str]] = {}
 
 
-class LoadTestError(RuntimeError):
-    """A run cannot go on (target down, bad plan); printed as one line."""
+class Worker(LoadClient):
+    """The open loop: sends at the schedule's intended times, whatever the answers do."""
 
-
-@contextlib.contextmanager
-def collector_paused():
-    """No cyclic garbage collection during a run: a full collection over the many live
-    transactions stalls the loop for tens of milliseconds, which the run would then measure
-    as the target's latency. What we allocate is freed by reference counting anyway."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-class Worker:
     def __init__(self, plan: WorkerPlan, sink: Callable[[Interval], None]) -> None:
+        super().__init__(plan.mix, plan.timeout_s)
         self.plan = plan
         self.sink = sink
         pans = load_test_pans(plan.cards, plan.seed)
@@ -213,18 +180,13 @@ class Worker:
         self.workload = Workload(pans, plan.mix, plan.seed * 1_000_003 + plan.index,
                                  ref_prefix=plan.ref_prefix, lag=plan.lag,
                                  channel_kinds={ch: a.kinds for ch, a in self.adapters.items()})
-        self.stats = {ch: ChannelStats() for ch in plan.mix}
-        self.conns: dict[str, list[Connection]] = {ch: [] for ch in plan.mix}
         self.next_conn = dict.fromkeys(plan.mix, 0)  # the connection this tick sends on
         self.backlog: dict[str, deque[tuple[int, Txn]]] = {ch: deque() for ch in plan.mix}
-        self.deadlines: deque[tuple[int, Connection, str, int]] = deque()
         self.dirty: list[Connection] = []  # connections with frames to write this tick
-        self.timeout_ns = int(plan.timeout_s * NS_PER_S)
         self.interval_index = 0
         self.schedule: Schedule | None = None
         self.timer: TimerFd | LoopTimer | None = None  # wakes `_tick`
         self.done: asyncio.Event | None = None
-        self.stopped = False
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -233,7 +195,8 @@ class Worker:
         self.done = asyncio.Event()
         self.workload.transmitted_at = time.strftime("%Y%m%d%H%M%S")
         try:
-            await self._connect()
+            await self.connect(dict.fromkeys(self.adapters, self.plan.connections),
+                               self.plan.targets, self._connection)
             start_wall = get_start()
             start_ns = time.monotonic_ns() + int((start_wall - time.time()) * NS_PER_S)
             self.schedule = Schedule(self.plan.rate, self.plan.duration_s, start_ns)
@@ -244,38 +207,15 @@ class Worker:
             loop.call_later(SWEEP_EVERY_S, self._sweep)
             # Bounded: every request is answered, timed out or dropped by then.
             bound_s = self.plan.duration_s + self.plan.timeout_s + RUN_GRACE_S
-            with collector_paused():
-                try:
-                    async with asyncio.timeout(bound_s):
-                        await self.done.wait()
-                except TimeoutError:
-                    raise LoadTestError(f"worker {self.plan.index} did not finish within "
-                                        f"{bound_s:.0f} s (its event loop starved?)") from None
+            await self.run_bounded(self.done.wait(), bound_s, f"worker {self.plan.index}")
             self._emit()
         finally:
-            self.stopped = True  # timers still armed return at once
             if self.timer is not None:
                 self.timer.close()
-            for conns in self.conns.values():
-                for conn in conns:
-                    conn.close()
+            self.close_connections()
 
-    async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        for channel, adapter in self.adapters.items():
-            target = self.plan.targets[channel]
-            for _ in range(self.plan.connections):
-                def factory(adapter=adapter) -> Connection:
-                    return Connection(adapter, self.plan.inflight_max, self._answered,
-                                      self._count, self._lost)
-                try:
-                    async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                        _, conn = await loop.create_connection(factory, target.host,
-                                                               target.port)
-                except (OSError, TimeoutError) as error:
-                    raise LoadTestError(f"cannot connect to {channel} at {target.host}:"
-                                        f"{target.port}: {error or 'timed out'}") from None
-                self.conns[channel].append(conn)
+    def _connection(self, channel: str) -> Connection:
+        return Connection(self, self.adapters[channel], self.plan.inflight_max)
 
     # --- sending --------------------------------------------------------------------------
 
@@ -330,11 +270,7 @@ class Worker:
             raise AssertionError(f"transaction id {correlation_id} is already in flight")
         if len(conn.outgoing) == 1:
             self.dirty.append(conn)
-        self.deadlines.append((intended + self.timeout_ns, conn, correlation_id, intended))
-        txn.state = PENDING
-        stats = self.stats[channel]
-        stats.sent += 1
-        stats.kinds[txn.kind] = stats.kinds.get(txn.kind, 0) + 1
+        stats = self.sent(conn, correlation_id, intended, txn)
         lag_ns = now - intended
         stats.send_lag_us.append(lag_ns // 1000)
         if lag_ns > self.timer.behind_ns:
@@ -357,39 +293,13 @@ class Worker:
             conn.flush()
         self.dirty.clear()
 
-    # --- answers, timeouts, lost connections -------------------------------------------
-
-    def _answered(self, txn: Txn, code: str, latency_ns: int) -> None:
-        stats = self.stats[txn.channel]
-        stats.answered += 1
-        stats.codes[code] = stats.codes.get(code, 0) + 1
-        stats.latency_us.append(latency_ns // 1000)
-        txn.state = APPROVED if code in APPROVING else DECLINED
-
-    def _count(self, channel: str, counter: str) -> None:
-        stats = self.stats[channel]
-        setattr(stats, counter, getattr(stats, counter) + 1)
-
-    def _lost(self, conn: Connection) -> None:
-        channel = conn.adapter.name
-        if conn in self.conns[channel]:
-            self.conns[channel].remove(conn)
-        self.stats[channel].errors += len(conn.pending)
-        for _, txn in conn.pending.values():
-            txn.state = UNKNOWN
-        conn.pending.clear()
+    # --- timeouts ---------------------------------------------------------------------------
 
     def _sweep(self) -> None:
         if self.stopped:
             return
         now = time.monotonic_ns()
-        deadlines = self.deadlines
-        while deadlines and deadlines[0][0] <= now:
-            _, conn, correlation_id, intended = deadlines.popleft()
-            txn = conn.expire(correlation_id, intended)
-            if txn is not None:
-                self.stats[txn.channel].timeouts += 1
-                txn.state = UNKNOWN
+        self.expire_overdue(now)
         if self.schedule.finished and any(self.backlog.values()):
             self._drain_backlogs(now)
             self._flush()
@@ -400,7 +310,7 @@ class Worker:
 
     def _finished(self) -> bool:
         return (self.schedule.finished and not any(self.backlog.values())
-                and not any(conn.pending for conns in self.conns.values() for conn in conns))
+                and not self.in_flight())
 
     # --- one-second intervals -------------------------------------------------------------
 

@@ -28,10 +28,10 @@ import msgspec
 
 from loadtest.generator import adapters
 from loadtest.generator.cards import seed_cards
+from loadtest.generator.client import Target
 from loadtest.generator.event_loop import run_async
 from loadtest.generator.findmax import Criteria, Step, find_max
 from loadtest.generator.runner import Plan, new_run_id
-from loadtest.generator.worker import Target
 from loadtest.generator.workload import load_test_pans
 from loadtest.harness import redis_rate
 from loadtest.harness.bench_report import machine, markdown, terminal_table

@@ -36,11 +36,11 @@ import msgspec
 
 from loadtest.generator import adapters
 from loadtest.generator.cards import seed_cards
+from loadtest.generator.client import Target
 from loadtest.generator.closed_loop import SaturatePlan
 from loadtest.generator.closed_loop_runner import ALL, SaturateResult, run_saturate
 from loadtest.generator.event_loop import run_async
 from loadtest.generator.runner import Plan, run_load
-from loadtest.generator.worker import Target
 from loadtest.generator.workload import load_test_pans
 from loadtest.harness import memory, realtime
 from loadtest.harness.bench import free_port, measure_target, python_module, serving

@@ -1,0 +1,221 @@
+"""What the open loop (worker.py) and the closed loop (closed_loop.py) share: connections to
+the targets, the deadline of every request in flight, and the counting of what became of
+each request (answered, timed out, lost with its connection, unreadable answer).
+
+A `LoadClient` owns its connections, one list per channel, and counts into `stats` (channel
+-> ChannelStats of the moment: the open loop starts a fresh set every second, the closed
+loop one per phase). Its connections are `ClientConnection`s: many requests in flight under
+the channel's correlation ids, answers matched in any order, and they tell their client of
+each answer, each bad answer and their loss. The two loops differ only in when they send: at
+the schedule's intended times, or as each answer comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from loadtest.generator.adapters.base import ClientAdapter
+from loadtest.generator.schedule import NS_PER_S
+from loadtest.generator.stats import ChannelStats
+from loadtest.generator.workload import APPROVED, DECLINED, PENDING, UNKNOWN
+from protocols.codes import APPROVING
+from protocols.framing import Framer, FramingError
+
+if TYPE_CHECKING:
+    from loadtest.generator.workload import Txn
+
+CONNECT_TIMEOUT_S = 5.0  # a target that does not accept within this is down
+ANSWER_SIZE_MAX_BYTES = 1 << 20  # far above any channel's answer; a bigger header is garbage
+EXPIRED_REMEMBERED_MAX = 10_000  # enough to recognise the late answers of a stall
+
+
+class Target(msgspec.Struct, frozen=True):
+    host: str
+    port: int
+
+
+class LoadTestError(RuntimeError):
+    """A run cannot go on (target down, bad plan); printed as one line."""
+
+
+def freeze_startup_heap() -> None:
+    """Right before a run: what set-up built stays; full collections then skip it (their
+    pauses would be counted as latency)."""
+    gc.collect()
+    gc.freeze()
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """No cyclic garbage collection during a run: a full collection over the many live
+    transactions stalls the loop for tens of milliseconds, which the run would then measure
+    as the target's latency. What we allocate is freed by reference counting anyway."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class ClientConnection(asyncio.Protocol):
+    """One connection to a channel. `pending`: correlation id -> (ns its latency and deadline
+    count from, txn)."""
+
+    def __init__(self, client: LoadClient, adapter: ClientAdapter) -> None:
+        self.client = client
+        self.adapter = adapter
+        self.channel = adapter.name
+        self.decode = adapter.decode
+        self.framer = Framer(adapter.header, ANSWER_SIZE_MAX_BYTES)
+        self.pending: dict[str, tuple[int, Txn]] = {}
+        self.expired: dict[str, None] = {}  # ids timed out lately, to tell a late answer
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def read_answers(self, data: bytes) -> list[tuple[tuple[int, Txn], str]] | None:
+        """(pending entry, code) of each whole answer in `data`, taken out of `pending`; None
+        when the stream is broken (the connection is aborted)."""
+        try:
+            frames = self.framer.feed(data)
+        except FramingError:
+            self.client.count(self.channel, "bad_answers")
+            self.transport.abort()
+            return None
+        answers = []
+        for body in frames:
+            try:
+                correlation_id, code = self.decode(body)
+            except ValueError:  # msgspec, ISO 8583 and framing errors are all ValueErrors
+                self.client.count(self.channel, "bad_answers")
+                continue
+            entry = self.pending.pop(correlation_id, None)
+            if entry is None:
+                late = self.expired.pop(correlation_id, 0) is None  # counted as a timeout
+                self.client.count(self.channel, "late_answers" if late else "bad_answers")
+                continue
+            answers.append((entry, code))
+        return answers
+
+    def expire(self, correlation_id: str, since_ns: int) -> Txn | None:
+        """Forget a request whose answer is overdue; None when it was answered already."""
+        entry = self.pending.get(correlation_id)
+        if entry is None or entry[0] != since_ns:  # answered (the id may be reused since)
+            return None
+        del self.pending[correlation_id]
+        if len(self.expired) >= EXPIRED_REMEMBERED_MAX:
+            del self.expired[next(iter(self.expired))]
+        self.expired[correlation_id] = None
+        return entry[1]
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.client.lost(self)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+
+class LoadClient:
+    """Connections per channel, deadlines, counts; a subclass decides when to send."""
+
+    def __init__(self, channels, timeout_s: float) -> None:
+        self.conns: dict[str, list[ClientConnection]] = {ch: [] for ch in channels}
+        self.stats: dict[str, ChannelStats] = {ch: ChannelStats() for ch in channels}
+        # (deadline ns, connection, correlation id, ns the deadline counts from), in order
+        self.deadlines: deque[tuple[int, ClientConnection, str, int]] = deque()
+        self.timeout_ns = int(timeout_s * NS_PER_S)
+        self.stopped = False  # the run is over: timers still armed return at once
+
+    async def connect(self, counts: dict[str, int], targets: dict[str, Target],
+                      factory: Callable[[str], ClientConnection]) -> None:
+        """`counts[channel]` connections to each channel's target, made by `factory`."""
+        loop = asyncio.get_running_loop()
+        for channel, count in counts.items():
+            target = targets[channel]
+            for _ in range(count):
+                try:
+                    async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                        _, conn = await loop.create_connection(
+                            lambda channel=channel: factory(channel), target.host, target.port)
+                except (OSError, TimeoutError) as error:
+                    raise LoadTestError(f"cannot connect to {channel} at {target.host}:"
+                                        f"{target.port}: {error or 'timed out'}") from None
+                self.conns[channel].append(conn)
+
+    async def run_bounded(self, work: Awaitable[None], bound_s: float, who: str) -> None:
+        """`work` without cyclic garbage collection, within `bound_s`: past it, `who` (a
+        worker) is stuck."""
+        with collector_paused():
+            try:
+                async with asyncio.timeout(bound_s):
+                    await work
+            except TimeoutError:
+                raise LoadTestError(f"{who} did not finish within {bound_s:.0f} s "
+                                    "(its event loop starved?)") from None
+
+    def close_connections(self) -> None:
+        self.stopped = True
+        for conns in self.conns.values():
+            for conn in conns:
+                conn.close()
+
+    def in_flight(self) -> bool:
+        return any(conn.pending for conns in self.conns.values() for conn in conns)
+
+    # --- counting (called as requests go out and as the connections report) ----------------
+
+    def sent(self, conn: ClientConnection, correlation_id: str, since_ns: int, txn: Txn
+             ) -> ChannelStats:
+        """Count a request just put in `conn.pending`, and watch its deadline."""
+        self.deadlines.append((since_ns + self.timeout_ns, conn, correlation_id, since_ns))
+        txn.state = PENDING
+        stats = self.stats[conn.channel]
+        stats.sent += 1
+        stats.kinds[txn.kind] = stats.kinds.get(txn.kind, 0) + 1
+        return stats
+
+    def answered(self, txn: Txn, code: str, latency_ns: int) -> None:
+        stats = self.stats[txn.channel]
+        stats.answered += 1
+        stats.codes[code] = stats.codes.get(code, 0) + 1
+        stats.latency_us.append(latency_ns // 1000)
+        txn.state = APPROVED if code in APPROVING else DECLINED
+
+    def count(self, channel: str, counter: str) -> None:
+        stats = self.stats[channel]
+        setattr(stats, counter, getattr(stats, counter) + 1)
+
+    def lost(self, conn: ClientConnection) -> None:
+        """A connection closed: what it had in flight will never be answered."""
+        if conn in self.conns[conn.channel]:
+            self.conns[conn.channel].remove(conn)
+        self.stats[conn.channel].errors += len(conn.pending)
+        for _, txn in conn.pending.values():
+            txn.state = UNKNOWN
+        conn.pending.clear()
+
+    def expire_overdue(self, now_ns: int) -> set[ClientConnection]:
+        """Count every request past its deadline as timed out; the connections they left."""
+        left = set()
+        deadlines = self.deadlines
+        while deadlines and deadlines[0][0] <= now_ns:
+            _, conn, correlation_id, since_ns = deadlines.popleft()
+            txn = conn.expire(correlation_id, since_ns)
+            if txn is not None:
+                self.stats[txn.channel].timeouts += 1
+                txn.state = UNKNOWN
+                left.add(conn)
+        return left
