@@ -137,6 +137,15 @@ def test_the_flags_are_yes_only_when_1(wire, partial_ok, instant_refund):
     assert (request.partial_ok, request.instant_refund) == (partial_ok, instant_refund)
 
 
+def test_a_client_sends_its_flags_and_the_codec_names_its_channel():
+    sent = client_request(partial_ok=True, instant_refund=True)
+    fields = msgspec.json.decode(jd.encode_request(sent, KEY))
+    assert (fields["partialApproval"], fields["lightningRefund"]) == ("1", "1")
+    request = accepted(jd.encode_request(sent, KEY))
+    assert (request.partial_ok, request.instant_refund) == (True, True)
+    assert request.channel == CODEC.name == "jd"
+
+
 def test_the_optional_fields_reach_the_request_as_sent():
     request = accepted(jd.encode_request(client_request(expiry="3012"), KEY, device="POS-7",
                                          industryCategoryCode="5812"))
@@ -206,8 +215,10 @@ def test_an_answer_carries_every_field_of_the_decision():
         "desc": "insufficient available credit", "isoCode": "51", "authCode": "",
         "amount": "0", "availableAmount": "77", "beans": "-3",
         "reason": "insufficient_open_to_buy", "repeat": "0", "tradeState": "captured"}, KEY)
+    assert jd.decode_response(CODEC.encode_response(context, response), KEY).response == response
     again = msgspec.structs.replace(response, repeat=True)
     assert msgspec.json.decode(CODEC.encode_response(context, again))["repeat"] == "1"
+    assert jd.decode_response(CODEC.encode_response(context, again), KEY).response == again
 
 
 # --- through a real switch: the engine's guards in JD's words -------------------------------
