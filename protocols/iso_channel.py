@@ -30,7 +30,7 @@ ECHOED = ("2", "3", "4", "7", "11", "12", "13", "18", "22", "25", "32", "33", "3
           "49", "70", "90")
 ADDED = frozenset({"38", "39", "44", "54"})  # set by the switch, never echoed
 ANSWER_FIELDS = tuple(sorted(set(ECHOED) | ADDED, key=int))
-NETWORK_CODES = {"001": "sign_on", "002": "sign_off", "301": "echo_test"}
+NETWORK_CODES = frozenset({"001", "002", "301"})  # F70: sign-on, sign-off, echo test
 # MTI digits 2-3 of a request -> processing type (F3 digits 1-2) -> message class.
 CLASSES = {
     "10": {"00": MessageClass.AUTH, "31": MessageClass.INQUIRY},
@@ -117,8 +117,7 @@ class IsoChannel:
         return self.mac.encode(fields)
 
     def _network(self, message: dict) -> bytes:
-        function = NETWORK_CODES.get(message.get("70", ""))
-        if function is None:
+        if message.get("70") not in NETWORK_CODES:
             return self.answer(message, Code.INVALID_TRANSACTION, Reason.NETWORK_CODE_UNSUPPORTED)
         return self.answer(message, Code.APPROVED)
 

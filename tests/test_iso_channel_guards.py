@@ -329,3 +329,9 @@ def test_a_dialect_with_a_bcd_mti_is_refused():
     with pytest.raises(ValueError, match="ASCII MTI"):
         PosCodec(bcd)
     assert PosCodec(ascii_dialect).codec.dialect is ascii_dialect
+
+
+def test_the_base_channel_names_itself_iso():
+    decoded = IsoChannel().decode_request(encode(sale()))
+    assert decoded.request.channel == "iso"
+    assert decoded.request.txn_ref == "iso:10000:TERM0001:000123"

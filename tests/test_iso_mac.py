@@ -6,10 +6,12 @@ from the worked example in docs/channels/pos.md, never from the code under test.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from protocols.codes import Reason
-from protocols.iso8583 import get_codec
+from protocols.iso8583 import Codec, get_codec, load_dialect
 from protocols.iso_client import IsoClient
 from protocols.iso_mac import IsoMac, mac, mac_field
 from protocols.pos import PosCodec
@@ -90,3 +92,13 @@ def test_server_and_client_share_the_mac():
     with pytest.raises(ValueError, match="answer carries no MAC"):
         client.decode(PosCodec().encode(answer))
     assert IsoClient().decode(server.encode(answer))["39"] == "05"  # no key: not checked
+
+
+def test_the_mac_s_own_field_says_whether_it_is_binary():
+    """F64 decides, not a neighbour: here F65 is text while F64 is binary, and the reverse."""
+    for base, other in (("iso87binary", "iso87ascii"), ("iso87ascii", "iso87binary")):
+        dialect = load_dialect(base)
+        f65 = load_dialect(other).field(65)
+        mixed = dataclasses.replace(dialect, fields=tuple(
+            f65 if spec.number == 65 else spec for spec in dialect.fields))
+        assert IsoMac(Codec(mixed), KEY).binary is (base == "iso87binary")

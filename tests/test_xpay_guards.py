@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+from pathlib import Path
 
 import pytest
 
 from protocols.channel import Decoded
 from protocols.messages import MessageClass
 from protocols.xpay import (
+    WALLETS,
     XpayCodec,
     XpayRequest,
     bcd,
@@ -199,3 +202,16 @@ def test_a_client_made_payment_is_read_back(dialect):
     doc["55"] = made.hex().upper() if binary else made
     got = request(doc, dialect)
     assert got.atc == 9 and got.cryptogram == cryptogram(KEY, got.cryptogram_data)
+
+
+def test_a_wallet_request_takes_keywords_only():
+    with pytest.raises(TypeError):
+        XpayRequest(b"\x00" * 8, message_class=C.SALE, channel="xpay", card=TOKEN,
+                    amount_fen=1)
+    assert XpayRequest(message_class=C.SALE, channel="xpay", card=TOKEN, amount_fen=1).atc == -1
+
+
+def test_the_wallets_are_those_the_channel_page_names():
+    page = (Path(__file__).parent.parent / "docs" / "channels" / "xpay.md").read_text()
+    named = re.search(r"the wallet \(([^)]*)\)", page).group(1)
+    assert tuple(re.findall(r"`(\w+)`", named)) == WALLETS == ("apple", "huawei", "mi")
