@@ -36,8 +36,3 @@ class Schedule:
 
     def next_due_ns(self) -> int | None:
         return None if self.finished else self.intended_ns(self.issued)
-
-    @property
-    def end_ns(self) -> int:
-        """The intended time of the last request."""
-        return self.intended_ns(self.total - 1)

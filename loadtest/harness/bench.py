@@ -42,7 +42,7 @@ from switch.redis_runner import PrivateRedis
 CARDS = 20_000  # enough that the policy's per-card velocity limits stay far away
 SEED = 1
 SWITCH_CHANNELS = ("pos", "jd")  # measured when the switch has them, in this order
-CONNECTIONS = 16  # per channel, as issue 6's saturation figure
+CONNECTIONS = 16  # per channel, as the saturation figure of make bench-scale
 START_RATE = 2000.0
 GROWTH = 2.0  # then REFINE halvings of the last gap: about ten steps per server
 REFINE = 3

@@ -1,10 +1,10 @@
-"""`make bench-scale`: issue 6's figures, measured side by side in one run on this machine.
+"""`make bench-scale`: the scaling targets' figures, measured side by side in one run here.
 
 1. Closed-loop saturation (generator/closed_loop.py), 16 connections x 32 in flight, POS then JD, on
    (a) the switch as one process, (a2) the switch as two processes (`--workers 2`), (d) the
    straightforward reference server (reference.py) and (b) an echo server (what the client
    itself can drive): in rounds, each round every server once, medians reported; ratios
-   (a)/(d) and (a2)/(d), the issue's target being 5x.
+   (a)/(d) and (a2)/(d), the target being 5x.
 2. Redis round trips per authorization at saturation: the switch processes of part 1 serve
    nothing else; they are stopped with SIGTERM after it and their own `counters:` lines
    are read from their logs (switch_counters.py).
@@ -53,7 +53,7 @@ from switch.redis_runner import PrivateRedis
 CARDS = 20_000  # as `make bench`: the policy's per-card velocity limits stay far away
 SEED = 1
 CHANNELS = ("pos", "jd")
-SATURATION_CONNECTIONS = 16  # issue 6: 16 connections x 32 in flight
+SATURATION_CONNECTIONS = 16  # the saturation target's setting: 16 connections x 32 in flight
 SATURATION_INFLIGHT = 32
 WARMUP_S = 0.5  # connections filled and the servers' caches warm before the window
 SCALE_CONNECTIONS = (1, 10, 100, 1000)
@@ -66,7 +66,7 @@ OPEN_LOOP_TARGETS_MS = {"p99": 2.0, "p99.9": 10.0}
 FIND_MAX_P99_MS = 5.0
 FIND_MAX_STEP_S = 2.0
 SATURATION_TARGET_RATIO = 5.0
-VISANET_RATE = 65_000  # messages/s, VisaNet's published capacity: issue 6's aim
+VISANET_RATE = 65_000  # messages/s, VisaNet's published capacity: the scaling targets' aim
 ROUND_TRIPS_TARGET = 0.2
 PARTS = ("saturation", "openloop", "scaling", "memory")
 SERVERS = {  # name -> what it is, in the order of each round

@@ -13,8 +13,6 @@ from pathlib import Path
 
 from loadtest.generator.svg import Series, line_chart
 
-CHANNEL_NAMES = {"pos": "POS (ISO 8583)", "jd": "JD (JSON)"}
-
 
 def _rate(value: float | None) -> str:
     return f"{value:,.0f}/s" if value else "-"
@@ -57,7 +55,7 @@ def saturation_rows(results: dict) -> list[list[str]]:
 
 def target_rows(results: dict) -> list[list[str]]:
     targets = results["targets"]
-    rows = [["issue 6 target", "measured", "met"]]
+    rows = [["scaling target", "measured", "met"]]
     part = results.get("saturation")
     if part:
         med = part["median"]
@@ -120,7 +118,7 @@ def memory_rows(results: dict) -> list[list[str]]:
 
 
 SECTIONS = (
-    ("Issue 6 targets", target_rows),
+    ("Scaling targets", target_rows),
     ("Closed-loop saturation, medians of the rounds", saturation_rows),
     ("Connections (closed loop, POS)", scaling_rows),
     ("Memory per card in Redis (INFO used_memory delta / cards)", memory_rows),

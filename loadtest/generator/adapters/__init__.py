@@ -13,7 +13,7 @@ from loadtest.generator.adapters.base import ClientAdapter, Context, Factory, Op
 from loadtest.generator.adapters.iso import pos_adapter, xpay_adapter
 from loadtest.generator.adapters.web import jd_adapter, wechat_adapter
 
-# channel name -> factory. Channels appear here as their protocols/ module lands.
+# channel name -> factory: every channel the switch serves.
 ADAPTERS: dict[str, Factory] = {
     "jd": jd_adapter,
     "wechat": wechat_adapter,
@@ -21,7 +21,7 @@ ADAPTERS: dict[str, Factory] = {
     "xpay": xpay_adapter,
 }
 
-# The mix the issue asks for when every channel exists; `--mix` overrides it.
+# The default mix of the channels' traffic; `--mix` overrides it.
 DEFAULT_MIX_WEIGHTS = {"pos": 60, "jd": 20, "wechat": 10, "xpay": 10}
 
 
