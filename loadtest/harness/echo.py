@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
-from loadtest.generator.event_loop import run_async
+from loadtest.generator.event_loop import run_async, until_stopped
 from protocols.framing import HEADER_FORMATS, Framer, HeaderFormat
 
 FRAME_SIZE_MAX_BYTES = 64 * 1024  # as the switch's default
@@ -38,11 +37,8 @@ class Echo(asyncio.Protocol):
 async def serve(host: str, port: int, header: HeaderFormat) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Echo(header), host, port)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     print(f"echo listening on {host}:{server.sockets[0].getsockname()[1]}", flush=True)
-    await stop.wait()
+    await until_stopped()
     server.close()
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import signal
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -25,7 +24,7 @@ try:
 except ImportError:  # a test-only peer: `make bench` skips the POS reference without it
     iso8583 = None
 
-from loadtest.generator.event_loop import run_async
+from loadtest.generator.event_loop import run_async, until_stopped
 from protocols.codes import Reason
 from protocols.demo import DEMO_JD_KEY, DEMO_JD_MERCHANT
 from protocols.framing import BINARY_2, BINARY_4
@@ -175,12 +174,8 @@ async def serve(channel: str, host: str, port: int, redis_url: str) -> None:
     handler = HANDLERS[channel](await make_ledger(redis_url))
     server = await asyncio.start_server(lambda r, w: serve_connection(handler, r, w), host,
                                         port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     print(f"reference {channel} listening on {host}:{port}", flush=True)
-    await stop.wait()
+    await until_stopped()
     server.close()
 
 
