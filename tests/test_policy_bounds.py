@@ -70,6 +70,12 @@ def test_explain_judges_the_cap_as_judge_does(amount_fen):
                           else f"{amount_fen} fen <= cap 5000 fen")
 
 
+def test_a_profile_is_compiled_once():
+    """The counters' argument is encoded once per profile, not per request."""
+    first = CAPS.judge(spend("wechat", 100, "5732")).terms
+    assert CAPS.judge(spend("wechat", 200, "5732")).terms is first
+
+
 def test_the_profile_cache_is_bounded():
     policy = Policy(parse_policy(""))
     for mcc in range(PROFILES_CACHED_MAX):
@@ -120,6 +126,13 @@ async def test_the_daily_cap_resets_exactly_at_beijing_midnight(ledger, clocked)
 def test_the_daily_cap_is_one_beijing_day_with_no_count_limit():
     assert DAILY.judge(spend("jd", 100)).terms.counters == (Counter(
         "d:jd", DAY_MS, 1, 8 * HOUR_MS, 0, 10000, "channel_daily:jd", "channel_daily:jd"),)
+
+
+def test_a_velocity_rule_without_a_count_limit_has_count_max_0():
+    amount_only = Policy(parse_policy(
+        "[[velocity]]\nid = 'spend'\nwindow_s = 60\nbuckets = 2\namount_max_fen = 500\n"))
+    assert amount_only.judge(spend("jd", 100)).terms.counters == (Counter(
+        "v:spend:30000", 30_000, 2, 0, 0, 500, "velocity_count:spend", "velocity_amount:spend"),)
 
 
 @pytest.mark.parametrize("cls", [C.CAPTURE, C.REVERSAL, C.REFUND, C.INQUIRY])
