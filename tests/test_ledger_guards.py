@@ -94,7 +94,8 @@ async def test_reset_card_forgets_every_transaction(ledger):
     view = await ledger.card(pan)
     assert (view.limit, view.expiry, view.status, view.posted, view.transactions) == (
         5_000, "3101", "frozen", 0, [])
-    await ledger.set_card(pan, status="active")
+    await ledger.reset_card(pan, limit_fen=5_000, expiry="3101")  # active unless told
+    assert (await ledger.card(pan)).status == "active"
     for ref in refs:  # their records are gone too: the references are free again
         assert (await ledger.execute(sale(pan, 100, ref), "000001")).response_code == "00"
 
