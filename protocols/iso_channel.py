@@ -74,10 +74,12 @@ class IsoChannel:
             message = self.codec.decode(body)
         except Iso8583Error as error:
             return self._undecodable(error)
-        problem = self._mac_problem(body, message)
-        if problem:
+        network = message["t"][1:3] == "80"
+        problem = self.mac.problem(body, message)
+        # Network management may travel unsigned; money never does.
+        if problem and not (network and problem == Reason.MAC_MISSING):
             return self.answer(message, Code.MAC_FAILURE, problem)
-        if message["t"][1:3] == "80":
+        if network:
             return self._network(message)
         try:
             request = self.build(message, request_basics(self.name, message))
@@ -120,12 +122,6 @@ class IsoChannel:
         if message.get("70") not in NETWORK_CODES:
             return self.answer(message, Code.INVALID_TRANSACTION, Reason.NETWORK_CODE_UNSUPPORTED)
         return self.answer(message, Code.APPROVED)
-
-    def _mac_problem(self, body: bytes, message: dict) -> str:
-        problem = self.mac.problem(body, message)
-        if problem == Reason.MAC_MISSING and message["t"][1:3] == "80":
-            return ""  # network management may travel unsigned; money never does
-        return problem
 
     def _undecodable(self, error: Iso8583Error) -> bytes:
         """Answer 30 with what could be read: the MTI and the fields before the defect."""
