@@ -252,6 +252,9 @@ def test_the_worked_example_answer_is_what_the_codec_answers():
         open_to_buy_fen=987200, beans=128))
     assert wechat.parse_xml(answer) == documented
     assert len(answer) == on_the_wire
+    assert wechat.decode_response(answer, key).response == AuthResponse(
+        response_code="00", approved_fen=12800, auth_id=documented["approval_code"],
+        open_to_buy_fen=987200, beans=128)
 
 
 @pytest.mark.parametrize(("kind", "expected"), [

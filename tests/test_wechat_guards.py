@@ -7,6 +7,8 @@ where the engine's checks answer in WeChat's words. Every value is the switch's 
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from protocols import wechat
@@ -127,6 +129,7 @@ def test_a_missing_or_malformed_field_is_a_signed_refusal(fields, expected):
 def test_a_micropay_within_every_bound_is_a_sale(changes):
     request = accepted(micropay(**changes))
     assert request.message_class is MessageClass.SALE
+    assert request.channel == CODEC.name == "wechat"
     fields = micropay(**changes)
     assert request.amount_fen == int(fields["total_fee"])
     assert request.txn_ref == request.idempotency_key == f"wx:{MCH}:{fields['out_trade_no']}"
@@ -177,6 +180,11 @@ def test_a_field_of_at_most_8192_characters(length, refused):
             wechat.parse_xml(raw)
     else:
         assert wechat.parse_xml(raw) == {"detail": "x" * length}
+
+
+def test_text_between_the_fields_is_no_field_and_no_value_however_long():
+    raw = b"<xml>" + b" " * 9000 + b"<a>1</a>\n  <b>2</b>tail</xml>"
+    assert wechat.parse_xml(raw) == {"a": "1", "b": "2"}
 
 
 def test_an_empty_root_is_no_fields_and_a_bare_digit_value_is_not_wrapped():
@@ -256,6 +264,7 @@ def test_an_order_query_of_an_unknown_state_is_payerror():
                                     "20261129200000")
     assert (answer["trade_state"], answer["fee_type"], answer["cash_fee"]) == (
         "PAYERROR", "CNY", "5")
+    assert (answer["trade_type"], answer["bank_type"]) == ("MICROPAY", "PAB_CREDIT")
 
 
 def test_a_refund_answer_names_the_order_and_the_whole_fee():
@@ -264,7 +273,13 @@ def test_a_refund_answer_names_the_order_and_the_whole_fee():
     assert (answer["total_fee"], answer["cash_refund_fee"], answer["refund_fee"]) == (
         "888", "300", "300")
     assert answer["transaction_id"] == wechat.transaction_id(MCH, micropay()["out_trade_no"])
-    assert answer["refund_id"] != answer["transaction_id"]
+    # The id is the refund's own, the same in every release (a merchant stores it): 50 and
+    # the decimal digits of SHA-256("refund:<mch_id>:<out_refund_no>"), 29 in all.
+    digest = hashlib.sha256(f"refund:{MCH}:R1".encode()).hexdigest()
+    assert answer["refund_id"] == "50" + str(int(digest, 16))[:27]
+    other = wechat.response_fields(refund(out_refund_no="R2"),
+                                   AuthResponse(response_code="00", approved_fen=300), "")
+    assert other["refund_id"] != answer["refund_id"]
 
 
 def test_an_approved_micropay_names_the_payer():
