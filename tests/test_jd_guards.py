@@ -20,23 +20,15 @@ from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
 from switch.send import exchange
 from tests.support import make_card
+from tests.test_jd_codec import CODEC, KEY, client_request
 from tests.test_policy_support import new_ref, policy_switch
 
 CODES_PAGE = Path(__file__).parent.parent / "docs" / "codes.md"
-KEY = b"test-key"
 DEMO_KEY = DEMO_JD_KEY.encode()
-CODEC = jd.JdCodec({"m1": KEY})
 MAX_FEN = limits.amount_max_fen
 TYPES = "AUTH, SALE, CAPTURE, REVERSE, REFUND, QUERY"
 ORIGINAL_RULE = "format:originalTradeNum must be 1-32 letters, digits, '_' or '-'"
 AMOUNT_RULE = "format:amount must be a whole number of fen, as digits"
-
-
-def client_request(**changes) -> AuthRequest:
-    fields = dict(message_class=MessageClass.SALE, channel="jd", card="6253990000000001",
-                  amount_fen=1234, mcc="5411", merchant_id="m1", txn_ref="T1",
-                  transmitted_at="20261129120000")
-    return AuthRequest(**(fields | changes))
 
 
 def refusal(body: bytes) -> tuple[str, str, str]:
@@ -264,7 +256,12 @@ async def test_the_switch_answers_each_guard_in_jds_words(jd_switch_no_rules, ch
     answer = await send(port, jd.encode_request(request, DEMO_KEY, **wire))
     assert (answer.fields["code"], answer.response.response_code,
             answer.response.reason) == expected
-    taken = request.amount_fen if expected[1] == "00" else 0
+    await assert_took(ledger, pan, answer, request.amount_fen)
+
+
+async def assert_took(ledger, pan: str, answer: ClientAnswer, amount_fen: int) -> None:
+    """An approval took the amount from the card (its limit MAX_FEN); a decline took nothing."""
+    taken = amount_fen if answer.response.approved else 0
     assert answer.response.approved_fen == taken
     assert (await ledger.card(pan)).open_to_buy == MAX_FEN - taken
 

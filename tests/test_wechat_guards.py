@@ -18,7 +18,7 @@ from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
 from switch.send import exchange
 from tests.support import make_card
-from tests.test_jd_guards import documented_answers
+from tests.test_jd_guards import assert_took, documented_answers
 from tests.test_policy_support import new_ref, policy_switch
 from tests.test_wechat_codec import CODEC, KEY, MCH, body, micropay
 
@@ -334,9 +334,7 @@ async def test_the_switch_answers_each_guard_in_wechats_words(wechat_switch_no_r
     answer = await send(port, wechat.encode_request(request, DEMO_KEY, DEMO_WECHAT_APPID, **wire))
     assert (answer.fields.get("err_code", ""), answer.response.response_code,
             answer.response.reason) == expected
-    taken = request.amount_fen if expected[1] == "00" else 0
-    assert answer.response.approved_fen == taken
-    assert (await ledger.card(pan)).open_to_buy == MAX_FEN - taken
+    await assert_took(ledger, pan, answer, request.amount_fen)
 
 
 async def test_the_switch_answers_a_stranger_and_a_forger(wechat_switch_no_rules):
