@@ -25,10 +25,11 @@ except ImportError:  # a test-only peer: `make bench` skips the POS reference wi
     iso8583 = None
 
 from loadtest.generator.event_loop import run_async, until_stopped
+from protocols.channel import FieldError
 from protocols.codes import Reason
 from protocols.demo import DEMO_JD_KEY, DEMO_JD_MERCHANT
 from protocols.framing import BINARY_2, BINARY_4
-from protocols.iso_channel import FieldError, request_basics
+from protocols.iso_channel import request_basics
 from protocols.jd import JdCodec
 from protocols.messages import AuthRequest
 from protocols.pos import PosCodec
