@@ -84,3 +84,33 @@ def check_answer_signature(
         raise ValueError("answer is not signed, and with a key every answer must be")
     if not signature_matches(sign(fields, key), given):
         raise ValueError("answer signature does not match")
+
+
+class AnswerFields(NamedTuple):
+    """Where a signed-fields channel (JD, WeChat) carries the decision in its answer."""
+
+    response_code: str
+    approved_fen: str
+    auth_id: str
+    open_to_buy_fen: str
+    correlation_id: str
+    state: str | None = None  # None: the channel's answers carry no transaction state
+
+
+def read_signed_answer(fields: dict[str, Any], key: bytes | None,
+                       sign: Callable[[Mapping[str, Any], bytes], str],
+                       names: AnswerFields) -> ClientAnswer:
+    """A client's reading of a JD or WeChat answer: its signature checked (with `key`),
+    its decision taken from the fields `names` says."""
+    check_answer_signature(fields, key, sign)
+    response = AuthResponse(
+        response_code=fields.get(names.response_code, ""),
+        approved_fen=int(fields.get(names.approved_fen) or 0),
+        auth_id=fields.get(names.auth_id, ""),
+        open_to_buy_fen=int(fields.get(names.open_to_buy_fen) or 0),
+        reason=fields.get("reason", ""),
+        beans=int(fields.get("beans") or 0),
+        repeat=fields.get("repeat") == "1",
+        state=fields.get(names.state, "") if names.state else "",
+    )
+    return ClientAnswer(fields.get(names.correlation_id, ""), response, fields)

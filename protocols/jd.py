@@ -7,15 +7,15 @@ docs/channels/jd.md; keep the two in step.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import msgspec
 
 from protocols.channel import (
+    AnswerFields,
     ClientAnswer,
     Decoded,
     FieldError,
-    check_answer_signature,
+    read_signed_answer,
     sign_sorted_pairs,
     signature_matches,
 )
@@ -216,18 +216,11 @@ def encode_request(request: AuthRequest, key: bytes, **extra: str) -> bytes:
     return _json_encode(signed({k: v for k, v in fields.items() if v != ""}, key))
 
 
+ANSWER_FIELDS = AnswerFields(response_code="isoCode", approved_fen="amount", auth_id="authCode",
+                             open_to_buy_fen="availableAmount", correlation_id="tradeNum",
+                             state="tradeState")
+
+
 def decode_response(body: bytes, key: bytes | None = None) -> ClientAnswer:
     """Reads an answer; with `key`, it must be signed with it (ValueError otherwise)."""
-    fields: dict[str, Any] = _json_fields.decode(body)
-    check_answer_signature(fields, key, sign_sorted_pairs)
-    response = AuthResponse(
-        response_code=fields.get("isoCode", ""),
-        approved_fen=int(fields.get("amount") or 0),
-        auth_id=fields.get("authCode", ""),
-        open_to_buy_fen=int(fields.get("availableAmount") or 0),
-        reason=fields.get("reason", ""),
-        beans=int(fields.get("beans") or 0),
-        repeat=fields.get("repeat") == "1",
-        state=fields.get("tradeState", ""),
-    )
-    return ClientAnswer(fields.get("tradeNum", ""), response, fields)
+    return read_signed_answer(_json_fields.decode(body), key, sign_sorted_pairs, ANSWER_FIELDS)

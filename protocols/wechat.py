@@ -15,9 +15,10 @@ from typing import Any, NamedTuple
 from xml.parsers import expat
 
 from protocols.channel import (
+    AnswerFields,
     ClientAnswer,
     Decoded,
-    check_answer_signature,
+    read_signed_answer,
     sign_sorted_pairs,
     signature_matches,
 )
@@ -408,20 +409,17 @@ def encode_request(request: AuthRequest, key: bytes, appid: str, **extra: str) -
     return to_xml(signed(request_fields(request, appid, **extra), key))
 
 
+ANSWER_FIELDS = AnswerFields(response_code="iso_code", approved_fen="approved_fee",
+                             auth_id="approval_code", open_to_buy_fen="available_fee",
+                             correlation_id="nonce_str")
+
+
 def decode_response(body: bytes, key: bytes | None = None) -> ClientAnswer:
     """Reads an answer; with `key`, it must be signed with it (ValueError otherwise)."""
-    fields = parse_xml(body)
-    check_answer_signature(fields, key, sign)
-    response = AuthResponse(
-        response_code=fields.get("iso_code", ""),
-        approved_fen=int(fields.get("approved_fee") or 0),
-        auth_id=fields.get("approval_code", ""),
-        open_to_buy_fen=int(fields.get("available_fee") or 0),
-        reason=fields.get("reason") or _transport_failure(fields),
-        beans=int(fields.get("beans") or 0),
-        repeat=fields.get("repeat") == "1",
-    )
-    return ClientAnswer(fields.get("nonce_str", ""), response, fields)
+    answer = read_signed_answer(parse_xml(body), key, sign, ANSWER_FIELDS)
+    if not answer.response.reason:  # a FAIL return_code says why in return_msg
+        answer.response.reason = _transport_failure(answer.fields)
+    return answer
 
 
 def _transport_failure(fields: dict[str, str]) -> str:
