@@ -57,6 +57,9 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
                                  "tests/test_pos.py"),
     "protocols/xpay.py": ("tests/test_xpay_guards.py", "tests/test_xpay.py"),
     "protocols/iso_mac.py": ("tests/test_iso_mac.py",),
+    "protocols/channel.py": ("tests/test_signed_answers.py", "tests/test_jd_codec.py",
+                             "tests/test_wechat_codec.py", "tests/test_jd_guards.py",
+                             "tests/test_wechat_guards.py"),
 }
 # What a private copy of the tree leaves out: not needed by the tests, or large (docs/ stays:
 # tests check the channel pages and docs/codes.md against the code).
