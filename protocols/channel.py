@@ -89,7 +89,7 @@ def check_answer_signature(
 class AnswerFields(NamedTuple):
     """Where a signed-fields channel (JD, WeChat) carries the decision in its answer."""
 
-    response_code: str
+    code: str  # the field with the response code
     approved_fen: str
     auth_id: str
     open_to_buy_fen: str
@@ -104,7 +104,7 @@ def read_signed_answer(fields: dict[str, Any], key: bytes | None,
     its decision taken from the fields `names` says."""
     check_answer_signature(fields, key, sign)
     response = AuthResponse(
-        response_code=fields.get(names.response_code, ""),
+        response_code=fields.get(names.code, ""),
         approved_fen=int(fields.get(names.approved_fen) or 0),
         auth_id=fields.get(names.auth_id, ""),
         open_to_buy_fen=int(fields.get(names.open_to_buy_fen) or 0),

@@ -216,7 +216,7 @@ def encode_request(request: AuthRequest, key: bytes, **extra: str) -> bytes:
     return _json_encode(signed({k: v for k, v in fields.items() if v != ""}, key))
 
 
-ANSWER_FIELDS = AnswerFields(response_code="isoCode", approved_fen="amount", auth_id="authCode",
+ANSWER_FIELDS = AnswerFields(code="isoCode", approved_fen="amount", auth_id="authCode",
                              open_to_buy_fen="availableAmount", correlation_id="tradeNum",
                              state="tradeState")
 

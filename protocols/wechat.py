@@ -409,7 +409,7 @@ def encode_request(request: AuthRequest, key: bytes, appid: str, **extra: str) -
     return to_xml(signed(request_fields(request, appid, **extra), key))
 
 
-ANSWER_FIELDS = AnswerFields(response_code="iso_code", approved_fen="approved_fee",
+ANSWER_FIELDS = AnswerFields(code="iso_code", approved_fen="approved_fee",
                              auth_id="approval_code", open_to_buy_fen="available_fee",
                              correlation_id="nonce_str")
 
