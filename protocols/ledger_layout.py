@@ -18,10 +18,32 @@ touches one Redis Cluster slot:
 
 from __future__ import annotations
 
+import msgspec
+
 # The balances of a card that has never been used; its hash adds limit, status and expiry.
 FRESH_CARD_BALANCES = {"posted": 0, "held": 0, "pending_credit": 0, "beans": 0}
-# A token's hash (its number is in the key): what provisioning writes and the vault reads.
-TOKEN_FIELDS = ("pan", "wallet", "device", "expiry", "status", "atc", "key", "created_ms")
+
+
+class TokenRecord(msgspec.Struct, kw_only=True):
+    """A token's hash (its number is in the key): what provisioning writes, the vault reads
+    and the load generator seeds."""
+
+    pan: str
+    wallet: str
+    device: str
+    expiry: str  # YYMM
+    status: str
+    atc: int  # the last ATC seen; the next payment must carry a larger one
+    key: str  # hex HMAC-SHA256 key of the cryptogram
+    created_ms: int
+
+    def fields(self) -> dict[str, str | int]:
+        return msgspec.structs.asdict(self)
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> TokenRecord:
+        """The record from its hash as Redis returns it (numbers as text)."""
+        return msgspec.convert(fields, cls, strict=False)
 
 
 def card_key(pan: str) -> str:

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from protocols.cardnumbers import luhn_check_digit
 from protocols.codes import Code, Reason, TokenStatus
-from protocols.ledger_layout import card_key, token_key
+from protocols.ledger_layout import TokenRecord, card_key, token_key
 from protocols.messages import AuthRequest, AuthResponse
 from protocols.xpay import WALLETS, XpayRequest, cryptogram
 from switch import limits
@@ -31,16 +31,8 @@ TOKEN_KEY_SIZE_BYTES = 16
 PROVISION_ATTEMPTS_MAX = 8  # fresh random numbers tried before giving up (a full range)
 
 
-class TokenView(msgspec.Struct):
+class TokenView(TokenRecord, kw_only=True):
     token: str
-    pan: str
-    wallet: str
-    device: str
-    expiry: str
-    status: str
-    atc: int  # the last ATC seen; the next payment must carry a larger one
-    key: str  # hex HMAC-SHA256 key of the cryptogram
-    created_ms: int
 
 
 def new_token_number() -> str:
@@ -119,19 +111,17 @@ class TokenVault:
         if not await self.client.exists(card_key(pan)):
             raise ValueError("no such card: provision a token for a card the ledger knows")
         now_ms = self.clock.now_ms()
-        view = TokenView(
-            token="", pan=pan, wallet=wallet, device=device or f"{wallet}-{secrets.token_hex(4)}",
+        record = TokenRecord(
+            pan=pan, wallet=wallet, device=device or f"{wallet}-{secrets.token_hex(4)}",
             expiry=expiry or months_later(now_ms, limits.token_lifetime_months),
             status="active", atc=0, key=secrets.token_hex(TOKEN_KEY_SIZE_BYTES),
             created_ms=now_ms)
-        fields = msgspec.structs.asdict(view)
-        del fields["token"]
-        pairs = [str(item) for pair in fields.items() for item in pair]
+        pairs = [str(item) for pair in record.fields().items() for item in pair]
         for _ in range(PROVISION_ATTEMPTS_MAX):
-            view.token = new_token_number()
-            if await self.scripts.call("token_admin", (token_key(view.token),),
+            token = new_token_number()
+            if await self.scripts.call("token_admin", (token_key(token),),
                                        ("provision", *pairs)):
-                return view
+                return TokenView(token=token, **record.fields())
         raise RuntimeError("no free token number found; the token range is full")
 
     async def set_status(self, token: str, status: str) -> str:
@@ -149,7 +139,4 @@ class TokenVault:
         fields = await self.client.hgetall(token_key(token))
         if not fields:
             return None
-        return TokenView(
-            token=token, pan=fields["pan"], wallet=fields["wallet"], device=fields["device"],
-            expiry=fields["expiry"], status=fields["status"], atc=int(fields["atc"]),
-            key=fields["key"], created_ms=int(fields["created_ms"]))
+        return TokenView(token=token, **TokenRecord.from_fields(fields).fields())

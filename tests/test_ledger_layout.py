@@ -10,8 +10,9 @@ import redis
 from loadtest.generator.adapters.iso import load_test_token
 from loadtest.generator.cards import seed_cards, seed_tokens
 from loadtest.generator.workload import CARD_EXPIRY, CARD_LIMIT_FEN, load_test_pans
-from protocols.ledger_layout import TOKEN_FIELDS, card_key, card_keys, token_key
-from switch.tokens import TokenView
+from protocols.ledger_layout import TokenRecord, card_key, card_keys, token_key
+from switch.redis_client import connect
+from switch.tokens import TokenVault
 
 
 async def test_a_seeded_card_is_the_card_the_ledger_resets(redis_url, ledger):
@@ -36,8 +37,22 @@ def test_a_seeded_token_has_the_fields_the_vault_provisions(redis_url):
     finally:
         client.close()
     assert token["pan"] == pan and token["atc"] == "0"
-    assert set(token) == set(TOKEN_FIELDS)
-    assert set(TOKEN_FIELDS) == {f.name for f in msgspec.structs.fields(TokenView)} - {"token"}
+    assert set(token) == {f.name for f in msgspec.structs.fields(TokenRecord)}
+    assert TokenRecord.from_fields(token).atc == 0
+
+
+async def test_the_vault_shows_a_seeded_token(redis_url):
+    pan = load_test_pans(1, seed=63)[0]
+    seed_cards(redis_url, [pan])
+    seed_tokens(redis_url, [pan], workers=1)
+    vault = TokenVault(connect(redis_url))
+    await vault.start()
+    try:
+        view = await vault.show(load_test_token(0, 0))
+    finally:
+        await vault.aclose()
+    assert view is not None and view.pan == pan and view.wallet == "apple"
+    assert view.atc == 0 and view.status == "active" and view.token == load_test_token(0, 0)
 
 
 def test_every_key_of_a_card_is_under_its_hash_tag():

@@ -26,6 +26,7 @@ from loadtest.generator.adapters.iso import load_test_token, token_secret
 from loadtest.generator.workload import CARD_EXPIRY, CARD_LIMIT_FEN
 from protocols.ledger_layout import (
     FRESH_CARD_BALANCES,
+    TokenRecord,
     card_indexes,
     card_key,
     token_key,
@@ -72,10 +73,11 @@ def seed_tokens(url: str, pans: Sequence[str], workers: int) -> None:
         for worker in range(workers):
             for index, pan in enumerate(pans):
                 token = load_test_token(index, worker)
-                pipe.hset(token_key(token), mapping={  # TOKEN_FIELDS (a test checks)
-                    "pan": pan, "wallet": "apple", "device": f"loadtest-{worker}",
-                    "expiry": CARD_EXPIRY, "status": "active",
-                    "key": token_secret(token).hex(), "atc": 0, "created_ms": created_ms})
+                record = TokenRecord(
+                    pan=pan, wallet="apple", device=f"loadtest-{worker}", expiry=CARD_EXPIRY,
+                    status="active", key=token_secret(token).hex(), atc=0,
+                    created_ms=created_ms)
+                pipe.hset(token_key(token), mapping=record.fields())
                 if len(pipe) >= SEED_BATCH_CARDS:
                     pipe.execute()
         pipe.execute()

@@ -28,9 +28,10 @@ CARD_EXPIRY = "3012"
 CARD_LIMIT_FEN = 10_000_000  # 100,000 yuan, the product's highest limit: cards last long runs
 
 # (MCC, weight, median amount in fen, log-normal sigma). Everyday categories dominate; the
-# medians follow what a basket costs there; 7995 (gambling) and 6011 (ATM cash) are in
-# categories the switch's default policy blocks (switch/policy_default.toml; the generator,
-# a client, cannot read it: tests/test_loadtest_workload.py checks the two against it).
+# medians follow what a basket costs there. A few purchases go to gambling (7995) and ATM
+# cash (6011), categories an issuer's policy usually blocks, so a run exercises declines too;
+# the generator is a client and predicts no answer from them (tests/test_loadtest_workload.py
+# checks that the shipped policy does block them, so the mix keeps its declines).
 MCC_MIX: tuple[tuple[str, int, int, float], ...] = (
     ("5411", 44, 12_000, 0.9),  # supermarkets
     ("5812", 28, 15_000, 0.8),  # restaurants
