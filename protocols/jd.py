@@ -34,6 +34,7 @@ TRADE_TYPES = {
 TRADE_TYPE_OF_CLASS = {cls: name for name, cls in TRADE_TYPES.items()}
 
 CURRENCIES = {"CNY": 156, "156": 156}
+AMOUNT_OPTIONAL = (MessageClass.INQUIRY, MessageClass.REVERSAL)
 
 # Response code -> JD-style result code and description (docs/channels/jd.md); every code of
 # the vocabulary has its row (tests/test_codes.py checks).
@@ -128,7 +129,8 @@ def request_from_fields(fields: dict[str, str]) -> AuthRequest:
     original = fields.get("originalTradeNum", "")
     if original and not TRADE_NUM_PATTERN.fullmatch(original):
         raise malformed("originalTradeNum must be 1-32 letters, digits, '_' or '-'")
-    amount = fields.get("amount", "0" if message_class is MessageClass.INQUIRY else "")
+    # An inquiry carries no amount; a reversal without one reverses all that remains.
+    amount = fields.get("amount", "0" if message_class in AMOUNT_OPTIONAL else "")
     if not amount.isdigit() or not amount.isascii():
         raise malformed("amount must be a whole number of fen, as digits")
     currency = CURRENCIES.get(fields.get("currency", "CNY"), 0)  # 0: unsupported, engine says 12

@@ -24,3 +24,25 @@ async def test_sale_reverse_restores_open_to_buy(jd_switch):
         assert view.transactions[0].state == "reversed"
     finally:
         await client.close()
+
+
+async def test_a_reverse_without_an_amount_reverses_all_that_remains(jd_switch):
+    switch, ledger = jd_switch
+    pan = await make_card(ledger, limit_fen=100_000)
+    client = await JdClient.connect(switch.ports["jd"])
+    try:
+        auth = await client.send(jd_request(pan, C.AUTH, 5_000))
+        assert auth.response.response_code == "00"
+        reverse = await client.send(jd_request(pan, C.REVERSAL, 0, original=auth.correlation_id),
+                                    amount="")
+        assert reverse.response.response_code == "00"
+        assert reverse.response.approved_fen == 5_000
+        view = await ledger.card(pan)
+        assert (view.held, view.open_to_buy) == (0, 100_000)
+        # A capture still needs its amount: only the reversal may leave it out.
+        sale = await client.send(jd_request(pan, C.AUTH, 3_000))
+        capture = await client.send(jd_request(pan, C.CAPTURE, 0, original=sale.correlation_id),
+                                    amount="")
+        assert (capture.response.response_code, capture.fields["code"]) == ("30", "PARA01")
+    finally:
+        await client.close()
