@@ -25,6 +25,9 @@ from switch.pipeline import ScriptPipeline
 from switch.terms import NO_TERMS, Terms
 
 CARD_STATUSES = tuple(status.value for status in CardStatus)
+# The words Ledger.void and Ledger.advise answer with (their docstrings say what each means).
+VOID_OUTCOMES = ("voided", "absent", "served", "other", "changed")
+ADVICE_OUTCOMES = ("applied", "repeat", "conflict")
 
 FUNCTION_OF_CLASS = {
     MessageClass.AUTH: "authorize",
@@ -142,6 +145,45 @@ class Ledger:
         )
         name = FUNCTION_OF_CLASS[request.message_class]
         return self.scripts.call(name, keys, args, response_of)
+
+    # --- outcomes the switch did not answer: void an attempt, post a stand-in advice --------
+
+    async def void(self, pan: str, idempotency_key: str, auth_id: str) -> str:
+        """Undo the attempt `auth_id` under `idempotency_key` on card `pan`: "it did not happen".
+
+        For a request the switch answered 91 (issuer_timeout) although its ledger call was
+        sent: the call may still have run before its fence in Redis' clock. Call this only
+        once the request's local deadline has passed (its fence has passed too, so nothing
+        can apply after). Idempotent. Returns one word (VOID_OUTCOMES):
+          "voided"  the attempt's remembered answer was this attempt's and no repeat had been
+                    served it: every effect of the call is undone (balances, beans, its
+                    transaction record and the card's indexes) and the answer forgotten, so a
+                    repeat is decided afresh; the card's `voids` counter counts it
+          "absent"  no remembered answer under the key: the call never applied, and its
+                    fence has passed, so it never will (also a second void of one attempt)
+          "served"  a repeat was handed this answer (the client saw it): nothing changes
+          "other"   the remembered answer belongs to another attempt: nothing changes
+          "changed" a later call changed the transaction this attempt made or touched (a
+                    capture of its hold, a reversal...): that answer stands, nothing changes
+        `auth_id` is what the engine passed to `submit` for the attempt ("" for a refusal).
+        """
+        raise NotImplementedError("Ledger.void: being built (branch fence)")
+
+    async def advise(self, request: AuthRequest, auth_id: str, approved_fen: int,
+                     advice_id: str, beans_per_yuan: int = 0, terms: Terms = NO_TERMS) -> str:
+        """Post a stand-in approval of `request` (AUTH: a hold; SALE: posted), like a 0120/0220
+        advice: it records what was already answered, so it applies whatever the card's status,
+        expiry and open-to-buy (open-to-buy shows 0 when over). The request's idempotency key
+        then remembers the stand-in's answer (00, `auth_id`, `approved_fen`), so a repeat gets
+        it, and its txn_ref names the transaction for a later capture, reversal or refund.
+        Idempotent by `advice_id`. Returns one word (ADVICE_OUTCOMES):
+          "applied"  posted now
+          "repeat"   this advice_id was applied before: nothing changes
+          "conflict" the idempotency key already remembers another attempt's answer (the
+                     books hold a decision for it): nothing changes
+        Only AUTH and SALE are advised (ValueError otherwise).
+        """
+        raise NotImplementedError("Ledger.advise: being built (branch fence)")
 
     # --- card administration (CLI, seeding, tests) -----------------------------------------
 
