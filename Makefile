@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test lint mutants redis bench bench-scale clean
 
-run: $(STAMP)  ## set up, then serve every channel with demo cards (Ctrl-C stops)
+run: $(STAMP)  ## set up, then serve every channel with demo cards (Ctrl-C stops; data kept in .run/redis)
 	@scripts/ensure-redis-server --optional
 	$(BIN)/switch serve --demo
 
@@ -41,5 +41,5 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-clean:
+clean:  ## remove the venv, caches and .run/ (the private Redis' kept data too)
 	rm -rf $(VENV) .run .pytest_cache .hypothesis .ruff_cache *.egg-info

@@ -10,6 +10,7 @@ import sys
 
 import uvloop
 
+from protocols.ledger_layout import card_key
 from switch.cards import DemoCard
 from switch.channels import CODECS
 from switch.clock import Clock
@@ -44,10 +45,19 @@ async def build(config: Config, redis_url: str, clock: Clock | None = None,
     return switch, ledger
 
 
-async def load_cards(ledger: Ledger, cards: list[DemoCard]) -> None:
-    for card in cards:
-        await ledger.reset_card(card.pan, limit_fen=card.limit_fen, expiry=card.expiry,
-                                status=card.status)
+async def load_cards(ledger: Ledger, cards: list[DemoCard]) -> list[bool]:
+    """Create the cards that are absent; one that exists is left exactly as it is (its
+    balances are money spent: loading the cards again must not give it back). Returns, per
+    card, whether it was created."""
+    async with ledger.client.pipeline(transaction=False) as pipe:
+        for card in cards:
+            pipe.exists(card_key(card.pan))
+        present = await pipe.execute()
+    for card, exists in zip(cards, present, strict=True):
+        if not exists:
+            await ledger.set_card(card.pan, limit_fen=card.limit_fen, expiry=card.expiry,
+                                  status=card.status)
+    return [not exists for exists in present]
 
 
 async def serve_one(config: Config, redis_url: str, on_ready, reuse_port: bool = False) -> None:

@@ -32,7 +32,7 @@ from switch.config import (
     parse_listen,
 )
 from switch.policy_file import load_policy
-from switch.redis_runner import PrivateRedis, RedisUnavailable, reachable
+from switch.redis_runner import APPENDFSYNC_POLICIES, DEFAULT_APPENDFSYNC, RedisUnavailable
 from switch.server import check_channels
 
 
@@ -61,19 +61,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.policy:
         config.policy = str(args.policy)
     load_policy(config.policy)  # a bad policy is one clear error, before anything starts
-    url = configured_redis(args)
-    private = None
-    if url and reachable(url):
-        note = url
-    elif url and args.redis:
-        raise UserError(f"Redis at {url} does not answer")
-    else:
-        if url:
-            print(f"switch: Redis at {url} does not answer; starting a private one",
-                  file=sys.stderr)
-        private = PrivateRedis(RUN_DIR / "redis")
-        url = private.start()
-        note = f"{url} (private, started by the switch, nothing kept on disk)"
+    url, note, private = launch.open_redis(
+        configured_redis(args), bool(args.redis), RUN_DIR, args.ephemeral, args.appendfsync)
+    if private:
         REDIS_URL_FILE.write_text(url + "\n")
     try:
         launch.serve(config, url, note, demo=args.demo, workers=args.workers)
@@ -90,7 +80,8 @@ def cmd_seed(args: argparse.Namespace) -> int:
         for card in cards:
             card.limit_fen = args.limit
     url = redis_for_command(args)
-    asyncio.run(card_cli.with_ledger(url, lambda ledger: app.load_cards(ledger, cards)))
+    created = asyncio.run(card_cli.with_ledger(url, lambda ledger: app.load_cards(ledger,
+                                                                                   cards)))
     for card in cards[: args.show]:
         print(f"{mask_pan(card.pan)}  limit {card.limit_fen} fen  expiry {card.expiry}")
     if len(cards) > args.show:
@@ -99,7 +90,10 @@ def cmd_seed(args: argparse.Namespace) -> int:
         args.out.touch(mode=0o600)
         args.out.write_text("".join(f"{c.pan},{c.limit_fen},{c.expiry}\n" for c in cards))
         print(f"card numbers written to {args.out} (mode 600)")
-    print(f"seeded {len(cards)} cards (seed {args.seed}) into {url}")
+    kept = len(cards) - sum(created)
+    print(f"seeded {len(cards)} cards (seed {args.seed}) into {url}"
+          + (f": {kept} existed and were kept as they are (`switch card set` changes one)"
+             if kept else ""))
     return 0
 
 
@@ -161,13 +155,23 @@ def parser() -> argparse.ArgumentParser:
     redis_option(serve)
     serve.add_argument("--listen", action="append", metavar="CHANNEL=HOST:PORT",
                        help="listen for CHANNEL here (repeatable; replaces the config's list)")
-    serve.add_argument("--demo", action="store_true", help="load the demo cards first")
+    serve.add_argument("--demo", action="store_true",
+                       help="create the demo cards that are absent (existing ones are kept)")
+    serve.add_argument("--ephemeral", action="store_true",
+                       help="a private Redis that keeps nothing on disk (default: a durable "
+                       f"one, its data in {RUN_DIR / 'redis'}, AOF on)")
+    serve.add_argument("--appendfsync", choices=APPENDFSYNC_POLICIES,
+                       default=DEFAULT_APPENDFSYNC,
+                       help="the durable private Redis' AOF fsync: everysec (default: a power "
+                       "loss may lose about the last second) or always (loses nothing "
+                       "acknowledged; slower, docs/reliability.md)")
     serve.add_argument("--policy", type=Path, metavar="FILE",
                        help="policy file (default: the config's, else the shipped default)")
     serve.add_argument("--workers", type=positive, default=1,
                        help="processes sharing the ports (SO_REUSEPORT), one event loop each")
 
-    seed = command("seed", cmd_seed, "load deterministic demo cards (Luhn-valid, UnionPay 62)")
+    seed = command("seed", cmd_seed, "create deterministic demo cards (Luhn-valid, UnionPay "
+                   "62); a card that exists is kept as it is")
     redis_option(seed)
     seed.add_argument("--cards", type=int, default=10, help="how many (default 10)")
     seed.add_argument("--seed", type=int, default=0, help="same seed, same cards")

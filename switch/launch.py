@@ -1,4 +1,5 @@
-"""`switch serve`: the demo cards, the banner, and the switch in one process or in N.
+"""`switch serve`: its Redis, the demo cards, the banner, and the switch in one process or
+in N.
 
 The one-process switch is switch/app.py; N processes sharing the ports are switch/workers.py.
 """
@@ -6,25 +7,74 @@ The one-process switch is switch/app.py; N processes sharing the ports are switc
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
+from typing import NamedTuple
 
 from protocols.cardnumbers import mask_pan
 from protocols.demo import DEMO_JD_MERCHANT
 from switch.app import load_cards, open_ledger, run, serve_one
-from switch.cards import DemoCard, showcase_cards
+from switch.cards import showcase_cards
+from switch.cli_common import UserError
 from switch.config import Config
+from switch.ledger import CardView
+from switch.redis_runner import PrivateRedis, persistence, reachable
 from switch.workers import supervise
 
 
-async def prepare(config: Config, redis_url: str, demo: bool) -> list[DemoCard]:
-    """Load the demo cards (once, before any listener starts)."""
+class DemoCardNow(NamedTuple):
+    """A demo card as it stands in Redis once loaded, and whether this start created it."""
+
+    card: CardView
+    created: bool
+
+
+def open_redis(url: str, given: bool, run_dir: Path, ephemeral: bool, appendfsync: str
+               ) -> tuple[str, str, PrivateRedis | None]:
+    """The Redis to serve on: (url, the banner's note, the private Redis we started or None).
+
+    `url` (from --redis, $REDIS_URL or the config) is the user's when it answers; `given`
+    (--redis) makes one that does not answer an error, else a private Redis is started:
+    durable, its data in run_dir/redis, unless `ephemeral`."""
+    if ephemeral and given:
+        raise UserError("--ephemeral starts a private Redis; it does not go with --redis")
+    if url and not ephemeral:
+        if reachable(url):
+            phrase, persists = persistence(url)
+            if persists is False:
+                print(f"switch: warning: the Redis at {url} does not keep every write "
+                      f"({phrase}); approvals may vanish from the books", file=sys.stderr)
+            return url, f"{url} (yours; {phrase})", None
+        if given:
+            raise UserError(f"Redis at {url} does not answer")
+        print(f"switch: Redis at {url} does not answer; starting a private one",
+              file=sys.stderr)
+    if ephemeral:
+        private = PrivateRedis(run_dir / "redis-ephemeral")
+        url = private.start()
+        return url, f"{url} (private, ephemeral: nothing kept on disk)", private
+    private = PrivateRedis(run_dir / "redis", durable=True, appendfsync=appendfsync)
+    url = private.start()
+    note = (f"{url} (private, started by the switch; data kept in {private.folder}, "
+            f"AOF appendfsync {appendfsync})")
+    note += "".join(f"\n          {line}" for line in private.notes)
+    return url, note, private
+
+
+async def prepare(config: Config, redis_url: str, demo: bool) -> list[DemoCardNow]:
+    """Create the demo cards that are absent (once, before any listener starts); read them
+    all back as they stand."""
     cards = showcase_cards() if demo else []
-    if cards:
-        ledger = open_ledger(config, redis_url)
-        try:
-            await load_cards(ledger, cards)
-        finally:
-            await ledger.aclose()
-    return cards
+    if not cards:
+        return []
+    ledger = open_ledger(config, redis_url)
+    try:
+        await ledger.start()
+        created = await load_cards(ledger, cards)
+        return [DemoCardNow(await ledger.card(card.pan), new)
+                for card, new in zip(cards, created, strict=True)]
+    finally:
+        await ledger.aclose()
 
 
 def serve(config: Config, redis_url: str, redis_note: str, demo: bool, workers: int = 1
@@ -41,7 +91,7 @@ def serve(config: Config, redis_url: str, redis_note: str, demo: bool, workers: 
     print("switch stopped", flush=True)
 
 
-def banner(config: Config, ports: dict[str, int], redis_note: str, cards: list[DemoCard],
+def banner(config: Config, ports: dict[str, int], redis_note: str, cards: list[DemoCardNow],
            workers: int = 1) -> str:
     lines = ["", "Baitiao card authorization switch is up"
              + (f" ({workers} worker processes sharing the ports)" if workers > 1 else ""), ""]
@@ -49,11 +99,7 @@ def banner(config: Config, ports: dict[str, int], redis_note: str, cards: list[D
         lines.append(f"  {name:<7} listening on {config.listeners[name].host}:{port}")
     lines += ["", f"  Redis   {redis_note}", ""]
     if cards:
-        lines.append("  Demo cards (use the alias wherever a PAN is asked for):")
-        for index, card in enumerate(cards, start=1):
-            lines.append(f"    demo{index}  {mask_pan(card.pan)}  limit {card.limit_fen:>10} fen"
-                         f"  expiry {card.expiry}  {card.status}")
-        lines.append("")
+        lines += demo_lines(cards)
     if "jd" in ports:
         lines += [
             "  Try, from another terminal (JD demo merchant " + DEMO_JD_MERCHANT + "):",
@@ -72,3 +118,17 @@ def banner(config: Config, ports: dict[str, int], redis_note: str, cards: list[D
     lines.append("  Ctrl-C stops the switch" + (" and its private Redis." if "private" in
                                                  redis_note else "."))
     return "\n".join(lines)
+
+
+def demo_lines(cards: list[DemoCardNow]) -> list[str]:
+    """The demo cards as they stand, and which this start created and which it kept."""
+    lines = ["  Demo cards (use the alias wherever a PAN is asked for):"]
+    for index, (card, created) in enumerate(cards, start=1):
+        lines.append(f"    demo{index}  {mask_pan(card.pan)}  limit {card.limit:>9}  open-to-buy "
+                     f"{card.open_to_buy:>9} fen  expiry {card.expiry}  {card.status:<7} "
+                     + ("created" if created else "kept"))
+    kept = [f"demo{i}" for i, (_, created) in enumerate(cards, start=1) if not created]
+    made = [f"demo{i}" for i, (_, created) in enumerate(cards, start=1) if created]
+    lines.append(f"  created: {', '.join(made) or 'none'}; kept as they were (balances and "
+                 f"history): {', '.join(kept) or 'none'}")
+    return lines + [""]

@@ -46,6 +46,10 @@ amount_max_fen = 100_000 * 100
 # Waiting for a private redis-server to accept connections.
 redis_start_timeout_s = 10.0
 
+# Waiting for a private redis-server to exit on SIGTERM: it writes out its AOF first, which
+# takes well under a second for a demo's data; past this we kill it (what is written stays).
+redis_stop_timeout_s = 10.0
+
 # x-pay token keys cached in the switch process. A token's key never changes (a new key means
 # a new token), so caching saves a Redis round trip per wallet payment; the bound keeps the
 # cache's memory flat however many tokens pass.

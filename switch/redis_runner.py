@@ -1,11 +1,25 @@
 """A private redis-server for `make run` and the tests, started on a free loopback port.
 
-It keeps nothing on disk and is stopped by whoever started it.
+Throw-away by default (the tests, the benches): it keeps nothing on disk. `durable=True`
+(what `switch serve` starts unless told `--ephemeral`) keeps its data in its folder with
+AOF on, so a restart finds the cards and balances as they were.
+
+A durable folder is claimed with two locks (flock, so the kernel drops them with their
+holder; a lock is never stale):
+  switch.lock  held by the process that started the Redis, while it runs;
+  redis.lock   inherited by redis-server, so it stays held while that Redis lives, even
+               after the switch that started it was killed.
+redis.lock held but switch.lock free means a Redis left running by a switch that died
+without stopping it: it is stopped (SIGTERM: it finishes its AOF) and started afresh on
+the same data. switch.lock held means another switch is using the folder: a clear error.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -15,8 +29,19 @@ import redis
 
 from switch import limits
 
+# Redis' AOF fsync policies that keep acknowledged writes through a Redis crash (docs/
+# reliability.md); "always" also through a power loss, at its cost (docs/performance.md).
+APPENDFSYNC_POLICIES = ("always", "everysec")
+# The durable private Redis' default: the choice and the window of loss it leaves are in
+# docs/reliability.md, the measurement behind it in docs/performance.md.
+DEFAULT_APPENDFSYNC = "everysec"
+
 
 class RedisUnavailable(RuntimeError):
+    pass
+
+
+class DataFolderInUse(RedisUnavailable):
     pass
 
 
@@ -38,15 +63,51 @@ def reachable(url: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
+def _try_lock(path: Path) -> int | None:
+    """An fd holding an exclusive flock on `path`, or None when another holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _is_redis_server(pid: int, folder: Path) -> bool:
+    """Process `pid` is a redis-server working in `folder` (Redis changes into its --dir)."""
+    try:
+        return (Path(f"/proc/{pid}/comm").read_text().startswith("redis-server")
+                and Path(f"/proc/{pid}/cwd").resolve() == folder)
+    except (OSError, ValueError):
+        return False
+
+
 class PrivateRedis:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, durable: bool = False,
+                 appendfsync: str = DEFAULT_APPENDFSYNC) -> None:
+        if appendfsync not in APPENDFSYNC_POLICIES:
+            raise ValueError(f"appendfsync must be one of {', '.join(APPENDFSYNC_POLICIES)}")
         self.folder = folder.resolve()  # redis-server changes into --dir before opening files
+        self.durable = durable
+        self.appendfsync = appendfsync
         self.process: subprocess.Popen | None = None
         self.port = 0
+        self.pid_file = self.folder / "redis.pid"
+        self._owner_fd: int | None = None  # switch.lock, while this object runs a Redis
+        self._data_fd: int | None = None  # redis.lock, shared with the redis-server
+        self.notes: list[str] = []  # what start() found and did, for the banner
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def options(self) -> list[str]:
+        """redis-server's persistence options."""
+        if not self.durable:
+            return ["--save", "", "--appendonly", "no"]
+        return ["--save", "", "--appendonly", "yes", "--appendfsync", self.appendfsync,
+                "--pidfile", str(self.pid_file)]
 
     def start(self, attempts: int = 5) -> str:
         binary = shutil.which("redis-server")
@@ -55,17 +116,61 @@ class PrivateRedis:
                 "redis-server is not installed: run `make redis` (installs Debian's "
                 "redis-server) or set REDIS_URL to a Redis you own")
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self.durable:
+            self._claim()
         for _ in range(attempts):  # another process may take the free port before we bind it
             self.port = free_port()
             self.process = subprocess.Popen(
-                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", str(self.folder),
-                 "--logfile", str(self.folder / "redis.log")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [binary, "--port", str(self.port), "--bind", "127.0.0.1", *self.options(),
+                 "--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                pass_fds=(self._data_fd,) if self._data_fd is not None else (),
+                # Its own session: Ctrl-C reaches the switch alone, which drains its answers
+                # and then stops Redis.
+                start_new_session=True)
             if self._wait_ready():
                 return self.url
-            self.stop()
+            self._end_process()
+        self._release()
         raise RedisUnavailable(f"redis-server did not start; see {self.folder / 'redis.log'}")
+
+    def _claim(self) -> None:
+        """Take the folder's locks (see the module's doc); stop a Redis left running."""
+        if self._owner_fd is None:
+            self._owner_fd = _try_lock(self.folder / "switch.lock")
+            if self._owner_fd is None:
+                raise DataFolderInUse(
+                    f"{self.folder} is in use by another running switch (its private Redis "
+                    "keeps its data there): stop that one first, or start this one with "
+                    "--ephemeral or --redis URL")
+        if self._data_fd is None:
+            self._data_fd = _try_lock(self.folder / "redis.lock")
+        if self._data_fd is None:
+            self._stop_left_running()
+            self._data_fd = _try_lock(self.folder / "redis.lock")
+            if self._data_fd is None:
+                self._release()
+                raise DataFolderInUse(f"{self.folder}: the Redis left running there did not "
+                                      "let go of its data; see its redis.log")
+
+    def _stop_left_running(self) -> None:
+        """SIGTERM the redis-server an earlier switch left running on this folder, and wait
+        (bounded) until it has let go of the data."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            pid = 0
+        if not _is_redis_server(pid, self.folder):
+            self._release()
+            raise DataFolderInUse(
+                f"{self.folder / 'redis.lock'} is held, but {self.pid_file} names no running "
+                "redis-server: find the process holding it (`fuser -v` on the file) and stop it")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + limits.redis_stop_timeout_s
+        while time.monotonic() < deadline and _is_redis_server(pid, self.folder):
+            time.sleep(0.05)
+        self.notes.append(f"stopped redis-server pid {pid}, left running on this data by a "
+                          "switch that ended without stopping it; its data is kept")
 
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + limits.redis_start_timeout_s
@@ -77,12 +182,44 @@ class PrivateRedis:
             time.sleep(0.02)
         return False
 
-    def stop(self) -> None:
+    def _end_process(self) -> None:
         if self.process and self.process.poll() is None:
-            self.process.terminate()
+            self.process.terminate()  # Redis finishes its AOF on SIGTERM
             try:
-                self.process.wait(timeout=5)
+                self.process.wait(timeout=limits.redis_stop_timeout_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+    def _release(self) -> None:
+        for fd in (self._data_fd, self._owner_fd):
+            if fd is not None:
+                os.close(fd)
+        self._data_fd = self._owner_fd = None
+
+    def stop(self) -> None:
+        self._end_process()
+        self._release()
+
+
+def persistence(url: str) -> tuple[str, bool | None]:
+    """What a Redis we did not start keeps on disk, from CONFIG GET: (a phrase for the
+    banner, True/False whether acknowledged writes survive a restart of it, None: unknown,
+    when CONFIG is refused, as managed Redis services often do)."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0,
+                                      decode_responses=True)
+        try:
+            config = client.config_get("appendonly") | client.config_get("appendfsync")
+            config |= client.config_get("save")
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return "persistence unknown (CONFIG GET refused)", None
+    if config.get("appendonly") == "yes":
+        return f"persists: AOF, appendfsync {config.get('appendfsync', '?')}", True
+    if config.get("save"):
+        return (f"RDB snapshots only (save {config['save']}): a restart loses the writes since "
+                "the last snapshot"), False
+    return "nothing kept on disk: a restart loses every card", False

@@ -42,18 +42,43 @@ def read_banner(process: subprocess.Popen) -> str:
     raise AssertionError("no banner: " + "".join(lines) + process.stderr.read())
 
 
-@pytest.fixture
-def served(tmp_path: Path, request):
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env["SWITCH_RUN_DIR"] = str(tmp_path / "run")
-    extra = getattr(request, "param", [])
+def serve(env: dict, extra: list[str]) -> tuple[subprocess.Popen, str, int]:
+    """`switch serve --demo` on a free JD port: (process, banner, port)."""
     process = subprocess.Popen(SWITCH + ["serve", "--demo", "--listen", "jd=127.0.0.1:0"] + extra,
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     try:
         banner = read_banner(process)
-        port = int(re.search(r"jd\s+listening on 127\.0\.0\.1:(\d+)", banner).group(1))
-        yield process, banner, port, env
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    port = int(re.search(r"jd\s+listening on 127\.0\.0\.1:(\d+)", banner).group(1))
+    return process, banner, port
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def run_env(tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["SWITCH_RUN_DIR"] = str(tmp_path / "run")
+    return env
+
+
+@pytest.fixture
+def served(run_env, request):
+    process, banner, port = serve(run_env, getattr(request, "param", []))
+    try:
+        yield process, banner, port, run_env
     finally:
         if process.poll() is None:
             process.kill()
@@ -104,6 +129,53 @@ def test_worker_processes_share_the_port_and_the_ledger(served):
     assert process.wait(timeout=WAIT_S) == 0
 
 
+def demo1_line(banner: str) -> str:
+    return next(line for line in banner.splitlines() if line.strip().startswith("demo1"))
+
+
+def sale_on_demo1(port: int, env: dict) -> None:
+    sale = json.loads(run(["send", "--port", str(port), "--pan", "demo1", "--amount", "12800",
+                           "--mcc", "5411", "--json"], env).stdout)
+    assert sale["response_code"] == "00"
+
+
+def test_a_switch_killed_and_started_again_finds_its_cards_as_they_were(run_env):
+    """`make run` killed with SIGKILL leaves its private Redis running; the next start stops
+    that one (cleanly) and serves the same data: the demo cards are kept, not reloaded."""
+    first, banner, port = serve(run_env, [])
+    try:
+        assert "data kept in" in banner and "AOF appendfsync everysec" in banner
+        assert demo1_line(banner).endswith("created")
+        sale_on_demo1(port, run_env)
+        first.kill()
+        first.wait()
+        second, banner, port = serve(run_env, [])
+    finally:
+        first.kill()
+        first.wait()
+    try:
+        assert "stopped redis-server pid" in banner
+        assert demo1_line(banner).endswith("kept") and "open-to-buy    987200" in banner
+        taken = subprocess.run(SWITCH + ["serve", "--listen", "jd=127.0.0.1:0"], env=run_env,
+                               capture_output=True, text=True, timeout=WAIT_S)
+        assert taken.returncode == 2 and "in use by another running switch" in taken.stderr
+    finally:
+        stop(second)
+    assert second.returncode == 0
+
+
+def test_an_ephemeral_switch_starts_afresh_every_time(run_env):
+    for _ in range(2):
+        process, banner, port = serve(run_env, ["--ephemeral"])
+        try:
+            assert "ephemeral: nothing kept on disk" in banner
+            assert demo1_line(banner).endswith("created")
+            assert "open-to-buy   1000000" in demo1_line(banner)
+            sale_on_demo1(port, run_env)
+        finally:
+            stop(process)
+
+
 def test_errors_are_one_line_and_exit_2(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env["SWITCH_RUN_DIR"] = str(tmp_path)
@@ -113,6 +185,7 @@ def test_errors_are_one_line_and_exit_2(tmp_path):
         (["send", "--pan", "demo1", "--port", "1"], "no answer from 127.0.0.1:1"),
         (["serve", "--listen", "jd=localhost"], "expected CHANNEL=HOST:PORT"),
         (["serve", "--listen", "nope=1"], "no such channel: nope"),
+        (["serve", "--ephemeral", "--redis", "redis://127.0.0.1:1/0"], "does not go with"),
     ]:
         done = run(args, env, check=False)
         assert done.returncode == 2, (args, done.stderr)
