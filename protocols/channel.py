@@ -95,6 +95,7 @@ class AnswerFields(NamedTuple):
     open_to_buy_fen: str
     correlation_id: str
     state: str | None = None  # None: the channel's answers carry no transaction state
+    stand_in: str = ""  # the field that is "1" on a stand-in answer
 
 
 def read_signed_answer(fields: dict[str, Any], key: bytes | None,
@@ -112,5 +113,6 @@ def read_signed_answer(fields: dict[str, Any], key: bytes | None,
         beans=int(fields.get("beans") or 0),
         repeat=fields.get("repeat") == "1",
         state=fields.get(names.state, "") if names.state else "",
+        stand_in=fields.get(names.stand_in) == "1",
     )
     return ClientAnswer(fields.get(names.correlation_id, ""), response, fields)

@@ -158,6 +158,10 @@ class Reason(enum.StrEnum):
     ISSUER_TIMEOUT = "issuer_timeout"
     ISSUER_UNAVAILABLE = "issuer_unavailable"
     SYSTEM_ERROR = "system_error"
+    # Stand-in processing while Redis is unreachable (switch/standin.py).
+    STAND_IN_LIMIT = "stand_in_limit"  # over the per-transaction stand-in limit
+    STAND_IN_CARD_LIMIT = "stand_in_card_limit"  # over the card's cumulative stand-in limit
+    SAF_JOURNAL_FULL = "saf_journal_full"  # no room to record a stand-in approval
 
 
 _POLICY_CHOSEN = DECLINING  # a policy file picks the code of these rules
@@ -230,6 +234,9 @@ REASON_CODES: Mapping[Reason, frozenset[str]] = {
     Reason.ISSUER_TIMEOUT: frozenset({Code.ISSUER_UNAVAILABLE}),
     Reason.ISSUER_UNAVAILABLE: frozenset({Code.ISSUER_UNAVAILABLE}),
     Reason.SYSTEM_ERROR: frozenset({Code.SYSTEM_MALFUNCTION}),
+    Reason.STAND_IN_LIMIT: _POLICY_CHOSEN,
+    Reason.STAND_IN_CARD_LIMIT: _POLICY_CHOSEN,
+    Reason.SAF_JOURNAL_FULL: frozenset({Code.ISSUER_UNAVAILABLE}),
 }
 
 

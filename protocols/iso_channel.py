@@ -28,7 +28,8 @@ UNREADABLE_MTI = "0000"  # the answer's MTI when the request's own MTI cannot be
 # 52 (PIN block), 55 (the card's ICC data), 64/128 (the answer gets its own MAC).
 ECHOED = ("2", "3", "4", "7", "11", "12", "13", "18", "22", "25", "32", "33", "37", "41", "42",
           "49", "70", "90")
-ADDED = frozenset({"38", "39", "44", "54"})  # set by the switch, never echoed
+ADDED = frozenset({"38", "39", "44", "54", "63"})  # set by the switch, never echoed
+STAND_IN_MARK = "STIP"  # F63 (private use) of an answer decided in stand-in (docs/channels/pos.md)
 ANSWER_FIELDS = tuple(sorted(set(ECHOED) | ADDED, key=int))
 NETWORK_CODES = frozenset({"001", "002", "301"})  # F70: sign-on, sign-off, echo test
 # MTI digits 2-3 of a request -> processing type (F3 digits 1-2) -> message class.
@@ -104,7 +105,9 @@ class IsoChannel:
             added["38"] = response.auth_id
         if reason and not approved:
             added["44"] = printable(reason)[:REASON_SIZE_MAX]
-        if approved and response is not None and "3" in request:
+        if response is not None and response.stand_in:
+            added["63"] = STAND_IN_MARK  # and no F54: stand-in does not know the balance
+        elif approved and response is not None and "3" in request:
             added["54"] = available_credit(response.open_to_buy_fen, request.get("49", "156"))
         ordered = {"t": response_mti(request["t"]) if "t" in request else UNREADABLE_MTI}
         for key in ANSWER_FIELDS:  # in field order, without sorting per answer

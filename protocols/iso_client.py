@@ -12,7 +12,7 @@ from typing import Any
 from protocols.channel import ClientAnswer
 from protocols.codes import APPROVING, Reason
 from protocols.iso8583 import get_codec
-from protocols.iso_channel import AMOUNT_CLASSES, request_mti
+from protocols.iso_channel import AMOUNT_CLASSES, STAND_IN_MARK, request_mti
 from protocols.iso_mac import IsoMac
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 
@@ -60,6 +60,7 @@ def client_answer(message: dict[str, Any]) -> ClientAnswer:
         auth_id=message.get("38", "").rstrip(),
         open_to_buy_fen=int(balance[8:20]) if len(balance) >= 20 else 0,
         reason=message.get("44", ""),
+        stand_in=message.get("63") == STAND_IN_MARK,
     )
     ident = correlation_id(request_mti(message["t"]), message.get("11", ""),
                            message.get("7", ""))

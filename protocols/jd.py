@@ -65,6 +65,8 @@ RESULT_CODES: dict[str, tuple[str, str]] = {
     Code.MAC_FAILURE: ("SIGN01", "signature error"),
 }
 
+STAND_IN_FIELD = {True: {"standIn": "1"}, False: {}}
+
 TRADE_NUM_PATTERN = re.compile(r"[A-Za-z0-9_\-]{1,32}")
 TRADE_TIME_PATTERN = re.compile(r"\d{14}")
 
@@ -184,6 +186,8 @@ def response_fields(request: dict[str, str], response: AuthResponse) -> dict[str
         "reason": response.reason,
         "repeat": "1" if response.repeat else "0",
         "tradeState": response.state,
+        # Only on a stand-in answer (docs/channels/jd.md): older adapters see no new field.
+        **STAND_IN_FIELD[response.stand_in],
     }
 
 
@@ -220,7 +224,7 @@ def encode_request(request: AuthRequest, key: bytes, **extra: str) -> bytes:
 
 ANSWER_FIELDS = AnswerFields(code="isoCode", approved_fen="amount", auth_id="authCode",
                              open_to_buy_fen="availableAmount", correlation_id="tradeNum",
-                             state="tradeState")
+                             state="tradeState", stand_in="standIn")
 
 
 def decode_response(body: bytes, key: bytes | None = None) -> ClientAnswer:

@@ -57,6 +57,7 @@ class AuthResponse(msgspec.Struct, kw_only=True):
     beans: int = 0  # JD beans earned (negative when a reversal or refund takes them back)
     repeat: bool = False  # this answer is the stored answer of an earlier identical request
     state: str = ""  # an inquiry naming an original: its state (pending, captured, ...)
+    stand_in: bool = False  # decided in stand-in while Redis was unreachable (switch/standin.py)
 
     @property
     def approved(self) -> bool:

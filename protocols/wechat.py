@@ -324,6 +324,7 @@ def response_fields(request: dict[str, str], response: AuthResponse, now_text: s
         "available_fee": str(response.open_to_buy_fen),
         "beans": str(response.beans),
         "repeat": "1" if response.repeat else "0",
+        "stand_in": "1" if response.stand_in else "",  # dropped below unless stand-in
     }
     if response.approved:
         reply |= _approved_fields(api, request, response, now_text)
@@ -411,7 +412,7 @@ def encode_request(request: AuthRequest, key: bytes, appid: str, **extra: str) -
 
 ANSWER_FIELDS = AnswerFields(code="iso_code", approved_fen="approved_fee",
                              auth_id="approval_code", open_to_buy_fen="available_fee",
-                             correlation_id="nonce_str")
+                             correlation_id="nonce_str", stand_in="stand_in")
 
 
 def decode_response(body: bytes, key: bytes | None = None) -> ClientAnswer:

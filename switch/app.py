@@ -7,20 +7,25 @@ import contextlib
 import gc
 import signal
 import sys
+from pathlib import Path
 
 import uvloop
 
 from protocols.ledger_layout import card_key
 from switch.cards import DemoCard
 from switch.channels import CODECS
+from switch.cli_common import RUN_DIR
 from switch.clock import Clock
 from switch.config import Config
 from switch.engine import Engine
+from switch.forwarder import Forwarder
+from switch.journal import Journal
 from switch.ledger import Ledger
 from switch.policy import Policy
 from switch.policy_file import load_policy
 from switch.redis_client import connect
 from switch.server import Switch
+from switch.standin import StandIn
 from switch.tokens import TokenVault
 
 
@@ -30,19 +35,39 @@ def open_ledger(config: Config, redis_url: str, clock: Clock | None = None) -> L
     return Ledger(connect(redis_url, deadline_ms), clock, request_deadline_ms=deadline_ms)
 
 
+def journal_folder(config: Config) -> Path:
+    """Where the store-and-forward journals live: the config's, else the run directory."""
+    return Path(config.journal_dir) if config.journal_dir else RUN_DIR
+
+
 async def build(config: Config, redis_url: str, clock: Clock | None = None,
-                policy: Policy | None = None) -> tuple[Switch, Ledger]:
-    """`policy`: else the config's policy file (else the shipped default); `clock`: tests."""
+                policy: Policy | None = None, journal_dir: Path | None = None
+                ) -> tuple[Switch, Ledger]:
+    """`policy`: else the config's policy file (else the shipped default); `clock`: tests.
+    `journal_dir`: keep a store-and-forward journal there (stand-in answers, voids of
+    requests answered 91); None: none (a failed ledger call is just answered 91)."""
     policy = policy or Policy(load_policy(config.policy))
+    journal = None
+    if journal_dir is not None:  # first: a journal held by another process stops us early
+        journal = Journal.claim(journal_dir)
     ledger = open_ledger(config, redis_url, clock)
-    await ledger.start()
+    try:
+        await ledger.start()
+    except BaseException:
+        if journal is not None:
+            journal.close()
+        raise
     # x-pay names the card by a wallet token: the vault turns it into the PAN first.
     vault = TokenVault(ledger.client, ledger.clock,
                        request_deadline_ms=config.server_limits.request_deadline_ms)
     await vault.start()
     ledger.pipelines.append(vault.scripts)
-    switch = Switch(config, Engine(ledger, policy, resolvers={"xpay": vault.resolve}), CODECS)
-    return switch, ledger
+    engine = Engine(ledger, policy, resolvers={"xpay": vault.resolve})
+    stand_in = forwarder = None
+    if journal is not None:
+        stand_in = StandIn(policy, journal, config.server_limits.request_deadline_ms)
+        forwarder = Forwarder(journal, ledger, policy)
+    return Switch(config, engine, CODECS, stand_in, forwarder), ledger
 
 
 async def load_cards(ledger: Ledger, cards: list[DemoCard]) -> list[bool]:
@@ -62,7 +87,7 @@ async def load_cards(ledger: Ledger, cards: list[DemoCard]) -> list[bool]:
 
 async def serve_one(config: Config, redis_url: str, on_ready, reuse_port: bool = False) -> None:
     """One process's listeners, until SIGINT or SIGTERM; then a graceful shutdown."""
-    switch, ledger = await build(config, redis_url)
+    switch, ledger = await build(config, redis_url, journal_dir=journal_folder(config))
     await switch.start(reuse_port=reuse_port)
     # What start-up built lives as long as the process: keep it out of the collector's way
     # (a full collection under load pauses the answers; docs/performance.md).
@@ -85,6 +110,11 @@ def counters_line(switch: Switch, ledger: Ledger) -> str:
     calls, trips = ledger.scripts.calls, ledger.scripts.round_trips
     per_call = f"{trips / calls:.3f}" if calls else "-"
     fields = switch.counters.as_dict() | {"redis_calls": calls, "redis_round_trips": trips}
+    if switch.stand_in is not None:
+        journal = switch.stand_in.journal
+        fields |= switch.stand_in.counters | {
+            "journal_fsyncs": journal.fsyncs,
+            "journal_fsync_mean_ms": round(journal.fsync_ns / max(journal.fsyncs, 1) / 1e6, 3)}
     return "counters: " + " ".join(f"{k}={v}" for k, v in fields.items()) + (
         f" round_trips_per_call={per_call}")
 

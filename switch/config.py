@@ -85,6 +85,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
                                  DEFAULT_PORTS.items()})
     server_limits: ServerLimits = msgspec.field(default_factory=ServerLimits, name="limits")
     policy: str = ""  # policy file (docs/policy.md); empty: the shipped Baitiao default
+    # Store-and-forward journals (docs/reliability.md); empty: the run directory (.run).
+    journal_dir: str = ""
     jd: Jd = msgspec.field(default_factory=Jd)
     wechat: Wechat = msgspec.field(default_factory=Wechat)
     pos: Iso8583 = msgspec.field(default_factory=Iso8583)

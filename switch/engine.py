@@ -71,6 +71,23 @@ def refusal(request: AuthRequest) -> tuple[str, str] | None:
     return None
 
 
+class Attempt:
+    """What the engine submitted for one request (the server's record, to void it if the
+    request is answered 91: switch/standin.py). Empty until the ledger call is made."""
+
+    __slots__ = ("pan", "auth_id")
+
+    def __init__(self) -> None:
+        self.pan = ""
+        self.auth_id = ""
+
+    def unmade(self) -> Attempt:
+        """The same card, but no call to undo (the ledger said it wrote nothing)."""
+        bare = Attempt()
+        bare.pan = self.pan
+        return bare
+
+
 # A channel whose card reference is not a PAN (x-pay tokens) resolves it first: it returns
 # the request with the underlying PAN in `card`, or the answer that ends the decision.
 CardResolver = Callable[[AuthRequest], Awaitable[AuthRequest | AuthResponse]]
@@ -83,24 +100,28 @@ class Engine:
         self.policy = policy
         self.resolvers = resolvers or {}
 
-    async def decide(self, request: AuthRequest) -> AuthResponse:
+    async def decide(self, request: AuthRequest, attempt: Attempt | None = None
+                     ) -> AuthResponse:
         resolver = self.resolvers.get(request.channel)
         if resolver is not None:
             resolved = await resolver(request)
             if isinstance(resolved, AuthResponse):
                 return resolved
             request = resolved
-        outcome = self._judge(request)
+        outcome = self._judge(request, attempt)
         return outcome if isinstance(outcome, AuthResponse) else await outcome
 
-    def start(self, request: AuthRequest) -> AuthResponse | asyncio.Future[AuthResponse]:
+    def start(self, request: AuthRequest, attempt: Attempt | None = None
+              ) -> AuthResponse | asyncio.Future[AuthResponse]:
         """`decide` for the server's hot path: the answer now, or its future. Only a channel
-        with a card resolver costs a task; the rest is a callback on the ledger's future."""
+        with a card resolver costs a task; the rest is a callback on the ledger's future.
+        `attempt` is filled in with what the ledger call carries."""
         if request.channel in self.resolvers:
-            return asyncio.ensure_future(self.decide(request))
-        return self._judge(request)
+            return asyncio.ensure_future(self.decide(request, attempt))
+        return self._judge(request, attempt)
 
-    def _judge(self, request: AuthRequest) -> AuthResponse | asyncio.Future[AuthResponse]:
+    def _judge(self, request: AuthRequest, attempt: Attempt | None = None
+               ) -> AuthResponse | asyncio.Future[AuthResponse]:
         problem = malformed(request)
         if problem is not None:
             return problem
@@ -113,9 +134,12 @@ class Engine:
             return self.ledger.submit(request, auth_id="", rule_decline=problem,
                                       terms=self.policy.base_terms)
         verdict = self.policy.judge(request)
+        auth_id = new_auth_id()
+        if attempt is not None:
+            attempt.pan, attempt.auth_id = request.card, auth_id
         return self.ledger.submit(
             request,
-            auth_id=new_auth_id(),
+            auth_id=auth_id,
             rule_decline=verdict.decline,
             beans_per_yuan=verdict.beans_per_yuan,
             terms=verdict.terms,

@@ -60,3 +60,35 @@ token_lifetime_months = 36
 
 # The EMV application transaction counter (tag 9F36) is two bytes.
 atc_max = 0xFFFF
+
+# --- stand-in processing and store-and-forward (switch/standin.py, journal.py, forwarder.py)
+
+# Records one store-and-forward journal holds until forwarded (stand-in advices and voids of
+# requests answered 91). About 300 bytes each: 30 MB at the bound. Past it, stand-in answers
+# 91 rather than approve what it cannot record.
+saf_journal_records_max = 100_000
+
+# Of those, the last ones are kept for voids: a request answered 91 whose ledger call may
+# have run must be recorded to be undone, and must not find the journal full of approvals.
+saf_void_reserve_records = 10_000
+
+# One record: a request's fields are bounded by the frame size; a length above this in a
+# journal is a torn or damaged record, not a record to read.
+saf_record_size_max_bytes = 64 * 1024
+
+# Journal files per run directory (one per worker process; a restarted worker takes over a
+# free one). Far above any worker count this machine can run.
+saf_journals_max = 256
+
+# While records wait, Redis is probed this often, each probe bounded by the timeout, so the
+# forwarder starts within about a second of Redis coming back.
+saf_probe_interval_s = 0.5
+saf_probe_timeout_s = 1.0
+
+# The forwarder writes its cursor (an fsync) after this many records, and at the end: a
+# crash replays at most these again, which the ledger's idempotent functions absorb.
+saf_cursor_every_records = 256
+
+# Card statuses remembered from the ledger's answers, for stand-in decisions; the bound keeps
+# the cache's memory flat (about 200 bytes a card) however many cards pass.
+stand_in_cards_cached_max = 200_000

@@ -90,4 +90,9 @@ def summary(spec: PolicySpec) -> str:
                  + (f" ({by_channel})" if by_channel else "")
                  + (f"; none for {', '.join(rewards.no_points_groups)}"
                     if rewards.no_points_groups else ""))
+    stand_in = spec.stand_in
+    lines.append("  stand-in: " + (
+        f"on: approves at most {stand_in.per_transaction_max_fen} fen per transaction and "
+        f"{stand_in.per_card_max_fen} fen per card until forwarded (over: "
+        f"{stand_in.decline_code})" if stand_in.enabled else "off (Redis unreachable: 91)"))
     return "\n".join(lines)

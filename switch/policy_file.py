@@ -92,6 +92,16 @@ class Rewards(Struct):
     no_points_groups: list[str] = []
 
 
+class StandIn(Struct):
+    """What the switch may decide alone while Redis is unreachable (switch/standin.py)."""
+
+    enabled: bool = False  # off: such requests are answered 91, as an issuer down would be
+    per_transaction_max_fen: Fen = 50_000  # 500 yuan: approved in stand-in at most
+    # Per card, approvals in stand-in not yet forwarded to the ledger (the journal's).
+    per_card_max_fen: Fen = 200_000
+    decline_code: DeclineCode = "61"  # over either limit
+
+
 class PolicySpec(Struct):
     name: str = ""
     description: str = ""
@@ -102,6 +112,7 @@ class PolicySpec(Struct):
     velocity: list[Velocity] = []
     holds: Holds = msgspec.field(default_factory=Holds)
     rewards: Rewards = msgspec.field(default_factory=Rewards)
+    stand_in: StandIn = msgspec.field(default_factory=StandIn)
 
 
 def default_policy_text() -> bytes:
@@ -219,6 +230,12 @@ def _problems(spec: PolicySpec):
                    f"a channel name must match {NAME_PATTERN}")
     yield from _group_problems(spec, "rewards.no_points_groups", spec.rewards.no_points_groups,
                                required=False)
+    stand_in = spec.stand_in
+    yield from _decline_code_problems("stand_in.decline_code", stand_in.decline_code)
+    if stand_in.per_card_max_fen < stand_in.per_transaction_max_fen:
+        yield "stand_in.per_card_max_fen", (
+            f"{stand_in.per_card_max_fen} is below per_transaction_max_fen "
+            f"{stand_in.per_transaction_max_fen}: no card could reach the per-transaction limit")
 
 
 def _decline_code_problems(key: str, code: str):

@@ -21,10 +21,12 @@ import redis.exceptions
 from protocols.channel import ChannelCodec, Decoded
 from protocols.codes import Code, Reason
 from protocols.framing import Framer, FramingError
-from protocols.messages import AuthResponse, decline
+from protocols.messages import AuthRequest, AuthResponse, decline
 from switch.config import Config, ServerLimits
-from switch.engine import Engine
+from switch.engine import Attempt, Engine
+from switch.forwarder import Forwarder
 from switch.latency import LatencyHistogram
+from switch.standin import StandIn
 
 log = logging.getLogger("switch.server")
 
@@ -108,8 +110,15 @@ class Connection(asyncio.Protocol):
         if isinstance(decoded, bytes):
             self._send(decoded)
             return
+        stand_in = listener.stand_in
+        if stand_in is not None and stand_in.answers:  # stand-in answers not yet forwarded
+            earlier = stand_in.repeat(decoded.request)
+            if earlier is not None:
+                self._answer(decoded, earlier, began)
+                return
+        attempt = Attempt()
         try:
-            outcome = listener.engine.start(decoded.request)
+            outcome = listener.engine.start(decoded.request, attempt)
         except Exception:
             outcome = listener.failed()
         if isinstance(outcome, AuthResponse):
@@ -121,16 +130,20 @@ class Connection(asyncio.Protocol):
             self.paused = True
             self.transport.pause_reading()
         listener.track(outcome)
-        outcome.add_done_callback(functools.partial(self._settled, decoded, began))
+        outcome.add_done_callback(functools.partial(self._settled, decoded, began, attempt))
 
-    def _settled(self, decoded: Decoded, began: int, outcome: asyncio.Future) -> None:
-        response = self.listener.settle(outcome)
+    def _settled(self, decoded: Decoded, began: int, attempt: Attempt,
+                 outcome: asyncio.Future) -> None:
+        response = self.listener.settle(outcome, decoded.request, attempt)
         self.inflight -= 1
         resume = self.paused and not self.draining
         if resume and self.inflight < self.server_limits.inflight_per_connection_max:
             self.paused = False
             self.transport.resume_reading()
-        self._answer(decoded, response, began)
+        if isinstance(response, AuthResponse):
+            self._answer(decoded, response, began)
+        else:  # a stand-in answer, out once the journal has it on disk
+            response.add_done_callback(lambda done: self._answer(decoded, done.result(), began))
 
     def _answer(self, decoded: Decoded, response: AuthResponse, began: int) -> None:
         try:
@@ -205,10 +218,11 @@ class Listener:
     """One channel's TCP server."""
 
     def __init__(self, name: str, codec: ChannelCodec, engine: Engine, server_limits: ServerLimits,
-                 counters: Counters) -> None:
+                 counters: Counters, stand_in: StandIn | None = None) -> None:
         self.name = name
         self.codec = codec
         self.engine = engine
+        self.stand_in = stand_in  # None: no journal, a failed ledger call is answered 91
         self.server_limits = server_limits
         self.counters = counters
         self.connections: set[Connection] = set()
@@ -246,25 +260,47 @@ class Listener:
                 outcome.cancel()  # settle() answers it 91; a late ledger reply is dropped
         self.deadline_timer = loop.call_at(queue[0][0], self._expire) if queue else None
 
-    def settle(self, outcome: asyncio.Future) -> AuthResponse:
-        """The answer for a settled decision, whatever became of it."""
+    def settle(self, outcome: asyncio.Future, request: AuthRequest, attempt: Attempt
+               ) -> AuthResponse | asyncio.Future[AuthResponse]:
+        """The answer for a settled decision, whatever became of it: its future when it
+        must wait for the store-and-forward journal."""
         if outcome.cancelled():
             self.counters.timeouts += 1
-            return decline(Code.ISSUER_UNAVAILABLE, Reason.ISSUER_TIMEOUT)
+            return self.unavailable(request, attempt, TIMED_OUT)
         error = outcome.exception()
         if error is None:
-            return outcome.result()
+            response = outcome.result()
+            if self.stand_in is not None:
+                if response.reason == Reason.ISSUER_TIMEOUT:  # past its fence: wrote nothing
+                    return self.unavailable(request, attempt.unmade(), TIMED_OUT)
+                self.stand_in.note(attempt, request, response)
+            return response
         if isinstance(error, UNAVAILABLE):
             self.counters.errors += 1
             log.warning("%s: Redis unavailable: %s", self.name, error)
-            return decline(Code.ISSUER_UNAVAILABLE, Reason.ISSUER_UNAVAILABLE)
+            return self.unavailable(request, attempt, UNREACHABLE)
         return self.failed(error)
+
+    def unavailable(self, request: AuthRequest, attempt: Attempt, no_answer: tuple[str, str]
+                    ) -> AuthResponse | asyncio.Future[AuthResponse]:
+        """No answer from the ledger: `no_answer` (91), or stand-in's (switch/standin.py)."""
+        if self.stand_in is None:
+            return decline(*no_answer)
+        answer = self.stand_in.answer(request, attempt, no_answer)
+        if not isinstance(answer, AuthResponse):  # shutdown waits for it too
+            self.pending.add(answer)
+            answer.add_done_callback(self.pending.discard)
+        return answer
 
     def failed(self, error: BaseException | None = None) -> AuthResponse:
         self.counters.errors += 1
         log.error("%s: decision failed", self.name, exc_info=error or True)
         return decline(Code.SYSTEM_MALFUNCTION, Reason.SYSTEM_ERROR)
 
+
+# The answers without a decision: the ledger call missed its deadline, or Redis is unreachable.
+TIMED_OUT = (Code.ISSUER_UNAVAILABLE, Reason.ISSUER_TIMEOUT)
+UNREACHABLE = (Code.ISSUER_UNAVAILABLE, Reason.ISSUER_UNAVAILABLE)
 
 # Redis down or too slow to hand out a connection: the issuer is unavailable (91), not broken.
 UNAVAILABLE = (ConnectionError, OSError, TimeoutError, redis.exceptions.ConnectionError,
@@ -282,16 +318,21 @@ class Switch:
     """All listeners of one process, started and stopped together."""
 
     def __init__(self, config: Config, engine: Engine,
-                 codecs: dict[str, Callable[[Config], ChannelCodec]]) -> None:
+                 codecs: dict[str, Callable[[Config], ChannelCodec]],
+                 stand_in: StandIn | None = None, forwarder: Forwarder | None = None) -> None:
         self.config = config
         self.engine = engine
         self.counters = Counters()
         check_channels(config, codecs)
         self.listeners = {
-            name: Listener(name, codecs[name](config), engine, config.server_limits, self.counters)
+            name: Listener(name, codecs[name](config), engine, config.server_limits, self.counters,
+                           stand_in)
             for name in config.listeners
         }
         self.ports: dict[str, int] = {}
+        self.stand_in = stand_in
+        self.forwarder = forwarder
+        self._forwarding: asyncio.Task | None = None
 
     async def start(self, reuse_port: bool = False) -> None:
         """Listen on every configured address; with `reuse_port`, worker processes share
@@ -299,6 +340,8 @@ class Switch:
         for name, listener in self.listeners.items():
             address = self.config.listeners[name]
             self.ports[name] = await listener.start(address.host, address.port, reuse_port)
+        if self.forwarder is not None:
+            self._forwarding = asyncio.get_running_loop().create_task(self.forwarder.run())
 
     async def shutdown(self) -> None:
         """Stop accepting, stop reading, let decisions in flight answer, then close.
@@ -311,12 +354,15 @@ class Switch:
         for connection in connections:
             connection.drain()
         server_limits = self.config.server_limits
-        pending = [f for lst in self.listeners.values() for f in lst.pending]
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=server_limits.shutdown_grace_s)
+        loop = asyncio.get_running_loop()
+        grace_end = loop.time() + server_limits.shutdown_grace_s
+        # Again while more appear: a decision may settle into a journaled stand-in answer.
+        while pending := [f for lst in self.listeners.values() for f in lst.pending]:
+            _, late = await asyncio.wait(pending, timeout=max(0.0, grace_end - loop.time()))
             if late:
                 log.warning("shutdown: %d decisions still running after the grace period",
                             len(late))
+                break
         for connection in connections:
             connection.finish()
         if connections:
@@ -326,3 +372,8 @@ class Switch:
             connection.transport.abort()
         for listener in self.listeners.values():
             await listener.server.wait_closed()
+        if self._forwarding is not None:
+            self._forwarding.cancel()
+            await asyncio.gather(self._forwarding, return_exceptions=True)
+        if self.stand_in is not None:
+            self.stand_in.journal.close()

@@ -1,0 +1,206 @@
+"""Stand-in decisions and what they journal (switch/standin.py), on a real journal file."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from protocols.codes import CardStatus, Code, Reason
+from protocols.messages import AuthRequest, AuthResponse, MessageClass, decline
+from switch.engine import Attempt
+from switch.journal import Advice, Journal, Void
+from switch.policy import Policy
+from switch.policy_file import StandIn as StandInSpec
+from switch.policy_file import load_policy
+from switch.server import TIMED_OUT, UNREACHABLE
+from switch.standin import CardStatuses, StandIn
+
+PAN = "6253990000000018"
+
+
+def policy(enabled: bool = True, per_transaction: int = 1000, per_card: int = 2500,
+           code: str = "61") -> Policy:
+    spec = load_policy()
+    spec.stand_in = StandInSpec(enabled=enabled, per_transaction_max_fen=per_transaction,
+                                per_card_max_fen=per_card, decline_code=code)
+    return Policy(spec)
+
+
+_numbers = iter(range(1, 1_000_000))
+
+
+def request(amount: int = 500, mcc: str = "5411", pan: str = PAN,
+            kind: MessageClass = MessageClass.SALE, key: str = "") -> AuthRequest:
+    key = key or f"jd:110000001:T{next(_numbers)}"
+    return AuthRequest(message_class=kind, channel="jd", card=pan, amount_fen=amount, mcc=mcc,
+                       merchant_id="110000001", txn_ref=key, idempotency_key=key,
+                       original_ref="jd:110000001:T0" if kind is MessageClass.REVERSAL else "")
+
+
+def made(pan: str = PAN, auth_id: str = "123456") -> Attempt:
+    attempt = Attempt()
+    attempt.pan, attempt.auth_id = pan, auth_id
+    return attempt
+
+
+@pytest.fixture
+def journal(tmp_path):
+    journal = Journal.open_locked(tmp_path / "saf-0.journal", records_max=50)
+    yield journal
+    journal.close()
+
+
+def stand_in(journal: Journal, **options) -> StandIn:
+    reserve = options.pop("reserve", 5)
+    unit = StandIn(policy(**options), journal, request_deadline_ms=2000,
+                   void_reserve_records=reserve)
+    unit.cards.note(PAN, AuthResponse(response_code="00"))  # the card was seen active
+    return unit
+
+
+async def answered(unit: StandIn, req: AuthRequest, attempt: Attempt | None = None,
+                   no_answer=TIMED_OUT) -> AuthResponse:
+    answer = unit.answer(req, attempt or made(), no_answer)
+    if isinstance(answer, asyncio.Future):
+        answer = await answer
+    return answer
+
+
+async def test_off_answers_91_and_still_journals_the_void_of_the_call_made(journal):
+    unit = stand_in(journal, enabled=False)
+    req = request()
+    answer = await answered(unit, req, made(auth_id="654321"))
+    assert (answer.response_code, answer.reason, answer.stand_in) == ("91", "issuer_timeout",
+                                                                        False)
+    [void] = journal.records
+    assert isinstance(void, Void)
+    assert (void.pan, void.idempotency_key, void.auth_id) == (PAN, req.idempotency_key,
+                                                              "654321")
+    assert void.not_before_ms - void.written_ms == 2000  # the request's deadline is past then
+
+
+async def test_no_call_made_no_void(journal):
+    unit = stand_in(journal, enabled=False)
+    answer = await answered(unit, request(), Attempt(), UNREACHABLE)
+    assert (answer.response_code, answer.reason) == ("91", "issuer_unavailable")
+    assert journal.records == []
+
+
+async def test_on_approves_within_the_limits_journaling_void_then_advice(journal):
+    unit = stand_in(journal)
+    req = request(amount=1000)  # exactly the per-transaction limit
+    answer = await answered(unit, req)
+    assert (answer.response_code, answer.approved_fen, answer.stand_in) == ("00", 1000, True)
+    void, advice = journal.records
+    assert isinstance(void, Void) and isinstance(advice, Advice)
+    assert (advice.request, advice.auth_id, advice.approved_fen) == (req, answer.auth_id, 1000)
+    assert advice.beans_per_yuan == 5  # the policy's JD rate, posted with the advice
+    assert journal.fsyncs == 1  # on disk before the answer
+
+
+async def test_one_fen_over_the_per_transaction_limit_is_declined(journal):
+    unit = stand_in(journal, code="05")
+    answer = await answered(unit, request(amount=1001))
+    assert (answer.response_code, answer.reason, answer.stand_in) == (
+        "05", Reason.STAND_IN_LIMIT, True)
+    assert [type(r) for r in journal.records] == [Void]  # a decline posts nothing
+
+
+async def test_the_per_card_limit_counts_every_stand_in_approval_until_the_drain(journal):
+    unit = stand_in(journal)
+    for _ in range(2):
+        assert (await answered(unit, request(amount=1000))).approved
+    assert (await answered(unit, request(amount=500))).approved  # 2500: exactly the limit
+    over = await answered(unit, request(amount=1))
+    assert (over.response_code, over.reason) == ("61", Reason.STAND_IN_CARD_LIMIT)
+    other = "6253990000000026"
+    unit.cards.note(other, AuthResponse(response_code="00"))
+    assert (await answered(unit, request(amount=1, pan=other), made(pan=other))).approved
+    journal.advance(len(journal.pending))
+    assert journal.drained()  # forwarded: the count starts over
+    assert (await answered(unit, request(amount=1))).approved
+
+
+async def test_the_count_is_rebuilt_from_the_journal_after_a_restart(journal):
+    unit = stand_in(journal)
+    assert (await answered(unit, request(amount=1000))).approved
+    assert (await answered(unit, request(amount=1000))).approved
+    again = stand_in(journal)  # a new process on the same journal
+    assert again.approved_fen == {PAN: 2000}
+    assert (await answered(again, request(amount=501))).reason == Reason.STAND_IN_CARD_LIMIT
+
+
+async def test_policy_rules_and_card_statuses_decline_marked_as_stand_in(journal):
+    unit = stand_in(journal)
+    blocked = await answered(unit, request(mcc="7995"))
+    assert (blocked.response_code, blocked.reason, blocked.stand_in) == (
+        "57", "mcc_blocked:7995", True)
+    lost = "6253990000000034"
+    unit.cards.note(lost, decline(Code.LOST_CARD, Reason.CARD_LOST))
+    answer = await answered(unit, request(pan=lost), made(pan=lost))
+    assert (answer.response_code, answer.reason, answer.stand_in) == ("41", "card_lost", True)
+    bad_amount = await answered(unit, request(amount=0))
+    assert (bad_amount.response_code, bad_amount.stand_in) == ("13", True)
+
+
+async def test_a_card_never_seen_or_a_class_not_stood_in_is_answered_91(journal):
+    unit = stand_in(journal)
+    stranger = "6253990000000042"
+    answer = await answered(unit, request(pan=stranger), made(pan=stranger))
+    assert (answer.response_code, answer.stand_in) == ("91", False)
+    reversal = await answered(unit, request(kind=MessageClass.REVERSAL))
+    assert (reversal.response_code, reversal.stand_in) == ("91", False)
+
+
+async def test_approvals_stop_before_the_void_reserve_and_voids_fill_it(journal):
+    unit = stand_in(journal, per_card=1_000_000, reserve=10)  # 50 records, 10 for voids
+    approvals = 0
+    while (await answered(unit, request(amount=1))).approved:
+        approvals += 1
+    assert approvals == 20  # 40 records (void + advice each); the 41st and 42nd would eat
+    full = await answered(unit, request(amount=1))  # into the reserve
+    assert (full.response_code, full.reason, full.stand_in) == ("91", "saf_journal_full", True)
+    assert len(journal.records) == 42  # the two refused approvals still journaled their voids
+    while journal.room():
+        await answered(unit, request(amount=1))
+    assert len(journal.records) == 50
+    answer = await answered(unit, request(amount=1))  # no room even for the void
+    assert answer.response_code == "91" and unit.counters["journal_full"] >= 2
+
+
+async def test_a_repeat_before_forwarding_gets_the_stand_in_answer_again(journal):
+    unit = stand_in(journal)
+    req = request()
+    first = await answered(unit, req)
+    records = len(journal.records)
+    again = await answered(unit, req, made(auth_id="999999"))
+    assert (again.auth_id, again.repeat, again.stand_in) == (first.auth_id, True, True)
+    assert len(journal.records) == records  # decided once, posted once
+    assert unit.repeat(req).auth_id == first.auth_id
+
+
+async def test_an_answer_whose_record_could_not_be_written_is_91_and_not_counted(journal):
+    unit = stand_in(journal)
+    req = request(amount=1000)
+    answer = unit.answer(req, made(), TIMED_OUT)
+    journal.fd, real = -1, journal.fd  # the write fails
+    try:
+        response = await answer
+    finally:
+        journal.fd = real
+    assert (response.response_code, response.stand_in) == ("91", False)
+    assert unit.approved_fen[PAN] == 0 and unit.repeat(req) is None
+
+
+def test_the_card_cache_learns_from_answers_and_keeps_its_bound():
+    cards = CardStatuses(size_max=2)
+    cards.note("1", AuthResponse(response_code="00"))
+    cards.note("2", decline(Code.STOLEN_CARD, Reason.CARD_STOLEN))
+    cards.note("2", decline(Code.INSUFFICIENT_CREDIT, Reason.INSUFFICIENT_OPEN_TO_BUY))
+    assert (cards.status("1"), cards.status("2")) == (CardStatus.ACTIVE, CardStatus.STOLEN)
+    cards.note("1", AuthResponse(response_code="00", repeat=True))  # old news: ignored
+    cards.note("3", AuthResponse(response_code="00"))  # at the bound: the oldest goes
+    assert cards.status("1") is None and len(cards.statuses) == 2
+    cards.note("3", decline(Code.INVALID_CARD, Reason.CARD_UNKNOWN))
+    assert cards.status("3") is None
