@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
 
-from protocols.cardnumbers import mask_pan
+from protocols.cardnumbers import mask_card_numbers_in, mask_pan
 from protocols.framing import HEADER_FORMATS
 from protocols.pos import DEFAULT_ACQUIRER, DEFAULT_TERMINAL
 from switch import app, card_cli, launch, policy_cli, send, token_cli
@@ -20,6 +19,7 @@ from switch.cli_common import (
     REDIS_URL_FILE,
     RUN_DIR,
     UserError,
+    configure_logging,
     configured_redis,
     fen,
     redis_for_command,
@@ -38,12 +38,11 @@ from switch.server import check_channels
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     try:
         return args.func(args) or 0
     except (UserError, ConfigError, RedisUnavailable, ValueError) as error:
-        print(f"switch: {error}", file=sys.stderr)
+        print(f"switch: {mask_card_numbers_in(str(error))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `switch ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

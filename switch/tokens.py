@@ -15,7 +15,7 @@ import time
 import msgspec
 import redis.asyncio as aioredis
 
-from protocols.cardnumbers import luhn_check_digit
+from protocols.cardnumbers import SWITCH_TOKEN_BIN, luhn_check_digit
 from protocols.codes import Code, Reason, TokenStatus
 from protocols.ledger_layout import TokenRecord, card_key, token_key
 from protocols.messages import AuthRequest, AuthResponse
@@ -26,7 +26,7 @@ from switch.lua_library import token_library
 from switch.pipeline import ScriptPipeline
 
 TOKEN_STATUSES = tuple(status.value for status in TokenStatus)
-TOKEN_BIN = "628888"  # the simulator's token range: a DPAN never looks like a demo card
+TOKEN_BIN = SWITCH_TOKEN_BIN  # a DPAN never looks like a demo card
 TOKEN_KEY_SIZE_BYTES = 16
 PROVISION_ATTEMPTS_MAX = 8  # fresh random numbers tried before giving up (a full range)
 

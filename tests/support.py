@@ -1,4 +1,5 @@
-"""Test helpers: fresh cards, an injectable clock, a real switch on free ports, a JD client.
+"""Test helpers: fresh cards, an injectable clock, a real switch on free ports, a JD client,
+the project's commands run as processes (their output checked for full card numbers).
 
 Nothing here flushes a Redis it did not start; tests keep apart by using fresh card numbers.
 """
@@ -9,11 +10,12 @@ import asyncio
 import contextlib
 import itertools
 import os
+import subprocess
 import sys
 import time
 
 from protocols import jd
-from protocols.cardnumbers import luhn_check_digit
+from protocols.cardnumbers import full_card_numbers_in, luhn_check_digit
 from protocols.channel import ClientAnswer
 from protocols.demo import DEMO_JD_KEY, DEMO_JD_MERCHANT
 from protocols.framing import Framer
@@ -24,6 +26,8 @@ from switch.ledger import Ledger
 
 ANSWER_WAIT_S = 10.0  # bound on every wait for an answer in the tests
 CLI_WAIT_S = 20.0  # bound on one `switch` command run as a process
+SWITCH = (sys.executable, "-m", "switch.cli")
+LOADTEST = (sys.executable, "-m", "loadtest.cli")
 
 _pan_counter = itertools.count(1)
 
@@ -129,10 +133,45 @@ def jd_request(pan: str, kind: MessageClass = MessageClass.SALE, amount_fen: int
         original_ref=original, transmitted_at="20261129120000", **fields)
 
 
-async def switch_cli(*args: str, env: dict | None = None) -> tuple[int, str, str]:
+def shows_no_card_number(text: str, where: str) -> str:
+    """`text`, after checking that it shows no full card number (the suite-wide guard: every
+    command's output and every log line of the tests goes through here)."""
+    found = full_card_numbers_in(text)
+    assert not found, f"{where} shows a full card number: {found[0][:6]}... in {text[:300]!r}"
+    return text
+
+
+def checked_output(command: tuple[str, ...], args: tuple[str, ...], code: int, out: bytes | str,
+                   err: bytes | str) -> tuple[int, str, str]:
+    out, err = (part.decode() if isinstance(part, bytes) else part for part in (out, err))
+    where = " ".join(("switch" if command == SWITCH else "loadtest", *args[:2]))
+    return code, shows_no_card_number(out, where), shows_no_card_number(err, where)
+
+
+async def run_command(command: tuple[str, ...], *args: str, env: dict | None = None,
+                      cwd: str | None = None, timeout_s: float = CLI_WAIT_S
+                      ) -> tuple[int, str, str]:
+    """One of the project's commands (SWITCH, LOADTEST) as a process: (exit code, out, err)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "switch.cli", *args, env=env or dict(os.environ),
+        *command, *args, env=env or dict(os.environ), cwd=cwd,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    async with asyncio.timeout(CLI_WAIT_S):
-        out, err = await process.communicate()
-    return process.returncode, out.decode(), err.decode()
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return checked_output(command, args, process.returncode, out, err)
+
+
+def run_command_sync(command: tuple[str, ...], *args: str, env: dict | None = None,
+                     timeout_s: float = CLI_WAIT_S) -> tuple[int, str, str]:
+    """`run_command` for tests that are not coroutines."""
+    done = subprocess.run([*command, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout_s)
+    return checked_output(command, args, done.returncode, done.stdout, done.stderr)
+
+
+async def switch_cli(*args: str, env: dict | None = None) -> tuple[int, str, str]:
+    return await run_command(SWITCH, *args, env=env)

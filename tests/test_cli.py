@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,13 +15,14 @@ import pytest
 
 from protocols.cardnumbers import luhn_valid
 from switch.redis_runner import reachable
+from tests.support import SWITCH, run_command_sync, shows_no_card_number
 
-SWITCH = [sys.executable, "-m", "switch.cli"]
 WAIT_S = 20.0
 
 
 def run(args: list[str], env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(SWITCH + args, env=env, capture_output=True, text=True, timeout=WAIT_S)
+    done = subprocess.CompletedProcess(args, *run_command_sync(SWITCH, *args, env=env,
+                                                                timeout_s=WAIT_S))
     if check:
         assert done.returncode == 0, done.stderr
     return done
@@ -38,13 +38,13 @@ def read_banner(process: subprocess.Popen) -> str:
             break
         lines.append(line)
         if "Ctrl-C stops" in line:
-            return "".join(lines)
+            return shows_no_card_number("".join(lines), "the banner")
     raise AssertionError("no banner: " + "".join(lines) + process.stderr.read())
 
 
 def serve(env: dict, extra: list[str]) -> tuple[subprocess.Popen, str, int]:
     """`switch serve --demo` on a free JD port: (process, banner, port)."""
-    process = subprocess.Popen(SWITCH + ["serve", "--demo", "--listen", "jd=127.0.0.1:0"] + extra,
+    process = subprocess.Popen([*SWITCH, "serve", "--demo", "--listen", "jd=127.0.0.1:0", *extra],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     try:
@@ -156,8 +156,7 @@ def test_a_switch_killed_and_started_again_finds_its_cards_as_they_were(run_env)
     try:
         assert "stopped redis-server pid" in banner
         assert demo1_line(banner).endswith("kept") and "open-to-buy    987200" in banner
-        taken = subprocess.run(SWITCH + ["serve", "--listen", "jd=127.0.0.1:0"], env=run_env,
-                               capture_output=True, text=True, timeout=WAIT_S)
+        taken = run(["serve", "--listen", "jd=127.0.0.1:0"], run_env, check=False)
         assert taken.returncode == 2 and "in use by another running switch" in taken.stderr
     finally:
         stop(second)

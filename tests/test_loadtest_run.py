@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import sys
 from pathlib import Path
 
 from loadtest.generator import report
@@ -14,6 +12,7 @@ from loadtest.generator.cards import seed_cards
 from loadtest.generator.client import Target
 from loadtest.generator.runner import Plan, run_load
 from loadtest.generator.workload import load_test_pans
+from tests.support import LOADTEST, run_command
 
 CLI_WAIT_S = 120.0  # bound on a CLI run in these tests (a few seconds of load, plus start-up)
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,12 +67,7 @@ async def test_two_worker_processes_share_the_rate_and_merge(jd_switch, redis_ur
 
 
 async def run_cli(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "loadtest.cli", *args, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    async with asyncio.timeout(CLI_WAIT_S):
-        out, err = await process.communicate()
-    return process.returncode, out.decode(), err.decode()
+    return await run_command(LOADTEST, *args, cwd=str(ROOT), timeout_s=CLI_WAIT_S)
 
 
 async def test_the_cli_seeds_runs_and_reports(jd_switch, redis_url, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from switch.policy_file import (
     mcc_codes,
     parse_policy,
 )
+from tests.support import SWITCH, run_command_sync
 
 VELOCITY = '[[velocity]]\nid = "v"\nwindow_s = 10\n'
 
@@ -97,8 +97,7 @@ def test_unreadable_file_is_named(tmp_path):
 
 
 def run_switch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "switch.cli", *args], capture_output=True,
-                          text=True, timeout=30)
+    return subprocess.CompletedProcess(args, *run_command_sync(SWITCH, *args, timeout_s=30))
 
 
 def test_policy_check_summarizes_a_good_file_and_names_a_bad_key(tmp_path: Path):

@@ -3,24 +3,17 @@ processes against a real switch (in this test's event loop) and the test Redis."
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 
-from tests.support import ANSWER_WAIT_S, make_card, running_switch
+from tests.support import ANSWER_WAIT_S, SWITCH, make_card, run_command, running_switch
 from tests.test_pos_support import iso_config
-
-SWITCH = [sys.executable, "-m", "switch.cli"]
 
 
 async def cli(*args: str, check: bool = True) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *SWITCH, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    async with asyncio.timeout(ANSWER_WAIT_S * 2):
-        out, err = await process.communicate()
+    code, out, err = await run_command(SWITCH, *args, timeout_s=ANSWER_WAIT_S * 2)
     if check:
-        assert process.returncode == 0, err.decode()
-    return process.returncode, out.decode(), err.decode()
+        assert code == 0, err
+    return code, out, err
 
 
 async def test_token_provision_show_and_set_status(redis_url, ledger):

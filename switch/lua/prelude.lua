@@ -75,10 +75,17 @@ local function load_current_card()
   return card
 end
 
+-- The card's key as a log line may show it: first 6 and last 4 digits of its number.
+local function masked(key)
+  local pan = string.match(key, '^{c:(%d+)}$')
+  if not pan or #pan < 13 then return '{c:?}' end
+  return '{c:' .. string.sub(pan, 1, 6) .. string.rep('*', #pan - 10) .. string.sub(pan, -4) .. '}'
+end
+
 -- Bugs of ours fail loudly: the call errors and the engine answers 96.
 local function check_invariants()
   if card and (card.posted < 0 or card.held < 0) then
-    error('ledger invariant broken on ' .. card_key)
+    error('ledger invariant broken on ' .. masked(card_key))
   end
 end
 

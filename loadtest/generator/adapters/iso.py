@@ -24,7 +24,7 @@ import msgspec
 
 from loadtest.generator.adapters.base import EVERY_KIND, ClientAdapter, Context, Options
 from protocols import xpay
-from protocols.cardnumbers import luhn_check_digit
+from protocols.cardnumbers import LOAD_TEST_TOKEN_BIN, luhn_check_digit
 from protocols.framing import HEADER_FORMATS
 from protocols.iso_client import REQUEST_SHAPES, IsoClient, correlation_id, request_message
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 ACQUIRER = "00010000"  # F32, as `switch send` uses (protocols/pos.py DEFAULT_ACQUIRER)
 STANS_PER_TERMINAL = 1_000_000  # F11 is six digits
-TOKEN_BIN = "628889"  # next to the switch's own token range (628888): never a card number
+TOKEN_BIN = LOAD_TEST_TOKEN_BIN  # next to the switch's own token range: never a card number
 ATC_MAX = 0xFFFF  # 9F36 is two bytes
 BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
