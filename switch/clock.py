@@ -1,8 +1,10 @@
-"""Time as the ledger and the token vault see it: an injectable clock and card-expiry months."""
+"""Time as the ledger and the token vault see it: an injectable clock, card-expiry months, and
+Redis' own clock (the ledger's deadline fences are written in it)."""
 
 from __future__ import annotations
 
 import functools
+import math
 import time
 from typing import Protocol
 
@@ -26,3 +28,32 @@ def month_of(now_ms: int) -> str:
 @functools.lru_cache(maxsize=4)  # asked on every request; changes once a month
 def _month_of_minute(minute: int) -> str:
     return time.strftime("%y%m", time.gmtime(minute * 60))
+
+
+class RedisClock:
+    """Redis' clock (its TIME) as seen from this process's monotonic clock (the event loop's).
+
+    Each measurement is one TIME round trip: Redis read its clock at some instant between
+    our send and our receipt of the reply, so `offset_ms` (Redis ms - our ms) is taken at
+    the receipt: the smallest offset the round trip allows. A fence translated with it falls
+    at or before the local instant it stands for; `uncertainty_ms`, half the round trip, is
+    how much earlier at most (kept for the operator).
+    """
+
+    def __init__(self) -> None:
+        self.offset_ms = 0
+        self.uncertainty_ms = 0.0
+        self.measured = False
+
+    def measure(self, redis_time: list | tuple, sent_s: float, received_s: float) -> None:
+        """Take Redis' TIME reply [seconds, microseconds], asked at local `sent_s` (monotonic
+        seconds) and received at `received_s`."""
+        seconds, micros = int(redis_time[0]), int(redis_time[1])
+        redis_ms = seconds * 1000 + micros // 1000
+        self.offset_ms = redis_ms - math.ceil(received_s * 1000)
+        self.uncertainty_ms = (received_s - sent_s) * 500
+        self.measured = True
+
+    def fence_ms(self, local_s: float) -> int:
+        """The instant of Redis' clock (ms) that local monotonic instant `local_s` stands for."""
+        return int(local_s * 1000) + self.offset_ms

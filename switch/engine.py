@@ -100,15 +100,19 @@ class Engine:
         self.policy = policy
         self.resolvers = resolvers or {}
 
-    async def decide(self, request: AuthRequest, attempt: Attempt | None = None
-                     ) -> AuthResponse:
+    async def decide(self, request: AuthRequest, attempt: Attempt | None = None,
+                     deadline_s: float | None = None) -> AuthResponse:
+        """`deadline_s`: the request's local deadline (Ledger.deadline), taken before a card
+        resolver's own round trip so the ledger call's fence still falls before it."""
         resolver = self.resolvers.get(request.channel)
         if resolver is not None:
+            if deadline_s is None:
+                deadline_s = self.ledger.deadline()
             resolved = await resolver(request)
             if isinstance(resolved, AuthResponse):
                 return resolved
             request = resolved
-        outcome = self._judge(request, attempt)
+        outcome = self._judge(request, attempt, deadline_s)
         return outcome if isinstance(outcome, AuthResponse) else await outcome
 
     def start(self, request: AuthRequest, attempt: Attempt | None = None
@@ -117,11 +121,11 @@ class Engine:
         with a card resolver costs a task; the rest is a callback on the ledger's future.
         `attempt` is filled in with what the ledger call carries."""
         if request.channel in self.resolvers:
-            return asyncio.ensure_future(self.decide(request, attempt))
+            return asyncio.ensure_future(self.decide(request, attempt, self.ledger.deadline()))
         return self._judge(request, attempt)
 
-    def _judge(self, request: AuthRequest, attempt: Attempt | None = None
-               ) -> AuthResponse | asyncio.Future[AuthResponse]:
+    def _judge(self, request: AuthRequest, attempt: Attempt | None = None,
+               deadline_s: float | None = None) -> AuthResponse | asyncio.Future[AuthResponse]:
         problem = malformed(request)
         if problem is not None:
             return problem
@@ -132,7 +136,7 @@ class Engine:
                 # it, or the answer would name a mismatch (54) instead of the format error.
                 request = msgspec.structs.replace(request, expiry="")
             return self.ledger.submit(request, auth_id="", rule_decline=problem,
-                                      terms=self.policy.base_terms)
+                                      terms=self.policy.base_terms, deadline_s=deadline_s)
         verdict = self.policy.judge(request)
         auth_id = new_auth_id()
         if attempt is not None:
@@ -143,4 +147,5 @@ class Engine:
             rule_decline=verdict.decline,
             beans_per_yuan=verdict.beans_per_yuan,
             terms=verdict.terms,
+            deadline_s=deadline_s,
         )

@@ -44,6 +44,12 @@ UPGRADE_ATTEMPTS_MAX = 8
 CARD_VALIDITY_YEARS = 5  # expiry of an upgraded card: this many years after the upgrade
 
 
+def fence_guard_ms(request_deadline_ms: int) -> int:
+    """How long before a request's deadline its ledger call's fence falls: the limit, or a
+    quarter of a deadline too short for it (the rest is for deciding)."""
+    return min(limits.ledger_fence_guard_ms, request_deadline_ms // 4)
+
+
 def response_of(result: list) -> AuthResponse:
     """A ledger function's reply: {code, approved, otb, auth id, reason, beans, repeat} and,
     for an inquiry naming an original, that transaction's state."""
@@ -89,14 +95,22 @@ class Ledger:
         reference server and its call capture); by default the ledger makes its own."""
         self.client = client
         self.clock = clock or SystemClock()
-        self.scripts = scripts or ScriptPipeline(client, ledger_library(),
-                                                 request_deadline_ms / 1000)
+        # Every call that changes money or remembers an answer carries its fence: the instant
+        # of Redis' clock after which it refuses to act (91, nothing written). The guard keeps
+        # the fence that far ahead of the request's deadline, for the reply's way back.
+        self.deadline_s = request_deadline_ms / 1000
+        self.fence_guard_s = fence_guard_ms(request_deadline_ms) / 1000
+        self.scripts = scripts or ScriptPipeline(client, ledger_library(), self.deadline_s)
         # Every pipeline on this ledger's Redis client (the token vault's joins it): aclose
         # waits for their calls and closes their connections, then the client's.
         self.pipelines = [self.scripts]
 
     async def start(self) -> None:
         await self.scripts.load()
+
+    def deadline(self) -> float:
+        """The local deadline (event-loop time, s) of a request that starts now."""
+        return asyncio.get_running_loop().time() + self.deadline_s
 
     async def aclose(self) -> None:
         for pipeline in self.pipelines:
@@ -116,12 +130,16 @@ class Ledger:
         rule_decline: tuple[str, str] | None = None,
         beans_per_yuan: int = 0,
         terms: Terms = NO_TERMS,
+        deadline_s: float | None = None,
     ) -> asyncio.Future[AuthResponse]:
         """The future of the request's answer, from its function call: no coroutine (the server's
-        hot path); `execute` awaits it."""
+        hot path); `execute` awaits it. `deadline_s`: the request's local deadline (event-loop
+        time), by default `deadline()` now; the call cannot act in Redis after its fence."""
         referenced = request.original_ref or request.txn_ref
         keys = card_keys(card_key(request.card), request.idempotency_key, referenced)
         now_ms = self.clock.now_ms()
+        if deadline_s is None:
+            deadline_s = asyncio.get_running_loop().time() + self.deadline_s
         code, reason = rule_decline or ("", "")
         args = (
             now_ms,
@@ -144,7 +162,7 @@ class Ledger:
             terms.counters_arg,
         )
         name = FUNCTION_OF_CLASS[request.message_class]
-        return self.scripts.call(name, keys, args, response_of)
+        return self.scripts.call(name, keys, args, response_of, deadline_s - self.fence_guard_s)
 
     # --- outcomes the switch did not answer: void an attempt, post a stand-in advice --------
 

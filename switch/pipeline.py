@@ -21,10 +21,15 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from switch import limits
+from switch.clock import RedisClock
 from switch.lua_library import Library
 from switch.redis_link import RedisLink, open_link
 
-Call = tuple[str, tuple[str, ...], tuple[Any, ...], asyncio.Future, Callable[[Any], Any] | None]
+# (function, keys, args, future, transform, fence): fence, when not None, is a local instant
+# (event-loop seconds) sent as one more argument in Redis' clock (ms), translated as the
+# call is written, with the offset measured on the link that carries it.
+Call = tuple[str, tuple[str, ...], tuple[Any, ...], asyncio.Future, Callable[[Any], Any] | None,
+             float | None]
 FUNCTION_MISSING = "ERR Function not found"  # Redis' answer to an FCALL of an unknown function
 
 
@@ -46,6 +51,8 @@ class ScriptPipeline:
     def __init__(self, client: aioredis.Redis, library: Library, timeout_s: float) -> None:
         self.client = client
         self.library = library
+        # Measured on every link we open: the calls' fences are written in it.
+        self.redis_clock = RedisClock()
         self._names: dict[str, bytes] = {}  # our function name -> its Redis name
         self._queue: list[Call] = []
         self._flush_scheduled = False
@@ -78,11 +85,14 @@ class ScriptPipeline:
         return function
 
     def call(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...],
-             transform: Callable[[Any], Any] | None = None) -> asyncio.Future:
+             transform: Callable[[Any], Any] | None = None,
+             fence_s: float | None = None) -> asyncio.Future:
         """Queue one function call; the future resolves with its result (passed through
-        `transform` when given). Cancelling the future drops the answer, not the call."""
+        `transform` when given). Cancelling the future drops the answer, not the call.
+        `fence_s` (event-loop time): sent last, in Redis' clock, for the function to refuse
+        to act after it."""
         future = asyncio.get_running_loop().create_future()
-        self._enqueue((name, keys, args, future, transform))
+        self._enqueue((name, keys, args, future, transform, fence_s))
         return future
 
     def _enqueue(self, call: Call) -> None:
@@ -99,16 +109,20 @@ class ScriptPipeline:
                 self._opening = asyncio.get_running_loop().create_task(self._open())
             return
         queue, self._queue = self._queue, []
+        fence_ms = self.redis_clock.fence_ms
         for start in range(0, len(queue), limits.pipeline_batch_max):
             batch = queue[start : start + limits.pipeline_batch_max]
             self.round_trips += 1
             self.calls += len(batch)
-            link.send(batch, b"".join([pack_fcall(self.redis_name(name), keys, args)
-                                       for name, keys, args, _, _ in batch]))
+            link.send(batch, b"".join([
+                pack_fcall(self.redis_name(name), keys,
+                           args if fence is None else (*args, fence_ms(fence)))
+                for name, keys, args, _, _, fence in batch]))
 
     async def _open(self) -> None:
         try:
-            self._link = await open_link(self.client, self._settle, self.timeout_s)
+            self._link = await open_link(self.client, self._settle, self.timeout_s,
+                                         self.redis_clock)
         except Exception as error:  # Redis down: the calls waiting for it fail now
             queue, self._queue = self._queue, []
             self._settle_all(queue, error)
@@ -122,7 +136,7 @@ class ScriptPipeline:
             self._settle(call, reply)
 
     def _settle(self, call: Call, reply: Any) -> None:
-        _, _, _, future, transform = call
+        _, _, _, future, transform, _ = call
         if isinstance(reply, hiredis.ReplyError):
             if str(reply).startswith(FUNCTION_MISSING) and future not in self._retried:
                 self._retry_after_reload(call)

@@ -9,19 +9,23 @@ load: docs/performance.md).
 The link opens with the settings of the switch's redis-py client: host and port or Unix
 socket, password (and user), database. Calls waiting longer than the bound fail together
 and the connection is dropped (its replies could no longer be matched); the next call
-opens a new one.
+opens a new one. Every link measures Redis' clock as it opens (switch/clock.py RedisClock):
+the ledger's calls carry their deadline in it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Callable
 from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection
+
+from switch.clock import RedisClock
 
 # settle(payload, reply): reply is the decoded reply, a hiredis.ReplyError, or the
 # exception that ended the connection.
@@ -121,8 +125,10 @@ class RedisLink(asyncio.Protocol):
             self.transport.close()
 
 
-async def open_link(client: aioredis.Redis, settle: Settle, timeout_s: float) -> RedisLink:
-    """A connected, authenticated link to the Redis that `client` talks to."""
+async def open_link(client: aioredis.Redis, settle: Settle, timeout_s: float,
+                    redis_clock: RedisClock | None = None) -> RedisLink:
+    """A connected, authenticated link to the Redis that `client` talks to; `redis_clock`, if
+    given, is measured on it."""
     pool = client.connection_pool
     settings = pool.connection_kwargs
     if issubclass(pool.connection_class, SSLConnection):
@@ -131,8 +137,8 @@ async def open_link(client: aioredis.Redis, settle: Settle, timeout_s: float) ->
     loop = asyncio.get_running_loop()
 
     def settle_handshake(future: asyncio.Future, reply: Any) -> None:
-        if not future.done():
-            future.set_result(reply)
+        if not future.done():  # stamped on arrival: the clock's round trip ends here
+            future.set_result((reply, time.monotonic()))
 
     def factory() -> RedisLink:
         return RedisLink(settle_handshake, timeout_s)
@@ -145,7 +151,7 @@ async def open_link(client: aioredis.Redis, settle: Settle, timeout_s: float) ->
                 factory, settings.get("host") or "localhost", settings.get("port") or 6379)
     try:
         async with asyncio.timeout(timeout_s):
-            await _handshake(link, settings)
+            await _handshake(link, settings, redis_clock)
     except BaseException:
         link.close()
         raise
@@ -153,8 +159,11 @@ async def open_link(client: aioredis.Redis, settle: Settle, timeout_s: float) ->
     return link
 
 
-async def _handshake(link: RedisLink, settings: dict[str, Any]) -> None:
-    """AUTH and SELECT as the client's URL asks, and our name (CLIENT LIST shows it)."""
+async def _handshake(link: RedisLink, settings: dict[str, Any],
+                     redis_clock: RedisClock | None) -> None:
+    """AUTH and SELECT as the client's URL asks, our name (CLIENT LIST shows it), and Redis'
+    clock when asked (its round trip is the whole handshake's: a few microseconds of work
+    more than the network's)."""
     commands = []
     if settings.get("password"):
         username = settings.get("username")
@@ -162,13 +171,18 @@ async def _handshake(link: RedisLink, settings: dict[str, Any]) -> None:
                         else ("AUTH", settings["password"]))
     if settings.get("db"):
         commands.append(("SELECT", str(settings["db"])))
+    if redis_clock is not None:  # after AUTH: Redis answers nothing else before it
+        commands.append(("TIME",))
     commands.append(("CLIENT", "SETNAME", LINK_NAME))
     loop = asyncio.get_running_loop()
     replies = [loop.create_future() for _ in commands]
+    sent_s = time.monotonic()
     link.send(replies, b"".join(resp_command(*command) for command in commands))
     for command, reply in zip(commands, replies, strict=True):
-        answer = await reply
-        if answer != "OK":
+        answer, received_s = await reply
+        if command == ("TIME",) and isinstance(answer, list):
+            redis_clock.measure(answer, sent_s, received_s)
+        elif answer != "OK":
             raise LinkError(f"Redis refused {command[0]}: {answer}")
 
 

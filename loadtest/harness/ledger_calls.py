@@ -9,6 +9,7 @@ changes as the ledger grows. The load generator itself never imports switch/.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from protocols.messages import AuthRequest, MessageClass
@@ -18,6 +19,10 @@ from switch.lua_library import ledger_library
 from switch.policy import Policy
 from switch.policy_file import load_policy
 
+# How long a captured call may be replayed into Redis: its fence (the instant of Redis' clock
+# past which the function refuses to act) is this far ahead.
+REPLAY_WINDOW_MS = 24 * 3600 * 1000
+
 
 class Capture:
     """Stands in for the ledger's ScriptPipeline: records the call, answers a dummy result."""
@@ -26,7 +31,10 @@ class Capture:
         self.calls: list[tuple[str, tuple[str, ...], tuple[Any, ...]]] = []
 
     def call(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...],
-             transform: Any = None) -> asyncio.Future:
+             transform: Any = None, fence_s: float | None = None) -> asyncio.Future:
+        if fence_s is not None:  # replayed for minutes: the fence a day ahead, in this host's
+            # clock (the bench's Redis runs here)
+            args = (*args, time.time_ns() // 1_000_000 + REPLAY_WINDOW_MS)
         self.calls.append((name, tuple(keys), tuple(args)))
         future = asyncio.get_running_loop().create_future()
         result = ["00", 0, 0, "", "", 0, 0]

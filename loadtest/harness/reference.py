@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -33,6 +34,7 @@ from protocols.iso_channel import request_basics
 from protocols.jd import JdCodec
 from protocols.messages import AuthRequest
 from protocols.pos import PosCodec
+from switch.clock import RedisClock
 from switch.ledger import Ledger
 from switch.lua_library import ledger_library
 from switch.policy_file import PolicySpec, load_policy, mcc_codes
@@ -61,11 +63,18 @@ class OneCallScripts:
     def __init__(self, client: aioredis.Redis, library) -> None:
         self.client = client
         self.library = library
+        self.redis_clock = RedisClock()  # the calls' fences are written in it
 
     async def load(self) -> None:
         await self.client.function_load(self.library.code, replace=True)
+        sent_s = time.monotonic()
+        reply = await self.client.time()
+        self.redis_clock.measure(reply, sent_s, time.monotonic())
 
-    def call(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], transform=None):
+    def call(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], transform=None,
+             fence_s: float | None = None):
+        if fence_s is not None:
+            args = (*args, self.redis_clock.fence_ms(fence_s))
         return self._call(name, keys, args, transform)
 
     async def _call(self, name, keys, args, transform):

@@ -96,7 +96,7 @@ local function count_approval(approved)
 end
 
 register('authorize', function()
-  begin()
+  if begin() then return TOO_LATE end
   kind, now = ARGV[13], tonumber(now_ms)
   counters = counters_of(ARGV[18])
   windows = {}

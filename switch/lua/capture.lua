@@ -1,7 +1,7 @@
 -- Completion of a pre-authorization: post the amount, release the hold. The amount may pass
 -- the hold by the policy's tolerance (ARGV[16], percent) when the open-to-buy covers it.
 register('capture', function()
-  begin()
+  if begin() then return TOO_LATE end
   local ended = opening(false)
   if ended then return ended end
   local kind, state, hold, auth, rate, beans_before = unpack(redis.call('HMGET', txn_key,

@@ -4,7 +4,7 @@
 -- expired) as an 8th element (pending, captured, refunded, reversed,
 -- expired). Such an answer is not remembered: the state may change, a later query must see it.
 register('inquiry', function()
-  begin()
+  if begin() then return TOO_LATE end
   if names_original then
     local first = earlier_answer()
     if first then return first end

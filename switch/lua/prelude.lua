@@ -1,6 +1,6 @@
 -- Shared by the ledger's functions (switch/lua_library.py puts it after holds.lua in the library).
--- Every function starts with begin(), which reads the call's keys and arguments into the
--- locals below: defined once when the library loads, they are the running call's state.
+-- Every function starts with begin(), which checks the call's fence and reads its keys and
+-- arguments into the locals below: defined once when the library loads, they are the running call's state.
 -- KEYS[1] card hash {c:PAN}; KEYS[2] idempotency record; KEYS[3] transaction record;
 -- KEYS[4] the card's transaction index (sorted set, score = creation time in ms),
 -- KEYS[5] the card's pending holds (sorted set, score = expiry deadline in ms),
@@ -12,7 +12,9 @@
 -- ARGV[11] beans per yuan posted, ARGV[12] instant refund (1/0), ARGV[13] message class,
 -- ARGV[14] the request names an original (1/0), ARGV[15] hold lifetime (ms),
 -- ARGV[16] capture tolerance above the hold (percent), ARGV[17] counters lifetime (ms),
--- ARGV[18] the policy's counters, JSON (switch/terms.py counters_arg; "" for none).
+-- ARGV[18] the policy's counters, JSON (switch/terms.py counters_arg; "" for none),
+-- ARGV[19] the call's fence: the instant of Redis' clock (ms, TIME) after which it must not
+-- act (switch/ledger.py: the request's deadline less a guard, in Redis' clock).
 local card_key, idem_key, txn_key, index_key, holds_key, counters_key
 local now_ms, this_month, sent_expiry, auth_id, amount, fingerprint
 local rule_code, rule_reason, idem_ttl_s, partial_ok, beans_per_yuan, instant
@@ -28,7 +30,20 @@ local STATUS_DECLINES = {
 -- per redis.call); every change goes through move(), which keeps the copy exact.
 local card = nil
 
+-- A call that runs past its fence answers 91 and writes nothing, not even its answer: the
+-- switch answers the request 91 by its deadline, so acting now would charge a card holder
+-- who was told "declined"; a repeat is decided afresh. (TIME in a function is the instant
+-- the call started.)
+local TOO_LATE = {'91', 0, 0, '', 'issuer_timeout', 0, 0}
+
+local function past_fence()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) > tonumber(ARGV[19])
+end
+
+-- Every function starts with `if begin() then return TOO_LATE end`: true past the fence.
 local function begin()
+  if past_fence() then return true end
   card_key, idem_key, txn_key, index_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
   holds_key, counters_key = KEYS[5], KEYS[6]
   now_ms, this_month, sent_expiry = ARGV[1], ARGV[2], ARGV[3]
@@ -40,6 +55,7 @@ local function begin()
   names_original, hold_life_ms = ARGV[14] == '1', ARGV[15]
   capture_tolerance_pct = ARGV[16]
   card = nil
+  return false
 end
 
 local function load_card()

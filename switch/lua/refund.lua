@@ -2,7 +2,7 @@
 -- An instant (JD lightning) refund restores open-to-buy at once; any other waits in
 -- pending_credit until the card is settled.
 register('refund', function()
-  begin()
+  if begin() then return TOO_LATE end
   local ended = opening(false)
   if ended then return ended end
   local kind, state, posted, refunded, rate, beans_before = unpack(redis.call('HMGET', txn_key,

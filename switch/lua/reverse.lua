@@ -1,7 +1,7 @@
 -- Reversal: releases (part of) a pending hold, or voids (part of) a sale not yet refunded.
 -- amount 0 means the whole remaining amount.
 register('reverse', function()
-  begin()
+  if begin() then return TOO_LATE end
   local ended = opening(false)
   if ended then return ended end
   local kind, state, hold, posted, refunded, auth, rate, beans_before = unpack(redis.call(
