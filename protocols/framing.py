@@ -84,6 +84,11 @@ class Framer:
     def pending_bytes(self) -> int:
         return len(self._buffer)
 
+    @property
+    def in_frame(self) -> bool:
+        """Part of a frame has arrived (a header, or a header and some body), not all of it."""
+        return bool(self._buffer) or self._body_length is not None
+
     def frame(self, body: bytes) -> bytes:
         if len(body) > self.frame_size_max_bytes:
             raise FramingError(f"frame of {len(body)} bytes exceeds the maximum")

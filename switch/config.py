@@ -47,6 +47,18 @@ class ServerLimits(msgspec.Struct, forbid_unknown_fields=True):
         limits.request_deadline_ms)
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = limits.shutdown_grace_s
     shutdown_linger_s: Annotated[float, msgspec.Meta(ge=0)] = limits.shutdown_linger_s
+    frame_deadline_s: Annotated[float, msgspec.Meta(gt=0)] = limits.frame_deadline_s
+    write_buffer_high_water_bytes: Annotated[int, msgspec.Meta(ge=1, le=64 * 1024 * 1024)] = (
+        limits.write_buffer_high_water_bytes)
+    write_buffer_low_water_bytes: Annotated[int, msgspec.Meta(ge=0, le=64 * 1024 * 1024)] = (
+        limits.write_buffer_low_water_bytes)
+    write_paused_max_s: Annotated[float, msgspec.Meta(gt=0)] = limits.write_paused_max_s
+
+    def __post_init__(self) -> None:
+        if self.write_buffer_low_water_bytes > self.write_buffer_high_water_bytes:
+            raise ValueError(
+                f"write_buffer_low_water_bytes ({self.write_buffer_low_water_bytes}) must not "
+                f"exceed write_buffer_high_water_bytes ({self.write_buffer_high_water_bytes})")
 
 
 class Jd(msgspec.Struct, forbid_unknown_fields=True):

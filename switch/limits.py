@@ -13,8 +13,28 @@ frame_size_max_bytes = 64 * 1024
 # until answers drain, so one fast client cannot queue unbounded work. (config)
 inflight_per_connection_max = 256
 
-# A connection with nothing in flight and no bytes for this long is closed. (config)
+# A connection with nothing in flight and no whole frame for this long is closed. (config)
 idle_timeout_s = 300.0
+
+# A frame must arrive whole within this from its first byte, or the connection is cut (and
+# the partial frame decides nothing). A request is a few hundred bytes: even a 2,400-baud
+# POS line sends one in about 2 s, so a frame still incomplete after 10 s is a peer holding
+# a connection open byte by byte (slowloris), not a slow line. (config)
+frame_deadline_s = 10.0
+
+# Answers waiting in a connection's write buffer (ours, beyond the kernel's socket buffer):
+# above the high-water mark the connection is not read any more, so a peer that sends but
+# does not read cannot make us hold its answers without bound; reading resumes once the
+# buffer is down to the low-water mark. 64 KiB is a few hundred answers, more than a reading
+# peer ever leaves unread between two loop ticks; the low mark a quarter of it, so reading
+# resumes once most is read rather than flapping at every answer. (config)
+write_buffer_high_water_bytes = 64 * 1024
+write_buffer_low_water_bytes = 16 * 1024
+
+# A connection whose output has stayed paused (above the high-water mark) this long is
+# aborted: its peer reads nothing, and every channel gives up on an answer after a few
+# seconds (our own deadline is 2 s), so what waits is of no use to it any more. (config)
+write_paused_max_s = 10.0
 
 # The whole decision, Redis included, must finish within this or the request is answered
 # 91 (issuer unavailable). Card networks stand in after a few seconds; we answer well

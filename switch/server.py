@@ -2,9 +2,12 @@
 
 Transport only: bytes in, frames out to the codec, decisions from the engine, answers back.
 Several requests may be in flight on one connection and complete out of order (answers
-carry the channel's own ids). At `inflight_per_connection_max` the connection stops being
-read until answers drain. Every request gets an answer: a decision within the deadline, or
-91 when Redis is too slow, or 96 when something of ours broke.
+carry the channel's own ids). A connection stops being read while `inflight_per_connection_max`
+requests wait for answers, or while its unsent answers are above the write buffer's
+high-water mark (its peer is not reading), until both have drained. Every request gets an
+answer: a decision within the deadline, or 91 when Redis is too slow, or 96 when something
+of ours broke. A connection is cut when a frame is not whole `frame_deadline_s` after its
+first byte, or when its output has stayed paused `write_paused_max_s` (switch/watch.py).
 """
 
 from __future__ import annotations
@@ -27,12 +30,17 @@ from switch.engine import Attempt, Engine
 from switch.forwarder import Forwarder
 from switch.latency import LatencyHistogram
 from switch.standin import StandIn
+from switch.watch import Overstay, judge
 
 log = logging.getLogger("switch.server")
 
+# The counter a connection cut for overstaying a bound adds one to.
+CUT_COUNTERS = {Overstay.FRAME_LATE: "frame_timeouts", Overstay.WRITE_PAUSED: "write_timeouts"}
+
 
 class Counters:
-    COUNTS = ("connections", "requests", "answered", "timeouts", "errors", "framing_errors")
+    COUNTS = ("connections", "requests", "answered", "timeouts", "errors", "framing_errors",
+              "frame_timeouts", "write_timeouts")
     __slots__ = (*COUNTS, "decisions")
 
     def __init__(self) -> None:
@@ -56,10 +64,14 @@ class Connection(asyncio.Protocol):
         self.framer = Framer(listener.codec.header, self.server_limits.frame_size_max_bytes)
         self.transport: asyncio.Transport | None = None
         self.inflight = 0
-        self.paused = False
-        self.last_activity = 0.0
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.reading_paused = False
+        self.writing_paused_since: float | None = None  # above the high-water mark since
+        self.frame_started: float | None = None  # the first byte of a frame not yet whole
+        self.last_activity = 0.0  # the last bytes read or answer written
+        self.timer: asyncio.TimerHandle | None = None  # the one timer: switch/watch.py
         self.out: list[bytes] = []  # answers of this loop tick, written together
+        self.out_bytes = 0
+        self.unread: collections.deque[bytes] = collections.deque()  # frames not yet taken
         self.draining = False  # shutting down: no new requests; reading stays paused
         self.closing = False  # answers all sent: input is read and dropped, nothing decided
         self.closed = asyncio.get_running_loop().create_future()
@@ -68,15 +80,18 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
+        limits = self.server_limits
+        transport.set_write_buffer_limits(limits.write_buffer_high_water_bytes,
+                                          limits.write_buffer_low_water_bytes)
         self.listener.connections.add(self)
         self.listener.counters.connections += 1
         self._touch()
-        self._arm_idle_timer()
+        self._look()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)
-        if self.idle_timer:
-            self.idle_timer.cancel()
+        if self.timer:
+            self.timer.cancel()
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -91,8 +106,51 @@ class Connection(asyncio.Protocol):
             log.warning("%s: closing %s: %s", self.listener.name, self._peer(), error)
             self.transport.abort()
             return
-        for body in frames:
-            self._request(body)
+        # A frame begun is timed from its first byte (idleness is judged between frames only,
+        # so bytes that do not make a frame whole never put off the idle timeout).
+        if not self.framer.in_frame:
+            self.frame_started = None
+        elif frames or self.frame_started is None:
+            self.frame_started = asyncio.get_running_loop().time()
+        self.unread.extend(frames)
+        self._take()
+
+    def _take(self) -> None:
+        """Start the requests read so far while reading is not held back: one read may carry
+        hundreds of frames, and the bounds hold within it, not only from the next read on."""
+        unread = self.unread
+        while unread and not self.reading_paused:
+            self._request(unread.popleft())
+
+    def pause_writing(self) -> None:
+        """The write buffer is above the high-water mark: read no more requests until the
+        peer has read its answers (those already decided still go out)."""
+        now = asyncio.get_running_loop().time()
+        self.writing_paused_since = now
+        self._steer_reading()
+        if self.timer and self.timer.when() > now + self.server_limits.write_paused_max_s:
+            self.timer.cancel()
+            self._look()
+
+    def resume_writing(self) -> None:
+        self.writing_paused_since = None
+        self._steer_reading()
+
+    def _steer_reading(self) -> None:
+        """Read only while nothing holds reading back: requests in flight at the bound,
+        output paused, or a shutdown draining. Once closing, input is read and dropped."""
+        hold = not self.closing and (
+            self.draining or self.writing_paused_since is not None
+            or self.inflight >= self.server_limits.inflight_per_connection_max)
+        if hold == self.reading_paused or self.transport.is_closing():
+            return
+        self.reading_paused = hold
+        if hold:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+            if not self.closing:
+                self._take()
 
     # --- requests -----------------------------------------------------------------------
 
@@ -126,9 +184,8 @@ class Connection(asyncio.Protocol):
             return
         # No task per request: the answer is a callback on the ledger's future.
         self.inflight += 1
-        if self.inflight >= self.server_limits.inflight_per_connection_max and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()
+        if self.inflight >= self.server_limits.inflight_per_connection_max:
+            self._steer_reading()
         listener.track(outcome)
         outcome.add_done_callback(functools.partial(self._settled, decoded, began, attempt))
 
@@ -136,10 +193,8 @@ class Connection(asyncio.Protocol):
                  outcome: asyncio.Future) -> None:
         response = self.listener.settle(outcome, decoded.request, attempt)
         self.inflight -= 1
-        resume = self.paused and not self.draining
-        if resume and self.inflight < self.server_limits.inflight_per_connection_max:
-            self.paused = False
-            self.transport.resume_reading()
+        if self.reading_paused:
+            self._steer_reading()
         if isinstance(response, AuthResponse):
             self._answer(decoded, response, began)
         else:  # a stand-in answer, out once the journal has it on disk
@@ -158,42 +213,48 @@ class Connection(asyncio.Protocol):
     def _send(self, body: bytes) -> None:
         if self.closing or self.transport.is_closing():
             return
-        self.out.append(self.framer.frame(body))
+        frame = self.framer.frame(body)
+        self.out.append(frame)
+        self.out_bytes += len(frame)
         self.listener.counters.answered += 1
         if len(self.out) == 1:  # one write per connection per loop tick, not per answer
             asyncio.get_running_loop().call_soon(self._flush)
+        if self.out_bytes >= self.server_limits.write_buffer_high_water_bytes:
+            self._flush()  # now: the transport pauses us at once if the peer is not reading
 
     def _flush(self) -> None:
-        out, self.out = self.out, []
+        out, self.out, self.out_bytes = self.out, [], 0
         if out and not self.transport.is_closing():
             self.transport.write(b"".join(out))
         self._touch()
 
-    # --- idle timeout ---------------------------------------------------------------------
+    # --- time bounds: idle, frame deadline, output paused (one timer) ---------------------
 
     def _touch(self) -> None:
         self.last_activity = asyncio.get_running_loop().time()
 
-    def _arm_idle_timer(self) -> None:
-        loop = asyncio.get_running_loop()
-        due = self.last_activity + self.server_limits.idle_timeout_s
-        self.idle_timer = loop.call_at(due, self._idle_check)
-
-    def _idle_check(self) -> None:
+    def _look(self) -> None:
         if self.transport.is_closing():
             return
-        idle = asyncio.get_running_loop().time() - self.last_activity
-        if self.inflight == 0 and idle >= self.server_limits.idle_timeout_s:
+        loop = asyncio.get_running_loop()
+        overstay, due = judge(loop.time(), self.server_limits, last_activity=self.last_activity,
+                              inflight=self.inflight, frame_started=self.frame_started,
+                              write_paused_since=self.writing_paused_since)
+        if overstay is None:
+            self.timer = loop.call_at(due, self._look)
+        elif overstay is Overstay.IDLE:
             log.info("%s: closing idle connection %s", self.listener.name, self._peer())
             self.transport.close()
-            return
-        self._arm_idle_timer()
+        else:  # what is unsent or half-read goes: a frame cut short decides nothing
+            counters, name = self.listener.counters, CUT_COUNTERS[overstay]
+            setattr(counters, name, getattr(counters, name) + 1)
+            log.warning("%s: aborting %s: %s", self.listener.name, self._peer(), overstay.value)
+            self.transport.abort()
 
     def drain(self) -> None:
         """Take no new requests; the ones in flight still get their answers."""
         self.draining = True
-        if not self.transport.is_closing():
-            self.transport.pause_reading()
+        self._steer_reading()
 
     def finish(self) -> None:
         """Half-close after the last answer: the peer reads every answer, then EOF.
@@ -207,7 +268,7 @@ class Connection(asyncio.Protocol):
             return
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self.transport.resume_reading()
+        self._steer_reading()
 
     def _peer(self) -> str:
         peer = self.transport.get_extra_info("peername") if self.transport else None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from switch import limits
-from switch.config import load
+from switch.config import ConfigError, load
 
 
 def test_the_limits_section_sets_the_server_limits(tmp_path):
@@ -12,3 +14,22 @@ def test_the_limits_section_sets_the_server_limits(tmp_path):
     server_limits = load(path).server_limits
     assert (server_limits.request_deadline_ms, server_limits.idle_timeout_s) == (300, 7.5)
     assert server_limits.frame_size_max_bytes == limits.frame_size_max_bytes  # not written
+
+
+def test_the_output_and_frame_bounds_are_set_in_the_limits_section(tmp_path):
+    path = tmp_path / "switch.toml"
+    path.write_text("[limits]\nframe_deadline_s = 1.5\nwrite_paused_max_s = 4.0\n"
+                    "write_buffer_high_water_bytes = 8192\nwrite_buffer_low_water_bytes = 8192\n")
+    server_limits = load(path).server_limits
+    assert (server_limits.frame_deadline_s, server_limits.write_paused_max_s) == (1.5, 4.0)
+    assert (server_limits.write_buffer_high_water_bytes,
+            server_limits.write_buffer_low_water_bytes) == (8192, 8192)  # equal is allowed
+
+
+def test_a_low_water_mark_above_the_high_one_is_refused(tmp_path):
+    path = tmp_path / "switch.toml"
+    path.write_text("[limits]\nwrite_buffer_high_water_bytes = 8192\n"
+                    "write_buffer_low_water_bytes = 8193\n")
+    with pytest.raises(ConfigError, match=r"write_buffer_low_water_bytes \(8193\) must not "
+                       r"exceed write_buffer_high_water_bytes \(8192\)"):
+        load(path)

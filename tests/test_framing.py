@@ -114,6 +114,21 @@ def test_pending_bytes_counts_what_waits_for_the_rest_of_a_frame(header):
     assert framer.pending_bytes == 0
 
 
+@pytest.mark.parametrize("header", HEADERS)
+def test_in_frame_from_the_first_byte_of_a_frame_to_its_last(header):
+    framer = Framer(header, 100)
+    wire = framer.frame(b"hello") + framer.frame(b"")
+    assert not framer.in_frame
+    framer.feed(wire[:1])
+    assert framer.in_frame  # one byte of the header
+    framer.feed(wire[1:header.size_bytes])
+    assert framer.in_frame and framer.pending_bytes == 0  # the whole header, none of the body
+    framer.feed(wire[header.size_bytes:header.size_bytes + 5])
+    assert not framer.in_frame  # "hello" is whole
+    framer.feed(wire[header.size_bytes + 5:])
+    assert not framer.in_frame  # an empty body is whole with its header
+
+
 @pytest.mark.parametrize("header", [b"+123", b" 123", b"-001", b"1.00", b"\x001\x002"])
 def test_an_ascii_header_of_anything_but_four_decimal_digits_is_refused(header):
     with pytest.raises(FramingError, match="is not decimal digits"):

@@ -1,0 +1,240 @@
+"""Bounded buffers over real TCP: a peer that never reads, a peer that trickles bytes.
+
+The switch runs in this event loop (tests/support.py running_switch), so a test can look at
+the server side of its own connection: the write buffer, whether reading is paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+from protocols import jd
+from protocols.demo import DEMO_JD_KEY
+from protocols.framing import BINARY_4, Framer
+from protocols.messages import MessageClass as C
+from switch.config import ServerLimits
+from switch.server import Connection, Listener
+from tests.support import (
+    ANSWER_WAIT_S,
+    JdClient,
+    jd_request,
+    make_card,
+    running_switch,
+    switch_config,
+)
+
+HIGH_WATER_BYTES = 4096
+INFLIGHT_MAX = 8
+GARBAGE = BINARY_4.encode(5) + b"\xff{not"  # answered at once with a format error (30)
+GARBAGE_PER_SALE = 20  # one read carries hundreds of these, all answerable in one loop tick
+UNITS = 300  # of a sale and its garbage: far more answers than any buffer here holds
+ANSWERS_PER_UNIT = 1 + GARBAGE_PER_SALE
+
+
+def bounded_limits(**overrides) -> ServerLimits:
+    return ServerLimits(**({
+        "inflight_per_connection_max": INFLIGHT_MAX, "write_paused_max_s": 60.0,
+        "write_buffer_high_water_bytes": HIGH_WATER_BYTES, "write_buffer_low_water_bytes": 1024,
+    } | overrides))
+
+
+async def until(condition, what: str) -> None:
+    async with asyncio.timeout(ANSWER_WAIT_S):
+        while not condition():
+            await asyncio.sleep(0.005)
+    assert condition(), what
+
+
+class SilentPeer:
+    """A plain socket with a small receive buffer that reads nothing until told (a stream
+    reader would read ahead into its own buffer); it sends from a task of its own."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        self.sending: asyncio.Task | None = None
+
+    @classmethod
+    async def connect(cls, port: int) -> SilentPeer:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        return cls(sock)
+
+    def send(self, data: bytes) -> None:
+        self.sending = self.loop.create_task(self.loop.sock_sendall(self.sock, data))
+
+    async def read_frames(self, count: int) -> int:
+        framer, frames = Framer(BINARY_4, 1 << 20), 0
+        async with asyncio.timeout(ANSWER_WAIT_S):
+            while frames < count:
+                data = await self.loop.sock_recv(self.sock, 65536)
+                if not data:
+                    break
+                frames += len(framer.feed(data))
+        return frames
+
+    async def close(self) -> None:
+        if self.sending:
+            self.sending.cancel()
+            with contextlib.suppress(BaseException):
+                await self.sending
+        self.sock.close()
+
+
+async def server_side(listener: Listener, peer: SilentPeer) -> Connection:
+    """The switch's end of the peer's connection. Its kernel send buffer is made small
+    too, so a few dozen answers fill the kernel's buffers and the rest is the switch's."""
+    host, port = peer.sock.getsockname()[:2]
+    found: list[Connection] = []
+
+    def accepted() -> bool:
+        found[:] = [c for c in listener.connections if c._peer() == f"{host}:{port}"]
+        return bool(found)
+
+    await until(accepted, "the switch accepted the connection")
+    found[0].transport.get_extra_info("socket").setsockopt(
+        socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    return found[0]
+
+
+def stream(pan: str, units: int) -> bytes:
+    key = DEMO_JD_KEY.encode()
+    sales = (jd.encode_request(jd_request(pan, C.SALE, 1), key) for _ in range(units))
+    return b"".join(BINARY_4.encode(len(body)) + body + GARBAGE * GARBAGE_PER_SALE
+                    for body in sales)
+
+
+async def answer_sizes(port: int, pan: str) -> int:
+    """The larger of the two answers the stream asks for, in bytes on the wire."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    framer = Framer(BINARY_4, 1 << 20)
+    writer.write(stream(pan, 1))
+    sizes: list[int] = []
+    async with asyncio.timeout(ANSWER_WAIT_S):
+        while len(sizes) < ANSWERS_PER_UNIT:
+            sizes += [len(body) + 4 for body in framer.feed(await reader.read(65536))]
+    writer.close()
+    return max(sizes)
+
+
+async def test_a_peer_that_does_not_read_stops_being_read_and_others_are_answered(redis_url):
+    config = switch_config(server_limits=bounded_limits())
+    async with running_switch(redis_url, config) as (switch, ledger):
+        listener = switch.listeners["jd"]
+        pan = await make_card(ledger, limit_fen=10_000_000)
+        answer_max = await answer_sizes(switch.ports["jd"], pan)
+        peer = await SilentPeer.connect(switch.ports["jd"])
+        connection = await server_side(listener, peer)
+        assert connection.transport.get_write_buffer_limits() == (1024, HIGH_WATER_BYTES)
+        peaks = [0]
+
+        async def sample() -> None:
+            while True:
+                peaks[0] = max(peaks[0], connection.transport.get_write_buffer_size())
+                await asyncio.sleep(0.002)
+
+        sampler = asyncio.create_task(sample())
+        peer.send(stream(pan, UNITS))
+        try:
+            await until(lambda: connection.reading_paused and connection.writing_paused_since,
+                        "reading paused because the peer does not read")
+            good = await JdClient.connect(switch.ports["jd"])
+            answer = await good.send(jd_request(pan, C.SALE, 100))
+            await good.close()
+            assert answer.response.response_code == "00"
+            await until(lambda: connection.inflight == 0, "the decisions taken are answered")
+            await asyncio.sleep(0.05)  # those answers are written: the sampler sees them
+        finally:
+            sampler.cancel()
+        # Above the mark: one flush (at most the mark and one answer) and the answers of the
+        # requests then in flight; then nothing more is read.
+        assert peaks[0] <= 2 * HIGH_WATER_BYTES + (INFLIGHT_MAX + 1) * answer_max
+        assert connection.unread and connection.reading_paused
+        assert connection.writing_paused_since is not None
+        assert listener.counters.answered < ANSWERS_PER_UNIT * UNITS
+
+        answers = ANSWERS_PER_UNIT * UNITS  # the peer reads at last: every request is answered
+        assert await peer.read_frames(answers) == answers
+        assert not connection.reading_paused and connection.writing_paused_since is None
+        await peer.close()
+
+
+async def test_a_peer_that_never_reads_is_aborted_once_paused_too_long(redis_url):
+    # The frame watch looks only once a minute here: the pause's bound must arm its own look.
+    limits = bounded_limits(write_paused_max_s=0.5, frame_deadline_s=60.0)
+    config = switch_config(server_limits=limits)
+    async with running_switch(redis_url, config) as (switch, ledger):
+        listener = switch.listeners["jd"]
+        pan = await make_card(ledger, limit_fen=10_000_000)
+        peer = await SilentPeer.connect(switch.ports["jd"])
+        connection = await server_side(listener, peer)
+        loop = asyncio.get_running_loop()
+        lost_at: list[float] = []
+        connection.closed.add_done_callback(lambda _: lost_at.append(loop.time()))
+        peer.send(stream(pan, 100))
+        await until(lambda: connection.writing_paused_since, "output paused")
+        paused_since = connection.writing_paused_since
+        async with asyncio.timeout(ANSWER_WAIT_S):
+            await connection.closed
+        assert lost_at[0] - paused_since >= 0.5
+        assert (listener.counters.write_timeouts, listener.counters.frame_timeouts) == (1, 0)
+        await peer.close()
+
+
+async def test_tricklers_are_cut_at_the_frame_deadline_not_the_idle_timeout(redis_url):
+    limits = ServerLimits(frame_deadline_s=0.5, idle_timeout_s=600.0)
+    async with running_switch(redis_url, switch_config(server_limits=limits)) as (switch, ledger):
+        listener = switch.listeners["jd"]
+        pan = await make_card(ledger)
+        body = jd.encode_request(jd_request(pan, C.SALE, 100), DEMO_JD_KEY.encode())
+        frame = BINARY_4.encode(len(body)) + body
+        loop = asyncio.get_running_loop()
+        peers = [await asyncio.open_connection("127.0.0.1", switch.ports["jd"])
+                 for _ in range(20)]
+        began = loop.time()
+
+        async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> float:
+            async def send() -> None:
+                for byte in frame[:-1]:  # all but the last byte: the frame is never whole
+                    writer.write(bytes([byte]))
+                    await asyncio.sleep(0.05)
+
+            sending = asyncio.create_task(send())
+            try:
+                async with asyncio.timeout(ANSWER_WAIT_S):
+                    assert await reader.read() == b""  # cut: no answer, end of stream
+            except ConnectionResetError:
+                pass
+            finally:
+                sending.cancel()
+                writer.close()
+            return loop.time()
+
+        cut_at = await asyncio.gather(*(trickle(*peer) for peer in peers))
+        assert min(cut_at) - began >= 0.5
+        assert listener.counters.frame_timeouts == 20
+        assert listener.counters.requests == 0  # nothing was decided
+        view = await ledger.card(pan)
+        assert (view.posted, view.held, view.open_to_buy) == (0, 0, 10_000)
+
+
+async def test_a_frame_whole_within_the_deadline_is_answered(redis_url):
+    limits = ServerLimits(frame_deadline_s=2.0)
+    async with running_switch(redis_url, switch_config(server_limits=limits)) as (switch, ledger):
+        pan = await make_card(ledger)
+        body = jd.encode_request(jd_request(pan, C.SALE, 100), DEMO_JD_KEY.encode())
+        frame = BINARY_4.encode(len(body)) + body
+        reader, writer = await asyncio.open_connection("127.0.0.1", switch.ports["jd"])
+        for piece in (frame[:3], frame[3:100], frame[100:]):  # in three reads, well in time
+            writer.write(piece)
+            await asyncio.sleep(0.1)
+        async with asyncio.timeout(ANSWER_WAIT_S):
+            length = BINARY_4.decode(await reader.readexactly(4))
+            answer = jd.decode_response(await reader.readexactly(length), DEMO_JD_KEY.encode())
+        writer.close()
+        assert answer.response.response_code == "00"
+        assert switch.listeners["jd"].counters.frame_timeouts == 0
