@@ -45,8 +45,11 @@ async def build(config: Config, redis_url: str, clock: Clock | None = None,
                 ) -> tuple[Switch, Ledger]:
     """`policy`: else the config's policy file (else the shipped default); `clock`: tests.
     `journal_dir`: keep a store-and-forward journal there (stand-in answers, voids of
-    requests answered 91); None: none (a failed ledger call is just answered 91)."""
+    requests answered 91); None: the config's `journal_dir` if it names one, else no journal
+    (a failed ledger call is just answered 91)."""
     policy = policy or Policy(load_policy(config.policy))
+    if journal_dir is None and config.journal_dir:
+        journal_dir = Path(config.journal_dir)
     journal = None
     if journal_dir is not None:  # first: a journal held by another process stops us early
         journal = Journal.claim(journal_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 from protocols.cardnumbers import mask_card_numbers_in, mask_pan
 from protocols.framing import HEADER_FORMATS
 from protocols.pos import DEFAULT_ACQUIRER, DEFAULT_TERMINAL
-from switch import app, card_cli, launch, policy_cli, send, token_cli
+from switch import app, card_cli, launch, policy_cli, saf_cli, send, token_cli
 from switch.cards import demo_cards
 from switch.channels import CODECS
 from switch.cli_common import (
@@ -212,6 +212,7 @@ def parser() -> argparse.ArgumentParser:
     iso.add_argument("--atc", type=int, help="xpay: ATC to send (default: the last seen + 1)")
     redis_option(snd)
     token_cli.add_commands(command, redis_option)
+    saf_cli.add_commands(command, redis_option)
     return top
 
 

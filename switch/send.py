@@ -160,7 +160,8 @@ def describe(request: AuthRequest, answer: ClientAnswer, card_label: str) -> str
     verdict = "APPROVED" if r.approved else "DECLINED"
     lines = [
         f"{verdict} {r.response_code}" + (f"  reason {r.reason}" if r.reason else "")
-        + ("  (repeat: first answer returned)" if r.repeat else ""),
+        + ("  (repeat: first answer returned)" if r.repeat else "")
+        + ("  (stand-in: decided by the switch alone, Redis unreachable)" if r.stand_in else ""),
         f"  {request.message_class.value} of {amount_text(request)} on "
         f"{mask_pan(request.card)} via {request.channel}, id {answer.correlation_id}",
         f"  approved {r.approved_fen} fen, auth id {r.auth_id or '-'}, "
