@@ -12,7 +12,7 @@ from pathlib import Path
 from protocols.cardnumbers import mask_card_numbers_in, mask_pan
 from protocols.framing import HEADER_FORMATS
 from protocols.pos import DEFAULT_ACQUIRER, DEFAULT_TERMINAL
-from switch import app, card_cli, launch, policy_cli, saf_cli, send, token_cli
+from switch import app, audit_cli, card_cli, launch, policy_cli, saf_cli, send, token_cli
 from switch.cards import demo_cards
 from switch.channels import CODECS
 from switch.cli_common import (
@@ -179,6 +179,7 @@ def parser() -> argparse.ArgumentParser:
     seed.add_argument("--out", type=Path, help="write the full card numbers to this file")
 
     card_cli.add_commands(command, redis_option)
+    audit_cli.add_commands(command, redis_option)
     policy_cli.add_commands(command)
 
     snd = command("send", cmd_send, "send one message to a running switch, print the answer")

@@ -119,3 +119,19 @@ saf_cursor_every_records = 256
 # Card statuses remembered from the ledger's answers, for stand-in decisions; the bound keeps
 # the cache's memory flat (about 200 bytes a card) however many cards pass.
 stand_in_cards_cached_max = 200_000
+
+# `switch audit`: cards asked of each SCAN and read in one pipeline; enough to keep Redis'
+# round trips few, small enough that one batch's replies stay a few MB.
+audit_scan_batch_cards = 500
+
+# `switch audit`: transaction records read in one pipeline; a card may have many, and one
+# pipeline's replies are held in memory at once.
+audit_pipeline_commands_max = 10_000
+
+# `switch audit`: a card that looks broken is read again under WATCH until no change
+# interrupts the read; a switch busy on that card may interrupt each, so the rereads stop.
+audit_rereads_max = 5
+
+# `switch audit`: a progress line on stderr every this many cards (a large ledger takes a
+# while; a demo's few cards print none).
+audit_progress_every_cards = 10_000

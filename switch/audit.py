@@ -1,0 +1,213 @@
+"""`switch audit`: do the books add up? Every card's balances against its own records.
+
+The bookkeeping the Lua functions keep (switch/lua/), which the rules below restate:
+  held            += a pre-authorization's hold; -= on capture, reversal (part or whole),
+                   expiry. So held == the sum of `hold` over the card's pending records.
+  posted          += a sale, a capture; -= a reversal of a sale, a lightning refund, and a
+                   settlement (which also takes the same from pending_credit).
+  pending_credit  += an ordinary refund; -= settlement.
+  record.posted   what the transaction posted (after reversals); record.refunded what was
+                   refunded of it, lightning or ordinary.
+  So posted - pending_credit == the sum over the records of posted - refunded.
+  The holds index ({c:PAN}:h) lists the pending records; the transaction index
+  ({c:PAN}:tx) lists every record.
+
+The reads go in pipelines of many cards at once. A card changed by a switch between two
+reads may look broken: such a card is read again under WATCH until a read is not
+interrupted by a change, and only a broken stable read is reported.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from protocols.cardnumbers import mask_pan
+from protocols.ledger_layout import card_indexes
+from switch import limits
+
+# Each rule: its name (what the output says) and what it holds.
+RULES = {
+    "balances_readable": "limit, posted, held and pending_credit are whole numbers and limit "
+                         ">= 0: every reader computes open-to-buy = max(0, limit - posted - "
+                         "held) from them",
+    "posted_not_negative": "posted >= 0",
+    "held_not_negative": "held >= 0",
+    "pending_credit_not_negative": "pending_credit >= 0",
+    "held_is_pending_holds": "held == the sum of the holds of the pending pre-authorizations",
+    "posted_is_transactions": "posted - pending_credit == the sum over the transactions of "
+                              "posted - refunded",
+    "holds_index_is_pending": "the holds index lists exactly the pending pre-authorizations",
+    "indexed_transactions_exist": "every transaction an index names exists",
+    "transactions_readable": "a transaction's state is known and its hold, posted and "
+                             "refunded are whole numbers",
+    "card_kept_changing": "a card that looked broken was re-read until unchanged (at most "
+                          f"{limits.audit_rereads_max} times): it kept changing, so not verified",
+}
+STATES = ("pending", "captured", "reversed", "expired")
+RECORD_FIELDS = ("state", "hold", "posted", "refunded")
+CARD_KEY = re.compile(r"\{c:(\d{12,19})\}")  # protocols/ledger_layout.py card_key
+
+
+class Finding(NamedTuple):
+    card: str  # masked
+    rule: str
+    detail: str
+
+
+class CardBooks(NamedTuple):
+    """What the audit reads of one card: its hash, its two indexes, and the records they name
+    (None for a key that does not exist)."""
+
+    key: str
+    fields: dict[str, str]
+    transactions: list[str]
+    holds: list[str]
+    records: dict[str, list[str | None] | None]
+
+
+class Report(NamedTuple):
+    cards: int
+    transactions: int
+    findings: list[Finding]
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings
+
+
+def whole(value: str | None) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def check(books: CardBooks) -> list[Finding]:
+    """The rules' findings on one card (empty: its books add up)."""
+    pan = CARD_KEY.fullmatch(books.key).group(1)
+    found: list[tuple[str, str]] = []
+    names = ("limit", "posted", "held", "pending_credit")
+    limit, posted, held, credit = (whole(books.fields.get(name)) for name in names)
+    if None in (limit, posted, held, credit) or limit < 0:
+        found.append(("balances_readable", ", ".join(
+            f"{name}={books.fields.get(name)!r}" for name in names)))
+        return [Finding(mask_pan(pan), rule, detail) for rule, detail in found]
+    for name, value in (("posted", posted), ("held", held), ("pending_credit", credit)):
+        if value < 0:
+            found.append((f"{name}_not_negative", f"{name} {value}"))
+
+    missing = [k for k in dict.fromkeys(books.transactions + books.holds)
+               if books.records.get(k) is None]
+    if missing:
+        found.append(("indexed_transactions_exist", f"{len(missing)} missing, e.g. "
+                      + short(missing[0])))
+    pending_hold, net_posted, pending = 0, 0, set()
+    for key in books.transactions:
+        record = books.records.get(key)
+        if record is None:
+            continue
+        state, hold, rec_posted, refunded = record[0], *(whole(v) for v in record[1:])
+        if state not in STATES or None in (hold, rec_posted, refunded):
+            found.append(("transactions_readable", f"{short(key)}: {record}"))
+            continue
+        net_posted += rec_posted - refunded
+        if state == "pending":
+            pending_hold += hold
+            pending.add(key)
+    if held != pending_hold:
+        found.append(("held_is_pending_holds", f"held {held}, pending holds {pending_hold}"))
+    if posted - credit != net_posted:
+        found.append(("posted_is_transactions", f"posted {posted} - pending_credit {credit}"
+                      f" = {posted - credit}, transactions {net_posted}"))
+    indexed = {k for k in books.holds if books.records.get(k) is not None}
+    if indexed != pending:
+        found.append(("holds_index_is_pending", f"{len(indexed - pending)} indexed not "
+                      f"pending, {len(pending - indexed)} pending not indexed"))
+    return [Finding(mask_pan(pan), rule, detail) for rule, detail in found]
+
+
+def short(key: str) -> str:
+    """A transaction's key without the card number: its reference."""
+    return key.split(":t:", 1)[-1]
+
+
+async def read(client: Any, keys: list[str]) -> list[CardBooks]:
+    """The books of these cards: one pipeline for the hashes and indexes, then pipelines of
+    at most limits.audit_pipeline_commands_max record reads."""
+    async with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hgetall(key)
+            for index in card_indexes(key)[:2]:
+                pipe.zrange(index, 0, -1)
+        replies = await pipe.execute()
+    cards = [(key, *replies[3 * i:3 * i + 3]) for i, key in enumerate(keys)]
+    wanted = list(dict.fromkeys(k for _, _, tx, holds in cards for k in tx + holds))
+    records: dict[str, list | None] = {}
+    for start in range(0, len(wanted), limits.audit_pipeline_commands_max):
+        chunk = wanted[start:start + limits.audit_pipeline_commands_max]
+        async with client.pipeline(transaction=False) as pipe:
+            for key in chunk:
+                pipe.hmget(key, "kind", *RECORD_FIELDS)
+            for key, values in zip(chunk, await pipe.execute(), strict=True):
+                records[key] = None if values[0] is None else values[1:]
+    return [CardBooks(key, fields, tx, holds, records) for key, fields, tx, holds in cards]
+
+
+async def reread(client: aioredis.Redis, key: str) -> CardBooks | None:
+    """The card's books from a read no change interrupted (WATCH on its hash and indexes;
+    every ledger function that changes a record changes the card's hash too), or None when
+    every one of limits.audit_rereads_max reads was."""
+    for _ in range(limits.audit_rereads_max):
+        async with client.pipeline(transaction=True) as pipe:
+            await pipe.watch(key, *card_indexes(key)[:2])
+            (books,) = await read(client, [key])
+            pipe.multi()
+            pipe.exists(key)
+            try:
+                await pipe.execute()
+                return books
+            except WatchError:
+                continue
+    return None
+
+
+async def audit(client: aioredis.Redis, keys: list[str] | None = None,
+                progress: Callable[[int, int], None] | None = None) -> Report:
+    """Check every card (SCAN, in batches) or the cards `keys`; `progress(cards, broken)`
+    every limits.audit_progress_every_cards cards."""
+    cards = transactions = 0
+    findings: list[Finding] = []
+    async for batch in batches(client, keys):
+        for books in await read(client, batch):
+            found = check(books)
+            if found:
+                stable = await reread(client, books.key)
+                found = check(stable) if stable else [Finding(
+                    mask_pan(CARD_KEY.fullmatch(books.key).group(1)), "card_kept_changing",
+                    f"{limits.audit_rereads_max} reads, each interrupted by a change")]
+            findings += found
+            transactions += len(books.transactions)
+            cards += 1
+            if progress and cards % limits.audit_progress_every_cards == 0:
+                progress(cards, len({f.card for f in findings}))
+    return Report(cards, transactions, findings)
+
+
+async def batches(client: aioredis.Redis, keys: list[str] | None):
+    """Card keys in batches of about limits.audit_scan_batch_cards."""
+    if keys is not None:
+        for start in range(0, len(keys), limits.audit_scan_batch_cards):
+            yield keys[start:start + limits.audit_scan_batch_cards]
+        return
+    cursor = None
+    while cursor != 0:
+        cursor, found = await client.scan(cursor or 0, match="{c:*}",
+                                          count=limits.audit_scan_batch_cards, _type="hash")
+        batch = [key for key in found if CARD_KEY.fullmatch(key)]
+        if batch:
+            yield batch
