@@ -66,7 +66,8 @@ class Connection(asyncio.Protocol):
         self.inflight = 0
         self.reading_paused = False
         self.writing_paused_since: float | None = None  # above the high-water mark since
-        self.frame_started: float | None = None  # the first byte of a frame not yet whole
+        self.frame_started: float | None = None  # a frame begun, not whole: its first byte,
+        # or when reading resumed after a pause (the frame's clock stops while we do not read)
         self.last_activity = 0.0  # the last bytes read or answer written
         self.timer: asyncio.TimerHandle | None = None  # the one timer: switch/watch.py
         self.out: list[bytes] = []  # answers of this loop tick, written together
@@ -145,12 +146,15 @@ class Connection(asyncio.Protocol):
         if hold == self.reading_paused or self.transport.is_closing():
             return
         self.reading_paused = hold
-        if hold:
+        if hold:  # a frame's clock runs only while we read: our pause is not the peer's delay
+            self.frame_started = None
             self.transport.pause_reading()
-        else:
-            self.transport.resume_reading()
-            if not self.closing:
-                self._take()
+            return
+        if self.framer.in_frame:
+            self.frame_started = asyncio.get_running_loop().time()
+        self.transport.resume_reading()
+        if not self.closing:
+            self._take()
 
     # --- requests -----------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 One timer per connection (switch/server.py Connection) asks `judge` whether the connection
 has overstayed a bound and when to look again. The bounds come from the config's [limits]:
 - `write_paused_max_s`: output paused (above the high-water mark: the peer reads nothing);
-- `frame_deadline_s`: a frame begun and still not whole, counted from its first byte;
+- `frame_deadline_s`: a frame begun and still not whole, counted from its first byte (the
+  connection gives no frame start while it is not reading, and restarts the count when it
+  reads again: a pause of ours is not the peer's delay);
 - `idle_timeout_s`: no whole frame and no answer written, with nothing in flight, no frame
   begun and output flowing.
 The next look is never further away than one frame deadline, so a frame that begins after a

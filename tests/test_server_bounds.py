@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import socket
 
+import redis.asyncio as aioredis
+
 from protocols import jd
 from protocols.demo import DEMO_JD_KEY
 from protocols.framing import BINARY_4, Framer
@@ -238,3 +240,32 @@ async def test_a_frame_whole_within_the_deadline_is_answered(redis_url):
         writer.close()
         assert answer.response.response_code == "00"
         assert switch.listeners["jd"].counters.frame_timeouts == 0
+
+
+async def test_a_frame_is_not_timed_while_the_switch_does_not_read(redis_url):
+    """A sale and half the next frame, in one write; Redis paused, so reading stays paused
+    (in flight at the bound) far longer than the frame deadline: that is our delay, not the
+    peer's. Once the sale is answered and reading resumes, the half frame is timed again."""
+    limits = ServerLimits(inflight_per_connection_max=1, frame_deadline_s=0.3,
+                          idle_timeout_s=600.0)
+    async with running_switch(redis_url, switch_config(server_limits=limits)) as (switch, ledger):
+        counters = switch.listeners["jd"].counters
+        pan = await make_card(ledger)
+        sale, half = stream(pan, 2).split(GARBAGE * GARBAGE_PER_SALE)[:2]
+        admin = aioredis.Redis.from_url(redis_url)
+        reader, writer = await asyncio.open_connection("127.0.0.1", switch.ports["jd"])
+        try:
+            await admin.execute_command("CLIENT", "PAUSE", 1000, "ALL")
+            writer.write(sale + half[:len(half) // 2])
+            async with asyncio.timeout(ANSWER_WAIT_S):
+                length = BINARY_4.decode(await reader.readexactly(4))
+                await reader.readexactly(length)  # answered: not cut while reading was paused
+            assert counters.frame_timeouts == 0
+            async with asyncio.timeout(ANSWER_WAIT_S):  # the rest never comes: cut
+                with contextlib.suppress(ConnectionResetError):
+                    assert await reader.read() == b""
+            assert counters.frame_timeouts == 1
+        finally:
+            writer.close()
+            await admin.aclose()
+        assert counters.requests == 1  # the half frame decided nothing
