@@ -12,7 +12,17 @@ from pathlib import Path
 from protocols.cardnumbers import mask_card_numbers_in, mask_pan
 from protocols.framing import HEADER_FORMATS
 from protocols.pos import DEFAULT_ACQUIRER, DEFAULT_TERMINAL
-from switch import app, audit_cli, card_cli, launch, policy_cli, saf_cli, send, token_cli
+from switch import (
+    app,
+    audit_cli,
+    card_cli,
+    launch,
+    policy_cli,
+    saf_cli,
+    scenario_cli,
+    send,
+    token_cli,
+)
 from switch.cards import demo_cards
 from switch.channels import CODECS
 from switch.cli_common import (
@@ -214,6 +224,7 @@ def parser() -> argparse.ArgumentParser:
     redis_option(snd)
     token_cli.add_commands(command, redis_option)
     saf_cli.add_commands(command, redis_option)
+    scenario_cli.add_commands(command, redis_option, snd)
     return top
 
 

@@ -1,0 +1,235 @@
+"""Scenario files: a tester's script of requests and the answers they expect (TOML).
+
+Read and checked here, before anything is sent: a bad file gets one error naming the file,
+the step and the key. The format is in docs/testing.md ("Scenarios"); the runner is
+switch/scenario_run.py.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from protocols.codes import CardStatus
+from protocols.messages import AuthResponse
+from switch import limits
+
+CHANNELS = ("jd", "wechat", "pos", "xpay")
+STEP_TYPES = ("auth", "sale", "capture", "reverse", "refund", "inquiry")
+# What `expect` may name: the fields of the answer `switch send --json` prints.
+ANSWER_FIELDS = tuple(f.name for f in msgspec.structs.fields(AuthResponse)) + ("id",)
+# What `card_after` may name: the card as `switch card show` reads it from the ledger.
+CARD_FIELDS = ("limit", "posted", "held", "pending_credit", "open_to_buy", "beans", "status")
+CARD_KEYS = ("limit", "status", "expiry")
+STEP_KEYS = ("name", "channel", "type", "card", "amount", "mcc", "original", "repeat",
+             "lightning", "partial", "expiry", "merchant", "atc", "sleep_ms", "expect",
+             "card_after")
+SCENARIO_KEYS = ("name", "cards", "step")
+SLEEP_MAX_MS = 60_000  # a step's wait; longer belongs to the test clock, not a real wait
+DEFAULT_CARD_EXPIRY = "3012"
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot run as written; the message names file, step and key."""
+
+
+@dataclass(frozen=True)
+class CardSpec:
+    limit: int
+    status: str = "active"
+    expiry: str = DEFAULT_CARD_EXPIRY
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int  # 1-based, as a person counts steps
+    name: str
+    channel: str = ""
+    type: str = ""
+    card: str = ""
+    amount: int = 0
+    mcc: str = ""
+    original: str = ""  # the step whose transaction this one refers to
+    repeat: str = ""  # the step whose message this one sends again, byte for byte
+    lightning: bool = False
+    partial: bool = False
+    expiry: str = ""
+    merchant: str = ""
+    atc: int = -1  # x-pay: the ATC to send (-1: the token's next)
+    sleep_ms: int = 0
+    expect: dict[str, Any] = field(default_factory=dict)
+    card_after: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sends(self) -> bool:
+        return bool(self.channel or self.repeat)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    path: Path
+    name: str
+    cards: dict[str, CardSpec]
+    steps: list[Step]
+
+
+def load_scenario(path: Path) -> Scenario:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ScenarioError(f"{path}: cannot read: {error.strerror or error}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ScenarioError(f"{path}: not valid TOML: {error}") from None
+    return scenario_from(path, document)
+
+
+def scenario_from(path: Path, document: dict[str, Any]) -> Scenario:
+    _known_keys(document, SCENARIO_KEYS, f"{path}")
+    cards = _table(document.get("cards", {}), f"{path}: [cards]")
+    specs = {alias: _card(path, alias, spec) for alias, spec in cards.items()}
+    raw_steps = document.get("step", [])
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise ScenarioError(f"{path}: no [[step]]: a scenario needs at least one step")
+    steps: list[Step] = []
+    for index, raw in enumerate(raw_steps, start=1):
+        steps.append(_step(path, index, _table(raw, f"{path}: step {index}"), specs, steps))
+    name = document.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise ScenarioError(f"{path}: name: must be a non-empty string")
+    return Scenario(path, name, specs, steps)
+
+
+def _card(path: Path, alias: str, raw: Any) -> CardSpec:
+    where = f"{path}: [cards.{alias}]"
+    spec = _table(raw, where)
+    _known_keys(spec, CARD_KEYS, where)
+    if "limit" not in spec:
+        raise ScenarioError(f"{where}: limit: required (fen)")
+    limit = _fen(spec["limit"], f"{where}: limit", allow_zero=True)
+    status = spec.get("status", "active")
+    if status not in {s.value for s in CardStatus}:
+        raise ScenarioError(f"{where}: status: {status!r} is not one of "
+                            f"{', '.join(s.value for s in CardStatus)}")
+    expiry = spec.get("expiry", DEFAULT_CARD_EXPIRY)
+    if not _is_yymm(expiry):
+        raise ScenarioError(f"{where}: expiry: {expiry!r} is not YYMM")
+    return CardSpec(limit=limit, status=status, expiry=expiry)
+
+
+def _step(path: Path, index: int, raw: dict[str, Any], cards: dict[str, CardSpec],
+          earlier: list[Step]) -> Step:
+    name = raw.get("name", f"step {index}")
+    where = f"{path}: step {index}" + (f" ({name})" if "name" in raw else "")
+    _known_keys(raw, STEP_KEYS, where)
+    if not isinstance(name, str) or not name:
+        raise ScenarioError(f"{where}: name: must be a non-empty string")
+    if any(step.name == name for step in earlier):
+        raise ScenarioError(f"{where}: name: another step is already called {name!r}")
+    named = {step.name: step for step in earlier}
+    values: dict[str, Any] = {"index": index, "name": name}
+    for key in ("channel", "type", "card", "mcc", "original", "repeat", "expiry", "merchant"):
+        if key in raw:
+            if not isinstance(raw[key], str):
+                raise ScenarioError(f"{where}: {key}: must be a string")
+            values[key] = raw[key]
+    for key in ("lightning", "partial"):
+        if key in raw:
+            if not isinstance(raw[key], bool):
+                raise ScenarioError(f"{where}: {key}: must be true or false")
+            values[key] = raw[key]
+    if "amount" in raw:
+        values["amount"] = _fen(raw["amount"], f"{where}: amount", allow_zero=True)
+    if "atc" in raw:
+        if type(raw["atc"]) is not int or not 0 <= raw["atc"] <= limits.atc_max:
+            raise ScenarioError(f"{where}: atc: must be 0..{limits.atc_max}")
+        values["atc"] = raw["atc"]
+    if "sleep_ms" in raw:
+        sleep = raw["sleep_ms"]
+        if type(sleep) is not int or not 0 <= sleep <= SLEEP_MAX_MS:
+            raise ScenarioError(f"{where}: sleep_ms: must be 0..{SLEEP_MAX_MS}")
+        values["sleep_ms"] = sleep
+    for key, allowed in (("expect", ANSWER_FIELDS), ("card_after", CARD_FIELDS)):
+        if key in raw:
+            table = _table(raw[key], f"{where}: {key}")
+            _known_keys(table, allowed, f"{where}: {key}")
+            values[key] = table
+    step = Step(**values)
+    _check_references(step, where, cards, named)
+    return step
+
+
+def _check_references(step: Step, where: str, cards: dict[str, CardSpec],
+                      named: dict[str, Step]) -> None:
+    if step.repeat:
+        if step.channel or step.type:
+            raise ScenarioError(f"{where}: repeat: a repeat sends the step's message again; "
+                                "it takes no channel or type of its own")
+        if step.repeat not in named or not named[step.repeat].sends:
+            raise ScenarioError(f"{where}: repeat: no earlier step {step.repeat!r} that sends")
+        return
+    if not step.channel:  # a step that waits or checks a card, sending nothing
+        if step.type or step.expect or step.original:
+            raise ScenarioError(f"{where}: channel: required to send "
+                                f"({' | '.join(CHANNELS)})")
+        if step.card_after and step.card not in cards:
+            raise ScenarioError(f"{where}: card: card_after needs a card declared in [cards] "
+                                f"({', '.join(cards) or 'none declared'})")
+        return
+    if step.channel not in CHANNELS:
+        raise ScenarioError(f"{where}: channel: {step.channel!r} is not one of "
+                            f"{', '.join(CHANNELS)}")
+    if step.type and step.type not in STEP_TYPES:
+        raise ScenarioError(f"{where}: type: {step.type!r} is not one of "
+                            f"{', '.join(STEP_TYPES)}")
+    if step.original:
+        if step.original not in named or not named[step.original].sends:
+            raise ScenarioError(f"{where}: original: no earlier step {step.original!r} "
+                                "that sends")
+    elif step.type in ("capture", "reverse", "refund"):
+        raise ScenarioError(f"{where}: original: a {step.type} names its original step")
+    if not step.card and not step.original:
+        raise ScenarioError(f"{where}: card: required (one of [cards]: "
+                            f"{', '.join(cards) or 'none declared'})")
+    if step.card and step.card not in cards:
+        raise ScenarioError(f"{where}: card: {step.card!r} is not declared in [cards] "
+                            f"({', '.join(cards) or 'none declared'})")
+    if step.lightning and (step.channel, step.type) != ("jd", "refund"):
+        raise ScenarioError(f"{where}: lightning: only a JD refund can be a lightning refund")
+    if step.atc >= 0 and step.channel != "xpay":
+        raise ScenarioError(f"{where}: atc: only an xpay step carries an ATC")
+    if step.expiry and not _is_yymm(step.expiry):
+        raise ScenarioError(f"{where}: expiry: {step.expiry!r} is not YYMM")
+
+
+def card_of(step: Step, steps: dict[str, Step]) -> str:
+    """The card alias a step uses: its own, else its original's (or its repeat's)."""
+    while not step.card and (step.original or step.repeat):
+        step = steps[step.original or step.repeat]
+    return step.card
+
+
+def _known_keys(table: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    for key in table:
+        if key not in known:
+            raise ScenarioError(f"{where}: {key}: not a known key (known: {', '.join(known)})")
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ScenarioError(f"{where}: must be a table")
+    return value
+
+
+def _fen(value: Any, where: str, allow_zero: bool) -> int:
+    if type(value) is not int or not (0 if allow_zero else 1) <= value <= limits.amount_max_fen:
+        raise ScenarioError(f"{where}: must be a whole number of fen, 0..{limits.amount_max_fen}")
+    return value
+
+
+def _is_yymm(value: Any) -> bool:
+    return (isinstance(value, str) and len(value) == 4 and value.isdigit()
+            and 1 <= int(value[2:]) <= 12)

@@ -1,0 +1,221 @@
+"""Running scenarios (switch/scenario_file.py) against a running switch over TCP.
+
+Each run makes the scenario's cards afresh in the switch's Redis (new numbers every run, so
+a scenario can run again, or in parallel, against a shared switch), then sends each step
+with the code `switch send` uses (switch/send.py), and compares the answer and the card
+with what the step expects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocols.cardnumbers import luhn_check_digit, mask_pan
+from protocols.channel import ClientAnswer
+from protocols.ledger_layout import card_key
+from switch import send
+from switch.cards import DEMO_BIN
+from switch.ledger import Ledger
+from switch.redis_client import connect
+from switch.scenario_file import Scenario, Step, card_of
+from switch.tokens import TokenVault
+
+PASS, FAIL, TIMEOUT, ERROR, SKIPPED = "PASS", "FAIL", "TIMEOUT", "ERROR", "SKIPPED"
+FRESH_NUMBER_ATTEMPTS_MAX = 8  # random numbers tried before a card range counts as full
+XPAY_WALLET = "apple"
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    ports: dict[str, int]  # channel -> port
+    redis_url: str
+
+
+@dataclass
+class StepResult:
+    step: Step
+    outcome: str
+    detail: str = ""  # what differed, or what went wrong
+    seconds: float = 0.0
+    answer: dict[str, Any] | None = None
+
+
+@dataclass
+class ScenarioResult:
+    scenario: Scenario
+    steps: list[StepResult] = field(default_factory=list)
+    cards: dict[str, str] = field(default_factory=dict)  # alias -> masked card number
+
+    @property
+    def passed(self) -> bool:
+        return all(result.outcome == PASS for result in self.steps)
+
+
+@dataclass
+class Sent:
+    """What a step sent and heard: a repeat sends the same bytes; a later step names the
+    transaction by its id."""
+
+    channel: str
+    args: argparse.Namespace
+    body: bytes
+    answer: ClientAnswer
+
+
+class Run:
+    """One scenario's run: its cards, its tokens, what each step sent."""
+
+    def __init__(self, scenario: Scenario, target: Target, send_parser: argparse.ArgumentParser,
+                 ledger: Ledger, vault: TokenVault) -> None:
+        self.scenario = scenario
+        self.target = target
+        self.send_parser = send_parser
+        self.ledger = ledger
+        self.vault = vault
+        self.steps = {step.name: step for step in scenario.steps}
+        self.pans: dict[str, str] = {}
+        self.tokens: dict[str, list] = {}  # alias -> [token, key hex, last ATC]
+        self.sent: dict[str, Sent] = {}
+
+    async def make_cards(self) -> None:
+        for alias, spec in self.scenario.cards.items():
+            pan = await fresh_card_number(self.ledger)
+            await self.ledger.set_card(pan, limit_fen=spec.limit, status=spec.status,
+                                       expiry=spec.expiry)
+            self.pans[alias] = pan
+
+    async def step(self, step: Step) -> StepResult:
+        began = time.perf_counter()
+        if step.sleep_ms:
+            await asyncio.sleep(step.sleep_ms / 1000)
+        problems: list[str] = []
+        answer: dict[str, Any] | None = None
+        if step.sends:
+            try:
+                answer = await self._send(step)
+            except TimeoutError:
+                return StepResult(step, TIMEOUT, f"no answer within {send.ANSWER_WAIT_S:g} s",
+                                  time.perf_counter() - began)
+            except (OSError, ValueError) as error:
+                return StepResult(step, ERROR, str(error) or type(error).__name__,
+                                  time.perf_counter() - began)
+            problems += differences(step.expect, answer)
+        if step.card_after:
+            view = await self.ledger.card(self.pans[card_of(step, self.steps)])
+            got = {} if view is None else {
+                "limit": view.limit, "posted": view.posted, "held": view.held,
+                "pending_credit": view.pending_credit, "open_to_buy": view.open_to_buy,
+                "beans": view.beans, "status": view.status}
+            problems += [f"card_after.{p}" for p in differences(step.card_after, got)]
+        outcome = FAIL if problems else PASS
+        return StepResult(step, outcome, "; ".join(problems), time.perf_counter() - began,
+                          answer)
+
+    async def _send(self, step: Step) -> dict[str, Any]:
+        if step.repeat:
+            first = self.sent[step.repeat]
+            channel, args, body = first.channel, first.args, first.body
+        else:
+            channel = step.channel
+            args = await self._arguments(step)
+            card = args.token if channel == "xpay" else self.pans[card_of(step, self.steps)]
+            body = send.SENDERS[channel].encode(send.build_request(args, card), args)
+        sender = send.SENDERS[channel]
+        port = self.target.ports[channel]
+        reply = await send.exchange(self.target.host, port, sender.header, body)
+        answer = sender.decode(reply, args)
+        self.sent[step.name] = Sent(channel, args, body, answer)
+        return json.loads(send.as_json(answer))
+
+    async def _arguments(self, step: Step) -> argparse.Namespace:
+        argv = ["--channel", step.channel, "--type", step.type or "sale",
+                "--amount", str(step.amount)]
+        for option, value in (("--mcc", step.mcc), ("--expiry", step.expiry),
+                              ("--merchant", step.merchant)):
+            if value:
+                argv += [option, value]
+        argv += ["--partial"] * step.partial + ["--lightning"] * step.lightning
+        if step.original:
+            argv += ["--original", self.sent[step.original].answer.correlation_id]
+        args = self.send_parser.parse_args(argv)
+        if step.channel == "xpay":
+            args.token, args.token_key, args.atc = await self._next_token_use(
+                card_of(step, self.steps))
+            if step.atc >= 0:
+                args.atc = step.atc
+        return args
+
+    async def _next_token_use(self, alias: str) -> tuple[str, str, int]:
+        """The card's wallet token (provisioned on first use) and its next ATC."""
+        if alias not in self.tokens:
+            view = await self.vault.provision(self.pans[alias], XPAY_WALLET)
+            self.tokens[alias] = [view.token, view.key, view.atc]
+        token = self.tokens[alias]
+        token[2] += 1
+        return token[0], token[1], token[2]
+
+
+def differences(expected: dict[str, Any], got: dict[str, Any]) -> list[str]:
+    return [f"{key}: expected {want!r}, got {got.get(key)!r}"
+            for key, want in expected.items() if got.get(key) != want]
+
+
+async def fresh_card_number(ledger: Ledger) -> str:
+    """A Luhn-valid number in the demo range that no card has yet."""
+    for _ in range(FRESH_NUMBER_ATTEMPTS_MAX):
+        body = DEMO_BIN + f"{secrets.randbelow(10**9):09d}"
+        pan = body + luhn_check_digit(body)
+        if not await ledger.client.exists(card_key(pan)):
+            return pan
+    raise RuntimeError("no free card number found in the demo range")
+
+
+async def run_scenario(scenario: Scenario, target: Target,
+                       send_parser: argparse.ArgumentParser, keep_going: bool = False
+                       ) -> ScenarioResult:
+    """Every step in order; after a step that does not pass, the rest are skipped unless
+    `keep_going`."""
+    ledger = Ledger(connect(target.redis_url))
+    vault = TokenVault(ledger.client, ledger.clock)
+    ledger.pipelines.append(vault.scripts)
+    result = ScenarioResult(scenario)
+    try:
+        await ledger.start()
+        await vault.start()
+        run = Run(scenario, target, send_parser, ledger, vault)
+        await run.make_cards()
+        result.cards = {alias: mask_pan(pan) for alias, pan in run.pans.items()}
+        stopped = False
+        for step in scenario.steps:
+            if stopped:
+                result.steps.append(StepResult(step, SKIPPED, "an earlier step did not pass"))
+                continue
+            step_result = await run.step(step)
+            result.steps.append(step_result)
+            stopped = step_result.outcome != PASS and not keep_going
+    finally:
+        await ledger.aclose()
+    return result
+
+
+async def run_scenarios(scenarios: list[Scenario], target: Target,
+                        send_parser: argparse.ArgumentParser, *, parallel: int = 1,
+                        keep_going: bool = False, on_result=None) -> list[ScenarioResult]:
+    """The files' runs, at most `parallel` at a time; `on_result` sees each as it ends."""
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(scenario: Scenario) -> ScenarioResult:
+        async with gate:
+            result = await run_scenario(scenario, target, send_parser, keep_going)
+        if on_result:
+            on_result(result)
+        return result
+
+    return list(await asyncio.gather(*(one(scenario) for scenario in scenarios)))

@@ -1,0 +1,187 @@
+"""`switch scenario run`: the scenario library against a real switch on every channel, a
+wrong expectation failing readably (text and JUnit), and every check of a scenario file."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from switch.cli import parser
+from switch.config import Config, Listener
+from switch.scenario_file import ScenarioError, load_scenario, scenario_from
+from switch.scenario_run import ERROR, FAIL, PASS, SKIPPED, Target, run_scenarios
+from tests.support import SWITCH, run_command, running_switch
+
+LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
+CHANNELS = ("jd", "wechat", "pos", "xpay")
+
+
+@pytest.fixture
+async def every_channel(redis_url):
+    config = Config(listeners={name: Listener(port=0) for name in CHANNELS})
+    async with running_switch(redis_url, config) as (switch, _):
+        yield Target("127.0.0.1", dict(switch.ports), redis_url)
+
+
+def send_parser():
+    return parser().parse_args(["scenario", "run", "x"]).send_parser
+
+
+def port_options(target: Target) -> list[str]:
+    return [f"--port={channel}={port}" for channel, port in target.ports.items()]
+
+
+async def test_the_scenario_library_passes_on_every_channel(every_channel):
+    scenarios = [load_scenario(path) for path in sorted(LIBRARY.glob("*.toml"))]
+    assert len(scenarios) >= 8
+    results = await run_scenarios(scenarios, every_channel, send_parser(), parallel=4)
+    failed = [f"{r.scenario.path.name} {s.step.name}: {s.outcome} {s.detail}"
+              for r in results for s in r.steps if s.outcome != PASS]
+    assert failed == []
+    channels = {step.channel for s in scenarios for step in s.steps if step.channel}
+    assert channels == set(CHANNELS)
+
+
+async def test_a_scenario_runs_again_and_in_parallel_on_fresh_cards(every_channel):
+    scenario = load_scenario(LIBRARY / "jd-checkout.toml")
+    results = await run_scenarios([scenario] * 3, every_channel, send_parser(), parallel=3)
+    assert all(result.passed for result in results)
+    assert len({result.cards["a"] for result in results}) == 3
+
+
+WRONG = '''
+name = "expects a decline that does not come"
+[cards.a]
+limit = 100000
+[[step]]
+name = "buy"
+channel = "jd"
+type = "sale"
+card = "a"
+amount = 1000
+mcc = "5411"
+expect = { response_code = "05", approved_fen = 1000 }
+[[step]]
+name = "after"
+channel = "jd"
+type = "reverse"
+original = "buy"
+expect = { response_code = "00" }
+'''
+
+
+async def test_a_wrong_expectation_fails_readably_in_text_and_junit(every_channel, tmp_path):
+    path = tmp_path / "wrong.toml"
+    path.write_text(WRONG)
+    junit, report = tmp_path / "junit.xml", tmp_path / "report.json"
+    code, out, err = await run_command(
+        SWITCH, "scenario", "run", str(path), *port_options(every_channel),
+        "--redis", every_channel.redis_url, "--junit", str(junit), "--json", str(report))
+    assert code == 1, err
+    assert "FAIL    wrong.toml :: 1. buy" in out
+    assert "response_code: expected '05', got '00'" in out
+    assert "SKIPPED wrong.toml :: 2. after" in out
+    assert "0 of 1 scenarios passed; steps: 0 pass, 1 fail, 1 skipped" in out
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("tests") == "2" and suite.get("failures") == "1"
+    assert suite.get("skipped") == "1"
+    failure = suite.find("testcase").find("failure")
+    assert "expected '05', got '00'" in failure.get("message")
+    assert '"outcome": "FAIL"' in report.read_text()
+
+
+async def test_keep_going_runs_the_steps_after_a_failure(every_channel, tmp_path):
+    path = tmp_path / "wrong.toml"
+    path.write_text(WRONG)
+    results = await run_scenarios([load_scenario(path)], every_channel, send_parser(),
+                                  keep_going=True)
+    assert [s.outcome for s in results[0].steps] == [FAIL, PASS]
+    stopped = await run_scenarios([load_scenario(path)], every_channel, send_parser())
+    assert [s.outcome for s in stopped[0].steps] == [FAIL, SKIPPED]
+
+
+async def test_a_channel_nobody_listens_on_is_an_error_not_a_failure(every_channel, tmp_path):
+    path = tmp_path / "wrong.toml"
+    path.write_text(WRONG)
+    closed = Target("127.0.0.1", {**every_channel.ports, "jd": 1}, every_channel.redis_url)
+    results = await run_scenarios([load_scenario(path)], closed, send_parser())
+    assert results[0].steps[0].outcome == ERROR
+
+
+async def test_the_command_passes_on_the_library_and_exits_0(every_channel):
+    code, out, err = await run_command(
+        SWITCH, "scenario", "run", str(LIBRARY / "declines.toml"), *port_options(every_channel),
+        "--redis", every_channel.redis_url)
+    assert code == 0, out + err
+    assert "1 of 1 scenarios passed" in out
+
+
+async def test_the_command_refuses_a_bad_file_naming_it(tmp_path, redis_url):
+    path = tmp_path / "bad.toml"
+    path.write_text(WRONG.replace('mcc = "5411"', 'mcc = "5411"\namout = 5', 1))
+    code, _, err = await run_command(SWITCH, "scenario", "run", str(path), "--redis", redis_url)
+    assert code == 2
+    assert f"{path}: step 1 (buy): amout: not a known key" in err
+
+
+GOOD_STEP = {"name": "buy", "channel": "jd", "type": "sale", "card": "a", "amount": 100,
+             "mcc": "5411"}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"cards": {"a": {}}}, "[cards.a]: limit: required"),
+    ({"cards": {"a": {"limit": -1}}}, "[cards.a]: limit: must be a whole number of fen"),
+    ({"cards": {"a": {"limit": 5, "status": "gone"}}}, "[cards.a]: status: 'gone'"),
+    ({"cards": {"a": {"limit": 5, "expiry": "3013"}}}, "[cards.a]: expiry: '3013' is not YYMM"),
+    ({"cards": {"a": {"limit": 5, "colour": "red"}}}, "[cards.a]: colour: not a known key"),
+    ({"step": []}, "no [[step]]"),
+    ({"title": "x"}, "title: not a known key"),
+    ({"name": ""}, "name: must be a non-empty string"),
+    ({"step": [GOOD_STEP, GOOD_STEP]}, "step 2 (buy): name: another step is already called"),
+    ({"step": [GOOD_STEP | {"channel": "fax"}]}, "step 1 (buy): channel: 'fax' is not one of"),
+    ({"step": [GOOD_STEP | {"type": "gift"}]}, "step 1 (buy): type: 'gift' is not one of"),
+    ({"step": [GOOD_STEP | {"card": "b"}]}, "step 1 (buy): card: 'b' is not declared"),
+    ({"step": [GOOD_STEP | {"card": ""}]}, "step 1 (buy): card: required"),
+    ({"step": [GOOD_STEP | {"amount": "12"}]}, "step 1 (buy): amount: must be a whole number"),
+    ({"step": [GOOD_STEP | {"amount": 10_000_001}]}, "step 1 (buy): amount: must be"),
+    ({"step": [GOOD_STEP | {"partial": "yes"}]}, "step 1 (buy): partial: must be true or false"),
+    ({"step": [GOOD_STEP | {"mcc": 5411}]}, "step 1 (buy): mcc: must be a string"),
+    ({"step": [GOOD_STEP | {"expiry": "1"}]}, "step 1 (buy): expiry: '1' is not YYMM"),
+    ({"step": [GOOD_STEP | {"sleep_ms": 60_001}]}, "step 1 (buy): sleep_ms: must be 0..60000"),
+    ({"step": [GOOD_STEP | {"expect": {"code": "00"}}]}, "step 1 (buy): expect: code: not a"),
+    ({"step": [GOOD_STEP | {"card_after": {"otb": 1}}]}, "step 1 (buy): card_after: otb: not"),
+    ({"step": [GOOD_STEP | {"lightning": True}]}, "lightning: only a JD refund"),
+    ({"step": [GOOD_STEP | {"atc": 3}]}, "atc: only an xpay step carries an ATC"),
+    ({"step": [GOOD_STEP | {"channel": "xpay", "atc": 65_536}]}, "atc: must be 0..65535"),
+    ({"step": [GOOD_STEP | {"type": "capture"}]}, "original: a capture names its original"),
+    ({"step": [GOOD_STEP | {"original": "later"}]}, "original: no earlier step 'later'"),
+    ({"step": [GOOD_STEP, {"repeat": "nope"}]}, "step 2: repeat: no earlier step 'nope'"),
+    ({"step": [GOOD_STEP, {"repeat": "buy", "channel": "jd"}]}, "repeat: a repeat sends"),
+    ({"step": [{"expect": {"response_code": "00"}}]}, "step 1: channel: required to send"),
+    ({"step": [{"card_after": {"posted": 0}}]}, "step 1: card: card_after needs a card"),
+    ({"step": ["buy"]}, "step 1: must be a table"),
+])
+def test_every_check_of_a_scenario_file_names_file_step_and_key(change, message):
+    document = {"name": "n", "cards": {"a": {"limit": 100}}, "step": [GOOD_STEP]} | change
+    with pytest.raises(ScenarioError) as raised:
+        scenario_from(Path("s.toml"), document)
+    assert str(raised.value).startswith("s.toml: ")
+    assert message in str(raised.value)
+
+
+def test_a_good_document_reads_back_as_written():
+    scenario = scenario_from(Path("s.toml"), {"cards": {"a": {"limit": 100}},
+                                              "step": [GOOD_STEP, {"repeat": "buy"},
+                                                       {"sleep_ms": 60_000}]})
+    assert scenario.name == "s" and scenario.cards["a"].limit == 100
+    assert scenario.steps[0].amount == 100 and scenario.steps[1].repeat == "buy"
+    assert scenario.steps[2].sleep_ms == 60_000 and not scenario.steps[2].sends
+
+
+def test_a_file_that_is_not_toml_is_named(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("name = ")
+    with pytest.raises(ScenarioError, match=r"broken\.toml: not valid TOML"):
+        load_scenario(path)
