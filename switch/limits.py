@@ -91,7 +91,7 @@ atc_max = 0xFFFF
 # --- stand-in processing and store-and-forward (switch/standin.py, journal.py, forwarder.py)
 
 # Records one store-and-forward journal holds until forwarded (stand-in advices and voids of
-# requests answered 91). About 300 bytes each: 30 MB at the bound. Past it, stand-in answers
+# requests answered 91). About 400 bytes each: 40 MB at the bound. Past it, stand-in answers
 # 91 rather than approve what it cannot record.
 saf_journal_records_max = 100_000
 
