@@ -12,6 +12,9 @@ The bookkeeping the Lua functions keep (switch/lua/), which the rules below rest
   The holds index ({c:PAN}:h) lists the pending records; the transaction index
   ({c:PAN}:tx) lists every record.
 
+And the stand-in journals (switch/journal.py) hold nothing waiting to be forwarded: a
+record there is an approval the books do not have yet, or an attempt still to be undone.
+
 The reads go in pipelines of many cards at once. A card changed by a switch between two
 reads may look broken: such a card is read again under WATCH until a read is not
 interrupted by a change, and only a broken stable read is reported.
@@ -20,7 +23,9 @@ interrupted by a change, and only a broken stable read is reported.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
@@ -29,6 +34,7 @@ from redis.exceptions import WatchError
 from protocols.cardnumbers import mask_pan
 from protocols.ledger_layout import card_indexes
 from switch import limits
+from switch.journal import Advice, JournalCorrupt, Record, journal_paths, snapshot
 
 # Each rule: its name (what the output says) and what it holds.
 RULES = {
@@ -45,6 +51,8 @@ RULES = {
     "indexed_transactions_exist": "every transaction an index names exists",
     "transactions_readable": "a transaction's state is known and its hold, posted and "
                              "refunded are whole numbers",
+    "journal_drained": "the stand-in journals hold no record waiting to be forwarded "
+                       "(`switch saf replay` forwards them)",
     "card_kept_changing": "a card that looked broken was re-read until unchanged (at most "
                           f"{limits.audit_rereads_max} times): it kept changing, so not verified",
 }
@@ -211,3 +219,26 @@ async def batches(client: aioredis.Redis, keys: list[str] | None):
         batch = [key for key in found if CARD_KEY.fullmatch(key)]
         if batch:
             yield batch
+
+
+def journal_findings(folder: Path) -> list[Finding]:
+    """Records of the stand-in journals in `folder` still waiting to be forwarded, per card
+    and journal; a journal damaged past its last record is one finding of its own."""
+    if not folder.is_dir():
+        return []
+    findings = []
+    for path in journal_paths(folder):
+        try:
+            shot = snapshot(path)
+        except JournalCorrupt as error:
+            findings.append(Finding("-", "journal_drained", f"{path.name} unreadable: {error}"))
+            continue
+        waiting = Counter(record_pan(r) for r in shot.records[shot.forwarded:])
+        findings += [Finding(mask_pan(pan), "journal_drained",
+                             f"{count} record(s) waiting in {path.name}")
+                     for pan, count in waiting.items()]
+    return findings
+
+
+def record_pan(record: Record) -> str:
+    return record.request.card if isinstance(record, Advice) else record.pan

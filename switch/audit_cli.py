@@ -6,14 +6,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 import msgspec
 import redis
 import redis.asyncio as aioredis
 
 from switch import limits
-from switch.audit import RULES, Report, audit
+from switch.app import journal_folder
+from switch.audit import RULES, Report, audit, journal_findings
 from switch.cli_common import UserError, redis_for_command
+from switch.config import load
 
 
 def progress(cards: int, broken: int) -> None:
@@ -53,6 +56,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         report = asyncio.run(audit_redis(url))
     except (redis.RedisError, OSError) as error:
         raise UserError(f"Redis at {url} failed during the audit: {error}") from None
+    journals = args.journal_dir or journal_folder(load(args.config))
+    report = report._replace(findings=report.findings + journal_findings(journals))
     print(as_json(report) if args.json else as_text(report))
     return 0 if report.clean else 1
 
@@ -62,6 +67,9 @@ def add_commands(command, redis_option) -> None:
                   "holds and transactions (exit 0 clean, 1 broken, 2 error)")
     sub.add_argument("--json", action="store_true", help="one JSON object: clean, cards, "
                      "transactions, broken (card masked, rule, detail)")
+    sub.add_argument("--journal-dir", type=Path, metavar="DIR", help="the stand-in journals "
+                     "to check (default: the config's journal_dir, else the run directory "
+                     ".run or $SWITCH_RUN_DIR)")
     redis_option(sub)
     sub.formatter_class = argparse.RawDescriptionHelpFormatter
     sub.epilog = "rules (docs/reliability.md):\n" + "\n".join(

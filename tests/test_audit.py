@@ -22,7 +22,8 @@ from protocols.cardnumbers import mask_pan
 from protocols.ledger_layout import FRESH_CARD_BALANCES, card_key
 from protocols.messages import AuthRequest, MessageClass
 from switch import limits
-from switch.audit import RULES, audit
+from switch.audit import RULES, audit, journal_findings
+from switch.journal import Advice, Journal, Void
 from switch.ledger import Ledger
 from switch.redis_client import connect
 from switch.redis_runner import PrivateRedis
@@ -342,10 +343,48 @@ async def test_records_past_one_pipeline_are_all_read(own_redis, monkeypatch):
         await client.aclose()
 
 
+# --- the stand-in journals ---------------------------------------------------------------------
+
+PANS = ("6253990000000018", "6253990000000026")
+
+
+def void(n: int, pan: str = PANS[0]) -> Void:
+    return Void(id=f"v{n}", pan=pan, idempotency_key=f"jd:m:T{n}", auth_id=f"{n:06d}",
+                not_before_ms=1000 + n, written_ms=n)
+
+
+def advice(n: int, pan: str = PANS[1]) -> Advice:
+    return Advice(id=f"a{n}", request=request(pan, C.SALE, 100), auth_id=f"{n:06d}",
+                  approved_fen=100, beans_per_yuan=0, written_ms=n)
+
+
+async def test_records_waiting_in_a_journal_are_found_per_card(tmp_path):
+    assert journal_findings(tmp_path / "none") == []
+    journal = Journal.open_locked(tmp_path / "saf-0.journal")
+    try:
+        await journal.append([void(1), void(2), advice(3)])
+        journal.advance(1)  # the first was forwarded
+        found = journal_findings(tmp_path)
+        assert sorted(found) == sorted([
+            (mask_pan(PANS[0]), "journal_drained", "1 record(s) waiting in saf-0.journal"),
+            (mask_pan(PANS[1]), "journal_drained", "1 record(s) waiting in saf-0.journal")])
+        journal.advance(2)
+        assert journal_findings(tmp_path) == []
+    finally:
+        journal.close()
+
+
+def test_a_damaged_journal_is_found(tmp_path):
+    (tmp_path / "saf-0.journal").write_bytes(b"not a journal at all")
+    (finding,) = journal_findings(tmp_path)
+    assert finding.rule == "journal_drained" and "unreadable" in finding.detail
+
+
 # --- the command -------------------------------------------------------------------------------
 
-def audit_cli(*args: str, url: str) -> subprocess.CompletedProcess:
+def audit_cli(*args: str, url: str, journals: str = "/nonexistent") -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["SWITCH_RUN_DIR"] = journals
     return subprocess.run([sys.executable, "-m", "switch.cli", "audit", "--redis", url, *args],
                           env=env, capture_output=True, text=True, timeout=CLI_WAIT_S)
 
@@ -369,3 +408,20 @@ def test_the_command_exits_0_clean_1_broken_2_unreachable(own_redis):
     gone = audit_cli(url="redis://127.0.0.1:1/0")
     assert gone.returncode == 2 and len(gone.stderr.strip().splitlines()) == 1
     assert "does not answer" in gone.stderr
+
+
+async def test_the_command_is_not_clean_while_a_journal_waits(own_redis, tmp_path):
+    write_cards(own_redis, 2)
+    journal = Journal.open_locked(tmp_path / "saf-0.journal")
+    try:
+        await journal.append([advice(1)])
+        waiting = audit_cli(url=own_redis, journals=str(tmp_path))
+        assert waiting.returncode == 1
+        assert f"{mask_pan(PANS[1])}  journal_drained  1 record(s) waiting" in waiting.stdout
+        elsewhere = audit_cli("--journal-dir", str(tmp_path / "none"), url=own_redis,
+                              journals=str(tmp_path))
+        assert elsewhere.returncode == 0, "--journal-dir names the journals to check"
+        journal.advance(1)
+        assert audit_cli(url=own_redis, journals=str(tmp_path)).returncode == 0
+    finally:
+        journal.close()
