@@ -268,8 +268,9 @@ class TransactionState(enum.StrEnum):
 
     PENDING = "pending"  # an authorization's hold, waiting for its capture
     CAPTURED = "captured"  # posted: a captured authorization, or a sale
-    REVERSED = "reversed"  # released or voided
+    REVERSED = "reversed"  # released (an auth's hold) or taken back (a sale, unrefunded)
     EXPIRED = "expired"  # a hold that lapsed uncaptured
+    VOIDED = "voided"  # made by a call the switch answered 91: it did not happen (Ledger.void)
 
 
 # The state a new transaction starts in, by the message class that makes it.
@@ -285,6 +286,15 @@ TRANSITIONS: Mapping[tuple[TransactionState, TransactionState], str] = {
     (TransactionState.PENDING, TransactionState.REVERSED): "reversal",
     (TransactionState.CAPTURED, TransactionState.REVERSED): "reversal",  # a sale, unrefunded
     (TransactionState.PENDING, TransactionState.EXPIRED): "expiry",
+    # A void takes back the call that made or changed the record: a new record becomes
+    # voided; a changed one gets its fields back (a voided record may be decided afresh).
+    (TransactionState.PENDING, TransactionState.VOIDED): "void",
+    (TransactionState.CAPTURED, TransactionState.VOIDED): "void",
+    (TransactionState.CAPTURED, TransactionState.PENDING): "void",  # a capture taken back
+    (TransactionState.REVERSED, TransactionState.PENDING): "void",  # a reversal taken back
+    (TransactionState.REVERSED, TransactionState.CAPTURED): "void",
+    (TransactionState.VOIDED, TransactionState.PENDING): "authorization",  # decided afresh
+    (TransactionState.VOIDED, TransactionState.CAPTURED): "authorization",
 }
 
 # What an inquiry reports: the state, except that a captured transaction with refunds

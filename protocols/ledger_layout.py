@@ -7,7 +7,9 @@ touches one Redis Cluster slot:
   {c:PAN}          hash: limit, posted, held, pending_credit, beans, status, expiry
   {c:PAN}:t:REF    hash: one authorization or sale (kind, state, amount, hold, posted, ...)
   {c:PAN}:tx       sorted set of the card's transaction keys by creation time (ms)
-  {c:PAN}:i:KEY    string: the answer given to idempotency key KEY, msgpack (expires)
+  {c:PAN}:i:KEY    string: the answer given to idempotency key KEY, msgpack (expires), with
+                   the attempt's auth id, whether a repeat was served it, and what the call
+                   changed (for Ledger.void: switch/lua/prelude.lua remember)
   {c:PAN}:h        sorted set of the pending holds' transaction keys by expiry deadline (ms)
   {c:PAN}:n        hash: the policy's approval counters, per rule its window's totals and
                    the finished buckets still inside the window
@@ -53,6 +55,11 @@ def card_key(pan: str) -> str:
 def card_indexes(key: str) -> tuple[str, str, str]:
     """The card's transactions (:tx), pending holds (:h) and approval counters (:n)."""
     return f"{key}:tx", f"{key}:h", f"{key}:n"
+
+
+def answer_key(key: str, idempotency_key: str) -> str:
+    """Where the answer given to `idempotency_key` on card `key` is remembered."""
+    return f"{key}:i:{idempotency_key}"
 
 
 def card_keys(key: str, idempotency_key: str, referenced: str) -> tuple[str, ...]:

@@ -84,6 +84,7 @@ TRADE_STATES: dict[str, str] = {
     TransactionState.REVERSED: "REVOKED",
     TransactionState.EXPIRED: "CLOSED",
     TransactionState.PENDING: "USERPAYING",
+    TransactionState.VOIDED: "PAYERROR",  # answered as a system error; it did not take effect
 }
 
 ORDER_NO = re.compile(r"[A-Za-z0-9_\-|*@]{1,32}")  # WeChat's out_trade_no alphabet, no ':'

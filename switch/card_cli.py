@@ -78,7 +78,8 @@ def print_card(view: CardView, json_out: bool) -> None:
           + (f"  (Baitiao account {view.account})" if view.account else ""))
     print(f"  limit {view.limit}  posted {view.posted}  held {view.held}  "
           f"pending credit {view.pending_credit}  (fen)")
-    print(f"  open_to_buy {view.open_to_buy} fen   JD beans {view.beans}")
+    print(f"  open_to_buy {view.open_to_buy} fen   JD beans {view.beans}"
+          + (f"   voids {view.voids} (calls answered 91 and taken back)" if view.voids else ""))
     for t in view.transactions:
         lapses = (time.strftime("  hold lapses %Y-%m-%d %H:%M UTC", time.gmtime(
             t.expires_ms / 1000)) if t.state == TransactionState.PENDING and t.expires_ms else "")

@@ -15,7 +15,13 @@ import redis.asyncio as aioredis
 
 from protocols.cardnumbers import luhn_check_digit
 from protocols.codes import CardStatus
-from protocols.ledger_layout import FRESH_CARD_BALANCES, card_indexes, card_key, card_keys
+from protocols.ledger_layout import (
+    FRESH_CARD_BALANCES,
+    answer_key,
+    card_indexes,
+    card_key,
+    card_keys,
+)
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
 from switch.cards import DEMO_BIN
@@ -71,6 +77,7 @@ class Transaction(msgspec.Struct):
     created_ms: int
     beans: int
     expires_ms: int = 0  # a pre-authorization's hold lapses then (0: not a hold)
+    voids: int = 0  # calls on it taken back by Ledger.void
 
 
 class CardView(msgspec.Struct):
@@ -85,6 +92,7 @@ class CardView(msgspec.Struct):
     beans: int
     transactions: list[Transaction]
     account: str = ""  # the Baitiao account it was upgraded from, if any
+    voids: int = 0  # calls taken back by Ledger.void (answered 91, yet they had run)
 
 
 class Ledger:
@@ -185,7 +193,9 @@ class Ledger:
                     capture of its hold, a reversal...): that answer stands, nothing changes
         `auth_id` is what the engine passed to `submit` for the attempt ("" for a refusal).
         """
-        raise NotImplementedError("Ledger.void: being built (branch fence)")
+        key = card_key(pan)
+        return await self.scripts.call("void", (key, answer_key(key, idempotency_key),
+                                                card_indexes(key)[1]), (auth_id,))
 
     async def advise(self, request: AuthRequest, auth_id: str, approved_fen: int,
                      advice_id: str, beans_per_yuan: int = 0, terms: Terms = NO_TERMS) -> str:
@@ -253,7 +263,7 @@ class Ledger:
             posted=posted, held=held, pending_credit=number("pending_credit"),
             open_to_buy=max(0, limit - posted - held), beans=number("beans"),
             transactions=[_transaction(k, r) for k, r in zip(txn_keys, records, strict=True)],
-            account=fields.get("account", ""),
+            account=fields.get("account", ""), voids=number("voids"),
         )
 
     async def upgrade(self, account: str, limit_fen: int, status: str = "active"
@@ -293,7 +303,7 @@ def _transaction(key: str, record: dict[str, str]) -> Transaction:
         amount=int(record["amount"]), hold=int(record["hold"]), posted=int(record["posted"]),
         refunded=int(record["refunded"]), auth_id=record["auth"],
         created_ms=int(record["created"]), beans=int(record["beans"]),
-        expires_ms=int(record.get("expires", 0)),
+        expires_ms=int(record.get("expires", 0)), voids=int(record.get("voids", 0)),
     )
 
 

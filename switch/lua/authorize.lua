@@ -102,7 +102,9 @@ register('authorize', function()
   windows = {}
   local ended = opening(true)
   if ended then return ended end
-  if redis.call('EXISTS', txn_key) == 1 then return decline('94', 'duplicate_reference') end
+  -- A voided transaction did not happen: its reference may be decided afresh.
+  local state = redis.call('HGET', txn_key, 'state')
+  if state and state ~= 'voided' then return decline('94', 'duplicate_reference') end
   local over = counters_refusal()
   if over then return decline(over[1], over[2]) end
 
@@ -119,15 +121,15 @@ register('authorize', function()
   if kind == 'auth' then
     local deadline = string.format('%d', now + tonumber(hold_life_ms))
     move('held', approved)
-    redis.call('HSET', txn_key, 'kind', kind, 'state', 'pending', 'amount', approved,
+    txn_create('kind', kind, 'state', 'pending', 'amount', approved,
       'hold', approved, 'posted', '0', 'refunded', '0', 'auth', auth_id, 'created', now_ms,
       'rate', beans_per_yuan, 'beans', '0', 'expires', deadline)
     redis.call('ZADD', holds_key, deadline, txn_key)
   else
     beans = beans_for(approved, tonumber(beans_per_yuan))
     move('posted', approved)
-    redis.call('HINCRBY', card_key, 'beans', beans)
-    redis.call('HSET', txn_key, 'kind', kind, 'state', 'captured', 'amount', approved,
+    card_add('beans', beans)
+    txn_create('kind', kind, 'state', 'captured', 'amount', approved,
       'hold', '0', 'posted', approved, 'refunded', '0', 'auth', auth_id, 'created', now_ms,
       'rate', beans_per_yuan, 'beans', beans)
   end

@@ -6,7 +6,7 @@ register('capture', function()
   if ended then return ended end
   local kind, state, hold, auth, rate, beans_before = unpack(redis.call('HMGET', txn_key,
     'kind', 'state', 'hold', 'auth', 'rate', 'beans'))
-  if not kind then return decline('25', 'original_not_found') end
+  if not kind or state == 'voided' then return decline('25', 'original_not_found') end
   if kind ~= 'auth' then return decline('12', 'original_not_an_authorization') end
   if state ~= 'pending' then return decline('12', 'original_already_' .. state) end
   hold = tonumber(hold)
@@ -18,7 +18,7 @@ register('capture', function()
 
   move('held', -hold)
   move('posted', amount)
-  redis.call('HSET', txn_key, 'state', 'captured', 'hold', 0, 'posted', amount)
+  txn_set('state', 'captured', 'hold', '0', 'posted', amount)
   redis.call('ZREM', holds_key, txn_key)
   local beans = rebalance_beans(tonumber(beans_before), amount, tonumber(rate))
   return answer('00', amount, '', beans, auth)

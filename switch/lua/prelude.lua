@@ -30,6 +30,15 @@ local STATUS_DECLINES = {
 -- per redis.call); every change goes through move(), which keeps the copy exact.
 local card = nil
 
+-- What the running call changed, kept with its remembered answer so that one generic undo
+-- (void.lua, Ledger.void) can take back any call: the card's numbers it moved (field,
+-- delta, ...), and its transaction record's fields before (false: the call created the
+-- record) and after its writes. Written only through card_add/move and txn_set/txn_create.
+local undo_card, txn_before, txn_after
+-- The fields of a new transaction record that later calls may change: a void compares
+-- them with what the call wrote to know whether the record was changed since.
+local MUTABLE = {state = true, hold = true, posted = true, refunded = true, beans = true}
+
 -- A call that runs past its fence answers 91 and writes nothing, not even its answer: the
 -- switch answers the request 91 by its deadline, so acting now would charge a card holder
 -- who was told "declined"; a repeat is decided afresh. (TIME in a function is the instant
@@ -55,6 +64,7 @@ local function begin()
   names_original, hold_life_ms = ARGV[14] == '1', ARGV[15]
   capture_tolerance_pct = ARGV[16]
   card = nil
+  undo_card, txn_before, txn_after = {}, {}, {}
   return false
 end
 
@@ -69,9 +79,41 @@ local function load_card()
   return card
 end
 
-local function move(field, delta)  -- field: 'posted' or 'held'
+local function card_add(field, delta)  -- every change of the card's numbers
   redis.call('HINCRBY', card_key, field, delta)
+  undo_card[#undo_card + 1] = field
+  undo_card[#undo_card + 1] = delta
+end
+
+local function move(field, delta)  -- field: 'posted' or 'held'
+  card_add(field, delta)
   card[field] = card[field] + delta
+end
+
+-- Writes fields of the call's transaction record (name, value, ...): each field's value
+-- before the call's first write of it is read first (one HMGET) and kept, with the new one.
+local function txn_set(...)
+  local fields = {...}
+  local unseen = {}
+  for i = 1, #fields, 2 do
+    if txn_before[fields[i]] == nil then unseen[#unseen + 1] = fields[i] end
+  end
+  if #unseen > 0 then
+    local old = redis.call('HMGET', txn_key, unpack(unseen))
+    for i, field in ipairs(unseen) do txn_before[field] = old[i] or '' end
+  end
+  for i = 1, #fields, 2 do txn_after[fields[i]] = tostring(fields[i + 1]) end
+  redis.call('HSET', txn_key, unpack(fields))
+end
+
+-- A new transaction record (authorize.lua): a void of the call marks it voided.
+local function txn_create(...)
+  local fields = {...}
+  txn_before = false
+  for i = 1, #fields, 2 do
+    if MUTABLE[fields[i]] then txn_after[fields[i]] = tostring(fields[i + 1]) end
+  end
+  redis.call('HSET', txn_key, unpack(fields))
 end
 
 local function open_to_buy()
@@ -106,11 +148,19 @@ local function check_invariants()
 end
 
 -- Every answer is remembered under the idempotency key (one string, msgpack), so a repeat
--- gets it again.
+-- gets it again: {fingerprint, reply, the attempt's auth id, served to a repeat (0/1), the
+-- card's moves, the transaction key ('' when untouched), its fields before and after}.
+local function remember(reply, served, attempt, moves, txn, before, after)
+  return cmsgpack.pack(fingerprint, reply, attempt, served, moves, txn, before, after)
+end
+
 local function answer(code, approved, reason, beans, auth)
   check_invariants()
   local reply = {code, approved, open_to_buy(), auth or '', reason, beans or 0, 0}
-  redis.call('SET', idem_key, cmsgpack.pack(fingerprint, reply), 'EX', idem_ttl_s)
+  local txn = ''
+  if next(txn_after) ~= nil then txn = txn_key end
+  redis.call('SET', idem_key, remember(reply, 0, auth_id, undo_card, txn, txn_before, txn_after),
+    'EX', idem_ttl_s)
   return reply
 end
 
@@ -119,12 +169,18 @@ local function decline(code, reason)
 end
 
 -- A repeat: the first answer, unchanged; a different request under the same key: 94.
+-- The answer is marked served: a client has seen it now, so no void may take it back.
 local function earlier_answer()
   local stored = redis.call('GET', idem_key)
   if not stored then return nil end
-  local first_fingerprint, reply = cmsgpack.unpack(stored)
+  local first_fingerprint, reply, attempt, served, moves, txn, before, after =
+    cmsgpack.unpack(stored)
   if first_fingerprint ~= fingerprint then
     return {'94', 0, open_to_buy(), '', 'duplicate_key_mismatch', 0, 1}
+  end
+  if served ~= 1 then
+    redis.call('SET', idem_key, remember(reply, 1, attempt, moves, txn, before, after),
+      'KEEPTTL')
   end
   reply[7] = 1
   return reply
@@ -164,8 +220,8 @@ end
 local function rebalance_beans(record_beans_before, posted_now, rate)
   local target = beans_for(posted_now, rate)
   local delta = target - record_beans_before
-  redis.call('HINCRBY', card_key, 'beans', delta)
-  redis.call('HSET', txn_key, 'beans', target)
+  card_add('beans', delta)
+  txn_set('beans', target)
   return delta
 end
 

@@ -7,16 +7,16 @@ register('refund', function()
   if ended then return ended end
   local kind, state, posted, refunded, rate, beans_before = unpack(redis.call('HMGET', txn_key,
     'kind', 'state', 'posted', 'refunded', 'rate', 'beans'))
-  if not kind then return decline('25', 'original_not_found') end
+  if not kind or state == 'voided' then return decline('25', 'original_not_found') end
   if state ~= 'captured' then return decline('12', 'original_not_captured') end
   posted, refunded = tonumber(posted), tonumber(refunded)
   if amount > posted - refunded then return decline('13', 'refund_exceeds_original') end
 
-  redis.call('HINCRBY', txn_key, 'refunded', amount)
+  txn_set('refunded', refunded + amount)
   if instant then
     move('posted', -amount)
   else
-    redis.call('HINCRBY', card_key, 'pending_credit', amount)
+    card_add('pending_credit', amount)
   end
   local beans = rebalance_beans(tonumber(beans_before), posted - refunded - amount, tonumber(rate))
   return answer('00', amount, '', beans, auth_id)

@@ -6,7 +6,7 @@ register('reverse', function()
   if ended then return ended end
   local kind, state, hold, posted, refunded, auth, rate, beans_before = unpack(redis.call(
     'HMGET', txn_key, 'kind', 'state', 'hold', 'posted', 'refunded', 'auth', 'rate', 'beans'))
-  if not kind then return decline('25', 'original_not_found') end
+  if not kind or state == 'voided' then return decline('25', 'original_not_found') end
   hold, posted, refunded = tonumber(hold), tonumber(posted), tonumber(refunded)
 
   local remaining, field
@@ -25,10 +25,11 @@ register('reverse', function()
 
   local left = remaining - release
   move(field == 'hold' and 'held' or 'posted', -release)
-  redis.call('HSET', txn_key, field, left)
   if left == 0 then
-    redis.call('HSET', txn_key, 'state', 'reversed')
+    txn_set(field, left, 'state', 'reversed')
     redis.call('ZREM', holds_key, txn_key)
+  else
+    txn_set(field, left)
   end
   local beans = 0
   if field == 'posted' then beans = rebalance_beans(tonumber(beans_before), left, tonumber(rate)) end
