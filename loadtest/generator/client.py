@@ -27,8 +27,10 @@ from loadtest.generator.stats import ChannelStats
 from loadtest.generator.workload import APPROVED, DECLINED, PENDING, UNKNOWN
 from protocols.codes import APPROVING
 from protocols.framing import Framer, FramingError
+from protocols.messages import AuthResponse
 
 if TYPE_CHECKING:
+    from loadtest.generator.history import History
     from loadtest.generator.workload import Txn
 
 CONNECT_TIMEOUT_S = 5.0  # a target that does not accept within this is down
@@ -81,9 +83,9 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
 
-    def read_answers(self, data: bytes) -> list[tuple[tuple[int, Txn], str]] | None:
-        """(pending entry, code) of each whole answer in `data`, taken out of `pending`; None
-        when the stream is broken (the connection is aborted)."""
+    def read_answers(self, data: bytes) -> list[tuple[tuple[int, Txn], AuthResponse]] | None:
+        """(pending entry, answer) of each whole answer in `data`, taken out of `pending`;
+        None when the stream is broken (the connection is aborted)."""
         try:
             frames = self.framer.feed(data)
         except FramingError:
@@ -93,7 +95,7 @@ class ClientConnection(asyncio.Protocol):
         answers = []
         for body in frames:
             try:
-                correlation_id, code = self.decode(body)
+                correlation_id, response = self.decode(body)
             except ValueError:  # msgspec, ISO 8583 and framing errors are all ValueErrors
                 self.client.count(self.channel, "bad_answers")
                 continue
@@ -102,7 +104,7 @@ class ClientConnection(asyncio.Protocol):
                 late = self.expired.pop(correlation_id, 0) is None  # counted as a timeout
                 self.client.count(self.channel, "late_answers" if late else "bad_answers")
                 continue
-            answers.append((entry, code))
+            answers.append((entry, response))
         return answers
 
     def expire(self, correlation_id: str, since_ns: int) -> Txn | None:
@@ -138,6 +140,7 @@ class LoadClient:
         self.deadlines: deque[tuple[int, ClientConnection, str, int]] = deque()
         self.timeout_ns = int(timeout_s * NS_PER_S)
         self.stopped = False  # the run is over: timers still armed return at once
+        self.history: History | None = None  # when set, every send and answer is recorded
 
     async def connect(self, counts: dict[str, int], targets: dict[str, Target],
                       factory: Callable[[str], ClientConnection]) -> None:
@@ -182,12 +185,17 @@ class LoadClient:
         """Count a request just put in `conn.pending`, and watch its deadline."""
         self.deadlines.append((since_ns + self.timeout_ns, conn, correlation_id, since_ns))
         txn.state = PENDING
+        if self.history is not None:
+            self.history.sent(txn)
         stats = self.stats[conn.channel]
         stats.sent += 1
         stats.kinds[txn.kind] = stats.kinds.get(txn.kind, 0) + 1
         return stats
 
-    def answered(self, txn: Txn, code: str, latency_ns: int) -> None:
+    def answered(self, txn: Txn, response: AuthResponse, latency_ns: int) -> None:
+        if self.history is not None:
+            self.history.answered(txn, response)
+        code = response.response_code
         stats = self.stats[txn.channel]
         stats.answered += 1
         stats.codes[code] = stats.codes.get(code, 0) + 1

@@ -89,8 +89,8 @@ class ClosedConnection(ClientConnection):
         if answers is None:
             return
         answered = self.client.answered
-        for (sent_ns, txn), code in answers:
-            answered(txn, code, now - sent_ns)
+        for (sent_ns, txn), response in answers:
+            answered(txn, response, now - sent_ns)
         self.client.second_answers[self.channel] += len(answers)
         self.top_up(now)
 

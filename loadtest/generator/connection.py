@@ -59,8 +59,8 @@ class Connection(ClientConnection):
     def data_received(self, data: bytes) -> None:
         received_ns = time.monotonic_ns()  # one reading for every answer in this chunk
         answered = self.client.answered
-        for (intended_ns, txn), code in self.read_answers(data) or ():
-            answered(txn, code, received_ns - intended_ns)
+        for (intended_ns, txn), response in self.read_answers(data) or ():
+            answered(txn, response, received_ns - intended_ns)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.writable = False

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import msgspec
 
 from loadtest.generator import adapters
-from loadtest.generator.client import LoadClient, Target
+from loadtest.generator.client import LoadClient, LoadTestError, Target
 from loadtest.generator.connection import Connection
 from loadtest.generator.schedule import NS_PER_S, Schedule
 from loadtest.generator.stats import ChannelStats, Interval
@@ -50,6 +50,10 @@ BACKLOG_RETRY_NS = 1_000_000  # how soon to retry sends waiting for a free conne
 # generator's loop busy or the machine stalling it; with the loop's timers, which tick in
 # whole milliseconds, it is 2 ms (`LoopTimer.behind_ns`).
 BEHIND_THRESHOLD_NS = 1_000_000
+# With `reconnect` (a chaos run restarts its target): how soon a lost connection is tried
+# again. A restarted switch listens within a second or so; trying more often only spends
+# the generator's CPU on refused connects.
+RECONNECT_EVERY_S = 0.05
 
 
 class LoopTimer:
@@ -164,6 +168,10 @@ class WorkerPlan(msgspec.Struct, kw_only=True):
     ref_prefix: str  # unique per run and worker: transaction ids never repeat across runs
     lag: int  # steps between a transaction and a later message about it
     options: dict[str, dict[str, str]] = {}
+    # A lost connection is made again (every RECONNECT_EVERY_S until it is); meanwhile the
+    # requests wait unsent, and are dropped after their timeout. Off: the run goes on
+    # with the connections left, and fails what it cannot send (the target is down).
+    reconnect: bool = False
 
 
 class Worker(LoadClient):
@@ -187,6 +195,8 @@ class Worker(LoadClient):
         self.schedule: Schedule | None = None
         self.timer: TimerFd | LoopTimer | None = None  # wakes `_tick`
         self.done: asyncio.Event | None = None
+        self.missing = dict.fromkeys(plan.mix, 0)  # connections lost, to make again
+        self.reconnecting: dict[str, asyncio.Task] = {}
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -213,9 +223,30 @@ class Worker(LoadClient):
             if self.timer is not None:
                 self.timer.close()
             self.close_connections()
+            for task in list(self.reconnecting.values()):
+                task.cancel()
 
     def _connection(self, channel: str) -> Connection:
         return Connection(self, self.adapters[channel], self.plan.inflight_max)
+
+    def lost(self, conn) -> None:
+        super().lost(conn)
+        if self.plan.reconnect and not self.stopped:
+            self.missing[conn.channel] += 1
+            if conn.channel not in self.reconnecting:
+                self.reconnecting[conn.channel] = asyncio.get_running_loop().create_task(
+                    self._reconnect(conn.channel))
+
+    async def _reconnect(self, channel: str) -> None:
+        try:
+            while self.missing[channel] and not self.stopped:
+                try:
+                    await self.connect({channel: 1}, self.plan.targets, self._connection)
+                    self.missing[channel] -= 1
+                except LoadTestError:  # still down: try again shortly
+                    await asyncio.sleep(RECONNECT_EVERY_S)
+        finally:
+            del self.reconnecting[channel]
 
     # --- sending --------------------------------------------------------------------------
 
@@ -234,7 +265,7 @@ class Worker(LoadClient):
             intended = schedule.intended_ns(index)
             txn = self.workload.next()
             backlog = self.backlog[txn.channel]
-            if not self.conns[txn.channel]:
+            if not self.conns[txn.channel] and not self.plan.reconnect:
                 self.stats[txn.channel].errors += 1  # every connection to it was lost
                 txn.state = UNKNOWN
             elif backlog or not self._send(txn, intended, now):

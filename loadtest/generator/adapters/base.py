@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from protocols.framing import HeaderFormat
+from protocols.messages import AuthResponse
 
 if TYPE_CHECKING:
     from loadtest.generator.workload import Txn
@@ -18,7 +19,8 @@ class ClientAdapter(NamedTuple):
     header: HeaderFormat
     default_port: int
     encode: Callable[[Txn], tuple[str, bytes]]  # transaction -> (correlation id, body)
-    decode: Callable[[bytes], tuple[str, str]]  # answer body -> (correlation id, ISO code)
+    # answer body -> (correlation id, the answer: ISO code, approved fen, auth id, ...)
+    decode: Callable[[bytes], tuple[str, AuthResponse]]
     kinds: frozenset[str] = EVERY_KIND  # the transaction kinds the channel has
 
 

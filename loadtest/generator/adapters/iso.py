@@ -27,6 +27,7 @@ from protocols import xpay
 from protocols.cardnumbers import LOAD_TEST_TOKEN_BIN, luhn_check_digit
 from protocols.framing import HEADER_FORMATS
 from protocols.iso_client import REQUEST_SHAPES, IsoClient, correlation_id, request_message
+from protocols.messages import AuthResponse
 
 if TYPE_CHECKING:
     from loadtest.generator.workload import Txn
@@ -89,9 +90,9 @@ def _client(options: Options) -> tuple[IsoClient, str]:
 
 
 def _decoder(client: IsoClient):
-    def decode(body: bytes) -> tuple[str, str]:
+    def decode(body: bytes) -> tuple[str, AuthResponse]:
         answer = client.answer(body)
-        return answer.correlation_id, answer.response.response_code
+        return answer.correlation_id, answer.response
 
     return decode
 

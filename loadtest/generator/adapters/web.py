@@ -13,6 +13,7 @@ from protocols.demo import (
     DEMO_WECHAT_KEY,
     DEMO_WECHAT_MCH_ID,
 )
+from protocols.messages import AuthResponse
 
 if TYPE_CHECKING:
     from loadtest.generator.workload import Txn
@@ -26,10 +27,10 @@ def jd_adapter(options: Options, context: Context) -> ClientAdapter:
         request = txn.request
         return request.txn_ref, jd.encode_request(request, key, merchant=merchant)
 
-    def decode(body: bytes) -> tuple[str, str]:
+    def decode(body: bytes) -> tuple[str, AuthResponse]:
         # No signature check: it would measure our HMAC, not the switch (tests check it).
         answer = jd.decode_response(body)
-        return answer.correlation_id, answer.response.response_code
+        return answer.correlation_id, answer.response
 
     return ClientAdapter("jd", jd.JdCodec.header, 8601, encode, decode)
 
@@ -45,9 +46,9 @@ def wechat_adapter(options: Options, context: Context) -> ClientAdapter:
         request = txn.request  # its txn_ref is the order number, and the nonce answers echo
         return request.txn_ref, wechat.encode_request(request, key, appid, mch_id=mch_id)
 
-    def decode(body: bytes) -> tuple[str, str]:
+    def decode(body: bytes) -> tuple[str, AuthResponse]:
         answer = wechat.decode_response(body)
-        return answer.correlation_id, answer.response.response_code
+        return answer.correlation_id, answer.response
 
     return ClientAdapter("wechat", wechat.WechatCodec.header, 8602, encode, decode,
                          frozenset({"sale", "reversal", "refund", "repeat"}))
