@@ -1,5 +1,5 @@
-"""The `loadtest` command: run, seed, find-max, saturate (the generator), bench and bench-scale
-(the harness). See docs/loadtest.md."""
+"""The `loadtest` command: run, seed, find-max, saturate (the generator), bench, bench-scale
+and chaos (the harness). See docs/loadtest.md."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from loadtest.generator.findmax import Criteria, Step, find_max
 from loadtest.generator.runner import Plan, run_load, seed
 from loadtest.generator.stats import Totals
 from loadtest.generator.workload import CARD_LIMIT_FEN
-from loadtest.harness import bench, bench_scale
+from loadtest.harness import bench, bench_scale, chaos
+from loadtest.harness.chaos_faults import FAULT_KINDS, FaultPlan
+from switch.redis_runner import APPENDFSYNC_POLICIES, DEFAULT_APPENDFSYNC
 
 RESULTS_DIR = Path("loadtest-results")
 SATURATE_CHANNEL = "pos"  # what `saturate` drives when no --target names a channel
@@ -225,6 +227,36 @@ def cmd_saturate(args: argparse.Namespace) -> int:
     return 1 if result.failures() else 0
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    mix = parse_mix(args.mix) if args.mix else adapters.default_mix()
+    if (args.duration is None) == (args.requests is None):
+        raise ValueError("give one of --duration and --requests")
+    duration = args.duration if args.duration is not None else args.requests / args.rate
+    faults = FaultPlan(kinds=tuple(filter(None, args.faults.split(","))), every_s=args.every,
+                       freeze_s=args.freeze_for, down_s=args.down_for)
+    plan = chaos.ChaosPlan(
+        rate=args.rate, duration_s=duration, mix=mix, faults=faults, cards=args.cards,
+        seed=args.seed, connections=args.connections, timeout_s=args.timeout,
+        appendfsync=args.appendfsync, card_limit_fen=args.limit,
+        switch_config=str(args.switch_config or ""))
+    folder = out_folder(args, "chaos")
+    say(f"chaos: {plan.rate:,.0f}/s for {duration:g} s, faults {', '.join(faults.kinds)} "
+        f"about every {faults.every_s:g} s; files in {folder}")
+    progress = Progress(plan.rate, args.quiet)
+    try:
+        result, outcome = run_async(chaos.run_chaos(plan, folder, progress, say))
+    finally:
+        progress.end()
+    print(report.table(result))
+    print()
+    print("\n".join(chaos.summary_lines(outcome)))
+    files = report.write_all(result, folder)
+    path = chaos.write_outcome(outcome, plan, folder)
+    print(f"\nchaos: {path}  report: {files['html']}  logs: {folder}/switch-*.log, "
+          f"{folder}/redis/redis.log")
+    return 0 if outcome.passed else 1
+
+
 # --- argument parser ------------------------------------------------------------------------
 
 
@@ -261,7 +293,50 @@ def parser() -> argparse.ArgumentParser:
         "saturate", help="closed loop: each connection keeps exactly N requests in flight"))
     bench.add_command(commands)
     bench_scale.add_command(commands)
+    chaos_options(commands.add_parser(
+        "chaos", help="load while the switch and Redis are killed and frozen, then check "
+        "every answer against the books",
+        description="Starts its own durable Redis (AOF) and switch, drives every channel "
+        "open-loop while it kills and restarts the switch, freezes Redis and kills and "
+        "restarts Redis, sends every unanswered request again, then checks each answer "
+        "against the books: lost, doubled, invented (each must be 0). Exit 1 when one is "
+        "not 0, a rule of the books is broken or a request stays unanswered. "
+        "See docs/loadtest.md."))
     return top
+
+
+def chaos_options(sub: argparse.ArgumentParser) -> None:
+    sub.set_defaults(func=cmd_chaos)
+    sub.add_argument("--rate", type=float, default=500.0, help="requests per second (500)")
+    length = sub.add_mutually_exclusive_group()
+    length.add_argument("--duration", type=float, help="seconds of load")
+    length.add_argument("--requests", type=int, help="requests in all (duration = "
+                        "requests / rate)")
+    sub.add_argument("--faults", default=",".join(FAULT_KINDS),
+                     help=f"which faults, comma-separated (default: all: "
+                     f"{','.join(FAULT_KINDS)}); empty for none")
+    faults = FaultPlan()
+    sub.add_argument("--every", type=float, default=faults.every_s,
+                     help=f"seconds between two faults' starts, on average ({faults.every_s:g})")
+    sub.add_argument("--freeze-for", type=float, default=faults.freeze_s,
+                     help=f"seconds Redis stays frozen (SIGSTOP; default {faults.freeze_s:g})")
+    sub.add_argument("--down-for", type=float, default=faults.down_s,
+                     help="seconds a killed switch or Redis stays down before its restart "
+                     f"({faults.down_s:g})")
+    sub.add_argument("--appendfsync", choices=APPENDFSYNC_POLICIES, default=DEFAULT_APPENDFSYNC,
+                     help=f"the Redis append-only file's fsync (default {DEFAULT_APPENDFSYNC})")
+    sub.add_argument("--switch-config", type=Path, metavar="FILE",
+                     help="config file for `switch serve` ([limits], stand-in ...)")
+    sub.add_argument("--mix", default="", help="channel weights (default: every channel)")
+    sub.add_argument("--connections", type=int, default=2, help="per channel (default 2)")
+    sub.add_argument("--timeout", type=float, default=5.0,
+                     help="per request, seconds (5: above the switch's deadline)")
+    sub.add_argument("--cards", type=int, default=1000, help="cards in use (default 1,000)")
+    sub.add_argument("--seed", type=int, default=1, help="same seed, same stream and faults")
+    sub.add_argument("--limit", type=int, default=CARD_LIMIT_FEN, help="credit limit, fen")
+    sub.add_argument("--out", type=Path, help=f"output folder (default {RESULTS_DIR}/"
+                     "chaos-<date>)")
+    sub.add_argument("--quiet", action="store_true", help="no progress line")
 
 
 def card_options(sub: argparse.ArgumentParser) -> None:

@@ -85,14 +85,17 @@ def _is_redis_server(pid: int, folder: Path) -> bool:
 
 class PrivateRedis:
     def __init__(self, folder: Path, durable: bool = False,
-                 appendfsync: str = DEFAULT_APPENDFSYNC) -> None:
+                 appendfsync: str = DEFAULT_APPENDFSYNC, port: int = 0) -> None:
+        """`port`: the one to listen on at every start (a harness that kills and restarts
+        this Redis under its clients); 0: a free one, found afresh at each start."""
         if appendfsync not in APPENDFSYNC_POLICIES:
             raise ValueError(f"appendfsync must be one of {', '.join(APPENDFSYNC_POLICIES)}")
         self.folder = folder.resolve()  # redis-server changes into --dir before opening files
         self.durable = durable
         self.appendfsync = appendfsync
         self.process: subprocess.Popen | None = None
-        self.port = 0
+        self.fixed_port = port
+        self.port = port
         self.pid_file = self.folder / "redis.pid"
         self._owner_fd: int | None = None  # switch.lock, while this object runs a Redis
         self._data_fd: int | None = None  # redis.lock, shared with the redis-server
@@ -119,7 +122,7 @@ class PrivateRedis:
         if self.durable:
             self._claim()
         for _ in range(attempts):  # another process may take the free port before we bind it
-            self.port = free_port()
+            self.port = self.fixed_port or free_port()
             self.process = subprocess.Popen(
                 [binary, "--port", str(self.port), "--bind", "127.0.0.1", *self.options(),
                  "--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")],

@@ -1,0 +1,167 @@
+"""`loadtest chaos`: the fault schedule, the books read from a real Redis, and short runs
+against a real switch and a real durable Redis that the harness kills and restarts."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+import redis
+
+from loadtest import cli
+from loadtest.generator.history import Answer
+from loadtest.harness import chaos, chaos_ledger
+from loadtest.harness.chaos_faults import (
+    FAULT_KINDS,
+    KILL_SWITCH,
+    FaultPlan,
+    check_plan,
+    schedule,
+)
+from loadtest.harness.chaos_processes import DurableRedis
+from loadtest.harness.history_check import Card, Request, check
+from protocols.messages import AuthRequest, MessageClass
+from switch.ledger import Transaction
+from tests.support import make_card
+
+# --- the schedule ---------------------------------------------------------------------------
+
+
+def test_every_kind_comes_once_before_any_comes_twice():
+    for seed in range(20):
+        planned = schedule(FaultPlan(every_s=1.0), 100.0, seed)
+        first = [kind for _, kind in planned[:3]]
+        assert sorted(first) == sorted(FAULT_KINDS), seed
+        assert [kind for _, kind in planned[3:6]] == first  # then the same turns again
+
+
+def test_faults_are_spaced_as_asked_and_none_starts_at_or_after_the_end():
+    planned = schedule(FaultPlan(every_s=2.0), 200.0, seed=7)
+    times = [at for at, _ in planned]
+    assert 1.0 <= times[0] <= 2.0
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert all(1.0 <= gap <= 3.0 for gap in gaps)
+    assert times[-1] < 200.0 and len(planned) >= 200 / 3.0
+    assert schedule(FaultPlan(every_s=2.0), times[0], seed=7) == []  # none at the end itself
+    assert schedule(FaultPlan(every_s=2.0), 200.0, seed=7) == planned  # the seed decides
+
+
+def test_only_the_faults_asked_for_are_planned():
+    planned = schedule(FaultPlan(kinds=(KILL_SWITCH,), every_s=1.0), 10.0, seed=1)
+    assert planned and {kind for _, kind in planned} == {KILL_SWITCH}
+    assert schedule(FaultPlan(kinds=(), every_s=1.0), 10.0, seed=1) == []
+
+
+def test_a_bad_fault_plan_is_refused_with_its_reason():
+    with pytest.raises(ValueError, match="no fault kill-disk"):
+        check_plan(FaultPlan(kinds=("kill-disk",)))
+    for bad in (FaultPlan(every_s=0), FaultPlan(freeze_s=0), FaultPlan(down_s=-1)):
+        with pytest.raises(ValueError, match="must be positive"):
+            check_plan(bad)
+    check_plan(FaultPlan(down_s=0))  # restarted at once is allowed
+
+
+def test_the_command_wants_one_of_duration_and_requests(capsys):
+    assert cli.main(["chaos", "--rate", "10"]) == 2
+    assert "give one of --duration and --requests" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["chaos", "--duration", "1", "--requests", "10"])
+
+
+# --- the books, read from a real Redis --------------------------------------------------------
+
+
+async def test_the_books_read_from_redis_agree_with_the_ledgers_answers(ledger, redis_url):
+    pan = await make_card(ledger, limit_fen=100_000)
+    requests = []
+    for ref, message_class, amount, original in (
+            ("s1", MessageClass.SALE, 1000, ""), ("a1", MessageClass.AUTH, 3000, ""),
+            ("c1", MessageClass.CAPTURE, 2500, "a1"), ("r1", MessageClass.REFUND, 400, "s1")):
+        request = AuthRequest(message_class=message_class, channel="jd", card=pan,
+                              amount_fen=amount, txn_ref=ref, original_ref=original,
+                              idempotency_key=f"k:{ref}")
+        response = await ledger.execute(request, auth_id=f"X{ref}")
+        assert response.response_code == "00"
+        requests.append(Request(ref, pan, message_class.value, original or ref,
+                                Answer("00", response.approved_fen, response.auth_id)))
+    cards = chaos_ledger.read_cards(redis_url, [pan], {pan: {"s1", "a1", "gone"}})
+    assert set(cards[pan].records) == {"s1", "a1"}
+    assert (cards[pan].posted, cards[pan].held, cards[pan].pending_credit) == (3500, 0, 400)
+    assert check(requests, cards).clean and chaos_ledger.audit(cards) == []
+    # the books changed behind the ledger's back: the check and the audit both see it
+    await ledger.client.hincrby(f"{{c:{pan}}}", "posted", 100)
+    cards = chaos_ledger.read_cards(redis_url, [pan], {})
+    assert check(requests, cards).doubled == 1
+    assert chaos_ledger.audit(cards) == [
+        f"{pan[:6]}******{pan[-4:]}: posted - pending credit 3200 = records' posted - "
+        "refunded 3100"]
+
+
+def test_each_rule_of_the_audit_names_its_card():
+    pan = "6253800000000001"
+    pending = Transaction("a", "auth", "pending", 300, 300, 0, 0, "X", created_ms=0, beans=0)
+    sale = Transaction("s", "sale", "captured", 500, 0, 500, 100, "Y", created_ms=0, beans=0)
+    records = {"a": pending, "s": sale}
+    assert chaos_ledger.audit({pan: Card(500, 300, 100, records)}) == []
+    for card, rule in ((Card(-1, 300, -401, records), "posted >= 0"),
+                       (Card(500, -1, 100, {"s": sale, "a": msgspec.structs.replace(
+                           pending, hold=-1)}), "held >= 0"),
+                       (Card(500, 299, 100, records), "held 299 = pending holds 300"),
+                       (Card(500, 300, 99, records), "posted - pending credit 401")):
+        broken = chaos_ledger.audit({pan: card})
+        assert len(broken) == 1 and broken[0].startswith(f"625380******0001: {rule}"), broken
+
+
+def test_a_killed_redis_comes_back_on_its_port_with_its_data(tmp_path):
+    server = DurableRedis(tmp_path / "redis", "always")
+    url = server.start()
+    try:
+        redis.Redis.from_url(url).set("kept", "yes")
+        server.freeze()
+        server.thaw()
+        server.kill()
+        assert server.process.poll() is not None
+        assert server.start() == url  # the same port: clients find it where it was
+        assert redis.Redis.from_url(url).get("kept") == b"yes"
+    finally:
+        server.stop()
+
+
+# --- runs against a real switch ----------------------------------------------------------------
+
+RATE = 150.0
+DURATION_S = 6.0
+
+
+DEADLINE_MS = 500  # the switch's request deadline in these runs: a freeze of 1 s passes it
+
+
+def short_plan(kinds: tuple[str, ...], folder) -> chaos.ChaosPlan:
+    config = folder / "switch.toml"
+    config.write_text(f"[limits]\nrequest_deadline_ms = {DEADLINE_MS}\n")
+    return chaos.ChaosPlan(rate=RATE, duration_s=DURATION_S, mix={"jd": 1, "pos": 1},
+                           faults=FaultPlan(kinds=kinds, every_s=1.5, freeze_s=1.0,
+                                            down_s=0.3), cards=200, timeout_s=5.0,
+                           switch_config=str(config))
+
+
+async def test_switch_kills_lose_double_and_invent_nothing(tmp_path):
+    plan = short_plan((KILL_SWITCH,), tmp_path)
+    _, outcome = await chaos.run_chaos(plan, tmp_path / "run", say=lambda _: None)
+    assert outcome.faults[KILL_SWITCH] >= 2, outcome.fault_log
+    # the generator found the restarted switch again: nearly every request went out
+    assert outcome.requests >= 0.8 * RATE * DURATION_S
+    assert outcome.resent > 0 and outcome.unanswered == 0  # in flight at a kill: sent again
+    assert (outcome.lost, outcome.doubled, outcome.invented) == (0, 0, 0), outcome.examples
+    assert outcome.audit == [] and outcome.passed
+    assert (tmp_path / "run" / "switch-2.log").exists()
+
+
+async def test_every_fault_at_once_loses_doubles_and_invents_nothing(tmp_path):
+    plan = short_plan(FAULT_KINDS, tmp_path)
+    _, outcome = await chaos.run_chaos(plan, tmp_path / "run", say=lambda _: None)
+    assert all(outcome.faults[kind] >= 1 for kind in FAULT_KINDS), outcome.fault_log
+    # a freeze longer than the deadline: the switch answered 91 meanwhile
+    assert outcome.codes.get("91", 0) > 0 and outcome.approvals > 0
+    assert outcome.unanswered == 0 and outcome.audit == []
+    assert (outcome.lost, outcome.doubled, outcome.invented) == (0, 0, 0), outcome.examples
+
