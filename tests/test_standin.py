@@ -7,13 +7,15 @@ import asyncio
 import pytest
 
 from protocols.codes import CardStatus, Code, Reason
+from protocols.jd import JdCodec
 from protocols.messages import AuthRequest, AuthResponse, MessageClass, decline
+from switch.config import ServerLimits
 from switch.engine import Attempt
 from switch.journal import Advice, Journal, Void
 from switch.policy import Policy
 from switch.policy_file import StandIn as StandInSpec
 from switch.policy_file import load_policy
-from switch.server import TIMED_OUT, UNREACHABLE
+from switch.server import TIMED_OUT, UNREACHABLE, Counters, Listener
 from switch.standin import CardStatuses, StandIn
 
 PAN = "6253990000000018"
@@ -204,3 +206,67 @@ def test_the_card_cache_learns_from_answers_and_keeps_its_bound():
     assert cards.status("1") is None and len(cards.statuses) == 2
     cards.note("3", decline(Code.INVALID_CARD, Reason.CARD_UNKNOWN))
     assert cards.status("3") is None
+
+
+# --- Listener.settle: which ledger outcomes go to stand-in, and which leave a void ----------
+
+
+def listener(unit: StandIn | None) -> Listener:
+    return Listener("jd", JdCodec({}), None, ServerLimits(), Counters(), unit)
+
+
+def settled_with(result=None, error=None, cancelled=False) -> asyncio.Future:
+    future = asyncio.get_running_loop().create_future()
+    if cancelled:
+        future.cancel()
+    elif error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+    return future
+
+
+async def settle(lst: Listener, outcome, req: AuthRequest, attempt: Attempt) -> AuthResponse:
+    answer = lst.settle(outcome, req, attempt)
+    return answer if isinstance(answer, AuthResponse) else await answer
+
+
+async def test_a_deadline_missed_or_redis_unreachable_is_stood_in_with_the_call_voided(journal):
+    lst = listener(stand_in(journal))
+    missed = await settle(lst, settled_with(cancelled=True), request(), made())
+    assert (missed.response_code, missed.stand_in) == ("00", True)
+    down = await settle(lst, settled_with(error=ConnectionRefusedError(111, "refused")),
+                        request(), made())
+    assert (down.response_code, down.stand_in) == ("00", True)
+    assert [type(r) for r in journal.records] == [Void, Advice, Void, Advice]
+    assert lst.counters.timeouts == 1 and lst.counters.errors == 1
+
+
+async def test_the_ledgers_own_91_wrote_nothing_so_it_is_stood_in_without_a_void(journal):
+    lst = listener(stand_in(journal))
+    too_late = decline(Code.ISSUER_UNAVAILABLE, Reason.ISSUER_TIMEOUT)
+    answer = await settle(lst, settled_with(too_late), request(), made())
+    assert (answer.response_code, answer.stand_in) == ("00", True)
+    assert [type(r) for r in journal.records] == [Advice]
+
+
+async def test_a_ledger_answer_is_passed_on_and_teaches_the_card_cache(journal):
+    unit = stand_in(journal)
+    lst = listener(unit)
+    pan = "6253990000000059"
+    lost = decline(Code.LOST_CARD, Reason.CARD_LOST)
+    assert await settle(lst, settled_with(lost), request(pan=pan), made(pan=pan)) is lost
+    assert unit.cards.status(pan) == CardStatus.LOST and journal.records == []
+
+
+async def test_our_own_bug_is_96_never_stood_in(journal):
+    lst = listener(stand_in(journal))
+    answer = await settle(lst, settled_with(error=ValueError("a bug")), request(), made())
+    assert (answer.response_code, answer.stand_in) == ("96", False)
+    assert journal.records == []
+
+
+async def test_without_a_journal_a_failed_call_is_91_as_ever():
+    lst = listener(None)
+    answer = await settle(lst, settled_with(cancelled=True), request(), made())
+    assert (answer.response_code, answer.reason) == ("91", "issuer_timeout")
