@@ -11,17 +11,21 @@ truncated.
 
 While records wait, Redis is probed every `saf_probe_interval_s` (each probe bounded by
 `saf_probe_timeout_s`): a switch whose Redis is back forwards within about a second.
+
+At start it also forwards the journals of its folder that no process holds (left by a
+worker of a run with more workers than this one), so none waits for an operator.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 
 from switch import limits
-from switch.journal import Advice, Journal, Record
+from switch.journal import Advice, Journal, JournalBusy, JournalCorrupt, Record, journal_paths
 from switch.ledger import Ledger
 from switch.policy import Policy
 
@@ -88,8 +92,35 @@ class Forwarder:
             return False
         return True
 
+    async def adopt_orphans(self) -> Report:
+        """Forward every other journal of this one's folder that no process holds."""
+        report = Report()
+        for path in journal_paths(self.journal.path.parent):
+            if path == self.journal.path:
+                continue
+            try:
+                orphan = Journal.open_locked(path)
+            except JournalBusy:
+                continue  # another worker's
+            except JournalCorrupt as error:
+                self._problem(f"{error}; `switch saf show` to inspect")
+                continue
+            with contextlib.closing(orphan):
+                if orphan.records:  # pending, or forwarded and not yet truncated
+                    adopted = await Forwarder(orphan, self.ledger, self.policy).replay()
+                    log.warning("store-and-forward: forwarded %s, left by an earlier run: %s",
+                                path, adopted.line())
+                    report.update(adopted)
+        self.report.update(report)
+        return report
+
     async def run(self) -> None:
         """Forward whenever records wait and Redis answers; until cancelled."""
+        try:
+            await self.adopt_orphans()
+        except Exception as error:  # noqa: BLE001 - Redis gone already: `switch saf replay`
+            self._problem(f"journals left by an earlier run wait: {type(error).__name__}: "
+                          f"{error}")
         while True:
             if self.journal.pending and await self.reachable():
                 try:

@@ -135,3 +135,7 @@ audit_rereads_max = 5
 # `switch audit`: a progress line on stderr every this many cards (a large ledger takes a
 # while; a demo's few cards print none).
 audit_progress_every_cards = 10_000
+
+# With Redis unreachable every request fails the same way: the listener logs it once per
+# interval (with the count since), not once per request.
+unavailable_log_interval_s = 1.0

@@ -25,6 +25,7 @@ from protocols.channel import ChannelCodec, Decoded
 from protocols.codes import Code, Reason
 from protocols.framing import Framer, FramingError
 from protocols.messages import AuthRequest, AuthResponse, decline
+from switch import limits
 from switch.config import Config, ServerLimits
 from switch.engine import Attempt, Engine
 from switch.forwarder import Forwarder
@@ -288,6 +289,8 @@ class Listener:
         self.codec = codec
         self.engine = engine
         self.stand_in = stand_in  # None: no journal, a failed ledger call is answered 91
+        self.unavailable_unlogged = 0
+        self.unavailable_quiet_until = 0.0
         self.server_limits = server_limits
         self.counters = counters
         self.connections: set[Connection] = set()
@@ -342,9 +345,20 @@ class Listener:
             return response
         if isinstance(error, UNAVAILABLE):
             self.counters.errors += 1
-            log.warning("%s: Redis unavailable: %s", self.name, error)
+            self._log_unavailable(error)
             return self.unavailable(request, attempt, UNREACHABLE)
         return self.failed(error)
+
+    def _log_unavailable(self, error: BaseException) -> None:
+        """With Redis down every request fails alike: one warning per interval, not one per
+        request (a flood of them would cost more than the answers)."""
+        self.unavailable_unlogged += 1
+        now = asyncio.get_running_loop().time()
+        if now >= self.unavailable_quiet_until:
+            log.warning("%s: Redis unavailable (%d requests since the last such warning): %s",
+                        self.name, self.unavailable_unlogged, error)
+            self.unavailable_unlogged = 0
+            self.unavailable_quiet_until = now + limits.unavailable_log_interval_s
 
     def unavailable(self, request: AuthRequest, attempt: Attempt, no_answer: tuple[str, str]
                     ) -> AuthResponse | asyncio.Future[AuthResponse]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
 from protocols.codes import CardStatus, Code, Reason
 from protocols.jd import JdCodec
 from protocols.messages import AuthRequest, AuthResponse, MessageClass, decline
+from switch import limits
 from switch.config import ServerLimits
 from switch.engine import Attempt
 from switch.journal import Advice, Journal, Void
@@ -270,3 +272,20 @@ async def test_without_a_journal_a_failed_call_is_91_as_ever():
     lst = listener(None)
     answer = await settle(lst, settled_with(cancelled=True), request(), made())
     assert (answer.response_code, answer.reason) == ("91", "issuer_timeout")
+
+
+async def test_redis_unavailable_is_logged_once_an_interval_not_once_a_request(caplog):
+    lst = listener(None)
+    refused = ConnectionRefusedError(111, "refused")
+    with caplog.at_level(logging.WARNING, logger="switch.server"):
+        for _ in range(3):
+            await settle(lst, settled_with(error=refused), request(), made())
+        assert len(caplog.records) == 1
+        quiet_s = lst.unavailable_quiet_until - asyncio.get_running_loop().time()
+        interval_s = limits.unavailable_log_interval_s
+        assert interval_s - 0.5 < quiet_s <= interval_s
+        lst.unavailable_quiet_until = asyncio.get_running_loop().time()  # the interval is over
+        await settle(lst, settled_with(error=refused), request(), made())
+    assert len(caplog.records) == 2
+    assert "3 requests since the last such warning" in caplog.records[1].getMessage()
+    assert lst.counters.errors == 4
