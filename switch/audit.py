@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from protocols.cardnumbers import mask_pan
+from protocols.codes import TransactionState
 from protocols.ledger_layout import card_indexes
 from switch import limits
 from switch.journal import Advice, JournalCorrupt, Record, journal_paths, snapshot
@@ -56,7 +57,7 @@ RULES = {
     "card_kept_changing": "a card that looked broken was re-read until unchanged (at most "
                           f"{limits.audit_rereads_max} times): it kept changing, so not verified",
 }
-STATES = ("pending", "captured", "reversed", "expired")
+STATES = frozenset(state.value for state in TransactionState)
 RECORD_FIELDS = ("state", "hold", "posted", "refunded")
 CARD_KEY = re.compile(r"\{c:(\d{12,19})\}")  # protocols/ledger_layout.py card_key
 
@@ -124,7 +125,7 @@ def check(books: CardBooks) -> list[Finding]:
             found.append(("transactions_readable", f"{short(key)}: {record}"))
             continue
         net_posted += rec_posted - refunded
-        if state == "pending":
+        if state == TransactionState.PENDING:
             pending_hold += hold
             pending.add(key)
     if held != pending_hold:

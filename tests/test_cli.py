@@ -136,7 +136,7 @@ def demo1_line(banner: str) -> str:
 def sale_on_demo1(port: int, env: dict) -> None:
     sale = json.loads(run(["send", "--port", str(port), "--pan", "demo1", "--amount", "12800",
                            "--mcc", "5411", "--json"], env).stdout)
-    assert sale["response_code"] == "00"
+    assert sale["response_code"] == "00", sale
 
 
 def test_a_switch_killed_and_started_again_finds_its_cards_as_they_were(run_env):
