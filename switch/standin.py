@@ -114,7 +114,10 @@ class StandIn:
         """The answer to a request whose ledger call failed or missed its deadline: a
         stand-in decision, else `no_answer` (91 issuer_timeout or issuer_unavailable), once
         the journal holds what must be undone or posted."""
-        earlier = self.repeat(request)  # the same request, stood in while this one waited
+        # The same request, stood in while this one waited. No void for this one's call: it
+        # would come after the first one's advice in the journal, and if this call ran and
+        # the advice found the key taken ("conflict"), the void would undo the one posting.
+        earlier = self.repeat(request)
         if earlier is not None:
             return earlier
         now_ms = time.time_ns() // 1_000_000

@@ -15,8 +15,9 @@ from switch.config import ServerLimits
 from switch.engine import Attempt
 from switch.journal import Advice, Journal, Void
 from switch.policy import Policy
+from switch.policy_cli import summary
+from switch.policy_file import PolicyError, load_policy, parse_policy
 from switch.policy_file import StandIn as StandInSpec
-from switch.policy_file import load_policy
 from switch.server import TIMED_OUT, UNREACHABLE, Counters, Listener
 from switch.standin import CardStatuses, StandIn
 
@@ -289,3 +290,30 @@ async def test_redis_unavailable_is_logged_once_an_interval_not_once_a_request(c
     assert len(caplog.records) == 2
     assert "3 requests since the last such warning" in caplog.records[1].getMessage()
     assert lst.counters.errors == 4
+
+
+# --- the policy's [stand_in] section, checked like the rest ---------------------------------
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ("decline_code = '00'", "stand_in.decline_code: 00 is an approval, not a decline"),
+    ("decline_code = 'Z9'", "stand_in.decline_code: Z9 is not a response code this switch"),
+    ("per_transaction_max_fen = 0", "stand_in.per_transaction_max_fen: Expected `int` >= 1"),
+    ("per_transaction_max_fen = 3000\nper_card_max_fen = 2999",
+     "stand_in.per_card_max_fen: 2999 is below per_transaction_max_fen 3000"),
+    ("enabled = 'yes'", "stand_in.enabled: Expected `bool`"),
+    ("limit = 5", "stand_in: Object contains unknown field `limit`"),
+])
+def test_a_bad_stand_in_section_is_refused_naming_the_key(section, message):
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(f"[stand_in]\n{section}\n", "p.toml")
+    assert str(refused.value).startswith(f"p.toml: {message}"), str(refused.value)
+
+
+def test_the_limits_may_be_equal_and_the_summary_says_what_stand_in_does():
+    spec = parse_policy("[stand_in]\nenabled = true\nper_transaction_max_fen = 3000\n"
+                        "per_card_max_fen = 3000\n")
+    assert spec.stand_in.per_card_max_fen == 3000
+    assert "stand-in: on: approves at most 3000 fen per transaction and 3000 fen per card" in (
+        summary(spec))
+    assert "stand-in: off (Redis unreachable: 91)" in summary(load_policy())
