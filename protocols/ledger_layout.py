@@ -10,6 +10,8 @@ touches one Redis Cluster slot:
   {c:PAN}:i:KEY    string: the answer given to idempotency key KEY, msgpack (expires), with
                    the attempt's auth id, whether a repeat was served it, and what the call
                    changed (for Ledger.void: switch/lua/prelude.lua remember)
+  {c:PAN}:a:ID     string: stand-in advice ID was seen ('applied' or 'conflict'; expires
+                   with the answers)
   {c:PAN}:h        sorted set of the pending holds' transaction keys by expiry deadline (ms)
   {c:PAN}:n        hash: the policy's approval counters, per rule its window's totals and
                    the finished buckets still inside the window
@@ -55,6 +57,11 @@ def card_key(pan: str) -> str:
 def card_indexes(key: str) -> tuple[str, str, str]:
     """The card's transactions (:tx), pending holds (:h) and approval counters (:n)."""
     return f"{key}:tx", f"{key}:h", f"{key}:n"
+
+
+def advice_key(key: str, advice_id: str) -> str:
+    """Where advice `advice_id` on card `key` is recorded as seen."""
+    return f"{key}:a:{advice_id}"
 
 
 def answer_key(key: str, idempotency_key: str) -> str:

@@ -17,6 +17,7 @@ from protocols.cardnumbers import luhn_check_digit
 from protocols.codes import CardStatus
 from protocols.ledger_layout import (
     FRESH_CARD_BALANCES,
+    advice_key,
     answer_key,
     card_indexes,
     card_key,
@@ -33,7 +34,7 @@ from switch.terms import NO_TERMS, Terms
 CARD_STATUSES = tuple(status.value for status in CardStatus)
 # The words Ledger.void and Ledger.advise answer with (their docstrings say what each means).
 VOID_OUTCOMES = ("voided", "absent", "served", "other", "changed")
-ADVICE_OUTCOMES = ("applied", "repeat", "conflict")
+ADVICE_OUTCOMES = ("applied", "repeat", "conflict", "no_card")
 
 FUNCTION_OF_CLASS = {
     MessageClass.AUTH: "authorize",
@@ -143,18 +144,27 @@ class Ledger:
         """The future of the request's answer, from its function call: no coroutine (the server's
         hot path); `execute` awaits it. `deadline_s`: the request's local deadline (event-loop
         time), by default `deadline()` now; the call cannot act in Redis after its fence."""
+        if deadline_s is None:
+            deadline_s = asyncio.get_running_loop().time() + self.deadline_s
+        keys, args = self._call(request, auth_id, request.amount_fen, rule_decline,
+                                beans_per_yuan, terms)
+        name = FUNCTION_OF_CLASS[request.message_class]
+        return self.scripts.call(name, keys, args, response_of, deadline_s - self.fence_guard_s)
+
+    def _call(self, request: AuthRequest, auth_id: str, amount_fen: int,
+              rule_decline: tuple[str, str] | None, beans_per_yuan: int, terms: Terms
+              ) -> tuple[tuple[str, ...], tuple]:
+        """KEYS and ARGV of a call on the request's card, in switch/lua/prelude.lua's order."""
         referenced = request.original_ref or request.txn_ref
         keys = card_keys(card_key(request.card), request.idempotency_key, referenced)
         now_ms = self.clock.now_ms()
-        if deadline_s is None:
-            deadline_s = asyncio.get_running_loop().time() + self.deadline_s
         code, reason = rule_decline or ("", "")
-        args = (
+        return keys, (
             now_ms,
             month_of(now_ms),
             request.expiry,
             auth_id,
-            request.amount_fen,
+            amount_fen,
             f"{request.message_class}|{request.amount_fen}|{request.original_ref}",
             code,
             reason,
@@ -169,8 +179,6 @@ class Ledger:
             terms.counters_ttl_ms,
             terms.counters_arg,
         )
-        name = FUNCTION_OF_CLASS[request.message_class]
-        return self.scripts.call(name, keys, args, response_of, deadline_s - self.fence_guard_s)
 
     # --- outcomes the switch did not answer: void an attempt, post a stand-in advice --------
 
@@ -206,12 +214,26 @@ class Ledger:
         it, and its txn_ref names the transaction for a later capture, reversal or refund.
         Idempotent by `advice_id`. Returns one word (ADVICE_OUTCOMES):
           "applied"  posted now
-          "repeat"   this advice_id was applied before: nothing changes
+          "repeat"   this advice_id was seen before (applied or in conflict): nothing changes
           "conflict" the idempotency key already remembers another attempt's answer (the
                      books hold a decision for it): nothing changes
-        Only AUTH and SALE are advised (ValueError otherwise).
+          "no_card"  the ledger has no such card: nothing changes
+        Only AUTH and SALE are advised (ValueError otherwise). Velocity counters do not count
+        an advice (they bound what the ledger approves; this was approved elsewhere).
+        TimeoutError when Redis took so long the call passed its own fence (nothing written:
+        replay it).
         """
-        raise NotImplementedError("Ledger.advise: being built (branch fence)")
+        if request.message_class not in (MessageClass.AUTH, MessageClass.SALE):
+            raise ValueError(f"only auths and sales are advised, not {request.message_class}")
+        if not 1 <= approved_fen <= limits.amount_max_fen:
+            raise ValueError(f"approved amount must be 1..{limits.amount_max_fen} fen")
+        keys, args = self._call(request, auth_id, approved_fen, None, beans_per_yuan, terms)
+        keys = (*keys, advice_key(keys[0], advice_id))
+        outcome = await self.scripts.call("advise", keys, args, None,
+                                          self.deadline() - self.fence_guard_s)
+        if not isinstance(outcome, str):  # the fence's 91 reply
+            raise TimeoutError("Redis ran the advice past its deadline; nothing was written")
+        return outcome
 
     # --- card administration (CLI, seeding, tests) -----------------------------------------
 

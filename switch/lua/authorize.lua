@@ -95,26 +95,17 @@ local function count_approval(approved)
   redis.call('PEXPIRE', counters_key, ARGV[17])
 end
 
-register('authorize', function()
-  if begin() then return TOO_LATE end
-  kind, now = ARGV[13], tonumber(now_ms)
-  counters = counters_of(ARGV[18])
-  windows = {}
-  local ended = opening(true)
-  if ended then return ended end
-  -- A voided transaction did not happen: its reference may be decided afresh.
+-- Whether the request's reference names a transaction already. A voided one did not happen:
+-- its reference may be decided afresh.
+local function reference_taken()
   local state = redis.call('HGET', txn_key, 'state')
-  if state and state ~= 'voided' then return decline('94', 'duplicate_reference') end
-  local over = counters_refusal()
-  if over then return decline(over[1], over[2]) end
+  return state and state ~= 'voided'
+end
 
-  local otb = open_to_buy()
-  local approved, code = amount, '00'
-  if amount > otb then
-    if not partial_ok or otb == 0 then return decline('51', 'insufficient_open_to_buy') end
-    approved, code = otb, '10'
-  end
-
+-- A new transaction of `approved` fen: a hold (auth) or posted at once (sale). Returns the
+-- beans it earned. (advise.lua books a stand-in approval the same way.)
+local function book(kind, approved)
+  local now = tonumber(now_ms)
   -- Literal zeros go to Redis as strings: a Lua number costs a '%.17g' formatting per
   -- argument, on the hot path.
   local beans = 0
@@ -134,6 +125,28 @@ register('authorize', function()
       'rate', beans_per_yuan, 'beans', beans)
   end
   redis.call('ZADD', index_key, now_ms, txn_key)
+  return beans
+end
+
+register('authorize', function()
+  if begin() then return TOO_LATE end
+  kind, now = ARGV[13], tonumber(now_ms)
+  counters = counters_of(ARGV[18])
+  windows = {}
+  local ended = opening(true)
+  if ended then return ended end
+  if reference_taken() then return decline('94', 'duplicate_reference') end
+  local over = counters_refusal()
+  if over then return decline(over[1], over[2]) end
+
+  local otb = open_to_buy()
+  local approved, code = amount, '00'
+  if amount > otb then
+    if not partial_ok or otb == 0 then return decline('51', 'insufficient_open_to_buy') end
+    approved, code = otb, '10'
+  end
+
+  local beans = book(kind, approved)
   count_approval(approved)
   if open_to_buy() ~= otb - approved then error('open-to-buy did not drop by the approval') end
   return answer(code, approved, '', beans, auth_id)

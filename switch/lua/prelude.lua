@@ -154,13 +154,14 @@ local function remember(reply, served, attempt, moves, txn, before, after)
   return cmsgpack.pack(fingerprint, reply, attempt, served, moves, txn, before, after)
 end
 
-local function answer(code, approved, reason, beans, auth)
+-- `served` (advise.lua): the answer was given already, so no void may take it back.
+local function answer(code, approved, reason, beans, auth, served)
   check_invariants()
   local reply = {code, approved, open_to_buy(), auth or '', reason, beans or 0, 0}
   local txn = ''
   if next(txn_after) ~= nil then txn = txn_key end
-  redis.call('SET', idem_key, remember(reply, 0, auth_id, undo_card, txn, txn_before, txn_after),
-    'EX', idem_ttl_s)
+  redis.call('SET', idem_key, remember(reply, served or 0, auth_id, undo_card, txn, txn_before,
+    txn_after), 'EX', idem_ttl_s)
   return reply
 end
 
