@@ -70,12 +70,13 @@ def free_port() -> int:
 class Server:
     """A server process on free ports; its output goes to a log file."""
 
-    def __init__(self, name: str, argv: list[str], ports: dict[str, int], logs: Path) -> None:
+    def __init__(self, name: str, argv: list[str], ports: dict[str, int], logs: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.name, self.ports = name, ports
         self.log = logs / f"{name}.log"
         with self.log.open("w") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
+                                            stdin=subprocess.DEVNULL, env=env)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S

@@ -15,7 +15,6 @@ import redis
 
 from loadtest.generator.history import Entry
 from loadtest.harness.history_check import FOLLOWING, OPENING, Card, Request
-from protocols.cardnumbers import mask_pan
 from protocols.channel import Decoded
 from protocols.ledger_layout import card_indexes, card_key
 from switch.channels import CODECS
@@ -93,23 +92,3 @@ def _read_batch(client: redis.Redis, pans: Sequence[str], refs: dict[str, set[st
                                 for name in ("posted", "held", "pending_credit"))
         cards[pan] = Card(posted, held, credit, found)
     return cards
-
-
-def audit(cards: dict[str, Card]) -> list[str]:
-    """The books' own rules, card by card: balances not negative, held = the pending holds,
-    posted - pending credit = what the records keep posted. One line per broken rule."""
-    broken = []
-    for pan, card in cards.items():
-        records = card.records.values()
-        holds = sum(r.hold for r in records if r.kind == "auth" and r.state == "pending")
-        net = sum(r.posted - r.refunded for r in records)
-        rules = (
-            ("posted >= 0", card.posted >= 0),
-            ("held >= 0", card.held >= 0),
-            (f"held {card.held} = pending holds {holds}", card.held == holds),
-            (f"posted - pending credit {card.posted - card.pending_credit} = records' "
-             f"posted - refunded {net}", card.posted - card.pending_credit == net),
-        )
-        broken.extend(f"{mask_pan(pan)}: {rule}" for rule, holds_true in rules
-                      if not holds_true)
-    return broken

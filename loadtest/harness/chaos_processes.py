@@ -8,12 +8,17 @@ kill would lose books by design and the history check would say so.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 from loadtest.harness.bench import Server, free_port, python_module
+from switch.audit import journal_findings
 from switch.redis_runner import PrivateRedis
+
+AUDIT_TIMEOUT_S = 300.0  # `switch audit` of a long run's cards: seconds, bounded all the same
 
 
 class DurableRedis:
@@ -57,23 +62,44 @@ class DurableRedis:
 
 
 class SwitchProcess:
-    """`switch serve` on fixed ports; each start logs to a file of its own."""
+    """`switch serve` on fixed ports, its run directory (the stand-in journals) `run_dir`;
+    each start logs to a file of its own in `logs`."""
 
-    def __init__(self, redis_url: str, channels: list[str], logs: Path,
+    def __init__(self, redis_url: str, channels: list[str], logs: Path, run_dir: Path,
                  config: Path | None = None) -> None:
         self.ports = {channel: free_port() for channel in channels}
         listen = [f"--listen={ch}=127.0.0.1:{port}" for ch, port in self.ports.items()]
-        extra = ["--config", str(config)] if config else []
-        self.argv = python_module("switch.cli", "serve", "--redis", redis_url, *listen, *extra)
+        self.config_args = ["--config", str(config)] if config else []
+        self.argv = python_module("switch.cli", "serve", "--redis", redis_url, *listen,
+                                  *self.config_args)
         self.logs = logs
+        self.run_dir = run_dir
+        self.env = {**os.environ, "SWITCH_RUN_DIR": str(run_dir)}
         self.starts = 0
         self.server: Server | None = None
 
     def start(self) -> None:
         """Start and wait (bounded) until every channel accepts connections."""
         self.starts += 1
-        self.server = Server(f"switch-{self.starts}", self.argv, self.ports, self.logs)
+        self.server = Server(f"switch-{self.starts}", self.argv, self.ports, self.logs,
+                             self.env)
         self.server.wait_ready()
+
+    def audit(self, redis_url: str) -> tuple[int, dict]:
+        """`switch audit --json` of the books and of this switch's journals: (exit status,
+        its report)."""
+        done = subprocess.run(
+            python_module("switch.cli", "audit", "--json", "--redis", redis_url,
+                          "--journal-dir", str(self.run_dir), *self.config_args),
+            capture_output=True, text=True, env=self.env, timeout=AUDIT_TIMEOUT_S)
+        try:
+            return done.returncode, json.loads(done.stdout)
+        except ValueError:
+            raise RuntimeError(f"switch audit failed (exit {done.returncode}): "
+                               f"{done.stderr.strip()[-500:]}") from None
+
+    def journals_drained(self) -> bool:
+        return not journal_findings(self.run_dir)
 
     def kill(self) -> None:
         self.server.process.kill()
