@@ -22,6 +22,13 @@ idle_timeout_s = 300.0
 # a connection open byte by byte (slowloris), not a slow line. (config)
 frame_deadline_s = 10.0
 
+# Requests one connection starts in one event-loop tick; the rest of a read waits for the
+# next tick (and the connection is not read meanwhile), after every other connection's
+# events. One read can carry hundreds of frames (thousands of small bad ones): taken at
+# once, they held the loop, and every other client, for hundreds of ms. 64 is a millisecond
+# or two of decoding, and still a full pipeline to Redis per tick.
+frames_per_tick_max = 64
+
 # Answers waiting in a connection's write buffer (ours, beyond the kernel's socket buffer):
 # above the high-water mark the connection is not read any more, so a peer that sends but
 # does not read cannot make us hold its answers without bound; reading resumes once the

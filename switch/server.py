@@ -74,6 +74,7 @@ class Connection(asyncio.Protocol):
         self.out: list[bytes] = []  # answers of this loop tick, written together
         self.out_bytes = 0
         self.unread: collections.deque[bytes] = collections.deque()  # frames not yet taken
+        self.take_soon = False  # _take is due again in the next loop tick
         self.draining = False  # shutting down: no new requests; reading stays paused
         self.closing = False  # answers all sent: input is read and dropped, nothing decided
         self.closed = asyncio.get_running_loop().create_future()
@@ -118,15 +119,31 @@ class Connection(asyncio.Protocol):
         self._take()
 
     def _take(self) -> None:
-        """Start the requests read so far while reading is not held back: one read may carry
-        hundreds of frames, and the bounds hold within it, not only from the next read on."""
-        unread = self.unread
-        while unread and not self.reading_paused:
+        """Start the requests read so far, while nothing holds them back, and at most
+        `frames_per_tick_max` in this loop tick: one read may carry hundreds of frames; the
+        bounds hold within it, and the rest waits for the next tick, after other connections."""
+        unread, budget = self.unread, limits.frames_per_tick_max
+        while unread and budget and not self._held():
             self._request(unread.popleft())
+            budget -= 1
+        if unread and not budget and not self.take_soon and not self.transport.is_closing():
+            self.take_soon = True
+            asyncio.get_running_loop().call_soon(self._take_next)
+        self._steer_reading()
+
+    def _take_next(self) -> None:
+        self.take_soon = False
+        self._take()
+
+    def _held(self) -> bool:
+        """No request is taken while as many as the bound are in flight, while output is
+        paused (the peer is not reading), or once a shutdown drains."""
+        return (self.draining or self.writing_paused_since is not None
+                or self.inflight >= self.server_limits.inflight_per_connection_max)
 
     def pause_writing(self) -> None:
-        """The write buffer is above the high-water mark: read no more requests until the
-        peer has read its answers (those already decided still go out)."""
+        """The write buffer is above the high-water mark: take and read no more requests
+        until the peer has read its answers (those already decided still go out)."""
         now = asyncio.get_running_loop().time()
         self.writing_paused_since = now
         self._steer_reading()
@@ -136,14 +153,12 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused_since = None
-        self._steer_reading()
+        self._take()
 
     def _steer_reading(self) -> None:
-        """Read only while nothing holds reading back: requests in flight at the bound,
-        output paused, or a shutdown draining. Once closing, input is read and dropped."""
-        hold = not self.closing and (
-            self.draining or self.writing_paused_since is not None
-            or self.inflight >= self.server_limits.inflight_per_connection_max)
+        """Read only while no request is held back (`_held`) and none read waits to be
+        taken. Once closing, input is read and dropped."""
+        hold = not self.closing and (self._held() or bool(self.unread))
         if hold == self.reading_paused or self.transport.is_closing():
             return
         self.reading_paused = hold
@@ -154,8 +169,6 @@ class Connection(asyncio.Protocol):
         if self.framer.in_frame:
             self.frame_started = asyncio.get_running_loop().time()
         self.transport.resume_reading()
-        if not self.closing:
-            self._take()
 
     # --- requests -----------------------------------------------------------------------
 
@@ -189,8 +202,6 @@ class Connection(asyncio.Protocol):
             return
         # No task per request: the answer is a callback on the ledger's future.
         self.inflight += 1
-        if self.inflight >= self.server_limits.inflight_per_connection_max:
-            self._steer_reading()
         listener.track(outcome)
         outcome.add_done_callback(functools.partial(self._settled, decoded, began, attempt))
 
@@ -199,7 +210,7 @@ class Connection(asyncio.Protocol):
         response = self.listener.settle(outcome, decoded.request, attempt)
         self.inflight -= 1
         if self.reading_paused:
-            self._steer_reading()
+            self._take()
         if isinstance(response, AuthResponse):
             self._answer(decoded, response, began)
         else:  # a stand-in answer, out once the journal has it on disk
@@ -272,7 +283,11 @@ class Connection(asyncio.Protocol):
         if self.transport.is_closing():
             return
         if self.transport.can_write_eof():
-            self.transport.write_eof()
+            try:
+                self.transport.write_eof()
+            except OSError:  # the peer reset while we were not reading: nothing to finish
+                self.transport.abort()
+                return
         self._steer_reading()
 
     def _peer(self) -> str:

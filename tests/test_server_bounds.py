@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 
 import redis.asyncio as aioredis
 
@@ -16,6 +17,7 @@ from protocols import jd
 from protocols.demo import DEMO_JD_KEY
 from protocols.framing import BINARY_4, Framer
 from protocols.messages import MessageClass as C
+from switch import limits
 from switch.config import ServerLimits
 from switch.server import Connection, Listener
 from tests.support import (
@@ -87,10 +89,12 @@ class SilentPeer:
         self.sock.close()
 
 
-async def server_side(listener: Listener, peer: SilentPeer) -> Connection:
+async def server_side(listener: Listener, peer: SilentPeer | asyncio.StreamWriter,
+                      small_send_buffer: bool = True) -> Connection:
     """The switch's end of the peer's connection. Its kernel send buffer is made small
     too, so a few dozen answers fill the kernel's buffers and the rest is the switch's."""
-    host, port = peer.sock.getsockname()[:2]
+    sock = peer.sock if isinstance(peer, SilentPeer) else peer.get_extra_info("socket")
+    host, port = sock.getsockname()[:2]
     found: list[Connection] = []
 
     def accepted() -> bool:
@@ -98,8 +102,9 @@ async def server_side(listener: Listener, peer: SilentPeer) -> Connection:
         return bool(found)
 
     await until(accepted, "the switch accepted the connection")
-    found[0].transport.get_extra_info("socket").setsockopt(
-        socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    if small_send_buffer:
+        found[0].transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     return found[0]
 
 
@@ -269,3 +274,52 @@ async def test_a_frame_is_not_timed_while_the_switch_does_not_read(redis_url):
             writer.close()
             await admin.aclose()
         assert counters.requests == 1  # the half frame decided nothing
+
+
+async def test_one_connection_starts_at_most_frames_per_tick_max_requests_a_tick(jd_switch):
+    """Frames of one read beyond the bound wait for the next loop tick (other connections'
+    events come in between): counted between two turns of this test's own task."""
+    switch, _ = jd_switch
+    counters, per_tick = switch.listeners["jd"].counters, limits.frames_per_tick_max
+    frames = 3 * per_tick + 5
+    reader, writer = await asyncio.open_connection("127.0.0.1", switch.ports["jd"])
+    connection = await server_side(switch.listeners["jd"], writer, small_send_buffer=False)
+    first = last = counters.requests
+    steps, waiting = [], []
+    writer.write(GARBAGE * frames)  # small enough to arrive in one read
+    async with asyncio.timeout(ANSWER_WAIT_S):
+        while counters.requests - first < frames:
+            await asyncio.sleep(0)  # one loop tick
+            steps.append(counters.requests - last)
+            last = counters.requests
+            waiting.append((len(connection.unread), connection.reading_paused))
+    writer.close()
+    assert max(steps) == per_tick
+    assert sum(steps) == frames
+    assert any(count for count, _ in waiting)  # frames did wait for a later tick ...
+    assert all(paused for count, paused in waiting if count)  # ... and nothing was read then
+
+
+async def test_a_peer_that_resets_during_the_drain_does_not_stop_the_shutdown(redis_url):
+    """Reading is paused while decisions drain, so the switch does not see the reset until
+    it half-closes: that connection is aborted and the others are finished as usual."""
+    async with running_switch(redis_url) as (switch, ledger):
+        pan = await make_card(ledger)
+        gone = await SilentPeer.connect(switch.ports["jd"])
+        connection = await server_side(switch.listeners["jd"], gone)
+        other = await JdClient.connect(switch.ports["jd"])
+        admin = aioredis.Redis.from_url(redis_url)
+        try:
+            await admin.execute_command("CLIENT", "PAUSE", 500, "ALL")
+            pending = asyncio.create_task(other.send(jd_request(pan, C.SALE, 100)))
+            await until(lambda: switch.listeners["jd"].pending, "a decision in flight")
+            shutdown = asyncio.create_task(switch.shutdown())
+            await until(lambda: connection.draining, "the shutdown drains")
+            gone.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            gone.sock.close()  # a reset, unseen while reading is paused
+            async with asyncio.timeout(ANSWER_WAIT_S):
+                await shutdown
+            assert (await pending).response.response_code == "00"
+        finally:
+            await other.close()
+            await admin.aclose()
