@@ -21,7 +21,7 @@ from loadtest.generator.findmax import Criteria, Step, find_max
 from loadtest.generator.runner import Plan, run_load, seed
 from loadtest.generator.stats import Totals
 from loadtest.generator.workload import CARD_LIMIT_FEN
-from loadtest.harness import bench, bench_scale, chaos
+from loadtest.harness import bench, bench_scale, chaos, slow_reader
 from loadtest.harness.chaos_faults import FAULT_KINDS, FaultPlan
 from switch.redis_runner import APPENDFSYNC_POLICIES, DEFAULT_APPENDFSYNC
 
@@ -302,6 +302,7 @@ def parser() -> argparse.ArgumentParser:
         "against the books: lost, doubled, invented (each must be 0). Exit 1 when one is "
         "not 0, a rule of the books is broken or a request stays unanswered. "
         "See docs/loadtest.md."))
+    slow_reader.add_command(commands)
     return top
 
 

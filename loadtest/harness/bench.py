@@ -183,8 +183,10 @@ async def run_bench(args: argparse.Namespace, logs: Path) -> dict:
 
 
 @contextlib.asynccontextmanager
-async def serving(name: str, argv: list[str], ports: dict[str, int], logs: Path):
-    server = Server(name, argv, ports, logs)
+async def serving(name: str, argv: list[str], ports: dict[str, int], logs: Path,
+                  env: dict[str, str] | None = None):
+    """`env`: the server process' environment (default: this process')."""
+    server = Server(name, argv, ports, logs, env)
     try:
         await asyncio.to_thread(server.wait_ready)
         yield server
