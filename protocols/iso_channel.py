@@ -41,6 +41,8 @@ CLASSES = {
 REVERSAL_KINDS = ("40", "42")
 AMOUNT_CLASSES = frozenset({MessageClass.AUTH, MessageClass.SALE, MessageClass.CAPTURE,
                             MessageClass.REFUND})
+# Every request names its transaction by these: STAN, transmission time, terminal.
+NAMING_FIELDS = ("11", "7", "41")
 
 
 def response_mti(mti: str) -> str:
@@ -137,14 +139,12 @@ class IsoChannel:
 
 def request_basics(channel: str, message: dict) -> dict[str, Any]:
     """AuthRequest keyword arguments every ISO 8583 channel reads the same way."""
-    mti = message["t"]
-    if mti[0] != "0" or mti[3] not in "01":
-        raise FieldError(Code.INVALID_TRANSACTION, Reason.MTI_NOT_SUPPORTED)
-    message_class = class_of(mti, message)
+    message_class = request_class(message)
     card, expiry = card_of(message)
-    stan = required(message, "11")
-    transmitted = required(message, "7")
-    terminal = required(message, "41").rstrip()
+    for field in required_fields(message_class, message):
+        required(message, field)
+    stan, transmitted = message["11"], message["7"]
+    terminal = message["41"].rstrip()
     if not terminal:  # all spaces: no terminal to name transactions by
         raise FieldError(Code.FORMAT_ERROR, Reason.FIELD_MISSING.format(field=41))
     acquirer = institution(message.get("32", ""))
@@ -166,7 +166,27 @@ def request_basics(channel: str, message: dict) -> dict[str, Any]:
     )
 
 
-def class_of(mti: str, message: dict) -> MessageClass:
+def request_class(message: Mapping[str, Any]) -> MessageClass:
+    """The class of a request; FieldError (12) for an MTI or an F3 the switch does not take."""
+    mti = message["t"]
+    if mti[0] != "0" or mti[3] not in "01":
+        raise FieldError(Code.INVALID_TRANSACTION, Reason.MTI_NOT_SUPPORTED)
+    return class_of(mti, message)
+
+
+def required_fields(message_class: MessageClass, message: Mapping[str, Any]) -> tuple[str, ...]:
+    """The fields a request of this class must carry besides its card (F2, or track 2 in F35)
+    and the F90 of a capture or refund: what request_basics checks, in this order, and what
+    `switch iso validate` lists (docs/channels/pos.md, "Fields per message")."""
+    fields = NAMING_FIELDS if message_class is MessageClass.REVERSAL else ("3", *NAMING_FIELDS)
+    if message_class in AMOUNT_CLASSES:
+        fields += ("4",)
+    if message_class is MessageClass.REVERSAL and not message.get("90"):
+        fields += ("37",)  # without F90 a reversal names its original by STAN, F41 and RRN
+    return fields
+
+
+def class_of(mti: str, message: Mapping[str, Any]) -> MessageClass:
     kind = mti[1:3]
     if kind in REVERSAL_KINDS:
         return MessageClass.REVERSAL
@@ -194,7 +214,7 @@ def card_of(message: dict) -> tuple[str, str]:
 def amount_of(message: dict, message_class: MessageClass) -> int:
     # A reversal releases the whole remaining amount (0); F4 there repeats the original's.
     if message_class in AMOUNT_CLASSES:
-        return int(required(message, "4"))
+        return int(message["4"])  # required_fields names it
     if message_class is MessageClass.INQUIRY:
         return int(message.get("4", "0"))
     return 0
@@ -223,8 +243,7 @@ def original_of(channel: str, message: dict, message_class: MessageClass, txn_re
         if int(original_acquirer) == 0:  # acquirers that leave it zero mean themselves
             return f"{channel}:{acquirer}:{terminal}:{stan}"
         return f"{channel}:{institution(original_acquirer)}:{terminal}:{stan}"
-    if message_class is MessageClass.REVERSAL:
-        required(message, "37")
+    if message_class is MessageClass.REVERSAL:  # required_fields named its RRN (F37)
         return txn_ref
     raise FieldError(Code.FORMAT_ERROR, Reason.ORIGINAL_DATA_MISSING)
 
