@@ -73,6 +73,41 @@ MEANINGS: Mapping[Code, str] = {
     Code.MAC_FAILURE: "MAC failure",
 }
 
+# What the sender of a request (an adapter, a terminal, an acquirer host) does with each
+# answer: `switch iso explain` and docs/codes.md say it.
+_DECLINED = "declined: do not send it again; the cardholder pays another way"
+_FIX = "fix the request (F44 names what is wrong) and send it as a new transaction"
+ADAPTER_ACTIONS: Mapping[Code, str] = {
+    Code.APPROVED: "done; if the sale then fails at your end, reverse it",
+    Code.INVALID_MERCHANT: "check the merchant id and its configuration; do not retry as is",
+    Code.DO_NOT_HONOUR: _DECLINED,
+    Code.PARTIAL_APPROVAL: "approved for the amount in the answer: collect the rest another "
+    "way, or reverse it",
+    Code.INVALID_TRANSACTION: "not supported, or the original is already final: do not retry",
+    Code.INVALID_AMOUNT: _FIX,
+    Code.INVALID_CARD: _DECLINED,
+    Code.ORIGINAL_NOT_FOUND: "check how the request names its original (F90, or STAN + "
+    "terminal + RRN); a reversal of an unknown original needs no retry",
+    Code.FORMAT_ERROR: _FIX,
+    Code.SUSPECTED_FRAUD: _DECLINED,
+    Code.LOST_CARD: _DECLINED,
+    Code.STOLEN_CARD: _DECLINED,
+    Code.INSUFFICIENT_CREDIT: _DECLINED,
+    Code.EXPIRED_CARD: _DECLINED,
+    Code.NOT_PERMITTED_TO_CARDHOLDER: _DECLINED,
+    Code.NOT_PERMITTED_ON_TERMINAL: _DECLINED,
+    Code.EXCEEDS_AMOUNT_LIMIT: _DECLINED,
+    Code.RESTRICTED_CARD: _DECLINED,
+    Code.SECURITY_VIOLATION: "check the signing key and the signature; nothing changed",
+    Code.EXCEEDS_FREQUENCY_LIMIT: "declined for now: a later attempt may pass the window",
+    Code.ISSUER_UNAVAILABLE: "the outcome is unknown: reverse it (0400/0420, JD REVERSE), "
+    "then send a new transaction if still wanted",
+    Code.DUPLICATE: "a transaction id (STAN) reused for different content: send it with a "
+    "new one; a true repeat gets the first answer instead",
+    Code.SYSTEM_MALFUNCTION: "the outcome is unknown: reverse it, as for 91",
+    Code.MAC_FAILURE: "check the MAC key and what the MAC covers; nothing changed",
+}
+
 APPROVING: frozenset[str] = frozenset({Code.APPROVED, Code.PARTIAL_APPROVAL})
 DECLINING: frozenset[str] = frozenset(Code) - APPROVING
 
