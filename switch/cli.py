@@ -16,6 +16,7 @@ from switch import (
     app,
     audit_cli,
     card_cli,
+    iso_cli,
     launch,
     policy_cli,
     saf_cli,
@@ -225,6 +226,7 @@ def parser() -> argparse.ArgumentParser:
     token_cli.add_commands(command, redis_option)
     saf_cli.add_commands(command, redis_option)
     scenario_cli.add_commands(command, redis_option, snd)
+    iso_cli.add_commands(command)
     return top
 
 

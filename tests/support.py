@@ -166,10 +166,10 @@ async def run_command(command: tuple[str, ...], *args: str, env: dict | None = N
 
 
 def run_command_sync(command: tuple[str, ...], *args: str, env: dict | None = None,
-                     timeout_s: float = CLI_WAIT_S) -> tuple[int, str, str]:
-    """`run_command` for tests that are not coroutines."""
+                     timeout_s: float = CLI_WAIT_S, stdin: str = "") -> tuple[int, str, str]:
+    """`run_command` for tests that are not coroutines; `stdin` is the command's input."""
     done = subprocess.run([*command, *args], env=env, capture_output=True, text=True,
-                          timeout=timeout_s)
+                          timeout=timeout_s, input=stdin)
     return checked_output(command, args, done.returncode, done.stdout, done.stderr)
 
 

@@ -1,0 +1,97 @@
+"""Is this request one the pos (or xpay) listener takes? `switch iso validate`, as data.
+
+One source: the dialect decides the format (protocols/iso8583), the channel's own code
+decides the rest. The required fields of the message class are the list the channel checks
+(protocols/iso_channel.py required_fields), so every missing one is named at once; then the
+channel's server side reads the request exactly as the switch would (`decode_request`) and
+any answer it would give at once (30, 12, 34, A0, ...) is one more problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+
+from protocols.channel import Decoded, FieldError
+from protocols.codes import MEANINGS, Code, Reason
+from protocols.framing import FramingError
+from protocols.iso8583 import Codec, Iso8583Error, get_codec
+from protocols.iso_channel import IsoChannel, card_of, request_class, required_fields
+from protocols.iso_tools.parsing import Problem, strip_header
+from protocols.messages import AuthRequest
+from protocols.pos import PosCodec
+from protocols.xpay import XpayCodec
+
+CHANNELS: dict[str, type[IsoChannel]] = {"pos": PosCodec, "xpay": XpayCodec}
+RequestChecks = Callable[[AuthRequest], tuple[str, str] | None]  # (code, reason) or None
+
+
+class Validation(msgspec.Struct):
+    channel: str
+    message_class: str = ""  # auth, sale, ... ("" when the MTI or F3 is not taken)
+    problems: list[Problem] = []
+    request: AuthRequest | None = None  # what the switch would decide on, when no problem
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def validate(data: bytes, channel: str = "pos", dialect: str | Codec = "iso87ascii",
+             header: str = "", mac_key: bytes | None = None,
+             request_checks: RequestChecks | None = None) -> Validation:
+    """Every problem the listener of `channel` would find in `data`, the request it would
+    decide on when there is none. `request_checks` adds the decision's own checks of the
+    canonical request (the switch's engine passes its format and amount checks)."""
+    codec = dialect if isinstance(dialect, Codec) else get_codec(dialect)
+    server = CHANNELS[channel](codec.dialect, mac_key=mac_key)
+    out = Validation(channel)
+    try:
+        body = strip_header(data, header)
+        message = codec.decode(body)
+    except FramingError as error:
+        return Validation(channel, problems=[Problem("header", 0, str(error))])
+    except Iso8583Error as error:
+        spec = codec.dialect.field(int(error.field)) if error.field.isdigit() else None
+        out.problems.append(Problem(error.field, error.offset, error.reason,
+                                    spec.desc if spec else ""))
+        return out
+    out.message_class, out.problems = requirements(codec, message)
+    verdict = server.decode_request(body)
+    if isinstance(verdict, Decoded):
+        refused = request_checks(verdict.request) if request_checks else None
+        if refused:
+            out.problems.append(answered(*refused))
+        else:
+            out.request = verdict.request
+        return out
+    answer = codec.decode(verdict)  # the answer the switch would send at once
+    code, reason = answer.get("39", ""), answer.get("44", "")
+    if code != Code.APPROVED and reason not in {problem.reason for problem in out.problems}:
+        out.problems.append(answered(code, reason))
+    return out
+
+
+def answered(code: str, reason: str) -> Problem:
+    words = MEANINGS.get(code, "")
+    return Problem("answer", None, f"the switch answers {code} {reason}: {words}")
+
+
+def requirements(codec: Codec, message: dict) -> tuple[str, list[Problem]]:
+    """The message class, and a problem for each field the class needs that is missing."""
+    try:
+        message_class = request_class(message)
+    except FieldError:  # network management, or not taken: the channel's answer says
+        return "", []
+    problems = []
+    try:
+        card_of(message)
+    except FieldError as error:
+        problems.append(Problem("2", None, error.reason, "PAN (or track 2 in F35)"))
+    for field in required_fields(message_class, message):
+        if message.get(field, "") == "":
+            spec = codec.dialect.field(int(field))
+            problems.append(Problem(field, None, Reason.FIELD_MISSING.format(field=field),
+                                    spec.desc if spec else ""))
+    return message_class.value, problems

@@ -1,0 +1,204 @@
+"""One ISO 8583 message taken apart for a reader: `switch iso parse`, as data.
+
+`parse(data, dialect)` decodes with the switch's own codec (so it accepts and refuses exactly
+what the switch does) and returns a `Parsed`: the MTI and the bitmap explained, each field
+with its offset, its wire bytes (hex), its value and what it means, F55 tag by tag, the MAC
+checked when a key is given, and, for a broken message, what was read before the defect and
+the defect itself (field and offset). Card data is masked (protocols/iso_tools/meanings.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+
+import msgspec
+
+from protocols.cardnumbers import mask_card_numbers_in
+from protocols.codes import Reason
+from protocols.framing import HEADER_FORMATS, FramingError
+from protocols.iso8583 import Codec, FieldSpec, Iso8583Error, get_codec
+from protocols.iso8583.fields import build, prefix_tables
+from protocols.iso_mac import IsoMac, mac_field
+from protocols.iso_tools.icc import SECRET_TAGS, TagView, icc_tags
+from protocols.iso_tools.meanings import SECRET_FIELDS, field_meaning, masked, mti_meaning
+
+ICC_FIELD = "55"
+MAC_FIELDS = ("64", "128")
+
+
+class FieldView(msgspec.Struct):
+    field: str  # "2" .. "128"
+    name: str  # the dialect's name of the field
+    offset: int  # of its first byte (length prefix included) in the message
+    size_bytes: int  # on the wire, length prefix included
+    wire: str  # those bytes in hex; card data as "**" per byte after the prefix
+    value: str  # the decoded value (binary data in hex), card data masked
+    meaning: str = ""
+    tags: list[TagView] = []  # F55: the chip data, tag by tag
+
+
+class BitmapView(msgspec.Struct):
+    wire: str  # as on the wire: hex text, or the hex of binary bitmaps
+    secondary: bool  # bit 1: a second bitmap (fields 65-128) follows
+    fields: list[int]  # the data fields it announces
+
+
+class MacView(msgspec.Struct):
+    field: str  # "64" or "128"
+    status: str  # "ok", "wrong", "missing", or "not checked"
+    expected: str = ""  # with a key, when wrong or missing: the MAC the message needs
+
+
+class Problem(msgspec.Struct):
+    field: str  # "header", "MTI", "bitmap", "trailing" or a field number
+    offset: int | None  # into the message (after any length header)
+    reason: str
+    name: str = ""  # the field's name in the dialect
+
+
+class Parsed(msgspec.Struct):
+    dialect: str
+    size_bytes: int  # of the message, without the length header
+    mti: str = ""
+    mti_meaning: str = ""
+    bitmap: BitmapView | None = None
+    fields: list[FieldView] = []
+    mac: MacView | None = None
+    error: Problem | None = None  # None: the message decodes whole
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and (self.mac is None or self.mac.status in ("ok",
+                                                                               "not checked"))
+
+
+def parse(data: bytes, dialect: str | Codec = "iso87ascii", header: str = "",
+          mac_key: bytes | None = None) -> Parsed:
+    """`data` (one message; with `header`, a length header first) taken apart."""
+    codec = dialect if isinstance(dialect, Codec) else get_codec(dialect)
+    try:
+        body = strip_header(data, header)
+    except FramingError as error:
+        return Parsed(codec.name, len(data), error=Problem("header", 0, str(error)))
+    try:
+        message = codec.decode(body)
+    except Iso8583Error as error:
+        return broken(codec, body, error)
+    parsed = described(codec, body, message)
+    parsed.mac = mac_view(codec, body, message, mac_key)
+    return parsed
+
+
+def strip_header(data: bytes, header: str) -> bytes:
+    """The message after a length header (binary2, ascii4, binary4), checked against it."""
+    if not header:
+        return data
+    form = HEADER_FORMATS.get(header)
+    if form is None:
+        raise FramingError(f"no header {header!r}: {', '.join(sorted(HEADER_FORMATS))}")
+    if len(data) < form.size_bytes:
+        raise FramingError(f"{len(data)} bytes: shorter than a {form.name} header")
+    length = form.decode(data[: form.size_bytes])
+    body = data[form.size_bytes :]
+    if length != len(body):
+        raise FramingError(f"the {form.name} header says {length} bytes, {len(body)} follow")
+    return body
+
+
+def broken(codec: Codec, body: bytes, error: Iso8583Error) -> Parsed:
+    """What a decode read before the defect, and the defect."""
+    spec = codec.dialect.field(int(error.field)) if error.field.isdigit() else None
+    problem = Problem(error.field, error.offset, error.reason, spec.desc if spec else "")
+    read = error.decoded
+    if error.field in ("MTI", "bitmap"):  # no bitmap to explain: the MTI at most
+        parsed = Parsed(codec.name, len(body), error=problem)
+        if "t" in read:
+            parsed.mti, parsed.mti_meaning = read["t"], mti_meaning(read["t"])
+        return parsed
+    announced = bitmap_fields(codec, body)
+    parsed = described(codec, body, read, announced)
+    parsed.error = problem
+    return parsed
+
+
+def described(codec: Codec, body: bytes, message: Mapping,
+              announced: list[int] | None = None) -> Parsed:
+    """The MTI, the bitmap and each field of `message` (decoded from `body`) explained."""
+    mti = message["t"]
+    numbers = announced if announced is not None else [int(k) for k in message if k != "t"]
+    at = mti_size(codec)
+    secondary = any(n > 64 for n in numbers)
+    bitmap_end = at + bitmap_size(codec) * (2 if secondary else 1)
+    bitmap_wire = body[at:bitmap_end]
+    bitmap = BitmapView(bitmap_wire.decode("ascii") if codec.dialect.bitmap_encoding == "hex"
+                        else bitmap_wire.hex().upper(), secondary, numbers)
+    views, offset = [], bitmap_end
+    for key in (k for k in message if k != "t"):
+        view = field_view(codec.dialect.field(int(key)), message, offset)
+        views.append(view)
+        offset += view.size_bytes
+    if announced is None and offset != len(body):  # the codec read it all: so must we
+        raise AssertionError(f"fields cover {offset} of {len(body)} bytes")
+    return Parsed(codec.name, len(body), mti, mti_meaning(mti), bitmap, views)
+
+
+def field_view(spec: FieldSpec, message: Mapping, offset: int) -> FieldView:
+    key = spec.key
+    value = message[key]
+    wire = encoder(spec)(value)
+    text = value.hex().upper() if isinstance(value, bytes) else value
+    tags, meaning = [], field_meaning(key, text, message)
+    if key == ICC_FIELD:
+        tags, meaning = icc_tags(value)
+    shown_wire, shown = wire.hex().upper(), masked(key, text)
+    if key in SECRET_FIELDS or any(tag.tag in SECRET_TAGS for tag in tags):
+        prefix = prefix_tables(spec)[0] if spec.kind != "fixed" else 0
+        shown_wire = wire[:prefix].hex().upper() + "**" * (len(wire) - prefix)
+        if key == ICC_FIELD:
+            shown = " ".join(f"{tag.tag}:{tag.value}" for tag in tags)
+    return FieldView(key, spec.desc, offset, len(wire), mask_card_numbers_in(shown_wire),
+                     shown, meaning, tags)
+
+
+@functools.cache
+def encoder(spec: FieldSpec):
+    return build(spec)[0]
+
+
+def mti_size(codec: Codec) -> int:
+    return 4 if codec.dialect.mti_encoding == "ascii" else 2
+
+
+def bitmap_size(codec: Codec) -> int:
+    return 16 if codec.dialect.bitmap_encoding == "hex" else 8
+
+
+def bitmap_fields(codec: Codec, body: bytes) -> list[int]:
+    """The data fields a well-formed bitmap announces (the codec has read it already)."""
+    at, size = mti_size(codec), bitmap_size(codec)
+    first = body[at : at + size]
+    raw = bytes.fromhex(first.decode("ascii")) if size == 16 else first
+    if raw[0] & 0x80:
+        second = body[at + size : at + 2 * size]
+        raw += bytes.fromhex(second.decode("ascii")) if size == 16 else second
+    bits = int.from_bytes(raw, "big")
+    width = len(raw) * 8
+    return [n for n in range(2, width + 1) if bits >> (width - n) & 1]
+
+
+def mac_view(codec: Codec, body: bytes, message: Mapping, key: bytes | None) -> MacView | None:
+    field = mac_field(message)
+    if codec.dialect.field(int(field)) is None:
+        return None  # a dialect without a MAC field
+    if key is None:
+        return MacView(field, "not checked") if field in message else None
+    mac = IsoMac(codec, key)
+    problem = mac.problem(body, message)
+    if not problem:
+        return MacView(field, "ok")
+    unsigned = {k: v for k, v in message.items() if k != field}
+    width = codec.dialect.field(int(field)).max_len
+    expected = mac.encode(unsigned)[-width:]
+    shown = expected.decode("ascii") if not mac.binary else expected.hex().upper()
+    return MacView(field, "missing" if problem == Reason.MAC_MISSING else "wrong", shown)
