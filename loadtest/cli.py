@@ -245,6 +245,8 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     progress = Progress(plan.rate, args.quiet)
     try:
         result, outcome = run_async(chaos.run_chaos(plan, folder, progress, say))
+    except RuntimeError as error:  # a process the harness runs would not (re)start
+        raise LoadTestError(f"chaos: {error}") from None
     finally:
         progress.end()
     print(report.table(result))

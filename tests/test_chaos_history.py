@@ -272,3 +272,14 @@ def test_the_history_keeps_one_entry_per_request_and_the_decision_that_stands():
     only_undecided = Entry(txn)
     only_undecided.answers.append(Answer("91", 0, ""))
     assert only_undecided.last == Answer("91", 0, "")
+
+
+def test_a_voided_record_is_no_effect():
+    requests, cards = agreeing()
+    requests[0] = sale("s1", 1000, code="91")  # answered 91, its call ran, then voided
+    voided = msgspec.structs.replace(sale_record(1000, posted=0), state="voided")
+    records = {**cards[PAN].records, "s1": voided, "gone": voided}
+    assert check(requests, {PAN: cards[PAN]._replace(records=records, posted=2700)}).clean
+    approved = agreeing()[0]  # ... but an approval seen of a voided record is lost
+    assert counts(check(approved, {PAN: cards[PAN]._replace(records=records,
+                                                             posted=2700)})) == (1, 0, 0)

@@ -3,6 +3,8 @@ against a real switch and a real durable Redis that the harness kills and restar
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import redis
 
@@ -20,6 +22,7 @@ from loadtest.harness.chaos_faults import (
 )
 from loadtest.harness.chaos_processes import DurableRedis, SwitchProcess
 from loadtest.harness.history_check import Request, check
+from protocols.cardnumbers import full_card_numbers_in
 from protocols.ledger_layout import card_key
 from protocols.messages import AuthRequest, MessageClass
 from switch.redis_runner import PrivateRedis
@@ -156,6 +159,11 @@ async def test_switch_kills_lose_double_and_invent_nothing(tmp_path):
     assert (outcome.lost, outcome.doubled, outcome.invented) == (0, 0, 0), outcome.examples
     assert outcome.audit == [] and outcome.passed
     assert (tmp_path / "run" / "switch-2.log").exists()
+    history = (tmp_path / "run" / "history.jsonl").read_text()
+    assert len(history.splitlines()) == outcome.requests
+    assert not full_card_numbers_in(history)  # cards masked
+    first = json.loads(history.splitlines()[0])
+    assert first["answers"] and first["sends"] >= 1 and first["card"][6:12] == "******"
 
 
 async def test_every_fault_at_once_loses_doubles_and_invents_nothing(tmp_path):

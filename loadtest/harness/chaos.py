@@ -35,6 +35,7 @@ from loadtest.generator.workload import CARD_LIMIT_FEN, load_test_pans
 from loadtest.harness import chaos_ledger, history_check
 from loadtest.harness.chaos_faults import FaultPlan, Injector, check_plan, schedule
 from loadtest.harness.chaos_processes import DurableRedis, SwitchProcess
+from protocols.cardnumbers import mask_pan
 from switch.config import load
 from switch.redis_runner import DEFAULT_APPENDFSYNC
 
@@ -118,6 +119,7 @@ async def run_chaos(plan: ChaosPlan, folder: Path,
             raise LoadTestError(f"switch audit answered {status} with {report}")
         outcome.resent, outcome.faults = resent, injector.counts()
         outcome.fault_log = [msgspec.to_builtins(fault) for fault in injector.injected]
+        await asyncio.to_thread(write_history, history, worker.schedule.start_ns, folder)
         return result, outcome
     finally:
         switch.stop()
@@ -145,9 +147,13 @@ async def _load(plan: Plan, injector: Injector, progress, say) -> tuple[Result, 
     began = time.time()
     try:
         await worker.run(get_start)
-    finally:
+    except BaseException:
         if faults:
-            await faults[0]  # every process back up (it restores them whatever happened)
+            faults[0].cancel()  # no more faults: the run is over
+        raise
+    finally:
+        if faults:  # every process back up: the injector restores them whatever happened
+            await asyncio.gather(faults[0], return_exceptions=True)
     aggregator.finish()
     totals = dict(aggregator.totals)
     totals[OVERALL] = aggregator.overall()
@@ -167,7 +173,10 @@ async def _resend(history: History, worker: Worker, targets: dict[str, Target],
         say(f"sending {len(waiting):,} unanswered requests again")
         resent.update(id(entry) for entry in waiting)
         resender = Resender(history, worker.adapters, targets, plan.timeout_s, plan.inflight)
-        await resender.resend(waiting)
+        try:
+            await resender.resend(waiting)
+        except LoadTestError as error:  # a connection lost: the next round tries again
+            say(f"sending again: {error}")
     return len(resent)
 
 
@@ -219,6 +228,22 @@ def summary_lines(outcome: ChaosOutcome) -> list[str]:
     lines += [f"  audit: {line}" for line in outcome.audit[:history_check.EXAMPLES_KEPT_MAX]]
     lines.append("PASS: the books agree with every answer" if outcome.passed else "FAIL")
     return lines
+
+
+def write_history(history: History, start_ns: int, folder: Path) -> Path:
+    """history.jsonl: one line per request, what it was and every answer seen (card masked)."""
+    path = folder / "history.jsonl"
+    encode = msgspec.json.encode
+    with path.open("wb") as out:
+        for (channel, correlation_id), entry in history.entries.items():
+            request = entry.txn.request
+            out.write(encode({
+                "channel": channel, "id": correlation_id, "kind": entry.txn.kind,
+                "class": request.message_class.value, "card": mask_pan(request.card),
+                "amount_fen": request.amount_fen, "original": request.original_ref,
+                "sent_s": round((entry.first_sent_ns - start_ns) / 1e9, 3),
+                "sends": entry.sends, "answers": entry.answers}) + b"\n")
+    return path
 
 
 def write_outcome(outcome: ChaosOutcome, plan: ChaosPlan, folder: Path) -> Path:

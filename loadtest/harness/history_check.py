@@ -12,6 +12,7 @@ answer its client saw. Three kinds of finding, each of which must stay at zero:
   saw add up to, where no record explains it;
 - invented: an effect no client saw approved (a record, or a capture, reversal or refund
   on one, with no approval seen for it; a stand-in answer counts when its client saw it).
+A voided record (the switch took back a call it had answered 91) is no effect.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import NamedTuple
 
 from loadtest.generator.history import Answer
 from protocols.cardnumbers import mask_pan
+from protocols.codes import TransactionState
 from switch.ledger import Transaction as Record
 
 OPENING = ("sale", "auth")  # message classes that make a record
@@ -78,14 +80,14 @@ def check(requests: list[Request], cards: dict[str, Card]) -> Findings:
     expected: dict[str, list[_Expected]] = defaultdict(list)
     troubled: set[str] = set()  # cards with a finding on a record
     for (pan, ref), touching in by_record.items():
-        record = cards.get(pan, Card(0, 0, 0, {})).records.get(ref)
+        record = _effective(cards.get(pan, Card(0, 0, 0, {})).records.get(ref))
         before = len(found)
         expected[pan].append(_check_record(pan, ref, touching, record, found))
         if len(found) > before:
             troubled.add(pan)
     for pan, card in cards.items():
         for ref, record in card.records.items():
-            if (pan, ref) not in by_record:
+            if (pan, ref) not in by_record and _effective(record) is not None:
                 troubled.add(pan)
                 found.append(Finding("invented", mask_pan(pan), ref,
                                      f"a {record.kind} of {record.amount} fen no request made"))
@@ -94,6 +96,14 @@ def check(requests: list[Request], cards: dict[str, Card]) -> Findings:
     counts = {kind: sum(1 for f in found if f.kind == kind)
               for kind in ("lost", "doubled", "invented")}
     return Findings(**counts, examples=found[:EXAMPLES_KEPT_MAX])
+
+
+def _effective(record: Record | None) -> Record | None:
+    """The record, or None when it had no effect: a voided one (Ledger.void took back a call
+    the switch had answered 91) stays as a trace with nothing held or posted."""
+    if record is None or record.state == TransactionState.VOIDED:
+        return None
+    return record
 
 
 def _approved(requests: list[Request], classes: tuple[str, ...]) -> list[Request]:
