@@ -91,7 +91,7 @@ class TokenVault:
     async def _key(self, token: str) -> bytes | None:
         key = self._keys.get(token)
         if key is None:
-            text = await self.client.hget(token_key(token), "key")
+            text = await self.scripts.call("token_admin", (token_key(token),), ("key",))
             if text is None:
                 return None
             if len(self._keys) >= limits.token_key_cache_max:

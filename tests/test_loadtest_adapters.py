@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from loadtest.generator import adapters
 from loadtest.generator.adapters.base import Context
 from loadtest.generator.adapters.iso import STANS_PER_TERMINAL, load_test_token
 from loadtest.generator.aggregate import OVERALL
 from loadtest.generator.client import Target
 from loadtest.generator.runner import Plan, run_load
+from loadtest.generator.worker import Worker
 from loadtest.generator.workload import Txn, Workload, load_test_pans
 from protocols.cardnumbers import luhn_valid
 from protocols.iso8583 import get_codec
@@ -73,3 +76,28 @@ async def test_a_mixed_run_over_every_channel_is_answered_as_intended(redis_url)
         assert totals.codes.get("00", 0) > 0.8 * totals.counts["answered"], channel
         assert {"sale", "reversal", "refund", "repeat"} <= set(totals.kinds), channel
     assert not {"auth", "capture", "inquiry"} & set(result.totals["wechat"].kinds)
+
+
+def test_a_card_ordered_channel_keeps_each_card_on_one_connection():
+    """x-pay's ATCs only rise: a token's messages must not overtake each other on two
+    connections, so each card keeps to one; other channels spread over every connection."""
+    def conns(card_ordered: bool) -> list:
+        adapter = SimpleNamespace(card_ordered=card_ordered)
+        return [SimpleNamespace(adapter=adapter, ready=True) for _ in range(4)]
+
+    def txn(card: str) -> SimpleNamespace:
+        return SimpleNamespace(channel="c", request=SimpleNamespace(card=card))
+
+    ordered = SimpleNamespace(conns={"c": conns(True)}, next_conn={"c": 0})
+    chosen = {id(Worker._connection_for(ordered, txn("6253680000000018"))) for _ in range(8)}
+    assert len(chosen) == 1
+    own = Worker._connection_for(ordered, txn("6253680000000018"))
+    own.ready = False  # its connection busy: the message waits rather than overtake
+    assert Worker._connection_for(ordered, txn("6253680000000018")) is None
+
+    spread = SimpleNamespace(conns={"c": conns(False)}, next_conn={"c": 0})
+    used = set()
+    for _ in range(4):
+        used.add(id(Worker._connection_for(spread, txn("6253680000000018"))))
+        spread.next_conn["c"] += 1  # a new tick
+    assert len(used) == 4

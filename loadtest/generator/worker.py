@@ -281,18 +281,9 @@ class Worker(LoadClient):
             self.timer.arm(now + BACKLOG_RETRY_NS)
 
     def _send(self, txn: Txn, intended: int, now: int) -> bool:
-        channel = txn.channel
-        conns = self.conns[channel]
-        count = len(conns)
-        position = self.next_conn[channel]
-        for _ in range(count):
-            conn = conns[position % count]
-            if conn.ready:
-                break
-            position += 1
-        else:
+        conn = self._connection_for(txn)
+        if conn is None:
             return False
-        self.next_conn[channel] = position
         if txn.wire is None:
             txn.wire = conn.adapter.encode(txn)
         correlation_id, body = txn.wire
@@ -307,6 +298,25 @@ class Worker(LoadClient):
         if lag_ns > self.timer.behind_ns:
             stats.behind += 1
         return True
+
+    def _connection_for(self, txn: Txn) -> Connection | None:
+        """The ready connection to send `txn` on, or None: the tick's connection (or the next
+        ready one), or for a card-ordered channel always the card's own."""
+        conns = self.conns[txn.channel]
+        count = len(conns)
+        if not count:
+            return None
+        if conns[0].adapter.card_ordered:
+            conn = conns[hash(txn.request.card) % count]
+            return conn if conn.ready else None
+        position = self.next_conn[txn.channel]
+        for _ in range(count):
+            conn = conns[position % count]
+            if conn.ready:
+                self.next_conn[txn.channel] = position
+                return conn
+            position += 1
+        return None
 
     def _drain_backlogs(self, now: int) -> None:
         for channel, backlog in self.backlog.items():

@@ -22,6 +22,10 @@ class ClientAdapter(NamedTuple):
     # answer body -> (correlation id, the answer: ISO code, approved fen, auth id, ...)
     decode: Callable[[bytes], tuple[str, AuthResponse]]
     kinds: frozenset[str] = EVERY_KIND  # the transaction kinds the channel has
+    # A card's messages must reach the switch in the order they were made (x-pay: a token's
+    # ATC only rises, and a lower one arriving late is a replay): each card keeps to one
+    # connection, whose messages the switch decides in order.
+    card_ordered: bool = False
 
 
 class Context(NamedTuple):

@@ -129,4 +129,4 @@ def xpay_adapter(options: Options, context: Context) -> ClientAdapter:
         return ident, client.encode(message)
 
     return ClientAdapter("xpay", HEADER_FORMATS[header], 8584, encode, _decoder(client),
-                         EVERY_KIND)
+                         EVERY_KIND, card_ordered=True)
