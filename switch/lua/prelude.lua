@@ -30,14 +30,13 @@ local STATUS_DECLINES = {
 -- per redis.call); every change goes through move(), which keeps the copy exact.
 local card = nil
 
--- What the running call changed, kept with its remembered answer so that one generic undo
+-- What the running call changed, kept with its remembered answer so that one undo
 -- (void.lua, Ledger.void) can take back any call: the card's numbers it moved (field,
--- delta, ...), and its transaction record's fields before (false: the call created the
--- record) and after its writes. Written only through card_add/move and txn_set/txn_create.
-local undo_card, txn_before, txn_after
--- The fields of a new transaction record that later calls may change: a void compares
--- them with what the call wrote to know whether the record was changed since.
-local MUTABLE = {state = true, hold = true, posted = true, refunded = true, beans = true}
+-- delta, ...), and its transaction record's fields before and after its writes. Written
+-- only through card_add/move and txn_set. A call that creates a record (txn_create) keeps
+-- no more than that: the new record itself says what it moved (void.lua), so the hot path
+-- pays next to nothing to be voidable (docs/performance.md).
+local undo_card, txn_before, txn_after, txn_created
 
 -- A call that runs past its fence answers 91 and writes nothing, not even its answer: the
 -- switch answers the request 91 by its deadline, so acting now would charge a card holder
@@ -64,7 +63,7 @@ local function begin()
   names_original, hold_life_ms = ARGV[14] == '1', ARGV[15]
   capture_tolerance_pct = ARGV[16]
   card = nil
-  undo_card, txn_before, txn_after = {}, {}, {}
+  undo_card, txn_before, txn_after, txn_created = nil, nil, nil, false  -- made when used
   return false
 end
 
@@ -81,6 +80,7 @@ end
 
 local function card_add(field, delta)  -- every change of the card's numbers
   redis.call('HINCRBY', card_key, field, delta)
+  if not undo_card then undo_card = {} end
   undo_card[#undo_card + 1] = field
   undo_card[#undo_card + 1] = delta
 end
@@ -94,6 +94,7 @@ end
 -- before the call's first write of it is read first (one HMGET) and kept, with the new one.
 local function txn_set(...)
   local fields = {...}
+  if not txn_before then txn_before, txn_after = {}, {} end
   local unseen = {}
   for i = 1, #fields, 2 do
     if txn_before[fields[i]] == nil then unseen[#unseen + 1] = fields[i] end
@@ -108,12 +109,8 @@ end
 
 -- A new transaction record (authorize.lua): a void of the call marks it voided.
 local function txn_create(...)
-  local fields = {...}
-  txn_before = false
-  for i = 1, #fields, 2 do
-    if MUTABLE[fields[i]] then txn_after[fields[i]] = tostring(fields[i + 1]) end
-  end
-  redis.call('HSET', txn_key, unpack(fields))
+  txn_created = true
+  redis.call('HSET', txn_key, ...)
 end
 
 local function open_to_buy()
@@ -148,8 +145,10 @@ local function check_invariants()
 end
 
 -- Every answer is remembered under the idempotency key (one string, msgpack), so a repeat
--- gets it again: {fingerprint, reply, the attempt's auth id, served to a repeat (0/1), the
--- card's moves, the transaction key ('' when untouched), its fields before and after}.
+-- gets it again: fingerprint, reply, the attempt's auth id, served to a repeat (0/1), then
+-- what the call changed: nothing more when nothing; false and the transaction key when it
+-- created that record; else the card's moves, the transaction key ('' when untouched) and
+-- the record's fields before and after.
 local function remember(reply, served, attempt, moves, txn, before, after)
   return cmsgpack.pack(fingerprint, reply, attempt, served, moves, txn, before, after)
 end
@@ -158,10 +157,18 @@ end
 local function answer(code, approved, reason, beans, auth, served)
   check_invariants()
   local reply = {code, approved, open_to_buy(), auth or '', reason, beans or 0, 0}
-  local txn = ''
-  if next(txn_after) ~= nil then txn = txn_key end
-  redis.call('SET', idem_key, remember(reply, served or 0, auth_id, undo_card, txn, txn_before,
-    txn_after), 'EX', idem_ttl_s)
+  local record
+  if txn_created then
+    record = remember(reply, served or 0, auth_id, false, txn_key)
+  elseif not (undo_card or txn_after) then
+    record = remember(reply, served or 0, auth_id)
+  else
+    local txn = ''
+    if txn_after then txn = txn_key end
+    record = remember(reply, served or 0, auth_id, undo_card or {}, txn, txn_before or {},
+      txn_after or {})
+  end
+  redis.call('SET', idem_key, record, 'EX', idem_ttl_s)
   return reply
 end
 

@@ -9,20 +9,44 @@
 -- Velocity counters stay counted: a counter window is a sum over buckets that may have been
 -- closed since, and a voided approval that still counts can only make a later one refused
 -- sooner, never let one pass a limit.
+-- What a call that created a transaction record left in it, and so moved: {field, value,
+-- ...} the record must still hold (else a later call changed it), and {field, delta, ...}
+-- of the card. `approved` and `beans` are the call's answer's.
+local function creation_of(kind, approved, beans)
+  local a, b = tostring(approved), tostring(beans)
+  if kind == 'auth' then
+    return {'state', 'pending', 'hold', a, 'posted', '0', 'refunded', '0'}, {'held', approved}
+  end
+  return {'state', 'captured', 'hold', '0', 'posted', a, 'refunded', '0', 'beans', b},
+    {'posted', approved, 'beans', beans}
+end
+
 register('void', function()
   local card_key, idem_key, holds_key, attempt = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
   local stored = redis.call('GET', idem_key)
   if not stored then return 'absent' end
-  local _, _, its_attempt, served, moves, txn_key, before, after = cmsgpack.unpack(stored)
+  local _, reply, its_attempt, served, moves, txn_key, before, after = cmsgpack.unpack(stored)
   if its_attempt ~= attempt then return 'other' end
   if served == 1 then return 'served' end
 
-  local fields = {}
-  if txn_key ~= '' then
-    for field in pairs(after) do fields[#fields + 1] = field end
+  -- What the record must still hold: {field, value, ...}.
+  local expected = {}
+  if moves == false then
+    local kind = redis.call('HGET', txn_key, 'kind')
+    expected, moves = creation_of(kind, reply[2], reply[6])
+  elseif moves then
+    for field, value in pairs(after) do
+      expected[#expected + 1], expected[#expected + 2] = field, value
+    end
+  else
+    moves, txn_key = {}, ''
+  end
+  if #expected > 0 then
+    local fields = {}
+    for i = 1, #expected, 2 do fields[#fields + 1] = expected[i] end
     local now = redis.call('HMGET', txn_key, unpack(fields))
-    for i, field in ipairs(fields) do
-      if now[i] ~= after[field] then return 'changed' end
+    for i, value in ipairs(now) do
+      if value ~= expected[2 * i] then return 'changed' end
     end
   end
 
