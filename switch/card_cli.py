@@ -95,7 +95,8 @@ def add_commands(command, redis_option) -> None:
     card_set.set_defaults(func=cmd_card_set)
     card_set.add_argument("--limit", type=fen, help="credit limit in fen")
     card_set.add_argument("--status", choices=CARD_STATUSES)
-    card_set.add_argument("--expiry", metavar="YYMM")
+    card_set.add_argument("--expiry", metavar="YYMM",
+                          help="good through this month (a new card: three years ahead)")
     card_show = card_commands.add_parser("show", help="limit, balances, holds, open-to-buy")
     card_show.set_defaults(func=cmd_card_show)
     card_show.add_argument("--json", action="store_true", help="one JSON object")

@@ -30,6 +30,13 @@ def _month_of_minute(minute: int) -> str:
     return time.strftime("%y%m", time.gmtime(minute * 60))
 
 
+def months_later(now_ms: int, months: int) -> str:
+    """YYMM `months` after the month of a UTC instant (a card or token good through then)."""
+    year, month = time.gmtime(now_ms / 1000)[:2]
+    index = year * 12 + month - 1 + months
+    return f"{index // 12 % 100:02d}{index % 12 + 1:02d}"
+
+
 class RedisClock:
     """Redis' clock (its TIME) as seen from this process's monotonic clock (the event loop's).
 

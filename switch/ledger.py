@@ -26,7 +26,7 @@ from protocols.ledger_layout import (
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
 from switch.cards import DEMO_BIN
-from switch.clock import Clock, SystemClock, month_of
+from switch.clock import Clock, SystemClock, month_of, months_later
 from switch.lua_library import ledger_library
 from switch.pipeline import ScriptPipeline
 from switch.terms import NO_TERMS, Terms
@@ -49,6 +49,9 @@ HISTORY_SHOWN_MAX = 50  # transactions listed by `card show`
 # number is taken the next candidate is tried. Eight misses in a row mean the BIN is full.
 UPGRADE_ATTEMPTS_MAX = 8
 CARD_VALIDITY_YEARS = 5  # expiry of an upgraded card: this many years after the upgrade
+# A card made by `card set` without an expiry: good through the end of the month three years
+# on, a common validity of a newly issued credit card.
+NEW_CARD_VALIDITY_MONTHS = 36
 
 
 def fence_guard_ms(request_deadline_ms: int) -> int:
@@ -251,8 +254,10 @@ class Ledger:
             raise ValueError("expiry must be YYMM")
         key = card_key(pan)
         exists = await self.client.exists(key)
-        if not exists and None in (limit_fen, expiry):
-            raise ValueError("a new card needs a limit and an expiry")
+        if not exists and limit_fen is None:
+            raise ValueError("a new card needs a limit")
+        if not exists and expiry is None:
+            expiry = months_later(self.clock.now_ms(), NEW_CARD_VALIDITY_MONTHS)
         fields: dict[str, Any] = {"limit": limit_fen, "status": status, "expiry": expiry}
         if not exists:
             fields |= {"status": status or "active", **FRESH_CARD_BALANCES}
@@ -303,8 +308,7 @@ class Ledger:
         if status not in CARD_STATUSES:
             raise ValueError(f"status must be one of {', '.join(CARD_STATUSES)}")
         now_ms = self.clock.now_ms()
-        year, month = month_of(now_ms)[:2], month_of(now_ms)[2:]
-        expiry = f"{(int(year) + CARD_VALIDITY_YEARS) % 100:02d}{month}"
+        expiry = months_later(now_ms, CARD_VALIDITY_YEARS * 12)
         for attempt in range(UPGRADE_ATTEMPTS_MAX):
             pan = upgrade_pan(account, attempt)
             outcome = await self.scripts.call("upgrade", (card_key(pan),), (

@@ -39,7 +39,9 @@ ANSWER_SIZE_MAX_BYTES = 1 << 20
 class Sender(NamedTuple):
     header: HeaderFormat
     encode: Callable[[AuthRequest, Any], bytes]  # (request, CLI args) -> body
-    decode: Callable[[bytes, Any], ClientAnswer]  # (body, CLI args) -> answer
+    # (body, CLI args) -> answer; its signature or MAC checked unless args.unchecked
+    decode: Callable[[bytes, Any], ClientAnswer]
+    carries_beans: bool = False  # the channel's answer says how many beans it earned
 
 
 # channel -> (demo merchant id, its key): what --merchant and --key default to.
@@ -55,8 +57,13 @@ def _jd_encode(request: AuthRequest, args: Any) -> bytes:
     return jd.encode_request(request, merchant_key(args), userId=args.user or "")
 
 
+def answer_key(args: Any) -> bytes | None:
+    """The key an answer's signature is checked with; None: not checked."""
+    return None if getattr(args, "unchecked", False) else merchant_key(args)
+
+
 def _jd_decode(body: bytes, args: Any) -> ClientAnswer:
-    return jd.decode_response(body, merchant_key(args))
+    return jd.decode_response(body, answer_key(args))
 
 
 def _wechat_encode(request: AuthRequest, args: Any) -> bytes:
@@ -64,11 +71,12 @@ def _wechat_encode(request: AuthRequest, args: Any) -> bytes:
 
 
 def _wechat_decode(body: bytes, args: Any) -> ClientAnswer:
-    return wechat.decode_response(body, merchant_key(args))
+    return wechat.decode_response(body, answer_key(args))
 
 
 def _iso(args: Any) -> iso_client.IsoClient:
-    return iso_client.IsoClient(args.dialect, bytes.fromhex(args.mac_key or ""))
+    key = "" if getattr(args, "unchecked", False) else args.mac_key or ""
+    return iso_client.IsoClient(args.dialect, bytes.fromhex(key))
 
 
 def _iso_ids(args: Any) -> tuple[str, str]:
@@ -107,8 +115,9 @@ def _iso_decode(body: bytes, args: Any) -> ClientAnswer:
 
 
 SENDERS: dict[str, Sender] = {
-    "jd": Sender(jd.JdCodec.header, _jd_encode, _jd_decode),
-    "wechat": Sender(wechat.WechatCodec.header, _wechat_encode, _wechat_decode),
+    "jd": Sender(jd.JdCodec.header, _jd_encode, _jd_decode, carries_beans=True),
+    "wechat": Sender(wechat.WechatCodec.header, _wechat_encode, _wechat_decode,
+                     carries_beans=True),
     "pos": Sender(BINARY_2, _pos_encode, _iso_decode),
     "xpay": Sender(BINARY_2, _xpay_encode, _iso_decode),
 }
@@ -165,7 +174,8 @@ def describe(request: AuthRequest, answer: ClientAnswer, card_label: str) -> str
         f"  {request.message_class.value} of {amount_text(request)} on "
         f"{mask_pan(request.card)} via {request.channel}, id {answer.correlation_id}",
         f"  approved {r.approved_fen} fen, auth id {r.auth_id or '-'}, "
-        f"open-to-buy {r.open_to_buy_fen} fen, beans {r.beans:+d}",
+        f"open-to-buy {r.open_to_buy_fen} fen"
+        + (f", beans {r.beans:+d}" if SENDERS[request.channel].carries_beans else ""),
     ]
     if r.approved and request.message_class in (MessageClass.AUTH, MessageClass.SALE):
         option = "--token" if request.channel == "xpay" else "--pan"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import time
 
 import msgspec
 import redis.asyncio as aioredis
@@ -21,7 +20,7 @@ from protocols.ledger_layout import TokenRecord, card_key, token_key
 from protocols.messages import AuthRequest, AuthResponse
 from protocols.xpay import WALLETS, XpayRequest, cryptogram
 from switch import limits
-from switch.clock import Clock, SystemClock, month_of
+from switch.clock import Clock, SystemClock, month_of, months_later
 from switch.lua_library import token_library
 from switch.pipeline import ScriptPipeline
 
@@ -38,13 +37,6 @@ class TokenView(TokenRecord, kw_only=True):
 def new_token_number() -> str:
     body = TOKEN_BIN + "".join(secrets.choice("0123456789") for _ in range(9))
     return body + luhn_check_digit(body)
-
-
-def months_later(now_ms: int, months: int) -> str:
-    """YYMM `months` after the month of a UTC instant."""
-    year, month = time.gmtime(now_ms / 1000)[:2]
-    index = year * 12 + month - 1 + months
-    return f"{index // 12 % 100:02d}{index % 12 + 1:02d}"
 
 
 class TokenVault:

@@ -46,14 +46,27 @@ def sale(pan: str, amount_fen: int = 100, ref: str | None = None, cls: C = C.SAL
     ({"expiry": "3O12"}, "expiry must be YYMM"),
     ({"status": "closed"}, "status must be one of"),
     ({"status": ""}, "status must be one of"),
-    ({"limit_fen": None}, "a new card needs a limit and an expiry"),
-    ({"expiry": None}, "a new card needs a limit and an expiry"),
+    ({"limit_fen": None}, "a new card needs a limit"),
 ])
 async def test_set_card_refuses_values_out_of_bounds(ledger, fields, error):
     pan = new_pan()
     with pytest.raises(ValueError, match=error):
         await ledger.set_card(pan, **({"limit_fen": 100, "expiry": "3012"} | fields))
     assert await ledger.card(pan) is None  # nothing was written
+
+
+async def test_a_new_card_without_an_expiry_is_good_for_three_years(redis_url):
+    clock = FakeClock(now_ms=1_796_083_200_000)  # 2026-12-01 UTC
+    ledger = Ledger(connect(redis_url), clock)
+    await ledger.start()
+    try:
+        pan = new_pan()
+        await ledger.set_card(pan, limit_fen=100)
+        assert (await ledger.card(pan)).expiry == "2912"
+        await ledger.set_card(pan, limit_fen=200)  # an existing card keeps its expiry
+        assert (await ledger.card(pan)).expiry == "2912"
+    finally:
+        await ledger.aclose()
 
 
 @pytest.mark.parametrize(("limit_fen", "expiry"), [(0, "3001"), (MAX_FEN, "3112")])

@@ -12,7 +12,8 @@ import pytest
 from protocols.cardnumbers import luhn_valid
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from protocols.xpay import XpayRequest, cryptogram, cryptogram_data
-from switch.tokens import TOKEN_BIN, TokenVault, months_later
+from switch.clock import months_later
+from switch.tokens import TOKEN_BIN, TokenVault
 from tests.support import FakeClock, make_card
 
 _keys = itertools.count(1)

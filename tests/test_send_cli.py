@@ -1,0 +1,55 @@
+"""`switch send` as a newcomer uses it: what it prints for each channel, a wrong key, a card
+number typed in full, and `card set` without an expiry."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from switch.clock import months_later
+from switch.config import Config, Listener
+from tests.support import SWITCH, make_card, run_command, running_switch
+
+CHANNELS = Config(listeners={"jd": Listener(port=0), "pos": Listener(port=0)})
+
+
+async def send(port: int, *args: str) -> tuple[int, str, str]:
+    return await run_command(SWITCH, "send", "--port", str(port), *args)
+
+
+async def test_beans_are_shown_only_where_the_channel_says_them(redis_url):
+    async with running_switch(redis_url, CHANNELS) as (switch, ledger):
+        pan = await make_card(ledger, limit_fen=100_000)
+        _, jd, _ = await send(switch.ports["jd"], "--pan", pan, "--amount", "12800",
+                              "--mcc", "5411")
+        _, pos, _ = await send(switch.ports["pos"], "--channel", "pos", "--pan", pan,
+                               "--amount", "12800", "--mcc", "5411")
+    assert "APPROVED 00" in jd and "beans +640" in jd
+    assert "APPROVED 00" in pos and "beans" not in pos  # ISO 8583 answers carry no beans
+
+
+async def test_the_undo_hint_of_a_full_card_number_is_one_to_fill_in(redis_url):
+    async with running_switch(redis_url, CHANNELS) as (switch, ledger):
+        pan = await make_card(ledger, limit_fen=100_000)
+        _, out, _ = await send(switch.ports["jd"], "--pan", pan, "--amount", "100",
+                               "--mcc", "5411")
+    hint = next(line for line in out.splitlines() if "undo with:" in line)
+    assert "--pan <card number> --original " in hint  # no masked number the CLI refuses
+
+
+async def test_a_wrong_key_shows_the_switch_decline_and_a_warning(redis_url):
+    async with running_switch(redis_url, CHANNELS) as (switch, ledger):
+        pan = await make_card(ledger, limit_fen=100_000)
+        code, out, err = await send(switch.ports["jd"], "--pan", pan, "--amount", "100",
+                                    "--mcc", "5411", "--key", "not-the-key", "--json")
+    assert code == 0
+    answer = json.loads(out)
+    assert (answer["response_code"], answer["wire"]["code"]) == ("63", "SIGN01")
+    assert "warning: answer signature does not match" in err
+
+
+async def test_card_set_makes_a_new_card_good_for_three_years(redis_url):
+    code, out, err = await run_command(SWITCH, "card", "set", "6253680000000307", "--limit",
+                                       "5000", "--redis", redis_url)
+    assert code == 0, err
+    assert f"expiry {months_later(time.time_ns() // 1_000_000, 36)}" in out
