@@ -6,9 +6,9 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test lint mutants redis bench bench-scale clean
 
-run: $(STAMP)  ## set up, then serve every channel with demo cards (Ctrl-C stops; data kept in .run/redis)
+run: $(STAMP)  ## set up, then serve every channel with demo cards (Ctrl-C stops; data kept in .run/redis; PORTS="jd=8701 pos=8683" moves channels)
 	@scripts/ensure-redis-server --optional
-	$(BIN)/switch serve --demo
+	$(BIN)/switch serve --demo $(addprefix --port ,$(PORTS))
 
 test: $(STAMP)  ## set up, then lint and run the whole suite
 	@scripts/ensure-redis-server

@@ -41,10 +41,11 @@ from switch.config import (
     ConfigError,
     load,
     parse_listen,
+    parse_port,
 )
 from switch.policy_file import load_policy
 from switch.redis_runner import APPENDFSYNC_POLICIES, DEFAULT_APPENDFSYNC, RedisUnavailable
-from switch.server import check_channels
+from switch.server import ListenError, check_channels
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         return args.func(args) or 0
-    except (UserError, ConfigError, RedisUnavailable, ValueError) as error:
+    except (UserError, ConfigError, RedisUnavailable, ValueError, ListenError) as error:
         print(f"switch: {mask_card_numbers_in(str(error))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `switch ... | head`: the reader left; say nothing more
@@ -67,6 +68,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load(args.config)
     if args.listen:
         config.listeners = dict(parse_listen(value) for value in args.listen)
+    for value in args.port:
+        channel, listener = parse_port(value)
+        if channel not in config.listeners:
+            raise UserError(f"--port {value!r}: {channel} is not served (serving "
+                            f"{', '.join(config.listeners)})")
+        config.listeners[channel].port = listener
     check_channels(config, CODECS)  # before a private Redis is started for nothing
     if args.policy:
         config.policy = str(args.policy)
@@ -176,6 +183,9 @@ def parser() -> argparse.ArgumentParser:
     redis_option(serve)
     serve.add_argument("--listen", action="append", metavar="CHANNEL=HOST:PORT",
                        help="listen for CHANNEL here (repeatable; replaces the config's list)")
+    serve.add_argument("--port", action="append", default=[], metavar="CHANNEL=PORT",
+                       help="serve CHANNEL on this port instead (repeatable; the other "
+                       "channels keep theirs; make run PORTS=\"jd=8701 pos=8683\")")
     serve.add_argument("--demo", action="store_true",
                        help="create the demo cards that are absent (existing ones are kept)")
     serve.add_argument("--ephemeral", action="store_true",

@@ -118,6 +118,15 @@ def load(path: str | Path | None) -> Config:
         raise ConfigError(f"config {path}: {error}") from None
 
 
+def parse_port(value: str) -> tuple[str, int]:
+    """CHANNEL=PORT from the command line (a channel's port, its host kept)."""
+    channel, sep, port = value.partition("=")
+    if not sep or channel not in DEFAULT_PORTS or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"--port {value!r}: expected CHANNEL=PORT with CHANNEL one of "
+                          f"{', '.join(DEFAULT_PORTS)}, e.g. jd=8701")
+    return channel, int(port)
+
+
 def parse_listen(value: str) -> tuple[str, Listener]:
     """CHANNEL=HOST:PORT (or CHANNEL=PORT) from the command line."""
     channel, sep, address = value.partition("=")

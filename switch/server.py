@@ -401,6 +401,11 @@ UNAVAILABLE = (ConnectionError, OSError, TimeoutError, redis.exceptions.Connecti
                redis.exceptions.TimeoutError)
 
 
+class ListenError(OSError):
+    """A listener's address cannot be bound (taken, or not this machine's): one line to the
+    user, naming the channel and how to choose another port."""
+
+
 def check_channels(config: Config, codecs: dict) -> None:
     unknown = set(config.listeners) - set(codecs)
     if unknown:
@@ -433,7 +438,15 @@ class Switch:
         each port and the kernel spreads connections over them (SO_REUSEPORT)."""
         for name, listener in self.listeners.items():
             address = self.config.listeners[name]
-            self.ports[name] = await listener.start(address.host, address.port, reuse_port)
+            try:
+                self.ports[name] = await listener.start(address.host, address.port, reuse_port)
+            except OSError as error:
+                for started in self.ports:
+                    self.listeners[started].server.close()
+                raise ListenError(f"{name} cannot listen on {address.host}:{address.port}: "
+                                  f"{error.strerror or error}; choose another port with "
+                                  f"--port {name}=PORT (make run PORTS=\"{name}=PORT ...\")"
+                                  ) from None
         if self.forwarder is not None:
             self._forwarding = asyncio.get_running_loop().create_task(self.forwarder.run())
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -215,3 +216,32 @@ def test_seed_is_deterministic_and_card_set_changes_a_card(redis_url, tmp_path):
     assert (card["limit"], card["status"], card["open_to_buy"]) == (777, "frozen", 777)
     bad = run(["card", "set", pans[0], "--expiry", "2613"], env, check=False)
     assert bad.returncode == 2 and "YYMM" in bad.stderr
+
+
+def test_a_taken_port_is_one_line_naming_the_channel_and_the_way_out(run_env):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run(["serve", "--ephemeral", "--listen", "jd=127.0.0.1:0", "--port",
+                    f"jd={port}"], run_env, check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"switch: jd cannot listen on 127.0.0.1:{port}")
+    assert "--port jd=PORT" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_port_moves_one_channel_and_keeps_the_others(run_env):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    process, banner, port = serve(run_env, ["--ephemeral", "--port", f"jd={free}"])
+    try:
+        assert port == free
+    finally:
+        stop(process)
+    refused = run(["serve", "--ephemeral", "--port", "fax=1"], run_env, check=False)
+    assert refused.returncode == 2 and "CHANNEL one of jd, wechat, pos, xpay" in refused.stderr
+    absent = run(["serve", "--ephemeral", "--listen", "jd=127.0.0.1:0", "--port", "pos=1"],
+                 run_env, check=False)
+    assert absent.returncode == 2 and "pos is not served (serving jd)" in absent.stderr
