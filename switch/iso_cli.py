@@ -46,15 +46,15 @@ WIRE_SHOWN_MAX_CHARS = 24  # hex characters of a field's wire bytes in the table
 def message_bytes(args: argparse.Namespace) -> bytes:
     """The message: hex from the argument or stdin (`-`), or the bytes of --file."""
     if args.file is not None:
-        if args.message is not None:
+        if args.message:
             raise UserError("give the message as HEX, `-` or --file FILE, not two of them")
         try:
             return args.file.read_bytes()
         except OSError as error:
             raise UserError(f"cannot read {args.file}: {error.strerror}") from None
-    if args.message is None:
+    if not args.message:
         raise UserError("no message: give it as HEX, `-` (hex on stdin) or --file FILE")
-    text = sys.stdin.read() if args.message == "-" else args.message
+    text = sys.stdin.read() if args.message == ["-"] else " ".join(args.message)
     compact = "".join(text.split())
     try:
         return bytes.fromhex(compact)
@@ -122,10 +122,11 @@ def field_lines(view: FieldView, width: int) -> list[str]:
     about = f"{view.name}: {view.meaning}" if view.meaning else view.name
     lines = [f"F{view.field:<5} {view.offset:>4} {view.size_bytes:>5}  "
              f"{wire:<{WIRE_SHOWN_MAX_CHARS}}  {cut(view.value, width):<{width}}  {about}"]
+    tag_width = min(VALUE_SHOWN_MAX_CHARS, max((len(tag.value) for tag in view.tags), default=0))
     for tag in view.tags:
         meaning = f": {tag.meaning}" if tag.meaning else ""
-        lines.append(f"{'':<20}{tag.tag:<6}{cut(tag.value, VALUE_SHOWN_MAX_CHARS)}  "
-                     f"{tag.name}{meaning}")
+        value = cut(tag.value, tag_width)
+        lines.append(f"{'':<20}{tag.tag:<6}{value:<{tag_width}}  {tag.name}{meaning}")
     return lines
 
 
@@ -286,8 +287,9 @@ def add_commands(command) -> None:
 
 
 def message_options(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("message", metavar="HEX", nargs="?",
-                     help="the message in hex (spaces allowed); `-` reads hex from stdin")
+    sub.add_argument("message", metavar="HEX", nargs="*",
+                     help="the message in hex, in one piece or several (30 32 30 30 ...); "
+                     "`-` reads hex from stdin")
     sub.add_argument("--file", type=Path, metavar="FILE", help="read the raw bytes from FILE")
     dialect_options(sub, "the input starts with this length header (checked, then skipped)")
 

@@ -5,6 +5,7 @@ dialects; pyiso8583 is the independent peer for what a message holds."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import iso8583
 import msgspec
@@ -331,6 +332,9 @@ def test_a_message_the_dialect_refuses_is_one_problem_at_its_offset():
 
 def test_every_code_says_what_the_sender_does_next():
     assert set(ADAPTER_ACTIONS) == set(Code)
+    page = (Path(__file__).resolve().parent.parent / "docs" / "codes.md").read_text()
+    for code, action in ADAPTER_ACTIONS.items():
+        assert f"| `{code}` | {action} |" in page, code
     assert "reverse" in explain("91").action and "reverse" in explain("96").action
     ok = explain("00")
     assert ok.approves and not explain("51").approves

@@ -6,8 +6,12 @@ The functions behind them are tested in tests/test_iso_tools.py; here, what a us
 from __future__ import annotations
 
 import json
+import re
+import shlex
+from pathlib import Path
 
 from protocols.iso_tools import build, parse
+from switch import cli
 from switch.iso_cli import VALUE_SHOWN_MAX_CHARS, WIRE_SHOWN_MAX_CHARS, parsed_lines
 from tests.support import SWITCH, run_command_sync
 from tests.test_iso_tools import KEY, PAN, SALE
@@ -126,3 +130,33 @@ def test_the_table_cuts_long_values_and_wire_bytes_at_their_bounds():
     assert len(wire) <= WIRE_SHOWN_MAX_CHARS
     row = parsed_lines(parse(build({"mti": "0800", "11": "000001"})))[-1]
     assert row.split()[3] == wire
+
+
+# --- the guide's examples are what the tool prints -------------------------------------------
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "channels" / "iso-toolbox.md"
+JSON_FILE = re.compile(r"`([\w.-]+\.json)`:\n\n```json\n(.*?)```", re.S)
+EXAMPLE = re.compile(r"```console\n\$ (switch iso .*?)```", re.S)
+
+
+def command_and_output(block: str) -> tuple[list[str], str]:
+    """A console block: the command (its lines joined where they end in a backslash, as a
+    shell joins them) and what it prints."""
+    lines = block.split("\n")
+    last = next(i for i, line in enumerate(lines) if not line.endswith("\\"))
+    command = "\n".join(lines[: last + 1]).replace("\\\n", "")
+    return shlex.split(command), "\n".join(lines[last + 1 :])
+
+
+def test_the_guide_s_examples_print_what_it_shows(tmp_path, monkeypatch, capsys):
+    page = GUIDE.read_text()
+    for name, text in JSON_FILE.findall(page):
+        (tmp_path / name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    blocks = EXAMPLE.findall(page)
+    assert len(blocks) >= 10  # every command of the guide is run
+    for block in blocks:
+        args, shown = command_and_output(block)
+        cli.main(args[1:])
+        printed = capsys.readouterr()
+        assert printed.out + printed.err == shown, args[:3]

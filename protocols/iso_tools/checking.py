@@ -88,7 +88,7 @@ def requirements(codec: Codec, message: dict) -> tuple[str, list[Problem]]:
     try:
         card_of(message)
     except FieldError as error:
-        problems.append(Problem("2", None, error.reason, "PAN (or track 2 in F35)"))
+        problems.append(Problem("2", None, error.reason, "PAN, or track 2 in F35"))
     for field in required_fields(message_class, message):
         if message.get(field, "") == "":
             spec = codec.dialect.field(int(field))
