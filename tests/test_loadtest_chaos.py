@@ -134,17 +134,19 @@ def test_a_killed_redis_comes_back_on_its_port_with_its_data(tmp_path):
 # --- runs against a real switch ----------------------------------------------------------------
 
 RATE = 150.0
-DURATION_S = 6.0
+# Faults come one after another, and a switch restart takes seconds on a loaded machine:
+# 8 s leaves room for every kind (or two kills) before the load ends, whatever the delays.
+DURATION_S = 8.0
 
 
 DEADLINE_MS = 500  # the switch's request deadline in these runs: a freeze of 1 s passes it
 
 
-def short_plan(kinds: tuple[str, ...], folder) -> chaos.ChaosPlan:
+def short_plan(kinds: tuple[str, ...], folder, every_s: float = 1.5) -> chaos.ChaosPlan:
     config = folder / "switch.toml"
     config.write_text(f"[limits]\nrequest_deadline_ms = {DEADLINE_MS}\n")
     return chaos.ChaosPlan(rate=RATE, duration_s=DURATION_S, mix={"jd": 1, "pos": 1},
-                           faults=FaultPlan(kinds=kinds, every_s=1.5, freeze_s=1.0,
+                           faults=FaultPlan(kinds=kinds, every_s=every_s, freeze_s=1.0,
                                             down_s=0.3), cards=200, timeout_s=5.0,
                            switch_config=str(config))
 
@@ -167,7 +169,7 @@ async def test_switch_kills_lose_double_and_invent_nothing(tmp_path):
 
 
 async def test_every_fault_at_once_loses_doubles_and_invents_nothing(tmp_path):
-    plan = short_plan(FAULT_KINDS, tmp_path)
+    plan = short_plan(FAULT_KINDS, tmp_path, every_s=1.0)
     _, outcome = await chaos.run_chaos(plan, tmp_path / "run", say=lambda _: None)
     assert all(outcome.faults[kind] >= 1 for kind in FAULT_KINDS), outcome.fault_log
     # a freeze longer than the deadline: the switch answered 91 meanwhile
