@@ -22,20 +22,23 @@ interrupted by a change, and only a broken stable read is reported.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import hiredis
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 
 from protocols.cardnumbers import mask_pan
 from protocols.codes import TransactionState
 from protocols.ledger_layout import card_indexes
 from switch import limits
 from switch.journal import Advice, JournalCorrupt, Record, journal_paths, snapshot
+from switch.redis_link import RedisLink, open_link, resp_command
 
 # Each rule: its name (what the output says) and what it holds.
 RULES = {
@@ -59,6 +62,7 @@ RULES = {
 }
 STATES = frozenset(state.value for state in TransactionState)
 RECORD_FIELDS = ("state", "hold", "posted", "refunded")
+BALANCES = ("limit", "posted", "held", "pending_credit")
 CARD_KEY = re.compile(r"\{c:(\d{12,19})\}")  # protocols/ledger_layout.py card_key
 
 
@@ -100,11 +104,10 @@ def check(books: CardBooks) -> list[Finding]:
     """The rules' findings on one card (empty: its books add up)."""
     pan = CARD_KEY.fullmatch(books.key).group(1)
     found: list[tuple[str, str]] = []
-    names = ("limit", "posted", "held", "pending_credit")
-    limit, posted, held, credit = (whole(books.fields.get(name)) for name in names)
+    limit, posted, held, credit = (whole(books.fields.get(name)) for name in BALANCES)
     if None in (limit, posted, held, credit) or limit < 0:
         found.append(("balances_readable", ", ".join(
-            f"{name}={books.fields.get(name)!r}" for name in names)))
+            f"{name}={books.fields.get(name)!r}" for name in BALANCES)))
         return [Finding(mask_pan(pan), rule, detail) for rule, detail in found]
     for name, value in (("posted", posted), ("held", held), ("pending_credit", credit)):
         if value < 0:
@@ -145,41 +148,83 @@ def short(key: str) -> str:
     return key.split(":t:", 1)[-1]
 
 
-async def read(client: Any, keys: list[str]) -> list[CardBooks]:
-    """The books of these cards: one pipeline for the hashes and indexes, then pipelines of
-    at most limits.audit_pipeline_commands_max record reads."""
-    async with client.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.hgetall(key)
-            for index in card_indexes(key)[:2]:
-                pipe.zrange(index, 0, -1)
-        replies = await pipe.execute()
-    cards = [(key, *replies[3 * i:3 * i + 3]) for i, key in enumerate(keys)]
+class BulkReads:
+    """Many read commands at once on a connection of our own (switch/redis_link.py): packed
+    as RESP and parsed by hiredis in C. redis-py's packing and parsing of each command were
+    most of an audit's time (docs/performance.md)."""
+
+    def __init__(self, link: RedisLink | None = None) -> None:
+        self.link = link
+        self._replies: list[Any] = []
+        self._left = 0
+        self._done: asyncio.Future | None = None
+
+    @classmethod
+    async def open(cls, client: aioredis.Redis) -> BulkReads:
+        bulk = cls()
+        bulk.link = await open_link(client, bulk._settle, limits.audit_reply_timeout_s)
+        return bulk
+
+    def _settle(self, index: int, reply: Any) -> None:
+        self._replies[index] = reply
+        self._left -= 1
+        if self._left == 0 and not self._done.done():
+            self._done.set_result(None)
+
+    async def run(self, commands: list[tuple[str, ...]]) -> list[Any]:
+        """The replies of `commands`, in order; an error reply or a lost link raises."""
+        if not commands:
+            return []
+        self._replies, self._left = [None] * len(commands), len(commands)
+        self._done = asyncio.get_running_loop().create_future()
+        self.link.send(list(range(len(commands))),
+                       b"".join(resp_command(*command) for command in commands))
+        await self._done
+        for reply in self._replies:
+            if isinstance(reply, hiredis.ReplyError):
+                raise ResponseError(str(reply))
+            if isinstance(reply, Exception):
+                raise reply
+        return self._replies
+
+    def close(self) -> None:
+        self.link.close()
+
+
+async def read(bulk: BulkReads, keys: list[str]) -> list[CardBooks]:
+    """The books of these cards: their balances and indexes in one write of commands, then
+    their records in writes of at most limits.audit_pipeline_commands_max. A key that holds
+    none of a card's balances (deleted since the SCAN) is left out."""
+    commands: list[tuple[str, ...]] = []
+    for key in keys:
+        commands.append(("HMGET", key, *BALANCES))
+        commands += [("ZRANGE", index, "0", "-1") for index in card_indexes(key)[:2]]
+    replies = await bulk.run(commands)
+    cards = [(key, dict(zip(BALANCES, replies[3 * i], strict=True)), *replies[3 * i + 1:3 * i + 3])
+             for i, key in enumerate(keys) if any(v is not None for v in replies[3 * i])]
     wanted = list(dict.fromkeys(k for _, _, tx, holds in cards for k in tx + holds))
     records: dict[str, list | None] = {}
     for start in range(0, len(wanted), limits.audit_pipeline_commands_max):
         chunk = wanted[start:start + limits.audit_pipeline_commands_max]
-        async with client.pipeline(transaction=False) as pipe:
-            for key in chunk:
-                pipe.hmget(key, "kind", *RECORD_FIELDS)
-            for key, values in zip(chunk, await pipe.execute(), strict=True):
-                records[key] = None if values[0] is None else values[1:]
+        values = await bulk.run([("HMGET", key, "kind", *RECORD_FIELDS) for key in chunk])
+        records |= {key: None if v[0] is None else v[1:] for key, v in zip(chunk, values,
+                                                                            strict=True)}
     return [CardBooks(key, fields, tx, holds, records) for key, fields, tx, holds in cards]
 
 
-async def reread(client: aioredis.Redis, key: str) -> CardBooks | None:
+async def reread(client: aioredis.Redis, bulk: BulkReads, key: str) -> CardBooks | None:
     """The card's books from a read no change interrupted (WATCH on its hash and indexes;
     every ledger function that changes a record changes the card's hash too), or None when
     every one of limits.audit_rereads_max reads was."""
     for _ in range(limits.audit_rereads_max):
         async with client.pipeline(transaction=True) as pipe:
             await pipe.watch(key, *card_indexes(key)[:2])
-            (books,) = await read(client, [key])
+            books = await read(bulk, [key])
             pipe.multi()
             pipe.exists(key)
             try:
                 await pipe.execute()
-                return books
+                return books[0] if books else None
             except WatchError:
                 continue
     return None
@@ -191,20 +236,31 @@ async def audit(client: aioredis.Redis, keys: list[str] | None = None,
     every limits.audit_progress_every_cards cards."""
     cards = transactions = 0
     findings: list[Finding] = []
-    async for batch in batches(client, keys):
-        for books in await read(client, batch):
-            found = check(books)
-            if found:
-                stable = await reread(client, books.key)
-                found = check(stable) if stable else [Finding(
-                    mask_pan(CARD_KEY.fullmatch(books.key).group(1)), "card_kept_changing",
-                    f"{limits.audit_rereads_max} reads, each interrupted by a change")]
-            findings += found
-            transactions += len(books.transactions)
-            cards += 1
-            if progress and cards % limits.audit_progress_every_cards == 0:
-                progress(cards, len({f.card for f in findings}))
+    bulk = await BulkReads.open(client)
+    try:
+        async for batch in batches(client, keys):
+            for books in await read(bulk, batch):
+                findings += await findings_of(client, bulk, books)
+                transactions += len(books.transactions)
+                cards += 1
+                if progress and cards % limits.audit_progress_every_cards == 0:
+                    progress(cards, len({f.card for f in findings}))
+    finally:
+        bulk.close()
     return Report(cards, transactions, findings)
+
+
+async def findings_of(client: aioredis.Redis, bulk: BulkReads, books: CardBooks
+                      ) -> list[Finding]:
+    """The card's findings, from a stable read when the first read looks broken."""
+    found = check(books)
+    if not found:
+        return found
+    stable = await reread(client, bulk, books.key)
+    if stable is not None:
+        return check(stable)
+    return [Finding(mask_pan(CARD_KEY.fullmatch(books.key).group(1)), "card_kept_changing",
+                    f"{limits.audit_rereads_max} reads, each interrupted by a change")]
 
 
 async def batches(client: aioredis.Redis, keys: list[str] | None):

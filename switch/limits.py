@@ -139,6 +139,10 @@ audit_pipeline_commands_max = 10_000
 # interrupts the read; a switch busy on that card may interrupt each, so the rereads stop.
 audit_rereads_max = 5
 
+# `switch audit`: how long the replies to one batch of reads may take before the audit gives
+# up on a Redis that stopped answering (exit 2); a batch is read in well under a second.
+audit_reply_timeout_s = 30.0
+
 # `switch audit`: a progress line on stderr every this many cards (a large ledger takes a
 # while; a demo's few cards print none).
 audit_progress_every_cards = 10_000

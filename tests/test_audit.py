@@ -28,7 +28,7 @@ from switch.ledger import Ledger
 from switch.redis_client import connect
 from switch.redis_runner import PrivateRedis
 from switch.terms import Terms
-from tests.support import CLI_WAIT_S, FakeClock, make_card
+from tests.support import CLI_WAIT_S, FakeClock, make_card, new_pan
 from tests.test_policy_support import new_ref
 
 C = MessageClass
@@ -341,6 +341,18 @@ async def test_records_past_one_pipeline_are_all_read(own_redis, monkeypatch):
         assert {f.rule for f in (await audit(client)).findings} == {"posted_is_transactions"}
     finally:
         await client.aclose()
+
+
+async def test_a_card_gone_since_the_scan_is_left_out(ledger):
+    report = await audit(ledger.client, keys=[card_key(new_pan())])
+    assert (report.cards, report.findings) == (0, [])
+
+
+async def test_an_error_reply_fails_the_audit(ledger):
+    key = card_key(new_pan())
+    await ledger.client.set(key, "not a card")  # HMGET answers WRONGTYPE
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        await audit(ledger.client, keys=[key])
 
 
 # --- the stand-in journals ---------------------------------------------------------------------
