@@ -242,6 +242,8 @@ def test_open_redis_starts_a_durable_private_one_unless_ephemeral(tmp_path):
         try:
             assert started.folder == (tmp_path / folder).resolve()
             assert config_of(url, "appendonly") == appendonly
+            if not ephemeral:
+                assert config_of(url, "appendfsync") == "always" and "appendfsync always" in note
             assert ("nothing kept on disk" in note) is ephemeral
         finally:
             started.stop()
