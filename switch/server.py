@@ -304,6 +304,7 @@ class Listener:
         self.codec = codec
         self.engine = engine
         self.stand_in = stand_in  # None: no journal, a failed ledger call is answered 91
+        self.standing_in = stand_in is not None and stand_in.enabled
         self.unavailable_unlogged = 0
         self.unavailable_quiet_until = 0.0
         self.server_limits = server_limits
@@ -353,10 +354,10 @@ class Listener:
         error = outcome.exception()
         if error is None:
             response = outcome.result()
-            if self.stand_in is not None:
+            if self.standing_in:  # one attribute test per answer when stand-in is off
                 if response.reason == Reason.ISSUER_TIMEOUT:  # past its fence: wrote nothing
                     return self.unavailable(request, attempt.unmade(), TIMED_OUT)
-                self.stand_in.note(attempt, request, response)
+                self.stand_in.cards.note(attempt.pan or request.card, response)
             return response
         if isinstance(error, UNAVAILABLE):
             self.counters.errors += 1

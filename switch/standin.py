@@ -99,11 +99,6 @@ class StandIn:
 
     # --- the server's side ------------------------------------------------------------------
 
-    def note(self, attempt: Attempt, request: AuthRequest, response: AuthResponse) -> None:
-        """A ledger answer: what it says of the card's status (only when stand-in is on)."""
-        if self.enabled:
-            self.cards.note(attempt.pan or request.card, response)
-
     def repeat(self, request: AuthRequest) -> AuthResponse | None:
         """The stand-in answer of a request sent again before its advice was forwarded."""
         answer = self.answers.get(request.idempotency_key)
