@@ -53,6 +53,8 @@ class ServerLimits(msgspec.Struct, forbid_unknown_fields=True):
     write_buffer_low_water_bytes: Annotated[int, msgspec.Meta(ge=0, le=64 * 1024 * 1024)] = (
         limits.write_buffer_low_water_bytes)
     write_paused_max_s: Annotated[float, msgspec.Meta(gt=0)] = limits.write_paused_max_s
+    socket_send_buffer_bytes: Annotated[int, msgspec.Meta(ge=0, le=64 * 1024 * 1024)] = (
+        limits.socket_send_buffer_bytes)
 
     def __post_init__(self) -> None:
         if self.write_buffer_low_water_bytes > self.write_buffer_high_water_bytes:

@@ -38,6 +38,13 @@ frames_per_tick_max = 64
 write_buffer_high_water_bytes = 64 * 1024
 write_buffer_low_water_bytes = 16 * 1024
 
+# The kernel's own send buffer of a connection (SO_SNDBUF; Linux doubles it), before the
+# write buffer above. Left to autotuning it grows to 4 MiB (net.ipv4.tcp_wmem): some 14,000
+# answers a peer that does not read gets decided, at full speed and at every other client's
+# expense, before our bound sees anything. 256 KiB is still some 800 answers, more than the
+# in-flight bound's, and a 100 ms round trip at 2.5 MB/s. 0 leaves it to the kernel. (config)
+socket_send_buffer_bytes = 256 * 1024
+
 # A connection whose output has stayed paused (above the high-water mark) this long is
 # aborted: its peer reads nothing, and every channel gives up on an answer after a few
 # seconds (our own deadline is 2 s), so what waits is of no use to it any more. (config)

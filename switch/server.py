@@ -16,6 +16,7 @@ import asyncio
 import collections
 import functools
 import logging
+import socket
 import time
 from collections.abc import Callable
 
@@ -83,9 +84,12 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
-        limits = self.server_limits
-        transport.set_write_buffer_limits(limits.write_buffer_high_water_bytes,
-                                          limits.write_buffer_low_water_bytes)
+        bounds = self.server_limits
+        transport.set_write_buffer_limits(bounds.write_buffer_high_water_bytes,
+                                          bounds.write_buffer_low_water_bytes)
+        if bounds.socket_send_buffer_bytes:
+            transport.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, bounds.socket_send_buffer_bytes)
         self.listener.connections.add(self)
         self.listener.counters.connections += 1
         self._touch()

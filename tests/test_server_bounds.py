@@ -323,3 +323,30 @@ async def test_a_peer_that_resets_during_the_drain_does_not_stop_the_shutdown(re
         finally:
             await other.close()
             await admin.aclose()
+
+
+async def test_the_kernels_send_buffer_is_the_configured_one_or_left_alone(redis_url):
+    """Linux keeps twice what is set (the rest for its own bookkeeping); 0 leaves what the
+    kernel gives any accepted connection (on loopback, already grown by autotuning)."""
+    for configured in (24_576, 0):
+        limits = ServerLimits(socket_send_buffer_bytes=configured)
+        async with running_switch(redis_url, switch_config(server_limits=limits)) as (switch, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", switch.ports["jd"])
+            connection = await server_side(switch.listeners["jd"], writer,
+                                           small_send_buffer=False)
+            sock = connection.transport.get_extra_info("socket")
+            expected = 2 * configured if configured else await kernels_send_buffer()
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == expected
+            writer.close()
+
+
+async def kernels_send_buffer() -> int:
+    """SO_SNDBUF of a connection accepted by a plain listening socket, nothing set."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        reader, writer = await asyncio.open_connection(*server.getsockname())
+        accepted, _ = server.accept()
+        with accepted:
+            size = accepted.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        writer.close()
+    assert size != 2 * 24_576
+    return size
