@@ -8,6 +8,9 @@ The bookkeeping the Lua functions keep (switch/lua/), which the rules below rest
   pending_credit  += an ordinary refund; -= settlement.
   record.posted   what the transaction posted (after reversals); record.refunded what was
                    refunded of it, lightning or ordinary.
+  An advice (a stand-in approval posted later) books like the authorization or sale it was,
+  past the limit if need be; a void takes back what one call moved, leaving a record it made
+  voided (hold and posted 0) or giving a record it changed its fields back.
   So posted - pending_credit == the sum over the records of posted - refunded.
   The holds index ({c:PAN}:h) lists the pending records; the transaction index
   ({c:PAN}:tx) lists every record.

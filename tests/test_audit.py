@@ -8,6 +8,7 @@ whole Redis start their own.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import subprocess
@@ -33,8 +34,10 @@ from tests.test_policy_support import new_ref
 
 C = MessageClass
 TERMS = Terms(hold_expiry_ms=60_000, capture_tolerance_percent=10)
-OPERATIONS = ("auth", "sale", "capture", "reverse", "refund", "settle", "repeat", "wait")
-WEIGHTS = (3, 2, 3, 2, 3, 2, 1, 1)
+OPERATIONS = ("auth", "sale", "capture", "reverse", "refund", "settle", "repeat", "wait",
+              "void", "advise")
+WEIGHTS = (3, 2, 3, 2, 3, 2, 1, 1, 2, 1)
+_auth_ids = itertools.count(1)
 
 
 def request(pan: str, cls: MessageClass, amount_fen: int, original: str = "",
@@ -44,8 +47,8 @@ def request(pan: str, cls: MessageClass, amount_fen: int, original: str = "",
                        idempotency_key=new_ref("K"), **fields)
 
 
-async def run(ledger: Ledger, req: AuthRequest) -> str:
-    return (await ledger.execute(req, auth_id="A00001", terms=TERMS)).response_code
+async def run(ledger: Ledger, req: AuthRequest, auth_id: str = "A00001") -> str:
+    return (await ledger.execute(req, auth_id=auth_id, terms=TERMS)).response_code
 
 
 async def random_books(ledger: Ledger, clock: FakeClock, rng: random.Random, cards: int,
@@ -54,6 +57,7 @@ async def random_books(ledger: Ledger, clock: FakeClock, rng: random.Random, car
     pans = [await make_card(ledger, limit_fen=rng.choice([5_000, 20_000])) for _ in range(cards)]
     made: list[tuple[str, str]] = []  # (pan, txn_ref) of approved authorizations and sales
     sent: list[AuthRequest] = []
+    attempts: list[tuple[str, str, str]] = []  # (pan, idempotency key, auth id) of each call
     seen: Counter = Counter()
     for _ in range(steps):
         pan = rng.choice(pans)
@@ -74,12 +78,28 @@ async def random_books(ledger: Ledger, clock: FakeClock, rng: random.Random, car
             continue
         elif op == "repeat" and sent:
             req = rng.choice(sent)
+        elif op == "void" and attempts:
+            # What the switch does for a request it answered 91: take its attempt back.
+            outcome = await ledger.void(*rng.choice(attempts[-8:]))
+            seen[f"void {outcome}"] += 1
+            continue
+        elif op == "advise":
+            # A stand-in approval posted later, whatever the card's open-to-buy says now.
+            req = request(pan, rng.choice([C.AUTH, C.SALE]), rng.randrange(1, 4_000))
+            outcome = await ledger.advise(req, f"{next(_auth_ids):06d}", req.amount_fen,
+                                          new_ref("V"), terms=TERMS)
+            seen[f"advise {outcome}"] += 1
+            if outcome == "applied":
+                made.append((pan, req.txn_ref))
+            continue
         else:
             clock.advance(rng.randrange(0, 30))
             continue
-        code = await run(ledger, req)
+        auth_id = f"{next(_auth_ids):06d}"
+        code = await run(ledger, req, auth_id)
         seen[f"{op} {code}"] += 1
         sent.append(req)
+        attempts.append((req.card, req.idempotency_key, auth_id))
         if code in ("00", "10") and op in ("auth", "sale") and req.txn_ref not in {
                 ref for _, ref in made}:
             made.append((req.card, req.txn_ref))
@@ -110,11 +130,13 @@ async def test_books_made_by_the_ledger_add_up(redis_url, seed):
     finally:
         await ledger.aclose()
     # The sequence reached every state and path whose bookkeeping the rules restate.
-    assert all(states[s] for s in ("pending", "captured", "reversed", "expired", "refunded"))
+    assert all(states[s] for s in ("pending", "captured", "reversed", "expired", "voided",
+                                   "refunded"))
     assert seen["settled"] and seen["capture 00"] and seen["reverse 00"] and seen["repeat 00"]
+    assert seen["void voided"] and seen["advise applied"]
     assert report.findings == []
     assert (report.cards, report.transactions) == (3, sum(
-        states[s] for s in ("pending", "captured", "reversed", "expired")))
+        states[s] for s in ("pending", "captured", "reversed", "expired", "voided")))
 
 
 # --- each rule, broken on purpose --------------------------------------------------------------
