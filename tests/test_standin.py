@@ -205,6 +205,8 @@ def test_the_card_cache_learns_from_answers_and_keeps_its_bound():
     cards.note("2", decline(Code.INSUFFICIENT_CREDIT, Reason.INSUFFICIENT_OPEN_TO_BUY))
     assert (cards.status("1"), cards.status("2")) == (CardStatus.ACTIVE, CardStatus.STOLEN)
     cards.note("1", AuthResponse(response_code="00", repeat=True))  # old news: ignored
+    cards.note("2", AuthResponse(response_code="00", stand_in=True))  # our own word: ignored
+    assert cards.status("2") == CardStatus.STOLEN
     cards.note("3", AuthResponse(response_code="00"))  # at the bound: the oldest goes
     assert cards.status("1") is None and len(cards.statuses) == 2
     cards.note("3", decline(Code.INVALID_CARD, Reason.CARD_UNKNOWN))
