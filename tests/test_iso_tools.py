@@ -18,9 +18,10 @@ from protocols.codes import ADAPTER_ACTIONS, DECLINING, Code
 from protocols.iso8583 import Codec, Iso8583Error, build_tlv, get_codec
 from protocols.iso8583.dialect import dialect_from_dict
 from protocols.iso_channel import required_fields
+from protocols.iso_client import request_message
 from protocols.iso_tools import build, codes_of_reason, explain, parse, validate
 from protocols.iso_tools.meanings import mask_track, masked
-from protocols.messages import MessageClass
+from protocols.messages import REFERENCING_CLASSES, AuthRequest, MessageClass
 from tests.test_iso8583_interop import PEER_SPECS, message_strategy, to_peer
 
 DIALECTS = ("iso87ascii", "iso87binary")
@@ -264,6 +265,17 @@ def test_a_good_request_is_valid_and_gives_the_request_the_switch_decides_on():
     result = validate(build(SALE))
     assert result.ok and result.message_class == "sale"
     assert (result.request.card, result.request.amount_fen) == (PAN, 12800)
+
+
+@pytest.mark.parametrize("message_class", list(MessageClass))
+def test_what_switch_send_builds_is_valid_for_every_message_class(message_class):
+    request = AuthRequest(message_class=message_class, channel="pos", card=PAN, mcc="5411",
+                          amount_fen=0 if message_class is MessageClass.INQUIRY else 12800)
+    original = "0100-000122-1129115900" if message_class in REFERENCING_CLASSES else ""
+    fields = request_message(request, stan="000123", transmitted="1129120000",
+                             terminal="TERM0001", acquirer="00010000", original=original)
+    result = validate(get_codec("iso87ascii").encode(fields))
+    assert result.ok and result.message_class == message_class.value
 
 
 def test_every_missing_field_is_named_at_once():

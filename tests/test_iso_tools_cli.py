@@ -115,6 +115,15 @@ def test_explain_says_the_code_the_reason_and_what_to_do():
     assert code == 0 and json.loads(out)["action"].startswith("declined")
 
 
+def test_validate_json_masks_the_card_of_the_request(capsys):
+    assert cli.main(["iso", "validate", "--json", SALE_HEX]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["problems"] == [] and shown["message_class"] == "sale"
+    assert shown["request"]["card"] == "625368******0018"
+    assert cli.main(["iso", "parse", "--json", SALE_HEX]) == 0
+    assert json.loads(capsys.readouterr().out)["fields"][0]["value"] == "625368******0018"
+
+
 def test_the_table_cuts_long_values_and_wire_bytes_at_their_bounds():
     name = "N" * VALUE_SHOWN_MAX_CHARS  # F43 is 40 characters: shown whole
     lines = parsed_lines(parse(build(SALE | {"43": name})))
