@@ -8,6 +8,8 @@ import math
 import time
 from typing import Protocol
 
+from switch import limits
+
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -44,7 +46,9 @@ class RedisClock:
     our send and our receipt of the reply, so `offset_ms` (Redis ms - our ms) is taken at
     the receipt: the smallest offset the round trip allows. A fence translated with it falls
     at or before the local instant it stands for; `uncertainty_ms`, half the round trip, is
-    how much earlier at most (kept for the operator).
+    how much earlier at most (kept for the operator). A reading whose round trip took longer
+    than `limits.redis_clock_round_trip_max_ms` is dropped once there is a better one: a
+    stalled reading would put every fence early by the stall until the next.
     """
 
     def __init__(self) -> None:
@@ -52,14 +56,17 @@ class RedisClock:
         self.uncertainty_ms = 0.0
         self.measured = False
 
-    def measure(self, redis_time: list | tuple, sent_s: float, received_s: float) -> None:
+    def measure(self, redis_time: list | tuple, sent_s: float, received_s: float) -> bool:
         """Take Redis' TIME reply [seconds, microseconds], asked at local `sent_s` (monotonic
-        seconds) and received at `received_s`."""
+        seconds) and received at `received_s`; False when it was dropped."""
+        if self.measured and (received_s - sent_s) * 1000 > limits.redis_clock_round_trip_max_ms:
+            return False
         seconds, micros = int(redis_time[0]), int(redis_time[1])
         redis_ms = seconds * 1000 + micros // 1000
         self.offset_ms = redis_ms - math.ceil(received_s * 1000)
         self.uncertainty_ms = (received_s - sent_s) * 500
         self.measured = True
+        return True
 
     def fence_ms(self, local_s: float) -> int:
         """The instant of Redis' clock (ms) that local monotonic instant `local_s` stands for."""

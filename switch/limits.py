@@ -62,6 +62,16 @@ request_deadline_ms = 2000
 # quarter of it as the margin instead (switch/ledger.py fence_guard_ms).
 ledger_fence_guard_ms = 250
 
+# The offset between Redis' clock and ours is measured as each link opens and again this
+# often while it lives: a step or drift of Redis' host clock shifts the fences for at most
+# this long.
+redis_clock_check_interval_s = 30.0
+
+# A clock reading whose round trip took longer than this is dropped when there is an
+# earlier one: the offset it gives could be early by the whole round trip (a stalled event
+# loop), and every fence with it. A few ms is a slow network; 50 ms is a stall.
+redis_clock_round_trip_max_ms = 50
+
 # On SIGTERM/SIGINT: stop accepting, then give answers in flight this long to go out. (config)
 shutdown_grace_s = 5.0
 

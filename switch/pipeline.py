@@ -13,6 +13,8 @@ redis-py still loads the library and serves everything off the hot path.
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +25,7 @@ from redis.exceptions import ResponseError
 from switch import limits
 from switch.clock import RedisClock
 from switch.lua_library import Library
-from switch.redis_link import RedisLink, open_link
+from switch.redis_link import RedisLink, open_link, resp_command
 
 # (function, keys, args, future, transform, fence): fence, when not None, is a local instant
 # (event-loop seconds) sent as one more argument in Redis' clock (ms), translated as the
@@ -31,6 +33,7 @@ from switch.redis_link import RedisLink, open_link
 Call = tuple[str, tuple[str, ...], tuple[Any, ...], asyncio.Future, Callable[[Any], Any] | None,
              float | None]
 FUNCTION_MISSING = "ERR Function not found"  # Redis' answer to an FCALL of an unknown function
+TIME_COMMAND = resp_command("TIME")
 
 
 def pack_fcall(function: bytes, keys: tuple[str, ...], args: tuple[Any, ...]) -> bytes:
@@ -51,8 +54,10 @@ class ScriptPipeline:
     def __init__(self, client: aioredis.Redis, library: Library, timeout_s: float) -> None:
         self.client = client
         self.library = library
-        # Measured on every link we open: the calls' fences are written in it.
+        # Measured on every link we open, and every redis_clock_check_interval_s on it: the
+        # calls' fences are written in it.
         self.redis_clock = RedisClock()
+        self._clock_due = 0.0
         self._names: dict[str, bytes] = {}  # our function name -> its Redis name
         self._queue: list[Call] = []
         self._flush_scheduled = False
@@ -109,6 +114,8 @@ class ScriptPipeline:
                 self._opening = asyncio.get_running_loop().create_task(self._open())
             return
         queue, self._queue = self._queue, []
+        if asyncio.get_running_loop().time() >= self._clock_due:
+            self._read_clock(link)
         fence_ms = self.redis_clock.fence_ms
         for start in range(0, len(queue), limits.pipeline_batch_max):
             batch = queue[start : start + limits.pipeline_batch_max]
@@ -119,10 +126,24 @@ class ScriptPipeline:
                            args if fence is None else (*args, fence_ms(fence)))
                 for name, keys, args, _, _, fence in batch]))
 
+    def _read_clock(self, link: RedisLink) -> None:
+        """Measure Redis' clock again, ahead of the calls about to be written on `link`."""
+        loop = asyncio.get_running_loop()
+        self._clock_due = loop.time() + limits.redis_clock_check_interval_s
+        reading = loop.create_future()
+        reading.add_done_callback(functools.partial(self._clock_read, time.monotonic()))
+        link.send([("", (), (), reading, None, None)], TIME_COMMAND)
+
+    def _clock_read(self, sent_s: float, reading: asyncio.Future) -> None:
+        if reading.exception() is None:  # a lost link: the next one measures on opening
+            self.redis_clock.measure(reading.result(), sent_s, time.monotonic())
+
     async def _open(self) -> None:
         try:
             self._link = await open_link(self.client, self._settle, self.timeout_s,
                                          self.redis_clock)
+            self._clock_due = (asyncio.get_running_loop().time()
+                               + limits.redis_clock_check_interval_s)
         except Exception as error:  # Redis down: the calls waiting for it fail now
             queue, self._queue = self._queue, []
             self._settle_all(queue, error)

@@ -6,6 +6,7 @@ offset measured on every link the pipeline opens. Against the tests' real redis-
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import pytest
@@ -212,3 +213,49 @@ async def test_a_card_resolver_spends_the_requests_deadline_not_a_new_one(redis_
         assert (await ledger.card(pan)).posted == 0
     finally:
         await ledger.aclose()
+
+
+# --- the clock measured again while a link lives ----------------------------------------------
+
+ROUND_TRIP_MAX_S = limits.redis_clock_round_trip_max_ms / 1000
+
+
+@pytest.mark.parametrize(("round_trip_s", "taken"), [
+    (ROUND_TRIP_MAX_S - 1e-6, True), (ROUND_TRIP_MAX_S + 1e-6, False)])
+def test_a_slow_reading_is_dropped_once_there_is_a_better_one(round_trip_s, taken):
+    clock = RedisClock()
+    assert clock.measure(["1700000000", "0"], sent_s=10.0, received_s=10.001)
+    assert clock.measure(["1700000100", "0"], 20.0, 20.0 + round_trip_s) == taken
+    assert (clock.offset_ms == 1_700_000_100_000 - math.ceil((20.0 + round_trip_s) * 1000)
+            ) == taken
+
+
+def test_the_first_reading_is_taken_however_slow():
+    clock = RedisClock()
+    assert clock.measure(["1700000000", "0"], sent_s=10.0, received_s=12.0)
+    assert clock.measured and clock.offset_ms == 1_700_000_000_000 - 12_000
+
+
+async def test_a_living_link_measures_the_clock_again_when_due(ledger):
+    pan = await make_card(ledger)
+    await ledger.execute(sale(pan), "000001")
+    pipeline = ledger.scripts
+    assert pipeline._clock_due > now_s() + limits.redis_clock_check_interval_s - 5
+    pipeline.redis_clock.offset_ms -= 3_600_000  # Redis' clock stepped back an hour
+    late = await ledger.execute(sale(pan), "000001")  # not due yet: the old offset stands
+    assert late.response_code == "91"
+    pipeline._clock_due = now_s()  # due: the next write reads the clock first
+    before = now_s()
+    late = await ledger.execute(sale(pan), "000001")  # written with the offset it had
+    assert late.response_code == "91"
+    assert before + limits.redis_clock_check_interval_s <= pipeline._clock_due
+    assert (await ledger.execute(sale(pan), "000001")).response_code == "00"
+
+
+async def test_a_reading_lost_with_its_link_changes_nothing(ledger):
+    pipeline = ledger.scripts
+    pipeline.redis_clock.measure(["1700000000", "0"], 1.0, 1.0)
+    lost = asyncio.get_running_loop().create_future()
+    lost.set_exception(ConnectionError("lost the connection to Redis"))
+    pipeline._clock_read(1.0, lost)  # no error: the next link measures as it opens
+    assert pipeline.redis_clock.offset_ms == 1_700_000_000_000 - 1000
