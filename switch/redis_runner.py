@@ -150,30 +150,34 @@ class PrivateRedis:
             self._data_fd = _try_lock(self.folder / "redis.lock")
         if self._data_fd is None:
             self._stop_left_running()
-            self._data_fd = _try_lock(self.folder / "redis.lock")
-            if self._data_fd is None:
-                self._release()
-                raise DataFolderInUse(f"{self.folder}: the Redis left running there did not "
-                                      "let go of its data; see its redis.log")
 
     def _stop_left_running(self) -> None:
         """SIGTERM the redis-server an earlier switch left running on this folder, and wait
-        (bounded) until it has let go of the data."""
+        (bounded) until it has let go of the data: then hold redis.lock."""
         try:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             pid = 0
-        if not _is_redis_server(pid, self.folder):
-            self._release()
-            raise DataFolderInUse(
-                f"{self.folder / 'redis.lock'} is held, but {self.pid_file} names no running "
-                "redis-server: find the process holding it (`fuser -v` on the file) and stop it")
-        os.kill(pid, signal.SIGTERM)
+        stopping = _is_redis_server(pid, self.folder)
+        if stopping:
+            os.kill(pid, signal.SIGTERM)
+            self.notes.append(f"stopped redis-server pid {pid}, left running on this data by "
+                              "a switch that ended without stopping it; its data is kept")
+        # The lock, not the process, says when it has let go: an exiting process loses its
+        # working directory before the kernel drops its flocks.
         deadline = time.monotonic() + limits.redis_stop_timeout_s
-        while time.monotonic() < deadline and _is_redis_server(pid, self.folder):
+        while (fd := _try_lock(self.folder / "redis.lock")) is None:
+            if not stopping or time.monotonic() >= deadline:
+                self._release()
+                if stopping:
+                    raise DataFolderInUse(f"{self.folder}: the Redis left running there did "
+                                          "not let go of its data; see its redis.log")
+                raise DataFolderInUse(
+                    f"{self.folder / 'redis.lock'} is held, but {self.pid_file} names no "
+                    "running redis-server: find the process holding it (`fuser -v` on the "
+                    "file) and stop it")
             time.sleep(0.05)
-        self.notes.append(f"stopped redis-server pid {pid}, left running on this data by a "
-                          "switch that ended without stopping it; its data is kept")
+        self._data_fd = fd
 
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + limits.redis_start_timeout_s

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import time
 
 import pytest
 import redis
 
 from protocols.messages import AuthRequest, MessageClass
-from switch import launch
+from switch import launch, limits
 from switch.app import load_cards
 from switch.cards import DemoCard
 from switch.cli_common import UserError
@@ -170,6 +172,37 @@ def test_a_redis_left_running_by_a_dead_switch_is_stopped_and_its_data_kept(priv
     assert orphan.wait(timeout=10) == 0, "stopped with SIGTERM, cleanly"
     assert redis.Redis.from_url(after.url).get("kept") == b"yes"
     assert any(f"stopped redis-server pid {orphan.pid}" in note for note in after.notes)
+
+
+def test_a_redis_left_running_that_will_not_stop_is_waited_for_a_bounded_time(
+        private, tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "redis_stop_timeout_s", 0.5)
+    left = private(durable=True)
+    orphan = left.process
+    left._release()
+    left.process = None
+    orphan.send_signal(signal.SIGSTOP)  # frozen: SIGTERM waits
+    try:
+        began = time.monotonic()
+        with pytest.raises(DataFolderInUse, match="did not let go of its data"):
+            PrivateRedis(tmp_path / "redis", durable=True).start()
+        assert 0.5 <= time.monotonic() - began < 5
+    finally:
+        orphan.send_signal(signal.SIGCONT)  # now the SIGTERM it was sent ends it
+    assert orphan.wait(timeout=10) == 0
+    again = private(durable=True)  # and the folder is free again
+    assert reachable(again.url)
+
+
+def test_a_stale_pid_file_and_lock_files_left_by_a_crash_are_no_obstacle(private, tmp_path):
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    for name in ("redis.lock", "switch.lock"):
+        (folder / name).write_text("")  # their flocks died with their holders
+    (folder / "redis.pid").write_text(f"{os.getpid()}\n")  # names a live process, not Redis
+    server = private(durable=True)
+    assert reachable(server.url) and server.notes == []
+    assert int((folder / "redis.pid").read_text()) == server.process.pid
 
 
 def test_a_held_data_lock_with_no_redis_behind_it_is_an_error(tmp_path):
