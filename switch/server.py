@@ -363,7 +363,7 @@ class Listener:
                     return self.unavailable(request, attempt.unmade(), TIMED_OUT)
                 self.stand_in.cards.note(attempt.pan or request.card, response)
             return response
-        if isinstance(error, UNAVAILABLE):
+        if unavailable_error(error):
             self.counters.errors += 1
             self._log_unavailable(error)
             return self.unavailable(request, attempt, UNREACHABLE)
@@ -404,6 +404,15 @@ UNREACHABLE = (Code.ISSUER_UNAVAILABLE, Reason.ISSUER_UNAVAILABLE)
 # Redis down or too slow to hand out a connection: the issuer is unavailable (91), not broken.
 UNAVAILABLE = (ConnectionError, OSError, TimeoutError, redis.exceptions.ConnectionError,
                redis.exceptions.TimeoutError)
+# Redis' refusals that mean "not now", not "wrong": a Redis loading its AOF after a restart,
+# one busy with a script past its time limit. Their call did not run.
+NOT_NOW_PREFIXES = ("LOADING ", "BUSY ", "MASTERDOWN ")
+
+
+def unavailable_error(error: BaseException) -> bool:
+    return isinstance(error, UNAVAILABLE) or (
+        isinstance(error, redis.exceptions.ResponseError)
+        and str(error).startswith(NOT_NOW_PREFIXES))
 
 
 class ListenError(OSError):

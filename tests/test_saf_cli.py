@@ -6,8 +6,9 @@ import json
 
 from protocols.cardnumbers import mask_pan
 from switch.journal import Journal
-from tests.support import switch_cli
+from tests.support import make_card, switch_cli
 from tests.test_journal import advice, void
+from tests.test_standin_forwarding import stand_in_advice
 
 PAN = "6253990000000018"
 
@@ -70,3 +71,18 @@ async def test_replay_without_redis_is_one_clear_error(tmp_path):
     code, _, err = await switch_cli("saf", "replay", "--dir", str(tmp_path),
                                     "--redis", "redis://127.0.0.1:1/0")
     assert code == 2 and "does not answer" in err
+
+
+async def test_replay_forwards_a_journal_no_switch_holds_and_reports_each_record(
+        tmp_path, redis_url, ledger):
+    pan = await make_card(ledger, limit_fen=100_000)
+    await write_journal(tmp_path, [stand_in_advice(pan, 1, 1234), stand_in_advice(pan, 2, 66)])
+    code, out, err = await switch_cli("saf", "replay", "--dir", str(tmp_path),
+                                      "--redis", redis_url)
+    assert code == 0, err
+    assert "2 records replayed: advice:applied 2" in out
+    assert (await ledger.card(pan)).posted == 1300
+    code, out, _ = await switch_cli("saf", "replay", "--dir", str(tmp_path),
+                                    "--redis", redis_url)
+    assert "0 records replayed: nothing" in out  # drained: the file was started over
+    assert (await ledger.card(pan)).posted == 1300

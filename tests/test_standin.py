@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import pytest
+from redis.exceptions import ResponseError
 
 from protocols.codes import CardStatus, Code, Reason
 from protocols.jd import JdCodec
@@ -319,3 +320,14 @@ def test_the_limits_may_be_equal_and_the_summary_says_what_stand_in_does():
     assert "stand-in: on: approves at most 3000 fen per transaction and 3000 fen per card" in (
         summary(spec))
     assert "stand-in: off (Redis unreachable: 91)" in summary(load_policy())
+
+
+@pytest.mark.parametrize("refusal", ["LOADING Redis is loading the dataset in memory",
+                                     "BUSY Redis is busy running a script."])
+async def test_a_redis_that_says_not_now_is_unreachable_not_broken(journal, refusal):
+    lst = listener(None)
+    answer = await settle(lst, settled_with(error=ResponseError(refusal)), request(), made())
+    assert (answer.response_code, answer.reason) == ("91", "issuer_unavailable")
+    wrong = await settle(lst, settled_with(error=ResponseError("ERR wrong number of arguments")),
+                         request(), made())
+    assert wrong.response_code == "96"
