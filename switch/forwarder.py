@@ -77,11 +77,19 @@ class Forwarder:
             outcome = await self.ledger.advise(
                 request, record.auth_id, record.approved_fen, record.id,
                 beans_per_yuan=record.beans_per_yuan, terms=self.policy.judge(request).terms)
+            if outcome == "conflict":  # the client holds our answer, the books another one's
+                log.error("store-and-forward: advice %s (auth id %s) not posted: %s already "
+                          "holds another decision", record.id, record.auth_id,
+                          request.idempotency_key)
             return f"advice:{outcome}"
         wait_ms = record.not_before_ms - now_ms()
         if wait_ms > 0:  # its request's deadline (and so its call's fence) must be past
             await asyncio.sleep(wait_ms / 1000)
         outcome = await self.ledger.void(record.pan, record.idempotency_key, record.auth_id)
+        if outcome == "changed":  # a later message built on the attempt: it stands
+            log.warning("store-and-forward: void %s of %s (auth id %s) left it standing: a "
+                        "later message changed what it made", record.id,
+                        record.idempotency_key, record.auth_id)
         return f"void:{outcome}"
 
     async def reachable(self) -> bool:

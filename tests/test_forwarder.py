@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from switch import limits
@@ -80,3 +81,20 @@ async def test_the_probe_says_whether_redis_answers_within_its_bound(redis_url, 
             await ledger.aclose()
         silent.close()
         journal.close()
+
+
+async def test_an_advice_whose_key_holds_another_decision_posts_nothing_and_is_logged(
+        tmp_path, ledger, caplog):
+    pan = await make_card(ledger, limit_fen=100_000)
+    advice = stand_in_advice(pan, 3, 700)
+    online = await ledger.execute(advice.request, auth_id="999999")  # decided online meanwhile
+    assert online.approved
+    journal = Journal.open_locked(tmp_path / "saf-0.journal")
+    await journal.append([advice])
+    with caplog.at_level(logging.ERROR, logger="switch.forwarder"):
+        report = await Forwarder(journal, ledger, POLICY).replay()
+    journal.close()
+    assert report == {"advice:conflict": 1}
+    assert (await ledger.card(pan)).posted == 700  # once: the online decision
+    [logged] = caplog.records
+    assert advice.request.idempotency_key in logged.getMessage() and pan not in logged.getMessage()
