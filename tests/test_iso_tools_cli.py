@@ -33,7 +33,7 @@ def test_build_prints_the_hex_parse_reads_back(tmp_path):
     assert (code, out.strip(), err) == (0, SALE_HEX, "")
     code, out, err = iso("parse", "-", stdin=out)  # hex on stdin, spaces and newlines allowed
     assert code == 0 and err == ""
-    assert "MTI     0200  financial, request, from the acquirer" in out
+    assert "MTI     0200  financial, request, origin acquirer" in out
     assert "bitmap  7238448108C08000  primary only; fields 2 3 4 7 11 12 13 18 22 25 32" in out
     assert "625368******0018" in out and PAN not in out
     assert "Amount, Transaction: 12800 fen = 128.00 yuan" in out

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 from protocols.cardnumbers import mask_card_numbers_in, mask_pan
 from protocols.channel import FieldError
-from protocols.codes import MEANINGS, Code, reason_of
+from protocols.codes import DECLINING, MEANINGS, REASON_CODES, Code, reason_of
 from protocols.iso_channel import NETWORK_CODES, STAND_IN_MARK, class_of, response_mti
 
 # --- the MTI ---------------------------------------------------------------------------------
@@ -24,9 +24,9 @@ MTI_CLASSES = {"1": "authorization", "2": "financial", "3": "file action",
                "7": "fee collection", "8": "network management"}
 MTI_FUNCTIONS = {"0": "request", "1": "response", "2": "advice", "3": "advice response",
                  "4": "notification"}
-MTI_ORIGINS = {"0": "from the acquirer", "1": "from the acquirer, a repeat",
-               "2": "from the issuer", "3": "from the issuer, a repeat", "4": "from elsewhere",
-               "5": "from elsewhere, a repeat"}
+MTI_ORIGINS = {"0": "origin acquirer", "1": "origin acquirer, a repeat",
+               "2": "origin issuer", "3": "origin issuer, a repeat", "4": "origin other",
+               "5": "origin other, a repeat"}
 
 
 def mti_meaning(mti: str) -> str:
@@ -131,7 +131,10 @@ def reason(value: str, message: Mapping) -> str:
     declared = reason_of(value)
     if declared is None:
         return "not a reason this switch gives"
-    return f"reason {declared.value}" if declared.value != value else "the switch's reason"
+    codes = REASON_CODES[declared]
+    given = "the code the policy names" if codes == DECLINING else " ".join(sorted(codes))
+    family = f"{declared.value}, " if declared.value != value else ""
+    return f"{family}comes with {given}"
 
 
 def currency(value: str, message: Mapping) -> str:
