@@ -193,6 +193,7 @@ class Journal:
         self.size = max(good_end, len(HEADER))
         cursor = min(read_cursor(path), self.size)
         self.forwarded = sum(1 for end in self.ends if end <= cursor)
+        self.synced = len(self.records)  # records on disk; the rest wait for this tick's fsync
         self._buffer: list[bytes] = []
         self._waiters: list[asyncio.Future] = []
         self._flush_scheduled = False
@@ -238,8 +239,9 @@ class Journal:
 
     @property
     def pending(self) -> list[Record]:
-        """Records not yet forwarded, in order."""
-        return self.records[self.forwarded:]
+        """Records on disk not yet forwarded, in order (never one whose fsync is still to
+        come: its answer has not gone out, and its write may yet fail)."""
+        return self.records[self.forwarded:self.synced]
 
     def room(self) -> int:
         """How many more records fit."""
@@ -282,6 +284,7 @@ class Journal:
                 return
             self.fsyncs += 1
             self.fsync_ns += time.perf_counter_ns() - began
+            self.synced = len(self.records)
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -299,9 +302,9 @@ class Journal:
 
     def advance(self, count: int) -> None:
         """The next `count` pending records are forwarded: move the cursor past them, on disk."""
-        if not 0 < count <= len(self.records) - self.forwarded:
+        if not 0 < count <= self.synced - self.forwarded:
             raise ValueError(f"cannot advance {count} records past {self.forwarded} of "
-                             f"{len(self.records)}")
+                             f"{self.synced} on disk")
         self.forwarded += count
         self._write_cursor(self.ends[self.forwarded - 1])
 
@@ -313,6 +316,7 @@ class Journal:
         self._write_cursor(len(HEADER))  # first: a crash now replays all, harmlessly
         self._truncate(len(HEADER))
         self.records, self.ends, self.forwarded, self.size = [], [], 0, len(HEADER)
+        self.synced = 0
         for callback in self.on_drain:
             callback()
         return True

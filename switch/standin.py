@@ -32,6 +32,7 @@ import msgspec
 from protocols.codes import CARD_STATUS_DECLINES, CardStatus, Code, Reason
 from protocols.messages import AuthRequest, AuthResponse, MessageClass, decline
 from switch import limits
+from switch.clock import month_of
 from switch.engine import Attempt, new_auth_id, refusal
 from switch.journal import Advice, Journal, JournalFull, Record, Void
 from switch.policy import Policy
@@ -182,6 +183,10 @@ class StandIn:
             return None
         if status != CardStatus.ACTIVE:
             return _marked(decline(*CARD_STATUS_DECLINES[CardStatus(status)]))
+        # The card's own expiry is in Redis; an expiry the request sends that has passed
+        # is enough to refuse (YYMM compares as a number, good through its month).
+        if request.expiry and int(request.expiry) < int(month_of(time.time_ns() // 1_000_000)):
+            return _marked(decline(Code.EXPIRED_CARD, Reason.CARD_EXPIRED))
         spec = self.spec
         if request.amount_fen > spec.per_transaction_max_fen:
             return _marked(decline(spec.decline_code, Reason.STAND_IN_LIMIT))

@@ -188,3 +188,25 @@ async def test_a_failed_write_forgets_its_records_and_fails_their_waiters(tmp_pa
 def test_records_encode_as_tagged_msgpack():
     encoded = msgspec.msgpack.decode(frame(void(1))[FRAME.size:])
     assert encoded["type"] == "void" and encoded["auth_id"] == "000001"
+
+
+def test_claim_gives_up_past_the_journals_bound_naming_the_folder(tmp_path):
+    held = [Journal.claim(tmp_path) for _ in range(limits.saf_journals_max)]
+    try:
+        assert held[-1].path.name == f"saf-{limits.saf_journals_max - 1}.journal"
+        with pytest.raises(JournalBusy, match=f"all {limits.saf_journals_max} journals"):
+            Journal.claim(tmp_path)
+    finally:
+        for journal in held:
+            journal.close()
+
+
+async def test_a_record_is_pending_for_the_forwarder_only_once_it_is_on_disk(tmp_path):
+    journal = Journal.open_locked(tmp_path / "saf-0.journal")
+    written = journal.append([advice(1)])
+    assert journal.pending == [] and not journal.drained()  # its fsync is still to come
+    with pytest.raises(ValueError):
+        journal.advance(1)
+    await written
+    assert journal.pending == [advice(1)]
+    journal.close()

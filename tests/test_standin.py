@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 from redis.exceptions import ResponseError
@@ -12,6 +13,7 @@ from protocols.codes import CardStatus, Code, Reason
 from protocols.jd import JdCodec
 from protocols.messages import AuthRequest, AuthResponse, MessageClass, decline
 from switch import limits
+from switch.clock import month_of
 from switch.config import ServerLimits
 from switch.engine import Attempt
 from switch.journal import Advice, Journal, Void
@@ -37,10 +39,11 @@ _numbers = iter(range(1, 1_000_000))
 
 
 def request(amount: int = 500, mcc: str = "5411", pan: str = PAN,
-            kind: MessageClass = MessageClass.SALE, key: str = "") -> AuthRequest:
+            kind: MessageClass = MessageClass.SALE, key: str = "", expiry: str = ""
+            ) -> AuthRequest:
     key = key or f"jd:110000001:T{next(_numbers)}"
     return AuthRequest(message_class=kind, channel="jd", card=pan, amount_fen=amount, mcc=mcc,
-                       merchant_id="110000001", txn_ref=key, idempotency_key=key,
+                       merchant_id="110000001", txn_ref=key, idempotency_key=key, expiry=expiry,
                        original_ref="jd:110000001:T0" if kind is MessageClass.REVERSAL else "")
 
 
@@ -148,6 +151,13 @@ async def test_policy_rules_and_card_statuses_decline_marked_as_stand_in(journal
     assert (answer.response_code, answer.reason, answer.stand_in) == ("41", "card_lost", True)
     bad_amount = await answered(unit, request(amount=0))
     assert (bad_amount.response_code, bad_amount.stand_in) == ("13", True)
+    this_month = month_of(time.time_ns() // 1_000_000)
+    last_month = f"{int(this_month) - 1:04d}" if this_month[2:] != "01" else (
+        f"{int(this_month[:2]) - 1:02d}12")
+    expired = await answered(unit, request(expiry=last_month))
+    assert (expired.response_code, expired.reason, expired.stand_in) == (
+        "54", "card_expired", True)
+    assert (await answered(unit, request(expiry=this_month))).approved  # good through it
 
 
 async def test_a_card_never_seen_or_a_class_not_stood_in_is_answered_91(journal):
