@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from loadtest.generator.history import Answer, Entry, History
 from loadtest.generator.workload import Txn
-from loadtest.harness.history_check import Card, Request, check
+from loadtest.harness.history_check import EXAMPLES_KEPT_MAX, Card, Request, check
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch.ledger import Transaction
 
@@ -283,3 +283,10 @@ def test_a_voided_record_is_no_effect():
     approved = agreeing()[0]  # ... but an approval seen of a voided record is lost
     assert counts(check(approved, {PAN: cards[PAN]._replace(records=records,
                                                              posted=2700)})) == (1, 0, 0)
+
+
+def test_the_findings_listed_in_full_are_bounded_but_all_are_counted():
+    requests = [sale(f"s{i}", 100) for i in range(EXAMPLES_KEPT_MAX + 1)]
+    findings = check(requests, {PAN: card({}, posted=0)})  # every approval lost
+    assert findings.lost == EXAMPLES_KEPT_MAX + 1
+    assert len(findings.examples) == EXAMPLES_KEPT_MAX

@@ -3,6 +3,7 @@ against a real switch and a real durable Redis that the harness kills and restar
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -96,6 +97,32 @@ async def test_the_books_read_from_redis_agree_with_the_ledgers_answers(ledger, 
     await ledger.client.hincrby(f"{{c:{pan}}}", "posted", 100)
     cards = chaos_ledger.read_cards(redis_url, [pan], {})
     assert check(requests, cards).doubled == 1
+
+
+def test_cards_are_read_in_batches_and_every_one_comes_back(redis_url, monkeypatch):
+    pans = load_test_pans(5, seed=77)
+    seed_cards(redis_url, pans)
+    client = redis.Redis.from_url(redis_url)
+    for i, pan in enumerate(pans):
+        client.hset(card_key(pan), "posted", i)
+    monkeypatch.setattr(chaos_ledger, "READ_BATCH_CARDS", 2)  # batches of 2, 2 and 1
+    cards = chaos_ledger.read_cards(redis_url, pans, {})
+    assert [cards[pan].posted for pan in pans] == [0, 1, 2, 3, 4]
+
+
+async def test_the_wait_for_the_journals_is_bounded(monkeypatch):
+    class NeverDrained:
+        asked = 0
+
+        def journals_drained(self) -> bool:
+            self.asked += 1
+            return False
+
+    monkeypatch.setattr(chaos, "JOURNAL_DRAIN_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(chaos, "JOURNAL_POLL_S", 0.05)
+    switch, said = NeverDrained(), []
+    await asyncio.wait_for(chaos._drained(switch, said.append), timeout=5)
+    assert switch.asked >= 3 and said == ["waiting for the stand-in journals to be forwarded"]
 
 
 def test_the_switch_audit_it_runs_reports_broken_books(tmp_path):
