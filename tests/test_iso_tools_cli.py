@@ -169,3 +169,13 @@ def test_the_guide_s_examples_print_what_it_shows(tmp_path, monkeypatch, capsys)
         cli.main(args[1:])
         printed = capsys.readouterr()
         assert printed.out + printed.err == shown, args[:3]
+
+
+def test_a_dialect_file_is_read_by_path(tmp_path, capsys):
+    dialect = tmp_path / "tiny.toml"
+    dialect.write_text('name = "tiny"\n[fields]\n2 = { kind = "llvar", max_len = 19, '
+                       'encoding = "ascii", content = "n", desc = "Card" }\n')
+    message = (b"0200" + b"4000000000000000" + b"0212").hex()
+    assert cli.main(["iso", "parse", "--dialect", str(dialect), message]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("tiny message, 24 bytes\n") and "  **  Card\n" in out
