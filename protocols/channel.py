@@ -22,12 +22,21 @@ class Decoded(NamedTuple):
     context: Any  # opaque to the server; handed back to `encode_response`
 
 
+class KeyNeeded(NamedTuple):
+    """What a codec answers when the sender's keys must be fetched (I/O) before its request
+    can be read: the server fetches them and calls `decode_request(body, keys)` again."""
+
+    acquirer: str
+    terminal: str
+
+
 class ChannelCodec(Protocol):
     name: str
     header: HeaderFormat
 
-    def decode_request(self, body: bytes) -> Decoded | bytes:
-        """A request to decide, or the bytes of an immediate reply."""
+    def decode_request(self, body: bytes) -> Decoded | bytes | KeyNeeded:
+        """A request to decide, or the bytes of an immediate reply (or, on the ISO 8583
+        channels, the keys to fetch first)."""
         ...
 
     def encode_response(self, context: Any, response: AuthResponse) -> bytes: ...

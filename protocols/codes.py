@@ -148,6 +148,7 @@ class Reason(enum.StrEnum):
     SIGNATURE_MISMATCH = "signature_mismatch"
     MAC_MISSING = "mac_missing"
     MAC_MISMATCH = "mac_mismatch"
+    TERMINAL_UNKNOWN = "terminal_unknown"  # no MAC key for this acquirer and terminal
     LIMIT_PAY_NO_CREDIT = "limit_pay_no_credit"  # a WeChat merchant that refuses credit cards
     # Repeats.
     DUPLICATE_KEY_MISMATCH = "duplicate_key_mismatch"  # same id, different content
@@ -230,6 +231,7 @@ REASON_CODES: Mapping[Reason, frozenset[str]] = {
     Reason.SIGNATURE_MISMATCH: frozenset({Code.SECURITY_VIOLATION}),
     Reason.MAC_MISSING: frozenset({Code.MAC_FAILURE}),
     Reason.MAC_MISMATCH: frozenset({Code.MAC_FAILURE}),
+    Reason.TERMINAL_UNKNOWN: frozenset({Code.NOT_PERMITTED_ON_TERMINAL}),
     Reason.LIMIT_PAY_NO_CREDIT: frozenset({Code.NOT_PERMITTED_ON_TERMINAL}),
     Reason.DUPLICATE_KEY_MISMATCH: frozenset({Code.DUPLICATE}),
     Reason.DUPLICATE_REFERENCE: frozenset({Code.DUPLICATE}),

@@ -14,3 +14,12 @@ DEMO_WECHAT_MCH_ID = "1900000109"
 DEMO_WECHAT_APPID = "wx2421b1c4370ec43b"
 DEMO_WECHAT_KEY = "demo-wechat-key-change-me"
 DEMO_WECHAT_MCC = "5411"
+
+# The demo terminals of the ISO 8583 listeners: acquirer (F32), terminal (F41), MAC algorithm
+# and key (docs/channels/pos.md). The keys are the standards' own example keys (X9.19's
+# double-length DES key, KCV 08D7B4; GB/T 32907's SM4 key), so any tool can check them.
+DEMO_ACQUIRER = "00010000"  # a UnionPay institution code (4 institution + 4 area)
+DEMO_POS_TERMINAL = "TERM0001"
+DEMO_POS_MAC = ("x9.19", "0123456789ABCDEFFEDCBA9876543210")
+DEMO_XPAY_TERMINAL = "XPAY0001"  # the acquirer's wallet gateway
+DEMO_XPAY_MAC = ("sm4", "0123456789ABCDEFFEDCBA9876543210")

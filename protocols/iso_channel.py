@@ -11,15 +11,19 @@ a subclass hook, `IsoChannel.build`. Adapter documentation: docs/channels/pos.md
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from protocols.channel import Decoded, FieldError
+from protocols.cardnumbers import mask_pan
+from protocols.channel import Decoded, FieldError, KeyNeeded
 from protocols.codes import APPROVING, Code, Reason
 from protocols.framing import BINARY_2, HeaderFormat
 from protocols.iso8583 import Iso8583Error, get_codec
-from protocols.iso_mac import IsoMac
+from protocols.iso_mac import IsoMac, KeyLookup, MacKey
 from protocols.messages import CURRENCY_CNY, AuthRequest, AuthResponse, MessageClass
+
+log = logging.getLogger("protocols.iso_channel")
 
 REASON_SIZE_MAX = 25  # F44 (additional response data) is LLVAR ..25
 UNREADABLE_MTI = "0000"  # the answer's MTI when the request's own MTI cannot be read
@@ -32,6 +36,9 @@ ADDED = frozenset({"38", "39", "44", "54", "63"})  # set by the switch, never ec
 STAND_IN_MARK = "STIP"  # F63 (private use) of an answer decided in stand-in (docs/channels/pos.md)
 ANSWER_FIELDS = tuple(sorted(set(ECHOED) | ADDED, key=int))
 NETWORK_CODES = frozenset({"001", "002", "301"})  # F70: sign-on, sign-off, echo test
+SIGNED_BY = "mac"  # where a decoded request keeps the key that verified it (not a field)
+# What `decode_request` is given when the keys could not be fetched (Redis unreachable).
+KEYS_UNAVAILABLE = object()
 # MTI digits 2-3 of a request -> processing type (F3 digits 1-2) -> message class.
 CLASSES = {
     "10": {"00": MessageClass.AUTH, "31": MessageClass.INQUIRY},
@@ -62,26 +69,32 @@ class IsoChannel:
     name = "iso"
 
     def __init__(self, dialect: str = "iso87ascii", header: HeaderFormat = BINARY_2,
-                 mac_key: bytes | None = None) -> None:
+                 keys: KeyLookup | None = None) -> None:
+        """`keys`: where terminals' MAC keys are found; None: MACs are off (nothing is
+        checked, answers are unsigned)."""
         self.codec = get_codec(dialect)
         # The channels are specified with a text MTI (docs/channels/pos.md).
         if self.codec.dialect.mti_encoding != "ascii":
             raise ValueError(f"dialect {dialect}: ISO channels need an ASCII MTI")
         self.header = header
-        self.mac = IsoMac(self.codec, mac_key)
+        self.keys = keys
+        self.mac = IsoMac(self.codec)
 
     # --- requests ---------------------------------------------------------------------------
 
-    def decode_request(self, body: bytes) -> Decoded | bytes:
+    def decode_request(self, body: bytes, keys: tuple[MacKey, ...] | object | None = None
+                       ) -> Decoded | bytes | KeyNeeded:
+        """`keys`: the sender's keys as just fetched (after a KeyNeeded), instead of the
+        lookup's."""
         try:
             message = self.codec.decode(body)
         except Iso8583Error as error:
             return self._undecodable(error)
         network = message["t"][1:3] == "80"
-        problem = self.mac.problem(body, message)
-        # Network management may travel unsigned; money never does.
-        if problem and not (network and problem == Reason.MAC_MISSING):
-            return self.answer(message, Code.MAC_FAILURE, problem)
+        if self.keys is not None:
+            refused = self._verify(body, message, network, keys)
+            if refused is not None:
+                return refused
         if network:
             return self._network(message)
         try:
@@ -96,6 +109,42 @@ class IsoChannel:
 
     def encode_response(self, context: dict, response: AuthResponse) -> bytes:
         return self.answer(context, response.response_code, response.reason, response)
+
+    def _verify(self, body: bytes, message: dict, network: bool,
+                fetched: tuple[MacKey, ...] | object | None) -> bytes | KeyNeeded | None:
+        """None when the MAC is right under the sender's key (kept in the message, to sign
+        the answer with); else the answer that refuses it, or the keys to fetch first.
+
+        The sender is F32 + F41. Network management may travel unsigned; money never does.
+        """
+        if network and self.mac.given(message) is None:
+            return None
+        acquirer = institution(message.get("32", ""))
+        terminal = message.get("41", "").rstrip()
+        keys = self.keys.keys_for(acquirer, terminal) if fetched is None else fetched
+        if keys is None:
+            return KeyNeeded(acquirer, terminal)
+        if keys is KEYS_UNAVAILABLE:
+            return self.answer(message, Code.ISSUER_UNAVAILABLE, Reason.ISSUER_UNAVAILABLE)
+        if not keys:
+            return self._refuse(message, Code.NOT_PERMITTED_ON_TERMINAL,
+                                Reason.TERMINAL_UNKNOWN, acquirer, terminal)
+        problem, key = self.mac.signer(body, message, keys)
+        if key is not None:
+            message[SIGNED_BY] = key
+            return None
+        if fetched is None and problem == Reason.MAC_MISMATCH and self.keys.doubt(
+                acquirer, terminal):
+            return KeyNeeded(acquirer, terminal)  # rotated since they were cached?
+        return self._refuse(message, Code.MAC_FAILURE, problem, acquirer, terminal)
+
+    def _refuse(self, message: dict, code: str, reason: str, acquirer: str, terminal: str
+                ) -> bytes:
+        """A refusal of who sent it, logged (card masked) for the operator to see."""
+        log.warning("%s: %s %s: acquirer %s terminal %r, MTI %s STAN %s card %s", self.name,
+                    code, reason, acquirer, terminal, message["t"], message.get("11", "-"),
+                    mask_pan(str(message.get("2", "-"))))
+        return self.answer(message, code, reason)
 
     # --- answers ----------------------------------------------------------------------------
 
@@ -116,12 +165,13 @@ class IsoChannel:
             value = added.get(key) if key in ADDED else request.get(key)
             if value is not None:
                 ordered[key] = value
-        return self.encode(ordered)
+        return self.encode(ordered, request.get(SIGNED_BY))
 
-    def encode(self, fields: dict[str, Any]) -> bytes:
-        """Encode a message, with its MAC when this listener has a key. Every answer goes
-        through here: a subclass may encode otherwise (the bench's reference server)."""
-        return self.mac.encode(fields)
+    def encode(self, fields: dict[str, Any], key: MacKey | None = None) -> bytes:
+        """Encode a message, with its MAC under `key` (the key that verified the request;
+        None: unsigned). Every answer goes through here: a subclass may encode otherwise
+        (the bench's reference server)."""
+        return self.mac.encode(fields, key)
 
     def _network(self, message: dict) -> bytes:
         if message.get("70") not in NETWORK_CODES:

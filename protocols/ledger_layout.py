@@ -18,6 +18,9 @@ touches one Redis Cluster slot:
                    (expires when the longest window has passed without an approval)
   {t:DPAN}         hash: pan, wallet, device, expiry (YYMM), status, key (hex), atc, created
   {t:DPAN}:i:KEY   hash: the verdict given to idempotency key KEY (expires with the answers)
+  {k:ACQ}:TERM     hash: the MAC key of terminal TERM of acquirer ACQ (F32 without leading
+                   zeros), TerminalKeyRecord; TERM "*" is the acquirer's own key, for every
+                   terminal of it without one (an acquirer host). One acquirer, one slot.
 """
 
 from __future__ import annotations
@@ -77,3 +80,28 @@ def card_keys(key: str, idempotency_key: str, referenced: str) -> tuple[str, ...
 
 def token_key(token: str) -> str:
     return f"{{t:{token}}}"
+
+
+class TerminalKeyRecord(msgspec.Struct, kw_only=True):
+    """A terminal's MAC key (switch/terminal_keys.py; `switch terminal`). After a rotation
+    the previous key is still accepted until `previous_until_ms` (the grace period)."""
+
+    algorithm: str  # protocols/iso_mac.py MacAlgorithm
+    key: str  # hex
+    created_ms: int
+    rotated_ms: int = 0  # 0: never rotated
+    previous_algorithm: str = ""
+    previous_key: str = ""  # hex; "" when there is none
+    previous_until_ms: int = 0
+
+    def fields(self) -> dict[str, str | int]:
+        return msgspec.structs.asdict(self)
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> TerminalKeyRecord:
+        return msgspec.convert(fields, cls, strict=False)
+
+
+def terminal_key(acquirer: str, terminal: str) -> str:
+    """`acquirer` as F32 names it without its leading zeros (iso_channel.institution)."""
+    return f"{{k:{acquirer}}}:{terminal}"

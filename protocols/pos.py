@@ -7,10 +7,11 @@ authors: docs/channels/pos.md.
 
 from __future__ import annotations
 
+from protocols.demo import DEMO_ACQUIRER, DEMO_POS_TERMINAL
 from protocols.iso_channel import IsoChannel
 
-DEFAULT_TERMINAL = "TERM0001"  # F41 that `switch send` uses unless told otherwise
-DEFAULT_ACQUIRER = "00010000"  # F32: a UnionPay institution code (4 institution + 4 area)
+DEFAULT_TERMINAL = DEMO_POS_TERMINAL  # F41 that `switch send` uses unless told otherwise
+DEFAULT_ACQUIRER = DEMO_ACQUIRER  # F32: a UnionPay institution code (4 institution + 4 area)
 
 
 class PosCodec(IsoChannel):

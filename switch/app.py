@@ -11,6 +11,7 @@ from pathlib import Path
 
 import uvloop
 
+from protocols.iso_mac import KeyRing
 from protocols.ledger_layout import card_key
 from switch.cards import DemoCard
 from switch.channels import CODECS
@@ -26,6 +27,7 @@ from switch.policy_file import load_policy
 from switch.redis_client import connect
 from switch.server import Switch
 from switch.standin import StandIn
+from switch.terminal_keys import CachedKeys, TerminalKeyStore
 from switch.tokens import TokenVault
 
 
@@ -70,7 +72,14 @@ async def build(config: Config, redis_url: str, clock: Clock | None = None,
     if journal is not None:
         stand_in = StandIn(policy, journal, config.server_limits.request_deadline_ms)
         forwarder = Forwarder(journal, ledger, policy)
-    return Switch(config, engine, CODECS, stand_in, forwarder), ledger
+    switch = Switch(config, engine, CODECS, stand_in, forwarder)
+    # The ISO 8583 listeners find terminals' MAC keys in Redis, else in their config.
+    store = TerminalKeyStore(ledger.client, clock)
+    for listener in switch.listeners.values():
+        ring = getattr(listener.codec, "keys", None)
+        if isinstance(ring, KeyRing):
+            listener.codec.keys = CachedKeys(store, ring.keys)
+    return switch, ledger
 
 
 async def load_cards(ledger: Ledger, cards: list[DemoCard]) -> list[bool]:

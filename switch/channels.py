@@ -11,11 +11,13 @@ from collections.abc import Callable
 from protocols.channel import ChannelCodec
 from protocols.framing import HEADER_FORMATS
 from protocols.iso_channel import IsoChannel
+from protocols.iso_mac import KeyRing, MacKey
 from protocols.jd import JdCodec
 from protocols.pos import PosCodec
 from protocols.wechat import Merchant, WechatCodec
 from protocols.xpay import XpayCodec
 from switch.config import Config, Iso8583
+from switch.terminal_keys import scope
 
 
 def _jd(config: Config) -> ChannelCodec:
@@ -33,9 +35,15 @@ def beijing_now_text() -> str:
     return time.strftime("%Y%m%d%H%M%S", time.gmtime(time.time() + 8 * 3600))
 
 
+def configured_keys(settings: Iso8583) -> dict[tuple[str, str], MacKey]:
+    """The listener's terminal keys held in its config, by (acquirer, terminal)."""
+    return {scope(t.acquirer, t.terminal): t.mac_key() for t in settings.terminals}
+
+
 def _iso(codec: type[IsoChannel], settings: Iso8583) -> ChannelCodec:
-    return codec(settings.dialect, HEADER_FORMATS[settings.header],
-                 bytes.fromhex(settings.mac_key) or None)
+    """The config's keys only; app.build puts the Redis key store's cache in their place."""
+    keys = None if settings.mac == "off" else KeyRing(configured_keys(settings))
+    return codec(settings.dialect, HEADER_FORMATS[settings.header], keys)
 
 
 CODECS: dict[str, Callable[[Config], ChannelCodec]] = {

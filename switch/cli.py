@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 from protocols.cardnumbers import mask_card_numbers_in, mask_pan
+from protocols.demo import DEMO_XPAY_TERMINAL
 from protocols.framing import HEADER_FORMATS
+from protocols.iso_mac import MacAlgorithm
 from protocols.pos import DEFAULT_ACQUIRER, DEFAULT_TERMINAL
 from switch import (
     app,
@@ -22,6 +24,7 @@ from switch import (
     saf_cli,
     scenario_cli,
     send,
+    terminal_cli,
     token_cli,
 )
 from switch.cards import demo_cards
@@ -121,6 +124,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         card = resolve_pan(args.pan)
     else:
         raise UserError(f"--pan is required on the {args.channel} channel")
+    if args.channel in ("pos", "xpay"):
+        args.signing_key = terminal_cli.key_for_send(args)
     sender = send.SENDERS[args.channel]
     request = send.build_request(args, card)
     port = args.port or DEFAULT_PORTS[args.channel]
@@ -139,7 +144,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     except ValueError as error:  # not signed with --key: show the decision all the same
         answer = sender.decode(body, argparse.Namespace(**vars(args), unchecked=True))
         warning = (f"warning: {error} (--key or --mac-key is not the one the switch knows; "
-                   "a refusal of a bad signature is signed with the switch's key)")
+                   "a refusal of a bad signature is signed with the switch's key, a refused "
+                   "MAC is answered unsigned)")
     if args.channel == "xpay":
         label = card  # a token may be shown: it is not the card number
     elif args.pan.startswith("demo"):
@@ -234,11 +240,17 @@ def parser() -> argparse.ArgumentParser:
     snd.add_argument("--json", action="store_true", help="one JSON object with response_code")
     policy_cli.add_send_options(snd)
     iso = snd.add_argument_group("pos and xpay (ISO 8583)")
-    iso.add_argument("--terminal", default=DEFAULT_TERMINAL, help="F41 terminal id")
+    iso.add_argument("--terminal", help=f"F41 terminal id (default: the demo terminal, "
+                     f"{DEFAULT_TERMINAL} on pos, {DEMO_XPAY_TERMINAL} on xpay)")
     iso.add_argument("--acquirer", default=DEFAULT_ACQUIRER, help="F32 acquirer institution")
     iso.add_argument("--dialect", default="iso87ascii", help="iso87ascii or iso87binary")
     iso.add_argument("--header", choices=sorted(HEADER_FORMATS), help="default: binary2")
-    iso.add_argument("--mac-key", help="hex MAC key, when the listener checks MACs")
+    iso.add_argument("--mac-key", metavar="HEX", help="the terminal's MAC key (default: its "
+                     "key in Redis, else in the config: the demo terminals')")
+    iso.add_argument("--mac-algorithm", choices=list(MacAlgorithm),
+                     help="the --mac-key's algorithm (default x9.19)")
+    iso.add_argument("--mac", choices=("on", "off"), default="on",
+                     help="off: send unsigned (to a listener with mac = \"off\")")
     iso.add_argument("--entry-mode", help="F22 (default: pos 052 chip, xpay 072 contactless)")
     iso.add_argument("--token", help="xpay: the wallet token (DPAN) to pay with")
     iso.add_argument("--token-key", help="xpay: the token's hex key (default: from the vault)")
@@ -248,6 +260,7 @@ def parser() -> argparse.ArgumentParser:
     saf_cli.add_commands(command, redis_option)
     scenario_cli.add_commands(command, redis_option, snd)
     iso_cli.add_commands(command)
+    terminal_cli.add_commands(command, redis_option)
     return top
 
 

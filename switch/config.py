@@ -12,12 +12,18 @@ from typing import Annotated, Literal
 import msgspec
 
 from protocols.demo import (
+    DEMO_ACQUIRER,
     DEMO_JD_KEY,
     DEMO_JD_MERCHANT,
+    DEMO_POS_MAC,
+    DEMO_POS_TERMINAL,
     DEMO_WECHAT_KEY,
     DEMO_WECHAT_MCC,
     DEMO_WECHAT_MCH_ID,
+    DEMO_XPAY_MAC,
+    DEMO_XPAY_TERMINAL,
 )
+from protocols.iso_mac import MacKey
 from switch import limits
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
@@ -81,6 +87,28 @@ class Wechat(msgspec.Struct, forbid_unknown_fields=True):
         DEMO_WECHAT_MCH_ID: WechatMerchant(key=DEMO_WECHAT_KEY, mcc=DEMO_WECHAT_MCC)})
 
 
+class Terminal(msgspec.Struct, forbid_unknown_fields=True):
+    """A terminal's MAC key held in the config ([[pos.terminals]]); a key for the same
+    terminal in Redis (`switch terminal add`) takes its place."""
+
+    acquirer: Annotated[str, msgspec.Meta(pattern=r"^\d{1,11}$")]  # F32
+    terminal: Annotated[str, msgspec.Meta(min_length=1, max_length=8)]  # F41, or * (any)
+    algorithm: str  # hmac-sha256, x9.19, sm4 (protocols/iso_mac.py)
+    key: str  # hex
+
+    def __post_init__(self) -> None:
+        MacKey.parse(self.algorithm, self.key)  # ValueError: the config names this entry
+
+    def mac_key(self) -> MacKey:
+        return MacKey.parse(self.algorithm, self.key)
+
+
+def demo_terminals() -> list[Terminal]:
+    return [Terminal(acquirer=DEMO_ACQUIRER, terminal=terminal, algorithm=mac[0], key=mac[1])
+            for terminal, mac in ((DEMO_POS_TERMINAL, DEMO_POS_MAC),
+                                  (DEMO_XPAY_TERMINAL, DEMO_XPAY_MAC))]
+
+
 class Iso8583(msgspec.Struct, forbid_unknown_fields=True):
     """One ISO 8583 listener (pos, xpay): see docs/channels/pos.md."""
 
@@ -88,8 +116,11 @@ class Iso8583(msgspec.Struct, forbid_unknown_fields=True):
     dialect: str = "iso87ascii"
     # Length header before each message (protocols/framing.py HEADER_FORMATS).
     header: Literal["binary2", "binary4", "ascii4"] = "binary2"
-    # Hex key of the F64/F128 MAC (HMAC-SHA256, first 8 bytes); empty: no MAC is checked.
-    mac_key: Annotated[str, msgspec.Meta(pattern=r"^(|([0-9A-Fa-f]{2}){16,64})$")] = ""
+    # "required": every 01xx/02xx/04xx request carries the F64/F128 MAC of its terminal's
+    # key (Redis, else `terminals`); "off": nothing is checked or signed (for testers only).
+    mac: Literal["required", "off"] = "required"
+    # Terminal keys held in the config; by default the demo terminals (protocols/demo.py).
+    terminals: list[Terminal] = msgspec.field(default_factory=demo_terminals)
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):

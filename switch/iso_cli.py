@@ -19,6 +19,7 @@ from protocols.cardnumbers import mask_pan
 from protocols.codes import DECLINING, Code
 from protocols.framing import HEADER_FORMATS
 from protocols.iso8583 import Iso8583Error, shipped_dialects
+from protocols.iso_mac import MacAlgorithm, MacKey
 from protocols.iso_tools import (
     CHANNELS,
     Explanation,
@@ -66,6 +67,16 @@ def message_bytes(args: argparse.Namespace) -> bytes:
                         "bytes") from None
 
 
+def mac_key(args: argparse.Namespace) -> MacKey | None:
+    key = key_bytes(args.mac_key)
+    if key is None:
+        return None
+    try:
+        return MacKey(args.mac_algorithm, key)
+    except ValueError as error:
+        raise UserError(f"--mac-key: {error}") from None
+
+
 def key_bytes(value: str | None) -> bytes | None:
     if value is None:
         return None
@@ -82,7 +93,7 @@ def key_bytes(value: str | None) -> bytes | None:
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
-    parsed = parse(message_bytes(args), args.dialect, args.header or "", key_bytes(args.mac_key))
+    parsed = parse(message_bytes(args), args.dialect, args.header or "", mac_key(args))
     if args.json:
         print(msgspec.json.encode(parsed).decode())
     else:
@@ -158,7 +169,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as error:
         raise UserError(f"{source} is not JSON: {error}") from None
     try:
-        wire = build(document, args.dialect, key_bytes(args.mac_key))
+        wire = build(document, args.dialect, mac_key(args))
     except Iso8583Error as error:
         raise UserError(f"{source}: {error}") from None
     if args.header:
@@ -184,7 +195,7 @@ def engine_checks(request: AuthRequest) -> tuple[str, str] | None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     result = validate(message_bytes(args), args.channel, args.dialect, args.header or "",
-                      key_bytes(args.mac_key), engine_checks)
+                      mac_key(args), engine_checks)
     if args.json:
         print(msgspec.json.encode(shown_validation(result)).decode())
     elif result.ok:
@@ -299,5 +310,9 @@ def dialect_options(sub: argparse.ArgumentParser, header_help: str) -> None:
                      help=f"{' or '.join(shipped_dialects())} (default iso87ascii), or a "
                      "dialect file")
     sub.add_argument("--header", choices=sorted(HEADER_FORMATS), help=header_help)
-    sub.add_argument("--mac-key", metavar="HEX", help="the listener's MAC key: check (parse, "
+    sub.add_argument("--mac-key", metavar="HEX", help="the terminal's MAC key: check (parse, "
                      "validate) or add (build) F64/F128")
+    sub.add_argument("--mac-algorithm", choices=list(MacAlgorithm),
+                     default=MacAlgorithm.HMAC_SHA256,
+                     help="the --mac-key's algorithm (default hmac-sha256; the demo "
+                     "terminals' are x9.19 and sm4: docs/channels/pos.md)")

@@ -109,6 +109,27 @@ token_key_cache_max = 100_000
 # A newly provisioned wallet token is valid this long unless the CLI says otherwise.
 token_lifetime_months = 36
 
+# --- terminals' MAC keys (switch/terminal_keys.py)
+
+# Terminal keys cached in each switch process: one entry per terminal seen, about 300 bytes;
+# the bound keeps the memory flat however many terminals connect.
+terminal_keys_cached_max = 100_000
+
+# How old a cached key may be: a key changed in Redis other than by a rotation (replaced by
+# hand, or a second rotation inside the first's grace period) is noticed within this.
+terminal_key_cache_ttl_s = 30.0
+
+# A MAC that fails under a cached key is checked against Redis again (a rotation a moment
+# ago) only when the entry is at least this old: a flood of bad MACs then costs Redis at most
+# one read per terminal per interval, while a terminal rotated a second ago is never refused.
+terminal_key_recheck_min_ms = 200
+
+# After `switch terminal rotate`, the previous key is still accepted this long: terminals
+# with messages in flight, or that pick the new key up at their next sign-on, are not cut
+# off. Ten minutes covers a terminal's sign-on cycle between two batches; longer would keep
+# a key that may have leaked in use.
+terminal_key_rotation_grace_s = 600.0
+
 # The EMV application transaction counter (tag 9F36) is two bytes.
 atc_max = 0xFFFF
 

@@ -24,6 +24,8 @@ from switch.cards import DEMO_BIN
 from switch.ledger import Ledger
 from switch.redis_client import connect
 from switch.scenario_file import Scenario, Step, card_of
+from switch.terminal_cli import key_from_store
+from switch.terminal_keys import TerminalKeyStore
 from switch.tokens import TokenVault
 
 PASS, FAIL, TIMEOUT, ERROR, SKIPPED = "PASS", "FAIL", "TIMEOUT", "ERROR", "SKIPPED"
@@ -150,6 +152,8 @@ class Run:
                 card_of(step, self.steps))
             if step.atc >= 0:
                 args.atc = step.atc
+        if step.channel in ("pos", "xpay"):  # signed as `switch send` signs
+            args.signing_key = await key_from_store(TerminalKeyStore(self.ledger.client), args)
         return args
 
     async def _next_token_use(self, alias: str) -> tuple[str, str, int]:

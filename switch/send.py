@@ -75,8 +75,11 @@ def _wechat_decode(body: bytes, args: Any) -> ClientAnswer:
 
 
 def _iso(args: Any) -> iso_client.IsoClient:
-    key = "" if getattr(args, "unchecked", False) else args.mac_key or ""
-    return iso_client.IsoClient(args.dialect, bytes.fromhex(key))
+    """As the terminal: `signing_key` is its MAC key (switch/terminal_cli.py key_for_send);
+    answers unchecked when args.unchecked."""
+    if getattr(args, "unchecked", False):
+        return iso_client.IsoClient(args.dialect)
+    return iso_client.IsoClient(args.dialect, args.signing_key)
 
 
 def _iso_ids(args: Any) -> tuple[str, str]:

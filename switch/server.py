@@ -22,9 +22,10 @@ from collections.abc import Callable
 
 import redis.exceptions
 
-from protocols.channel import ChannelCodec, Decoded
+from protocols.channel import ChannelCodec, Decoded, KeyNeeded
 from protocols.codes import Code, Reason
 from protocols.framing import Framer, FramingError
+from protocols.iso_channel import KEYS_UNAVAILABLE
 from protocols.messages import AuthRequest, AuthResponse, decline
 from switch import limits
 from switch.config import Config, ServerLimits
@@ -67,6 +68,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.inflight = 0
         self.reading_paused = False
+        self.keys_wait: asyncio.Future | None = None  # a sender's MAC keys being fetched
         self.writing_paused_since: float | None = None  # above the high-water mark since
         self.frame_started: float | None = None  # a frame begun, not whole: its first byte,
         # or when reading resumed after a pause (the frame's clock stops while we do not read)
@@ -143,7 +145,8 @@ class Connection(asyncio.Protocol):
         """No request is taken while as many as the bound are in flight, while output is
         paused (the peer is not reading), or once a shutdown drains."""
         return (self.draining or self.writing_paused_since is not None
-                or self.inflight >= self.server_limits.inflight_per_connection_max)
+                or self.inflight >= self.server_limits.inflight_per_connection_max
+                or self.keys_wait is not None)
 
     def pause_writing(self) -> None:
         """The write buffer is above the high-water mark: take and read no more requests
@@ -176,12 +179,16 @@ class Connection(asyncio.Protocol):
 
     # --- requests -----------------------------------------------------------------------
 
-    def _request(self, body: bytes) -> None:
+    def _request(self, body: bytes, keys=None) -> None:
+        """`keys`: the sender's MAC keys, fetched after the codec asked for them."""
         began = time.perf_counter_ns()
         listener = self.listener
         listener.counters.requests += 1
         try:
-            decoded = listener.codec.decode_request(body)
+            if keys is None:
+                decoded = listener.codec.decode_request(body)
+            else:
+                decoded = listener.codec.decode_request(body, keys)
         except Exception:  # a codec must answer bad input itself; this is our bug
             log.exception("%s: codec failed on a %d-byte frame", listener.name, len(body))
             listener.counters.errors += 1
@@ -189,6 +196,9 @@ class Connection(asyncio.Protocol):
             return
         if isinstance(decoded, bytes):
             self._send(decoded)
+            return
+        if isinstance(decoded, KeyNeeded):
+            self._fetch_keys(body, decoded)
             return
         stand_in = listener.stand_in
         if stand_in is not None and stand_in.answers:  # stand-in answers not yet forwarded
@@ -208,6 +218,33 @@ class Connection(asyncio.Protocol):
         self.inflight += 1
         listener.track(outcome)
         outcome.add_done_callback(functools.partial(self._settled, decoded, began, attempt))
+
+    def _fetch_keys(self, body: bytes, needed: KeyNeeded) -> None:
+        """A terminal whose MAC keys are not cached (switch/terminal_keys.py): fetch them,
+        then read the request again with them. Meanwhile the connection takes no further
+        request, so its requests still start in the order sent (an x-pay ATC must grow)."""
+        self.listener.counters.requests -= 1  # counted again when it is read again
+        fetching = self.keys_wait = self.listener.codec.keys.fetch(*needed)
+        self.listener.pending.add(fetching)
+        fetching.add_done_callback(self.listener.pending.discard)
+        self._steer_reading()
+        fetching.add_done_callback(functools.partial(self._keys_fetched, body))
+
+    def _keys_fetched(self, body: bytes, fetching: asyncio.Future) -> None:
+        self.keys_wait = None
+        if fetching.cancelled() or fetching.exception() is not None:
+            log.warning("%s: cannot read terminal keys: %s", self.listener.name,
+                        "cancelled" if fetching.cancelled() else fetching.exception())
+            self.listener.counters.errors += 1
+            keys = KEYS_UNAVAILABLE
+        else:
+            keys = fetching.result()
+        if not self.transport.is_closing():
+            self._request(body, keys)
+            # On with the requests that waited, after the other connections' first ones
+            # (their callbacks on the same read are queued already): requests keep about
+            # the order they arrived in across connections too.
+            asyncio.get_running_loop().call_soon(self._take)
 
     def _settled(self, decoded: Decoded, began: int, attempt: Attempt,
                  outcome: asyncio.Future) -> None:

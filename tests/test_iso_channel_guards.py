@@ -11,9 +11,16 @@ import dataclasses
 
 import pytest
 
-from protocols.channel import Decoded
+from protocols.channel import Decoded, KeyNeeded
 from protocols.iso8583 import load_dialect
-from protocols.iso_channel import ECHOED, IsoChannel, available_credit, response_mti
+from protocols.iso_channel import (
+    ECHOED,
+    KEYS_UNAVAILABLE,
+    IsoChannel,
+    available_credit,
+    response_mti,
+)
+from protocols.iso_mac import KeyRing, MacAlgorithm, MacKey
 from protocols.messages import AuthResponse, MessageClass
 from protocols.pos import PosCodec
 from tests.test_pos_support import decode, encode, field_at, financial, mac_ok
@@ -214,34 +221,92 @@ def test_reversal_and_original_never_share_an_idempotency_key():
 # ---- the MAC --------------------------------------------------------------------------
 
 
+TERMINAL_KEY = MacKey(MacAlgorithm.HMAC_SHA256, KEY)  # of sale()'s acquirer and terminal
+
+
+def keyed(dialect: str, keys=None) -> PosCodec:
+    return PosCodec(dialect, keys=keys or KeyRing({("10000", "TERM0001"): TERMINAL_KEY}))
+
+
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_mac_guards(dialect):
-    keyed = PosCodec(dialect, mac_key=KEY)
-    assert request(sale(), keyed, dialect, KEY).card == PAN
+    codec = keyed(dialect)
+    assert request(sale(), codec, dialect, KEY).card == PAN
     reversal = sale(t="0400", **{"90": F90})
-    assert request(reversal, keyed, dialect, KEY).message_class is C.REVERSAL  # F128
-    for doc, key, reason in [(sale(), None, "mac_missing"),
-                             (sale(), bytes(16), "mac_mismatch"),
-                             (reversal, bytes(16), "mac_mismatch"),
-                             ({"t": "0800", "7": F7, "11": STAN, "70": "301"}, bytes(16),
-                              "mac_mismatch")]:
-        answer = answered(doc, keyed, dialect, key)
-        assert (answer["39"], answer["44"]) == ("A0", reason)
+    assert request(reversal, codec, dialect, KEY).message_class is C.REVERSAL  # F128
+    for doc, key, code, reason in [
+            (sale(), None, "A0", "mac_missing"),
+            (sale(), bytes(16), "A0", "mac_mismatch"),
+            (reversal, bytes(16), "A0", "mac_mismatch"),
+            ({"t": "0800", "7": F7, "11": STAN, "70": "301"}, KEY, "58", "terminal_unknown"),
+            ({"t": "0800", "7": F7, "11": STAN, "32": "00010000", "41": "TERM0001",
+              "70": "301"}, bytes(16), "A0", "mac_mismatch"),
+            (sale(**{"41": "TERM0002"}), KEY, "58", "terminal_unknown"),  # not its key
+            (sale(**{"32": "00010001"}), KEY, "58", "terminal_unknown"),  # another acquirer
+            (sale(**{"32": None}), KEY, "58", "terminal_unknown")]:
+        answer = answered(doc, codec, dialect, key)
+        assert (answer["39"], answer["44"]) == (code, reason)
+        assert "64" not in answer and "128" not in answer  # unsigned: who sent it?
     echo = {"t": "0800", "7": F7, "11": STAN, "70": "301"}
-    assert answered(echo, keyed, dialect)["39"] == "00"  # network management may be unsigned
-    assert answered(echo, keyed, dialect, KEY)["39"] == "00"
-    # Without a key nothing is checked, even a wrong MAC.
+    assert answered(echo, codec, dialect, None)["39"] == "00"  # network management unsigned
+    own = {**echo, "32": "00010000", "41": "TERM0001"}
+    assert answered(own, codec, dialect, KEY)["39"] == "00"
+    # Without keys (mac = "off") nothing is checked, even a wrong MAC.
     assert request(sale(), PosCodec(dialect), dialect, bytes(16)).card == PAN
-    assert request(sale(), PosCodec(dialect, mac_key=b""), dialect, bytes(16)).card == PAN
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
-def test_answers_carry_a_mac_when_keyed(dialect):
-    keyed = PosCodec(dialect, mac_key=KEY)
-    body = keyed.decode_request(encode(sale(**{"2": None}), dialect, KEY))
-    assert mac_ok(body, decode(body, dialect), KEY, dialect)
-    plain = PosCodec(dialect).decode_request(encode(sale(**{"2": None}), dialect))
+def test_an_acquirer_key_signs_for_its_terminals_without_one(dialect):
+    acquirer_key = MacKey(MacAlgorithm.HMAC_SHA256, bytes(range(1, 17)))
+    codec = keyed(dialect, KeyRing({("10000", "*"): acquirer_key,
+                                    ("10000", "TERM0001"): TERMINAL_KEY}))
+    other = sale(**{"41": "TERM0002"})
+    assert request(other, codec, dialect, acquirer_key.key).terminal_id == "TERM0002"
+    # A terminal with a key of its own is not signed for by the acquirer's.
+    answer = answered(sale(), codec, dialect, acquirer_key.key)
+    assert (answer["39"], answer["44"]) == ("A0", "mac_mismatch")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_answers_carry_the_mac_of_the_key_that_verified_the_request(dialect):
+    codec = keyed(dialect)
+    body = codec.decode_request(encode(sale(**{"2": None}), dialect, KEY))  # 30: no card
+    assert decode(body, dialect)["39"] == "30" and mac_ok(body, decode(body, dialect), KEY,
+                                                           dialect)
+    plain = PosCodec(dialect).decode_request(encode(sale(**{"2": None}), dialect, None))
     assert "64" not in decode(plain, dialect)
+
+
+class Rotated:
+    """A lookup whose cached keys are stale once: the codec asks for them afresh."""
+
+    def __init__(self, stale: tuple, doubts: bool) -> None:
+        self.stale, self.doubts, self.doubted = stale, doubts, 0
+
+    def keys_for(self, acquirer: str, terminal: str):
+        return self.stale
+
+    def doubt(self, acquirer: str, terminal: str) -> bool:
+        self.doubted += 1
+        return self.doubts
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_mac_failing_under_cached_keys_asks_for_them_afresh_once(dialect):
+    stale = (MacKey(MacAlgorithm.HMAC_SHA256, bytes(16)),)
+    body = encode(sale(), dialect, KEY)
+    lookup = Rotated(stale, doubts=True)
+    codec = PosCodec(dialect, keys=lookup)
+    assert codec.decode_request(body) == KeyNeeded("10000", "TERM0001")
+    assert codec.decode_request(body, (TERMINAL_KEY,)).request.card == PAN  # the fresh keys
+    again = decode(codec.decode_request(body, stale), dialect)  # fresh, and still wrong: A0
+    assert (again["39"], lookup.doubted) == ("A0", 1)
+    recent = PosCodec(dialect, keys=Rotated(stale, doubts=False))  # fetched a moment ago
+    assert decode(recent.decode_request(body), dialect)["39"] == "A0"
+    missing = PosCodec(dialect, keys=Rotated(None, doubts=False))
+    assert missing.decode_request(body) == KeyNeeded("10000", "TERM0001")
+    down = decode(codec.decode_request(body, KEYS_UNAVAILABLE), dialect)
+    assert (down["39"], down["44"]) == ("91", "issuer_unavailable")
 
 
 # ---- answers to decisions ---------------------------------------------------------------
@@ -337,3 +402,14 @@ def test_the_base_channel_names_itself_iso():
     decoded = IsoChannel().decode_request(encode(sale()))
     assert decoded.request.channel == "iso"
     assert decoded.request.txn_ref == "iso:10000:TERM0001:000123"
+
+
+def test_refusals_of_the_sender_are_logged_with_the_card_masked(caplog):
+    codec = keyed("iso87ascii")
+    with caplog.at_level("WARNING", logger="protocols.iso_channel"):
+        answered(sale(), codec, "iso87ascii", bytes(16))
+        answered(sale(**{"41": "TERM0009"}), codec, "iso87ascii", KEY)
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2 and PAN not in " ".join(lines)
+    assert "A0 mac_mismatch: acquirer 10000 terminal 'TERM0001'" in lines[0]
+    assert "58 terminal_unknown" in lines[1] and "625368******0018" in lines[1]

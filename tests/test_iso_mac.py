@@ -1,7 +1,9 @@
-"""The ISO 8583 MAC (protocols/iso_mac.py): the bytes it covers, where it goes, its checks.
+"""The ISO 8583 MAC (protocols/iso_mac.py): its three algorithms against published vectors
+and an independent computation, the bytes it covers, where it goes, its checks.
 
-Expected bytes come from pyiso8583 and the MAC's definition (tests/test_pos_support.py) or
-from the worked example in docs/channels/pos.md, never from the code under test.
+Expected bytes come from pyiso8583 and the MAC's definition computed block by block
+(tests/test_pos_support.py reference_mac), from published test vectors, or from the worked
+example in docs/channels/pos.md, never from the code under test.
 """
 
 from __future__ import annotations
@@ -9,15 +11,23 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocols.codes import Reason
 from protocols.iso8583 import Codec, get_codec, load_dialect
 from protocols.iso_client import IsoClient
-from protocols.iso_mac import IsoMac, mac, mac_field
+from protocols.iso_mac import KEY_SIZES, IsoMac, MacAlgorithm, MacKey, check_key, mac_field
 from protocols.pos import PosCodec
-from tests.test_pos_support import decode, encode
+from tests.test_pos_support import decode, encode, reference_mac
 
 KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+HMAC_KEY = MacKey(MacAlgorithm.HMAC_SHA256, KEY)
+# The standards' example keys: X9.19's double-length DES key, GB/T 32907's SM4 key.
+EXAMPLE_KEY = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+KEYS = [HMAC_KEY, MacKey(MacAlgorithm.X9_19, EXAMPLE_KEY), MacKey(MacAlgorithm.SM4, EXAMPLE_KEY)]
+IDS = [str(key.algorithm) for key in KEYS]
 # The worked example's purchase (docs/channels/pos.md), without its MAC.
 PURCHASE = {"t": "0200", "2": "6253680000000018", "3": "000000", "4": "000000012800",
             "7": "1129120000", "11": "000123", "12": "120000", "13": "1129", "18": "5411",
@@ -29,17 +39,116 @@ REVERSAL = {**PURCHASE, "t": "0400", "11": "000124",
             "90": "0200" "000123" "1129120000" "00000010000" "00000000000"}
 
 
+def as_reference(key: MacKey):
+    return key.key if key.algorithm is MacAlgorithm.HMAC_SHA256 else (key.algorithm, key.key)
+
+
+# ---- the algorithms ---------------------------------------------------------------------
+
+# ANSI X9.19 vectors with a double-length key, from Botan's src/tests/data/mac/x919_mac.vec.
+X9_19_VECTORS = [
+    ("0123456789ABCDEFFEDCBA9876543210",
+     "31311C3931383237333634351C1C35383134333237361C1C3B313233343536373839303132333435363D39"
+     "39313231303030303F1C30303031323530301C393738363533343132343837363932331C",
+     "C209CCB78EE1B606"),
+    ("4061610D85685DB0F4D9F1C8FE15A123",
+     "33303030303230313935435553543031202020205520202020202020202020202020202020202020543032"
+     "53454154504152594742324C54535435534F414131393935303232373133333934343030303020202020"
+     "202020202020202020333030303031304139354558413030303030333144",
+     "DBE9EB0FA03838D2"),
+]
+
+
+@pytest.mark.parametrize(("key", "data", "expected"), X9_19_VECTORS)
+def test_x9_19_published_vectors(key, data, expected):
+    mac_key = MacKey.parse("x9.19", key)
+    assert mac_key.mac(bytes.fromhex(data)).hex().upper() == expected
+    assert mac_key.mac(bytes.fromhex(data)).hex().upper() == expected  # the kept state is clean
+
+
+def test_sm4_is_the_standard_s_cipher_and_the_mac_its_cbc_mac():
+    # GB/T 32907-2016, example 1: the key encrypting itself.
+    sm4 = Cipher(algorithms.SM4(EXAMPLE_KEY), modes.ECB()).encryptor()
+    assert sm4.update(EXAMPLE_KEY).hex() == "681edf34d206965e86b3e94f536e4246"
+    mac_key = MacKey(MacAlgorithm.SM4, EXAMPLE_KEY)
+    for size in (0, 1, 15, 16, 17, 31, 32, 139):
+        data = bytes(range(size))
+        assert mac_key.mac(data) == reference_mac(("sm4", EXAMPLE_KEY), data), size
+    # One block of the padded message: 0x80 then zeros; the MAC is the cipher's first 8 bytes.
+    assert mac_key.mac(b"") == sm4.update(b"\x80" + bytes(15))[:8]
+
+
+def test_the_docs_examples_which_the_openssl_command_line_computed():
+    """docs/channels/pos.md's examples: `openssl enc -sm4-cbc` over the padded bytes, and
+    `openssl enc -des-cbc` under the left half, then `-d -des-ecb` right, `-des-ecb` left."""
+    data = b"1234567890ABCDEF1234"
+    assert MacKey(MacAlgorithm.SM4, EXAMPLE_KEY).mac(data).hex().upper() == "C573970DEC512E79"
+    assert MacKey(MacAlgorithm.X9_19, EXAMPLE_KEY).mac(data).hex().upper() == "85B03DBA48C9618B"
+
+
+def test_key_check_values():
+    assert MacKey(MacAlgorithm.X9_19, EXAMPLE_KEY).kcv() == "08D7B4"  # the industry's example
+    sm4 = Cipher(algorithms.SM4(EXAMPLE_KEY), modes.ECB()).encryptor().update(bytes(16))
+    assert MacKey(MacAlgorithm.SM4, EXAMPLE_KEY).kcv() == sm4[:3].hex().upper()
+    assert HMAC_KEY.kcv() == reference_mac(KEY, bytes(8))[:3].hex().upper()
+    assert EXAMPLE_KEY.hex() not in repr(KEYS[1]).lower() and "08D7B4" in repr(KEYS[1])
+
+
+@pytest.mark.parametrize("key", KEYS, ids=IDS)
+def test_every_algorithm_is_its_definition(key):
+    for size in (1, 7, 8, 9, 16, 139, 300):
+        data = bytes((7 * i + size) % 256 for i in range(size))
+        assert key.mac(data) == reference_mac(as_reference(key), data), size
+
+
+@settings(max_examples=150, deadline=None)
+@given(algorithm=st.sampled_from(list(MacAlgorithm)), key=st.binary(min_size=64, max_size=64),
+       data=st.binary(min_size=1, max_size=300), bit=st.integers(min_value=0))
+def test_a_mac_verifies_and_no_one_bit_change_does(algorithm, key, data, bit):
+    mac_key = MacKey(algorithm, key[:KEY_SIZES[algorithm].start])
+    code = mac_key.mac(data)
+    assert len(code) == 8 and mac_key.mac(data) == code
+    flipped = bytearray(data)
+    flipped[bit // 8 % len(data)] ^= 1 << bit % 8
+    assert mac_key.mac(bytes(flipped)) != code
+    # A message carrying the MAC verifies; with any one bit of its MAC changed it does not.
+    codec = get_codec("iso87binary")
+    wire = IsoMac(codec).encode({**PURCHASE, "4": f"{len(data):012d}"}, mac_key)
+    assert IsoMac(codec).signer(wire, codec.decode(wire), (mac_key,)) == ("", mac_key)
+    wrong = bytearray(wire)
+    wrong[-8 + bit % 64 // 8] ^= 1 << bit % 8
+    problem = IsoMac(codec).signer(bytes(wrong), codec.decode(bytes(wrong)), (mac_key,))
+    assert problem == (Reason.MAC_MISMATCH, None)
+
+
+def test_key_sizes_are_checked():
+    for algorithm, sizes in KEY_SIZES.items():
+        for size in (sizes.start, sizes.stop - 1):
+            assert check_key(algorithm, bytes(size)) is MacAlgorithm(algorithm)
+        for size in (sizes.start - 1, sizes.stop):
+            with pytest.raises(ValueError, match=f"not {size}"):
+                MacKey(algorithm, bytes(size))
+    with pytest.raises(ValueError, match="one of"):
+        MacKey.parse("des", "00" * 16)
+    with pytest.raises(ValueError, match="hex"):
+        MacKey.parse("sm4", "zz" * 16)
+
+
+# ---- the message ---------------------------------------------------------------------------
+
+
 def test_the_worked_example_s_mac():
-    wire = IsoMac(get_codec("iso87ascii"), KEY).encode(PURCHASE)
+    wire = IsoMac(get_codec("iso87ascii")).encode(PURCHASE, HMAC_KEY)
     assert wire[4:20] == b"7238448108C08001"  # bit 64 set
     assert len(wire) == 139 + 16 and wire[-16:] == b"D66EF67F40B9A0F5"
-    assert mac(KEY, wire[:139]).hex().upper() == "D66EF67F40B9A0F5"
 
 
+@pytest.mark.parametrize("key", KEYS, ids=IDS)
 @pytest.mark.parametrize("dialect", DIALECTS)
 @pytest.mark.parametrize("doc", [PURCHASE, REVERSAL], ids=["F64", "F128"])
-def test_the_mac_is_the_one_pyiso8583_and_the_definition_make(dialect, doc):
-    assert IsoMac(get_codec(dialect), KEY).encode(doc) == encode(doc, dialect, KEY)
+def test_the_mac_is_the_one_pyiso8583_and_the_definition_make(dialect, doc, key):
+    assert IsoMac(get_codec(dialect)).encode(doc, key) == encode(doc, dialect,
+                                                                 as_reference(key))
 
 
 def test_the_mac_field_is_128_with_a_secondary_bitmap():
@@ -48,50 +157,54 @@ def test_the_mac_field_is_128_with_a_secondary_bitmap():
     assert mac_field({**PURCHASE, "65": "x"}) == "128"
     assert mac_field({**PURCHASE, "90": "x"}) == "128"
     assert mac_field({"t": "0800", "70": "301"}) == "128"
-    signed = decode(IsoMac(get_codec("iso87ascii"), KEY).encode(REVERSAL))
+    signed = decode(IsoMac(get_codec("iso87ascii")).encode(REVERSAL, HMAC_KEY))
     assert "128" in signed and "64" not in signed
 
 
+@pytest.mark.parametrize("key", KEYS, ids=IDS)
 @pytest.mark.parametrize("dialect", DIALECTS)
 @pytest.mark.parametrize("doc", [PURCHASE, REVERSAL], ids=["F64", "F128"])
-def test_every_changed_byte_is_a_mismatch_and_a_missing_mac_is_missing(dialect, doc):
+def test_every_changed_byte_is_a_mismatch_and_a_missing_mac_is_missing(dialect, doc, key):
     codec = get_codec(dialect)
-    signer = IsoMac(codec, KEY)
-    wire = signer.encode(doc)
-    assert signer.problem(wire, codec.decode(wire)) == ""
-    assert IsoMac(codec, bytes(16)).problem(wire, codec.decode(wire)) == Reason.MAC_MISMATCH
+    mac = IsoMac(codec)
+    wire = mac.encode(doc, key)
+    other = MacKey(key.algorithm, bytes(len(key.key)))
+    assert mac.signer(wire, codec.decode(wire), (key,)) == ("", key)
+    assert mac.signer(wire, codec.decode(wire), (other, key)) == ("", key)  # the one that fits
+    assert mac.signer(wire, codec.decode(wire), (other,)) == (Reason.MAC_MISMATCH, None)
     for at in range(len(wire)):  # any byte the MAC covers, and the MAC itself
         changed = wire[:at] + bytes([wire[at] ^ 0x01]) + wire[at + 1:]
         try:
             message = codec.decode(changed)
         except ValueError:
             continue  # no longer a message: the codec answers it, not the MAC
-        assert signer.problem(changed, message) == Reason.MAC_MISMATCH, at
+        assert mac.signer(changed, message, (key,)) == (Reason.MAC_MISMATCH, None), at
     unsigned = codec.encode(doc)
-    assert signer.problem(unsigned, codec.decode(unsigned)) == Reason.MAC_MISSING
+    assert mac.signer(unsigned, codec.decode(unsigned), (key,)) == (Reason.MAC_MISSING, None)
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
-def test_without_a_key_messages_are_plain_and_unchecked(dialect):
+def test_without_a_key_messages_are_plain(dialect):
     codec = get_codec(dialect)
-    for key in (None, b""):
-        plain = IsoMac(codec, key)
-        assert plain.key is None and plain.encode(PURCHASE) == codec.encode(PURCHASE)
-        signed = IsoMac(codec, KEY).encode(PURCHASE)
-        assert plain.problem(signed, codec.decode(signed)) == ""
-    assert IsoMac(codec, KEY).binary is (dialect == "iso87binary")
+    assert IsoMac(codec).encode(PURCHASE, None) == codec.encode(PURCHASE)
+    assert IsoMac(codec).binary is (dialect == "iso87binary")
 
 
-def test_server_and_client_share_the_mac():
-    server, client = PosCodec(mac_key=KEY), IsoClient(mac_key=KEY)
-    assert client.encode(PURCHASE) == server.encode(PURCHASE) == encode(PURCHASE, mac_key=KEY)
+def test_the_client_checks_answers_with_its_terminal_s_key():
+    key = KEYS[1]
+    client, mac = IsoClient(key=key), IsoMac(get_codec("iso87ascii"))
+    assert client.encode(PURCHASE) == mac.encode(PURCHASE, key)
     answer = {**PURCHASE, "t": "0210", "39": "05"}
-    assert client.decode(server.encode(answer))["39"] == "05"
+    assert client.decode(mac.encode(answer, key))["39"] == "05"
     with pytest.raises(ValueError, match="answer MAC does not match"):
-        IsoClient(mac_key=bytes(16)).decode(server.encode(answer))
+        IsoClient(key=KEYS[2]).decode(mac.encode(answer, key))
     with pytest.raises(ValueError, match="answer carries no MAC"):
-        client.decode(PosCodec().encode(answer))
-    assert IsoClient().decode(server.encode(answer))["39"] == "05"  # no key: not checked
+        client.decode(mac.encode(answer, None))
+    # Refusals the switch gives before it knows the sender holds the key come unsigned.
+    for code in ("A0", "58", "91", "30"):
+        assert client.decode(mac.encode({**answer, "39": code}, None))["39"] == code
+    assert IsoClient().decode(mac.encode(answer, key))["39"] == "05"  # no key: not checked
+    assert PosCodec().encode(answer) == mac.encode(answer, None)
 
 
 def test_the_mac_s_own_field_says_whether_it_is_binary():
@@ -101,4 +214,4 @@ def test_the_mac_s_own_field_says_whether_it_is_binary():
         f65 = load_dialect(other).field(65)
         mixed = dataclasses.replace(dialect, fields=tuple(
             f65 if spec.number == 65 else spec for spec in dialect.fields))
-        assert IsoMac(Codec(mixed), KEY).binary is (base == "iso87binary")
+        assert IsoMac(Codec(mixed)).binary is (base == "iso87binary")

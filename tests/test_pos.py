@@ -12,9 +12,12 @@ import pytest
 
 from protocols.framing import ASCII_4
 from protocols.iso_channel import ECHOED
+from switch.config import Terminal
 from switch.ledger import Ledger
 from tests.support import make_card, running_switch
 from tests.test_pos_support import (
+    ACQUIRER,
+    TERMINAL,
     Wire,
     ask,
     decode,
@@ -49,8 +52,9 @@ def assert_echoes(answer: dict, request: dict) -> None:
     for key in ECHOED:
         if key in request:
             assert answer[key] == request[key], f"field {key} not echoed"
-    for key in ("35", "52", "55", "64"):
+    for key in ("35", "52", "55"):
         assert key not in answer
+    assert answer.get("64") != request.get("64")  # the answer's own MAC, if any
 
 
 async def otb(ledger: Ledger, pan: str) -> int:
@@ -59,14 +63,20 @@ async def otb(ledger: Ledger, pan: str) -> int:
 
 @pytest.mark.parametrize("code", ["001", "301", "002"])
 async def test_network_management_answered_by_the_listener(pos, code):
-    request = {"t": "0800", "7": new_f7(), "11": new_stan(), "70": code}
+    request = {"t": "0800", "7": new_f7(), "11": new_stan(), "32": ACQUIRER, "41": TERMINAL,
+               "70": code}
     answer = await pos.ask(request)
-    assert answer["t"] == "0810" and answer["39"] == "00"
+    assert answer["t"] == "0810" and answer["39"] == "00" and "128" in answer
     assert (answer["7"], answer["11"], answer["70"]) == (request["7"], request["11"], code)
+    # Unsigned, and from no terminal: answered, unsigned.
+    bare = {"t": "0800", "7": new_f7(), "11": new_stan(), "70": code}
+    answer = await ask(pos.port, bare, pos.dialect, mac_key=None)
+    assert answer["39"] == "00" and "128" not in answer
 
 
 async def test_network_code_unsupported(pos):
-    answer = await pos.ask({"t": "0800", "7": new_f7(), "11": new_stan(), "70": "101"})
+    answer = await pos.ask({"t": "0800", "7": new_f7(), "11": new_stan(), "32": ACQUIRER,
+                            "41": TERMINAL, "70": "101"})
     assert (answer["t"], answer["39"]) == ("0810", "12")
 
 
@@ -274,7 +284,8 @@ MAC_KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
 
 @pytest.mark.parametrize("dialect", ["iso87ascii", "iso87binary"])
 async def test_mac_right_wrong_and_missing(redis_url, dialect):
-    config = iso_config(dialect, mac_key=MAC_KEY.hex(), channels=("pos",))
+    config = iso_config(dialect, channels=("pos",), terminals=[Terminal(
+        acquirer=ACQUIRER, terminal=TERMINAL, algorithm="hmac-sha256", key=MAC_KEY.hex())])
     async with running_switch(redis_url, config) as (switch, ledger):
         pan = await make_card(ledger, limit_fen=100_000)
         wire = await Wire.connect(switch.ports["pos"])
@@ -288,7 +299,7 @@ async def test_mac_right_wrong_and_missing(redis_url, dialect):
                 other = financial("0200", pan, "000000", 2_000)
                 body = await wire.exchange(encode(other, dialect, key))
                 answer = decode(body, dialect)
-                assert answer["39"] == "A0" and mac_ok(body, answer, MAC_KEY, dialect)
+                assert answer["39"] == "A0" and "64" not in answer  # not signed: who sent it?
                 assert answer["44"] in ("mac_mismatch", "mac_missing")
 
             # F128 when the message has a secondary bitmap (here F90 of a reversal).
@@ -299,7 +310,7 @@ async def test_mac_right_wrong_and_missing(redis_url, dialect):
             assert mac_ok(body, answer, MAC_KEY, dialect)
 
             echo = {"t": "0800", "7": new_f7(), "11": new_stan(), "70": "301"}
-            assert decode(await wire.exchange(encode(echo, dialect)), dialect)["39"] == "00"
+            assert decode(await wire.exchange(encode(echo, dialect, None)), dialect)["39"] == "00"
         finally:
             await wire.close()
         view = await ledger.card(pan)

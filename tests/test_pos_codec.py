@@ -3,9 +3,6 @@ answers out. pyiso8583 builds the requests and reads the answers."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,10 +10,11 @@ from hypothesis import strategies as st
 from protocols.channel import Decoded
 from protocols.iso_channel import request_mti, response_mti
 from protocols.iso_client import IsoClient, parse_correlation_id, request_message
+from protocols.iso_mac import KeyRing, MacAlgorithm, MacKey
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from protocols.pos import PosCodec
 from protocols.xpay import XpayCodec, XpayRequest, cryptogram, icc_field
-from tests.test_pos_support import decode, encode, f90, financial
+from tests.test_pos_support import decode, encode, f90, financial, reference_mac
 
 PAN = "6253680000000018"
 C = MessageClass
@@ -141,14 +139,15 @@ def test_damaged_messages_answer_30_or_decode(dialect, cut, flip, byte):
 
 
 def test_client_and_server_agree_on_the_mac():
-    key = bytes(range(16))
-    server, client = PosCodec(mac_key=key), IsoClient(mac_key=key)
+    key = MacKey(MacAlgorithm.X9_19, bytes(range(16)))
+    server = PosCodec(keys=KeyRing({("1", "T1"): key}))
+    client = IsoClient(key=key)
     request = AuthRequest(message_class=C.SALE, channel="pos", card=PAN, amount_fen=100,
                           mcc="5411")
     fields = request_message(request, stan="000001", transmitted="1129120000",
                              terminal="T1", acquirer="1")
     body = client.encode(fields)
-    expected = hmac.new(key, body[:-16], hashlib.sha256).digest()[:8].hex().upper()
+    expected = reference_mac(("x9.19", key.key), body[:-16]).hex().upper()
     assert body[-16:].decode() == expected
     decoded = server.decode_request(body)
     assert isinstance(decoded, Decoded)
@@ -157,7 +156,7 @@ def test_client_and_server_agree_on_the_mac():
     assert (answer.response.response_code, answer.response.open_to_buy_fen) == ("00", 9_900)
     assert answer.correlation_id == "0200-000001-1129120000"
     with pytest.raises(ValueError, match="MAC"):
-        IsoClient(mac_key=bytes(16)).answer(server.encode_response(
+        IsoClient(key=MacKey(MacAlgorithm.X9_19, bytes(16))).answer(server.encode_response(
             decoded.context, AuthResponse(response_code="05")))
 
 

@@ -3,7 +3,9 @@
 Requests are built and answers read by pyiso8583 (`iso8583.encode` / `iso8583.decode` with
 its `default_ascii` and `default` specs), never by our codec, so the tests check the wire
 format and not our codec against itself. The MAC is computed here from its definition in
-docs/channels/pos.md. No tests live in this module.
+docs/channels/pos.md, with the block ciphers of the `cryptography` library block by block
+(never protocols/iso_mac.py). Requests are signed with the demo POS terminal's key unless a
+test says otherwise. No tests live in this module.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import time
 
 import iso8583
 import iso8583.specs
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from protocols.demo import DEMO_POS_MAC
 from protocols.framing import BINARY_2, Framer, HeaderFormat
 from switch.config import Config, Iso8583, Listener
 from tests.support import ANSWER_WAIT_S
@@ -39,11 +44,47 @@ def new_f7() -> str:
     return f"1129{seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}"
 
 
-def iso_config(dialect: str = "iso87ascii", mac_key: str = "", header: str = "binary2",
-               channels: tuple[str, ...] = ("pos", "xpay")) -> Config:
-    settings = Iso8583(dialect=dialect, header=header, mac_key=mac_key)
+# A MAC key as the tests name one: (algorithm, key bytes); bare bytes are HMAC-SHA256.
+DEMO_KEY = (DEMO_POS_MAC[0], bytes.fromhex(DEMO_POS_MAC[1]))  # of ACQUIRER's TERMINAL
+
+
+def iso_config(dialect: str = "iso87ascii", mac: str = "required", header: str = "binary2",
+               channels: tuple[str, ...] = ("pos", "xpay"), terminals=None) -> Config:
+    """`terminals`: the listeners' configured keys (default: the demo terminals)."""
+    settings = Iso8583(dialect=dialect, header=header, mac=mac)
+    if terminals is not None:
+        settings.terminals = terminals
     return Config(listeners={name: Listener(port=0) for name in channels},
                   pos=settings, xpay=settings)
+
+
+def _ecb(cipher, block: bytes) -> bytes:
+    return Cipher(cipher, modes.ECB()).encryptor().update(block)
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b, strict=True))
+
+
+def reference_mac(key, data: bytes) -> bytes:
+    """The MAC as docs/channels/pos.md defines it, one cipher block at a time."""
+    if isinstance(key, bytes):
+        return hmac.new(key, data, hashlib.sha256).digest()[:8]
+    algorithm, raw = key
+    if algorithm == "x9.19":  # CBC with single DES (left half), then 3DES on the last block
+        left, right = TripleDES(raw[:8] * 3), TripleDES(raw[8:] * 3)
+        data += bytes(-len(data) % 8)
+        chain = bytes(8)
+        for at in range(0, len(data), 8):
+            chain = _ecb(left, _xor(chain, data[at:at + 8]))
+        decrypt = Cipher(right, modes.ECB()).decryptor().update(chain)
+        return _ecb(left, decrypt)
+    assert algorithm == "sm4", algorithm  # CBC-MAC, 0x80 then zeros, first 8 bytes
+    data += b"\x80" + bytes(-(len(data) + 1) % 16)
+    chain = bytes(16)
+    for at in range(0, len(data), 16):
+        chain = _ecb(algorithms.SM4(raw), _xor(chain, data[at:at + 16]))
+    return chain[:8]
 
 
 def financial(mti: str, card: str, processing: str, amount_fen: int | None, *, stan: str = "",
@@ -72,8 +113,9 @@ def f90(original: dict) -> str:
     return f"{original['t']}{original['11']}{original['7']}{ACQUIRER:0>11}{'0' * 11}"
 
 
-def encode(doc: dict, dialect: str = "iso87ascii", mac_key: bytes | None = None) -> bytes:
-    """pyiso8583's bytes for `doc`; with a key, F64 (or F128) set to the MAC over the rest."""
+def encode(doc: dict, dialect: str = "iso87ascii", mac_key=DEMO_KEY) -> bytes:
+    """pyiso8583's bytes for `doc`; with a key (None: unsigned), F64 (or F128) set to the
+    MAC over the rest."""
     doc = dict(doc)
     if mac_key is None:
         return bytes(iso8583.encode(doc, SPECS[dialect])[0])
@@ -82,7 +124,7 @@ def encode(doc: dict, dialect: str = "iso87ascii", mac_key: bytes | None = None)
     doc[field] = "0" * 16  # pyiso8583 takes binary fields as hex text in both specs
     body = bytes(iso8583.encode(doc, SPECS[dialect])[0])
     width = 8 if binary else 16
-    code = hmac.new(mac_key, body[:-width], hashlib.sha256).digest()[:8]
+    code = reference_mac(mac_key, body[:-width])
     return body[:-width] + (code if binary else code.hex().upper().encode())
 
 
@@ -105,12 +147,11 @@ def decode(body: bytes, dialect: str = "iso87ascii") -> dict:
     return doc
 
 
-def mac_ok(body: bytes, doc: dict, key: bytes, dialect: str = "iso87ascii") -> bool:
+def mac_ok(body: bytes, doc: dict, key=DEMO_KEY, dialect: str = "iso87ascii") -> bool:
     """The answer's MAC (pyiso8583 gives binary fields as hex text) matches its bytes."""
     given = bytes.fromhex(doc["128" if "128" in doc else "64"])
     width = 8 if dialect == "iso87binary" else 16
-    expected = hmac.new(key, body[:-width], hashlib.sha256).digest()[:8]
-    return hmac.compare_digest(given, expected)
+    return hmac.compare_digest(given, reference_mac(key, body[:-width]))
 
 
 class Wire:
@@ -157,8 +198,7 @@ class Wire:
             pass
 
 
-async def ask(port: int, doc: dict, dialect: str = "iso87ascii",
-              mac_key: bytes | None = None) -> dict:
+async def ask(port: int, doc: dict, dialect: str = "iso87ascii", mac_key=DEMO_KEY) -> dict:
     """Send one pyiso8583-built request on a new connection; the decoded answer."""
     wire = await Wire.connect(port)
     try:

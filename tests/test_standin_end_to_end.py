@@ -12,8 +12,10 @@ import signal
 import subprocess
 import time
 
+from protocols.demo import DEMO_POS_MAC
 from protocols.framing import BINARY_2
 from protocols.iso_client import REQUEST_SHAPES, IsoClient, correlation_id, request_message
+from protocols.iso_mac import MacKey
 from protocols.messages import AuthRequest, MessageClass
 from protocols.pos import DEFAULT_ACQUIRER, DEFAULT_TERMINAL
 from switch.config import Config, Listener
@@ -43,7 +45,7 @@ def stand_in_policy(enabled: bool = True, per_transaction: int = 1000, per_card:
 # --- POS from the client side, as a PipeClient codec -------------------------------------
 
 _stans = itertools.count(time.time_ns() // 1000 % 500_000)
-POS_CLIENT = IsoClient()
+POS_CLIENT = IsoClient(key=MacKey.parse(*DEMO_POS_MAC))  # the demo terminal's key
 
 
 def pos_request(pan: str, amount_fen: int, mcc: str = "5411") -> AuthRequest:

@@ -22,13 +22,20 @@ from pathlib import Path
 
 import redis
 
-from loadtest.generator.adapters.iso import load_test_token, token_secret
+from loadtest.generator.adapters.iso import (
+    ACQUIRER,
+    LOAD_TEST_MAC,
+    load_test_token,
+    token_secret,
+)
 from loadtest.generator.workload import CARD_EXPIRY, CARD_LIMIT_FEN
 from protocols.ledger_layout import (
     FRESH_CARD_BALANCES,
+    TerminalKeyRecord,
     TokenRecord,
     card_indexes,
     card_key,
+    terminal_key,
     token_key,
 )
 
@@ -62,6 +69,7 @@ def seed_cards(url: str, pans: Sequence[str], limit_fen: int = CARD_LIMIT_FEN,
             _seed_batch(client, pans[first:first + SEED_BATCH_CARDS], limit_fen, expiry)
     finally:
         client.close()
+    seed_terminal_key(url)  # every seeding path: the ISO 8583 adapters sign with it
 
 
 def seed_tokens(url: str, pans: Sequence[str], workers: int) -> None:
@@ -81,6 +89,19 @@ def seed_tokens(url: str, pans: Sequence[str], workers: int) -> None:
                 if len(pipe) >= SEED_BATCH_CARDS:
                     pipe.execute()
         pipe.execute()
+    finally:
+        client.close()
+
+
+def seed_terminal_key(url: str) -> None:
+    """The load test acquirer's own MAC key (every terminal of it), as `switch terminal add`
+    writes one."""
+    record = TerminalKeyRecord(algorithm=LOAD_TEST_MAC.algorithm,
+                               key=LOAD_TEST_MAC.key.hex().upper(),
+                               created_ms=int(time.time() * 1000))
+    client = _client(url)
+    try:
+        client.hset(terminal_key(ACQUIRER.lstrip("0"), "*"), mapping=record.fields())
     finally:
         client.close()
 

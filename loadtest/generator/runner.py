@@ -121,6 +121,7 @@ def seed(plan: Plan) -> None:
         seed_tokens(plan.redis_url, pans, plan.workers)
 
 
+
 # --- the worker processes ------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import random
 import time
 from typing import Any
@@ -25,12 +26,14 @@ try:
 except ImportError:  # a test-only peer: `make bench` skips the POS reference without it
     iso8583 = None
 
+from loadtest.generator.adapters.iso import LOAD_TEST_MAC
 from loadtest.generator.event_loop import run_async, until_stopped
 from protocols.channel import FieldError
-from protocols.codes import Reason
+from protocols.codes import Code, Reason
 from protocols.demo import DEMO_JD_KEY, DEMO_JD_MERCHANT
 from protocols.framing import BINARY_2, BINARY_4
-from protocols.iso_channel import request_basics
+from protocols.iso_channel import SIGNED_BY, request_basics
+from protocols.iso_mac import MacKey, mac_field
 from protocols.jd import JdCodec
 from protocols.messages import AuthRequest
 from protocols.pos import PosCodec
@@ -126,10 +129,13 @@ class JdHandler:
 
 class PyIsoAnswers(PosCodec):
     """The switch's POS answers (the request's fields echoed, the decision's added), encoded
-    by pyiso8583 instead of the switch's codec."""
+    by pyiso8583 instead of the switch's codec, signed as the switch signs them."""
 
-    def encode(self, fields: dict[str, Any]) -> bytes:
-        return bytes(iso8583.encode(dict(fields), default_ascii)[0])
+    def encode(self, fields: dict[str, Any], key: MacKey | None = None) -> bytes:
+        if key is None:
+            return bytes(iso8583.encode(dict(fields), default_ascii)[0])
+        body = bytes(iso8583.encode({**fields, mac_field(fields): "0" * 16}, default_ascii)[0])
+        return body[:-16] + key.mac(body[:-16]).hex().upper().encode()
 
 
 class PosHandler:
@@ -145,7 +151,13 @@ class PosHandler:
         self.answers = PyIsoAnswers()
 
     async def answer(self, body: bytes) -> bytes:
+        """As the switch: the load test acquirer's MAC checked, the answer signed with it."""
         message, _ = iso8583.decode(body, default_ascii)
+        given = message.get(mac_field(message))
+        if given is None or not hmac.compare_digest(bytes.fromhex(given),
+                                                    LOAD_TEST_MAC.mac(body[:-16])):
+            return self.answers.answer(message, Code.MAC_FAILURE, Reason.MAC_MISMATCH)
+        message[SIGNED_BY] = LOAD_TEST_MAC
         try:
             request = AuthRequest(**request_basics("pos", message))
         except FieldError as error:

@@ -16,20 +16,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from protocols.iso8583 import Codec, FieldSpec, Iso8583Error, build_tlv, get_codec
-from protocols.iso_mac import IsoMac, mac_field
+from protocols.iso_mac import IsoMac, MacKey, as_key, mac_field
 
 ICC_FIELD = "55"
 
 
 def build(document: Mapping[str, Any], dialect: str | Codec = "iso87ascii",
-          mac_key: bytes | None = None) -> bytes:
+          mac_key: MacKey | bytes | None = None) -> bytes:
     codec = dialect if isinstance(dialect, Codec) else get_codec(dialect)
     fields = message_fields(document, codec)
     if mac_key:
         field = mac_field(fields)
         if field in fields:
             raise Iso8583Error(field, None, "the MAC is computed from --mac-key: leave it out")
-        return IsoMac(codec, mac_key).encode(fields)
+        return IsoMac(codec).encode(fields, as_key(mac_key))
     return codec.encode(fields)
 
 

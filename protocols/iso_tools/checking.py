@@ -18,6 +18,7 @@ from protocols.codes import MEANINGS, Code, Reason
 from protocols.framing import FramingError
 from protocols.iso8583 import Codec, Iso8583Error, get_codec
 from protocols.iso_channel import IsoChannel, card_of, request_class, required_fields
+from protocols.iso_mac import AnyTerminal, MacKey, as_key
 from protocols.iso_tools.parsing import Problem, strip_header
 from protocols.messages import AuthRequest
 from protocols.pos import PosCodec
@@ -39,13 +40,14 @@ class Validation(msgspec.Struct):
 
 
 def validate(data: bytes, channel: str = "pos", dialect: str | Codec = "iso87ascii",
-             header: str = "", mac_key: bytes | None = None,
+             header: str = "", mac_key: MacKey | bytes | None = None,
              request_checks: RequestChecks | None = None) -> Validation:
     """Every problem the listener of `channel` would find in `data`, the request it would
     decide on when there is none. `request_checks` adds the decision's own checks of the
     canonical request (the switch's engine passes its format and amount checks)."""
     codec = dialect if isinstance(dialect, Codec) else get_codec(dialect)
-    server = CHANNELS[channel](codec.dialect, mac_key=mac_key)
+    key = as_key(mac_key)
+    server = CHANNELS[channel](codec.dialect, keys=AnyTerminal(key) if key else None)
     out = Validation(channel)
     try:
         body = strip_header(data, header)

@@ -19,7 +19,7 @@ from protocols.codes import Reason
 from protocols.framing import HEADER_FORMATS, FramingError
 from protocols.iso8583 import Codec, FieldSpec, Iso8583Error, get_codec
 from protocols.iso8583.fields import build, prefix_tables
-from protocols.iso_mac import IsoMac, mac_field
+from protocols.iso_mac import IsoMac, MacKey, as_key, mac_field
 from protocols.iso_tools.icc import SECRET_TAGS, TagView, icc_tags
 from protocols.iso_tools.meanings import SECRET_FIELDS, field_meaning, masked, mti_meaning
 
@@ -187,18 +187,19 @@ def bitmap_fields(codec: Codec, body: bytes) -> list[int]:
     return [n for n in range(2, width + 1) if bits >> (width - n) & 1]
 
 
-def mac_view(codec: Codec, body: bytes, message: Mapping, key: bytes | None) -> MacView | None:
+def mac_view(codec: Codec, body: bytes, message: Mapping, key: MacKey | bytes | None
+             ) -> MacView | None:
     field = mac_field(message)
     if codec.dialect.field(int(field)) is None:
         return None  # a dialect without a MAC field
     if key is None:
         return MacView(field, "not checked") if field in message else None
-    mac = IsoMac(codec, key)
-    problem = mac.problem(body, message)
+    key, mac = as_key(key), IsoMac(codec)
+    problem, _ = mac.signer(body, message, (key,))
     if not problem:
         return MacView(field, "ok")
     unsigned = {k: v for k, v in message.items() if k != field}
     width = codec.dialect.field(int(field)).max_len
-    expected = mac.encode(unsigned)[-width:]
+    expected = mac.encode(unsigned, key)[-width:]
     shown = expected.decode("ascii") if not mac.binary else expected.hex().upper()
     return MacView(field, "missing" if problem == Reason.MAC_MISSING else "wrong", shown)

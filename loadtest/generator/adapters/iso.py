@@ -12,6 +12,11 @@ x-pay sends the card's wallet token in F2 and, for the device's own payments, F5
 cryptogram over the amount and a per-token ATC that only grows. Each worker has its own
 token per card, so the ATCs of two workers never cross; `seed_tokens` in cards.py puts
 them in the vault with their ATC back at zero.
+
+Every message carries the MAC of the load test's own acquirer (ACQUIRER), whose key stands
+for all its terminals (terminal "*" in the key store); `seed_terminal_key` in cards.py puts
+it in Redis. Options: `mac=off` sends unsigned (to a listener with mac = "off"); `mac_key`
+(hex) and `mac_algorithm` sign with another key.
 """
 
 from __future__ import annotations
@@ -27,12 +32,16 @@ from protocols import xpay
 from protocols.cardnumbers import LOAD_TEST_TOKEN_BIN, luhn_check_digit
 from protocols.framing import HEADER_FORMATS
 from protocols.iso_client import REQUEST_SHAPES, IsoClient, correlation_id, request_message
+from protocols.iso_mac import MacAlgorithm, MacKey
 from protocols.messages import AuthResponse
 
 if TYPE_CHECKING:
     from loadtest.generator.workload import Txn
 
-ACQUIRER = "00010000"  # F32, as `switch send` uses (protocols/pos.py DEFAULT_ACQUIRER)
+# F32 of every load-test message: an acquirer of its own, apart from the demo one, whose
+# acquirer-wide MAC key (LOAD_TEST_MAC) signs for the run's terminals.
+ACQUIRER = "00090000"
+LOAD_TEST_MAC = MacKey(MacAlgorithm.X9_19, hashlib.sha256(b"loadtest-acquirer-key").digest()[:16])
 STANS_PER_TERMINAL = 1_000_000  # F11 is six digits
 TOKEN_BIN = LOAD_TEST_TOKEN_BIN  # next to the switch's own token range: never a card number
 ATC_MAX = 0xFFFF  # 9F36 is two bytes
@@ -85,8 +94,15 @@ def _client(options: Options) -> tuple[IsoClient, str]:
     header = options.get("header", "binary2")
     if header not in HEADER_FORMATS:
         raise ValueError(f"header must be one of {', '.join(HEADER_FORMATS)}")
-    mac_key = bytes.fromhex(options.get("mac_key", ""))
-    return IsoClient(options.get("dialect", "iso87ascii"), mac_key), header
+    return IsoClient(options.get("dialect", "iso87ascii"), mac_key_of(options)), header
+
+
+def mac_key_of(options: Options) -> MacKey | None:
+    if options.get("mac") == "off":
+        return None
+    if options.get("mac_key"):
+        return MacKey.parse(options.get("mac_algorithm", MacAlgorithm.X9_19), options["mac_key"])
+    return LOAD_TEST_MAC
 
 
 def _decoder(client: IsoClient):

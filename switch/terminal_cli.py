@@ -1,0 +1,184 @@
+"""`switch terminal ...` (terminals' MAC keys) and the MAC key `switch send` signs with.
+
+switch/cli.py registers them; they live here to keep that module small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import msgspec
+
+from protocols.demo import DEMO_XPAY_TERMINAL
+from protocols.iso_mac import MacAlgorithm, MacKey
+from protocols.ledger_layout import TerminalKeyRecord
+from protocols.pos import DEFAULT_ACQUIRER, DEFAULT_TERMINAL
+from switch import limits
+from switch.channels import configured_keys
+from switch.cli_common import (
+    REDIS_URL_FILE,
+    UserError,
+    configured_redis,
+    redis_for_command,
+)
+from switch.config import load
+from switch.redis_client import connect
+from switch.redis_runner import reachable
+from switch.terminal_keys import ACQUIRER_WIDE, TerminalKeyStore, new_key, scope, usable
+
+
+async def with_store(url: str, work):
+    client = connect(url)
+    try:
+        return await work(TerminalKeyStore(client))
+    finally:
+        await client.aclose()
+
+
+def run_store(args: argparse.Namespace, work):
+    try:
+        return asyncio.run(with_store(redis_for_command(args), work))
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def given_key(args: argparse.Namespace) -> MacKey:
+    """--key HEX with --algorithm, else a fresh random key."""
+    try:
+        return MacKey.parse(args.algorithm, args.key) if args.key else new_key(args.algorithm)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def cmd_terminal_add(args: argparse.Namespace) -> int:
+    key = given_key(args)
+    record = run_store(args, lambda store: store.add(args.acquirer, args.terminal, key))
+    print_record(args, record, new=key)
+    return 0
+
+
+def cmd_terminal_rotate(args: argparse.Namespace) -> int:
+    key = given_key(args)
+    record = run_store(args, lambda store: store.rotate(args.acquirer, args.terminal, key,
+                                                        args.grace))
+    print_record(args, record, new=key)
+    return 0
+
+
+def cmd_terminal_show(args: argparse.Namespace) -> int:
+    record = run_store(args, lambda store: store.show(args.acquirer, args.terminal))
+    if record is None:
+        raise UserError(f"terminal {args.terminal} of acquirer {args.acquirer} has no key in "
+                        "Redis (`switch terminal add` gives it one)")
+    print_record(args, record)
+    return 0
+
+
+def when(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000)) if ms else "-"
+
+
+def print_record(args: argparse.Namespace, record: TerminalKeyRecord,
+                 new: MacKey | None = None) -> None:
+    """The record with its keys as check values; a key just made is printed once, in hex."""
+    current = MacKey.parse(record.algorithm, record.key)
+    previous = (MacKey.parse(record.previous_algorithm, record.previous_key)
+                if record.previous_key else None)
+    view = {"acquirer": scope(args.acquirer, args.terminal)[0], "terminal": args.terminal,
+            "algorithm": str(current.algorithm), "kcv": current.kcv(),
+            "created": when(record.created_ms), "rotated": when(record.rotated_ms),
+            "previous_kcv": previous.kcv() if previous else "",
+            "previous_accepted_until": when(record.previous_until_ms) if previous else ""}
+    if new is not None:
+        view["key"] = new.key.hex().upper()
+    if getattr(args, "json", False):
+        print(msgspec.json.encode(view).decode())
+        return
+    print(f"terminal {view['terminal']} of acquirer {view['acquirer']}  {view['algorithm']}  "
+          f"KCV {view['kcv']}")
+    print(f"  created {view['created']}  rotated {view['rotated']}")
+    if previous:
+        print(f"  previous key KCV {view['previous_kcv']} accepted until "
+              f"{view['previous_accepted_until']}")
+    if new is not None:
+        print(f"  key {view['key']}  (shown this once: load it into the terminal)")
+
+
+# --- the key `switch send` signs with --------------------------------------------------------
+
+
+def key_for_send(args: argparse.Namespace) -> MacKey | None:
+    """--mac-key, else the terminal's key in Redis (when a Redis is found), else in the
+    config (the demo terminals); None with --mac off. Sets the default --terminal."""
+    args.terminal = args.terminal or default_terminal(args.channel)
+    if args.mac == "off" or args.mac_key:
+        return chosen_key(args, None)
+    url = configured_redis(args) or (REDIS_URL_FILE.read_text().strip()
+                                     if REDIS_URL_FILE.exists() else "")
+    if not (url and reachable(url)):
+        return chosen_key(args, None)
+    return asyncio.run(with_store(url, lambda store: key_from_store(store, args)))
+
+
+async def key_from_store(store: TerminalKeyStore, args: argparse.Namespace) -> MacKey | None:
+    """`key_for_send` with the store at hand (`switch scenario run`)."""
+    args.terminal = args.terminal or default_terminal(args.channel)
+    if args.mac == "off" or args.mac_key:
+        return chosen_key(args, None)
+    return chosen_key(args, await store.read(*scope(args.acquirer, args.terminal)))
+
+
+def chosen_key(args: argparse.Namespace, record: TerminalKeyRecord | None) -> MacKey | None:
+    """--mac off: None; --mac-key; the record's current key; the config's key."""
+    if args.mac == "off":
+        return None
+    if args.mac_key:
+        try:
+            return MacKey.parse(args.mac_algorithm or MacAlgorithm.X9_19, args.mac_key)
+        except ValueError as error:
+            raise UserError(f"--mac-key: {error}") from None
+    if record is not None:
+        return usable(record, 0)[0]
+    acquirer, terminal = scope(args.acquirer, args.terminal)
+    keys = configured_keys(getattr(load(args.config), args.channel))
+    key = keys.get((acquirer, terminal)) or keys.get((acquirer, ACQUIRER_WIDE))
+    if key is None:
+        raise UserError(f"no MAC key for terminal {terminal} of acquirer {args.acquirer}: "
+                        "pass --mac-key HEX (and --mac-algorithm), add one with `switch "
+                        "terminal add`, or send unsigned with --mac off")
+    return key
+
+
+def default_terminal(channel: str) -> str:
+    return DEMO_XPAY_TERMINAL if channel == "xpay" else DEFAULT_TERMINAL
+
+
+def add_commands(command, redis_option) -> None:
+    terminal = command("terminal", None, "ISO 8583 terminals' MAC keys (pos, xpay): add, "
+                       "show, rotate")
+    actions = terminal.add_subparsers(required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="a terminal's first key (printed once, in hex)")
+    add.set_defaults(func=cmd_terminal_add)
+    rotate = actions.add_parser(
+        "rotate", help="a new key; the previous one is still accepted for the grace period")
+    rotate.set_defaults(func=cmd_terminal_rotate)
+    rotate.add_argument("--grace", type=float, default=limits.terminal_key_rotation_grace_s,
+                        metavar="SECONDS", help="how long the previous key is still accepted "
+                        f"(default and most {limits.terminal_key_rotation_grace_s:g})")
+    show = actions.add_parser("show", help="algorithm, key check value (KCV), dates")
+    show.set_defaults(func=cmd_terminal_show)
+    for sub in (add, rotate, show):
+        sub.add_argument("acquirer", metavar="ACQUIRER", help="F32, e.g. "
+                         f"{DEFAULT_ACQUIRER}")
+        sub.add_argument("terminal", metavar="TERMINAL", help="F41, e.g. "
+                         f"{DEFAULT_TERMINAL}; * for the acquirer's own key (every terminal "
+                         "of it without one)")
+        sub.add_argument("--json", action="store_true", help="one JSON object")
+        redis_option(sub)
+    for sub in (add, rotate):
+        sub.add_argument("--algorithm", choices=list(MacAlgorithm), default=MacAlgorithm.X9_19,
+                         help="MAC algorithm (default x9.19; docs/channels/pos.md)")
+        sub.add_argument("--key", metavar="HEX", help="the key to use (default: a new random "
+                         "one)")
