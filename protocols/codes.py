@@ -183,6 +183,7 @@ class Reason(enum.StrEnum):
     # Money and originals (switch/lua/).
     INSUFFICIENT_OPEN_TO_BUY = "insufficient_open_to_buy"
     ORIGINAL_NOT_FOUND = "original_not_found"
+    ORIGINAL_ACQUIRER_DIFFERS = "original_acquirer_differs"  # F90 names another acquirer
     ORIGINAL_NOT_AN_AUTHORIZATION = "original_not_an_authorization"
     ORIGINAL_NOT_CAPTURED = "original_not_captured"
     ORIGINAL_ALREADY = "original_already_{state}"
@@ -261,6 +262,7 @@ REASON_CODES: Mapping[Reason, frozenset[str]] = {
     Reason.VELOCITY_AMOUNT: frozenset({Code.EXCEEDS_AMOUNT_LIMIT}),
     Reason.INSUFFICIENT_OPEN_TO_BUY: frozenset({Code.INSUFFICIENT_CREDIT}),
     Reason.ORIGINAL_NOT_FOUND: frozenset({Code.ORIGINAL_NOT_FOUND}),
+    Reason.ORIGINAL_ACQUIRER_DIFFERS: frozenset({Code.ORIGINAL_NOT_FOUND}),
     Reason.ORIGINAL_NOT_AN_AUTHORIZATION: frozenset({Code.INVALID_TRANSACTION}),
     Reason.ORIGINAL_NOT_CAPTURED: frozenset({Code.INVALID_TRANSACTION}),
     Reason.ORIGINAL_ALREADY: frozenset({Code.INVALID_TRANSACTION}),

@@ -100,6 +100,10 @@ class IsoChannel:
         try:
             request = self.build(message, request_basics(self.name, message))
         except FieldError as error:
+            if error.reason == Reason.ORIGINAL_ACQUIRER_DIFFERS:
+                return self._refuse(message, error.code, error.reason,
+                                    institution(message.get("32", "")),
+                                    message.get("41", "").rstrip())
             return self.answer(message, error.code, error.reason)
         return Decoded(request, message)
 
@@ -279,20 +283,24 @@ def currency_of(message: dict) -> int:
 
 def original_of(channel: str, message: dict, message_class: MessageClass, txn_ref: str,
                 terminal: str, acquirer: str) -> str:
-    """The original's txn_ref: from F90 (its STAN, acquirer) + our F41, else this STAN.
+    """The original's txn_ref: from F90 (its STAN) + our F32 and F41, else this STAN.
 
-    A transaction is known by acquirer + terminal + STAN (txn_ref). F90 names the
-    original's STAN and acquirer but not its terminal, which is this message's F41. A
-    reversal without F90 repeats the original's STAN, terminal and RRN.
+    A transaction is known by acquirer + terminal + STAN (txn_ref), so a message can name
+    only originals of its own acquirer and terminal, which its MAC vouches for. F90 names
+    the original's STAN and acquirer but not its terminal, which is this message's F41; an
+    F90 acquirer other than this message's own is refused (25): one acquirer never reverses,
+    completes or refunds another's transactions. A reversal without F90 repeats the
+    original's STAN, terminal and RRN.
     """
     if message_class not in (MessageClass.REVERSAL, MessageClass.CAPTURE, MessageClass.REFUND):
         return ""
     original = message.get("90", "")
     if original:
         stan, original_acquirer = original[4:10], original[20:31]
-        if int(original_acquirer) == 0:  # acquirers that leave it zero mean themselves
-            return f"{channel}:{acquirer}:{terminal}:{stan}"
-        return f"{channel}:{institution(original_acquirer)}:{terminal}:{stan}"
+        # Acquirers that leave it zero mean themselves.
+        if int(original_acquirer) != 0 and institution(original_acquirer) != acquirer:
+            raise FieldError(Code.ORIGINAL_NOT_FOUND, Reason.ORIGINAL_ACQUIRER_DIFFERS)
+        return f"{channel}:{acquirer}:{terminal}:{stan}"
     if message_class is MessageClass.REVERSAL:  # required_fields named its RRN (F37)
         return txn_ref
     raise FieldError(Code.FORMAT_ERROR, Reason.ORIGINAL_DATA_MISSING)

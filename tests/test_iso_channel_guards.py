@@ -194,10 +194,8 @@ def test_amounts_by_class(mti, processing, amount, expected):
 
 @pytest.mark.parametrize(("mti", "processing", "f90", "original"), [
     ("0400", "000000", F90, "pos:10000:TERM0001:000123"),
-    ("0400", "000000", "0200" "654321" "1129120000" "00000070000" + "0" * 11,
-     "pos:70000:TERM0001:654321"),
-    ("0400", "000000", "0200" "654321" "1129120000" "12345678901" + "0" * 11,  # all 11
-     "pos:12345678901:TERM0001:654321"),
+    ("0400", "000000", "0200" "654321" "1129120000" "00000010000" + "0" * 11,
+     "pos:10000:TERM0001:654321"),
     ("0400", "000000", "0200" "654321" "1129120000" + "0" * 22,  # zero acquirer: ours
      "pos:10000:TERM0001:654321"),
     ("0220", "000000", "0100" "000777" "1129120000" "00000010000" + "0" * 11,
@@ -211,6 +209,20 @@ def test_amounts_by_class(mti, processing, amount, expected):
 def test_originals(mti, processing, f90, original):
     doc = sale(t=mti, **{"3": processing, "11": "000999", "90": f90})
     assert request(doc).original_ref == original
+
+
+@pytest.mark.parametrize(("acquirer", "f90_acquirer", "original"), [
+    ("70000", "00000070000", "pos:70000:TERM0001:654321"),
+    ("12345678901", "12345678901", "pos:12345678901:TERM0001:654321"),  # all 11 digits
+    ("0070000", "00000070000", "pos:70000:TERM0001:654321"),  # leading zeros differ only
+])
+def test_an_original_is_of_the_message_s_own_acquirer(acquirer, f90_acquirer, original):
+    f90 = "0200" "654321" "1129120000" + f90_acquirer + "0" * 11
+    doc = sale(t="0400", **{"32": acquirer, "90": f90})
+    assert request(doc).original_ref == original
+    for other in ("00000070001", "00000000001", "10000000000"):
+        refused = answered(sale(t="0400", **{"32": acquirer, "90": f90[:20] + other + "0" * 11}))
+        assert (refused["39"], refused["44"]) == ("25", "original_acquirer_differs")
 
 
 def test_reversal_and_original_never_share_an_idempotency_key():

@@ -283,3 +283,41 @@ def test_the_previous_key_is_usable_until_its_last_millisecond():
                                previous_until_ms=1_000)
     assert [k.algorithm for k in usable(record, 999)] == ["sm4", "x9.19"]
     assert [k.algorithm for k in usable(record, 1_000)] == ["sm4"]
+
+
+async def test_only_the_original_s_acquirer_and_terminal_reverse_complete_or_refund(redis_url):
+    async with serving(redis_url) as (_, ledger, store, _, wire):
+        pan = await make_card(ledger, limit_fen=100_000)
+        sale = financial("0200", pan, "000000", 5_000)  # the demo terminal's
+        assert (await exchange(wire, sale, DEMO_KEY))[0]["39"] == "00"
+        other_acquirer = f"{secrets.randbelow(10**7) + 20_000_000:08d}"
+        host_key = MacKey(MacAlgorithm.X9_19, secrets.token_bytes(16))
+        await store.add(other_acquirer, "*", host_key)  # signs for any terminal of its own
+        other_terminal = MacKey(MacAlgorithm.SM4, secrets.token_bytes(16))
+        terminal = new_terminal()
+        await store.add(ACQUIRER, terminal, other_terminal)
+
+        def undo(mti: str, processing: str, amount: int, acquirer: str = ACQUIRER,
+                 on: str = "TERM0001", named_acquirer: str = ACQUIRER) -> dict:
+            doc = financial(mti, pan, processing, amount, terminal=on,
+                            original=f90(sale)[:20] + f"{named_acquirer:0>11}" + "0" * 11)
+            return doc | {"32": acquirer}
+
+        for mti, processing in (("0400", "000000"), ("0220", "000000"), ("0200", "200000")):
+            # Another acquirer naming the sale in F90 (its MAC right, for its own F32): 25.
+            answer, _ = await exchange(wire, undo(mti, processing, 5_000, other_acquirer),
+                                       key_of(host_key))
+            assert (answer["39"], answer["44"]) == ("25", "original_acquirer_differs")
+            # ... or naming itself: it has no such transaction.
+            answer, _ = await exchange(wire, undo(mti, processing, 5_000, other_acquirer,
+                                                  named_acquirer=other_acquirer),
+                                       key_of(host_key))
+            assert (answer["39"], answer["44"]) == ("25", "original_not_found")
+            # The sale's acquirer, from another of its terminals: not that terminal's sale.
+            answer, _ = await exchange(wire, undo(mti, processing, 5_000, on=terminal),
+                                       key_of(other_terminal))
+            assert (answer["39"], answer["44"]) == ("25", "original_not_found")
+        view = await ledger.card(pan)
+        assert (view.posted, view.pending_credit, len(view.transactions)) == (5_000, 0, 1)
+        answer, _ = await exchange(wire, undo("0400", "000000", 5_000), DEMO_KEY)
+        assert answer["39"] == "00" and (await ledger.card(pan)).posted == 0
