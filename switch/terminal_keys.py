@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Mapping
 
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 
 from protocols.iso_channel import institution
 from protocols.iso_mac import KEY_SIZES, MacAlgorithm, MacKey
@@ -163,15 +163,37 @@ class CachedKeys:
         return reading
 
     async def _read(self, acquirer: str, terminal: str) -> tuple[MacKey, ...]:
-        record = await self.store.read(acquirer, terminal)
-        now_ms = self.clock.now_ms()
-        if record is not None:
-            keys, until_ms = usable(record, now_ms), record.previous_until_ms
+        try:
+            record = await self.store.read(acquirer, terminal)
+        except (RedisError, OSError, TimeoutError):
+            # Redis unreachable (stand-in time): the keys last read, else the config's, for
+            # the cache's lifetime (not a read per request while Redis is away).
+            known = self._last_known(acquirer, terminal)
+            if known is None:
+                raise
+            keys, until_ms = known
         else:
-            key = (self.configured.get((acquirer, terminal))
-                   or self.configured.get((acquirer, ACQUIRER_WIDE)))
-            keys, until_ms = ((), 0) if key is None else ((key,), 0)
-        if len(self._cache) >= limits.terminal_keys_cached_max:
+            if record is not None:
+                keys, until_ms = usable(record, self.clock.now_ms()), record.previous_until_ms
+            else:
+                keys, until_ms = self._configured(acquirer, terminal), 0
+        now_ms, name = self.clock.now_ms(), (acquirer, terminal)
+        if name not in self._cache and len(self._cache) >= limits.terminal_keys_cached_max:
             del self._cache[next(iter(self._cache))]  # the oldest entry
-        self._cache[(acquirer, terminal)] = (now_ms, keys, until_ms)
-        return keys
+        self._cache[name] = (now_ms, keys, until_ms)
+        return keys if now_ms < until_ms else keys[:1]
+
+    def _configured(self, acquirer: str, terminal: str) -> tuple[MacKey, ...]:
+        key = (self.configured.get((acquirer, terminal))
+               or self.configured.get((acquirer, ACQUIRER_WIDE)))
+        return () if key is None else (key,)
+
+    def _last_known(self, acquirer: str, terminal: str
+                    ) -> tuple[tuple[MacKey, ...], int] | None:
+        """(keys, the previous key's last ms): the cached ones however old, else the
+        config's; None when neither has one."""
+        entry = self._cache.get((acquirer, terminal))
+        if entry is not None:
+            return entry[1], entry[2]
+        configured = self._configured(acquirer, terminal)
+        return (configured, 0) if configured else None

@@ -230,17 +230,37 @@ async def test_a_connection_s_requests_start_in_order_while_keys_are_fetched(red
         assert answers == {terminal: "00", "TERM0001": "51"}
 
 
-async def test_keys_that_cannot_be_read_answer_91(tmp_path):
+async def test_with_redis_away_the_keys_last_read_or_the_config_s_still_check_macs(
+        tmp_path, caplog):
     redis = PrivateRedis(tmp_path)
     url = redis.start()
     stopped = False
     try:
-        async with serving(url) as (_, _, _, _, wire):
+        async with serving(url) as (_, ledger, store, clock, wire):
+            terminal = new_terminal()
+            key = MacKey(MacAlgorithm.SM4, secrets.token_bytes(16))
+            await store.add(ACQUIRER, terminal, key)
+            pan = await make_card(ledger, limit_fen=100_000)
+            sale = financial("0200", pan, "000000", 100, terminal=terminal)
+            assert (await exchange(wire, sale, key_of(key)))[0]["39"] == "00"  # cached
+            clock.advance(limits.terminal_key_cache_ttl_s)  # and stale
             redis.stop()
             stopped = True
-            sale = financial("0200", "6253680000000018", "000000", 100)
-            answer, _ = await exchange(wire, sale, DEMO_KEY)
+            for on, right in ((terminal, key_of(key)), ("TERM0001", DEMO_KEY)):
+                # The MAC is still checked, with the keys last read or the config's: a wrong
+                # one is A0; a right one reaches the ledger, which is away too (91).
+                doc = financial("0200", pan, "000000", 100, terminal=on)
+                wrong, _ = await exchange(wire, doc, (MacAlgorithm.SM4, bytes(16)))
+                assert (wrong["39"], wrong["44"]) == ("A0", "mac_mismatch"), on
+                doc = financial("0200", pan, "000000", 100, terminal=on)
+                answer, _ = await exchange(wire, doc, right)
+                assert answer["39"] == "91", on
+            assert "cannot read terminal keys" not in caplog.text
+            # A terminal neither read before nor configured: its keys are unknown, 91.
+            doc = financial("0200", pan, "000000", 100, terminal=new_terminal())
+            answer, _ = await exchange(wire, doc, key_of(key))
             assert (answer["39"], answer["44"]) == ("91", "issuer_unavailable")
+            assert "cannot read terminal keys" in caplog.text
     finally:
         if not stopped:
             redis.stop()
