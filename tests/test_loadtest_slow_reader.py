@@ -3,6 +3,7 @@ No figure is asserted: only that each part measures what it says."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from loadtest.harness import slow_reader
 from protocols.codes import Code
 from protocols.framing import BINARY_4, Framer
 from switch.channels import CODECS
-from switch.config import Config
+from switch.config import Config, ServerLimits
+from tests.support import running_switch, switch_config
 
 
 def test_rss_is_the_processs_resident_memory():
@@ -57,3 +59,23 @@ def test_the_table_puts_both_phases_side_by_side():
     text = slow_reader.table(result)
     assert "healthy p99 (ms)" in text and "9.5" in text
     assert "peak 41.5 MiB (+1.5 MiB)" in text and "(+0.5 MiB)" in text
+    assert "tricklers" not in text
+    result |= {"healthy_with_tricklers": phase | {"p99_ms": 7.25},
+               "tricklers": {"sockets": 200, "cut": 200}}
+    text = slow_reader.table(result)
+    assert "with 200 tricklers" in text and "7.25" in text and "'cut': 200" in text
+
+
+async def test_a_trickler_is_timed_until_the_switch_cuts_it(redis_url):
+    """Against a real switch with a frame deadline of half a second: cut, and timed."""
+    limits = ServerLimits(frame_deadline_s=0.5)
+    async with running_switch(redis_url, switch_config(server_limits=limits)) as (switch, _):
+        loop = asyncio.get_running_loop()
+        result = await slow_reader.tricklers(switch.ports["jd"], 3, loop.time() + 8)
+    assert (result["sockets"], result["cut"], result["open_at_end"]) == (3, 3, 0)
+    assert 0.5 <= result["cut_after_s_min"] <= result["cut_after_s_max"] < 8
+
+
+def test_the_first_frame_of_a_chunk():
+    frames = [BINARY_4.encode(3) + b"abc", BINARY_4.encode(2) + b"de"]
+    assert slow_reader.first_frame(b"".join(frames)) == frames[0]

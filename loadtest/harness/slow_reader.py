@@ -5,7 +5,9 @@ side by side in one run:
 (A) a healthy client alone: the open-loop generator on JD at a constant rate;
 (B) the same healthy client, and a bad client that sends requests as fast as the switch takes
     them (`--bad-requests`: sales, or frames answered at once with a format error) and never
-    reads an answer; when the switch cuts it, it connects again.
+    reads an answer; when the switch cuts it, it connects again;
+(C) unless `--tricklers 0`, the same healthy client beside N sockets that each send a sale one
+    byte a second (slowloris): when, if ever, the switch cuts them.
 The switch's resident memory (VmRSS of its process, /proc) is sampled throughout: its growth
 during (B) and what is still held some seconds after the bad client has left. The healthy
 client's p99 in (A) and (B). `--switch-checkout DIR` runs the switch of another checkout (the
@@ -50,6 +52,7 @@ BAD_CHUNK_REQUESTS = 500  # per write of the bad client
 # buffers then hold little of what it does not read, and what piles up is the switch's.
 BAD_RCVBUF_BYTES = 64 * 1024
 RSS_SAMPLE_S = 0.25
+TRICKLE_INTERVAL_S = 1.0  # one byte a second: a sale's frame would take minutes
 FORMAT_ERROR = BINARY_4.encode(5) + b"\xff{not"  # not JSON: answered 30 without Redis
 SEED = 1
 
@@ -136,6 +139,44 @@ async def bad_client(port: int, chunks: list[bytes], until: float) -> dict[str, 
     return {"connections": connections, "cut_by_switch": cut, "sent_bytes": sent_bytes}
 
 
+async def trickler(port: int, frame: bytes, until: float) -> float | None:
+    """Sends `frame` a byte at a time; the seconds from its first byte until the switch cut
+    the connection, or None when it was still open at `until` (loop time)."""
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    began = loop.time()
+    try:
+        for byte in frame:
+            if loop.time() >= until:
+                return None
+            writer.write(bytes([byte]))
+            try:
+                async with asyncio.timeout(TRICKLE_INTERVAL_S):
+                    if await reader.read(1) == b"":
+                        return loop.time() - began
+            except TimeoutError:
+                continue
+        return None
+    except ConnectionError:
+        return loop.time() - began
+    finally:
+        writer.close()
+
+
+async def tricklers(port: int, count: int, until: float) -> dict:
+    """`count` tricklers at once, each sending a whole sale (which it never finishes)."""
+    frame = first_frame(bad_stream("sales")[0])
+    cut = [t for t in await asyncio.gather(*(trickler(port, frame, until)
+                                             for _ in range(count))) if t is not None]
+    return {"sockets": count, "cut": len(cut), "open_at_end": count - len(cut),
+            "cut_after_s_min": round(min(cut), 1) if cut else None,
+            "cut_after_s_max": round(max(cut), 1) if cut else None}
+
+
+def first_frame(chunk: bytes) -> bytes:
+    return chunk[:BINARY_4.size_bytes + BINARY_4.decode(chunk[:BINARY_4.size_bytes])]
+
+
 async def healthy_load(port: int, redis_url: str, args: argparse.Namespace) -> dict:
     plan = Plan(rate=args.rate, duration_s=args.duration, mix={"jd": 1},
                 targets={"jd": Target("127.0.0.1", port)}, connections=HEALTHY_CONNECTIONS,
@@ -176,6 +217,15 @@ async def measure(args: argparse.Namespace, logs: Path) -> dict:
             peak_rss = sampler.peak(began)
             await asyncio.sleep(args.settle)
             after_rss = sampler.now()
+            trickled = with_tricklers = None
+            if args.tricklers:
+                say(f"== (C) the healthy client, and {args.tricklers} sockets sending a byte "
+                    f"a second")
+                slow = loop.create_task(tricklers(port, args.tricklers,
+                                                  loop.time() + args.duration))
+                with_tricklers = await healthy_load(port, url, args)
+                trickled = await slow
+                say(f"   p99 {with_tricklers['p99_ms']} ms; tricklers: {trickled}")
             await sampler.stop()
         counters = switch_counters.parse_counters(server.log.read_text()) or {}
     finally:
@@ -183,10 +233,11 @@ async def measure(args: argparse.Namespace, logs: Path) -> dict:
     mib = 1024 * 1024
     return {
         "settings": {"rate": args.rate, "duration_s": args.duration, "settle_s": args.settle,
-                     "bad_requests": args.bad_requests,
+                     "bad_requests": args.bad_requests, "tricklers": args.tricklers,
                      "healthy_connections": HEALTHY_CONNECTIONS,
                      "switch": str(args.switch_checkout or "this checkout")},
         "healthy_alone": alone, "healthy_with_bad_client": with_bad, "bad_client": bad_result,
+        "healthy_with_tricklers": with_tricklers, "tricklers": trickled,
         "rss_mib": {"healthy_alone": round(alone_rss / mib, 1),
                     "before_bad": round(before_rss / mib, 1),
                     "peak_with_bad": round(peak_rss / mib, 1),
@@ -199,21 +250,26 @@ async def measure(args: argparse.Namespace, logs: Path) -> dict:
 
 
 def table(result: dict) -> str:
-    alone, bad = result["healthy_alone"], result["healthy_with_bad_client"]
+    phases = [("healthy alone", result["healthy_alone"]),
+              ("with a client that never reads", result["healthy_with_bad_client"])]
+    if result.get("healthy_with_tricklers"):
+        phases.append((f"with {result['tricklers']['sockets']} tricklers",
+                       result["healthy_with_tricklers"]))
+    rows = [("", *(name for name, _ in phases))] + [
+        (label, *(phase[key] for _, phase in phases)) for label, key in (
+            ("healthy p50 (ms)", "p50_ms"), ("healthy p99 (ms)", "p99_ms"),
+            ("healthy p99.9 (ms)", "p99.9_ms"), ("healthy answered", "answered"),
+            ("healthy failures", "failures"))]
+    lines = [f"{row[0]:<20}" + "".join(f" {cell!s:>32}" for cell in row[1:]) for row in rows]
     rss = result["rss_mib"]
-    rows = [("", "healthy alone", "with a client that never reads"),
-            ("healthy p50 (ms)", alone["p50_ms"], bad["p50_ms"]),
-            ("healthy p99 (ms)", alone["p99_ms"], bad["p99_ms"]),
-            ("healthy p99.9 (ms)", alone["p99.9_ms"], bad["p99.9_ms"]),
-            ("healthy answered", alone["answered"], bad["answered"]),
-            ("healthy failures", alone["failures"], bad["failures"])]
-    lines = [f"{a:<20} {b!s:>16} {c!s:>32}" for a, b, c in rows]
     lines.append(f"\nswitch RSS: {rss['before_bad']} MiB before the bad client, peak "
                  f"{rss['peak_with_bad']} MiB (+{rss['growth']} MiB), "
                  f"{rss['after_bad_left']} MiB {result['settings']['settle_s']:g} s after it "
                  f"left ({rss['kept_after']:+} MiB)")
     lines.append(f"bad client: {result['bad_client']}; switch counters: "
                  f"{result['switch_counters']}")
+    if result.get("tricklers"):
+        lines.append(f"tricklers: {result['tricklers']}")
     return "\n".join(lines)
 
 
@@ -232,6 +288,9 @@ def add_command(commands) -> None:
     sub.add_argument("--bad-requests", choices=("sales", "format-errors"), default="sales",
                      help="what the bad client sends: JD sales (default), or frames answered "
                      "at once with a format error (the most answers per second)")
+    sub.add_argument("--tricklers", type=int, default=200,
+                     help="sockets sending a byte a second in phase (C); 0 skips it "
+                     "(default 200)")
     sub.add_argument("--switch-checkout", type=Path, metavar="DIR",
                      help="run the switch of this checkout instead (e.g. a worktree of the "
                      "commit before a change), for a before/after figure")
