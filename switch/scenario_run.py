@@ -17,20 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols.cardnumbers import luhn_check_digit, mask_pan
-from protocols.channel import ClientAnswer
 from protocols.ledger_layout import card_key
 from switch import send
 from switch.cards import DEMO_BIN
+from switch.channel_client import ChannelClient, Sent
 from switch.ledger import Ledger
 from switch.redis_client import connect
 from switch.scenario_file import Scenario, Step, card_of
-from switch.terminal_cli import key_from_store
-from switch.terminal_keys import TerminalKeyStore
-from switch.tokens import TokenVault
 
 PASS, FAIL, TIMEOUT, ERROR, SKIPPED = "PASS", "FAIL", "TIMEOUT", "ERROR", "SKIPPED"
 FRESH_NUMBER_ATTEMPTS_MAX = 8  # random numbers tried before a card range counts as full
-XPAY_WALLET = "apple"
 
 
 @dataclass(frozen=True)
@@ -60,30 +56,16 @@ class ScenarioResult:
         return all(result.outcome == PASS for result in self.steps)
 
 
-@dataclass
-class Sent:
-    """What a step sent and heard: a repeat sends the same bytes; a later step names the
-    transaction by its id."""
-
-    channel: str
-    args: argparse.Namespace
-    body: bytes
-    answer: ClientAnswer
-
-
 class Run:
     """One scenario's run: its cards, its tokens, what each step sent."""
 
     def __init__(self, scenario: Scenario, target: Target, send_parser: argparse.ArgumentParser,
-                 ledger: Ledger, vault: TokenVault) -> None:
+                 ledger: Ledger) -> None:
         self.scenario = scenario
-        self.target = target
-        self.send_parser = send_parser
         self.ledger = ledger
-        self.vault = vault
         self.steps = {step.name: step for step in scenario.steps}
         self.pans: dict[str, str] = {}
-        self.tokens: dict[str, list] = {}  # alias -> [token, key hex, last ATC]
+        self.client = ChannelClient(target.host, target.ports, send_parser, ledger)
         self.sent: dict[str, Sent] = {}
 
     async def make_cards(self) -> None:
@@ -122,48 +104,16 @@ class Run:
 
     async def _send(self, step: Step) -> dict[str, Any]:
         if step.repeat:
-            first = self.sent[step.repeat]
-            channel, args, body = first.channel, first.args, first.body
+            sent = await self.client.resend(self.sent[step.repeat])
         else:
-            channel = step.channel
-            args = await self._arguments(step)
-            card = args.token if channel == "xpay" else self.pans[card_of(step, self.steps)]
-            body = send.SENDERS[channel].encode(send.build_request(args, card), args)
-        sender = send.SENDERS[channel]
-        port = self.target.ports[channel]
-        reply = await send.exchange(self.target.host, port, sender.header, body)
-        answer = sender.decode(reply, args)
-        self.sent[step.name] = Sent(channel, args, body, answer)
-        return json.loads(send.as_json(answer))
-
-    async def _arguments(self, step: Step) -> argparse.Namespace:
-        argv = ["--channel", step.channel, "--type", step.type or "sale",
-                "--amount", str(step.amount)]
-        for option, value in (("--mcc", step.mcc), ("--expiry", step.expiry),
-                              ("--merchant", step.merchant)):
-            if value:
-                argv += [option, value]
-        argv += ["--partial"] * step.partial + ["--lightning"] * step.lightning
-        if step.original:
-            argv += ["--original", self.sent[step.original].answer.correlation_id]
-        args = self.send_parser.parse_args(argv)
-        if step.channel == "xpay":
-            args.token, args.token_key, args.atc = await self._next_token_use(
-                card_of(step, self.steps))
-            if step.atc >= 0:
-                args.atc = step.atc
-        if step.channel in ("pos", "xpay"):  # signed as `switch send` signs
-            args.signing_key = await key_from_store(TerminalKeyStore(self.ledger.client), args)
-        return args
-
-    async def _next_token_use(self, alias: str) -> tuple[str, str, int]:
-        """The card's wallet token (provisioned on first use) and its next ATC."""
-        if alias not in self.tokens:
-            view = await self.vault.provision(self.pans[alias], XPAY_WALLET)
-            self.tokens[alias] = [view.token, view.key, view.atc]
-        token = self.tokens[alias]
-        token[2] += 1
-        return token[0], token[1], token[2]
+            original = self.sent[step.original].answer.correlation_id if step.original else ""
+            sent = await self.client.send(
+                step.channel, self.pans[card_of(step, self.steps)], type=step.type or "sale",
+                amount=step.amount, mcc=step.mcc, original=original, partial=step.partial,
+                lightning=step.lightning, expiry=step.expiry, merchant=step.merchant,
+                atc=step.atc if step.atc >= 0 else None)
+        self.sent[step.name] = sent
+        return json.loads(send.as_json(sent.answer))
 
 
 def differences(expected: dict[str, Any], got: dict[str, Any]) -> list[str]:
@@ -187,13 +137,10 @@ async def run_scenario(scenario: Scenario, target: Target,
     """Every step in order; after a step that does not pass, the rest are skipped unless
     `keep_going`."""
     ledger = Ledger(connect(target.redis_url))
-    vault = TokenVault(ledger.client, ledger.clock)
-    ledger.pipelines.append(vault.scripts)
     result = ScenarioResult(scenario)
     try:
         await ledger.start()
-        await vault.start()
-        run = Run(scenario, target, send_parser, ledger, vault)
+        run = Run(scenario, target, send_parser, ledger)
         await run.make_cards()
         result.cards = {alias: mask_pan(pan) for alias, pan in run.pans.items()}
         stopped = False

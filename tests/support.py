@@ -20,7 +20,7 @@ from protocols.channel import ClientAnswer
 from protocols.demo import DEMO_JD_KEY, DEMO_JD_MERCHANT
 from protocols.framing import Framer
 from protocols.messages import AuthRequest, MessageClass
-from switch.app import build
+from switch import testing
 from switch.config import Config, Listener
 from switch.ledger import Ledger
 
@@ -65,14 +65,10 @@ def switch_config(**overrides) -> Config:
 
 @contextlib.asynccontextmanager
 async def running_switch(redis_url: str, config: Config | None = None):
-    """A real switch on free ports, in this event loop; shut down on exit."""
-    switch, ledger = await build(config or switch_config(), redis_url)
-    await switch.start()
-    try:
-        yield switch, ledger
-    finally:
-        await switch.shutdown()
-        await ledger.aclose()
+    """A real switch on free ports, in this event loop (switch/testing.py, the embeddable
+    switch testers use); yields its server and ledger; shut down on exit."""
+    async with testing.start(config or switch_config(), redis_url=redis_url) as embedded:
+        yield embedded.server, embedded.ledger
 
 
 class JdClient:

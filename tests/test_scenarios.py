@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from switch.cli import parser
-from switch.config import Config, Listener
+from switch import testing
 from switch.scenario_file import ScenarioError, load_scenario, scenario_from
 from switch.scenario_run import ERROR, FAIL, PASS, SKIPPED, Target, run_scenarios
-from tests.support import SWITCH, run_command, running_switch
+from tests.support import SWITCH, run_command
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 CHANNELS = ("jd", "wechat", "pos", "xpay")
@@ -20,13 +19,8 @@ CHANNELS = ("jd", "wechat", "pos", "xpay")
 
 @pytest.fixture
 async def every_channel(redis_url):
-    config = Config(listeners={name: Listener(port=0) for name in CHANNELS})
-    async with running_switch(redis_url, config) as (switch, _):
-        yield Target("127.0.0.1", dict(switch.ports), redis_url)
-
-
-def send_parser():
-    return parser().parse_args(["scenario", "run", "x"]).send_parser
+    async with testing.start(redis_url=redis_url) as switch:
+        yield Target(switch.host, switch.ports, redis_url)
 
 
 def port_options(target: Target) -> list[str]:
@@ -36,7 +30,7 @@ def port_options(target: Target) -> list[str]:
 async def test_the_scenario_library_passes_on_every_channel(every_channel):
     scenarios = [load_scenario(path) for path in sorted(LIBRARY.glob("*.toml"))]
     assert len(scenarios) >= 8
-    results = await run_scenarios(scenarios, every_channel, send_parser(), parallel=4)
+    results = await run_scenarios(scenarios, every_channel, testing.send_parser(), parallel=4)
     failed = [f"{r.scenario.path.name} {s.step.name}: {s.outcome} {s.detail}"
               for r in results for s in r.steps if s.outcome != PASS]
     assert failed == []
@@ -46,7 +40,7 @@ async def test_the_scenario_library_passes_on_every_channel(every_channel):
 
 async def test_a_scenario_runs_again_and_in_parallel_on_fresh_cards(every_channel):
     scenario = load_scenario(LIBRARY / "jd-checkout.toml")
-    results = await run_scenarios([scenario] * 3, every_channel, send_parser(), parallel=3)
+    results = await run_scenarios([scenario] * 3, every_channel, testing.send_parser(), parallel=3)
     assert all(result.passed for result in results)
     assert len({result.cards["a"] for result in results}) == 3
 
@@ -95,10 +89,10 @@ async def test_a_wrong_expectation_fails_readably_in_text_and_junit(every_channe
 async def test_keep_going_runs_the_steps_after_a_failure(every_channel, tmp_path):
     path = tmp_path / "wrong.toml"
     path.write_text(WRONG)
-    results = await run_scenarios([load_scenario(path)], every_channel, send_parser(),
+    results = await run_scenarios([load_scenario(path)], every_channel, testing.send_parser(),
                                   keep_going=True)
     assert [s.outcome for s in results[0].steps] == [FAIL, PASS]
-    stopped = await run_scenarios([load_scenario(path)], every_channel, send_parser())
+    stopped = await run_scenarios([load_scenario(path)], every_channel, testing.send_parser())
     assert [s.outcome for s in stopped[0].steps] == [FAIL, SKIPPED]
 
 
@@ -106,7 +100,7 @@ async def test_a_channel_nobody_listens_on_is_an_error_not_a_failure(every_chann
     path = tmp_path / "wrong.toml"
     path.write_text(WRONG)
     closed = Target("127.0.0.1", {**every_channel.ports, "jd": 1}, every_channel.redis_url)
-    results = await run_scenarios([load_scenario(path)], closed, send_parser())
+    results = await run_scenarios([load_scenario(path)], closed, testing.send_parser())
     assert results[0].steps[0].outcome == ERROR
 
 

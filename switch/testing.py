@@ -1,0 +1,112 @@
+"""The switch inside a Python test suite: a real switch on free ports, in the test's own event
+loop, on a private Redis it starts (or one you give), with a client for every channel.
+
+    from switch import testing
+
+    async def test_a_sale():
+        async with testing.start() as switch:
+            pan = await switch.new_card(limit_fen=100_000)
+            sale = await switch.send("jd", pan, amount=12_800, mcc="5411")
+            assert sale.response.response_code == "00"
+            refund = await switch.send("jd", pan, type="refund", amount=12_800,
+                                       original=sale.correlation_id, lightning=True)
+            assert (await switch.card(pan)).open_to_buy == 100_000
+
+With pytest and pytest-asyncio, the fixture `baitiao_switch` (switch/pytest_plugin.py,
+installed with the package) yields the same object. docs/testing.md has the whole API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from protocols.channel import ClientAnswer
+from switch.app import build
+from switch.channel_client import ChannelClient, Sent
+from switch.cli import parser
+from switch.clock import Clock
+from switch.config import DEFAULT_PORTS, Config, Listener
+from switch.ledger import CardView, Ledger
+from switch.policy import Policy
+from switch.redis_runner import PrivateRedis
+from switch.scenario_run import fresh_card_number
+from switch.server import Switch
+
+CHANNELS = tuple(DEFAULT_PORTS)
+TEST_CARD_EXPIRY = "3012"
+
+
+class EmbeddedSwitch:
+    """A running switch and what a test does with it; `server` and `ledger` are the real
+    objects, for what the helpers below do not cover."""
+
+    def __init__(self, server: Switch, ledger: Ledger, redis_url: str, host: str) -> None:
+        self.server = server
+        self.ledger = ledger
+        self.redis_url = redis_url
+        self.host = host
+        self.client = ChannelClient(host, server.ports, send_parser(), ledger)
+        self._sent: dict[str, Sent] = {}  # answer id -> what was sent, for `repeat`
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return dict(self.server.ports)
+
+    async def new_card(self, limit_fen: int, status: str = "active",
+                       expiry: str = TEST_CARD_EXPIRY) -> str:
+        """A card with a number no card has yet (tests keep apart by fresh numbers)."""
+        pan = await fresh_card_number(self.ledger)
+        await self.ledger.set_card(pan, limit_fen=limit_fen, status=status, expiry=expiry)
+        return pan
+
+    async def card(self, pan: str) -> CardView | None:
+        return await self.ledger.card(pan)
+
+    async def send(self, channel: str, pan: str, **message) -> ClientAnswer:
+        """One request on `channel` (jd, wechat, pos, xpay) for the card `pan`; `message`:
+        type (sale, auth, capture, reverse, refund, inquiry), amount (fen), mcc, original
+        (the correlation_id of the original's answer), partial, lightning, expiry, merchant,
+        atc (x-pay; the card's token is provisioned on its first x-pay request)."""
+        sent = await self.client.send(channel, pan, **message)
+        self._sent[sent.answer.correlation_id] = sent
+        return sent.answer
+
+    async def repeat(self, answer: ClientAnswer) -> ClientAnswer:
+        """The request that got `answer`, sent again byte for byte."""
+        return (await self.client.resend(self._sent[answer.correlation_id])).answer
+
+
+def send_parser():
+    """The `switch send` argument parser: messages are built exactly as the command builds
+    them."""
+    return parser().parse_args(["scenario", "run", "-"]).send_parser
+
+
+@contextlib.asynccontextmanager
+async def start(config: Config | None = None, *, redis_url: str | None = None,
+                policy: Policy | None = None, clock: Clock | None = None,
+                journal_dir: Path | None = None) -> AsyncIterator[EmbeddedSwitch]:
+    """A switch on free loopback ports (every channel unless `config` says otherwise), shut
+    down on exit. Without `redis_url`, a private throw-away redis-server is started and
+    stopped with it. `policy`, `clock`, `journal_dir`: as switch/app.py build takes them."""
+    config = config or Config(listeners={name: Listener(port=0) for name in CHANNELS})
+    with contextlib.ExitStack() as stack:
+        if redis_url is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="switch-")))
+            private = PrivateRedis(folder)
+            redis_url = private.start()
+            stack.callback(private.stop)
+        server, ledger = await build(config, redis_url, clock, policy, journal_dir)
+        try:
+            await server.start()
+        except BaseException:
+            await ledger.aclose()
+            raise
+        try:
+            yield EmbeddedSwitch(server, ledger, redis_url, "127.0.0.1")
+        finally:
+            await server.shutdown()
+            await ledger.aclose()
