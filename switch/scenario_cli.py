@@ -10,8 +10,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from switch.cli_common import UserError, redis_for_command
-from switch.config import DEFAULT_PORTS
-from switch.scenario_file import CHANNELS, Scenario, ScenarioError, load_scenario
+from switch.config import DEFAULT_PORTS, parse_port
+from switch.scenario_file import Scenario, ScenarioError, load_scenario
 from switch.scenario_run import (
     ERROR,
     FAIL,
@@ -44,14 +44,8 @@ def scenario_paths(given: list[str]) -> list[Path]:
 
 
 def parse_ports(values: list[str]) -> dict[str, int]:
-    ports = dict(DEFAULT_PORTS)
-    for value in values:
-        channel, _, port = value.partition("=")
-        if channel not in CHANNELS or not port.isdigit() or not 0 < int(port) < 65536:
-            raise UserError(f"--port {value!r}: expected CHANNEL=PORT with CHANNEL one of "
-                            f"{', '.join(CHANNELS)}")
-        ports[channel] = int(port)
-    return ports
+    """Each channel's port: the default, unless a --port CHANNEL=PORT names another."""
+    return dict(DEFAULT_PORTS) | dict(parse_port(value) for value in values)
 
 
 def step_line(result: ScenarioResult, index: int) -> str:

@@ -179,3 +179,9 @@ def test_a_file_that_is_not_toml_is_named(tmp_path):
     path.write_text("name = ")
     with pytest.raises(ScenarioError, match=r"broken\.toml: not valid TOML"):
         load_scenario(path)
+
+
+async def test_the_command_refuses_a_bad_port_option(redis_url):
+    code, _, err = await run_command(SWITCH, "scenario", "run", str(LIBRARY), "--port",
+                                     "fax=1", "--redis", redis_url)
+    assert code == 2 and "--port 'fax=1': expected CHANNEL=PORT" in err
