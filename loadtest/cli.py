@@ -86,8 +86,23 @@ def parse_options(values: list[str]) -> dict[str, dict[str, str]]:
     return options
 
 
+def mix_from(args: argparse.Namespace) -> dict[str, int]:
+    """--mix; else, with --target given, the default weights of the channels targeted (a run
+    pointed at some channels sends to those); else every channel."""
+    if args.mix:
+        return parse_mix(args.mix)
+    targeted = {value.partition("=")[0] for value in args.target or []}
+    default = adapters.default_mix()
+    unknown = targeted - set(default)
+    if unknown:
+        raise ValueError(f"--target: no channel {', '.join(sorted(unknown))} "
+                         f"(channels: {', '.join(default)})")
+    return {channel: weight for channel, weight in default.items()
+            if not targeted or channel in targeted}
+
+
 def plan_from(args: argparse.Namespace, rate: float, duration_s: float) -> Plan:
-    mix = parse_mix(args.mix) if args.mix else adapters.default_mix()
+    mix = mix_from(args)
     return Plan(rate=rate, duration_s=duration_s, targets=parse_targets(args.target, mix),
                 mix=mix, connections=args.connections, inflight_max=args.inflight,
                 cards=args.cards, seed=args.seed, workers=args.workers, timeout_s=args.timeout,
