@@ -253,7 +253,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         rate=args.rate, duration_s=duration, mix=mix, faults=faults, cards=args.cards,
         seed=args.seed, connections=args.connections, timeout_s=args.timeout,
         appendfsync=args.appendfsync, card_limit_fen=args.limit,
-        switch_config=str(args.switch_config or ""))
+        switch_config=str(args.switch_config or ""), resend_undecided=args.resend_undecided)
     folder = out_folder(args, "chaos")
     say(f"chaos: {plan.rate:,.0f}/s for {duration:g} s, faults {', '.join(faults.kinds)} "
         f"about every {faults.every_s:g} s; files in {folder}")
@@ -345,6 +345,9 @@ def chaos_options(sub: argparse.ArgumentParser) -> None:
                      help=f"the Redis append-only file's fsync (default {DEFAULT_APPENDFSYNC})")
     sub.add_argument("--switch-config", type=Path, metavar="FILE",
                      help="config file for `switch serve` ([limits], stand-in ...)")
+    sub.add_argument("--resend-undecided", action="store_true",
+                     help="also send again, at the end, the requests answered only 91 or 96 "
+                     "(a client retrying after the outage)")
     sub.add_argument("--mix", default="", help="channel weights (default: every channel)")
     sub.add_argument("--connections", type=int, default=2, help="per channel (default 2)")
     sub.add_argument("--timeout", type=float, default=5.0,

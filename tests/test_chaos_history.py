@@ -258,6 +258,7 @@ def test_the_history_keeps_one_entry_per_request_and_the_decision_that_stands():
     history = History()
     history.sent(txn)
     assert [entry.txn for entry in history.unanswered()] == [txn]
+    assert [entry.txn for entry in history.undecided()] == [txn]
     assert history.entries["jd", "t1"].last is None
     history.answered(txn, AuthResponse(response_code="00", approved_fen=100, auth_id="A"))
     history.sent(repeat)
@@ -265,6 +266,7 @@ def test_the_history_keeps_one_entry_per_request_and_the_decision_that_stands():
     entry = history.entries["jd", "t1"]
     assert (len(history.entries), entry.sends, len(entry.answers)) == (1, 2, 2)
     assert entry.last == Answer("00", 100, "A") and history.unanswered() == []
+    assert history.undecided() == []
     history.answered(repeat, AuthResponse(response_code="96"))
     assert entry.last == Answer("00", 100, "A")
     history.answered(repeat, AuthResponse(response_code="51"))  # a decision: it stands
@@ -272,6 +274,8 @@ def test_the_history_keeps_one_entry_per_request_and_the_decision_that_stands():
     only_undecided = Entry(txn)
     only_undecided.answers.append(Answer("91", 0, ""))
     assert only_undecided.last == Answer("91", 0, "")
+    history.entries["jd", "t2"] = only_undecided
+    assert history.undecided() == [only_undecided] and history.unanswered() == []
 
 
 def test_a_voided_record_is_no_effect():

@@ -11,11 +11,14 @@ import redis
 
 from loadtest import cli
 from loadtest.generator.cards import seed_cards
-from loadtest.generator.history import Answer
-from loadtest.generator.workload import load_test_pans
+from loadtest.generator.client import LoadTestError
+from loadtest.generator.history import Answer, Entry
+from loadtest.generator.workload import Txn, load_test_pans
 from loadtest.harness import chaos, chaos_ledger
 from loadtest.harness.chaos_faults import (
     FAULT_KINDS,
+    FREEZE_REDIS,
+    KILL_REDIS,
     KILL_SWITCH,
     FaultPlan,
     check_plan,
@@ -26,6 +29,7 @@ from loadtest.harness.history_check import Request, check
 from protocols.cardnumbers import full_card_numbers_in
 from protocols.ledger_layout import card_key
 from protocols.messages import AuthRequest, MessageClass
+from switch.config import Config
 from switch.redis_runner import PrivateRedis
 from tests.support import make_card
 
@@ -143,6 +147,17 @@ def test_the_switch_audit_it_runs_reports_broken_books(tmp_path):
         server.stop()
 
 
+def test_a_request_the_harness_cannot_read_but_was_approved_stops_the_check():
+    request = AuthRequest(message_class=MessageClass.SALE, channel="jd", card="6253800000000001",
+                          amount_fen=100, txn_ref="t1")
+    entry = Entry(Txn(1, "sale", "jd", request, None, wire=("t1", b"not json")))
+    entry.answers.append(Answer("30", 0, ""))  # refused by the switch too: no ledger effect
+    assert chaos_ledger.requests_of([entry], Config()) == []
+    entry.answers.append(Answer("00", 100, "A"))
+    with pytest.raises(LoadTestError, match="cannot check it"):
+        chaos_ledger.requests_of([entry], Config())
+
+
 def test_a_killed_redis_comes_back_on_its_port_with_its_data(tmp_path):
     server = DurableRedis(tmp_path / "redis", "always")
     url = server.start()
@@ -169,13 +184,13 @@ DURATION_S = 8.0
 DEADLINE_MS = 500  # the switch's request deadline in these runs: a freeze of 1 s passes it
 
 
-def short_plan(kinds: tuple[str, ...], folder, every_s: float = 1.5) -> chaos.ChaosPlan:
+def short_plan(kinds: tuple[str, ...], folder, every_s: float = 1.5, **more) -> chaos.ChaosPlan:
     config = folder / "switch.toml"
     config.write_text(f"[limits]\nrequest_deadline_ms = {DEADLINE_MS}\n")
     return chaos.ChaosPlan(rate=RATE, duration_s=DURATION_S, mix={"jd": 1, "pos": 1},
                            faults=FaultPlan(kinds=kinds, every_s=every_s, freeze_s=1.0,
                                             down_s=0.3), cards=200, timeout_s=5.0,
-                           switch_config=str(config))
+                           switch_config=str(config), **more)
 
 
 async def test_switch_kills_lose_double_and_invent_nothing(tmp_path):
@@ -201,6 +216,16 @@ async def test_every_fault_at_once_loses_doubles_and_invents_nothing(tmp_path):
     assert all(outcome.faults[kind] >= 1 for kind in FAULT_KINDS), outcome.fault_log
     # a freeze longer than the deadline: the switch answered 91 meanwhile
     assert outcome.codes.get("91", 0) > 0 and outcome.approvals > 0
+    assert outcome.unanswered == 0 and outcome.audit == []
+    assert (outcome.lost, outcome.doubled, outcome.invented) == (0, 0, 0), outcome.examples
+
+
+async def test_requests_answered_91_sent_again_after_the_outage_agree_with_the_books(tmp_path):
+    plan = short_plan((FREEZE_REDIS, KILL_REDIS), tmp_path, every_s=1.0, resend_undecided=True)
+    _, outcome = await chaos.run_chaos(plan, tmp_path / "run", say=lambda _: None)
+    assert outcome.faults[FREEZE_REDIS] >= 1, outcome.fault_log
+    # every request answered 91 during a freeze went again, and was decided this time
+    assert outcome.resent > 0 and outcome.codes.get("91", 0) == 0, outcome.codes
     assert outcome.unanswered == 0 and outcome.audit == []
     assert (outcome.lost, outcome.doubled, outcome.invented) == (0, 0, 0), outcome.examples
 

@@ -79,6 +79,11 @@ class History:
     def unanswered(self) -> list[Entry]:
         return [entry for entry in self.entries.values() if not entry.answers]
 
+    def undecided(self) -> list[Entry]:
+        """Requests with no decision: unanswered, or every answer 91 or 96."""
+        return [entry for entry in self.entries.values()
+                if entry.last is None or entry.last.code in UNDECIDED]
+
 
 class Resender(LoadClient):
     """Sends requests again, the very same bytes, on one connection per channel, at most

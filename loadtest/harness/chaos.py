@@ -27,7 +27,7 @@ import msgspec
 
 from loadtest.generator.aggregate import OVERALL, Aggregator
 from loadtest.generator.client import LoadTestError, Target
-from loadtest.generator.history import History, Resender
+from loadtest.generator.history import Entry, History, Resender
 from loadtest.generator.runner import START_DELAY_S, Plan, Result, new_run_id, seed, worker_plans
 from loadtest.generator.stats import Totals
 from loadtest.generator.worker import Worker
@@ -58,6 +58,11 @@ class ChaosPlan(msgspec.Struct, kw_only=True):
     appendfsync: str = DEFAULT_APPENDFSYNC
     switch_config: str = ""  # a config file for `switch serve` ([limits], stand-in ...)
     card_limit_fen: int = CARD_LIMIT_FEN
+    # Also send again, once the journals are drained, the requests answered only 91 or 96,
+    # as a client retrying after the outage would: the books must agree with what they get
+    # then. Off by default: a client told 91 may never retry, and a 91 whose call ran and
+    # was never taken back must show as invented, not be answered from the books.
+    resend_undecided: bool = False
 
 
 class ChaosOutcome(msgspec.Struct, kw_only=True):
@@ -65,7 +70,7 @@ class ChaosOutcome(msgspec.Struct, kw_only=True):
     sends: int  # sends in all (the workload's repeats and the resends included)
     answered: int  # requests with an answer in the end
     approvals: int  # requests whose last answer approves
-    resent: int  # requests sent again because they had no answer
+    resent: int  # requests sent again: unanswered (and undecided, when asked)
     unanswered: int  # requests with no answer even after the resends
     codes: dict[str, int]  # the last answers' response codes
     faults: dict[str, int]  # injected, by kind
@@ -108,8 +113,12 @@ async def run_chaos(plan: ChaosPlan, folder: Path,
         injector = Injector(plan.faults, redis, switch)
         result, worker = await _load(load_plan, injector, progress, say)
         history = worker.history
-        resent = await _resend(history, worker, targets, plan, say)
+        resent = await _resend(history.unanswered, "unanswered", worker, targets, plan, say)
         await _drained(switch, say)
+        if plan.resend_undecided:  # after the journals' voids: decided afresh, or served
+            resent += await _resend(history.undecided, "undecided (91, 96)", worker, targets,
+                                    plan, say)
+            await _drained(switch, say)
         say("reading the books")
         outcome = await asyncio.to_thread(_check, history, config, url, load_test_pans(
             plan.cards, plan.seed), worker.schedule.start_ns)
@@ -162,17 +171,19 @@ async def _load(plan: Plan, injector: Injector, progress, say) -> tuple[Result, 
     return result, worker
 
 
-async def _resend(history: History, worker: Worker, targets: dict[str, Target],
-                  plan: ChaosPlan, say) -> int:
-    """Send the unanswered requests again, up to RESEND_ROUNDS times; how many were."""
+async def _resend(select: Callable[[], list[Entry]], what: str, worker: Worker,
+                  targets: dict[str, Target], plan: ChaosPlan, say) -> int:
+    """Send the requests `select` picks again, up to RESEND_ROUNDS times (picked afresh
+    each round); how many were."""
     resent: set = set()
     for _ in range(RESEND_ROUNDS):
-        waiting = history.unanswered()
+        waiting = select()
         if not waiting:
             break
-        say(f"sending {len(waiting):,} unanswered requests again")
+        say(f"sending {len(waiting):,} {what} requests again")
         resent.update(id(entry) for entry in waiting)
-        resender = Resender(history, worker.adapters, targets, plan.timeout_s, plan.inflight)
+        resender = Resender(worker.history, worker.adapters, targets, plan.timeout_s,
+                            plan.inflight)
         try:
             await resender.resend(waiting)
         except LoadTestError as error:  # a connection lost: the next round tries again

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import msgspec
 import redis
 
+from loadtest.generator.client import LoadTestError
 from loadtest.generator.history import Entry
 from loadtest.harness.history_check import FOLLOWING, OPENING, Card, Request
 from protocols.channel import Decoded
@@ -26,16 +28,27 @@ READ_BATCH_CARDS = 500  # cards read per pipeline: bounded replies, few round tr
 
 def requests_of(entries: Iterable[Entry], config: Config, start_ns: int = 0) -> list[Request]:
     """The history's requests that reach the ledger, as the switch reads them (the times
-    they were sent counted from `start_ns`, monotonic)."""
+    they were sent counted from `start_ns`, monotonic).
+
+    The ISO 8583 codecs read without checking MACs: the switch checked them with keys from
+    its Redis key store, and what matters here is how a request names its transaction. A
+    request the codec refuses never reached the ledger; one whose client saw an approval
+    all the same is a request this harness cannot name, and an error."""
+    unchecked = msgspec.structs.replace(
+        config, pos=msgspec.structs.replace(config.pos, mac="off"),
+        xpay=msgspec.structs.replace(config.xpay, mac="off"))
     codecs = {}
     requests = []
     for entry in entries:
         txn = entry.txn
         codec = codecs.get(txn.channel) or codecs.setdefault(txn.channel,
-                                                             CODECS[txn.channel](config))
+                                                             CODECS[txn.channel](unchecked))
         correlation_id, body = txn.wire
         decoded = codec.decode_request(body)
         if not isinstance(decoded, Decoded):
+            if entry.last is not None and entry.last.approved:
+                raise LoadTestError(f"{txn.channel} {correlation_id} was approved, but the "
+                                    "switch's codec refuses it here: cannot check it")
             continue  # answered by the codec itself (a refusal): the ledger never saw it
         request = decoded.request
         message_class = request.message_class.value
