@@ -32,9 +32,12 @@ from switch.tokens import TokenVault
 
 
 def open_ledger(config: Config, redis_url: str, clock: Clock | None = None) -> Ledger:
-    """A ledger whose Redis waits are bounded by the config's request deadline."""
-    deadline_ms = config.server_limits.request_deadline_ms
-    return Ledger(connect(redis_url, deadline_ms), clock, request_deadline_ms=deadline_ms)
+    """A ledger whose Redis waits are bounded by the config's request deadline, its calls'
+    fences the config's guard before it."""
+    server_limits = config.server_limits
+    deadline_ms = server_limits.request_deadline_ms
+    return Ledger(connect(redis_url, deadline_ms), clock, request_deadline_ms=deadline_ms,
+                  ledger_fence_guard_ms=server_limits.ledger_fence_guard_ms)
 
 
 def journal_folder(config: Config) -> Path:

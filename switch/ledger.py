@@ -54,10 +54,11 @@ CARD_VALIDITY_YEARS = 5  # expiry of an upgraded card: this many years after the
 NEW_CARD_VALIDITY_MONTHS = 36
 
 
-def fence_guard_ms(request_deadline_ms: int) -> int:
-    """How long before a request's deadline its ledger call's fence falls: the limit, or a
-    quarter of a deadline too short for it (the rest is for deciding)."""
-    return min(limits.ledger_fence_guard_ms, request_deadline_ms // 4)
+def fence_guard_ms(request_deadline_ms: int,
+                   guard_ms: int = limits.ledger_fence_guard_ms) -> int:
+    """How long before a request's deadline its ledger call's fence falls: the guard, or half
+    a deadline too short for it (the other half is for deciding)."""
+    return min(guard_ms, request_deadline_ms // 2)
 
 
 def response_of(result: list) -> AuthResponse:
@@ -102,7 +103,8 @@ class CardView(msgspec.Struct):
 class Ledger:
     def __init__(self, client: aioredis.Redis, clock: Clock | None = None,
                  scripts: ScriptPipeline | None = None, *,
-                 request_deadline_ms: int = limits.request_deadline_ms) -> None:
+                 request_deadline_ms: int = limits.request_deadline_ms,
+                 ledger_fence_guard_ms: int = limits.ledger_fence_guard_ms) -> None:
         """`scripts` stands in for the auto-pipeline of the Lua functions' calls (the bench's
         reference server and its call capture); by default the ledger makes its own."""
         self.client = client
@@ -111,7 +113,7 @@ class Ledger:
         # of Redis' clock after which it refuses to act (91, nothing written). The guard keeps
         # the fence that far ahead of the request's deadline, for the reply's way back.
         self.deadline_s = request_deadline_ms / 1000
-        self.fence_guard_s = fence_guard_ms(request_deadline_ms) / 1000
+        self.fence_guard_s = fence_guard_ms(request_deadline_ms, ledger_fence_guard_ms) / 1000
         self.scripts = scripts or ScriptPipeline(client, ledger_library(), self.deadline_s)
         # Every pipeline on this ledger's Redis client (the token vault's joins it): aclose
         # waits for their calls and closes their connections, then the client's.

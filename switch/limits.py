@@ -58,8 +58,8 @@ request_deadline_ms = 2000
 # A ledger call may act in Redis only until this long before its request's deadline (the
 # call's fence, in Redis' clock; past it the Lua answers 91 and writes nothing): the margin
 # for the reply to come back and be read before the switch answers 91 itself. A reply later
-# than that is the rare case Ledger.void undoes. A deadline under four times this keeps a
-# quarter of it as the margin instead (switch/ledger.py fence_guard_ms).
+# than that is the rare case Ledger.void undoes. A deadline under twice this keeps half of it
+# as the margin instead (switch/ledger.py fence_guard_ms). (config)
 ledger_fence_guard_ms = 250
 
 # The offset between Redis' clock and ours is measured as each link opens and again this

@@ -1,7 +1,8 @@
 """Redis frozen (SIGSTOP) or paused (CLIENT PAUSE) with JD sales in flight through a real
 switch: every sale is answered 91 at the deadline, and when Redis runs the calls it was sent,
-their fences have passed: no sale is posted (paused, Redis drops them with the link the
-switch closes at the deadline). A repeat of a 91-answered sale is then decided
+their fences have passed: no sale is posted (paused past the deadline, Redis drops them with
+the link the switch closes then; paused until between fence and deadline, Redis runs them and
+the fence refuses each). A repeat of a 91-answered sale is then decided
 afresh and approved once. Each test has a private redis-server of its own to freeze.
 """
 
@@ -15,12 +16,21 @@ import pytest
 import redis.asyncio as aioredis
 
 from protocols.messages import MessageClass as C
+from switch.config import Config, ServerLimits
 from switch.redis_link import LINK_NAME
 from switch.redis_runner import PrivateRedis
-from tests.support import ANSWER_WAIT_S, JdClient, jd_request, make_card, running_switch
+from tests.support import (
+    ANSWER_WAIT_S,
+    JdClient,
+    jd_request,
+    make_card,
+    running_switch,
+    switch_config,
+)
 
 IN_FLIGHT = 20
 PAUSE_MS = 3000  # longer than the request deadline (2 s): every sale is answered first
+FENCE_PAUSE_MS = 2200  # past a 1.5 s fence, before a 3 s deadline
 
 
 @pytest.fixture
@@ -57,11 +67,12 @@ async def wait_for_links_gone(admin: aioredis.Redis, gone: set[str]) -> None:
             await asyncio.sleep(0.02)
 
 
-async def sales_through_a_stall(redis_url: str, stall, resume, settled) -> None:
+async def sales_through_a_stall(redis_url: str, stall, resume, settled,
+                                config: Config | None = None) -> None:
     """IN_FLIGHT sales sent while Redis is stalled: all answered 91; resumed, and once the
     calls are `settled(admin, fcalls before, links before)`, none is posted; a repeat of one
     of them is then approved, once."""
-    async with running_switch(redis_url) as (switch, ledger):
+    async with running_switch(redis_url, config) as (switch, ledger):
         pan = await make_card(ledger, limit_fen=100_000)
         await ledger.card(pan)  # the pipeline's link is open: the sales are written to Redis
         client = await JdClient.connect(switch.ports["jd"])
@@ -121,3 +132,23 @@ async def test_sales_in_flight_while_redis_is_paused_are_not_posted(private_redi
         await wait_for_links_gone(admin, links_before)
 
     await sales_through_a_stall(private_redis.url, pause, wait_out, link_closed)
+
+
+async def test_sales_paused_until_past_their_fence_are_refused_by_it(private_redis):
+    """A pause that ends after the calls' fence but before the deadline: Redis runs every
+    call while the switch still waits, and each answers 91 itself, writing nothing. (A guard
+    of 1.5 s of a 3 s deadline leaves the pause's end a wide window on a loaded machine.)"""
+    config = switch_config(server_limits=ServerLimits(request_deadline_ms=3000,
+                                                      ledger_fence_guard_ms=1500))
+
+    async def pause(admin) -> None:
+        await admin.execute_command("CLIENT", "PAUSE", FENCE_PAUSE_MS, "ALL")
+
+    async def wait_out(admin) -> None:
+        async with asyncio.timeout(ANSWER_WAIT_S):
+            await admin.ping()
+
+    async def all_ran(admin, ran_before, _links) -> None:
+        await wait_for_fcalls(admin, ran_before + IN_FLIGHT)
+
+    await sales_through_a_stall(private_redis.url, pause, wait_out, all_ran, config)

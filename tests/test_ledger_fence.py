@@ -15,14 +15,16 @@ import redis.asyncio as aioredis
 from protocols.ledger_layout import card_key
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
+from switch.app import open_ledger
 from switch.clock import RedisClock
+from switch.config import ServerLimits
 from switch.engine import Engine
 from switch.ledger import Ledger, fence_guard_ms
 from switch.policy import Policy
 from switch.policy_file import load_policy
 from switch.redis_client import connect
 from switch.redis_link import LINK_NAME
-from tests.support import ANSWER_WAIT_S, make_card
+from tests.support import ANSWER_WAIT_S, make_card, switch_config
 from tests.test_ledger_guards import sale
 from tests.test_policy_support import new_ref
 
@@ -147,14 +149,22 @@ async def test_the_guard_keeps_the_fence_ahead_of_the_deadline(ledger):
 
 
 @pytest.mark.parametrize(("deadline_ms", "guard_ms"), [
-    (4 * limits.ledger_fence_guard_ms, limits.ledger_fence_guard_ms),
-    (4 * limits.ledger_fence_guard_ms - 4, limits.ledger_fence_guard_ms - 1),
-    (200, 50),
+    (2 * limits.ledger_fence_guard_ms, limits.ledger_fence_guard_ms),
+    (2 * limits.ledger_fence_guard_ms - 2, limits.ledger_fence_guard_ms - 1),
+    (200, 100),
     (2000, limits.ledger_fence_guard_ms),
 ])
-def test_a_short_deadline_keeps_a_quarter_as_the_guard(deadline_ms, guard_ms):
+def test_a_short_deadline_keeps_half_as_the_guard(deadline_ms, guard_ms):
     assert fence_guard_ms(deadline_ms) == guard_ms
     assert Ledger(None, request_deadline_ms=deadline_ms).fence_guard_s == guard_ms / 1000
+
+
+@pytest.mark.parametrize(("guard_ms", "deadline_ms", "used_ms"), [
+    (0, 2000, 0), (1500, 3000, 1500), (1501, 3000, 1500)])
+def test_the_configured_guard_is_used_up_to_half_the_deadline(guard_ms, deadline_ms, used_ms):
+    config = switch_config(server_limits=ServerLimits(request_deadline_ms=deadline_ms,
+                                                      ledger_fence_guard_ms=guard_ms))
+    assert open_ledger(config, "redis://127.0.0.1:1/0").fence_guard_s == used_ms / 1000
 
 
 class Fences:
