@@ -102,36 +102,43 @@ async def sales_through_a_stall(redis_url: str, stall, resume, settled,
             await admin.aclose()
 
 
+def pausing(pause_ms: int):
+    """A stall: CLIENT PAUSE ALL for `pause_ms`, from the test's own client."""
+    async def pause(admin) -> None:
+        await admin.execute_command("CLIENT", "PAUSE", pause_ms, "ALL")
+    return pause
+
+
+async def wait_out(admin) -> None:
+    """Until the pause is over: the admin's own next command waits for it (bounded)."""
+    async with asyncio.timeout(ANSWER_WAIT_S):
+        await admin.ping()
+
+
+async def all_ran(admin, ran_before, _links) -> None:
+    """Until Redis has run every call it was sent (each past its fence)."""
+    await wait_for_fcalls(admin, ran_before + IN_FLIGHT)
+
+
 async def test_sales_in_flight_while_redis_is_stopped_are_not_posted(private_redis):
     pid = private_redis.process.pid
 
     async def stop(_admin) -> None:
         os.kill(pid, signal.SIGSTOP)
 
-    async def cont(_admin) -> None:
+    async def cont(_admin) -> None:  # the kernel kept what the switch wrote: Redis runs it
         os.kill(pid, signal.SIGCONT)
-
-    async def all_ran(admin, ran_before, _links) -> None:
-        # The kernel kept what the switch wrote; Redis runs every call, past its fence.
-        await wait_for_fcalls(admin, ran_before + IN_FLIGHT)
 
     await sales_through_a_stall(private_redis.url, stop, cont, all_ran)
 
 
 async def test_sales_in_flight_while_redis_is_paused_are_not_posted(private_redis):
-    async def pause(admin) -> None:
-        await admin.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
-
-    async def wait_out(admin) -> None:  # the admin's own next command waits for the pause
-        async with asyncio.timeout(ANSWER_WAIT_S):
-            await admin.ping()
-
     async def link_closed(admin, _ran, links_before) -> None:
         # The switch dropped its link at the deadline; Redis discards a closed connection's
         # postponed calls. Once that link is gone, none of them can run any more.
         await wait_for_links_gone(admin, links_before)
 
-    await sales_through_a_stall(private_redis.url, pause, wait_out, link_closed)
+    await sales_through_a_stall(private_redis.url, pausing(PAUSE_MS), wait_out, link_closed)
 
 
 async def test_sales_paused_until_past_their_fence_are_refused_by_it(private_redis):
@@ -140,15 +147,5 @@ async def test_sales_paused_until_past_their_fence_are_refused_by_it(private_red
     of 1.5 s of a 3 s deadline leaves the pause's end a wide window on a loaded machine.)"""
     config = switch_config(server_limits=ServerLimits(request_deadline_ms=3000,
                                                       ledger_fence_guard_ms=1500))
-
-    async def pause(admin) -> None:
-        await admin.execute_command("CLIENT", "PAUSE", FENCE_PAUSE_MS, "ALL")
-
-    async def wait_out(admin) -> None:
-        async with asyncio.timeout(ANSWER_WAIT_S):
-            await admin.ping()
-
-    async def all_ran(admin, ran_before, _links) -> None:
-        await wait_for_fcalls(admin, ran_before + IN_FLIGHT)
-
-    await sales_through_a_stall(private_redis.url, pause, wait_out, all_ran, config)
+    await sales_through_a_stall(private_redis.url, pausing(FENCE_PAUSE_MS), wait_out, all_ran,
+                                config)
