@@ -47,8 +47,9 @@ class RedisClock:
     the receipt: the smallest offset the round trip allows. A fence translated with it falls
     at or before the local instant it stands for; `uncertainty_ms`, half the round trip, is
     how much earlier at most (kept for the operator). A reading whose round trip took longer
-    than `limits.redis_clock_round_trip_max_ms` is dropped once there is a better one: a
-    stalled reading would put every fence early by the stall until the next.
+    than `limits.redis_clock_round_trip_max_ms` is poor: a stalled event loop puts every
+    fence early by the stall, so the switch would answer 91 calls that had time. A poor
+    reading is taken only over a poorer one (or none), and its owner reads again soon.
     """
 
     def __init__(self) -> None:
@@ -56,15 +57,22 @@ class RedisClock:
         self.uncertainty_ms = 0.0
         self.measured = False
 
+    @property
+    def poor(self) -> bool:
+        """No reading yet, or one whose round trip passed the bound."""
+        return not self.measured or self.uncertainty_ms * 2 > limits.redis_clock_round_trip_max_ms
+
     def measure(self, redis_time: list | tuple, sent_s: float, received_s: float) -> bool:
         """Take Redis' TIME reply [seconds, microseconds], asked at local `sent_s` (monotonic
         seconds) and received at `received_s`; False when it was dropped."""
-        if self.measured and (received_s - sent_s) * 1000 > limits.redis_clock_round_trip_max_ms:
+        uncertainty_ms = (received_s - sent_s) * 500
+        if (self.measured and uncertainty_ms * 2 > limits.redis_clock_round_trip_max_ms
+                and uncertainty_ms > self.uncertainty_ms):
             return False
         seconds, micros = int(redis_time[0]), int(redis_time[1])
         redis_ms = seconds * 1000 + micros // 1000
         self.offset_ms = redis_ms - math.ceil(received_s * 1000)
-        self.uncertainty_ms = (received_s - sent_s) * 500
+        self.uncertainty_ms = uncertainty_ms
         self.measured = True
         return True
 

@@ -67,9 +67,10 @@ ledger_fence_guard_ms = 250
 # this long.
 redis_clock_check_interval_s = 30.0
 
-# A clock reading whose round trip took longer than this is dropped when there is an
-# earlier one: the offset it gives could be early by the whole round trip (a stalled event
-# loop), and every fence with it. A few ms is a slow network; 50 ms is a stall.
+# A clock reading whose round trip took longer than this is poor: the offset it gives could
+# be early by the whole round trip (a stalled event loop), and every fence with it, so it is
+# taken only over a poorer one and read again with the next calls. A few ms is a slow
+# network; 50 ms is a stall.
 redis_clock_round_trip_max_ms = 50
 
 # On SIGTERM/SIGINT: stop accepting, then give answers in flight this long to go out. (config)

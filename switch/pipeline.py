@@ -129,7 +129,7 @@ class ScriptPipeline:
     def _read_clock(self, link: RedisLink) -> None:
         """Measure Redis' clock again, ahead of the calls about to be written on `link`."""
         loop = asyncio.get_running_loop()
-        self._clock_due = loop.time() + limits.redis_clock_check_interval_s
+        self._clock_due = loop.time() + limits.redis_clock_check_interval_s  # one at a time
         reading = loop.create_future()
         reading.add_done_callback(functools.partial(self._clock_read, time.monotonic()))
         link.send([("", (), (), reading, None, None)], TIME_COMMAND)
@@ -137,13 +137,19 @@ class ScriptPipeline:
     def _clock_read(self, sent_s: float, reading: asyncio.Future) -> None:
         if reading.exception() is None:  # a lost link: the next one measures on opening
             self.redis_clock.measure(reading.result(), sent_s, time.monotonic())
+            self._schedule_clock()
+
+    def _schedule_clock(self) -> None:
+        """The next reading: after the interval, or with the next calls while the reading in
+        use is poor (taken in a stall, it would answer 91 what had time)."""
+        self._clock_due = 0.0 if self.redis_clock.poor else (
+            asyncio.get_running_loop().time() + limits.redis_clock_check_interval_s)
 
     async def _open(self) -> None:
         try:
             self._link = await open_link(self.client, self._settle, self.timeout_s,
                                          self.redis_clock)
-            self._clock_due = (asyncio.get_running_loop().time()
-                               + limits.redis_clock_check_interval_s)
+            self._schedule_clock()
         except Exception as error:  # Redis down: the calls waiting for it fail now
             queue, self._queue = self._queue, []
             self._settle_all(queue, error)

@@ -269,3 +269,35 @@ async def test_a_reading_lost_with_its_link_changes_nothing(ledger):
     lost.set_exception(ConnectionError("lost the connection to Redis"))
     pipeline._clock_read(1.0, lost)  # no error: the next link measures as it opens
     assert pipeline.redis_clock.offset_ms == 1_700_000_000_000 - 1000
+
+
+def test_a_poor_reading_is_taken_over_a_poorer_one():
+    clock = RedisClock()
+    assert clock.measure(["1700000000", "0"], sent_s=10.0, received_s=12.0) and clock.poor
+    assert clock.measure(["1700000100", "0"], 100.0, 100.2)  # poor, yet better
+    assert clock.offset_ms == 1_700_000_100_000 - 100_200 and clock.poor
+    assert not clock.measure(["1700000200", "0"], 200.0, 200.3)  # poorer than the one in use
+    assert clock.measure(["1700000300", "0"], 300.0, 300.001) and not clock.poor
+
+
+@pytest.mark.parametrize(("round_trip_s", "poor"), [
+    (ROUND_TRIP_MAX_S - 1e-6, False), (ROUND_TRIP_MAX_S + 1e-6, True)])
+def test_a_reading_is_poor_past_the_round_trip_bound(round_trip_s, poor):
+    clock = RedisClock()
+    assert clock.poor  # no reading yet
+    clock.measure(["1700000000", "0"], 10.0, 10.0 + round_trip_s)
+    assert clock.poor == poor
+
+
+async def test_a_poor_reading_is_read_again_with_the_next_calls(ledger):
+    """A reading taken while the loop stalled puts every fence early: the next calls bring a
+    new reading instead of waiting out the interval."""
+    pan = await make_card(ledger)
+    await ledger.execute(sale(pan), "000001")
+    pipeline = ledger.scripts
+    pipeline.redis_clock = RedisClock()
+    pipeline.redis_clock.measure(["0", "0"], sent_s=now_s() - 2.0, received_s=now_s())
+    pipeline._schedule_clock()  # as after a reading: poor, so due now
+    assert (await ledger.execute(sale(pan), "000001")).response_code == "91"  # the old offset
+    assert not pipeline.redis_clock.poor
+    assert (await ledger.execute(sale(pan), "000001")).response_code == "00"
