@@ -52,6 +52,11 @@ AMOUNT_CLASSES = frozenset({MessageClass.AUTH, MessageClass.SALE, MessageClass.C
 NAMING_FIELDS = ("11", "7", "41")
 
 
+def must_be_signed(message: Mapping[str, Any]) -> bool:
+    """Money never travels unsigned; network management (08xx) may (checked when signed)."""
+    return message["t"][1:3] != "80"
+
+
 def response_mti(mti: str) -> str:
     """0100 -> 0110, 0101 (repeat) -> 0110, 0420 -> 0430; an answer's MTI stays as it is."""
     function = int(mti[2])
@@ -121,7 +126,7 @@ class IsoChannel:
 
         The sender is F32 + F41. Network management may travel unsigned; money never does.
         """
-        if network and self.mac.given(message) is None:
+        if not must_be_signed(message) and self.mac.given(message) is None:
             return None
         acquirer = institution(message.get("32", ""))
         terminal = message.get("41", "").rstrip()

@@ -257,7 +257,8 @@ def test_build_takes_whole_numbers_icc_tags_and_adds_the_mac():
 
 
 def problems(doc: dict, channel: str = "pos", **options) -> list[tuple[str, str]]:
-    result = validate(build(doc), channel, **options)
+    """The problems of `doc` on a listener whose MACs are off, unless `options` say."""
+    result = validate(build(doc), channel, **({"mac_off": True} | options))
     return [(problem.field, problem.reason) for problem in result.problems]
 
 
@@ -266,7 +267,7 @@ def without(*keys: str) -> dict:
 
 
 def test_a_good_request_is_valid_and_gives_the_request_the_switch_decides_on():
-    result = validate(build(SALE))
+    result = validate(build(SALE), mac_off=True)
     assert result.ok and result.message_class == "sale"
     assert (result.request.card, result.request.amount_fen) == (PAN, 12800)
 
@@ -278,7 +279,7 @@ def test_what_switch_send_builds_is_valid_for_every_message_class(message_class)
     original = "0100-000122-1129115900" if message_class in REFERENCING_CLASSES else ""
     fields = request_message(request, stan="000123", transmitted="1129120000",
                              terminal="TERM0001", acquirer="00010000", original=original)
-    result = validate(get_codec("iso87ascii").encode(fields))
+    result = validate(get_codec("iso87ascii").encode(fields), mac_off=True)
     assert result.ok and result.message_class == message_class.value
 
 
@@ -333,9 +334,19 @@ def test_the_mac_and_the_request_checks_are_the_switch_s():
     def no_mcc(request):
         return ("30", "mcc_missing") if not request.mcc else None
 
-    assert validate(build(without("18")), request_checks=no_mcc).problems[0].reason == \
-        "the switch answers 30 mcc_missing: format error"
-    assert validate(build(SALE), request_checks=no_mcc).ok
+    refused = validate(build(without("18")), request_checks=no_mcc, mac_off=True)
+    assert refused.problems[0].reason == "the switch answers 30 mcc_missing: format error"
+    assert validate(build(SALE), request_checks=no_mcc, mac_off=True).ok
+
+
+def test_without_a_key_a_missing_mac_is_a_problem_a_present_one_is_not_checked():
+    missing = ("64", "mac_missing: the listener answers A0 (unless its mac is off: --mac-off)")
+    assert problems(SALE, mac_off=False) == [missing]
+    assert problems(SALE | {"90": F90}, mac_off=False) == [("128", missing[1])]
+    assert problems(SALE | {"64": "00" * 8}, mac_off=False) == []  # there: not checked
+    assert problems(SALE) == []  # the listener's mac is off
+    echo = {"mti": "0800", "7": "1129120000", "11": "000001", "70": "301"}
+    assert problems(echo, mac_off=False) == []  # network management may travel unsigned
 
 
 def test_a_message_the_dialect_refuses_is_one_problem_at_its_offset():

@@ -83,18 +83,21 @@ def test_build_names_the_field_the_dialect_refuses():
 
 
 def test_validate_exits_0_for_a_good_request_and_1_with_a_line_per_problem():
-    code, out, _ = iso("validate", SALE_HEX)
+    code, out, _ = iso("validate", SALE_HEX)  # unsigned: the listener requires a MAC
+    assert (code, out) == (1, "F64 (MAC): mac_missing: the listener answers A0 (unless its "
+                              "mac is off: --mac-off)\n")
+    code, out, _ = iso("validate", "--mac-off", SALE_HEX)
     assert (code, out) == (0, "valid pos sale request: card 625368******0018, 12800 fen, "
                               "terminal TERM0001\n")
     broken = dict(SALE)
     del broken["11"], broken["18"]
     hex_text = iso("build", "--json", "-", stdin=json.dumps(broken))[1]
-    code, out, _ = iso("validate", hex_text)
+    code, out, _ = iso("validate", "--mac-off", hex_text)
     assert (code, out) == (1, "F11 (System Trace Audit Number): field_11_missing\n")
     hex_text = iso("build", "--json", "-", stdin=json.dumps(broken | {"11": "000124"}))[1]
-    code, out, _ = iso("validate", hex_text)  # the engine's own check: a sale needs its MCC
+    code, out, _ = iso("validate", "--mac-off", hex_text)  # the engine's: a sale needs an MCC
     assert (code, out) == (1, "answer: the switch answers 30 mcc_missing: format error\n")
-    code, out, _ = iso("validate", "--channel", "xpay", SALE_HEX)
+    code, out, _ = iso("validate", "--mac-off", "--channel", "xpay", SALE_HEX)
     assert (code, out) == (1, "answer: the switch answers 30 entry_mode_not_wallet: "
                               "format error\n")
 
@@ -116,7 +119,7 @@ def test_explain_says_the_code_the_reason_and_what_to_do():
 
 
 def test_validate_json_masks_the_card_of_the_request(capsys):
-    assert cli.main(["iso", "validate", "--json", SALE_HEX]) == 0
+    assert cli.main(["iso", "validate", "--mac-off", "--json", SALE_HEX]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["problems"] == [] and shown["message_class"] == "sale"
     assert shown["request"]["card"] == "625368******0018"

@@ -17,8 +17,14 @@ from protocols.channel import Decoded, FieldError
 from protocols.codes import MEANINGS, Code, Reason
 from protocols.framing import FramingError
 from protocols.iso8583 import Codec, Iso8583Error, get_codec
-from protocols.iso_channel import IsoChannel, card_of, request_class, required_fields
-from protocols.iso_mac import AnyTerminal, MacKey, as_key
+from protocols.iso_channel import (
+    IsoChannel,
+    card_of,
+    must_be_signed,
+    request_class,
+    required_fields,
+)
+from protocols.iso_mac import AnyTerminal, MacKey, as_key, mac_field
 from protocols.iso_tools.parsing import Problem, strip_header
 from protocols.messages import AuthRequest
 from protocols.pos import PosCodec
@@ -41,10 +47,15 @@ class Validation(msgspec.Struct):
 
 def validate(data: bytes, channel: str = "pos", dialect: str | Codec = "iso87ascii",
              header: str = "", mac_key: MacKey | bytes | None = None,
-             request_checks: RequestChecks | None = None) -> Validation:
+             request_checks: RequestChecks | None = None, mac_off: bool = False
+             ) -> Validation:
     """Every problem the listener of `channel` would find in `data`, the request it would
     decide on when there is none. `request_checks` adds the decision's own checks of the
-    canonical request (the switch's engine passes its format and amount checks)."""
+    canonical request (the switch's engine passes its format and amount checks).
+
+    With `mac_key` the MAC is checked with it (as the terminal's key); without, a MAC is
+    not checked, but a request the listener refuses for carrying none is a problem, unless
+    `mac_off` (the listener's `mac = "off"`)."""
     codec = dialect if isinstance(dialect, Codec) else get_codec(dialect)
     key = as_key(mac_key)
     server = CHANNELS[channel](codec.dialect, keys=AnyTerminal(key) if key else None)
@@ -60,6 +71,11 @@ def validate(data: bytes, channel: str = "pos", dialect: str | Codec = "iso87asc
                                     spec.desc if spec else ""))
         return out
     out.message_class, out.problems = requirements(codec, message)
+    unsigned = must_be_signed(message) and server.mac.given(message) is None
+    if key is None and not mac_off and unsigned:
+        out.problems.append(Problem(mac_field(message), None, f"{Reason.MAC_MISSING}: the "
+                                    f"listener answers {Code.MAC_FAILURE} (unless its mac is "
+                                    "off: --mac-off)", "MAC"))
     verdict = server.decode_request(body)
     if isinstance(verdict, Decoded):
         refused = request_checks(verdict.request) if request_checks else None
