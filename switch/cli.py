@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+import redis.exceptions
+
 from protocols.cardnumbers import mask_card_numbers_in, mask_pan
 from protocols.demo import DEMO_XPAY_TERMINAL
 from protocols.framing import HEADER_FORMATS
@@ -36,6 +38,7 @@ from switch.cli_common import (
     configure_logging,
     configured_redis,
     fen,
+    redis_error_line,
     redis_for_command,
     resolve_pan,
 )
@@ -58,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except (UserError, ConfigError, RedisUnavailable, ValueError, ListenError) as error:
         print(f"switch: {mask_card_numbers_in(str(error))}", file=sys.stderr)
+        return 2
+    except redis.exceptions.RedisError as error:
+        print(f"switch: {mask_card_numbers_in(redis_error_line(error))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `switch ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -9,6 +9,8 @@ import logging
 import os
 from pathlib import Path
 
+import redis.exceptions
+
 from protocols.cardnumbers import mask_card_numbers_in
 from switch.cards import showcase_cards
 from switch.config import load
@@ -30,6 +32,21 @@ def configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(CardMaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
+
+
+CLUSTER_ERRORS = ("MOVED", "ASK", "CLUSTERDOWN", "CROSSSLOT")
+
+
+def redis_error_line(error: redis.exceptions.RedisError) -> str:
+    """One line for an error Redis gave (or its connection): what it said, and what to do."""
+    text = str(error) or type(error).__name__
+    if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return f"Redis does not answer: {text}"
+    if isinstance(error, redis.exceptions.ClusterError) or any(
+            word in text for word in CLUSTER_ERRORS):
+        return (f"Redis answered {text!r}: it is a node of a Redis Cluster, and the switch "
+                "needs a single Redis (point --redis at one)")
+    return f"Redis answered an error: {text}"
 
 
 class UserError(Exception):

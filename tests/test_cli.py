@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from protocols.cardnumbers import luhn_valid
-from switch.redis_runner import reachable
+from switch.redis_runner import free_port, reachable
 from tests.support import SWITCH, run_command_sync, shows_no_card_number
 
 WAIT_S = 20.0
@@ -245,3 +245,33 @@ def test_port_moves_one_channel_and_keeps_the_others(run_env):
     absent = run(["serve", "--ephemeral", "--listen", "jd=127.0.0.1:0", "--port", "pos=1"],
                  run_env, check=False)
     assert absent.returncode == 2 and "pos is not served (serving jd)" in absent.stderr
+
+
+@pytest.fixture
+def cluster_node(tmp_path: Path):
+    """A Redis Cluster node that serves no slots: every key command is refused."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+         "--cluster-config-file", str(tmp_path / "nodes.conf"), "--dir", str(tmp_path),
+         "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not reachable(url, timeout_s=0.2):
+            assert time.monotonic() < deadline, "the cluster node did not start"
+            time.sleep(0.02)
+        yield url
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_redis_cluster_node_is_one_line_not_a_traceback(cluster_node, run_env):
+    for command in (["card", "show", "6253680000000018"],
+                    ["serve", "--demo", "--listen", "jd=127.0.0.1:0"]):
+        done = run([*command, "--redis", cluster_node], run_env, check=False)
+        assert done.returncode == 2, done.stderr
+        last = done.stderr.strip().splitlines()[-1]  # serve warns about persistence first
+        assert "Traceback" not in done.stderr and last.startswith("switch: Redis answered")
+        assert "a node of a Redis Cluster" in last
