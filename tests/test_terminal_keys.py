@@ -295,6 +295,8 @@ async def test_the_cache_holds_at_most_its_bound(redis_url, ledger, monkeypatch)
         await cache.fetch("10000", terminal)
     assert cache.keys_for("10000", terminals[0]) is None  # the oldest went
     assert all(cache.keys_for("10000", t) == () for t in terminals[1:])
+    await cache.fetch("10000", terminals[2])  # read again: it replaces its own entry
+    assert all(cache.keys_for("10000", t) == () for t in terminals[1:])
 
 
 def test_the_previous_key_is_usable_until_its_last_millisecond():
