@@ -54,3 +54,9 @@ def test_each_bound_is_overstayed_when_reached(now, state, expected):
 ])
 def test_the_next_look_is_the_first_bound_due(now, state, next_look):
     assert verdict(now, **state) == (None, next_look)
+
+
+def test_each_bound_names_itself_in_the_log_line_of_a_cut():
+    reasons = [overstay.value for overstay in Overstay]
+    assert all(reasons) and len(set(reasons)) == len(reasons) == 3
+    assert "frame" in Overstay.FRAME_LATE.value and "reads nothing" in Overstay.WRITE_PAUSED.value
