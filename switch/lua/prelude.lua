@@ -37,6 +37,8 @@ local card = nil
 -- no more than that: the new record itself says what it moved (void.lua), so the hot path
 -- pays next to nothing to be voidable (docs/performance.md).
 local undo_card, txn_before, txn_after, txn_created
+-- Fields of the card a void needs unchanged ({field = value}), or nil (card_expect).
+local card_expected
 
 -- A call that runs past its fence answers 91 and writes nothing, not even its answer: the
 -- switch answers the request 91 by its deadline, so acting now would charge a card holder
@@ -64,6 +66,7 @@ local function begin()
   capture_tolerance_pct = ARGV[16]
   card = nil
   undo_card, txn_before, txn_after, txn_created = nil, nil, nil, false  -- made when used
+  card_expected = nil
   return false
 end
 
@@ -107,6 +110,13 @@ local function txn_set(...)
   redis.call('HSET', txn_key, unpack(fields))
 end
 
+-- A void of the running call must find the card's `field` as it is now (else it changes
+-- nothing): for what a later call on the card, not on the transaction, builds on.
+local function card_expect(field)
+  card_expected = card_expected or {}
+  card_expected[field] = redis.call('HGET', card_key, field) or '0'
+end
+
 -- A new transaction record (authorize.lua): a void of the call marks it voided.
 local function txn_create(...)
   txn_created = true
@@ -148,9 +158,10 @@ end
 -- gets it again: fingerprint, reply, the attempt's auth id, served to a repeat (0/1), then
 -- what the call changed: nothing more when nothing; false and the transaction key when it
 -- created that record; else the card's moves, the transaction key ('' when untouched) and
--- the record's fields before and after.
-local function remember(reply, served, attempt, moves, txn, before, after)
-  return cmsgpack.pack(fingerprint, reply, attempt, served, moves, txn, before, after)
+-- the record's fields before and after, and the card's fields a void needs unchanged.
+local function remember(reply, served, attempt, moves, txn, before, after, expected)
+  return cmsgpack.pack(fingerprint, reply, attempt, served, moves, txn, before, after,
+    expected)
 end
 
 -- `served` (advise.lua): the answer was given already, so no void may take it back.
@@ -166,7 +177,7 @@ local function answer(code, approved, reason, beans, auth, served)
     local txn = ''
     if txn_after then txn = txn_key end
     record = remember(reply, served or 0, auth_id, undo_card or {}, txn, txn_before or {},
-      txn_after or {})
+      txn_after or {}, card_expected or {})
   end
   redis.call('SET', idem_key, record, 'EX', idem_ttl_s)
   return reply
@@ -181,14 +192,14 @@ end
 local function earlier_answer()
   local stored = redis.call('GET', idem_key)
   if not stored then return nil end
-  local first_fingerprint, reply, attempt, served, moves, txn, before, after =
+  local first_fingerprint, reply, attempt, served, moves, txn, before, after, expected =
     cmsgpack.unpack(stored)
   if first_fingerprint ~= fingerprint then
     return {'94', 0, open_to_buy(), '', 'duplicate_key_mismatch', 0, 1}
   end
   if served ~= 1 then
-    redis.call('SET', idem_key, remember(reply, 1, attempt, moves, txn, before, after),
-      'KEEPTTL')
+    redis.call('SET', idem_key, remember(reply, 1, attempt, moves, txn, before, after,
+      expected), 'KEEPTTL')
   end
   reply[7] = 1
   return reply

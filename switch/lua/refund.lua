@@ -17,6 +17,7 @@ register('refund', function()
     move('posted', -amount)
   else
     card_add('pending_credit', amount)
+    card_expect('clearings')  -- a void cannot take back a credit cleared since
   end
   local beans = rebalance_beans(tonumber(beans_before), posted - refunded - amount, tonumber(rate))
   return answer('00', amount, '', beans, auth_id)

@@ -9,6 +9,8 @@ register('settle', function()
   if credit > 0 then
     redis.call('HINCRBY', card_key, 'posted', -credit)
     redis.call('HINCRBY', card_key, 'pending_credit', -credit)
+    -- Counted, so a void of a refund knows its credit was cleared since (void.lua).
+    redis.call('HINCRBY', card_key, 'clearings', 1)
   end
   return credit
 end)

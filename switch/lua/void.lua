@@ -5,7 +5,8 @@
 -- is under the card's hash tag, so in the same cluster slot as the declared keys).
 -- Returns 'voided' (undone), 'absent' (no answer remembered: the call never applied, and
 -- its fence has passed), 'served' (a repeat was handed the answer: it stands), 'other'
--- (another attempt's answer), 'changed' (a later call changed the transaction since).
+-- (another attempt's answer), 'changed' (a later call changed the transaction since, or
+-- clearing took the refund's credit).
 -- Velocity counters stay counted: a counter window is a sum over buckets that may have been
 -- closed since, and a voided approval that still counts can only make a later one refused
 -- sooner, never let one pass a limit.
@@ -25,9 +26,13 @@ register('void', function()
   local card_key, idem_key, holds_key, attempt = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
   local stored = redis.call('GET', idem_key)
   if not stored then return 'absent' end
-  local _, reply, its_attempt, served, moves, txn_key, before, after = cmsgpack.unpack(stored)
+  local _, reply, its_attempt, served, moves, txn_key, before, after, card_expected =
+    cmsgpack.unpack(stored)
   if its_attempt ~= attempt then return 'other' end
   if served == 1 then return 'served' end
+  for field, value in pairs(card_expected or {}) do  -- a refund's credit cleared since
+    if (redis.call('HGET', card_key, field) or '0') ~= value then return 'changed' end
+  end
 
   -- What the record must still hold: {field, value, ...}.
   local expected = {}
