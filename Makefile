@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 run: $(STAMP)  ## set up, then serve every channel with demo cards (Ctrl-C stops; data kept in .run/redis; PORTS="jd=8701 pos=8683" moves channels)
 	@scripts/ensure-redis-server --optional
-	$(BIN)/switch serve --demo $(addprefix --port ,$(PORTS))
+	$(BIN)/switch serve --demo --admin $(or $(ADMIN),127.0.0.1:8680) $(addprefix --port ,$(PORTS))
 
 test: $(STAMP)  ## set up, then lint and run the whole suite
 	@scripts/ensure-redis-server

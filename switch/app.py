@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -13,22 +14,27 @@ import uvloop
 
 from protocols.iso_mac import KeyRing
 from protocols.ledger_layout import card_key
+from switch.admin.exporter import snapshot_of
+from switch.admin.http import AdminServer, make_app
+from switch.admin.policy_swap import PolicySource
 from switch.cards import DemoCard
 from switch.channels import CODECS
 from switch.cli_common import RUN_DIR
 from switch.clock import Clock
-from switch.config import Config
+from switch.config import Config, parse_admin
 from switch.engine import Engine
 from switch.forwarder import Forwarder
 from switch.journal import Journal
 from switch.ledger import Ledger
 from switch.policy import Policy
-from switch.policy_file import load_policy
+from switch.policy_file import PolicyError, load_policy
 from switch.redis_client import connect
 from switch.server import Switch
 from switch.standin import StandIn
 from switch.terminal_keys import CachedKeys, TerminalKeyStore
 from switch.tokens import TokenVault
+
+log = logging.getLogger("switch.app")
 
 
 def open_ledger(config: Config, redis_url: str, clock: Clock | None = None) -> Ledger:
@@ -108,16 +114,39 @@ async def serve_one(config: Config, redis_url: str, on_ready, reuse_port: bool =
     # (a full collection under load pauses the answers; docs/performance.md).
     gc.collect()
     gc.freeze()
-    on_ready(switch.ports)
+    policy = PolicySource(switch, config.policy)
+    admin = await start_admin(config, switch, policy) if config.admin.listen else None
+    on_ready(switch.ports | ({"admin": admin.port} if admin else {}))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_policy, policy)
     await stop.wait()
+    if admin is not None:
+        await admin.stop()
     await switch.shutdown()
     await ledger.aclose()
     print(counters_line(switch, ledger), flush=True)
+
+
+async def start_admin(config: Config, switch: Switch, policy: PolicySource) -> AdminServer:
+    """The admin API and dashboard (switch/admin/), beside the listeners."""
+    admin = AdminServer(make_app(switch.engine.ledger, policy, config.admin.token,
+                                 lambda: snapshot_of(switch)))
+    await admin.start(*parse_admin(config.admin.listen))
+    return admin
+
+
+def reload_policy(policy: PolicySource) -> None:
+    """SIGHUP: the policy file again; a bad one is refused and the old one stays."""
+    try:
+        policy.reload()
+    except PolicyError as error:
+        log.error("policy reload refused, the policy in force stays: %s", error)
+        return
+    log.warning("policy reloaded from %s (SIGHUP)", policy.origin)
 
 
 def counters_line(switch: Switch, ledger: Ledger) -> str:

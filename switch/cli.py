@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from switch import (
     terminal_cli,
     token_cli,
 )
+from switch.admin.http import AdminListenError
 from switch.cards import demo_cards
 from switch.channels import CODECS
 from switch.cli_common import (
@@ -46,6 +48,7 @@ from switch.config import (
     DEFAULT_PORTS,
     ConfigError,
     load,
+    parse_admin,
     parse_listen,
     parse_port,
 )
@@ -59,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         return args.func(args) or 0
-    except (UserError, ConfigError, RedisUnavailable, ValueError, ListenError) as error:
+    except (UserError, ConfigError, RedisUnavailable, ValueError, ListenError,
+            AdminListenError) as error:
         print(f"switch: {mask_card_numbers_in(str(error))}", file=sys.stderr)
         return 2
     except redis.exceptions.RedisError as error:
@@ -87,6 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.policy:
         config.policy = str(args.policy)
     load_policy(config.policy)  # a bad policy is one clear error, before anything starts
+    choose_admin(config, args.admin)
     url, note, private = launch.open_redis(
         configured_redis(args), bool(args.redis), RUN_DIR, args.ephemeral, args.appendfsync)
     if private:
@@ -98,6 +103,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             REDIS_URL_FILE.unlink(missing_ok=True)
             private.stop()
     return 0
+
+
+def choose_admin(config, value: str | None) -> None:
+    """--admin HOST:PORT or off over the config's [admin]; a token is made when none is
+    configured (here, before any worker starts, so that every worker knows the same one)."""
+    if value is not None:
+        config.admin.listen = "" if value == "off" else value
+    if config.admin.listen:
+        parse_admin(config.admin.listen)
+        config.admin.token = config.admin.token or secrets.token_urlsafe(24)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -210,6 +225,10 @@ def parser() -> argparse.ArgumentParser:
                        "acknowledged; slower, docs/reliability.md)")
     serve.add_argument("--policy", type=Path, metavar="FILE",
                        help="policy file (default: the config's, else the shipped default)")
+    serve.add_argument("--admin", metavar="HOST:PORT|off",
+                       help="serve the admin API, /metrics and the dashboard here (default: "
+                       "the config's [admin] listen, else none; make run uses 127.0.0.1:8680; "
+                       "docs/admin.md)")
     serve.add_argument("--workers", type=positive, default=1,
                        help="processes sharing the ports (SO_REUSEPORT), one event loop each")
 

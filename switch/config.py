@@ -125,6 +125,13 @@ class Iso8583(msgspec.Struct, forbid_unknown_fields=True):
     terminals: list[Terminal] = msgspec.field(default_factory=demo_terminals)
 
 
+class Admin(msgspec.Struct, forbid_unknown_fields=True):
+    """The admin HTTP API and dashboard (docs/admin.md)."""
+
+    listen: str = ""  # HOST:PORT; empty: none (`make run` serves it on 127.0.0.1:8680)
+    token: str = ""  # the bearer token; empty: one is made at start and shown in the banner
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     redis_url: str = ""  # empty: the switch starts a private redis-server
     listeners: dict[str, Listener] = msgspec.field(
@@ -138,6 +145,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     wechat: Wechat = msgspec.field(default_factory=Wechat)
     pos: Iso8583 = msgspec.field(default_factory=Iso8583)
     xpay: Iso8583 = msgspec.field(default_factory=Iso8583)
+    admin: Admin = msgspec.field(default_factory=Admin)
 
 
 def load(path: str | Path | None) -> Config:
@@ -169,3 +177,12 @@ def parse_listen(value: str) -> tuple[str, Listener]:
     if not sep or not port.isdigit() or int(port) > 65535:
         raise ConfigError(f"--listen {value!r}: expected CHANNEL=HOST:PORT, e.g. jd=127.0.0.1:8601")
     return channel, Listener(host=host or "127.0.0.1", port=int(port))
+
+
+def parse_admin(value: str) -> tuple[str, int]:
+    """HOST:PORT of the admin API (from --admin or [admin] listen)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"admin address {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8680, "
+                          "or off")
+    return host, int(port)

@@ -96,8 +96,11 @@ def banner(config: Config, ports: dict[str, int], redis_note: str, cards: list[D
     lines = ["", "Baitiao card authorization switch is up"
              + (f" ({workers} worker processes sharing the ports)" if workers > 1 else ""), ""]
     for name, port in ports.items():
-        lines.append(f"  {name:<7} listening on {config.listeners[name].host}:{port}")
+        if name in config.listeners:
+            lines.append(f"  {name:<7} listening on {config.listeners[name].host}:{port}")
     lines += ["", f"  Redis   {redis_note}", ""]
+    if "admin" in ports:
+        lines += admin_lines(config, ports["admin"])
     if cards:
         lines += demo_lines(cards)
     if "jd" in ports:
@@ -118,6 +121,16 @@ def banner(config: Config, ports: dict[str, int], redis_note: str, cards: list[D
     lines.append("  Ctrl-C stops the switch" + (" and its private Redis." if "private" in
                                                  redis_note else "."))
     return "\n".join(lines)
+
+
+def admin_lines(config: Config, port: int) -> list[str]:
+    """Where the dashboard is, and the admin token: shown once, here (docs/admin.md)."""
+    host = config.admin.listen.rpartition(":")[0]
+    url = f"http://{host}:{port}"
+    return [f"  Admin   dashboard {url}/   metrics {url}/metrics   (docs/admin.md)",
+            f"          token for card and policy endpoints: {config.admin.token}",
+            f"          curl -H 'Authorization: Bearer {config.admin.token}' {url}/cards/demo1",
+            ""]
 
 
 def demo_lines(cards: list[DemoCardNow]) -> list[str]:

@@ -189,3 +189,11 @@ audit_progress_every_cards = 10_000
 # With Redis unreachable every request fails the same way: the listener logs it once per
 # interval (with the count since), not once per request.
 unavailable_log_interval_s = 1.0
+
+# Admin API (switch/admin/): a request body larger than this is refused; the largest the API
+# takes is a card change or an upgrade, well under a kilobyte.
+admin_body_max_bytes = 16 * 1024
+
+# /readyz: how long Redis may take to answer its probe before the switch says it is not
+# ready; a healthy Redis answers in a millisecond, a load balancer probes every few seconds.
+admin_probe_timeout_s = 2.0

@@ -32,6 +32,7 @@ from switch.config import Config, ServerLimits
 from switch.engine import Attempt, Engine
 from switch.forwarder import Forwarder
 from switch.latency import LatencyHistogram
+from switch.metrics import ChannelStats
 from switch.standin import StandIn
 from switch.watch import Overstay, judge
 
@@ -42,8 +43,8 @@ CUT_COUNTERS = {Overstay.FRAME_LATE: "frame_timeouts", Overstay.WRITE_PAUSED: "w
 
 
 class Counters:
-    COUNTS = ("connections", "requests", "answered", "timeouts", "errors", "framing_errors",
-              "frame_timeouts", "write_timeouts")
+    COUNTS = ("connections", "requests", "answered", "timeouts", "errors", "redis_errors",
+              "framing_errors", "frame_timeouts", "write_timeouts")
     __slots__ = (*COUNTS, "decisions")
 
     def __init__(self) -> None:
@@ -194,7 +195,8 @@ class Connection(asyncio.Protocol):
             listener.counters.errors += 1
             self.transport.abort()
             return
-        if isinstance(decoded, bytes):
+        if isinstance(decoded, bytes):  # the codec's own refusal: no decision to count
+            listener.stats.refused += 1
             self._send(decoded)
             return
         if isinstance(decoded, KeyNeeded):
@@ -265,7 +267,10 @@ class Connection(asyncio.Protocol):
             self.listener.counters.errors += 1
             return
         self._send(body)
-        self.listener.counters.decisions.record(time.perf_counter_ns() - began)
+        elapsed_ns = time.perf_counter_ns() - began
+        self.listener.counters.decisions.record(elapsed_ns)
+        self.listener.stats.record(decoded.request.message_class, response.response_code,
+                                   elapsed_ns)
 
     def _send(self, body: bytes) -> None:
         if self.closing or self.transport.is_closing():
@@ -350,6 +355,7 @@ class Listener:
         self.unavailable_quiet_until = 0.0
         self.server_limits = server_limits
         self.counters = counters
+        self.stats = ChannelStats()  # this channel's answers by class and code (admin plane)
         self.connections: set[Connection] = set()
         self.pending: set[asyncio.Future] = set()  # decisions not yet answered
         self.deadlines: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
@@ -402,6 +408,7 @@ class Listener:
             return response
         if unavailable_error(error):
             self.counters.errors += 1
+            self.counters.redis_errors += 1
             self._log_unavailable(error)
             return self.unavailable(request, attempt, UNREACHABLE)
         return self.failed(error)

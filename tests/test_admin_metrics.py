@@ -1,0 +1,138 @@
+"""/metrics: parsed with prometheus-client's text parser, against what was sent; the
+hot-path counts (switch/metrics.py) and their sum over workers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from protocols.framing import Framer
+from switch.metrics import DECISION_BOUNDS_NS, ChannelStats, Snapshot, channel_snapshot, merged
+from tests.admin_support import admin_switch, metric
+
+WAIT_S = 10.0
+
+
+def test_a_decision_time_on_a_bound_counts_below_it():
+    stats = ChannelStats()
+    for bound in DECISION_BOUNDS_NS:
+        stats.record("sale", "00", bound)
+    assert stats.buckets == [1] * len(DECISION_BOUNDS_NS) + [0]
+    stats = ChannelStats()
+    for bound in DECISION_BOUNDS_NS:
+        stats.record("sale", "00", bound + 1)
+    assert stats.buckets == [0] + [1] * len(DECISION_BOUNDS_NS)
+    assert stats.sum_ns == sum(DECISION_BOUNDS_NS) + len(DECISION_BOUNDS_NS)
+    assert stats.answers == {("sale", "00"): len(DECISION_BOUNDS_NS)}
+
+
+def test_workers_snapshots_add_up():
+    one, two = ChannelStats(), ChannelStats()
+    one.record("sale", "00", 1)
+    one.record("sale", "51", 1)
+    two.record("sale", "00", 10**10)
+    two.refused = 3
+
+    class Busy:
+        inflight = 2
+
+    first = Snapshot(channels={"jd": channel_snapshot(one, [Busy()])},
+                     totals={"redis_calls": 5}, stand_in={"stand_in_approved": 1})
+    second = Snapshot(channels={"jd": channel_snapshot(two, [Busy(), Busy()]),
+                                "pos": channel_snapshot(ChannelStats(), [])},
+                      totals={"redis_calls": 7, "timeouts": 1}, saf_pending=4)
+    total = merged([first, second])
+    assert total.workers == 2 and total.saf_pending == 4
+    assert total.totals == {"redis_calls": 12, "timeouts": 1}
+    assert total.stand_in == {"stand_in_approved": 1}
+    jd = total.channels["jd"]
+    assert sorted(jd.answers) == [("sale", "00", 2), ("sale", "51", 1)]
+    assert (jd.inflight, jd.connections, jd.refused) == (6, 3, 3)
+    assert jd.buckets[0] == 2 and jd.buckets[-1] == 1 and sum(jd.buckets) == 3
+    assert sum(total.channels["pos"].buckets) == 0
+
+
+async def wait_for(check, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_S
+    while not await check():
+        assert loop.time() < deadline, f"not within {WAIT_S} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_metrics_count_what_was_sent(redis_url):
+    async with admin_switch(redis_url) as admin:
+        pan = await admin.switch.new_card(limit_fen=100_000)
+        for _ in range(3):
+            assert (await admin.switch.send("jd", pan, amount=100, mcc="5411")
+                    ).response.response_code == "00"
+        assert (await admin.switch.send("jd", pan, amount=10**6, mcc="5411")
+                ).response.response_code == "51"
+        assert (await admin.switch.send("pos", pan, amount=100, mcc="7995")
+                ).response.response_code == "57"
+        samples = await admin.metrics()
+        assert metric(samples, "switch_requests_total", channel="jd", message_class="sale",
+                      response_code="00") == 3
+        assert metric(samples, "switch_requests_total", channel="jd",
+                      response_code="51") == 1
+        assert metric(samples, "switch_requests_total", channel="pos", message_class="sale",
+                      response_code="57") == 1
+        assert metric(samples, "switch_requests_total") == 5
+        assert metric(samples, "switch_decision_seconds_count", channel="jd") == 4
+        assert metric(samples, "switch_decision_seconds_bucket", channel="jd", le="+Inf") == 4
+        assert 0 < metric(samples, "switch_decision_seconds_sum", channel="jd") < 4 * 10
+        jd_buckets = [value for (name, labels), value in samples.items()
+                      if name == "switch_decision_seconds_bucket" and ("channel", "jd") in labels]
+        assert jd_buckets == sorted(jd_buckets)  # cumulative
+        assert metric(samples, "switch_redis_calls_total") >= 5
+        assert 1 <= metric(samples, "switch_redis_batches_total") <= metric(
+            samples, "switch_redis_calls_total")
+        assert metric(samples, "switch_answers_late_total") == 0
+        assert metric(samples, "switch_redis_errors_total") == 0
+        assert metric(samples, "switch_workers") == 1
+        assert metric(samples, "switch_answers_total") == 5
+
+
+async def test_connections_and_refused_frames(redis_url):
+    async with admin_switch(redis_url) as admin:
+        listener = admin.switch.server.listeners["jd"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", admin.switch.ports["jd"])
+        try:
+            async def one_connection():
+                return metric(await admin.metrics(), "switch_connections", channel="jd") == 1
+            await wait_for(one_connection, "the connection counted")
+            samples = await admin.metrics()
+            assert metric(samples, "switch_connections", channel="pos") == 0
+            framer = Framer(listener.codec.header, 64 * 1024)
+            writer.write(framer.frame(b"{not json"))
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(4096), WAIT_S)
+            assert answer  # the codec's own refusal, in the channel's format
+            samples = await admin.metrics()
+            assert metric(samples, "switch_frames_refused_total", channel="jd") == 1
+            assert metric(samples, "switch_requests_total") == 0  # no decision was made
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+        async def none_open():
+            return metric(await admin.metrics(), "switch_connections", channel="jd") == 0
+        await wait_for(none_open, "the closed connection no longer counted")
+
+
+async def test_inflight_counts_requests_waiting_for_redis(redis_url):
+    async with admin_switch(redis_url) as admin:
+        pan = await admin.switch.new_card(limit_fen=100_000)
+        client = admin.switch.ledger.client
+        # Redis busy with a script for half a second: the sale waits in flight meanwhile.
+        pause = asyncio.ensure_future(client.execute_command(
+            "EVAL", "local t = redis.call('TIME') local e = t[1] * 1e6 + t[2] + 5e5 "
+            "repeat local n = redis.call('TIME') until n[1] * 1e6 + n[2] >= e return 1", 0))
+        await asyncio.sleep(0.05)
+        sale = asyncio.ensure_future(admin.switch.send("jd", pan, amount=100, mcc="5411"))
+
+        async def one_inflight():
+            return metric(await admin.metrics(), "switch_inflight", channel="jd") == 1
+        await wait_for(one_inflight, "the sale in flight")
+        await sale
+        await pause
+        assert metric(await admin.metrics(), "switch_inflight", channel="jd") == 0
