@@ -7,9 +7,12 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loadtest.generator import adapters
+from loadtest.generator.client import ClientConnection, LoadClient
 from loadtest.generator.history import Answer, Entry, History
 from loadtest.generator.workload import Txn
 from loadtest.harness.history_check import EXAMPLES_KEPT_MAX, Card, Request, check
+from protocols.framing import BINARY_4, Framer
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch.ledger import Transaction
 
@@ -294,3 +297,23 @@ def test_the_findings_listed_in_full_are_bounded_but_all_are_counted():
     findings = check(requests, {PAN: card({}, posted=0)})  # every approval lost
     assert findings.lost == EXAMPLES_KEPT_MAX + 1
     assert len(findings.examples) == EXAMPLES_KEPT_MAX
+
+
+def test_an_answer_after_the_timeout_is_counted_late_and_kept_in_the_history():
+    client = LoadClient(["jd"], timeout_s=1.0)
+    client.history = History()
+    conn = ClientConnection(client, adapters.build("jd"))
+    request = AuthRequest(message_class=MessageClass.SALE, channel="jd", card=PAN,
+                          amount_fen=100, txn_ref="late1")
+    txn = Txn(1, "sale", "jd", request, None, wire=("late1", b"{}"))
+    conn.pending["late1"] = (0, txn)
+    client.sent(conn, "late1", 0, txn)
+    assert client.expire_overdue(client.timeout_ns) == {conn}  # timed out
+    body = msgspec.json.encode({"tradeNum": "late1", "isoCode": "00", "amount": "100",
+                                "authCode": "A1"})
+    assert conn.read_answers(Framer(BINARY_4, 1 << 16).frame(body)) == []
+    stats = client.stats["jd"]
+    assert (stats.timeouts, stats.late_answers, stats.bad_answers) == (1, 1, 0)
+    assert client.history.entries["jd", "late1"].last == Answer("00", 100, "A1")
+    conn.read_answers(Framer(BINARY_4, 1 << 16).frame(body))  # once more: nothing pending
+    assert (stats.late_answers, stats.bad_answers) == (1, 1)

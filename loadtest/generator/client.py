@@ -79,7 +79,7 @@ class ClientConnection(asyncio.Protocol):
         self.decode = adapter.decode
         self.framer = Framer(adapter.header, ANSWER_SIZE_MAX_BYTES)
         self.pending: dict[str, tuple[int, Txn]] = {}
-        self.expired: dict[str, None] = {}  # ids timed out lately, to tell a late answer
+        self.expired: dict[str, Txn] = {}  # requests timed out lately, to tell a late answer
         self.transport: asyncio.Transport | None = None
         self.closed = False
 
@@ -101,8 +101,11 @@ class ClientConnection(asyncio.Protocol):
                 continue
             entry = self.pending.pop(correlation_id, None)
             if entry is None:
-                late = self.expired.pop(correlation_id, 0) is None  # counted as a timeout
-                self.client.count(self.channel, "late_answers" if late else "bad_answers")
+                late = self.expired.pop(correlation_id, None)  # counted as a timeout
+                if late is None:
+                    self.client.count(self.channel, "bad_answers")
+                else:
+                    self.client.late(late, response)
                 continue
             answers.append((entry, response))
         return answers
@@ -115,7 +118,7 @@ class ClientConnection(asyncio.Protocol):
         del self.pending[correlation_id]
         if len(self.expired) >= EXPIRED_REMEMBERED_MAX:
             del self.expired[next(iter(self.expired))]
-        self.expired[correlation_id] = None
+        self.expired[correlation_id] = entry[1]
         return entry[1]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -201,6 +204,13 @@ class LoadClient:
         stats.codes[code] = stats.codes.get(code, 0) + 1
         stats.latency_us.append(latency_ns // 1000)
         txn.state = APPROVED if code in APPROVING else DECLINED
+
+    def late(self, txn: Txn, response: AuthResponse) -> None:
+        """An answer after its request timed out: counted as late (the request is counted as
+        a timeout already), and kept in the history: the client did see it."""
+        self.count(txn.channel, "late_answers")
+        if self.history is not None:
+            self.history.answered(txn, response)
 
     def count(self, channel: str, counter: str) -> None:
         stats = self.stats[channel]

@@ -5,9 +5,8 @@ One entry per distinct request: a repeat of the very same bytes (the workload's 
 kind, or `resend`) joins its original's entry. An entry keeps the transaction (kind, card,
 amount, the earlier transaction it names, and its wire bytes, so the check can read it as
 the switch does and a request left unanswered can go out again unchanged), how often it
-was sent and every answer seen, in order. An answer that comes after the request timed out
-is not seen: the client had given up on it (it counts as late, and the request as
-unanswered, to be sent again).
+was sent and every answer seen, in order: an answer that came after the request timed out
+too (the client counted a timeout, then saw the answer all the same).
 """
 
 from __future__ import annotations
