@@ -136,6 +136,8 @@ class IsoChannel:
         if keys is KEYS_UNAVAILABLE:
             return self.answer(message, Code.ISSUER_UNAVAILABLE, Reason.ISSUER_UNAVAILABLE)
         if not keys:
+            if fetched is None and self.keys.doubt(acquirer, terminal):
+                return KeyNeeded(acquirer, terminal)  # given a key since it was cached?
             return self._refuse(message, Code.NOT_PERMITTED_ON_TERMINAL,
                                 Reason.TERMINAL_UNKNOWN, acquirer, terminal)
         problem, key = self.mac.signer(body, message, keys)

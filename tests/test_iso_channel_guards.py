@@ -317,6 +317,13 @@ def test_a_mac_failing_under_cached_keys_asks_for_them_afresh_once(dialect):
     assert decode(recent.decode_request(body), dialect)["39"] == "A0"
     missing = PosCodec(dialect, keys=Rotated(None, doubts=False))
     assert missing.decode_request(body) == KeyNeeded("10000", "TERM0001")
+    # No key when cached: asked afresh too (a terminal given one since), else 58.
+    assert PosCodec(dialect, keys=Rotated((), doubts=True)).decode_request(body) == KeyNeeded(
+        "10000", "TERM0001")
+    unknown = decode(PosCodec(dialect, keys=Rotated((), doubts=False)).decode_request(body),
+                     dialect)
+    assert unknown["39"] == "58"
+    assert decode(codec.decode_request(body, ()), dialect)["39"] == "58"  # fetched: final
     down = decode(codec.decode_request(body, KEYS_UNAVAILABLE), dialect)
     assert (down["39"], down["44"]) == ("91", "issuer_unavailable")
 

@@ -73,7 +73,7 @@ async def exchange(wire: Wire, doc: dict, key) -> tuple[dict, bytes]:
 
 
 async def test_a_terminal_s_own_key_and_no_other(redis_url):
-    async with serving(redis_url) as (_, ledger, store, _, wire):
+    async with serving(redis_url) as (_, ledger, store, clock, wire):
         mine, theirs = new_terminal(), new_terminal()
         my_key = MacKey(MacAlgorithm.SM4, secrets.token_bytes(16))
         their_key = MacKey(MacAlgorithm.X9_19, secrets.token_bytes(16))
@@ -90,11 +90,18 @@ async def test_a_terminal_s_own_key_and_no_other(redis_url):
         assert (answer["39"], answer["44"]) == ("A0", "mac_mismatch")
         assert "64" not in answer
         # A terminal no key names: 58, and nothing changes.
+        newcomer = new_terminal()
         answer, _ = await exchange(wire, financial("0200", pan, "000000", 3_000,
-                                                   terminal=new_terminal()), key_of(my_key))
+                                                   terminal=newcomer), key_of(my_key))
         assert (answer["39"], answer["44"]) == ("58", "terminal_unknown")
         view = await ledger.card(pan)
         assert (view.posted, len(view.transactions)) == (1_000, 1)
+        # Given a key, it is taken without waiting for the cache to forget the terminal.
+        await store.add(ACQUIRER, newcomer, my_key)
+        clock.advance(limits.terminal_key_recheck_min_ms / 1000)
+        answer, _ = await exchange(wire, financial("0200", pan, "000000", 3_000,
+                                                   terminal=newcomer), key_of(my_key))
+        assert answer["39"] == "00"
 
 
 async def test_a_flipped_bit_in_the_amount_is_refused_and_changes_nothing(redis_url):
