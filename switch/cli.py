@@ -37,7 +37,6 @@ from switch.cli_common import (
     REDIS_URL_FILE,
     RUN_DIR,
     UserError,
-    configure_logging,
     configured_redis,
     fen,
     redis_error_line,
@@ -52,6 +51,7 @@ from switch.config import (
     parse_listen,
     parse_port,
 )
+from switch.logs import LOG_FORMATS, LoggingSetup, configure_logging
 from switch.policy_file import load_policy
 from switch.redis_runner import APPENDFSYNC_POLICIES, DEFAULT_APPENDFSYNC, RedisUnavailable
 from switch.server import ListenError, check_channels
@@ -59,7 +59,7 @@ from switch.server import ListenError, check_channels
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    configure_logging(args.verbose)
+    configure_logging(args.verbose, getattr(args, "log_format", "text"))
     try:
         return args.func(args) or 0
     except (UserError, ConfigError, RedisUnavailable, ValueError, ListenError,
@@ -97,7 +97,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if private:
         REDIS_URL_FILE.write_text(url + "\n")
     try:
-        launch.serve(config, url, note, demo=args.demo, workers=args.workers)
+        launch.serve(config, url, note, demo=args.demo, workers=args.workers,
+                     logging_setup=LoggingSetup(args.verbose, args.log_format))
     finally:
         if private:
             REDIS_URL_FILE.unlink(missing_ok=True)
@@ -213,6 +214,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", action="append", default=[], metavar="CHANNEL=PORT",
                        help="serve CHANNEL on this port instead (repeatable; the other "
                        "channels keep theirs; make run PORTS=\"jd=8701 pos=8683\")")
+    serve.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                       help="json: one object a line (time, level, logger, pid, message), "
+                       "for log shippers; card numbers masked either way")
     serve.add_argument("--demo", action="store_true",
                        help="create the demo cards that are absent (existing ones are kept)")
     serve.add_argument("--ephemeral", action="store_true",

@@ -1,37 +1,20 @@
 """What the `switch` command's modules share: where a running switch records its Redis,
-finding Redis for a command, card aliases, amounts in fen, the one-line user error, and
-logging that never shows a full card number."""
+finding Redis for a command, card aliases, amounts in fen, and the one-line user error."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from pathlib import Path
 
 import redis.exceptions
 
-from protocols.cardnumbers import mask_card_numbers_in
 from switch.cards import showcase_cards
 from switch.config import load
 from switch.redis_runner import reachable
 
 RUN_DIR = Path(os.environ.get("SWITCH_RUN_DIR", ".run"))
 REDIS_URL_FILE = RUN_DIR / "redis.url"  # where a serving switch records its private Redis
-
-
-class CardMaskingFormatter(logging.Formatter):
-    """Log lines with every full card number masked, tracebacks included: a message or an
-    error from Redis may name a card's key, and a log line must never show its number."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return mask_card_numbers_in(super().format(record))
-
-
-def configure_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(CardMaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
 
 
 CLUSTER_ERRORS = ("MOVED", "ASK", "CLUSTERDOWN", "CROSSSLOT")

@@ -18,6 +18,7 @@ from switch.cards import showcase_cards
 from switch.cli_common import UserError
 from switch.config import Config
 from switch.ledger import CardView
+from switch.logs import DEFAULT_LOGGING, LoggingSetup
 from switch.redis_runner import PrivateRedis, persistence, reachable
 from switch.workers import supervise
 
@@ -77,8 +78,9 @@ async def prepare(config: Config, redis_url: str, demo: bool) -> list[DemoCardNo
         await ledger.aclose()
 
 
-def serve(config: Config, redis_url: str, redis_note: str, demo: bool, workers: int = 1
-          ) -> None:
+def serve(config: Config, redis_url: str, redis_note: str, demo: bool, workers: int = 1,
+          logging_setup: LoggingSetup = DEFAULT_LOGGING) -> None:
+    """`logging_setup`: the command's, given again to each worker process (they are spawned)."""
     cards = asyncio.run(prepare(config, redis_url, demo))
 
     def announce(ports: dict[str, int]) -> None:
@@ -87,7 +89,7 @@ def serve(config: Config, redis_url: str, redis_note: str, demo: bool, workers: 
     if workers == 1:
         run(serve_one(config, redis_url, announce))
     else:
-        supervise(config, redis_url, workers, announce)
+        supervise(config, redis_url, workers, announce, logging_setup)
     print("switch stopped", flush=True)
 
 

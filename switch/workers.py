@@ -12,13 +12,15 @@ from collections.abc import Callable
 
 from switch.app import run, serve_one
 from switch.config import Config
+from switch.logs import DEFAULT_LOGGING, LoggingSetup, configure_logging
 from switch.redis_runner import free_port
 
 WORKER_START_TIMEOUT_S = 30.0
 
 
 def supervise(config: Config, redis_url: str, workers: int,
-              on_ready: Callable[[dict[str, int]], None]) -> None:
+              on_ready: Callable[[dict[str, int]], None],
+              logging_setup: LoggingSetup = DEFAULT_LOGGING) -> None:
     """Start the workers, announce once all listen, stop them all on SIGINT/SIGTERM."""
     for listener in config.listeners.values():
         if listener.port == 0:  # every worker must bind the same port
@@ -27,7 +29,8 @@ def supervise(config: Config, redis_url: str, workers: int,
     reports = context.Queue()
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # taken with sigtimedwait below
-    processes = [context.Process(target=_worker, args=(config, redis_url, reports),
+    processes = [context.Process(target=_worker,
+                                 args=(config, redis_url, reports, logging_setup),
                                  name=f"switch-worker-{i}") for i in range(workers)]
     try:
         for process in processes:
@@ -67,8 +70,9 @@ def _stop(processes, config: Config) -> None:
             process.join()
 
 
-def _worker(config: Config, redis_url: str, reports) -> None:
+def _worker(config: Config, redis_url: str, reports, logging_setup: LoggingSetup) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    configure_logging(*logging_setup)
     try:
         run(serve_one(config, redis_url, lambda ports: reports.put(("ready", ports)),
                       reuse_port=True))

@@ -4,6 +4,7 @@ error that names a card."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import types
@@ -21,7 +22,7 @@ from protocols.cardnumbers import (
 )
 from protocols.ledger_layout import card_key
 from protocols.messages import MessageClass
-from switch.cli_common import CardMaskingFormatter
+from switch.logs import CardMaskingFormatter, JsonFormatter
 from tests import conftest
 from tests.support import JdClient, jd_request, make_card, running_switch
 
@@ -120,3 +121,19 @@ async def test_a_broken_invariant_is_answered_96_and_its_error_names_the_card_ma
     logged = "\n".join(caplog.text.splitlines())
     assert "ledger invariant broken on {c:" + pan[:6] in logged
     assert full_card_numbers_in(logged) == []
+
+
+def test_json_log_lines_are_one_object_each_and_masked():
+    pan = "6253680000000018"
+    try:
+        raise ValueError(f"no such card {pan}")
+    except ValueError:
+        record = logging.LogRecord("switch.server", logging.ERROR, __file__, 1,
+                                   "failed on %s", (pan,), sys.exc_info())
+    line = JsonFormatter().format(record)
+    assert "\n" not in line and full_card_numbers_in(line) == []
+    fields = json.loads(line)
+    assert fields["level"] == "ERROR" and fields["logger"] == "switch.server"
+    assert fields["message"] == "failed on 625368******0018"
+    assert "ValueError: no such card 625368******0018" in fields["error"]
+    assert fields["time"].endswith("Z") and fields["pid"] > 0

@@ -275,3 +275,20 @@ def test_a_redis_cluster_node_is_one_line_not_a_traceback(cluster_node, run_env)
         last = done.stderr.strip().splitlines()[-1]  # serve warns about persistence first
         assert "Traceback" not in done.stderr and last.startswith("switch: Redis answered")
         assert "a node of a Redis Cluster" in last
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_json_logs_are_one_object_a_line_in_every_worker(run_env, workers):
+    process, _, port = serve(run_env, ["--ephemeral", "--log-format", "json",
+                                       "--workers", workers])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as peer:
+            peer.sendall(b"\xff\xff\xff\xff")  # a frame longer than any: cut, and logged
+            peer.settimeout(WAIT_S)
+            assert peer.recv(1) == b""  # the switch closed the connection
+    finally:
+        stop(process)
+    lines = [json.loads(line) for line in process.stderr.read().splitlines()
+             if line.startswith("{")]
+    cut = [line for line in lines if line["logger"] == "switch.server"]
+    assert cut and cut[0]["level"] == "WARNING" and "closing" in cut[0]["message"]
