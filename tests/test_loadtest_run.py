@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
+import sys
+import types
 from pathlib import Path
 
 from loadtest.generator import report
 from loadtest.generator.aggregate import OVERALL
 from loadtest.generator.cards import seed_cards
 from loadtest.generator.client import Target
-from loadtest.generator.runner import Plan, run_load
+from loadtest.generator.runner import Plan, run_load, start_workers
 from loadtest.generator.workload import load_test_pans
 from tests.support import LOADTEST, run_command
 
 CLI_WAIT_S = 120.0  # bound on a CLI run in these tests (a few seconds of load, plus start-up)
+SPAWN_WAIT_S = 60.0  # bound on a spawned Python process that does nothing, on a busy box
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -96,3 +100,26 @@ async def test_find_max_steps_up_and_reports_the_highest_passing_rate(jd_switch,
     assert [step["rate"] for step in found["steps"]] == [100, 200, 400]
     assert found["best_rate"] == 400 and "highest sustainable rate: 400/s" in out
     assert (tmp_path / "best" / "report.html").exists()
+
+
+def test_a_spawned_worker_does_not_run_the_command_script_again(tmp_path, monkeypatch):
+    # A main script that leaves a mark when it runs, in the place of the `loadtest` script.
+    mark = tmp_path / "ran"
+    script = tmp_path / "command.py"
+    script.write_text(f"open({str(mark)!r}, 'a').write('x')\n")
+    main = types.ModuleType("__main__")
+    main.__file__, main.__spec__ = str(script), None
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    context = multiprocessing.get_context("spawn")
+
+    def spawn_one(start) -> None:
+        process = context.Process(target=sorted, args=((),), daemon=True)
+        start([process])
+        process.join(timeout=SPAWN_WAIT_S)
+        assert process.exitcode == 0
+
+    spawn_one(start_workers)
+    assert not mark.exists()
+    assert main.__spec__ is None  # as it was
+    spawn_one(lambda processes: processes[0].start())  # spawn's own way: the script runs
+    assert mark.read_text() == "x"

@@ -21,7 +21,7 @@ from loadtest.generator.cards import seed_cards
 from loadtest.generator.client import LoadTestError, freeze_startup_heap
 from loadtest.generator.closed_loop import ClosedLoop, SaturatePlan, WorkerOutcome, ref_prefix
 from loadtest.generator.event_loop import run_async
-from loadtest.generator.runner import expect, join_workers, new_run_id
+from loadtest.generator.runner import expect, join_workers, new_run_id, start_workers
 from loadtest.generator.stats import Totals
 from loadtest.generator.workload import CARD_LIMIT_FEN, load_test_pans
 
@@ -217,8 +217,7 @@ async def _run_processes(plan: SaturatePlan, split: list[dict[str, int]],
     processes = [context.Process(target=worker_process, daemon=True,
                                  args=(encoded, index, share, messages, pipe[0]))
                  for index, (share, pipe) in enumerate(zip(split, pipes, strict=True))]
-    for process in processes:
-        process.start()
+    start_workers(processes)
     seconds = _Seconds(len(split), progress)
     try:
         await expect(messages, "ready", len(split), WORKER_READY_TIMEOUT_S,

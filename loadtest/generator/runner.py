@@ -10,10 +10,13 @@ workers is bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import importlib.machinery
 import multiprocessing
 import queue as queue_module
 import random
+import sys
 import time
 from collections.abc import Callable
 
@@ -133,8 +136,7 @@ async def _run_processes(plans: list[WorkerPlan], aggregator: Aggregator) -> flo
     processes = [context.Process(target=worker_process, daemon=True,
                                  args=(msgspec.msgpack.encode(p), results, pipe[0]))
                  for p, pipe in zip(plans, pipes, strict=True)]
-    for process in processes:
-        process.start()
+    start_workers(processes)
     try:
         intervals = ("interval", lambda data: aggregator.add(
             msgspec.msgpack.decode(data, type=Interval)))
@@ -147,6 +149,32 @@ async def _run_processes(plans: list[WorkerPlan], aggregator: Aggregator) -> flo
         return start_wall
     finally:
         join_workers(processes)
+
+
+@contextlib.contextmanager
+def main_not_rerun():
+    """Processes spawned within do not run this process' __main__ again.
+
+    A spawned child re-runs the parent's main script, so that what was pickled from it can
+    be found; a worker's entry point lives in this package and is handed nothing from
+    __main__. The `loadtest` script imports the whole command, the harness and through it
+    switch/: re-run in every worker, that was a tenth of a second of CPU each, and switch/
+    in a process that is only a client. A __main__ named `__main__` is what spawn leaves
+    alone (a package's __main__.py)."""
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)
+    main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = spec
+
+
+def start_workers(processes) -> None:
+    """Start spawned worker processes (see `main_not_rerun`)."""
+    with main_not_rerun():
+        for process in processes:
+            process.start()
 
 
 def join_workers(processes) -> None:
