@@ -108,7 +108,10 @@ ADAPTER_ACTIONS: Mapping[Code, str] = {
     Code.MAC_FAILURE: "check the MAC key and what the MAC covers; nothing changed",
 }
 
-APPROVING: frozenset[str] = frozenset({Code.APPROVED, Code.PARTIAL_APPROVAL})
+# Plain strings, not the enum's members: what is looked up is mostly a code read off the wire
+# (a str), and a set of plain strings matches it without calling the enum's comparison; the
+# load generator asks once per answer.
+APPROVING: frozenset[str] = frozenset({Code.APPROVED.value, Code.PARTIAL_APPROVAL.value})
 DECLINING: frozenset[str] = frozenset(Code) - APPROVING
 
 

@@ -54,6 +54,12 @@ def test_approving_and_declining_split_the_codes():
     assert not AuthResponse(response_code="05").approved
 
 
+def test_approving_holds_plain_strings():
+    # Looked up once per answer with a str read off the wire: plain members match it on the
+    # set's fast path (the enum's would be equal too, at the cost of a comparison call).
+    assert {type(code) for code in APPROVING} == {str}
+
+
 @pytest.mark.parametrize(("text", "reason"), [
     ("card_lost", Reason.CARD_LOST),
     ("mcc_blocked:7995", Reason.MCC_BLOCKED),
