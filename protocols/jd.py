@@ -12,12 +12,11 @@ import msgspec
 
 from protocols.channel import (
     AnswerFields,
-    ClientAnswer,
     Decoded,
     FieldError,
-    read_signed_answer,
     sign_sorted_pairs,
     signature_matches,
+    signed_answer_reader,
 )
 from protocols.codes import Code, Reason
 from protocols.framing import BINARY_4
@@ -227,6 +226,6 @@ ANSWER_FIELDS = AnswerFields(code="isoCode", approved_fen="amount", auth_id="aut
                              state="tradeState", stand_in="standIn")
 
 
-def decode_response(body: bytes, key: bytes | None = None) -> ClientAnswer:
-    """Reads an answer; with `key`, it must be signed with it (ValueError otherwise)."""
-    return read_signed_answer(_json_fields.decode(body), key, sign_sorted_pairs, ANSWER_FIELDS)
+# Reads an answer (body, key=None); with the key, it must be signed with it (ValueError
+# otherwise).
+decode_response = signed_answer_reader(_json_fields.decode, sign_sorted_pairs, ANSWER_FIELDS)

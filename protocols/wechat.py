@@ -18,9 +18,9 @@ from protocols.channel import (
     AnswerFields,
     ClientAnswer,
     Decoded,
-    read_signed_answer,
     sign_sorted_pairs,
     signature_matches,
+    signed_answer_reader,
 )
 from protocols.codes import REPORTED_REFUNDED, Code, Reason, TransactionState
 from protocols.framing import BINARY_4
@@ -416,9 +416,12 @@ ANSWER_FIELDS = AnswerFields(code="iso_code", approved_fen="approved_fee",
                              correlation_id="nonce_str", stand_in="stand_in")
 
 
+_read_answer = signed_answer_reader(parse_xml, sign, ANSWER_FIELDS)
+
+
 def decode_response(body: bytes, key: bytes | None = None) -> ClientAnswer:
     """Reads an answer; with `key`, it must be signed with it (ValueError otherwise)."""
-    answer = read_signed_answer(parse_xml(body), key, sign, ANSWER_FIELDS)
+    answer = _read_answer(body, key)
     if not answer.response.reason:  # a FAIL return_code says why in return_msg
         answer.response.reason = _transport_failure(answer.fields)
     return answer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from pathlib import Path
 
@@ -33,9 +35,17 @@ def reply_fields(reply: bytes) -> dict:
 
 def test_signature_is_hmac_sha256_over_sorted_non_empty_pairs():
     fields = {"b": "2", "a": "1", "sign": "x", "empty": ""}
-    import hashlib
-    import hmac
     assert sign_sorted_pairs(fields, KEY) == hmac.new(KEY, b"a=1&b=2", hashlib.sha256).hexdigest()
+
+
+@given(fields=st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=8), max_size=12),
+       key=st.binary(max_size=80), suffix=st.sampled_from(["", "&key=k"]))
+def test_the_signature_is_the_rule_for_any_fields(fields, key, suffix):
+    pairs = [f"{name}={fields[name]}" for name in sorted(fields)
+             if name != "sign" and fields[name] != ""]
+    text = "&".join(pairs) + suffix
+    expected = hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    assert sign_sorted_pairs(fields, key, suffix) == expected
 
 
 @given(trade=st.from_regex(r"[A-Za-z0-9_\-]{1,32}", fullmatch=True),
