@@ -24,11 +24,18 @@ class HeaderFormat(msgspec.Struct, frozen=True):
         return 10**self.size_bytes - 1 if self.ascii_digits else 256**self.size_bytes - 1
 
     def encode(self, length: int) -> bytes:
-        if not 0 <= length <= self.length_max:
-            raise FramingError(f"frame body of {length} bytes does not fit a {self.name} header")
+        # The bound is checked by what encodes (to_bytes refuses what does not fit, the digits
+        # are counted), not against `length_max`: every frame sent goes through here.
         if self.ascii_digits:
-            return b"%0*d" % (self.size_bytes, length)
-        return length.to_bytes(self.size_bytes, "big")
+            header = b"%0*d" % (self.size_bytes, length)
+            if length >= 0 and len(header) == self.size_bytes:
+                return header
+        else:
+            try:
+                return length.to_bytes(self.size_bytes, "big")
+            except OverflowError:  # negative, or more than the header holds
+                pass
+        raise FramingError(f"frame body of {length} bytes does not fit a {self.name} header")
 
     def decode(self, header: bytes) -> int:
         if not self.ascii_digits:
