@@ -32,6 +32,7 @@ from protocols.iso_tools import (
     parse,
     validate,
 )
+from protocols.iso_tools.hextext import message_from_text
 from protocols.iso_tools.parsing import FieldView
 from protocols.messages import AuthRequest
 from switch import engine
@@ -45,7 +46,8 @@ WIRE_SHOWN_MAX_CHARS = 24  # hex characters of a field's wire bytes in the table
 
 
 def message_bytes(args: argparse.Namespace) -> bytes:
-    """The message: hex from the argument or stdin (`-`), or the bytes of --file."""
+    """The message: hex (or a hex dump) from the argument or stdin (`-`), or the bytes of
+    --file."""
     if args.file is not None:
         if args.message:
             raise UserError("give the message as HEX, `-` or --file FILE, not two of them")
@@ -56,15 +58,10 @@ def message_bytes(args: argparse.Namespace) -> bytes:
     if not args.message:
         raise UserError("no message: give it as HEX, `-` (hex on stdin) or --file FILE")
     text = sys.stdin.read() if args.message == ["-"] else " ".join(args.message)
-    compact = "".join(text.split())
     try:
-        return bytes.fromhex(compact)
-    except ValueError:
-        bad = next((i for i, c in enumerate(compact) if c not in "0123456789abcdefABCDEF"),
-                   len(compact))
-        where = f"character {bad + 1}" if bad < len(compact) else "an odd number of digits"
-        raise UserError(f"the message is not hex ({where}); --file FILE reads raw "
-                        "bytes") from None
+        return message_from_text(text)
+    except ValueError as error:
+        raise UserError(f"{error}; --file FILE reads raw bytes") from None
 
 
 def mac_key(args: argparse.Namespace) -> MacKey | None:

@@ -5,6 +5,7 @@ dialects; pyiso8583 is the independent peer for what a message holds."""
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import iso8583
@@ -20,6 +21,7 @@ from protocols.iso8583.dialect import dialect_from_dict
 from protocols.iso_channel import required_fields
 from protocols.iso_client import request_message
 from protocols.iso_tools import build, codes_of_reason, explain, parse, validate
+from protocols.iso_tools.hextext import dump_line_bytes_max, message_from_text
 from protocols.iso_tools.meanings import mask_track, masked
 from protocols.messages import REFERENCING_CLASSES, AuthRequest, MessageClass
 from tests.test_iso8583_interop import PEER_SPECS, message_strategy, to_peer
@@ -385,3 +387,62 @@ def test_a_reason_is_read_with_its_family_and_checked_against_the_code():
                 lambda: codes_of_reason("no_such")):
         with pytest.raises(ValueError):
             bad()
+
+
+# --- hex text and hex dumps ------------------------------------------------------------------
+
+
+def docs_dump(data: bytes) -> str:
+    """The dump docs/channels/pos.md shows: offset, the bytes, their text."""
+    return "\n".join(
+        f"{at:04X}  {' '.join(f'{b:02X}' for b in data[at:at + 16])}  "
+        + "".join(chr(b) if 32 <= b < 127 else "." for b in data[at:at + 16])
+        for at in range(0, len(data), 16))
+
+
+def hexdump_c(data: bytes) -> str:
+    """`hexdump -C`: two groups of eight, |text|, and the length alone at the end."""
+    lines = []
+    for at in range(0, len(data), 16):
+        row = data[at:at + 16]
+        groups = " ".join(f"{b:02x}" for b in row[:8]) + "  " + " ".join(
+            f"{b:02x}" for b in row[8:])
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in row)
+        lines.append(f"{at:08x}  {groups:<48}  |{text}|")
+    return "\n".join([*lines, f"{len(data):08x}"])
+
+
+def test_the_dump_in_docs_channels_pos_md_is_the_worked_example():
+    page = (Path(__file__).resolve().parent.parent / "docs" / "channels" / "pos.md").read_text()
+    dump = page[page.index("--- 0200 request, framed"):]
+    framed = message_from_text(dump[:dump.index("```")])
+    assert framed == (139).to_bytes(2, "big") + build(SALE)
+
+
+@PROPERTY
+@given(st.binary(min_size=1, max_size=200))
+def test_any_bytes_come_back_from_their_dump_or_their_hex(data):
+    assert message_from_text(docs_dump(data)) == data
+    assert message_from_text(hexdump_c(data)) == data
+    assert message_from_text(data.hex(" ", 4)) == data
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("3032G0", "not hex (character 5)"),
+    ("303", "not hex (an odd number of digits)"),
+    ("0000  30 31\n0003  32", "line 2: '0003  32' does not start with the offset 0002"),
+    ("0000  zz", "line 1: no bytes after the offset"),
+    ("0000  " + " ".join(["30"] * (dump_line_bytes_max + 1)), "line 1: no bytes"),
+])
+def test_text_that_is_not_a_message_says_where(text, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        message_from_text(text)
+    assert message_from_text("0000  " + " ".join(["30"] * dump_line_bytes_max)) == b"0" * 16
+
+
+def test_a_star_repeats_the_line_before_until_the_next_offset():
+    data = b"\x00" * 48 + b"AB"
+    dump = "\n".join([hexdump_c(data).splitlines()[0], "*", *hexdump_c(data).splitlines()[3:]])
+    assert "*" in dump and message_from_text(dump) == data
+    with pytest.raises(ValueError, match="line 3"):  # 40 is not a whole number of lines on
+        message_from_text(dump.replace("00000030  41", "00000028  41"))

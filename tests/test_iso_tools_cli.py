@@ -53,6 +53,17 @@ def test_build_writes_bytes_with_a_header_and_parse_reads_the_file(tmp_path):
     assert code == 1 and "MAC     F64 WRONG: the key gives " in out
 
 
+def test_a_hex_dump_on_stdin_is_read_with_its_offsets_checked():
+    page = GUIDE.parent.joinpath("pos.md").read_text()
+    dump = page[page.index("--- 0200 request, framed"):]
+    code, out, err = iso("parse", "--header", "binary2", "-", stdin=dump[:dump.index("```")])
+    assert (code, err) == (0, "") and "bitmap  7238448108C08000" in out
+    code, out, err = iso("parse", "-", stdin="0000  30 32\n0004  30 30\n")
+    assert (code, out) == (2, "") and err == (
+        "switch: hex dump line 2: '0004  30 30' does not start with the offset 0002 and two "
+        "spaces; --file FILE reads raw bytes\n")
+
+
 def test_a_broken_message_shows_what_was_read_then_the_defect_and_exits_1():
     code, out, err = iso("parse", SALE_HEX[:100])
     assert code == 1
