@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from protocols.ledger_layout import card_key
 from switch.admin.exporter import snapshot_of
 from switch.admin.http import AdminServer, make_app
 from switch.admin.policy_swap import PolicySource
+from switch.admin.shared import all_workers, publish
 from switch.cards import DemoCard
 from switch.channels import CODECS
 from switch.cli_common import RUN_DIR
@@ -106,8 +109,11 @@ async def load_cards(ledger: Ledger, cards: list[DemoCard]) -> list[bool]:
     return [not exists for exists in present]
 
 
-async def serve_one(config: Config, redis_url: str, on_ready, reuse_port: bool = False) -> None:
-    """One process's listeners, until SIGINT or SIGTERM; then a graceful shutdown."""
+async def serve_one(config: Config, redis_url: str, on_ready, reuse_port: bool = False,
+                    share: tuple[Path, int] | None = None) -> None:
+    """One process's listeners, until SIGINT or SIGTERM; then a graceful shutdown.
+    `share`: (folder, worker index) of a worker of `--workers N` (switch/admin/shared.py);
+    the worker given an admin address serves the API with every worker's counts."""
     switch, ledger = await build(config, redis_url, journal_dir=journal_folder(config))
     await switch.start(reuse_port=reuse_port)
     # What start-up built lives as long as the process: keep it out of the collector's way
@@ -115,7 +121,15 @@ async def serve_one(config: Config, redis_url: str, on_ready, reuse_port: bool =
     gc.collect()
     gc.freeze()
     policy = PolicySource(switch, config.policy)
-    admin = await start_admin(config, switch, policy) if config.admin.listen else None
+    counts = functools.partial(snapshot_of, switch)
+    admin = sharing = None
+    if config.admin.listen:
+        if share is not None:  # a reload over HTTP: the supervisor passes it to the others
+            counts = all_workers(*share, counts)
+            policy.announce = functools.partial(os.kill, os.getppid(), signal.SIGHUP)
+        admin = await start_admin(config, switch, policy, counts)
+    elif share is not None:
+        sharing = asyncio.get_running_loop().create_task(publish(*share, counts))
     on_ready(switch.ports | ({"admin": admin.port} if admin else {}))
 
     stop = asyncio.Event()
@@ -126,15 +140,19 @@ async def serve_one(config: Config, redis_url: str, on_ready, reuse_port: bool =
     await stop.wait()
     if admin is not None:
         await admin.stop()
+    if sharing is not None:
+        sharing.cancel()
     await switch.shutdown()
     await ledger.aclose()
     print(counters_line(switch, ledger), flush=True)
 
 
-async def start_admin(config: Config, switch: Switch, policy: PolicySource) -> AdminServer:
-    """The admin API and dashboard (switch/admin/), beside the listeners."""
-    admin = AdminServer(make_app(switch.engine.ledger, policy, config.admin.token,
-                                 lambda: snapshot_of(switch)))
+async def start_admin(config: Config, switch: Switch, policy: PolicySource, counts=None
+                      ) -> AdminServer:
+    """The admin API and dashboard (switch/admin/), beside the listeners; `counts()`: what
+    /metrics shows (default: this process's)."""
+    counts = counts or functools.partial(snapshot_of, switch)
+    admin = AdminServer(make_app(switch.engine.ledger, policy, config.admin.token, counts))
     await admin.start(*parse_admin(config.admin.listen))
     return admin
 

@@ -197,3 +197,8 @@ admin_body_max_bytes = 16 * 1024
 # /readyz: how long Redis may take to answer its probe before the switch says it is not
 # ready; a healthy Redis answers in a millisecond, a load balancer probes every few seconds.
 admin_probe_timeout_s = 2.0
+
+# `--workers N`: each worker writes its counts for the admin API's /metrics this often
+# (switch/admin/shared.py): a scrape shows the other workers' counts at most this old, and
+# the dashboard reads once a second. A write is a few kilobytes.
+admin_share_interval_s = 1.0

@@ -6,9 +6,15 @@ else but Redis, where all state lives, so any worker may answer any request.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
+import shutil
 import signal
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
 
 from switch.app import run, serve_one
 from switch.config import Config
@@ -21,28 +27,41 @@ WORKER_START_TIMEOUT_S = 30.0
 def supervise(config: Config, redis_url: str, workers: int,
               on_ready: Callable[[dict[str, int]], None],
               logging_setup: LoggingSetup = DEFAULT_LOGGING) -> None:
-    """Start the workers, announce once all listen, stop them all on SIGINT/SIGTERM."""
+    """Start the workers, announce once all listen, stop them all on SIGINT/SIGTERM; pass
+    SIGHUP (reload the policy) on to them. Worker 0 alone serves the admin API, with every
+    worker's counts (switch/admin/shared.py)."""
     for listener in config.listeners.values():
         if listener.port == 0:  # every worker must bind the same port
             listener.port = free_port()
     context = multiprocessing.get_context("spawn")
     reports = context.Queue()
     stop_signals = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # taken with sigtimedwait below
-    processes = [context.Process(target=_worker,
-                                 args=(config, redis_url, reports, logging_setup),
-                                 name=f"switch-worker-{i}") for i in range(workers)]
+    taken = stop_signals | {signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, taken)  # taken with sigtimedwait below
+    shares = Path(tempfile.mkdtemp(prefix="switch-counts-"))
+    others = msgspec.structs.replace(config, admin=msgspec.structs.replace(config.admin,
+                                                                           listen=""))
+    processes = [context.Process(target=_worker, args=(
+        config if i == 0 else others, redis_url, reports, logging_setup, (shares, i)),
+        name=f"switch-worker-{i}") for i in range(workers)]
     try:
         for process in processes:
             process.start()
         ports = _await_ready(reports, workers)
         on_ready(ports)
         while all(p.is_alive() for p in processes):
-            if signal.sigtimedwait(stop_signals, 0.5) is not None:
+            got = signal.sigtimedwait(taken, 0.5)
+            if got is None:
+                continue
+            if got.si_signo != signal.SIGHUP:
                 break
+            for process in processes:  # worker 0 reloaded already when it asked
+                if process.pid != got.si_pid:
+                    os.kill(process.pid, signal.SIGHUP)
     finally:
         _stop(processes, config)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, taken)
+        shutil.rmtree(shares, ignore_errors=True)
 
 
 def _await_ready(reports, workers: int) -> dict[str, int]:
@@ -54,7 +73,7 @@ def _await_ready(reports, workers: int) -> dict[str, int]:
             raise RuntimeError("a worker did not start in time") from None
         if kind == "error":
             raise RuntimeError(f"a worker failed to start: {detail}")
-        ports = detail
+        ports |= detail  # worker 0's has the admin port
     return ports
 
 
@@ -70,12 +89,14 @@ def _stop(processes, config: Config) -> None:
             process.join()
 
 
-def _worker(config: Config, redis_url: str, reports, logging_setup: LoggingSetup) -> None:
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+def _worker(config: Config, redis_url: str, reports, logging_setup: LoggingSetup,
+            share: tuple[Path, int]) -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until serve_one takes it: a reload
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
     configure_logging(*logging_setup)
     try:
         run(serve_one(config, redis_url, lambda ports: reports.put(("ready", ports)),
-                      reuse_port=True))
+                      reuse_port=True, share=share))
     except Exception as error:  # reported to the supervisor, which stops everything
         reports.put(("error", f"{type(error).__name__}: {error}"))
         raise

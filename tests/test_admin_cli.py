@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import SWITCH
 from tests.test_admin import policy_text
@@ -115,3 +116,51 @@ def test_admin_off_serves_none(run_env, tmp_path):
     finally:
         stop(process)
     assert "Admin" not in banner and "jd      listening" in banner
+
+
+def send_jd(port: int, env: dict, mcc: str) -> str:
+    done = run(["send", "--channel", "jd", "--port", str(port), "--pan", "demo1",
+                "--amount", "100", "--mcc", mcc, "--json"], env)
+    return json.loads(done.stdout)["response_code"]
+
+
+def test_workers_one_scrape_counts_all_and_a_reload_reaches_all(run_env, tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text(policy_text("first"))
+    process = subprocess.Popen(
+        [*SWITCH, "serve", "--ephemeral", "--demo", "--workers", "2", "--listen",
+         "jd=127.0.0.1:0", "--admin", "127.0.0.1:0", "--policy", str(policy)],
+        env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = read_banner(process)
+        url = re.search(r"dashboard (http://127\.0\.0\.1:\d+)/", banner).group(1)
+        token = re.search(r"token for card and policy endpoints: (\S+)", banner).group(1)
+        port = int(re.search(r"jd\s+listening on 127\.0\.0\.1:(\d+)", banner).group(1))
+        sent = 12  # each on a new connection: the kernel spreads them over the workers
+        assert {send_jd(port, run_env, "5411") for _ in range(sent)} == {"00"}
+        deadline = time.monotonic() + WAIT_S  # the other worker's share: within a second
+        while time.monotonic() < deadline:
+            text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+            samples = {s.name + str(sorted(s.labels.items())): s.value
+                       for f in text_string_to_metric_families(text) for s in f.samples}
+            if samples.get("switch_requests_total[('channel', 'jd'), ('message_class', "
+                           "'sale'), ('response_code', '00')]") == sent:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"/metrics never counted {sent} sales: {text}")
+        assert samples["switch_workers[]"] == 2
+
+        policy.write_text(policy_text("second", block_grocery=True))
+        request = urllib.request.Request(url + "/policy/reload", method="POST",
+                                         headers={"Authorization": f"Bearer {token}"})
+        assert json.loads(urllib.request.urlopen(request, timeout=5).read())["reloaded"]
+        deadline = time.monotonic() + WAIT_S
+        codes = set()
+        while time.monotonic() < deadline:  # the supervisor passes the reload on
+            codes = {send_jd(port, run_env, "5411") for _ in range(sent)}
+            if codes == {"57"}:
+                break
+        assert codes == {"57"}
+    finally:
+        stop(process)

@@ -136,6 +136,7 @@ async def reload_policy(request: web.Request) -> web.Response:
         return web.json_response({"reloaded": False, "error": str(error),
                                   "in_force": source.describe()["name"]}, status=422)
     log.warning("policy reloaded from %s (over HTTP)", source.origin)
+    source.announce()
     described = source.describe()
     return web.json_response({"reloaded": True, "source": described["source"],
                               "name": described["name"], "reloads": described["reloads"]})

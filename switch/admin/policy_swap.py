@@ -26,6 +26,9 @@ class PolicySource:
         self.path = str(path or "")
         self.loaded_at = time.time()
         self.reloads = 0
+        # Called after a reload asked over HTTP: with --workers N, to have the supervisor
+        # reload the other workers too (switch/workers.py).
+        self.announce = lambda: None
 
     @property
     def origin(self) -> str:
