@@ -64,7 +64,7 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
                              "tests/test_wechat_codec.py", "tests/test_jd_guards.py",
                              "tests/test_wechat_guards.py", "tests/test_stand_in_marking.py"),
     "switch/standin.py": ("tests/test_standin.py",),
-    "switch/journal.py": ("tests/test_journal.py", "tests/test_saf_cli.py"),
+    "switch/journal.py": ("tests/test_journal.py",),
     "switch/watch.py": ("tests/test_watch.py",),
 }
 # What a private copy of the tree leaves out: not needed by the tests, or large (docs/ stays:

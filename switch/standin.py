@@ -25,14 +25,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 
 import msgspec
 
 from protocols.codes import CARD_STATUS_DECLINES, CardStatus, Code, Reason
 from protocols.messages import AuthRequest, AuthResponse, MessageClass, decline
 from switch import limits
-from switch.clock import month_of
+from switch.clock import Clock, SystemClock, month_of
 from switch.engine import Attempt, new_auth_id, refusal
 from switch.journal import Advice, Journal, JournalFull, Record, Void
 from switch.policy import Policy
@@ -78,7 +77,9 @@ class StandIn:
     """Stand-in decisions and the journal records behind them, for one switch process."""
 
     def __init__(self, policy: Policy, journal: Journal, request_deadline_ms: int,
-                 void_reserve_records: int = limits.saf_void_reserve_records) -> None:
+                 void_reserve_records: int = limits.saf_void_reserve_records,
+                 clock: Clock | None = None) -> None:
+        self.clock = clock or SystemClock()
         self.policy = policy
         self.spec = policy.spec.stand_in
         self.journal = journal
@@ -116,7 +117,7 @@ class StandIn:
         earlier = self.repeat(request)
         if earlier is not None:
             return earlier
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = self.clock.now_ms()
         records: list[Record] = []
         if attempt.auth_id:  # its call was made: it may have run
             records.append(Void(
@@ -185,7 +186,7 @@ class StandIn:
             return _marked(decline(*CARD_STATUS_DECLINES[CardStatus(status)]))
         # The card's own expiry is in Redis; an expiry the request sends that has passed
         # is enough to refuse (YYMM compares as a number, good through its month).
-        if request.expiry and int(request.expiry) < int(month_of(time.time_ns() // 1_000_000)):
+        if request.expiry and int(request.expiry) < int(month_of(self.clock.now_ms())):
             return _marked(decline(Code.EXPIRED_CARD, Reason.CARD_EXPIRED))
         spec = self.spec
         if request.amount_fen > spec.per_transaction_max_fen:
@@ -221,8 +222,7 @@ def _marked(response: AuthResponse) -> AuthResponse:
 
 
 def _as_repeat(response: AuthResponse) -> AuthResponse:
-    return AuthResponse(response_code=response.response_code, approved_fen=response.approved_fen,
-                        auth_id=response.auth_id, stand_in=True, repeat=True)
+    return msgspec.structs.replace(response, repeat=True)
 
 
 def _record_id() -> str:

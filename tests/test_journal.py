@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import struct
 import zlib
@@ -210,3 +212,109 @@ async def test_a_record_is_pending_for_the_forwarder_only_once_it_is_on_disk(tmp
     await written
     assert journal.pending == [advice(1)]
     journal.close()
+
+
+# --- what the mutants of switch/journal.py showed untested ---------------------------------
+
+
+async def test_files_are_the_owners_alone_and_named_as_documented(tmp_path):
+    folder = tmp_path / "not" / "yet"  # made on first use
+    journal = Journal.open_locked(folder / "saf-0.journal")
+    assert (journal.fsyncs, journal.fsync_ns) == (0, 0)
+    await journal.append([void(1)])
+    journal.advance(1)
+    assert sorted(p.name for p in folder.iterdir()) == ["saf-0.cursor", "saf-0.journal"]
+    for path in folder.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o600, path.name
+    journal.close()
+    assert journal.fd < 0
+    journal.close()  # twice: nothing happens
+
+
+def test_a_cursor_that_is_not_an_offset_is_refused(tmp_path):
+    path = tmp_path / "saf-0.journal"
+    Journal.open_locked(path).close()
+    (tmp_path / "saf-0.cursor").write_text("twelve\n")
+    with pytest.raises(JournalCorrupt, match="not a byte offset"):
+        Journal.open_locked(path)
+
+
+def test_damage_is_named_with_its_origin_and_a_torn_header_is_all_torn(tmp_path):
+    with pytest.raises(JournalCorrupt, match="^journal: not a store-and-forward journal"):
+        parse(b"something else\n")
+    path = tmp_path / "saf-0.journal"
+    path.write_bytes(HEADER[:5])
+    assert snapshot(path).torn_bytes == 5
+
+
+def test_an_empty_record_with_a_good_checksum_is_damage_not_a_tear():
+    with pytest.raises(JournalCorrupt, match="good checksum"):
+        parse(HEADER + FRAME.pack(0, zlib.crc32(b"")))
+
+
+def padded_void(payload_bytes: int) -> Void:
+    """A void whose msgpack payload is exactly `payload_bytes` long (its id padded)."""
+    base = msgspec.structs.asdict(void(1))
+    record = Void(**{**base, "id": "x" * 1000})
+    padding = payload_bytes - (len(frame(record)) - FRAME.size)
+    return Void(**{**base, "id": "x" * (1000 + padding)})
+
+
+def test_a_whole_record_longer_than_the_bound_is_not_read():
+    size = limits.saf_record_size_max_bytes
+    oversize, at_bound = padded_void(size + 1), padded_void(size)
+    assert len(frame(oversize)) - FRAME.size == size + 1
+    assert parse(HEADER + frame(oversize)) == ([], len(HEADER))
+    assert len(frame(at_bound)) - FRAME.size == size
+    assert [r for _, r in parse(HEADER + frame(at_bound))[0]] == [at_bound]
+
+
+async def test_a_journal_torn_right_after_its_header_opens_clean_and_keeps_working(
+        tmp_path, caplog):
+    path = tmp_path / "saf-0.journal"
+    with caplog.at_level(logging.WARNING, logger="switch.journal"):
+        Journal.open_locked(path).close()
+        assert caplog.records == []  # a new journal: nothing torn, nothing said
+        path.write_bytes(HEADER + frame(void(1))[:6])
+        journal = Journal.open_locked(path)
+    assert [r.name for r in caplog.records] == ["switch.journal"]
+    await journal.append([void(2)])
+    journal.close()
+    assert snapshot(path).records == [void(2)] and path.read_bytes().count(HEADER) == 1
+
+
+async def test_a_cancelled_waiter_does_not_stop_the_others(tmp_path):
+    journal = Journal.open_locked(tmp_path / "saf-0.journal")
+    gone = journal.append([void(1)])
+    gone.cancel()
+    kept = journal.append([void(2)])
+    await asyncio.wait_for(kept, 5)
+    failing = journal.append([void(3)])
+    failing.cancel()
+    other = journal.append([void(4)])
+    real, journal.fd = journal.fd, os.open(os.devnull, os.O_RDONLY)
+    with pytest.raises(OSError):
+        await asyncio.wait_for(other, 5)
+    os.close(journal.fd)
+    journal.fd = real
+    assert journal.size == journal.path.stat().st_size  # the failed two left no trace
+    journal.close()
+
+
+async def test_advance_and_drained_keep_to_what_is_on_disk(tmp_path):
+    journal = Journal.open_locked(tmp_path / "saf-0.journal")
+    await journal.append([void(1)])
+    with pytest.raises(ValueError):
+        journal.advance(0)
+    assert journal.drained() is False
+    journal.advance(1)
+    assert journal.drained() is True
+    unsynced = journal.append([void(2), void(3)])
+    assert journal.pending == []
+    await unsynced
+    assert journal.pending == [void(2), void(3)]
+    journal.close()
+
+
+def test_an_advice_is_tagged_in_the_file():
+    assert msgspec.msgpack.decode(frame(advice(1))[FRAME.size:])["type"] == "advice"

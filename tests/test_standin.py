@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
 import pytest
@@ -23,6 +24,7 @@ from switch.policy_file import PolicyError, load_policy, parse_policy
 from switch.policy_file import StandIn as StandInSpec
 from switch.server import TIMED_OUT, UNREACHABLE, Counters, Listener
 from switch.standin import CardStatuses, StandIn
+from tests.support import FakeClock
 
 PAN = "6253990000000018"
 
@@ -62,8 +64,9 @@ def journal(tmp_path):
 
 def stand_in(journal: Journal, **options) -> StandIn:
     reserve = options.pop("reserve", 5)
+    clock = options.pop("clock", None)
     unit = StandIn(policy(**options), journal, request_deadline_ms=2000,
-                   void_reserve_records=reserve)
+                   void_reserve_records=reserve, clock=clock)
     unit.cards.note(PAN, AuthResponse(response_code="00"))  # the card was seen active
     return unit
 
@@ -341,3 +344,95 @@ async def test_a_redis_that_says_not_now_is_unreachable_not_broken(journal, refu
     wrong = await settle(lst, settled_with(error=ResponseError("ERR wrong number of arguments")),
                          request(), made())
     assert wrong.response_code == "96"
+
+
+
+# --- what the mutants of switch/standin.py showed untested --------------------------------
+
+
+async def test_the_counters_count_each_kind_of_outcome(journal):
+    unit = stand_in(journal, per_card=1000, reserve=44)  # 50 records: room for 3 approvals
+    await answered(unit, request(amount=1000))  # approved: void + advice
+    await answered(unit, request(amount=1))  # over the card: declined, void
+    await answered(unit, request(amount=1, pan="6253990000000067"),
+                   made(pan="6253990000000067"))  # never seen: 91, void
+    other = "6253990000000075"
+    unit.cards.note(other, AuthResponse(response_code="00"))
+    while journal.room() > 44 + 1:
+        await answered(unit, request(amount=1, pan=other), made(pan=other))
+    full = await answered(unit, request(amount=1, pan=other), made(pan=other))
+    assert full.reason == Reason.SAF_JOURNAL_FULL
+    counters = dict(unit.counters)
+    assert counters == {"stand_in_approved": 1 + 1, "stand_in_declined": 1 + 1,
+                        "voids_journaled": 5, "journal_full": 1, "journal_failed": 0}
+    journal.fd, real = -1, journal.fd
+    try:
+        void_only = await answered(unit, request(kind=MessageClass.REVERSAL), made())
+    finally:
+        journal.fd = real
+    assert void_only.response_code == "91"
+    assert unit.counters["journal_failed"] == 1  # the void alone: nothing to uncount
+
+
+async def test_nothing_to_journal_is_answered_at_once(journal):
+    unit = stand_in(journal)
+    answer = unit.answer(request(mcc="7995"), Attempt(), TIMED_OUT)
+    assert isinstance(answer, AuthResponse) and answer.response_code == "57"
+
+
+async def test_records_carry_the_clocks_time_and_ids_of_their_own(journal):
+    clock = FakeClock(1_796_083_200_000)  # 2026-12-01 00:00 UTC
+    unit = stand_in(journal, clock=clock)
+    await answered(unit, request(amount=100))
+    void, advice = journal.records
+    assert void.written_ms == advice.written_ms == clock.now
+    assert void.not_before_ms == clock.now + 2000
+    assert void.id != advice.id and all(len(r.id) == 24 and int(r.id, 16) >= 0
+                                        for r in (void, advice))
+    journal.close()
+    again = Journal.open_locked(journal.path)
+    assert again.records == [void, advice]
+    again.close()
+    journal.fd = os.open(os.devnull, os.O_RDONLY)  # for the fixture's close
+
+
+async def test_an_expiry_is_good_through_its_month_by_the_clock(journal):
+    clock = FakeClock(1_796_083_200_000 - 1)  # 2026-11-30 23:59:59.999 UTC
+    unit = stand_in(journal, clock=clock)
+    assert (await answered(unit, request(expiry="2611"))).approved
+    clock.advance(0.001)  # December
+    assert (await answered(unit, request(expiry="2611"))).reason == "card_expired"
+
+
+async def test_a_card_behind_a_token_is_stood_in_and_posted_by_its_number(journal):
+    unit = stand_in(journal)
+    token = "6258880000000011"
+    req = request(pan=token)  # x-pay: the request names the token
+    answer = await answered(unit, req, made(pan=PAN))  # the engine resolved it to PAN
+    assert answer.approved
+    advice = journal.records[-1]
+    assert advice.request.card == PAN and advice.request.idempotency_key == req.idempotency_key
+    assert unit.approved_fen == {PAN: 500}
+
+
+async def test_a_fresh_card_may_take_the_whole_per_card_limit_at_once(journal):
+    unit = stand_in(journal, per_transaction=1000, per_card=1000)
+    assert (await answered(unit, request(amount=1000))).approved
+
+
+def test_a_card_seen_again_as_it_was_keeps_its_place_in_the_cache():
+    cards = CardStatuses(size_max=2)
+    cards.note("1", AuthResponse(response_code="00"))
+    cards.note("2", AuthResponse(response_code="00"))
+    cards.note("1", AuthResponse(response_code="00"))  # no change: not moved
+    cards.note("3", AuthResponse(response_code="00"))
+    assert cards.status("1") is None and cards.status("2") == CardStatus.ACTIVE
+
+
+async def test_a_full_journal_is_logged_by_the_stand_in_logger(journal, caplog):
+    unit = stand_in(journal, reserve=0)
+    with caplog.at_level(logging.ERROR, logger="switch.standin"):
+        while journal.room():
+            await answered(unit, request(kind=MessageClass.REVERSAL), made())
+        await answered(unit, request(kind=MessageClass.REVERSAL), made())
+    assert [r.name for r in caplog.records] == ["switch.standin"]
