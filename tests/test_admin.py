@@ -3,7 +3,10 @@ card endpoints with masked numbers, the bearer token, and the policy reload."""
 
 from __future__ import annotations
 
+import os
+import signal
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +54,28 @@ async def test_not_ready_without_the_function_library_or_without_redis():
                 status, answer = await admin.call("GET", "/readyz", token=None)
                 assert status == 503 and "Redis unreachable" in answer["reason"]
                 assert await admin.call("GET", "/healthz", token=None) == (200, {"status": "up"})
+        finally:
+            redis.stop()
+
+
+async def test_readiness_waits_for_a_frozen_redis_only_its_bound(monkeypatch):
+    """A Redis that stops answering (frozen, not gone) makes /readyz say so after
+    admin_probe_timeout_s, not hang the prober."""
+    monkeypatch.setattr(limits, "admin_probe_timeout_s", 0.5)
+    with tempfile.TemporaryDirectory() as folder:
+        redis = PrivateRedis(Path(folder))
+        url = redis.start()
+        try:
+            async with admin_switch(url) as admin:
+                os.kill(redis.process.pid, signal.SIGSTOP)
+                try:
+                    started = time.monotonic()
+                    status, answer = await admin.call("GET", "/readyz", token=None)
+                    waited = time.monotonic() - started
+                finally:
+                    os.kill(redis.process.pid, signal.SIGCONT)
+                assert status == 503 and "TimeoutError" in answer["reason"]
+                assert 0.5 <= waited < 1.5  # below the client's own 2 s socket timeout
         finally:
             redis.stop()
 
