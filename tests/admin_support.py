@@ -51,12 +51,12 @@ def metric(samples: dict, name: str, **labels) -> float:
 
 @contextlib.asynccontextmanager
 async def admin_switch(redis_url: str | None, policy: Path | None = None,
-                       channels: tuple[str, ...] = ("jd", "pos")
-                       ) -> AsyncIterator[AdminSwitch]:
+                       channels: tuple[str, ...] = ("jd", "pos"),
+                       journal_dir: Path | None = None) -> AsyncIterator[AdminSwitch]:
     config = Config(listeners={name: Listener(port=0) for name in channels},
                     policy=str(policy or ""),
                     admin=Admin(listen="127.0.0.1:0", token=TOKEN))
-    async with testing.start(config, redis_url=redis_url) as embedded:
+    async with testing.start(config, redis_url=redis_url, journal_dir=journal_dir) as embedded:
         source = PolicySource(embedded.server, config.policy)
         admin = await start_admin(config, embedded.server, source)
         try:

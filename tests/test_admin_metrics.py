@@ -7,7 +7,9 @@ import asyncio
 
 from protocols.framing import Framer
 from switch.metrics import DECISION_BOUNDS_NS, ChannelStats, Snapshot, channel_snapshot, merged
+from switch.redis_runner import PrivateRedis
 from tests.admin_support import admin_switch, metric
+from tests.test_standin_end_to_end import stand_in_policy
 
 WAIT_S = 10.0
 
@@ -136,3 +138,31 @@ async def test_inflight_counts_requests_waiting_for_redis(redis_url):
         await sale
         await pause
         assert metric(await admin.metrics(), "switch_inflight", channel="jd") == 0
+
+
+async def test_stand_in_and_store_and_forward_counts(tmp_path):
+    """Redis gone: a known card's sale is approved in stand-in and journaled; /metrics
+    counts the stand-in approval, the Redis error and the record waiting to be forwarded."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(stand_in_policy(per_transaction=1000, per_card=2500))
+    redis = PrivateRedis(tmp_path / "redis")
+    url = redis.start()
+    try:
+        async with admin_switch(url, policy=policy, journal_dir=tmp_path / "journal") as admin:
+            pan = await admin.switch.new_card(limit_fen=100_000)
+            assert (await admin.switch.send("jd", pan, amount=100, mcc="5411")
+                    ).response.response_code == "00"  # the card's status is now known
+            samples = await admin.metrics()
+            assert metric(samples, "switch_stand_in_total", event="stand_in_approved") == 0
+            redis.stop()
+            answer = await admin.switch.send("jd", pan, amount=500, mcc="5411")
+            assert answer.response.response_code == "00"
+            samples = await admin.metrics()
+            assert metric(samples, "switch_stand_in_total", event="stand_in_approved") == 1
+            voids = metric(samples, "switch_stand_in_total", event="voids_journaled")
+            assert voids in (0, 1)  # the attempt's void, when its ledger call was sent
+            assert metric(samples, "switch_saf_pending") == 1 + voids  # the advice, the void
+            assert metric(samples, "switch_redis_errors_total") >= 1
+            assert metric(samples, "switch_requests_total", response_code="00") == 2
+    finally:
+        redis.stop()
