@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from protocols.framing import Framer
+from switch import limits
+from switch.admin.shared import all_workers, publish, read_shares, write_share
 from switch.metrics import DECISION_BOUNDS_NS, ChannelStats, Snapshot, channel_snapshot, merged
 from switch.redis_runner import PrivateRedis
 from tests.admin_support import admin_switch, metric
@@ -166,3 +168,39 @@ async def test_stand_in_and_store_and_forward_counts(tmp_path):
             assert metric(samples, "switch_requests_total", response_code="00") == 2
     finally:
         redis.stop()
+
+
+def test_a_scrape_adds_the_other_workers_latest_shares(tmp_path):
+    def counts(calls: int) -> Snapshot:
+        return Snapshot(totals={"redis_calls": calls})
+
+    write_share(tmp_path, 1, counts(10))
+    write_share(tmp_path, 2, counts(100))
+    write_share(tmp_path, 0, counts(5000))  # its own old share: never read, it counts live
+    (tmp_path / "worker-3.json").write_bytes(b'{"totals": ')  # torn: not a share
+    scrape = all_workers(tmp_path, 0, lambda: counts(1))
+    total = scrape()
+    assert total.totals == {"redis_calls": 111} and total.workers == 3
+    write_share(tmp_path, 2, counts(200))  # a newer share replaces the older
+    assert scrape().totals == {"redis_calls": 211}
+    assert not list(tmp_path.glob("*.partial"))
+
+
+async def test_a_worker_publishes_its_counts_every_interval(tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "admin_share_interval_s", 0.05)
+    calls = iter(range(1, 1_000))
+    task = asyncio.ensure_future(publish(tmp_path, 1, lambda: Snapshot(
+        totals={"redis_calls": next(calls)})))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        await wait_for(lambda: _share_at_least(tmp_path, 3), "three writes at 50 ms")
+    finally:
+        task.cancel()
+    assert loop.time() - started < 1.5  # at the default 1 s interval three take 2 s
+    assert read_shares(tmp_path, skip=0)[0].totals["redis_calls"] >= 3
+
+
+async def _share_at_least(folder, calls: int) -> bool:
+    shares = read_shares(folder, skip=0)
+    return bool(shares) and shares[0].totals["redis_calls"] >= calls
