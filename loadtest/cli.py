@@ -349,7 +349,7 @@ def chaos_options(sub: argparse.ArgumentParser) -> None:
                      help="also send again, at the end, the requests answered only 91 or 96 "
                      "(a client retrying after the outage)")
     sub.add_argument("--mix", default="", help="channel weights (default: every channel)")
-    sub.add_argument("--connections", type=int, default=2, help="per channel (default 2)")
+    sub.add_argument("--connections", type=int, default=4, help="per channel (default 4)")
     sub.add_argument("--timeout", type=float, default=5.0,
                      help="per request, seconds (5: above the switch's deadline)")
     sub.add_argument("--cards", type=int, default=1000, help="cards in use (default 1,000)")

@@ -52,7 +52,9 @@ class ChaosPlan(msgspec.Struct, kw_only=True):
     faults: FaultPlan = FaultPlan()
     cards: int = 1000
     seed: int = 1
-    connections: int = 2  # per channel
+    # Per channel, `inflight` each. At 500/s in a long run, 2 left thousands of requests
+    # waiting unsent past their timeout during the outages; 4 left none.
+    connections: int = 4
     inflight: int = 128  # per connection
     timeout_s: float = 5.0  # per request; above the switch's deadline, so it answers 91 first
     appendfsync: str = DEFAULT_APPENDFSYNC
