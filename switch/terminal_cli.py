@@ -44,10 +44,11 @@ def run_store(args: argparse.Namespace, work):
         raise UserError(str(error)) from None
 
 
-def given_key(args: argparse.Namespace) -> MacKey:
-    """--key HEX with --algorithm, else a fresh random key."""
+def given_key(args: argparse.Namespace, algorithm: str = MacAlgorithm.X9_19) -> MacKey:
+    """--key HEX with --algorithm (default `algorithm`), else a fresh random key."""
+    algorithm = args.algorithm or algorithm
     try:
-        return MacKey.parse(args.algorithm, args.key) if args.key else new_key(args.algorithm)
+        return MacKey.parse(algorithm, args.key) if args.key else new_key(algorithm)
     except ValueError as error:
         raise UserError(str(error)) from None
 
@@ -60,7 +61,9 @@ def cmd_terminal_add(args: argparse.Namespace) -> int:
 
 
 def cmd_terminal_rotate(args: argparse.Namespace) -> int:
-    key = given_key(args)
+    """The new key has the current one's algorithm unless --algorithm says otherwise."""
+    current = run_store(args, lambda store: store.show(args.acquirer, args.terminal))
+    key = given_key(args, current.algorithm if current else MacAlgorithm.X9_19)
     record = run_store(args, lambda store: store.rotate(args.acquirer, args.terminal, key,
                                                         args.grace))
     print_record(args, record, new=key)
@@ -99,9 +102,11 @@ def print_record(args: argparse.Namespace, record: TerminalKeyRecord,
     print(f"terminal {view['terminal']} of acquirer {view['acquirer']}  {view['algorithm']}  "
           f"KCV {view['kcv']}")
     print(f"  created {view['created']}  rotated {view['rotated']}")
-    if previous:
+    if previous and record.previous_until_ms > record.rotated_ms:
         print(f"  previous key KCV {view['previous_kcv']} accepted until "
               f"{view['previous_accepted_until']}")
+    elif previous:
+        print(f"  previous key KCV {view['previous_kcv']} no longer accepted (no grace period)")
     if new is not None:
         print(f"  key {view['key']}  (shown this once: load it into the terminal)")
 
@@ -178,7 +183,8 @@ def add_commands(command, redis_option) -> None:
         sub.add_argument("--json", action="store_true", help="one JSON object")
         redis_option(sub)
     for sub in (add, rotate):
-        sub.add_argument("--algorithm", choices=list(MacAlgorithm), default=MacAlgorithm.X9_19,
-                         help="MAC algorithm (default x9.19; docs/channels/pos.md)")
+        sub.add_argument("--algorithm", choices=list(MacAlgorithm),
+                         help="MAC algorithm (default: add x9.19, rotate the current key's; "
+                         "docs/channels/pos.md)")
         sub.add_argument("--key", metavar="HEX", help="the key to use (default: a new random "
                          "one)")

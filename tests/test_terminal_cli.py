@@ -34,6 +34,9 @@ async def test_add_show_rotate(redis_url):
                           redis_url)
     shown = json.loads(out)
     assert "key" not in shown and shown["kcv"] == view["kcv"] != "08D7B4"
+    _, out, _ = await cli("terminal", "rotate", ACQUIRER, terminal, "--grace", "0", "--redis",
+                          redis_url)
+    assert "sm4  KCV" in out and "no longer accepted (no grace period)" in out  # sm4 kept
 
     for args, message in [
             (("add", ACQUIRER, terminal), "has a key"),
