@@ -42,7 +42,8 @@ def supervise(config: Config, redis_url: str, workers: int,
     others = msgspec.structs.replace(config, admin=msgspec.structs.replace(config.admin,
                                                                            listen=""))
     processes = [context.Process(target=_worker, args=(
-        config if i == 0 else others, redis_url, reports, logging_setup, (shares, i)),
+        config if i == 0 else others, redis_url, reports, logging_setup,
+        (shares, i) if config.admin.listen else None),  # shares only for an admin API
         name=f"switch-worker-{i}") for i in range(workers)]
     try:
         for process in processes:
@@ -90,7 +91,7 @@ def _stop(processes, config: Config) -> None:
 
 
 def _worker(config: Config, redis_url: str, reports, logging_setup: LoggingSetup,
-            share: tuple[Path, int]) -> None:
+            share: tuple[Path, int] | None) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until serve_one takes it: a reload
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
     configure_logging(*logging_setup)
