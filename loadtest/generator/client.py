@@ -17,7 +17,7 @@ import contextlib
 import gc
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -30,8 +30,18 @@ from protocols.framing import Framer, FramingError
 from protocols.messages import AuthResponse
 
 if TYPE_CHECKING:
-    from loadtest.generator.history import History
     from loadtest.generator.workload import Txn
+
+
+
+class Recorder(Protocol):
+    """What keeps a run's history (loadtest/generator/history.py History): every send and
+    every answer the client saw."""
+
+    def sent(self, txn: Txn) -> None: ...
+
+    def answered(self, txn: Txn, response: AuthResponse) -> None: ...
+
 
 CONNECT_TIMEOUT_S = 5.0  # a target that does not accept within this is down
 ANSWER_SIZE_MAX_BYTES = 1 << 20  # far above any channel's answer; a bigger header is garbage
@@ -143,7 +153,7 @@ class LoadClient:
         self.deadlines: deque[tuple[int, ClientConnection, str, int]] = deque()
         self.timeout_ns = int(timeout_s * NS_PER_S)
         self.stopped = False  # the run is over: timers still armed return at once
-        self.history: History | None = None  # when set, every send and answer is recorded
+        self.history: Recorder | None = None  # when set, every send and answer is recorded
 
     async def connect(self, counts: dict[str, int], targets: dict[str, Target],
                       factory: Callable[[str], ClientConnection]) -> None:
