@@ -202,6 +202,8 @@ class Reason(enum.StrEnum):
     STAND_IN_LIMIT = "stand_in_limit"  # over the per-transaction stand-in limit
     STAND_IN_CARD_LIMIT = "stand_in_card_limit"  # over the card's cumulative stand-in limit
     SAF_JOURNAL_FULL = "saf_journal_full"  # no room to record a stand-in approval
+    # A tester's forced outcome on the card (`switch card force`), not a decision.
+    FORCED = "forced"
 
 
 _POLICY_CHOSEN = DECLINING  # a policy file picks the code of these rules
@@ -279,6 +281,7 @@ REASON_CODES: Mapping[Reason, frozenset[str]] = {
     Reason.STAND_IN_LIMIT: _POLICY_CHOSEN,
     Reason.STAND_IN_CARD_LIMIT: _POLICY_CHOSEN,
     Reason.SAF_JOURNAL_FULL: frozenset({Code.ISSUER_UNAVAILABLE}),
+    Reason.FORCED: DECLINING,  # the code the tester chose
 }
 
 

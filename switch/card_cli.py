@@ -1,4 +1,4 @@
-"""`switch card ...`: set, show, settle one card, and upgrade a Baitiao account to a card.
+"""`switch card ...`: set, show, settle, force one card, and upgrade a Baitiao account to a card.
 
 switch/cli.py registers them; they live here to keep that module small.
 """
@@ -14,8 +14,9 @@ import msgspec
 
 from protocols.cardnumbers import mask_pan
 from protocols.codes import TransactionState
+from switch import limits
 from switch.cli_common import UserError, fen, redis_for_command, resolve_pan, using
-from switch.ledger import CARD_STATUSES, CardView, Ledger
+from switch.ledger import CARD_STATUSES, FORCE_CHANNELS, CardView, Ledger
 from switch.redis_client import connect
 
 
@@ -50,6 +51,35 @@ def cmd_card_settle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_card_force(args: argparse.Namespace) -> int:
+    pan = resolve_pan(args.pan)
+    if args.clear == bool(args.code):
+        raise UserError("say --code CODE to force an answer, or --clear to stop forcing")
+    code = None if args.clear else args.code
+    try:
+        found = asyncio.run(with_ledger(redis_for_command(args), lambda ledger: ledger.force(
+            pan, code, args.times, args.channel or "")))
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if not found:
+        raise UserError(f"no card {mask_pan(pan)}")
+    if code is None:
+        print(f"card {mask_pan(pan)}: no forced outcome (requests are decided again)")
+    else:
+        print(f"card {mask_pan(pan)}: " + forcing_text(f"{code}|{args.times or ''}|"
+                                                       f"{args.channel or ''}"))
+    return 0
+
+
+def forcing_text(force: str) -> str:
+    """A card's forced outcome ("code|times|channel") in words."""
+    code, times, channel = force.split("|")
+    which = f"the next {times} request{'s' if times != '1' else ''}" if times else \
+        "every request"
+    return (f"{which}{' on ' + channel if channel else ''} answered {code} (reason forced), "
+            "changing nothing else")
+
+
 def cmd_card_upgrade(args: argparse.Namespace) -> int:
     async def work(ledger: Ledger):
         started = time.perf_counter()
@@ -80,6 +110,9 @@ def print_card(view: CardView, json_out: bool) -> None:
           f"pending credit {view.pending_credit}  (fen)")
     print(f"  open_to_buy {view.open_to_buy} fen   JD beans {view.beans}"
           + (f"   voids {view.voids} (calls answered 91 and taken back)" if view.voids else ""))
+    if view.force or view.forced:
+        print(f"  forced: {forcing_text(view.force) if view.force else 'nothing now'}"
+              f"   ({view.forced} answered so far)")
     for t in view.transactions:
         lapses = (time.strftime("  hold lapses %Y-%m-%d %H:%M UTC", time.gmtime(
             t.expires_ms / 1000)) if t.state == TransactionState.PENDING and t.expires_ms else "")
@@ -102,7 +135,21 @@ def add_commands(command, redis_option) -> None:
     card_show.add_argument("--json", action="store_true", help="one JSON object")
     card_settle = card_commands.add_parser("settle", help="clear ordinary refunds")
     card_settle.set_defaults(func=cmd_card_settle)
-    for sub in (card_set, card_show, card_settle):
+    force = card_commands.add_parser(
+        "force", help="make the card's next requests answer a declining code (tests)",
+        description="Force the answer of the card's next requests to a declining response "
+        "code, with reason 'forced': the ledger changes nothing else. Applied by every "
+        "worker at once (it lives in the card's record in Redis); a repeat of an earlier "
+        "request still gets its first answer.")
+    force.set_defaults(func=cmd_card_force)
+    force.add_argument("--code", metavar="CODE", help="the response code to answer, e.g. 05, "
+                       "51, 91 (any declining code of docs/codes.md)")
+    force.add_argument("--times", type=int, metavar="N", help="only the next N requests "
+                       f"(1..{limits.forced_times_max}; default: every one until --clear)")
+    force.add_argument("--channel", choices=FORCE_CHANNELS,
+                       help="only requests on this channel (default: every channel)")
+    force.add_argument("--clear", action="store_true", help="stop forcing; decide requests again")
+    for sub in (card_set, card_show, card_settle, force):
         sub.add_argument("pan", metavar="PAN", help="card number or demo alias (demo1..)")
         redis_option(sub)
 

@@ -14,7 +14,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from protocols.cardnumbers import luhn_check_digit
-from protocols.codes import CardStatus
+from protocols.codes import DECLINING, CardStatus
 from protocols.ledger_layout import (
     FRESH_CARD_BALANCES,
     advice_key,
@@ -27,6 +27,7 @@ from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
 from switch.cards import DEMO_BIN
 from switch.clock import Clock, SystemClock, month_of, months_later
+from switch.config import DEFAULT_PORTS
 from switch.lua_library import ledger_library
 from switch.pipeline import ScriptPipeline
 from switch.terms import NO_TERMS, Terms
@@ -44,6 +45,7 @@ FUNCTION_OF_CLASS = {
     MessageClass.REFUND: "refund",
     MessageClass.INQUIRY: "inquiry",
 }
+FORCE_CHANNELS = tuple(DEFAULT_PORTS)  # where a forced outcome may be limited to
 HISTORY_SHOWN_MAX = 50  # transactions listed by `card show`
 # A Baitiao account upgraded to a card gets a number from a hash of the account; when that
 # number is taken the next candidate is tried. Eight misses in a row mean the BIN is full.
@@ -98,6 +100,8 @@ class CardView(msgspec.Struct):
     transactions: list[Transaction]
     account: str = ""  # the Baitiao account it was upgraded from, if any
     voids: int = 0  # calls taken back by Ledger.void (answered 91, yet they had run)
+    force: str = ""  # its forced outcome: "code|times|channel" (Ledger.force), "" for none
+    forced: int = 0  # requests answered by a forced outcome
 
 
 class Ledger:
@@ -183,6 +187,7 @@ class Ledger:
             terms.capture_tolerance_percent,
             terms.counters_ttl_ms,
             terms.counters_arg,
+            request.channel,
         )
 
     # --- outcomes the switch did not answer: void an attempt, post a stand-in advice --------
@@ -293,7 +298,30 @@ class Ledger:
             open_to_buy=max(0, limit - posted - held), beans=number("beans"),
             transactions=[_transaction(k, r) for k, r in zip(txn_keys, records, strict=True)],
             account=fields.get("account", ""), voids=number("voids"),
+            force=fields.get("force", ""), forced=number("forced"),
         )
+
+    async def force(self, pan: str, code: str | None, times: int | None = None,
+                    channel: str = "") -> bool:
+        """Force the answer of the card's next `times` requests (every one while `times` is
+        None) on `channel` ("" for every channel) to the declining `code`, changing nothing
+        else; `code` None clears it. The ledger's functions apply it atomically, taking one
+        off `times` each (switch/lua/prelude.lua forced_code). False when there is no card."""
+        if code is not None and code not in DECLINING:
+            raise ValueError(f"code {code!r} is not a declining response code "
+                             f"({', '.join(sorted(DECLINING))})")
+        if times is not None and not 1 <= times <= limits.forced_times_max:
+            raise ValueError(f"times must be 1..{limits.forced_times_max}")
+        if channel and channel not in FORCE_CHANNELS:
+            raise ValueError(f"channel must be one of {', '.join(FORCE_CHANNELS)}")
+        key = card_key(pan)
+        if not await self.client.exists(key):
+            return False
+        if code is None:
+            await self.client.hdel(key, "force")
+        else:
+            await self.client.hset(key, "force", f"{code}|{times or ''}|{channel}")
+        return True
 
     async def upgrade(self, account: str, limit_fen: int, status: str = "active"
                       ) -> tuple[str, bool]:

@@ -134,6 +134,11 @@ terminal_key_rotation_grace_s = 600.0
 # The EMV application transaction counter (tag 9F36) is two bytes.
 atc_max = 0xFFFF
 
+# `switch card force --times N`: a count a test script states, not a load run's; a million
+# covers any scripted run, and a larger number is more likely a typo than a plan (leave
+# --times out to force every request until cleared).
+forced_times_max = 1_000_000
+
 # --- stand-in processing and store-and-forward (switch/standin.py, journal.py, forwarder.py)
 
 # Records one store-and-forward journal holds until forwarded (stand-in advices and voids of

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from protocols.codes import CardStatus
+from protocols.codes import DECLINING, CardStatus
 from protocols.messages import AuthResponse
 from switch import limits
 
@@ -27,7 +27,8 @@ CARD_FIELDS = ("limit", "posted", "held", "pending_credit", "open_to_buy", "bean
 CARD_KEYS = ("limit", "status", "expiry")
 STEP_KEYS = ("name", "channel", "type", "card", "amount", "mcc", "original", "repeat",
              "lightning", "partial", "expiry", "merchant", "atc", "sleep_ms", "expect",
-             "card_after")
+             "card_after", "force")
+FORCE_KEYS = ("card", "code", "times", "channel", "clear")
 SCENARIO_KEYS = ("name", "cards", "step")
 SLEEP_MAX_MS = 60_000  # a step's wait; longer belongs to the test clock, not a real wait
 DEFAULT_CARD_EXPIRY = "3012"
@@ -63,6 +64,7 @@ class Step:
     sleep_ms: int = 0
     expect: dict[str, Any] = field(default_factory=dict)
     card_after: dict[str, Any] = field(default_factory=dict)
+    force: dict[str, Any] = field(default_factory=dict)  # card, code/clear, times, channel
 
     @property
     def sends(self) -> bool:
@@ -157,6 +159,9 @@ def _step(path: Path, index: int, raw: dict[str, Any], cards: dict[str, CardSpec
             table = _table(raw[key], f"{where}: {key}")
             _known_keys(table, allowed, f"{where}: {key}")
             values[key] = table
+    if "force" in raw:
+        values["force"] = _force(_table(raw["force"], f"{where}: force"), f"{where}: force",
+                                 cards)
     step = Step(**values)
     _check_references(step, where, cards, named)
     return step
@@ -203,6 +208,29 @@ def _check_references(step: Step, where: str, cards: dict[str, CardSpec],
         raise ScenarioError(f"{where}: atc: only an xpay step carries an ATC")
     if step.expiry and not _is_yymm(step.expiry):
         raise ScenarioError(f"{where}: expiry: {step.expiry!r} is not YYMM")
+
+
+def _force(force: dict[str, Any], where: str, cards: dict[str, CardSpec]) -> dict[str, Any]:
+    """A step's `force` table: the card's forced outcome (Ledger.force), checked."""
+    _known_keys(force, FORCE_KEYS, where)
+    if force.get("card") not in cards:
+        raise ScenarioError(f"{where}: card: one of [cards] required "
+                            f"({', '.join(cards) or 'none declared'})")
+    if "clear" in force:
+        if force["clear"] is not True or set(force) != {"card", "clear"}:
+            raise ScenarioError(f"{where}: clear: takes only `clear = true` and the card")
+        return force
+    if force.get("code") not in DECLINING:
+        raise ScenarioError(f"{where}: code: a declining response code required "
+                            f"({', '.join(sorted(DECLINING))}), or clear = true")
+    times = force.get("times")
+    if times is not None and (type(times) is not int
+                              or not 1 <= times <= limits.forced_times_max):
+        raise ScenarioError(f"{where}: times: must be 1..{limits.forced_times_max}")
+    if force.get("channel", "") not in ("", *CHANNELS):
+        raise ScenarioError(f"{where}: channel: {force['channel']!r} is not one of "
+                            f"{', '.join(CHANNELS)}")
+    return force
 
 
 def card_of(step: Step, steps: dict[str, Step]) -> str:

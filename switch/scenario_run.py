@@ -79,6 +79,10 @@ class Run:
         began = time.perf_counter()
         if step.sleep_ms:
             await asyncio.sleep(step.sleep_ms / 1000)
+        if step.force:
+            force = step.force
+            await self.ledger.force(self.pans[force["card"]], force.get("code"),
+                                    force.get("times"), force.get("channel", ""))
         problems: list[str] = []
         answer: dict[str, Any] | None = None
         if step.sends:

@@ -65,6 +65,13 @@ class EmbeddedSwitch:
     async def card(self, pan: str) -> CardView | None:
         return await self.ledger.card(pan)
 
+    async def force(self, pan: str, code: str | None, times: int | None = None,
+                    channel: str = "") -> None:
+        """The card's next `times` requests (every one while None) on `channel` ("" for
+        all) answer the declining `code` (reason "forced"), changing nothing; None clears."""
+        if not await self.ledger.force(pan, code, times, channel):
+            raise ValueError("no such card")
+
     async def send(self, channel: str, pan: str, **message) -> ClientAnswer:
         """One request on `channel` (jd, wechat, pos, xpay) for the card `pan`; `message`:
         type (sale, auth, capture, reverse, refund, inquiry), amount (fen), mcc, original

@@ -124,6 +124,10 @@ GOOD_STEP = {"name": "buy", "channel": "jd", "type": "sale", "card": "a", "amoun
              "mcc": "5411"}
 
 
+def forcing(**force):
+    return [GOOD_STEP | {"force": force}]
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"cards": {"a": {}}}, "[cards.a]: limit: required"),
     ({"cards": {"a": {"limit": -1}}}, "[cards.a]: limit: must be a whole number of fen"),
@@ -156,6 +160,18 @@ GOOD_STEP = {"name": "buy", "channel": "jd", "type": "sale", "card": "a", "amoun
     ({"step": [{"expect": {"response_code": "00"}}]}, "step 1: channel: required to send"),
     ({"step": [{"card_after": {"posted": 0}}]}, "step 1: card: card_after needs a card"),
     ({"step": ["buy"]}, "step 1: must be a table"),
+    ({"step": [GOOD_STEP | {"force": "a"}]}, "step 1 (buy): force: must be a table"),
+    ({"step": forcing(code="05")}, "force: card: one of [cards] required"),
+    ({"step": forcing(card="b", code="05")}, "force: card: one of [cards]"),
+    ({"step": forcing(card="a")}, "force: code: a declining response code"),
+    ({"step": forcing(card="a", code="00")}, "force: code: a declining"),
+    ({"step": forcing(card="a", code="05", times=0)}, "force: times: must be 1.."),
+    ({"step": forcing(card="a", code="05", times=1_000_001)}, "times: must be"),
+    ({"step": forcing(card="a", code="05", times="1")}, "force: times: must be"),
+    ({"step": forcing(card="a", code="05", channel="fax")}, "force: channel: 'fax'"),
+    ({"step": forcing(card="a", code="05", once=True)}, "force: once: not a known"),
+    ({"step": forcing(card="a", clear=False)}, "force: clear: takes only `clear = true`"),
+    ({"step": forcing(card="a", clear=True, code="05")}, "force: clear: takes only"),
 ])
 def test_every_check_of_a_scenario_file_names_file_step_and_key(change, message):
     document = {"name": "n", "cards": {"a": {"limit": 100}}, "step": [GOOD_STEP]} | change

@@ -13,7 +13,8 @@
 -- ARGV[14] the request names an original (1/0), ARGV[15] hold lifetime (ms),
 -- ARGV[16] capture tolerance above the hold (percent), ARGV[17] counters lifetime (ms),
 -- ARGV[18] the policy's counters, JSON (switch/terms.py counters_arg; "" for none),
--- ARGV[19] the call's fence: the instant of Redis' clock (ms, TIME) after which it must not
+-- ARGV[19] the request's channel (jd, wechat, pos, xpay; for a forced outcome's channel),
+-- ARGV[20] the call's fence: the instant of Redis' clock (ms, TIME) after which it must not
 -- act (switch/ledger.py: the request's deadline less a guard, in Redis' clock).
 local card_key, idem_key, txn_key, index_key, holds_key, counters_key
 local now_ms, this_month, sent_expiry, auth_id, amount, fingerprint
@@ -48,7 +49,7 @@ local TOO_LATE = {'91', 0, 0, '', 'issuer_timeout', 0, 0}
 
 local function past_fence()
   local time = redis.call('TIME')
-  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) > tonumber(ARGV[19])
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) > tonumber(ARGV[20])
 end
 
 -- Every function starts with `if begin() then return TOO_LATE end`: true past the fence.
@@ -71,12 +72,13 @@ local function begin()
 end
 
 local function load_card()
-  local v = redis.call('HMGET', card_key, 'limit', 'posted', 'held', 'status', 'expiry')
+  local v = redis.call('HMGET', card_key, 'limit', 'posted', 'held', 'status', 'expiry',
+    'force')
   if not v[1] then
     card = false
   else
     card = {limit = tonumber(v[1]), posted = tonumber(v[2]), held = tonumber(v[3]),
-      status = v[4], expiry = v[5]}
+      status = v[4], expiry = v[5], force = v[6]}
   end
   return card
 end
@@ -218,13 +220,30 @@ local function card_refusal(check_status)
   return nil
 end
 
--- How every call starts: a repeat gets its first answer; due holds expire; then the card
--- checks (status too when `check_status`) and the engine's rule decline. Returns the
--- answer that ends the call, or nil to go on.
+-- The card's forced outcome (`switch card force`; field force = "code|times|channel",
+-- times '' for every request until cleared, channel '' for every channel): its code when
+-- it applies to this request, counting it (field forced) and taking one off its times.
+local function forced_code()
+  local code, times, channel = string.match(card.force, '^(%w%w)|(%d*)|(%a*)$')
+  if not code or (channel ~= '' and channel ~= ARGV[19]) then return nil end
+  if times == '1' then
+    redis.call('HDEL', card_key, 'force')
+  elseif times ~= '' then
+    redis.call('HSET', card_key, 'force', code .. '|' .. (tonumber(times) - 1) .. '|' .. channel)
+  end
+  redis.call('HINCRBY', card_key, 'forced', 1)
+  return code
+end
+
+-- How every call starts: a repeat gets its first answer; due holds expire; a forced outcome
+-- answers (changing nothing else); then the card checks (status too when `check_status`) and
+-- the engine's rule decline. Returns the answer that ends the call, or nil to go on.
 local function opening(check_status)
   local first = earlier_answer()
   if first then return first end
   load_current_card()
+  local forced = card and card.force and forced_code()
+  if forced then return decline(forced, 'forced') end
   local refusal = card_refusal(check_status)
   if refusal then return decline(refusal[1], refusal[2]) end
   if rule_code ~= '' then return decline(rule_code, rule_reason) end

@@ -1,0 +1,164 @@
+"""Forced outcomes per card (`switch card force`, Ledger.force, a scenario's `force` step):
+over real TCP on every channel, against the real ledger in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from switch import limits, testing
+from switch.scenario_file import scenario_from
+from switch.scenario_run import PASS, Target, run_scenario
+from tests.support import switch_cli
+
+CHANNELS = ("jd", "wechat", "pos", "xpay")
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+async def test_a_forced_code_answers_the_next_n_requests_and_changes_nothing(redis_url, channel):
+    async with testing.start(redis_url=redis_url) as switch:
+        pan = await switch.new_card(limit_fen=50_000)
+        await switch.force(pan, "05", times=2)
+        for _ in range(2):
+            forced = await switch.send(channel, pan, amount=1_000, mcc="5411")
+            assert (forced.response.response_code, forced.response.reason) == ("05", "forced")
+            assert forced.response.approved_fen == 0
+        view = await switch.card(pan)
+        assert (view.posted, view.held, view.open_to_buy, view.beans) == (0, 0, 50_000, 0)
+        assert (view.force, view.forced, view.transactions) == ("", 2, [])
+        decided = await switch.send(channel, pan, amount=1_000, mcc="5411")
+        assert decided.response.response_code == "00", decided.response
+        assert (await switch.card(pan)).forced == 2
+
+
+async def test_a_repeat_gets_its_first_answer_and_a_forced_answer_is_remembered(redis_url):
+    async with testing.start(redis_url=redis_url) as switch:
+        pan = await switch.new_card(limit_fen=50_000)
+        sale = await switch.send("pos", pan, amount=1_000, mcc="5411")
+        await switch.force(pan, "51")
+        assert (await switch.repeat(sale)).response.response_code == "00"
+        forced = await switch.send("pos", pan, amount=2_000, mcc="5411")
+        assert forced.response.response_code == "51"
+        await switch.force(pan, None)
+        again = await switch.repeat(forced)
+        assert (again.response.response_code, again.response.reason) == ("51", "forced")
+        view = await switch.card(pan)
+        assert (view.posted, view.forced, view.force) == (1_000, 1, "")
+
+
+async def test_without_times_every_request_is_forced_until_cleared(redis_url):
+    async with testing.start(redis_url=redis_url) as switch:
+        pan = await switch.new_card(limit_fen=50_000)
+        await switch.force(pan, "91")
+        codes = [(await switch.send("jd", pan, amount=100, mcc="5411")).response.response_code
+                 for _ in range(3)]
+        assert codes == ["91"] * 3
+        assert (await switch.card(pan)).force == "91||"
+        await switch.force(pan, None)
+        assert (await switch.send("jd", pan, amount=100, mcc="5411")).response.response_code \
+            == "00"
+
+
+async def test_a_channel_forced_leaves_the_others_decided(redis_url):
+    async with testing.start(redis_url=redis_url) as switch:
+        pan = await switch.new_card(limit_fen=50_000)
+        await switch.force(pan, "05", times=1, channel="wechat")
+        assert (await switch.send("jd", pan, amount=100, mcc="5411")).response.response_code \
+            == "00"
+        assert (await switch.card(pan)).force == "05|1|wechat"
+        assert (await switch.send("wechat", pan, amount=100, mcc="5411")
+                ).response.response_code == "05"
+        assert (await switch.card(pan)).force == ""
+
+
+async def test_a_forced_code_wins_over_the_cards_own_refusal(redis_url):
+    async with testing.start(redis_url=redis_url) as switch:
+        lost = await switch.new_card(limit_fen=50_000, status="lost")
+        await switch.force(lost, "05", times=1)
+        assert (await switch.send("jd", lost, amount=100, mcc="5411")).response.response_code \
+            == "05"
+        assert (await switch.send("jd", lost, amount=100, mcc="5411")).response.response_code \
+            == "41"
+
+
+async def test_concurrent_requests_never_take_more_than_n(redis_url):
+    async with testing.start(redis_url=redis_url) as switch:
+        pan = await switch.new_card(limit_fen=1_000_000)
+        await switch.force(pan, "05", times=3)
+        answers = await asyncio.gather(*(switch.send("jd", pan, amount=100, mcc="5411")
+                                         for _ in range(10)))
+        codes = sorted(answer.response.response_code for answer in answers)
+        assert codes == ["00"] * 7 + ["05"] * 3
+        assert (await switch.card(pan)).forced == 3
+
+
+@pytest.mark.parametrize(("code", "times", "channel", "message"), [
+    ("00", None, "", "not a declining response code"),
+    ("10", None, "", "not a declining response code"),
+    ("05", 0, "", "times must be 1.."),
+    ("05", limits.forced_times_max + 1, "", "times must be 1.."),
+    ("05", None, "fax", "channel must be one of"),
+])
+async def test_the_ledger_refuses_what_cannot_be_forced(redis_url, code, times, channel, message):
+    async with testing.start(redis_url=redis_url) as switch:
+        pan = await switch.new_card(limit_fen=100)
+        with pytest.raises(ValueError, match=message):
+            await switch.force(pan, code, times, channel)
+        await switch.force(pan, "05", limits.forced_times_max)  # the bound itself is taken
+        assert (await switch.card(pan)).force == f"05|{limits.forced_times_max}|"
+
+
+async def test_forcing_a_card_that_does_not_exist_is_refused(redis_url):
+    async with testing.start(redis_url=redis_url) as switch:
+        with pytest.raises(ValueError, match="no such card"):
+            await switch.force("6212340000000000000", "05")
+
+
+async def test_the_command_forces_shows_and_clears(redis_url):
+    env = dict(os.environ, REDIS_URL=redis_url)
+    async with testing.start(redis_url=redis_url) as switch:
+        pan = await switch.new_card(limit_fen=50_000)
+        code, out, err = await switch_cli("card", "force", pan, "--code", "05", "--times", "2",
+                                          "--channel", "pos", env=env)
+        assert code == 0, err
+        assert "the next 2 requests on pos answered 05" in out and pan not in out
+        assert (await switch.send("pos", pan, amount=100, mcc="5411")).response.response_code \
+            == "05"
+        code, out, _ = await switch_cli("card", "show", pan, env=env)
+        assert "forced: the next 1 request on pos answered 05" in out and "(1 answered" in out
+        code, out, _ = await switch_cli("card", "show", pan, "--json", env=env)
+        assert (json.loads(out)["force"], json.loads(out)["forced"]) == ("05|1|pos", 1)
+        code, out, _ = await switch_cli("card", "force", pan, "--clear", env=env)
+        assert code == 0 and "no forced outcome" in out
+        assert (await switch.card(pan)).force == ""
+        for bad, message in ((["--code", "00"], "not a declining"), ([], "say --code"),
+                             (["--code", "05", "--clear"], "say --code"),
+                             (["--code", "05", "--times", "0"], "times must be")):
+            code, _, err = await switch_cli("card", "force", pan, *bad, env=env)
+            assert code != 0 and message in err, (bad, err)
+        code, _, err = await switch_cli("card", "force", "6212340000000000000", "--code", "05",
+                                        env=env)
+        assert code != 0 and "no card" in err
+
+
+async def test_a_scenario_forces_then_clears(redis_url):
+    document = {"cards": {"a": {"limit": 10_000}}, "step": [
+        {"name": "force", "force": {"card": "a", "code": "51", "times": 1, "channel": "wechat"}},
+        {"name": "jd", "channel": "jd", "type": "sale", "card": "a", "amount": 100,
+         "mcc": "5411", "expect": {"response_code": "00"}},
+        {"name": "declined", "channel": "wechat", "type": "sale", "card": "a", "amount": 100,
+         "mcc": "5411", "expect": {"response_code": "51", "reason": "forced"}},
+        {"name": "again", "force": {"card": "a", "code": "05"}},
+        {"name": "cleared", "force": {"card": "a", "clear": True}, "channel": "pos",
+         "type": "sale", "card": "a", "amount": 100, "mcc": "5411",
+         "expect": {"response_code": "00"}, "card_after": {"posted": 200}},
+    ]}
+    scenario = scenario_from(Path("forced.toml"), document)
+    async with testing.start(redis_url=redis_url) as switch:
+        result = await run_scenario(scenario, Target(switch.host, switch.ports, redis_url),
+                                    testing.send_parser())
+    assert [r.outcome for r in result.steps] == [PASS] * 5, [r.detail for r in result.steps]
