@@ -194,6 +194,8 @@ class Reason(enum.StrEnum):
     CAPTURE_EXCEEDS_HOLD = "capture_exceeds_hold"
     REFUND_EXCEEDS_ORIGINAL = "refund_exceeds_original"
     REVERSAL_EXCEEDS_ORIGINAL = "reversal_exceeds_original"
+    # F95 of a partial reversal leaves as much as F4 or more: nothing to release.
+    REPLACEMENT_TOO_LARGE = "replacement_too_large"
     # The switch itself (switch/server.py).
     ISSUER_TIMEOUT = "issuer_timeout"
     ISSUER_UNAVAILABLE = "issuer_unavailable"
@@ -275,6 +277,7 @@ REASON_CODES: Mapping[Reason, frozenset[str]] = {
     Reason.CAPTURE_EXCEEDS_HOLD: frozenset({Code.INVALID_AMOUNT}),
     Reason.REFUND_EXCEEDS_ORIGINAL: frozenset({Code.INVALID_AMOUNT}),
     Reason.REVERSAL_EXCEEDS_ORIGINAL: frozenset({Code.INVALID_AMOUNT}),
+    Reason.REPLACEMENT_TOO_LARGE: frozenset({Code.INVALID_AMOUNT}),
     Reason.ISSUER_TIMEOUT: frozenset({Code.ISSUER_UNAVAILABLE}),
     Reason.ISSUER_UNAVAILABLE: frozenset({Code.ISSUER_UNAVAILABLE}),
     Reason.SYSTEM_ERROR: frozenset({Code.SYSTEM_MALFUNCTION}),

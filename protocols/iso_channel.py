@@ -31,7 +31,7 @@ UNREADABLE_MTI = "0000"  # the answer's MTI when the request's own MTI cannot be
 # Request fields an answer carries back unchanged. Not echoed: 14 and 35 (card secrets),
 # 52 (PIN block), 55 (the card's ICC data), 64/128 (the answer gets its own MAC).
 ECHOED = ("2", "3", "4", "7", "11", "12", "13", "18", "22", "25", "32", "33", "37", "41", "42",
-          "49", "70", "90")
+          "49", "60", "70", "90", "95")
 ADDED = frozenset({"38", "39", "44", "54", "63"})  # set by the switch, never echoed
 STAND_IN_MARK = "STIP"  # F63 (private use) of an answer decided in stand-in (docs/channels/pos.md)
 ANSWER_FIELDS = tuple(sorted(set(ECHOED) | ADDED, key=int))
@@ -48,6 +48,14 @@ CLASSES = {
 REVERSAL_KINDS = ("40", "42")
 AMOUNT_CLASSES = frozenset({MessageClass.AUTH, MessageClass.SALE, MessageClass.CAPTURE,
                             MessageClass.REFUND})
+# F60 sub-field 60.6 (UnionPay's layout: 60.1 n2, 60.2 n6, 60.3 n3, 60.4 n1, 60.5 n1, 60.6 n1),
+# the 14th character: "1" = the terminal accepts a partial approval (docs/channels/pos.md).
+PARTIAL_OK_AT = 13
+PARTIAL_OK = "1"
+PARTIAL_OK_F60 = "0" * PARTIAL_OK_AT + PARTIAL_OK  # what a client sends: 60.1-60.5 zeros
+# F95 (replacement amounts, an42): its first 12 digits are the amount that remains of the
+# original after a partial reversal; the rest (settlement amount, fees) is not read.
+REPLACEMENT_DIGITS = 12
 # Every request names its transaction by these: STAN, transmission time, terminal.
 NAMING_FIELDS = ("11", "7", "41")
 
@@ -165,6 +173,8 @@ class IsoChannel:
         approved = code in APPROVING
         if approved and response is not None and response.auth_id:
             added["38"] = response.auth_id
+        if code == Code.PARTIAL_APPROVAL and response is not None:
+            added["4"] = f"{response.approved_fen:012d}"  # what was approved, not asked
         if reason and not approved:
             added["44"] = printable(reason)[:REASON_SIZE_MAX]
         if response is not None and response.stand_in:
@@ -173,7 +183,7 @@ class IsoChannel:
             added["54"] = available_credit(response.open_to_buy_fen, request.get("49", "156"))
         ordered = {"t": response_mti(request["t"]) if "t" in request else UNREADABLE_MTI}
         for key in ANSWER_FIELDS:  # in field order, without sorting per answer
-            value = added.get(key) if key in ADDED else request.get(key)
+            value = added.get(key) if key in added or key in ADDED else request.get(key)
             if value is not None:
                 ordered[key] = value
         return self.encode(ordered, request.get(SIGNED_BY))
@@ -223,6 +233,7 @@ def request_basics(channel: str, message: dict) -> dict[str, Any]:
         txn_ref=txn_ref,
         original_ref=original_of(channel, message, message_class, txn_ref, terminal, acquirer),
         transmitted_at=transmitted,
+        partial_ok=message.get("60", "")[PARTIAL_OK_AT:PARTIAL_OK_AT + 1] == PARTIAL_OK,
         idempotency_key=f"{channel}:{message_class}:{acquirer}:{terminal}:{stan}:{transmitted}",
     )
 
@@ -273,12 +284,26 @@ def card_of(message: dict) -> tuple[str, str]:
 
 
 def amount_of(message: dict, message_class: MessageClass) -> int:
-    # A reversal releases the whole remaining amount (0); F4 there repeats the original's.
     if message_class in AMOUNT_CLASSES:
         return int(message["4"])  # required_fields names it
     if message_class is MessageClass.INQUIRY:
         return int(message.get("4", "0"))
-    return 0
+    return released_by(message)
+
+
+def released_by(message: dict) -> int:
+    """What a reversal releases: all that remains (0) without F95; with F95 (a partial
+    reversal), F4 (the amount as it stands) minus F95's replacement amount (what is to
+    remain). Less than nothing or all of it (a partial reversal of nothing) is 13."""
+    replacement = message.get("95", "")[:REPLACEMENT_DIGITS]
+    if not replacement:
+        return 0
+    if not replacement.isdigit():
+        raise FieldError(Code.FORMAT_ERROR, Reason.FORMAT.format(detail="field_95"))
+    release = int(required(message, "4")) - int(replacement)
+    if release <= 0:
+        raise FieldError(Code.INVALID_AMOUNT, Reason.REPLACEMENT_TOO_LARGE)
+    return release
 
 
 def currency_of(message: dict) -> int:

@@ -12,7 +12,14 @@ from typing import Any
 from protocols.channel import ClientAnswer
 from protocols.codes import APPROVING, Code, Reason
 from protocols.iso8583 import get_codec
-from protocols.iso_channel import AMOUNT_CLASSES, STAND_IN_MARK, request_mti
+from protocols.iso_channel import (
+    AMOUNT_CLASSES,
+    PARTIAL_OK_F60,
+    REPLACEMENT_DIGITS,
+    STAND_IN_MARK,
+    released_by,
+    request_mti,
+)
 from protocols.iso_mac import IsoMac, MacKey
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 
@@ -66,9 +73,15 @@ def client_answer(message: dict[str, Any]) -> ClientAnswer:
     code = message.get("39", "")
     approved = code in APPROVING
     balance = message.get("54", "")
+    if not approved:
+        approved_fen = 0
+    elif message.get("95"):  # a partial reversal: F4 less what remains
+        approved_fen = released_by(message)
+    else:  # F4: in a partial approval (10), the amount approved
+        approved_fen = int(message.get("4", "0"))
     response = AuthResponse(
         response_code=code,
-        approved_fen=int(message.get("4", "0")) if approved else 0,
+        approved_fen=approved_fen,
         auth_id=message.get("38", "").rstrip(),
         open_to_buy_fen=int(balance[8:20]) if len(balance) >= 20 else 0,
         reason=message.get("44", ""),
@@ -91,9 +104,12 @@ REQUEST_SHAPES = {
 
 
 def request_message(request: AuthRequest, *, stan: str, transmitted: str, terminal: str,
-                    acquirer: str, original: str = "", entry_mode: str = "052") -> dict:
+                    acquirer: str, original: str = "", entry_mode: str = "052",
+                    remaining_fen: int | None = None) -> dict:
     """The ISO 8583 fields of a client request. `original`: the correlation id of the
-    transaction a capture, reversal or refund names (it becomes F90)."""
+    transaction a capture, reversal or refund names (it becomes F90). `remaining_fen`: a
+    partial reversal, what is to remain of the original (F95; F4 is the request's amount,
+    the original's as it stands); ValueError on another class, or without an amount."""
     mti, processing, condition = REQUEST_SHAPES[request.message_class]
     fields: dict[str, Any] = {"t": mti, "2": request.card, "3": processing}
     if request.amount_fen or request.message_class in AMOUNT_CLASSES:
@@ -108,9 +124,24 @@ def request_message(request: AuthRequest, *, stan: str, transmitted: str, termin
     if request.merchant_id:
         fields["42"] = request.merchant_id
     fields["49"] = f"{request.currency:03d}"
+    if request.partial_ok:
+        fields["60"] = PARTIAL_OK_F60
     if original:
         fields["90"] = original_data(original, acquirer)
+    if remaining_fen is not None:
+        fields["95"] = replacement_amounts(request, remaining_fen)
     return fields
+
+
+def replacement_amounts(request: AuthRequest, remaining_fen: int) -> str:
+    """F95 (an42): transaction and settlement amounts that remain, fees (x+n9) of zero."""
+    if request.message_class is not MessageClass.REVERSAL:
+        raise ValueError("a remaining amount (F95) is for a reversal only")
+    if not 0 <= remaining_fen < request.amount_fen:
+        raise ValueError("a partial reversal needs the original's amount (F4) above the "
+                         f"amount to remain ({remaining_fen} fen)")
+    amount = f"{remaining_fen:0{REPLACEMENT_DIGITS}d}"
+    return f"{amount}{amount}C00000000C00000000"
 
 
 def original_data(original_id: str, acquirer: str) -> str:

@@ -280,6 +280,9 @@ def parser() -> argparse.ArgumentParser:
                      help="the --mac-key's algorithm (default x9.19)")
     iso.add_argument("--mac", choices=("on", "off"), default="on",
                      help="off: send unsigned (to a listener with mac = \"off\")")
+    iso.add_argument("--remaining", type=fen, metavar="FEN", help="a partial reversal "
+                     "(--type reverse): what is to remain of the original (F95); --amount "
+                     "is the original's amount as it stands (F4)")
     iso.add_argument("--entry-mode", help="F22 (default: pos 052 chip, xpay 072 contactless)")
     iso.add_argument("--token", help="xpay: the wallet token (DPAN) to pay with")
     iso.add_argument("--token-key", help="xpay: the token's hex key (default: from the vault)")

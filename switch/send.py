@@ -94,7 +94,8 @@ def _iso_fields(request: AuthRequest, args: Any, entry_mode: str) -> dict[str, A
     stan, transmitted = _iso_ids(args)
     return iso_client.request_message(
         request, stan=stan, transmitted=transmitted, terminal=args.terminal,
-        acquirer=args.acquirer, original=args.original or "", entry_mode=entry_mode)
+        acquirer=args.acquirer, original=args.original or "", entry_mode=entry_mode,
+        remaining_fen=args.remaining)
 
 
 def _pos_encode(request: AuthRequest, args: Any) -> bytes:

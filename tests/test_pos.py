@@ -315,3 +315,96 @@ async def test_mac_right_wrong_and_missing(redis_url, dialect):
             await wire.close()
         view = await ledger.card(pan)
         assert (view.posted, view.open_to_buy, len(view.transactions)) == (0, 100_000, 1)
+
+
+# --- partial approval (F60.6) and partial reversal (F95) -------------------------------------
+
+PARTIAL_OK_F60 = "22000001000501"  # 60.1 22, 60.2 batch 000001, 60.3 000, 60.4 5, 60.5 0, 60.6 1
+
+
+async def test_partial_approval_when_the_terminal_accepts_it(pos):
+    pan = await make_card(pos.ledger, limit_fen=10_000)
+    sale = financial("0200", pan, "000000", 15_000) | {"60": PARTIAL_OK_F60}
+    answer = await pos.ask(sale)
+    assert (answer["39"], answer["4"]) == ("10", f"{10_000:012d}")  # F4: what was approved
+    assert answer["60"] == PARTIAL_OK_F60 and answer["54"] == f"3002156C{0:012d}"
+    assert (await pos.ledger.card(pan)).posted == 10_000
+
+
+@pytest.mark.parametrize("f60", [
+    None,  # no F60
+    "22000001000500",  # 60.6 = 0
+    "2200000100051",  # the 1 one place early (60.5)
+])
+async def test_no_partial_approval_unless_60_6_says_so(pos, f60):
+    pan = await make_card(pos.ledger, limit_fen=10_000)
+    sale = financial("0200", pan, "000000", 15_000)
+    answer = await pos.ask(sale if f60 is None else sale | {"60": f60})
+    assert (answer["39"], answer["4"]) == ("51", f"{15_000:012d}")
+    assert (await pos.ledger.card(pan)).posted == 0
+
+
+async def test_partial_approval_of_a_preauthorization(pos):
+    pan = await make_card(pos.ledger, limit_fen=10_000)
+    preauth = financial("0100", pan, "000000", 12_000, condition="06") | {"60": PARTIAL_OK_F60}
+    answer = await pos.ask(preauth)
+    assert (answer["t"], answer["39"], answer["4"]) == ("0110", "10", f"{10_000:012d}")
+    assert (await pos.ledger.card(pan)).held == 10_000
+
+
+def f95(remaining_fen: int) -> str:
+    """Replacement amounts: what remains (transaction, settlement), fees of zero."""
+    return f"{remaining_fen:012d}{remaining_fen:012d}C00000000C00000000"
+
+
+async def test_partial_reversal_releases_f4_minus_f95(pos):
+    pan = await make_card(pos.ledger, limit_fen=100_000)
+    sale = financial("0200", pan, "000000", 10_000)
+    assert (await pos.ask(sale))["39"] == "00"
+    reversal = financial("0400", pan, "000000", 10_000, original=f90(sale)) | {"95": f95(4_000)}
+    answer = await pos.ask(reversal)
+    assert (answer["t"], answer["39"], answer["95"]) == ("0410", "00", f95(4_000))
+    assert answer["54"] == f"3002156C{96_000:012d}"
+    view = await pos.ledger.card(pan)
+    assert (view.posted, view.open_to_buy) == (4_000, 96_000)
+    assert view.transactions[0].state != "reversed"
+    # The rest, later: F4 is the amount as it stands, and nothing is to remain.
+    rest = financial("0400", pan, "000000", 4_000, original=f90(sale)) | {"95": f95(0)}
+    assert (await pos.ask(rest))["39"] == "00"
+    view = await pos.ledger.card(pan)
+    assert (view.posted, view.transactions[0].state) == (0, "reversed")
+
+
+async def test_partial_reversal_of_a_hold_by_one_fen(pos):
+    pan = await make_card(pos.ledger, limit_fen=100_000)
+    preauth = financial("0100", pan, "000000", 10_000, condition="06")
+    assert (await pos.ask(preauth))["39"] == "00"
+    reversal = financial("0400", pan, "000000", 10_000, original=f90(preauth))
+    assert (await pos.ask(reversal | {"95": f95(9_999)}))["39"] == "00"
+    assert (await pos.ledger.card(pan)).held == 9_999
+
+
+@pytest.mark.parametrize(("remaining", "code", "reason"), [
+    (10_000, "13", "replacement_too_large"),  # nothing would be released
+    (10_001, "13", "replacement_too_large"),
+    (None, "30", "format:field_95"),
+])
+async def test_partial_reversal_that_releases_nothing_is_refused(pos, remaining, code, reason):
+    pan = await make_card(pos.ledger, limit_fen=100_000)
+    sale = financial("0200", pan, "000000", 10_000)
+    assert (await pos.ask(sale))["39"] == "00"
+    replacement = f95(remaining) if remaining is not None else "00000000400X" + "0" * 30
+    reversal = financial("0400", pan, "000000", 10_000, original=f90(sale))
+    answer = await pos.ask(reversal | {"95": replacement})
+    assert (answer["39"], answer["44"]) == (code, reason)
+    assert (await pos.ledger.card(pan)).posted == 10_000
+
+
+async def test_partial_reversal_needs_f4(pos):
+    pan = await make_card(pos.ledger, limit_fen=100_000)
+    sale = financial("0200", pan, "000000", 10_000)
+    assert (await pos.ask(sale))["39"] == "00"
+    reversal = financial("0400", pan, "000000", None, original=f90(sale)) | {"95": f95(1)}
+    answer = await pos.ask(reversal)
+    assert (answer["39"], answer["44"]) == ("30", "field_4_missing")
+    assert (await pos.ledger.card(pan)).posted == 10_000

@@ -53,3 +53,23 @@ async def test_card_set_makes_a_new_card_good_for_three_years(redis_url):
                                        "5000", "--redis", redis_url)
     assert code == 0, err
     assert f"expiry {months_later(time.time_ns() // 1_000_000, 36)}" in out
+
+
+async def test_pos_partial_approval_and_partial_reversal(redis_url):
+    async with running_switch(redis_url, CHANNELS) as (switch, ledger):
+        pan = await make_card(ledger, limit_fen=10_000)
+        pos = ("--channel", "pos", "--pan", pan, "--mcc", "5411", "--json")
+        _, out, _ = await send(switch.ports["pos"], *pos, "--amount", "15000")
+        assert json.loads(out)["response_code"] == "51"  # not without --partial
+        _, out, _ = await send(switch.ports["pos"], *pos, "--amount", "15000", "--partial")
+        sale = json.loads(out)
+        assert (sale["response_code"], sale["approved_fen"]) == ("10", 10_000)
+        assert sale["wire"]["60"][13] == "1"
+        _, out, _ = await send(switch.ports["pos"], *pos, "--type", "reverse", "--amount",
+                               "10000", "--remaining", "2500", "--original", sale["id"])
+        reversal = json.loads(out)
+        assert (reversal["response_code"], reversal["approved_fen"]) == ("00", 7_500)
+        assert (await ledger.card(pan)).posted == 2_500
+        code, _, err = await send(switch.ports["pos"], *pos, "--type", "reverse", "--amount",
+                                  "2500", "--remaining", "2500", "--original", sale["id"])
+        assert code != 0 and "above the amount to remain (2500 fen)" in err
