@@ -6,9 +6,9 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test lint mutants redis bench bench-scale clean
 
-run: $(STAMP)  ## set up, then serve every channel with demo cards (Ctrl-C stops; data kept in .run/redis; PORTS="jd=8701 pos=8683" moves channels; ADMIN=HOST:PORT moves the dashboard, ADMIN=off drops it)
+run: $(STAMP)  ## set up, then serve every channel with demo cards (Ctrl-C stops; data kept in .run/redis; PORTS="jd=8701 pos=8683" moves channels; ADMIN=HOST:PORT moves the dashboard, ADMIN=off drops it; `switch clock` moves its test clock)
 	@scripts/ensure-redis-server --optional
-	$(BIN)/switch serve --demo --admin $(or $(ADMIN),127.0.0.1:8680) $(addprefix --port ,$(PORTS))
+	$(BIN)/switch serve --demo --test-clock --admin $(or $(ADMIN),127.0.0.1:8680) $(addprefix --port ,$(PORTS))
 
 test: $(STAMP)  ## set up, then lint and run the whole suite
 	@scripts/ensure-redis-server

@@ -23,7 +23,7 @@ from switch.admin.shared import all_workers, publish
 from switch.cards import DemoCard
 from switch.channels import CODECS
 from switch.cli_common import RUN_DIR
-from switch.clock import Clock
+from switch.clock import Clock, TestClock
 from switch.config import Config, parse_admin
 from switch.engine import Engine
 from switch.forwarder import Forwarder
@@ -67,9 +67,13 @@ async def build(config: Config, redis_url: str, clock: Clock | None = None,
     journal = None
     if journal_dir is not None:  # first: a journal held by another process stops us early
         journal = Journal.claim(journal_dir)
-    ledger = open_ledger(config, redis_url, clock)
+    test_clock = TestClock() if clock is None and config.test_clock else None
+    ledger = open_ledger(config, redis_url, clock or test_clock)
     try:
         await ledger.start()
+        if test_clock is not None:  # the ledger's close stops it too
+            await test_clock.listen(ledger.client)
+            ledger.pipelines.append(test_clock)
     except BaseException:
         if journal is not None:
             journal.close()
@@ -82,7 +86,8 @@ async def build(config: Config, redis_url: str, clock: Clock | None = None,
     engine = Engine(ledger, policy, resolvers={"xpay": vault.resolve})
     stand_in = forwarder = None
     if journal is not None:
-        stand_in = StandIn(policy, journal, config.server_limits.request_deadline_ms)
+        stand_in = StandIn(policy, journal, config.server_limits.request_deadline_ms,
+                           clock=ledger.clock)
         forwarder = Forwarder(journal, ledger, policy)
     switch = Switch(config, engine, CODECS, stand_in, forwarder)
     # The ISO 8583 listeners find terminals' MAC keys in Redis, else in their config.

@@ -21,6 +21,7 @@ from switch import (
     app,
     audit_cli,
     card_cli,
+    clock_cli,
     iso_cli,
     launch,
     policy_cli,
@@ -92,6 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.policy = str(args.policy)
     load_policy(config.policy)  # a bad policy is one clear error, before anything starts
     choose_admin(config, args.admin)
+    config.test_clock = config.test_clock or args.test_clock
     url, note, private = launch.open_redis(
         configured_redis(args), bool(args.redis), RUN_DIR, args.ephemeral, args.appendfsync)
     if private:
@@ -235,6 +237,9 @@ def parser() -> argparse.ArgumentParser:
                        "docs/admin.md)")
     serve.add_argument("--workers", type=positive, default=1,
                        help="processes sharing the ports (SO_REUSEPORT), one event loop each")
+    serve.add_argument("--test-clock", action="store_true",
+                       help="follow the test clock that `switch clock` moves (tests only; "
+                       "docs/testing.md)")
 
     seed = command("seed", cmd_seed, "create deterministic demo cards (Luhn-valid, UnionPay "
                    "62); a card that exists is kept as it is")
@@ -248,6 +253,7 @@ def parser() -> argparse.ArgumentParser:
     card_cli.add_commands(command, redis_option)
     audit_cli.add_commands(command, redis_option)
     policy_cli.add_commands(command)
+    clock_cli.add_commands(command, redis_option)
 
     snd = command("send", cmd_send, "send one message to a running switch, print the answer")
     snd.add_argument("--channel", choices=sorted(send.SENDERS), default="jd")

@@ -146,6 +146,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     pos: Iso8583 = msgspec.field(default_factory=Iso8583)
     xpay: Iso8583 = msgspec.field(default_factory=Iso8583)
     admin: Admin = msgspec.field(default_factory=Admin)
+    test_clock: bool = False  # follow the test clock (`switch serve --test-clock`)
 
 
 def load(path: str | Path | None) -> Config:

@@ -139,6 +139,14 @@ atc_max = 0xFFFF
 # --times out to force every request until cleared).
 forced_times_max = 1_000_000
 
+# The test clock (`switch clock`): a command waits this long for every worker to take a new
+# time (a worker takes it within a Redis round trip; more means a stuck listener, said so),
+# looking every poll interval. Its offset from real time is bounded by ten years: past a
+# card's validity, further is more likely a typo than a test.
+test_clock_ack_wait_s = 5
+test_clock_ack_poll_s = 0.005
+test_clock_offset_max_ms = 3650 * 24 * 3600 * 1000
+
 # --- stand-in processing and store-and-forward (switch/standin.py, journal.py, forwarder.py)
 
 # Records one store-and-forward journal holds until forwarded (stand-in advices and voids of

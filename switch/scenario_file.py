@@ -17,6 +17,7 @@ import msgspec
 from protocols.codes import DECLINING, CardStatus
 from protocols.messages import AuthResponse
 from switch import limits
+from switch.clock import DAY_MS, duration_ms
 
 CHANNELS = ("jd", "wechat", "pos", "xpay")
 STEP_TYPES = ("auth", "sale", "capture", "reverse", "refund", "inquiry")
@@ -27,7 +28,7 @@ CARD_FIELDS = ("limit", "posted", "held", "pending_credit", "open_to_buy", "bean
 CARD_KEYS = ("limit", "status", "expiry")
 STEP_KEYS = ("name", "channel", "type", "card", "amount", "mcc", "original", "repeat",
              "lightning", "partial", "expiry", "merchant", "atc", "sleep_ms", "expect",
-             "card_after", "force")
+             "card_after", "force", "advance_clock")
 FORCE_KEYS = ("card", "code", "times", "channel", "clear")
 SCENARIO_KEYS = ("name", "cards", "step")
 SLEEP_MAX_MS = 60_000  # a step's wait; longer belongs to the test clock, not a real wait
@@ -65,6 +66,7 @@ class Step:
     expect: dict[str, Any] = field(default_factory=dict)
     card_after: dict[str, Any] = field(default_factory=dict)
     force: dict[str, Any] = field(default_factory=dict)  # card, code/clear, times, channel
+    advance_clock_ms: int = 0  # move the switch's test clock forward first
 
     @property
     def sends(self) -> bool:
@@ -159,6 +161,15 @@ def _step(path: Path, index: int, raw: dict[str, Any], cards: dict[str, CardSpec
             table = _table(raw[key], f"{where}: {key}")
             _known_keys(table, allowed, f"{where}: {key}")
             values[key] = table
+    if "advance_clock" in raw:
+        try:
+            values["advance_clock_ms"] = duration_ms(raw["advance_clock"])
+        except (ValueError, TypeError, AttributeError):
+            raise ScenarioError(f"{where}: advance_clock: a duration such as \"36h\", "
+                                "\"30d\", \"1d12h\", \"90m\"") from None
+        if not 1_000 <= values["advance_clock_ms"] <= limits.test_clock_offset_max_ms:
+            raise ScenarioError(f"{where}: advance_clock: 1s.."
+                                f"{limits.test_clock_offset_max_ms // DAY_MS}d")
     if "force" in raw:
         values["force"] = _force(_table(raw["force"], f"{where}: force"), f"{where}: force",
                                  cards)

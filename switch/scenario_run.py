@@ -21,6 +21,7 @@ from protocols.ledger_layout import card_key
 from switch import send
 from switch.cards import DEMO_BIN
 from switch.channel_client import ChannelClient, Sent
+from switch.clock import TestClock, TestClockControl, TestClockOff
 from switch.ledger import Ledger
 from switch.redis_client import connect
 from switch.scenario_file import Scenario, Step, card_of
@@ -67,6 +68,7 @@ class Run:
         self.pans: dict[str, str] = {}
         self.client = ChannelClient(target.host, target.ports, send_parser, ledger)
         self.sent: dict[str, Sent] = {}
+        self.clock = ledger.clock
 
     async def make_cards(self) -> None:
         for alias, spec in self.scenario.cards.items():
@@ -79,6 +81,12 @@ class Run:
         began = time.perf_counter()
         if step.sleep_ms:
             await asyncio.sleep(step.sleep_ms / 1000)
+        if step.advance_clock_ms:
+            try:
+                self.clock.offset_ms = await TestClockControl(self.ledger.client).advance(
+                    step.advance_clock_ms)
+            except (TestClockOff, TimeoutError) as error:
+                return StepResult(step, ERROR, str(error), time.perf_counter() - began)
         if step.force:
             force = step.force
             await self.ledger.force(self.pans[force["card"]], force.get("code"),
@@ -140,10 +148,14 @@ async def run_scenario(scenario: Scenario, target: Target,
                        ) -> ScenarioResult:
     """Every step in order; after a step that does not pass, the rest are skipped unless
     `keep_going`."""
-    ledger = Ledger(connect(target.redis_url))
+    # The switch's time as its test clock has it (if it follows one), so that the holds
+    # `card_after` reads expire as the switch's do.
+    clock = TestClock()
+    ledger = Ledger(connect(target.redis_url), clock)
     result = ScenarioResult(scenario)
     try:
         await ledger.start()
+        clock.offset_ms = await TestClockControl(ledger.client).offset_ms()
         run = Run(scenario, target, send_parser, ledger)
         await run.make_cards()
         result.cards = {alias: mask_pan(pan) for alias, pan in run.pans.items()}

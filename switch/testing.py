@@ -27,7 +27,7 @@ from protocols.channel import ClientAnswer
 from switch.app import build
 from switch.channel_client import ChannelClient, Sent
 from switch.cli import parser
-from switch.clock import Clock
+from switch.clock import Clock, TestClockControl, duration_ms, instant_ms
 from switch.config import DEFAULT_PORTS, Config, Listener
 from switch.ledger import CardView, Ledger
 from switch.policy import Policy
@@ -49,6 +49,8 @@ class EmbeddedSwitch:
         self.redis_url = redis_url
         self.host = host
         self.client = ChannelClient(host, server.ports, send_parser(), ledger)
+        # The test clock every worker of this switch follows (when started with it).
+        self.clock = EmbeddedClock(TestClockControl(ledger.client), ledger.clock)
         self._sent: dict[str, Sent] = {}  # answer id -> what was sent, for `repeat`
 
     @property
@@ -86,6 +88,27 @@ class EmbeddedSwitch:
         return (await self.client.resend(self._sent[answer.correlation_id])).answer
 
 
+class EmbeddedClock:
+    """`switch.clock`: the switch's test clock. `advance("36h")` (or ms), `set(
+    "2026-12-24T10:00")`, `reset()` return once the switch has the new time; `now_ms()`."""
+
+    def __init__(self, control: TestClockControl, clock: Clock) -> None:
+        self.control = control
+        self._clock = clock
+
+    def now_ms(self) -> int:
+        return self._clock.now_ms()
+
+    async def advance(self, by: str | int) -> None:
+        await self.control.advance(duration_ms(by) if isinstance(by, str) else by)
+
+    async def set(self, at: str) -> None:
+        await self.control.set(instant_ms(at))
+
+    async def reset(self) -> None:
+        await self.control.reset()
+
+
 def send_parser():
     """The `switch send` argument parser: messages are built exactly as the command builds
     them."""
@@ -98,8 +121,11 @@ async def start(config: Config | None = None, *, redis_url: str | None = None,
                 journal_dir: Path | None = None) -> AsyncIterator[EmbeddedSwitch]:
     """A switch on free loopback ports (every channel unless `config` says otherwise), shut
     down on exit. Without `redis_url`, a private throw-away redis-server is started and
-    stopped with it. `policy`, `clock`, `journal_dir`: as switch/app.py build takes them."""
-    config = config or Config(listeners={name: Listener(port=0) for name in CHANNELS})
+    stopped with it. `policy`, `clock`, `journal_dir`: as switch/app.py build takes them;
+    without `clock` (nor a `config` without test_clock) the switch follows the test clock
+    that `switch.clock` moves."""
+    config = config or Config(listeners={name: Listener(port=0) for name in CHANNELS},
+                              test_clock=True)
     with contextlib.ExitStack() as stack:
         if redis_url is None:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="switch-")))

@@ -27,10 +27,22 @@ def port_options(target: Target) -> list[str]:
     return [f"--port={channel}={port}" for channel, port in target.ports.items()]
 
 
+def moves_the_clock(scenario) -> bool:
+    return any(step.advance_clock_ms for step in scenario.steps)
+
+
 async def test_the_scenario_library_passes_on_every_channel(every_channel):
     scenarios = [load_scenario(path) for path in sorted(LIBRARY.glob("*.toml"))]
-    assert len(scenarios) >= 8
-    results = await run_scenarios(scenarios, every_channel, testing.send_parser(), parallel=4)
+    assert len(scenarios) >= 9
+    timeless = [scenario for scenario in scenarios if not moves_the_clock(scenario)]
+    results = await run_scenarios(timeless, every_channel, testing.send_parser(), parallel=4)
+    for scenario in scenarios:  # each its own switch: the clock is the whole switch's
+        if moves_the_clock(scenario):
+            async with testing.start() as switch:
+                results += await run_scenarios(
+                    [scenario], Target(switch.host, switch.ports, switch.redis_url),
+                    testing.send_parser())
+    assert len(results) == len(scenarios)
     failed = [f"{r.scenario.path.name} {s.step.name}: {s.outcome} {s.detail}"
               for r in results for s in r.steps if s.outcome != PASS]
     assert failed == []
@@ -161,6 +173,10 @@ def forcing(**force):
     ({"step": [{"card_after": {"posted": 0}}]}, "step 1: card: card_after needs a card"),
     ({"step": ["buy"]}, "step 1: must be a table"),
     ({"step": [GOOD_STEP | {"force": "a"}]}, "step 1 (buy): force: must be a table"),
+    ({"step": [GOOD_STEP | {"advance_clock": "36"}]}, "advance_clock: a duration such as"),
+    ({"step": [GOOD_STEP | {"advance_clock": 36}]}, "advance_clock: a duration such as"),
+    ({"step": [GOOD_STEP | {"advance_clock": "0s"}]}, "advance_clock: 1s..3650d"),
+    ({"step": [GOOD_STEP | {"advance_clock": "3650d1s"}]}, "advance_clock: 1s..3650d"),
     ({"step": forcing(code="05")}, "force: card: one of [cards] required"),
     ({"step": forcing(card="b", code="05")}, "force: card: one of [cards]"),
     ({"step": forcing(card="a")}, "force: code: a declining response code"),
