@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import redis.exceptions
 
+from protocols.cardnumbers import mask_pan
 from protocols.channel import ChannelCodec, Decoded, KeyNeeded
 from protocols.codes import Code, Reason
 from protocols.framing import Framer, FramingError
@@ -44,7 +45,7 @@ CUT_COUNTERS = {Overstay.FRAME_LATE: "frame_timeouts", Overstay.WRITE_PAUSED: "w
 
 class Counters:
     COUNTS = ("connections", "requests", "answered", "timeouts", "errors", "redis_errors",
-              "framing_errors", "frame_timeouts", "write_timeouts")
+              "framing_errors", "frame_timeouts", "write_timeouts", "forced")
     __slots__ = (*COUNTS, "decisions")
 
     def __init__(self) -> None:
@@ -401,6 +402,10 @@ class Listener:
         error = outcome.exception()
         if error is None:
             response = outcome.result()
+            if response.reason == Reason.FORCED:  # a tester's forced outcome (card force)
+                self.counters.forced += 1
+                log.info("%s: %s answered %s by the card's forced outcome", self.name,
+                         mask_pan(attempt.pan or request.card), response.response_code)
             if self.standing_in:  # one attribute test per answer when stand-in is off
                 if response.reason == Reason.ISSUER_TIMEOUT:  # past its fence: wrote nothing
                     return self.unavailable(request, attempt.unmade(), TIMED_OUT)

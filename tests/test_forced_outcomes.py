@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from pathlib import Path
 
 import pytest
 
+from protocols.cardnumbers import mask_pan
 from switch import limits, testing
 from switch.scenario_file import scenario_from
 from switch.scenario_run import PASS, Target, run_scenario
@@ -162,3 +164,16 @@ async def test_a_scenario_forces_then_clears(redis_url):
         result = await run_scenario(scenario, Target(switch.host, switch.ports, redis_url),
                                     testing.send_parser())
     assert [r.outcome for r in result.steps] == [PASS] * 5, [r.detail for r in result.steps]
+
+
+async def test_every_forced_answer_is_counted_and_logged_with_the_card_masked(redis_url,
+                                                                             caplog):
+    caplog.set_level(logging.INFO, logger="switch.server")
+    async with testing.start(redis_url=redis_url) as switch:
+        pan = await switch.new_card(limit_fen=50_000)
+        await switch.force(pan, "05", times=1)
+        await switch.send("xpay", pan, amount=100, mcc="5411")
+        await switch.send("xpay", pan, amount=100, mcc="5411")  # decided: not counted
+        assert switch.server.counters.forced == 1
+    forced = [r.getMessage() for r in caplog.records if "forced outcome" in r.getMessage()]
+    assert forced == [f"xpay: {mask_pan(pan)} answered 05 by the card's forced outcome"]

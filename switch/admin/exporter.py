@@ -31,6 +31,8 @@ TOTALS = {
     "switch_redis_errors_total": (
         "redis_errors", "ledger calls that failed because Redis was unreachable or not ready"),
     "switch_framing_errors_total": ("framing_errors", "connections cut for a bad frame header"),
+    "switch_forced_answers_total": (
+        "forced", "answers given by a card's forced outcome (switch card force), not decided"),
     "switch_redis_calls_total": ("redis_calls", "Lua function calls sent to Redis"),
     "switch_redis_batches_total": (
         "redis_batches", "pipelined writes to Redis (calls of one loop tick go together)"),
