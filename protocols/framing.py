@@ -18,37 +18,57 @@ class HeaderFormat(msgspec.Struct, frozen=True):
     name: str
     size_bytes: int
     ascii_digits: bool  # False: big-endian binary length; True: zero-padded decimal text
+    # True: the length counts the header too (header + body), as some hosts send it.
+    counts_itself: bool = False
 
     @property
     def length_max(self) -> int:
-        return 10**self.size_bytes - 1 if self.ascii_digits else 256**self.size_bytes - 1
+        """The longest body the header can announce."""
+        capacity = 10**self.size_bytes - 1 if self.ascii_digits else 256**self.size_bytes - 1
+        return capacity - self.size_bytes if self.counts_itself else capacity
 
     def encode(self, length: int) -> bytes:
+        """The header of a body of `length` bytes."""
         # The bound is checked by what encodes (to_bytes refuses what does not fit, the digits
         # are counted), not against `length_max`: every frame sent goes through here.
+        value = length + self.size_bytes if self.counts_itself and length >= 0 else length
         if self.ascii_digits:
-            header = b"%0*d" % (self.size_bytes, length)
-            if length >= 0 and len(header) == self.size_bytes:
+            header = b"%0*d" % (self.size_bytes, value)
+            if value >= 0 and len(header) == self.size_bytes:
                 return header
         else:
             try:
-                return length.to_bytes(self.size_bytes, "big")
+                return value.to_bytes(self.size_bytes, "big")
             except OverflowError:  # negative, or more than the header holds
                 pass
         raise FramingError(f"frame body of {length} bytes does not fit a {self.name} header")
 
     def decode(self, header: bytes) -> int:
+        """The length of the body that follows `header`."""
         if not self.ascii_digits:
-            return int.from_bytes(header, "big")
-        if not header.isdigit():
+            value = int.from_bytes(header, "big")
+        elif not header.isdigit():
             raise FramingError(f"{self.name} length header {header!r} is not decimal digits")
-        return int(header)
+        else:
+            value = int(header)
+        if not self.counts_itself:
+            return value
+        if value < self.size_bytes:
+            raise FramingError(f"{self.name} length header {header!r} counts less than the "
+                               f"{self.size_bytes} bytes of the header itself")
+        return value - self.size_bytes
 
 
 BINARY_2 = HeaderFormat("2-byte binary", 2, False)
 BINARY_4 = HeaderFormat("4-byte binary", 4, False)
 ASCII_4 = HeaderFormat("4-byte ASCII", 4, True)
-HEADER_FORMATS = {"binary2": BINARY_2, "binary4": BINARY_4, "ascii4": ASCII_4}
+ASCII_2 = HeaderFormat("2-digit ASCII", 2, True)  # bodies of at most 99 bytes
+BINARY_2_SELF = HeaderFormat("2-byte binary, counting itself", 2, False, counts_itself=True)
+ASCII_4_SELF = HeaderFormat("4-byte ASCII, counting itself", 4, True, counts_itself=True)
+# The presets of `[pos] header`, `switch serve --header` and `switch send --header`
+# (docs/channels/pos.md, "Framing").
+HEADER_FORMATS = {"binary2": BINARY_2, "binary4": BINARY_4, "ascii4": ASCII_4,
+                  "ascii2": ASCII_2, "binary2self": BINARY_2_SELF, "ascii4self": ASCII_4_SELF}
 
 
 class Framer:

@@ -49,6 +49,7 @@ from switch.config import (
     ConfigError,
     load,
     parse_admin,
+    parse_header,
     parse_listen,
     parse_port,
 )
@@ -88,6 +89,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise UserError(f"--port {value!r}: {channel} is not served (serving "
                             f"{', '.join(config.listeners)})")
         config.listeners[channel].port = listener
+    for value in args.header:
+        channel, header = parse_header(value)
+        getattr(config, channel).header = header
     check_channels(config, CODECS)  # before a private Redis is started for nothing
     if args.policy:
         config.policy = str(args.policy)
@@ -216,6 +220,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", action="append", default=[], metavar="CHANNEL=PORT",
                        help="serve CHANNEL on this port instead (repeatable; the other "
                        "channels keep theirs; make run PORTS=\"jd=8701 pos=8683\")")
+    serve.add_argument("--header", action="append", default=[], metavar="CHANNEL=HEADER",
+                       help="length header of an ISO 8583 listener (pos, xpay): "
+                       f"{', '.join(HEADER_FORMATS)} (repeatable; default: the config's, "
+                       "binary2)")
     serve.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                        help="json: one object a line (time, level, logger, pid, message), "
                        "for log shippers; card numbers masked either way")
@@ -279,7 +287,9 @@ def parser() -> argparse.ArgumentParser:
                      f"{DEFAULT_TERMINAL} on pos, {DEMO_XPAY_TERMINAL} on xpay)")
     iso.add_argument("--acquirer", default=DEFAULT_ACQUIRER, help="F32 acquirer institution")
     iso.add_argument("--dialect", default="iso87ascii", help="iso87ascii or iso87binary")
-    iso.add_argument("--header", choices=sorted(HEADER_FORMATS), help="default: binary2")
+    iso.add_argument("--header", choices=sorted(HEADER_FORMATS),
+                     help="the listener's length header (default: binary2; "
+                     "docs/channels/pos.md)")
     iso.add_argument("--mac-key", metavar="HEX", help="the terminal's MAC key (default: its "
                      "key in Redis, else in the config: the demo terminals')")
     iso.add_argument("--mac-algorithm", choices=list(MacAlgorithm),

@@ -7,7 +7,7 @@ key or a bad value is one error that names it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args, get_type_hints
 
 import msgspec
 
@@ -117,7 +117,8 @@ class Iso8583(msgspec.Struct, forbid_unknown_fields=True):
     # A shipped dialect (iso87ascii, iso87binary) or the path of a dialect file.
     dialect: str = "iso87ascii"
     # Length header before each message (protocols/framing.py HEADER_FORMATS).
-    header: Literal["binary2", "binary4", "ascii4"] = "binary2"
+    header: Literal["binary2", "binary4", "ascii4", "ascii2", "binary2self",
+                    "ascii4self"] = "binary2"
     # "required": every 01xx/02xx/04xx request carries the F64/F128 MAC of its terminal's
     # key (Redis, else `terminals`); "off": nothing is checked or signed (for testers only).
     mac: Literal["required", "off"] = "required"
@@ -187,3 +188,17 @@ def parse_admin(value: str) -> tuple[str, int]:
         raise ConfigError(f"admin address {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8680, "
                           "or off")
     return host, int(port)
+
+
+ISO_LISTENERS = ("pos", "xpay")  # the channels with an [Iso8583] section
+
+
+def parse_header(value: str) -> tuple[str, str]:
+    """CHANNEL=HEADER from the command line: an ISO 8583 listener's length header preset."""
+    channel, sep, name = value.partition("=")
+    names = get_args(get_type_hints(Iso8583)["header"])
+    if not sep or channel not in ISO_LISTENERS or name not in names:
+        raise ConfigError(f"--header {value!r}: expected CHANNEL=HEADER with CHANNEL one of "
+                          f"{', '.join(ISO_LISTENERS)} and HEADER one of {', '.join(names)}, "
+                          "e.g. pos=ascii2")
+    return channel, name

@@ -276,7 +276,14 @@ class Connection(asyncio.Protocol):
     def _send(self, body: bytes) -> None:
         if self.closing or self.transport.is_closing():
             return
-        frame = self.framer.frame(body)
+        try:
+            frame = self.framer.frame(body)
+        except FramingError as error:  # longer than the header can say (ascii2: 99 bytes)
+            self.listener.counters.errors += 1
+            log.error("%s: closing %s: cannot send an answer: %s", self.listener.name,
+                      self._peer(), error)
+            self.transport.abort()
+            return
         self.out.append(frame)
         self.out_bytes += len(frame)
         self.listener.counters.answered += 1

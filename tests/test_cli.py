@@ -176,6 +176,21 @@ def test_an_ephemeral_switch_starts_afresh_every_time(run_env):
             stop(process)
 
 
+def test_serve_and_send_agree_on_a_header_preset(run_env):
+    process, banner, _ = serve(run_env, ["--ephemeral", "--listen", "pos=127.0.0.1:0",
+                                         "--header", "pos=ascii4self"])
+    try:
+        port = re.search(r"pos\s+listening on 127\.0\.0\.1:(\d+)", banner).group(1)
+        send = ["send", "--channel", "pos", "--port", port, "--pan", "demo1", "--amount", "100",
+                "--mcc", "5411", "--json"]
+        sale = json.loads(run([*send, "--header", "ascii4self"], run_env).stdout)
+        assert sale["response_code"] == "00", sale
+        # The default header (binary2) is not what this listener reads: no answer.
+        assert run(send, run_env, check=False).returncode == 2
+    finally:
+        stop(process)
+
+
 def test_errors_are_one_line_and_exit_2(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env["SWITCH_RUN_DIR"] = str(tmp_path)
@@ -185,6 +200,8 @@ def test_errors_are_one_line_and_exit_2(tmp_path):
         (["send", "--pan", "demo1", "--port", "1"], "no answer from 127.0.0.1:1"),
         (["serve", "--listen", "jd=localhost"], "expected CHANNEL=HOST:PORT"),
         (["serve", "--listen", "nope=1"], "no such channel: nope"),
+        (["serve", "--header", "pos=ascii9"], "HEADER one of binary2, binary4, ascii4, ascii2"),
+        (["serve", "--header", "jd=ascii2"], "CHANNEL one of pos, xpay"),
         (["serve", "--ephemeral", "--redis", "redis://127.0.0.1:1/0"], "does not go with"),
     ]:
         done = run(args, env, check=False)

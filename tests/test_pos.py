@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import pytest
 
-from protocols.framing import ASCII_4
+from protocols.framing import ASCII_2, HEADER_FORMATS
 from protocols.iso_channel import ECHOED
 from switch.config import Terminal
 from switch.ledger import Ledger
@@ -267,16 +267,40 @@ async def test_broken_framing_closes_that_connection_only(redis_url):
             await bad.close()
 
 
-async def test_ascii_length_header(redis_url):
-    config = iso_config(header="ascii4", channels=("pos",))
+@pytest.mark.parametrize("header", ["ascii4", "binary2self", "ascii4self", "binary4"])
+async def test_length_header_presets(redis_url, header):
+    config = iso_config(header=header, channels=("pos",))
     async with running_switch(redis_url, config) as (switch, ledger):
         pan = await make_card(ledger, limit_fen=100_000)
-        wire = await Wire.connect(switch.ports["pos"], ASCII_4)
+        wire = await Wire.connect(switch.ports["pos"], HEADER_FORMATS[header])
         try:
             body = await wire.exchange(encode(financial("0200", pan, "000000", 250)))
+            again = await wire.exchange(encode(financial("0200", pan, "000000", 750)))
         finally:
             await wire.close()
-        assert decode(body)["39"] == "00"
+        assert decode(body)["39"] == decode(again)["39"] == "00"
+        assert (await ledger.card(pan)).posted == 1_000
+
+
+async def test_a_two_digit_ascii_length_frames_what_fits_99_bytes(redis_url):
+    config = iso_config(header="ascii2", mac="off", channels=("pos",))
+    async with running_switch(redis_url, config) as (switch, ledger):
+        pan = await make_card(ledger, limit_fen=100_000)
+        wire = await Wire.connect(switch.ports["pos"], ASCII_2)
+        try:
+            echo = {"t": "0800", "7": new_f7(), "11": new_stan(), "70": "301"}
+            answer = decode(await wire.exchange(encode(echo, mac_key=None)))
+            assert (answer["t"], answer["39"], answer["11"]) == ("0810", "00", echo["11"])
+            # A purchase of 86 bytes fits; its answer (+ F38, F39, F54: 117 bytes) does not.
+            sale = {"t": "0200", "2": pan, "3": "000000", "4": f"{250:012d}", "7": new_f7(),
+                    "11": new_stan(), "18": "5411", "41": TERMINAL}
+            assert len(encode(sale, mac_key=None)) <= 99
+            with pytest.raises(ConnectionError):
+                await wire.exchange(encode(sale, mac_key=None))  # closed: no answer to send
+        finally:
+            await wire.close()
+        # Decided but unanswered, as after a lost answer: the terminal reverses it.
+        assert (await ledger.card(pan)).posted == 250
 
 
 MAC_KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
