@@ -206,3 +206,52 @@ def test_xpay_acquirer_messages_need_no_cryptogram():
     request = XpayCodec().decode_request(encode(doc)).request
     assert isinstance(request, XpayRequest) and request.atc == -1
 
+
+
+@given(amount=st.integers(1, 10**12 - 1), data=st.data(), partial=st.booleans())
+def test_a_partial_reversal_releases_what_the_client_asked_and_says_so(amount, data, partial):
+    """Client F4/F95 -> server's amount to release -> answer -> the client's released amount;
+    and the partial-approval flag (F60.6) arrives as it was sent."""
+    remaining = data.draw(st.integers(0, amount - 1))
+    client, server = IsoClient(), PosCodec()
+    reversal = AuthRequest(message_class=C.REVERSAL, channel="pos", card=PAN,
+                           amount_fen=amount, partial_ok=partial)
+    fields = request_message(reversal, stan="000002", transmitted="1129120500", terminal="T1",
+                             acquirer="1", original="0200-000001-1129120000",
+                             remaining_fen=remaining)
+    decoded = server.decode_request(client.encode(fields))
+    assert isinstance(decoded, Decoded)
+    assert decoded.request.amount_fen == amount - remaining
+    assert decoded.request.partial_ok is partial
+    answer = client.answer(server.encode_response(decoded.context, AuthResponse(
+        response_code="00", approved_fen=amount - remaining)))
+    assert answer.response.approved_fen == amount - remaining
+
+
+@pytest.mark.parametrize("remaining", [100, 101, -1])
+def test_a_client_refuses_a_partial_reversal_of_nothing(remaining):
+    reversal = AuthRequest(message_class=C.REVERSAL, channel="pos", card=PAN, amount_fen=100)
+    with pytest.raises(ValueError, match="above the amount to remain"):
+        request_message(reversal, stan="000002", transmitted="1129120500", terminal="T1",
+                        acquirer="1", remaining_fen=remaining)
+    sale = AuthRequest(message_class=C.SALE, channel="pos", card=PAN, amount_fen=100)
+    with pytest.raises(ValueError, match="for a reversal only"):
+        request_message(sale, stan="000002", transmitted="1129120500", terminal="T1",
+                        acquirer="1", remaining_fen=50)
+
+
+def test_a_partial_approval_answer_carries_the_approved_amount_in_f4():
+    client, server = IsoClient(), PosCodec()
+    sale = AuthRequest(message_class=C.SALE, channel="pos", card=PAN, amount_fen=15_000,
+                       mcc="5411", partial_ok=True)
+    fields = request_message(sale, stan="000003", transmitted="1129120600", terminal="T1",
+                             acquirer="1")
+    assert fields["60"] == "00000000000001"
+    decoded = server.decode_request(client.encode(fields))
+    body = server.encode_response(decoded.context, AuthResponse(
+        response_code="10", approved_fen=10_000, auth_id="123456"))
+    answer = client.answer(body)
+    assert (answer.fields["4"], answer.response.approved_fen) == (f"{10_000:012d}", 10_000)
+    full = client.answer(server.encode_response(decoded.context, AuthResponse(
+        response_code="00", approved_fen=15_000, auth_id="123456")))
+    assert full.fields["4"] == f"{15_000:012d}"  # F4 is replaced only in a partial approval

@@ -170,3 +170,15 @@ async def test_concurrent_replays_on_many_connections_pass_once(xpay):
     codes = await asyncio.gather(*(one() for _ in range(12)))
     assert sorted(codes) == ["00"] + ["63"] * 11
     assert (await xpay.ledger.card(pan)).posted == 1_000
+
+
+async def test_partial_approval_and_partial_reversal_through_a_wallet(xpay):
+    pan, token, key = await card_and_token(xpay, limit_fen=10_000)
+    sale = wallet("0200", token, key, 15_000, atc=1) | {"60": "00000000000001"}  # 60.6 = 1
+    answer = await xpay.ask(sale)
+    assert (answer["39"], answer["4"], answer["2"]) == ("10", f"{10_000:012d}", token)
+    reversal = financial("0400", token, "000000", 10_000, original=f90(sale)) | {
+        "95": f"{4_000:012d}{4_000:012d}C00000000C00000000"}
+    assert (await xpay.ask(reversal))["39"] == "00"
+    view = await xpay.ledger.card(pan)
+    assert (view.posted, view.open_to_buy) == (4_000, 6_000)
