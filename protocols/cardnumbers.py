@@ -10,10 +10,11 @@ SWITCH_TOKEN_BIN = "628888"
 LOAD_TEST_TOKEN_BIN = "628889"
 TOKEN_BINS = (SWITCH_TOKEN_BIN, LOAD_TEST_TOKEN_BIN)
 
-# A full card number in text: 13 to 19 digits that are not part of a longer run, starting
-# with a card network's major industry identifier (3 to 6), Luhn-valid. Timestamps and epoch
-# milliseconds start with 1 or 2, so they are not taken for card numbers.
-_CARD_NUMBER_IN_TEXT = re.compile(r"(?<!\d)[3-6]\d{12,18}(?!\d)")
+# A full card number in text: 13 to 19 digits that are not part of a longer word (digits or
+# letters: a hex signature or key holds long runs of digits), starting with a card network's
+# major industry identifier (3 to 6), Luhn-valid. Timestamps and epoch milliseconds start
+# with 1 or 2, so they are not taken for card numbers.
+_CARD_NUMBER_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])[3-6]\d{12,18}(?![0-9A-Za-z])")
 
 
 def luhn_check_digit(partial: str) -> str:

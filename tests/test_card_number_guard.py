@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import string
 import sys
 import types
 
@@ -26,8 +27,10 @@ from switch.logs import CardMaskingFormatter, JsonFormatter
 from tests import conftest
 from tests.support import JdClient, jd_request, make_card, running_switch
 
-digits = st.text("0123456789", min_size=1, max_size=1)
-not_digits = st.text(st.characters(blacklist_categories=("Nd",)), max_size=20)
+# Around a card number: anything but ASCII letters and digits (those would make it part of a
+# longer word, as in a hex signature).
+not_digits = st.text(st.characters(blacklist_categories=("Nd",),
+                                   blacklist_characters=string.ascii_letters), max_size=20)
 
 
 @st.composite
@@ -58,6 +61,9 @@ def test_timestamps_tokens_and_near_misses_are_not_card_numbers():
     assert full_card_numbers_in(pan + "0") == []  # part of a longer run of digits
     assert full_card_numbers_in(pan[:12]) == []  # too short to be a card number
     assert full_card_numbers_in(f"{{c:{pan}}}:t:x") == [pan]
+    # A hex signature's digits are part of a longer word, not a card number.
+    assert full_card_numbers_in(f"sign a{pan}f and {pan}e9") == []
+    assert full_card_numbers_in(f'"cardNo":"{pan}", card_{pan}') == [pan, pan]
 
 
 def test_the_switch_log_formatter_masks_messages_and_tracebacks():
