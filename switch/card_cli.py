@@ -16,7 +16,7 @@ from protocols.cardnumbers import mask_pan
 from protocols.codes import TransactionState
 from switch import limits
 from switch.cli_common import UserError, fen, redis_for_command, resolve_pan, using
-from switch.ledger import CARD_STATUSES, FORCE_CHANNELS, CardView, Ledger
+from switch.ledger import CARD_STATUSES, FORCE_CHANNELS, NO_ANSWER, CardView, Ledger
 from switch.redis_client import connect
 
 
@@ -53,9 +53,10 @@ def cmd_card_settle(args: argparse.Namespace) -> int:
 
 def cmd_card_force(args: argparse.Namespace) -> int:
     pan = resolve_pan(args.pan)
-    if args.clear == bool(args.code):
-        raise UserError("say --code CODE to force an answer, or --clear to stop forcing")
-    code = None if args.clear else args.code
+    if args.clear + bool(args.code) + args.no_answer != 1:
+        raise UserError("say --code CODE or --no-answer to force an outcome, or --clear to "
+                        "stop forcing")
+    code = None if args.clear else NO_ANSWER if args.no_answer else args.code
     try:
         found = asyncio.run(with_ledger(redis_for_command(args), lambda ledger: ledger.force(
             pan, code, args.times, args.channel or "")))
@@ -76,8 +77,8 @@ def forcing_text(force: str) -> str:
     code, times, channel = force.split("|")
     which = f"the next {times} request{'s' if times != '1' else ''}" if times else \
         "every request"
-    return (f"{which}{' on ' + channel if channel else ''} answered {code} (reason forced), "
-            "changing nothing else")
+    what = "never answered" if code == NO_ANSWER else f"answered {code} (reason forced)"
+    return f"{which}{' on ' + channel if channel else ''} {what}, changing nothing else"
 
 
 def cmd_card_upgrade(args: argparse.Namespace) -> int:
@@ -148,6 +149,8 @@ def add_commands(command, redis_option) -> None:
                        f"(1..{limits.forced_times_max}; default: every one until --clear)")
     force.add_argument("--channel", choices=FORCE_CHANNELS,
                        help="only requests on this channel (default: every channel)")
+    force.add_argument("--no-answer", action="store_true", help="never answer them (the "
+                       "client's timeout and reversal path); nothing changes on the card")
     force.add_argument("--clear", action="store_true", help="stop forcing; decide requests again")
     for sub in (card_set, card_show, card_settle, force):
         sub.add_argument("pan", metavar="PAN", help="card number or demo alias (demo1..)")

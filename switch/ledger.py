@@ -45,6 +45,9 @@ FUNCTION_OF_CLASS = {
     MessageClass.REFUND: "refund",
     MessageClass.INQUIRY: "inquiry",
 }
+# A forced outcome of no answer at all: the ledger's reply carries it in place of a code,
+# and the server answers nothing (switch/server.py).
+NO_ANSWER = "NA"
 FORCE_CHANNELS = tuple(DEFAULT_PORTS)  # where a forced outcome may be limited to
 HISTORY_SHOWN_MAX = 50  # transactions listed by `card show`
 # A Baitiao account upgraded to a card gets a number from a hash of the account; when that
@@ -305,9 +308,10 @@ class Ledger:
                     channel: str = "") -> bool:
         """Force the answer of the card's next `times` requests (every one while `times` is
         None) on `channel` ("" for every channel) to the declining `code`, changing nothing
-        else; `code` None clears it. The ledger's functions apply it atomically, taking one
-        off `times` each (switch/lua/prelude.lua forced_code). False when there is no card."""
-        if code is not None and code not in DECLINING:
+        else; NO_ANSWER: they are never answered (nor changed); `code` None clears it. The
+        ledger's functions apply it atomically, taking one off `times` each
+        (switch/lua/prelude.lua forced_code). False when there is no card."""
+        if code is not None and code not in DECLINING and code != NO_ANSWER:
             raise ValueError(f"code {code!r} is not a declining response code "
                              f"({', '.join(sorted(DECLINING))})")
         if times is not None and not 1 <= times <= limits.forced_times_max:

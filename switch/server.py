@@ -33,6 +33,7 @@ from switch.config import Config, ServerLimits
 from switch.engine import Attempt, Engine
 from switch.forwarder import Forwarder
 from switch.latency import LatencyHistogram
+from switch.ledger import NO_ANSWER
 from switch.metrics import ChannelStats
 from switch.standin import StandIn
 from switch.watch import Overstay, judge
@@ -257,6 +258,8 @@ class Connection(asyncio.Protocol):
             self._take()
         if isinstance(response, AuthResponse):
             self._answer(decoded, response, began)
+        elif response is None:  # a forced outcome of no answer: the client's timeout path
+            return
         else:  # a stand-in answer, out once the journal has it on disk
             response.add_done_callback(lambda done: self._answer(decoded, done.result(), began))
 
@@ -400,9 +403,9 @@ class Listener:
         self.deadline_timer = loop.call_at(queue[0][0], self._expire) if queue else None
 
     def settle(self, outcome: asyncio.Future, request: AuthRequest, attempt: Attempt
-               ) -> AuthResponse | asyncio.Future[AuthResponse]:
+               ) -> AuthResponse | asyncio.Future[AuthResponse] | None:
         """The answer for a settled decision, whatever became of it: its future when it
-        must wait for the store-and-forward journal."""
+        must wait for the store-and-forward journal; None: none (a forced no-answer)."""
         if outcome.cancelled():
             self.counters.timeouts += 1
             return self.unavailable(request, attempt, TIMED_OUT)
@@ -413,6 +416,8 @@ class Listener:
                 self.counters.forced += 1
                 log.info("%s: %s answered %s by the card's forced outcome", self.name,
                          mask_pan(attempt.pan or request.card), response.response_code)
+                if response.response_code == NO_ANSWER:
+                    return None
             if self.standing_in:  # one attribute test per answer when stand-in is off
                 if response.reason == Reason.ISSUER_TIMEOUT:  # past its fence: wrote nothing
                     return self.unavailable(request, attempt.unmade(), TIMED_OUT)

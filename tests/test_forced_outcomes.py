@@ -13,6 +13,7 @@ import pytest
 
 from protocols.cardnumbers import mask_pan
 from switch import limits, testing
+from switch.ledger import NO_ANSWER
 from switch.scenario_file import scenario_from
 from switch.scenario_run import PASS, Target, run_scenario
 from tests.support import switch_cli
@@ -177,3 +178,34 @@ async def test_every_forced_answer_is_counted_and_logged_with_the_card_masked(re
         assert switch.server.counters.forced == 1
     forced = [r.getMessage() for r in caplog.records if "forced outcome" in r.getMessage()]
     assert forced == [f"xpay: {mask_pan(pan)} answered 05 by the card's forced outcome"]
+
+
+async def test_a_forced_no_answer_answers_nothing_on_every_channel(redis_url):
+    async with testing.start(redis_url=redis_url) as switch:
+        pans = {channel: await switch.new_card(limit_fen=50_000) for channel in CHANNELS}
+        for pan in pans.values():
+            await switch.force(pan, NO_ANSWER, times=1)
+
+        async def unanswered(channel):
+            with pytest.raises(TimeoutError):
+                await switch.send(channel, pans[channel], amount=1_000, mcc="5411")
+
+        await asyncio.gather(*(unanswered(channel) for channel in CHANNELS))
+        for channel, pan in pans.items():
+            view = await switch.card(pan)
+            assert (view.posted, view.held, view.forced, view.force) == (0, 0, 1, ""), channel
+            after = await switch.send(channel, pan, amount=1_000, mcc="5411")
+            assert after.response.response_code == "00", (channel, after.response)
+        assert switch.server.counters.forced == len(CHANNELS)
+
+
+async def test_the_command_forces_no_answer(redis_url):
+    env = dict(os.environ, REDIS_URL=redis_url)
+    async with testing.start(redis_url=redis_url) as switch:
+        pan = await switch.new_card(limit_fen=50_000)
+        code, out, err = await switch_cli("card", "force", pan, "--no-answer", env=env)
+        assert code == 0 and "every request never answered" in out, err
+        assert (await switch.card(pan)).force == f"{NO_ANSWER}||"
+        code, _, err = await switch_cli("card", "force", pan, "--no-answer", "--code", "05",
+                                        env=env)
+        assert code != 0 and "say --code CODE or --no-answer" in err
