@@ -245,7 +245,7 @@ def explanation_lines(result: Explanation) -> list[str]:
         if result.reasons:
             lines.append(f"  reasons it comes with: {', '.join(result.reasons)}")
         if result.policy_reasons:
-            lines.append("  and, when the policy file names this code: "
+            lines.append("  and, when the policy file or a forced outcome names this code: "
                          + ", ".join(result.policy_reasons))
     return lines
 
