@@ -23,7 +23,7 @@ from loadtest.generator.stats import Totals
 from loadtest.generator.workload import CARD_LIMIT_FEN
 from loadtest.harness import bench, bench_scale, chaos, slow_reader
 from loadtest.harness.chaos_faults import FAULT_KINDS, FaultPlan
-from switch.redis_runner import APPENDFSYNC_POLICIES, DEFAULT_APPENDFSYNC
+from switch.redis_runner import APPENDFSYNC_POLICIES
 
 RESULTS_DIR = Path("loadtest-results")
 SATURATE_CHANNEL = "pos"  # what `saturate` drives when no --target names a channel
@@ -341,8 +341,9 @@ def chaos_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--down-for", type=float, default=faults.down_s,
                      help="seconds a killed switch or Redis stays down before its restart "
                      f"({faults.down_s:g})")
-    sub.add_argument("--appendfsync", choices=APPENDFSYNC_POLICIES, default=DEFAULT_APPENDFSYNC,
-                     help=f"the Redis append-only file's fsync (default {DEFAULT_APPENDFSYNC})")
+    sub.add_argument("--appendfsync", choices=APPENDFSYNC_POLICIES, default=chaos.CHAOS_APPENDFSYNC,
+                     help=f"the Redis append-only file's fsync (default {chaos.CHAOS_APPENDFSYNC}: "
+                     "with everysec a Redis kill on a busy disk may lose answered writes)")
     sub.add_argument("--switch-config", type=Path, metavar="FILE",
                      help="config file for `switch serve` ([limits], stand-in ...)")
     sub.add_argument("--resend-undecided", action="store_true",
