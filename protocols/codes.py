@@ -102,8 +102,9 @@ ADAPTER_ACTIONS: Mapping[Code, str] = {
     Code.EXCEEDS_FREQUENCY_LIMIT: "declined for now: a later attempt may pass the window",
     Code.ISSUER_UNAVAILABLE: "the outcome is unknown: reverse it (0400/0420, JD REVERSE), "
     "then send a new transaction if still wanted",
-    Code.DUPLICATE: "a transaction id (STAN) reused for different content: send it with a "
-    "new one; a true repeat gets the first answer instead",
+    Code.DUPLICATE: "a transaction id (STAN, tradeNum, out_trade_no) reused in its scope "
+    "for different content or another card: send it with a new one; a true repeat gets the "
+    "first answer instead",
     Code.SYSTEM_MALFUNCTION: "the outcome is unknown: reverse it, as for 91",
     Code.MAC_FAILURE: "check the MAC key and what the MAC covers; nothing changed",
 }
@@ -133,6 +134,9 @@ class Reason(enum.StrEnum):
     MCC_MALFORMED = "mcc_malformed"
     MCC_MISSING = "mcc_missing"
     EXPIRY_MALFORMED = "expiry_malformed"
+    # A balance inquiry on a card number must prove the card: its expiry (JD cardExpiry,
+    # ISO 8583 F14 or track 2 in F35). Without it no balance is shown (switch/engine.py).
+    CARD_PROOF_MISSING = "card_proof_missing"
     CURRENCY_NOT_NUMERIC = "currency_not_numeric"
     CURRENCY_NOT_SUPPORTED = "currency_not_supported"
     AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
@@ -156,6 +160,9 @@ class Reason(enum.StrEnum):
     # Repeats.
     DUPLICATE_KEY_MISMATCH = "duplicate_key_mismatch"  # same id, different content
     DUPLICATE_REFERENCE = "duplicate_reference"  # the transaction id is taken
+    # The id is taken in its channel's scope by a request on another card (a claim:
+    # protocols/ledger_layout.py claim_key).
+    DUPLICATE_ID_OTHER_CARD = "duplicate_id_other_card"
     # The card (switch/lua/prelude.lua).
     CARD_UNKNOWN = "card_unknown"
     CARD_LOST = "card_lost"
@@ -222,6 +229,7 @@ REASON_CODES: Mapping[Reason, frozenset[str]] = {
     Reason.MCC_MALFORMED: frozenset({Code.FORMAT_ERROR}),
     Reason.MCC_MISSING: frozenset({Code.FORMAT_ERROR}),
     Reason.EXPIRY_MALFORMED: frozenset({Code.FORMAT_ERROR}),
+    Reason.CARD_PROOF_MISSING: frozenset({Code.FORMAT_ERROR}),
     Reason.CURRENCY_NOT_NUMERIC: frozenset({Code.FORMAT_ERROR}),
     Reason.CURRENCY_NOT_SUPPORTED: frozenset({Code.INVALID_TRANSACTION}),
     Reason.AMOUNT_OUT_OF_RANGE: frozenset({Code.INVALID_AMOUNT}),
@@ -243,6 +251,7 @@ REASON_CODES: Mapping[Reason, frozenset[str]] = {
     Reason.LIMIT_PAY_NO_CREDIT: frozenset({Code.NOT_PERMITTED_ON_TERMINAL}),
     Reason.DUPLICATE_KEY_MISMATCH: frozenset({Code.DUPLICATE}),
     Reason.DUPLICATE_REFERENCE: frozenset({Code.DUPLICATE}),
+    Reason.DUPLICATE_ID_OTHER_CARD: frozenset({Code.DUPLICATE}),
     Reason.CARD_UNKNOWN: frozenset({Code.INVALID_CARD}),
     Reason.CARD_LOST: frozenset({Code.LOST_CARD}),
     Reason.CARD_STOLEN: frozenset({Code.STOLEN_CARD}),

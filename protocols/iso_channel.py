@@ -234,8 +234,17 @@ def request_basics(channel: str, message: dict) -> dict[str, Any]:
         original_ref=original_of(channel, message, message_class, txn_ref, terminal, acquirer),
         transmitted_at=transmitted,
         partial_ok=message.get("60", "")[PARTIAL_OK_AT:PARTIAL_OK_AT + 1] == PARTIAL_OK,
-        idempotency_key=f"{channel}:{message_class}:{acquirer}:{terminal}:{stan}:{transmitted}",
+        idempotency_key=f"{channel}:{id_kind(message_class)}:{acquirer}:{terminal}:{stan}:"
+                        f"{transmitted}",
     )
+
+
+def id_kind(message_class: MessageClass) -> str:
+    """The kind of id STAN + transmission time are for a terminal: a reversal may repeat its
+    original's STAN (it names the original by it, without F90), so reversals are a scope of
+    their own; every other message (sale, auth, inquiry, completion, refund) shares one, so
+    a STAN and time reused for another type is 94, not a second transaction."""
+    return "reversal" if message_class is MessageClass.REVERSAL else "txn"
 
 
 def request_class(message: Mapping[str, Any]) -> MessageClass:

@@ -16,6 +16,11 @@ touches one Redis Cluster slot:
   {c:PAN}:n        hash: the policy's approval counters, per rule its window's totals and
                    the finished buckets still inside the window
                    (expires when the longest window has passed without an approval)
+  {i:KEY}          string: the claim on idempotency key KEY (the channel's id in its scope:
+                   protocols/messages.py): the number of the card the first request under
+                   KEY named (expires with the answers). Written before the card's call, in
+                   a call of its own (its own slot): a request under KEY on another card is
+                   94 and goes no further (docs/reliability.md, "Ids in their scope").
   {t:DPAN}         hash: pan, wallet, device, expiry (YYMM), status, key (hex), atc, created
   {t:DPAN}:i:KEY   hash: the verdict given to idempotency key KEY (expires with the answers)
   {k:ACQ}:TERM     hash: the MAC key of terminal TERM of acquirer ACQ (F32 without leading
@@ -70,6 +75,12 @@ def advice_key(key: str, advice_id: str) -> str:
 def answer_key(key: str, idempotency_key: str) -> str:
     """Where the answer given to `idempotency_key` on card `key` is remembered."""
     return f"{key}:i:{idempotency_key}"
+
+
+def claim_key(idempotency_key: str) -> str:
+    """Where the card that first used `idempotency_key` is named. The key is its own hash
+    tag: claims spread over a cluster's slots, none a busy merchant's hot spot."""
+    return f"{{i:{idempotency_key}}}"
 
 
 def card_keys(key: str, idempotency_key: str, referenced: str) -> tuple[str, ...]:

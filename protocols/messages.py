@@ -45,7 +45,12 @@ class AuthRequest(msgspec.Struct, kw_only=True):
     transmitted_at: str = ""  # the channel's transmission time, as sent
     partial_ok: bool = False  # the acquirer accepts a partial approval (code 10)
     instant_refund: bool = False  # JD "lightning refund": credit restored at once
-    idempotency_key: str = ""  # a repeat with the same key gets the first answer
+    # The request's id in the scope its channel defines, written by its codec: JD
+    # jd:MERCHANT:TRADENUM, WeChat wx:MCH_ID:OUT_TRADE_NO (wx:MCH_ID:r:OUT_REFUND_NO, ...),
+    # ISO 8583 CHANNEL:KIND:ACQUIRER:TERMINAL:STAN:TRANSMISSION_TIME (KIND: reversal or txn).
+    # A repeat with the same key gets the first answer; the same key with other content or
+    # another card is 94 (docs/reliability.md, "Ids in their scope").
+    idempotency_key: str = ""
 
 
 class AuthResponse(msgspec.Struct, kw_only=True):
@@ -62,6 +67,12 @@ class AuthResponse(msgspec.Struct, kw_only=True):
     @property
     def approved(self) -> bool:
         return self.response_code in APPROVING
+
+
+def is_balance_inquiry(request: AuthRequest) -> bool:
+    """An inquiry of a card's balance (not of an original's state): on a card number it must
+    prove the card with its expiry (switch/engine.py unproven)."""
+    return request.message_class is MessageClass.INQUIRY and not request.original_ref
 
 
 def decline(code: str, reason: str) -> AuthResponse:

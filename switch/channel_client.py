@@ -9,6 +9,7 @@ import argparse
 from dataclasses import dataclass
 
 from protocols.channel import ClientAnswer
+from protocols.ledger_layout import card_key
 from switch import send
 from switch.ledger import Ledger
 from switch.terminal_cli import key_from_store
@@ -45,6 +46,9 @@ class ChannelClient:
                    atc: int | None = None) -> Sent:
         """One message; `original`: the id of the answer to the original (its
         correlation_id); x-pay pays with the card's token (provisioned on first use)."""
+        if type == "inquiry" and not (original or expiry) and channel != "xpay":
+            # A balance inquiry proves the card (switch/engine.py unproven): with its expiry.
+            expiry = await self.ledger.client.hget(card_key(pan), "expiry") or ""
         argv = ["--channel", channel, "--type", type, "--amount", str(amount)]
         for option, value in (("--mcc", mcc), ("--expiry", expiry), ("--merchant", merchant),
                               ("--original", original)):

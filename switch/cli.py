@@ -39,6 +39,7 @@ from switch.cli_common import (
     RUN_DIR,
     UserError,
     configured_redis,
+    demo_card,
     fen,
     redis_error_line,
     redis_for_command,
@@ -145,11 +146,24 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prove_inquiry(args: argparse.Namespace) -> None:
+    """A balance inquiry on a card number proves the card with its expiry: a demo card's is
+    known; any other card's the user gives (--expiry)."""
+    if args.type != "inquiry" or args.original or args.expiry:
+        return
+    demo = demo_card(args.pan)
+    if demo is None:
+        raise UserError("a balance inquiry proves the card: give its expiry with --expiry YYMM "
+                        "(without it the switch answers 30 card_proof_missing)")
+    args.expiry = demo.expiry
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     if args.channel == "xpay":
         card = token_cli.token_for_send(args)
     elif args.pan:
         card = resolve_pan(args.pan)
+        _prove_inquiry(args)
     else:
         raise UserError(f"--pan is required on the {args.channel} channel")
     if args.channel in ("pos", "xpay"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis.exceptions
 
-from switch.cards import showcase_cards
+from switch.cards import DemoCard, showcase_cards
 from switch.config import load
 from switch.redis_runner import reachable
 
@@ -54,15 +54,23 @@ def fen(value: str) -> int:
 
 def resolve_pan(value: str) -> str:
     """A card number, or a demo alias: demo1.. (the cards `make run` loads)."""
-    if value.startswith("demo") and value[4:].isdigit():
-        cards = showcase_cards()
-        index = int(value[4:])
-        if not 1 <= index <= len(cards):
-            raise UserError(f"{value}: demo aliases are demo1..demo{len(cards)}")
-        return cards[index - 1].pan
+    card = demo_card(value)
+    if card is not None:
+        return card.pan
     if not (value.isdigit() and 12 <= len(value) <= 19):
         raise UserError(f"{value!r} is not a card number (12-19 digits) or a demo alias")
     return value
+
+
+def demo_card(value: str) -> DemoCard | None:
+    """The demo card an alias (demo1..) names; None when `value` is no alias."""
+    if not (value.startswith("demo") and value[4:].isdigit()):
+        return None
+    cards = showcase_cards()
+    index = int(value[4:])
+    if not 1 <= index <= len(cards):
+        raise UserError(f"{value}: demo aliases are demo1..demo{len(cards)}")
+    return cards[index - 1]
 
 
 def configured_redis(args: argparse.Namespace) -> str:

@@ -22,6 +22,7 @@ from protocols.messages import (
     AuthResponse,
     MessageClass,
     decline,
+    is_balance_inquiry,
 )
 from switch import limits
 from switch.ledger import Ledger
@@ -43,6 +44,17 @@ def malformed(request: AuthRequest) -> AuthResponse | None:
         return decline(Code.INVALID_CARD, Reason.CARD_NUMBER_MALFORMED)
     if not request.idempotency_key or not request.txn_ref:
         return decline(Code.FORMAT_ERROR, Reason.TRANSACTION_ID_MISSING)
+    return None
+
+
+def unproven(request: AuthRequest) -> AuthResponse | None:
+    """A balance inquiry on a card number that does not prove the card: answered here, with
+    no balance. Whoever holds a merchant's key could otherwise read any card's open-to-buy
+    from its number alone; like a UnionPay balance inquiry (track 2, or the expiry), it
+    must carry the card's expiry (JD cardExpiry; F14 or track 2 in F35). A wrong one is the
+    ledger's 54 expiry_mismatch, which shows no balance either (switch/lua/prelude.lua)."""
+    if is_balance_inquiry(request) and not request.expiry:
+        return decline(Code.FORMAT_ERROR, Reason.CARD_PROOF_MISSING)
     return None
 
 
@@ -127,6 +139,8 @@ class Engine:
     def _judge(self, request: AuthRequest, attempt: Attempt | None = None,
                deadline_s: float | None = None) -> AuthResponse | asyncio.Future[AuthResponse]:
         problem = malformed(request)
+        if problem is None and request.channel not in self.resolvers:
+            problem = unproven(request)  # a resolved token proved its card (x-pay cryptogram)
         if problem is not None:
             return problem
         problem = refusal(request)

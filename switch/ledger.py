@@ -7,6 +7,7 @@ limit - posted - held, never below zero. The functions are in switch/lua/.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from typing import Any
 
@@ -14,7 +15,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from protocols.cardnumbers import luhn_check_digit
-from protocols.codes import DECLINING, CardStatus
+from protocols.codes import DECLINING, CardStatus, Code, Reason
 from protocols.ledger_layout import (
     FRESH_CARD_BALANCES,
     advice_key,
@@ -22,8 +23,9 @@ from protocols.ledger_layout import (
     card_indexes,
     card_key,
     card_keys,
+    claim_key,
 )
-from protocols.messages import AuthRequest, AuthResponse, MessageClass
+from protocols.messages import AuthRequest, AuthResponse, MessageClass, decline
 from switch import limits
 from switch.cards import DEMO_BIN
 from switch.clock import Clock, SystemClock, month_of, months_later
@@ -64,6 +66,24 @@ def fence_guard_ms(request_deadline_ms: int,
     """How long before a request's deadline its ledger call's fence falls: the guard, or half
     a deadline too short for it (the other half is for deciding)."""
     return min(guard_ms, request_deadline_ms // 2)
+
+
+def claims(request: AuthRequest) -> bool:
+    """Whether the request claims its id before its card's call (switch/lua/claim.lua):
+    every request but an inquiry naming an original (WeChat orderquery: answered afresh each
+    time, its id not remembered)."""
+    return not (request.message_class is MessageClass.INQUIRY and request.original_ref)
+
+
+def _pass_on(answer: asyncio.Future, call: asyncio.Future) -> None:
+    """The card call's outcome as the request's answer (unless that is no longer awaited)."""
+    if answer.done():
+        return
+    error = call.exception()
+    if error is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(call.result())
 
 
 def response_of(result: list) -> AuthResponse:
@@ -152,16 +172,46 @@ class Ledger:
         beans_per_yuan: int = 0,
         terms: Terms = NO_TERMS,
         deadline_s: float | None = None,
+        claimed: bool = False,
     ) -> asyncio.Future[AuthResponse]:
         """The future of the request's answer, from its function call: no coroutine (the server's
         hot path); `execute` awaits it. `deadline_s`: the request's local deadline (event-loop
-        time), by default `deadline()` now; the call cannot act in Redis after its fence."""
+        time), by default `deadline()` now; the call cannot act in Redis after its fence.
+        The request's id is claimed first (`claims`); `claimed`: it is already (the card's
+        call alone is made: tests of how one call is written)."""
         if deadline_s is None:
             deadline_s = asyncio.get_running_loop().time() + self.deadline_s
         keys, args = self._call(request, auth_id, request.amount_fen, rule_decline,
                                 beans_per_yuan, terms)
         name = FUNCTION_OF_CLASS[request.message_class]
-        return self.scripts.call(name, keys, args, response_of, deadline_s - self.fence_guard_s)
+        fence_s = deadline_s - self.fence_guard_s
+        if claimed or not claims(request):
+            return self.scripts.call(name, keys, args, response_of, fence_s)
+        answer = asyncio.get_running_loop().create_future()
+        self._claim(request).add_done_callback(
+            functools.partial(self._claimed, answer, name, keys, args, fence_s))
+        return answer
+
+    def _claim(self, request: AuthRequest) -> asyncio.Future:
+        """The claim call on the request's id (switch/lua/claim.lua): resolves to 1 when the id
+        is the request's card's, 0 when another card's."""
+        return self.scripts.call("claim", (claim_key(request.idempotency_key),),
+                                 (request.card, limits.idempotency_ttl_s))
+
+    def _claimed(self, answer: asyncio.Future, name: str, keys: tuple[str, ...], args: tuple,
+                 fence_s: float, claimed: asyncio.Future) -> None:
+        """The card's call once its claim is in: not made when the id is another card's
+        (94, nothing changes, no balance shown) or the answer is no longer awaited."""
+        if answer.done():  # cancelled: the request was answered (91) meanwhile
+            return
+        error = claimed.exception()
+        if error is not None:
+            answer.set_exception(error)
+        elif not claimed.result():
+            answer.set_result(decline(Code.DUPLICATE, Reason.DUPLICATE_ID_OTHER_CARD))
+        else:
+            self.scripts.call(name, keys, args, response_of, fence_s).add_done_callback(
+                functools.partial(_pass_on, answer))
 
     def _call(self, request: AuthRequest, auth_id: str, amount_fen: int,
               rule_decline: tuple[str, str] | None, beans_per_yuan: int, terms: Terms
@@ -229,7 +279,8 @@ class Ledger:
           "applied"  posted now
           "repeat"   this advice_id was seen before (applied or in conflict): nothing changes
           "conflict" the idempotency key already remembers another attempt's answer (the
-                     books hold a decision for it): nothing changes
+                     books hold a decision for it), or its id is claimed by another card
+                     (switch/lua/claim.lua): nothing changes
           "no_card"  the ledger has no such card: nothing changes
         Only AUTH and SALE are advised (ValueError otherwise). Velocity counters do not count
         an advice (they bound what the ledger approves; this was approved elsewhere).
@@ -240,6 +291,8 @@ class Ledger:
             raise ValueError(f"only auths and sales are advised, not {request.message_class}")
         if not 1 <= approved_fen <= limits.amount_max_fen:
             raise ValueError(f"approved amount must be 1..{limits.amount_max_fen} fen")
+        if not await self._claim(request):  # the id is another card's in its scope
+            return "conflict"
         keys, args = self._call(request, auth_id, approved_fen, None, beans_per_yuan, terms)
         keys = (*keys, advice_key(keys[0], advice_id))
         outcome = await self.scripts.call("advise", keys, args, None,

@@ -88,9 +88,10 @@ class StandIn:
         self.cards = CardStatuses()
         self.enabled = self.spec.enabled
         # Since the journal's last drain: stand-in approvals per card (the per-card limit)
-        # and their answers by idempotency key (a repeat gets the same answer).
+        # and their answers by idempotency key, with the card numbers they were given for
+        # (a repeat gets the same answer; the same id on another card, 94).
         self.approved_fen: dict[str, int] = {}
-        self.answers: dict[str, AuthResponse] = {}
+        self.answers: dict[str, tuple[frozenset[str], AuthResponse]] = {}
         for record in journal.records:
             if isinstance(record, Advice):
                 self._count(record)
@@ -102,9 +103,15 @@ class StandIn:
     # --- the server's side ------------------------------------------------------------------
 
     def repeat(self, request: AuthRequest) -> AuthResponse | None:
-        """The stand-in answer of a request sent again before its advice was forwarded."""
-        answer = self.answers.get(request.idempotency_key)
-        return None if answer is None else _as_repeat(answer)
+        """The stand-in answer of a request sent again before its advice was forwarded; 94
+        for its id on another card (its claim is not made until the advice is forwarded)."""
+        kept = self.answers.get(request.idempotency_key)
+        if kept is None:
+            return None
+        cards, answer = kept
+        if request.card not in cards:
+            return _marked(decline(Code.DUPLICATE, Reason.DUPLICATE_ID_OTHER_CARD))
+        return _as_repeat(answer)
 
     def answer(self, request: AuthRequest, attempt: Attempt, no_answer: tuple[str, str]
                ) -> AuthResponse | asyncio.Future[AuthResponse]:
@@ -153,7 +160,7 @@ class StandIn:
             return decline(*no_answer)
         self.counters["voids_journaled"] += len(records) - (advice is not None)
         if advice is not None:
-            self._count(advice)
+            self._count(advice, request.card)
         result = asyncio.get_running_loop().create_future()
         written.add_done_callback(lambda done: self._written(done, result, response, advice,
                                                              no_answer))
@@ -198,13 +205,16 @@ class StandIn:
 
     # --- bookkeeping since the last drain ----------------------------------------------------
 
-    def _count(self, advice: Advice) -> None:
+    def _count(self, advice: Advice, sent_card: str = "") -> None:
+        """`sent_card`: the card as the request named it (x-pay: its token), besides the
+        number the advice posts to."""
         request = advice.request
         self.approved_fen[request.card] = (self.approved_fen.get(request.card, 0)
                                            + advice.approved_fen)
-        self.answers[request.idempotency_key] = AuthResponse(
-            response_code=Code.APPROVED, approved_fen=advice.approved_fen,
-            auth_id=advice.auth_id, stand_in=True)
+        self.answers[request.idempotency_key] = (
+            frozenset({request.card, sent_card or request.card}),
+            AuthResponse(response_code=Code.APPROVED, approved_fen=advice.approved_fen,
+                         auth_id=advice.auth_id, stand_in=True))
 
     def _uncount(self, advice: Advice) -> None:
         request = advice.request

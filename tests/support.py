@@ -49,9 +49,12 @@ class FakeClock:
         self.now += int(seconds * 1000)
 
 
+CARD_EXPIRY = "3012"  # a test card's, unless it is made with another
+
+
 async def make_card(ledger: Ledger, limit_fen: int = 10_000, **fields) -> str:
     pan = new_pan()
-    await ledger.set_card(pan, limit_fen=limit_fen, expiry=fields.pop("expiry", "3012"),
+    await ledger.set_card(pan, limit_fen=limit_fen, expiry=fields.pop("expiry", CARD_EXPIRY),
                           **fields)
     return pan
 

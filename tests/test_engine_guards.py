@@ -158,11 +158,24 @@ async def test_releasing_money_needs_no_mcc(engine, pan):
     (C.INQUIRY, -1, ("13", "amount_out_of_range")),
 ])
 async def test_amount_bounds(engine, pan, cls, amount_fen, expected):
-    answer = await engine.decide(request(pan, cls, amount_fen))
+    proof = {"expiry": "3012"} if cls == C.INQUIRY else {}  # make_card's: the card proved
+    answer = await engine.decide(request(pan, cls, amount_fen, **proof))
     assert code_and_reason(answer) == expected
     approved = amount_fen if cls != C.INQUIRY and expected[0] == "00" else 0
     assert answer.approved_fen == approved
     assert answer.open_to_buy_fen == LIMIT_FEN - approved
+
+
+async def test_a_balance_inquiry_without_the_cards_expiry_shows_no_balance(engine, pan):
+    bare = await engine.decide(request(pan, C.INQUIRY, 0))
+    assert (code_and_reason(bare), bare.open_to_buy_fen) == (("30", "card_proof_missing"), 0)
+    wrong = await engine.decide(request(pan, C.INQUIRY, 0, expiry="3011"))
+    assert (code_and_reason(wrong), wrong.open_to_buy_fen) == (("54", "expiry_mismatch"), 0)
+    # An inquiry naming an original asks of that transaction, not of the card's balance.
+    sale = request(pan, amount_fen=1000)
+    assert (await engine.decide(sale)).response_code == "00"
+    query = await engine.decide(request(pan, C.INQUIRY, 0, original_ref=sale.txn_ref))
+    assert (code_and_reason(query), query.state) == (("00", ""), "captured")
 
 
 @pytest.mark.parametrize(("cls", "amount_fen", "expected"), [

@@ -139,7 +139,7 @@ def test_a_sale_as_read():
     assert (got.mcc, got.expiry, got.merchant_id, got.terminal_id) == ("5411", "2712", "M7",
                                                                        "T1")
     assert (got.txn_ref, got.original_ref) == ("pos:10000:T1:000123", "")
-    assert got.idempotency_key == "pos:sale:10000:T1:000123:1129120000"
+    assert got.idempotency_key == "pos:txn:10000:T1:000123:1129120000"
     assert got.transmitted_at == F7
 
 

@@ -237,8 +237,8 @@ def test_concurrent_authorizations_never_pass_the_limit(redis_url, amounts, part
             pan = new_pan()
             await ledger.set_card(pan, limit_fen=LIMIT_FEN, expiry="3012")
             requests = [AuthRequest(message_class=MessageClass.AUTH, channel="jd", card=pan,
-                                    amount_fen=amount, mcc="5411", txn_ref=f"c{i}",
-                                    idempotency_key=f"c{i}", partial_ok=partial[i])
+                                    amount_fen=amount, mcc="5411", txn_ref=f"{pan}c{i}",
+                                    idempotency_key=f"{pan}c{i}", partial_ok=partial[i])
                         for i, amount in enumerate(amounts)]
             answers = await asyncio.gather(*(ledger.execute(r, "000001") for r in requests))
             return answers, await ledger.card(pan)

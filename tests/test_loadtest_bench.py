@@ -4,6 +4,7 @@ the side-by-side table. No speed is asserted: only that each part measures what 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 
 import pytest
@@ -87,8 +88,10 @@ async def test_the_reference_servers_decide_like_the_switch(redis_url):
     sale.kind = "auth"
     first = client.answer(await pos.answer(encode(sale)[1]))
     assert first.response.response_code == "00"
-    capture = Workload(pans, {"pos": 1}, 1, ref_prefix="Rpos")._txn(
-        "capture", "pos", sale.request.card, sale.request.amount_fen, "5411", sale)
+    follow_ups = Workload(pans, {"pos": 1}, 1, ref_prefix="Rpos")
+    follow_ups.numbers = itertools.count(sale.number + 1)  # its own STAN, as in one workload
+    capture = follow_ups._txn("capture", "pos", sale.request.card, sale.request.amount_fen,
+                              "5411", sale)
     second = client.answer(await pos.answer(encode(capture)[1]))
     assert second.response.response_code == "00"  # found its original by F90
     await ledger.aclose()

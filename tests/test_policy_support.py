@@ -28,7 +28,7 @@ from switch.app import build
 from switch.config import Config, Listener
 from switch.policy import Policy
 from switch.policy_file import load_policy, parse_policy
-from tests.support import ANSWER_WAIT_S
+from tests.support import ANSWER_WAIT_S, CARD_EXPIRY
 
 CHANNELS = ("jd", "wechat")
 # 2026-11-29 12:00:00 UTC (20:00 in Beijing): a fixed start for clock-driven tests.
@@ -147,7 +147,10 @@ class Clients:
 def request(channel: str, pan: str, kind: MessageClass = MessageClass.SALE,
             amount_fen: int = 1000, mcc: str = "5411", original: str = "", **fields: Any
             ) -> AuthRequest:
-    """A client-side request: txn_ref and original_ref are the channel's bare ids."""
+    """A client-side request: txn_ref and original_ref are the channel's bare ids. A balance
+    inquiry proves the card with a test card's expiry unless `expiry` is given."""
+    if kind is MessageClass.INQUIRY and not original:
+        fields.setdefault("expiry", CARD_EXPIRY)
     return AuthRequest(
         message_class=kind, channel=channel, card=pan, amount_fen=amount_fen, mcc=mcc,
         merchant_id=MERCHANTS[channel], txn_ref=fields.pop("txn_ref", None) or new_ref(),

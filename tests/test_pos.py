@@ -112,7 +112,7 @@ async def test_purchase_inquiry_refund_and_refund_advice(pos):
     assert (answer["t"], answer["39"]) == ("0210", "00")
     assert (await pos.ledger.card(pan)).posted == 12_800
 
-    inquiry = financial("0200", pan, "310000", None)
+    inquiry = financial("0200", pan, "310000", None) | {"14": "3012"}  # the card's expiry
     answer = await pos.ask(inquiry)
     assert answer["39"] == "00" and answer["54"] == f"3002156C{100_000 - 12_800:012d}"
 

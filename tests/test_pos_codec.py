@@ -49,7 +49,7 @@ def test_a_sale_in_canonical_form():
     assert (request.amount_fen, request.currency, request.mcc) == (12_800, 156, "5411")
     assert (request.terminal_id, request.merchant_id) == ("TERM0001", "898310048990001")
     assert request.txn_ref == "pos:10000:TERM0001:000123"
-    assert request.idempotency_key == "pos:sale:10000:TERM0001:000123:1129120000"
+    assert request.idempotency_key == "pos:txn:10000:TERM0001:000123:1129120000"
     assert request.transmitted_at == "1129120000"
 
 

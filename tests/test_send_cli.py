@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+from switch.cards import DEMO_EXPIRY
 from switch.clock import months_later
 from switch.config import Config, Listener
 from tests.support import SWITCH, make_card, run_command, running_switch
@@ -73,3 +74,23 @@ async def test_pos_partial_approval_and_partial_reversal(redis_url):
         code, _, err = await send(switch.ports["pos"], *pos, "--type", "reverse", "--amount",
                                   "2500", "--remaining", "2500", "--original", sale["id"])
         assert code != 0 and "above the amount to remain (2500 fen)" in err
+
+
+async def test_a_balance_inquiry_sends_the_cards_expiry_or_asks_for_it(redis_url):
+    """A balance inquiry proves the card (switch/engine.py unproven): a demo card's expiry is
+    sent for it; any other card's must be given."""
+    async with running_switch(redis_url, CHANNELS) as (switch, ledger):
+        pan = await make_card(ledger, limit_fen=100_000, expiry="3105")
+        code, _, err = await send(switch.ports["jd"], "--pan", pan, "--type", "inquiry")
+        assert code != 0 and "--expiry YYMM" in err
+        _, out, _ = await send(switch.ports["pos"], "--channel", "pos", "--pan", pan,
+                               "--type", "inquiry", "--expiry", "3105", "--json")
+        answer = json.loads(out)
+        assert (answer["response_code"], answer["open_to_buy_fen"]) == ("00", 100_000)
+        demo = await run_command(SWITCH, "card", "set", "demo2", "--limit", "50000",
+                                 "--status", "active", "--expiry", DEMO_EXPIRY,
+                                 "--redis", redis_url)
+        assert demo[0] == 0, demo
+        _, out, _ = await send(switch.ports["jd"], "--pan", "demo2", "--type", "inquiry",
+                               "--json")
+    assert json.loads(out)["response_code"] == "00"

@@ -13,6 +13,7 @@ from protocols.messages import MessageClass as C
 from switch.config import ServerLimits
 from tests.support import (
     ANSWER_WAIT_S,
+    CARD_EXPIRY,
     JdClient,
     jd_request,
     make_card,
@@ -49,7 +50,7 @@ async def test_each_message_class_over_tcp(jd_switch):
     pan = await make_card(ledger, limit_fen=50_000)
     client = await JdClient.connect(switch.ports["jd"])
     try:
-        inquiry = await client.send(jd_request(pan, C.INQUIRY, 0, mcc=""))
+        inquiry = await client.send(jd_request(pan, C.INQUIRY, 0, mcc="", expiry=CARD_EXPIRY))
         assert (inquiry.response.response_code, inquiry.response.open_to_buy_fen) == ("00", 50_000)
         auth = await client.send(jd_request(pan, C.AUTH, 20_000))
         assert auth.response.open_to_buy_fen == 30_000

@@ -7,6 +7,7 @@ import logging
 import os
 import time
 
+import msgspec
 import pytest
 from redis.exceptions import ResponseError
 
@@ -197,6 +198,22 @@ async def test_a_repeat_before_forwarding_gets_the_stand_in_answer_again(journal
     assert (again.auth_id, again.repeat, again.stand_in) == (first.auth_id, True, True)
     assert len(journal.records) == records  # decided once, posted once
     assert unit.repeat(req).auth_id == first.auth_id
+
+
+async def test_the_id_of_a_stand_in_answer_on_another_card_is_94(journal):
+    """Before its advice is forwarded the id has no claim in Redis: the stand-in's own memory
+    keeps it to its card (docs/reliability.md, "Ids in their scope")."""
+    unit = stand_in(journal)
+    req = request()
+    first = await answered(unit, req)
+    assert first.approved
+    records = len(journal.records)
+    other = msgspec.structs.replace(req, card="6253990000000026")
+    reused = await answered(unit, other, made(pan=other.card))
+    assert (reused.response_code, reused.reason, reused.stand_in) == (
+        "94", "duplicate_id_other_card", True)
+    assert not reused.approved_fen and len(journal.records) == records
+    assert unit.repeat(req).auth_id == first.auth_id  # the card's own repeat still gets it
 
 
 async def test_an_answer_whose_record_could_not_be_written_is_91_and_not_counted(journal):

@@ -226,7 +226,8 @@ async def test_a_connection_s_requests_start_in_order_while_keys_are_fetched(red
         key = MacKey(MacAlgorithm.SM4, secrets.token_bytes(16))
         await store.add(ACQUIRER, terminal, key)
         pan = await make_card(ledger, limit_fen=100)
-        warm = financial("0200", pan, "310000", None)  # an inquiry: the demo key is cached
+        # An inquiry (of the card, which it proves): the demo key is cached.
+        warm = financial("0200", pan, "310000", None, track2=True)
         assert (await exchange(wire, warm, DEMO_KEY))[0]["39"] == "00"
         first = encode(financial("0200", pan, "000000", 100, terminal=terminal), "iso87ascii",
                        key_of(key))

@@ -37,20 +37,22 @@ class Capture:
             args = (*args, time.time_ns() // 1_000_000 + REPLAY_WINDOW_MS)
         self.calls.append((name, tuple(keys), tuple(args)))
         future = asyncio.get_running_loop().create_future()
-        result = ["00", 0, 0, "", "", 0, 0]
+        result = 1 if name == "claim" else ["00", 0, 0, "", "", 0, 0]  # the id is the card's
         future.set_result(transform(result) if transform else result)
         return future
 
 
 async def script_call(request: AuthRequest) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
-    """(Redis function name, its library's code, KEYS, ARGV) of the ledger call the switch
-    makes for `request`: judged by its engine under the default policy (rules, velocity
-    counters), the call captured unsent."""
+    """(Redis function name, its library's code, KEYS, ARGV) of the card's ledger call the
+    switch makes for `request`: judged by its engine under the default policy (rules,
+    velocity counters), the call captured unsent. (The id's claim before it, a SET NX in a
+    one-line function, is left out: the card's call is the one whose cost grows.)"""
     capture = Capture()
     library = ledger_library()
     ledger = Ledger(client=None, scripts=capture)
     await Engine(ledger, Policy(load_policy(None))).decide(request)
-    (name, keys, args), = capture.calls
+    (claim, _, _), (name, keys, args) = capture.calls
+    assert claim == "claim", capture.calls
     return library.function(name), library.code, keys, tuple(
         a.decode() if isinstance(a, bytes) else str(a) for a in args)
 

@@ -78,7 +78,8 @@ class OneCallScripts:
              fence_s: float | None = None):
         if fence_s is not None:
             args = (*args, self.redis_clock.fence_ms(fence_s))
-        return self._call(name, keys, args, transform)
+        # A future, as the pipeline's: the ledger chains the card's call to its claim's.
+        return asyncio.ensure_future(self._call(name, keys, args, transform))
 
     async def _call(self, name, keys, args, transform):
         result = await self.client.fcall(self.library.function(name), len(keys), *keys, *args)

@@ -31,6 +31,10 @@ local STATUS_DECLINES = {
 -- per redis.call); every change goes through move(), which keeps the copy exact.
 local card = nil
 
+-- Set when the running call refuses the card (unknown, blocked, expired, or an expiry that
+-- does not match: the sender did not prove the card): its answer shows no balance.
+local card_refused = false
+
 -- What the running call changed, kept with its remembered answer so that one undo
 -- (void.lua, Ledger.void) can take back any call: the card's numbers it moved (field,
 -- delta, ...), and its transaction record's fields before and after its writes. Written
@@ -65,7 +69,7 @@ local function begin()
   partial_ok, beans_per_yuan, instant = ARGV[10] == '1', ARGV[11], ARGV[12] == '1'
   names_original, hold_life_ms = ARGV[14] == '1', ARGV[15]
   capture_tolerance_pct = ARGV[16]
-  card = nil
+  card, card_refused = nil, false
   undo_card, txn_before, txn_after, txn_created = nil, nil, nil, false  -- made when used
   card_expected = nil
   return false
@@ -169,7 +173,9 @@ end
 -- `served` (advise.lua): the answer was given already, so no void may take it back.
 local function answer(code, approved, reason, beans, auth, served)
   check_invariants()
-  local reply = {code, approved, open_to_buy(), auth or '', reason, beans or 0, 0}
+  local otb = 0
+  if not card_refused then otb = open_to_buy() end
+  local reply = {code, approved, otb, auth or '', reason, beans or 0, 0}
   local record
   if txn_created then
     record = remember(reply, served or 0, auth_id, false, txn_key)
@@ -197,7 +203,7 @@ local function earlier_answer()
   local first_fingerprint, reply, attempt, served, moves, txn, before, after, expected =
     cmsgpack.unpack(stored)
   if first_fingerprint ~= fingerprint then
-    return {'94', 0, open_to_buy(), '', 'duplicate_key_mismatch', 0, 1}
+    return {'94', 0, 0, '', 'duplicate_key_mismatch', 0, 1}  -- no balance for a misfit
   end
   if served ~= 1 then
     redis.call('SET', idem_key, remember(reply, 1, attempt, moves, txn, before, after,
@@ -245,7 +251,10 @@ local function opening(check_status)
   local forced = card and card.force and forced_code()
   if forced then return decline(forced, 'forced') end
   local refusal = card_refusal(check_status)
-  if refusal then return decline(refusal[1], refusal[2]) end
+  if refusal then
+    card_refused = true
+    return decline(refusal[1], refusal[2])
+  end
   if rule_code ~= '' then return decline(rule_code, rule_reason) end
   return nil
 end
