@@ -285,7 +285,8 @@ def parser() -> argparse.ArgumentParser:
     snd.add_argument("--type", choices=sorted(send.CLASS_OF_TYPE), default="sale")
     snd.add_argument("--original", help="id of the original (capture, reverse, refund)")
     snd.add_argument("--id", help="this transaction's id (default: a new one; reuse to repeat)")
-    snd.add_argument("--expiry", help="card expiry YYMM to send")
+    snd.add_argument("--expiry", metavar="YYMM", help="card expiry to send; a balance inquiry "
+                     "proves the card with it (a demo card's is filled in)")
     snd.add_argument("--partial", action="store_true", help="accept a partial approval")
     snd.add_argument("--lightning", action="store_true", help="JD lightning refund")
     snd.add_argument("--merchant", help="merchant id (default: the channel's demo merchant)")
