@@ -284,7 +284,7 @@ async def run_stream(redis_url: str, policy: dict, start_ms: int, stream: list[S
         model = Reference(policy)
         for index, step in enumerate(stream):
             clock.now += step.advance_ms
-            ref, original, amount = f"r{next(_refs)}", "", step.amount
+            ref, original, amount = f"{pan}r{next(_refs)}", "", step.amount  # ids: no other test's
             if step.kind in (C.CAPTURE, C.REVERSAL):
                 if not model.txns:
                     continue
