@@ -268,21 +268,28 @@ def test_port_moves_one_channel_and_keeps_the_others(run_env):
 @pytest.fixture
 def cluster_node(tmp_path: Path):
     """A Redis Cluster node that serves no slots: every key command is refused."""
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-         "--cluster-config-file", str(tmp_path / "nodes.conf"), "--dir", str(tmp_path),
-         "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
+    for attempt in range(5):  # another process may take the free port before it binds
+        port = free_port()
+        folder = tmp_path / str(attempt)
+        folder.mkdir()
+        process = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled",
+             "yes", "--cluster-config-file", str(folder / "nodes.conf"), "--dir", str(folder),
+             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + WAIT_S
-        while not reachable(url, timeout_s=0.2):
-            assert time.monotonic() < deadline, "the cluster node did not start"
+        while process.poll() is None and time.monotonic() < deadline:
+            if reachable(url, timeout_s=0.2):
+                try:
+                    yield url
+                finally:
+                    process.kill()
+                    process.wait()
+                return
             time.sleep(0.02)
-        yield url
-    finally:
         process.kill()
         process.wait()
+    raise AssertionError("no cluster node started in 5 attempts")
 
 
 def test_a_redis_cluster_node_is_one_line_not_a_traceback(cluster_node, run_env):
