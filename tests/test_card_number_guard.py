@@ -66,13 +66,17 @@ def test_timestamps_tokens_and_near_misses_are_not_card_numbers():
     assert full_card_numbers_in(f'"cardNo":"{pan}", card_{pan}') == [pan, pan]
 
 
-def test_the_switch_log_formatter_masks_messages_and_tracebacks():
-    pan = "6253680000000018"
+def record_naming_a_card(pan: str) -> logging.LogRecord:
+    """An error record whose message and traceback both name the card in full."""
     try:
         raise ValueError(f"no such card {pan}")
     except ValueError:
-        record = logging.LogRecord("switch.server", logging.ERROR, __file__, 1,
-                                   "failed on %s", (pan,), sys.exc_info())
+        return logging.LogRecord("switch.server", logging.ERROR, __file__, 1, "failed on %s",
+                                 (pan,), sys.exc_info())
+
+
+def test_the_switch_log_formatter_masks_messages_and_tracebacks():
+    record = record_naming_a_card("6253680000000018")
     line = CardMaskingFormatter().format(record)
     assert "625368******0018" in line and "ValueError" in line
     assert full_card_numbers_in(line) == []
@@ -130,12 +134,7 @@ async def test_a_broken_invariant_is_answered_96_and_its_error_names_the_card_ma
 
 
 def test_json_log_lines_are_one_object_each_and_masked():
-    pan = "6253680000000018"
-    try:
-        raise ValueError(f"no such card {pan}")
-    except ValueError:
-        record = logging.LogRecord("switch.server", logging.ERROR, __file__, 1,
-                                   "failed on %s", (pan,), sys.exc_info())
+    record = record_naming_a_card("6253680000000018")
     line = JsonFormatter().format(record)
     assert "\n" not in line and full_card_numbers_in(line) == []
     fields = json.loads(line)
