@@ -77,9 +77,9 @@ def claims(request: AuthRequest) -> bool:
 
 def _pass_on(answer: asyncio.Future, call: asyncio.Future) -> None:
     """The card call's outcome as the request's answer (unless that is no longer awaited)."""
+    error = call.exception()  # read even when dropped: else asyncio logs it as never retrieved
     if answer.done():
         return
-    error = call.exception()
     if error is not None:
         answer.set_exception(error)
     else:
@@ -202,9 +202,9 @@ class Ledger:
                  fence_s: float, claimed: asyncio.Future) -> None:
         """The card's call once its claim is in: not made when the id is another card's
         (94, nothing changes, no balance shown) or the answer is no longer awaited."""
+        error = claimed.exception()  # read even when dropped: else logged as never retrieved
         if answer.done():  # cancelled: the request was answered (91) meanwhile
             return
-        error = claimed.exception()
         if error is not None:
             answer.set_exception(error)
         elif not claimed.result():

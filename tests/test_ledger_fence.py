@@ -6,6 +6,7 @@ offset measured on every link the pipeline opens. Against the tests' real redis-
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import time
 
@@ -310,3 +311,37 @@ async def test_a_poor_reading_is_read_again_with_the_next_calls(ledger):
     assert late.response_code == "91"  # the old offset
     assert not pipeline.redis_clock.poor
     assert (await ledger.execute(sale(pan), "000001", claimed=True)).response_code == "00"
+
+
+# --- a call given up on leaves nothing behind ---------------------------------------------------
+
+NEVER_RETRIEVED = "exception was never retrieved"
+
+
+async def test_a_call_given_up_on_leaves_no_exception_unretrieved(redis_url, caplog):
+    """A request answered 91 at its deadline drops its answer (the server cancels it); its
+    claim then fails when the link gives up on a stalled Redis
+    (TimeoutError). That failure is the answer's, already given: it is consumed, not left
+    for the garbage collector to log as "Future exception was never retrieved"."""
+    ledger = Ledger(connect(redis_url, 300), request_deadline_ms=300)
+    await ledger.start()
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        pan = await make_card(ledger)
+        await ledger.card(pan)  # the pipeline's link is open
+        await admin.execute_command("CLIENT", "PAUSE", 1_500, "ALL")
+        link = ledger.scripts._link
+        answer = ledger.submit(sale(pan), "000001")
+        await asyncio.sleep(0.05)
+        answer.cancel()  # the server's deadline: answered 91, the answer no longer awaited
+        async with asyncio.timeout(ANSWER_WAIT_S):
+            while not link.closed:  # the link gives up on Redis: its calls fail
+                await asyncio.sleep(0.02)
+            await admin.ping()  # the pause is over
+        del answer
+        gc.collect()
+        await asyncio.sleep(0)
+        assert not [r for r in caplog.records if NEVER_RETRIEVED in r.getMessage()]
+    finally:
+        await admin.aclose()
+        await ledger.aclose()
