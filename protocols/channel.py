@@ -66,11 +66,15 @@ def sign_sorted_pairs(fields: Mapping[str, Any], key: bytes, suffix: str = "") -
 
     Both the JD and the WeChat Pay v2 signatures are this rule (WeChat appends `&key=...`).
     """
-    text = "&".join([f"{name}={value}" for name, value in sorted(fields.items())
-                     if name != "sign" and value != ""])
     # hmac.digest: OpenSSL's one-shot HMAC, without building an HMAC object in Python (the
     # load generator signs every JD and WeChat request, the switch checks and signs again).
-    return hmac.digest(key, (text + suffix).encode(), "sha256").hex()
+    return hmac.digest(key, signing_text(fields, suffix).encode(), "sha256").hex()
+
+
+def signing_text(fields: Mapping[str, Any], suffix: str = "") -> str:
+    """The non-empty fields except `sign`, sorted by name, as k=v&k=v, then `suffix`."""
+    return "&".join([f"{name}={value}" for name, value in sorted(fields.items())
+                     if name != "sign" and value != ""]) + suffix
 
 
 def signature_matches(expected: str, given: str) -> bool:

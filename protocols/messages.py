@@ -53,6 +53,14 @@ class AuthRequest(msgspec.Struct, kw_only=True):
     idempotency_key: str = ""
 
 
+class RefundRecord(msgspec.Struct, array_like=True, frozen=True):
+    """One refund of a transaction, as its record lists it (switch/lua/refund.lua)."""
+
+    refund_ref: str  # the refund's own id: its idempotency key (WeChat wx:MCH:r:OUT_REFUND_NO)
+    amount_fen: int
+    at_ms: int  # when it was made (the ledger's clock)
+
+
 class AuthResponse(msgspec.Struct, kw_only=True):
     response_code: str  # ISO 8583 field 39
     approved_fen: int = 0
@@ -63,6 +71,7 @@ class AuthResponse(msgspec.Struct, kw_only=True):
     repeat: bool = False  # this answer is the stored answer of an earlier identical request
     state: str = ""  # an inquiry naming an original: its state (pending, captured, ...)
     stand_in: bool = False  # decided in stand-in while Redis was unreachable (switch/standin.py)
+    refunds: tuple[RefundRecord, ...] = ()  # an inquiry naming an original: its refunds
 
     @property
     def approved(self) -> bool:

@@ -1,4 +1,5 @@
-"""WeChat Pay v2 channel: 4-byte big-endian length + the v2 API's flat XML, HMAC-SHA256 signed.
+"""WeChat Pay v2 channel: 4-byte big-endian length + the v2 API's flat XML, signed MD5 or
+HMAC-SHA256 as the request's `sign_type` says.
 
 XML, as the real v2 API speaks it, so an adapter can forward a merchant's request body as it
 is (adding `api`, `card_no` and, if it likes, `mcc`). Parsing is strict and small: one <xml>
@@ -8,6 +9,8 @@ The wire format for adapter authors is docs/channels/wechat.md; keep the two in 
 
 from __future__ import annotations
 
+import datetime
+import functools
 import hashlib
 import re
 from collections.abc import Callable
@@ -21,25 +24,32 @@ from protocols.channel import (
     sign_sorted_pairs,
     signature_matches,
     signed_answer_reader,
+    signing_text,
 )
 from protocols.codes import REPORTED_REFUNDED, Code, Reason, TransactionState
 from protocols.framing import BINARY_4
-from protocols.messages import AuthRequest, AuthResponse, MessageClass
+from protocols.messages import AuthRequest, AuthResponse, MessageClass, RefundRecord
 
 APIS = {
     "micropay": MessageClass.SALE,
     "refund": MessageClass.REFUND,
     "reverse": MessageClass.REVERSAL,
     "orderquery": MessageClass.INQUIRY,
+    "refundquery": MessageClass.INQUIRY,  # an inquiry of the order, answered with its refunds
 }
-API_OF_CLASS = {cls: api for api, cls in APIS.items()}
+# A client's API for a message class (refundquery is asked for by name: `api=`).
+API_OF_CLASS = {cls: api for api, cls in APIS.items() if api != "refundquery"}
 REQUIRED = {
     "micropay": ("out_trade_no", "total_fee", "body", "spbill_create_ip"),
     "refund": ("out_trade_no", "out_refund_no", "total_fee", "refund_fee"),
     "reverse": ("out_trade_no",),
     "orderquery": ("out_trade_no",),
+    "refundquery": ("out_trade_no",),  # the issuer files refunds under their order
 }
-SIGN_TYPE = "HMAC-SHA256"
+MD5, HMAC_SHA256 = "MD5", "HMAC-SHA256"
+SIGN_TYPES = (MD5, HMAC_SHA256)  # what WeChat v2 signs with; a merchant may accept fewer
+SIGN_TYPE_ABSENT = MD5  # v2: a request without sign_type is signed MD5
+SIGN_TYPE = HMAC_SHA256  # what this module's clients send unless told otherwise
 BANK_TYPE = "PAB_CREDIT"  # the Ping An credit card, as WeChat names the funding bank
 
 # A v2 request has about 20 fields of at most a few hundred characters (`detail` is the
@@ -75,6 +85,7 @@ ERR_CODES: dict[str, tuple[str, str]] = {
     Code.SYSTEM_MALFUNCTION: ("SYSTEMERROR", "issuer system error, query the order or retry"),
 }
 ORDERPAID = ("ORDERPAID", "order already paid")
+REFUNDNOTEXIST = ("REFUNDNOTEXIST", "no refund of the order matches")
 LACK_PARAMS = "LACK_PARAMS"
 # What an order query reports (AuthResponse.state) -> WeChat trade_state; every reported
 # state has its row (tests/test_codes.py checks).
@@ -92,6 +103,8 @@ NONCE = re.compile(r"[A-Za-z0-9_\-]{1,32}")
 AUTH_CODE = re.compile(r"1[0-5]\d{16}")  # the payment code shown in the payer's wallet
 FEE = re.compile(r"[1-9]\d{0,11}")
 IP = re.compile(r"[0-9A-Fa-f.:]{2,64}")
+REFUND_ID = re.compile(r"\d{1,32}")
+BEIJING = datetime.timezone(datetime.timedelta(hours=8))  # WeChat's times: UTC+8, no DST
 
 
 class WechatError(ValueError):
@@ -105,6 +118,7 @@ class WechatError(ValueError):
 class Merchant(NamedTuple):
     key: bytes  # the merchant's API key: HMAC key and `&key=` suffix of the signature
     mcc: str  # the category the merchant registered with (a request's `mcc` overrides it)
+    sign_types: frozenset[str] = frozenset(SIGN_TYPES)  # the sign types its requests may use
 
 
 # --- XML ----------------------------------------------------------------------------------
@@ -167,14 +181,28 @@ def to_xml(fields: dict[str, str]) -> bytes:
     return "".join(parts).encode()
 
 
-def sign(fields: dict[str, str], key: bytes) -> str:
-    """The v2 rule: sorted non-empty k=v pairs, then &key=API_KEY; HMAC-SHA256, upper hex."""
-    return sign_sorted_pairs(fields, key, "&key=" + key.decode()).upper()
+def sign(fields: dict[str, str], key: bytes, sign_type: str = "") -> str:
+    """The v2 rule: sorted non-empty k=v pairs, then &key=API_KEY; MD5 of that text, or
+    HMAC-SHA256 keyed with the API key; upper hex. `sign_type`: else the fields' own
+    (absent: MD5)."""
+    sign_type = sign_type or fields.get("sign_type") or SIGN_TYPE_ABSENT
+    suffix = "&key=" + key.decode()
+    if sign_type == HMAC_SHA256:
+        return sign_sorted_pairs(fields, key, suffix).upper()
+    if sign_type == MD5:
+        return hashlib.md5(signing_text(fields, suffix).encode()).hexdigest().upper()
+    raise ValueError(f"sign_type {sign_type!r} is not one of {', '.join(SIGN_TYPES)}")
 
 
-def signed(fields: dict[str, str], key: bytes) -> dict[str, str]:
-    return {**fields, "sign": sign(fields, key)}
+def signed(fields: dict[str, str], key: bytes, sign_type: str = "") -> dict[str, str]:
+    return {**fields, "sign": sign(fields, key, sign_type)}
 
+
+def answer_sign_type(request: dict[str, str]) -> str:
+    """An answer is signed the way its request was; a request whose sign_type is unknown is
+    refused with an HMAC-SHA256 signature (the stronger of the two)."""
+    sign_type = request.get("sign_type") or SIGN_TYPE_ABSENT
+    return sign_type if sign_type in SIGN_TYPES else HMAC_SHA256
 
 # --- server side --------------------------------------------------------------------------
 
@@ -200,10 +228,12 @@ class WechatCodec:
             return to_xml({"return_code": "FAIL", "return_msg": "unknown mch_id",
                            "iso_code": Code.INVALID_MERCHANT,
                            "nonce_str": fields.get("nonce_str", "")})
-        if fields.get("sign_type") != SIGN_TYPE:  # checked first: no other rule to verify by
-            return self._reply(fields, merchant, Code.FORMAT_ERROR,
-                               Reason.FORMAT.format(detail=f"sign_type must be {SIGN_TYPE}"))
-        if not signature_matches(sign(fields, merchant.key), fields.get("sign", "")):
+        sign_type = fields.get("sign_type") or SIGN_TYPE_ABSENT
+        if sign_type not in merchant.sign_types:  # checked first: no rule to verify by
+            accepted = " or ".join(t for t in SIGN_TYPES if t in merchant.sign_types)
+            return self._reply(fields, merchant, Code.FORMAT_ERROR, Reason.FORMAT.format(
+                detail=f"sign_type must be {accepted} for this merchant"))
+        if not signature_matches(sign(fields, merchant.key, sign_type), fields.get("sign", "")):
             return self._reply(fields, merchant, Code.SECURITY_VIOLATION, Reason.SIGNATURE_MISMATCH)
         try:
             request = request_from_fields(fields, merchant.mcc)
@@ -220,7 +250,7 @@ class WechatCodec:
                         response: AuthResponse) -> bytes:
         fields, merchant = context
         reply = response_fields(fields, response, self.now_text())
-        return to_xml(signed(reply, merchant.key))
+        return to_xml(signed(reply, merchant.key, answer_sign_type(fields)))
 
     def _reply(self, fields: dict[str, str], merchant: Merchant, iso_code: str, reason: str,
                err_code: str = "") -> bytes:
@@ -228,7 +258,7 @@ class WechatCodec:
                                 self.now_text())
         if err_code:
             reply["err_code"] = err_code
-        return to_xml(signed(reply, merchant.key))
+        return to_xml(signed(reply, merchant.key, answer_sign_type(fields)))
 
 
 def request_from_fields(fields: dict[str, str], merchant_mcc: str) -> AuthRequest:
@@ -258,7 +288,10 @@ def request_from_fields(fields: dict[str, str], merchant_mcc: str) -> AuthReques
         ref = f"wx:{mch}:v:{order}"
         return AuthRequest(message_class=MessageClass.REVERSAL, amount_fen=0, txn_ref=ref,
                            idempotency_key=ref, original_ref=f"wx:{mch}:{order}", **common)
-    ref = f"wx:{mch}:q:{order}:{fields['nonce_str']}"  # every query is answered afresh
+    if api == "refundquery":
+        _check_refund_filter(fields)
+    kind = "q" if api == "orderquery" else "rq"
+    ref = f"wx:{mch}:{kind}:{order}:{fields['nonce_str']}"  # every query is answered afresh
     return AuthRequest(message_class=MessageClass.INQUIRY, amount_fen=0, txn_ref=ref,
                        idempotency_key=ref, original_ref=f"wx:{mch}:{order}", **common)
 
@@ -283,6 +316,14 @@ def _micropay(fields: dict[str, str], merchant_mcc: str, common: dict) -> AuthRe
     )
 
 
+def _check_refund_filter(fields: dict[str, str]) -> None:
+    """refundquery may name one refund of the order: by out_refund_no or refund_id."""
+    if fields.get("out_refund_no"):
+        _check(fields, "out_refund_no", ORDER_NO)
+    if fields.get("refund_id"):
+        _check(fields, "refund_id", REFUND_ID)
+
+
 def _check(fields: dict[str, str], name: str, pattern: re.Pattern[str]) -> None:
     if not pattern.fullmatch(fields[name]):
         raise WechatError(f"{name} {fields[name][:40]!r} is malformed")
@@ -303,9 +344,13 @@ def err_code(response: AuthResponse) -> tuple[str, str] | None:
 def response_fields(request: dict[str, str], response: AuthResponse, now_text: str
                     ) -> dict[str, str]:
     api = request.get("api", "")
+    refunds = _refunds_asked(request, response) if api == "refundquery" else []
     error = err_code(response)
     if api == "micropay" and response.approved and response.repeat:
         error = ORDERPAID  # WeChat's answer to a paid order sent again
+    if api == "refundquery" and (response.approved and not refunds or error
+                                 and response.response_code == Code.ORIGINAL_NOT_FOUND):
+        error = REFUNDNOTEXIST  # no order, no refund of it, or none that is asked for
     reply = {
         "return_code": "SUCCESS",
         "return_msg": "OK",
@@ -327,9 +372,51 @@ def response_fields(request: dict[str, str], response: AuthResponse, now_text: s
         "repeat": "1" if response.repeat else "0",
         "stand_in": "1" if response.stand_in else "",  # dropped below unless stand-in
     }
-    if response.approved:
+    if api == "refundquery" and refunds:
+        reply |= refund_list_fields(request, response, refunds)
+    elif response.approved and error is not REFUNDNOTEXIST:
         reply |= _approved_fields(api, request, response, now_text)
     return {name: value for name, value in reply.items() if value != ""}
+
+
+def _refunds_asked(request: dict[str, str], response: AuthResponse) -> list[RefundRecord]:
+    """The order's refunds the query asks for: all, or the one its out_refund_no or
+    refund_id names."""
+    mch = request.get("mch_id", "")
+    wanted_no, wanted_id = request.get("out_refund_no"), request.get("refund_id")
+    return [r for r in response.refunds
+            if (not wanted_no or out_refund_no(r) == wanted_no)
+            and (not wanted_id or refund_id(mch, out_refund_no(r)) == wanted_id)]
+
+
+def refund_list_fields(request: dict[str, str], response: AuthResponse,
+                       refunds: list[RefundRecord]) -> dict[str, str]:
+    """refundquery's answer: the order, then refund_*_$n for each refund (n from 0)."""
+    mch, order = request.get("mch_id", ""), request.get("out_trade_no", "")
+    fields = {"transaction_id": transaction_id(mch, order), "total_fee": str(response.approved_fen),
+              "cash_fee": str(response.approved_fen), "fee_type": "CNY",
+              "refund_fee": str(sum(r.amount_fen for r in refunds)),
+              "refund_count": str(len(refunds))}
+    for n, refund in enumerate(refunds):
+        number = out_refund_no(refund)
+        fields |= {f"out_refund_no_{n}": number, f"refund_id_{n}": refund_id(mch, number),
+                   f"refund_channel_{n}": "ORIGINAL", f"refund_fee_{n}": str(refund.amount_fen),
+                   f"settlement_refund_fee_{n}": str(refund.amount_fen),
+                   f"refund_status_{n}": "SUCCESS",  # a refund the ledger holds is made
+                   f"refund_recv_accout_{n}": "Ping An Bank credit card",  # WeChat's spelling
+                   f"refund_success_time_{n}": beijing_time(refund.at_ms)}
+    return fields
+
+
+def out_refund_no(refund: RefundRecord) -> str:
+    """The merchant's refund number, from the refund's id wx:MCH_ID:r:OUT_REFUND_NO."""
+    return refund.refund_ref.rsplit(":", 1)[-1]
+
+
+def beijing_time(at_ms: int) -> str:
+    """yyyy-MM-dd HH:mm:ss in Beijing time, as refundquery writes refund_success_time."""
+    moment = datetime.datetime.fromtimestamp(at_ms // 1000, BEIJING)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _approved_fields(api: str, request: dict[str, str], response: AuthResponse,
@@ -345,8 +432,7 @@ def _approved_fields(api: str, request: dict[str, str], response: AuthResponse,
         }
     if api == "refund":
         return {"out_refund_no": request.get("out_refund_no", ""),
-                "refund_id": _digits("refund", mch, request.get("out_refund_no", ""), 29,
-                                     prefix="50"),
+                "refund_id": refund_id(mch, request.get("out_refund_no", "")),
                 "transaction_id": transaction_id(mch, order),
                 "refund_fee": str(response.approved_fen),
                 "total_fee": request.get("total_fee", ""),
@@ -366,6 +452,11 @@ def transaction_id(mch_id: str, out_trade_no: str) -> str:
     return _digits("order", mch_id, out_trade_no, 28, prefix="42")
 
 
+def refund_id(mch_id: str, out_refund_no: str) -> str:
+    """WeChat's 29-digit refund id, the same every time for the same refund."""
+    return _digits("refund", mch_id, out_refund_no, 29, prefix="50")
+
+
 def _digits(kind: str, mch_id: str, ref: str, length: int, prefix: str) -> str:
     digest = hashlib.sha256(f"{kind}:{mch_id}:{ref}".encode()).hexdigest()
     return prefix + str(int(digest, 16))[: length - len(prefix)]
@@ -382,7 +473,8 @@ DEMO_AUTH_CODE = "134567890123456789"
 
 
 def request_fields(request: AuthRequest, appid: str, **extra: str) -> dict[str, str]:
-    """Unsigned wire fields for a request (`extra` adds or overrides fields).
+    """Unsigned wire fields for a request (`extra` adds or overrides fields; an empty value
+    drops one: `sign_type=""` sends none, so MD5; `api="refundquery"` on an inquiry).
 
     Client-side `txn_ref` and `original_ref` hold bare WeChat order numbers; `txn_ref` is
     also the nonce_str, so answers can be matched to requests by it.
@@ -408,6 +500,7 @@ def request_fields(request: AuthRequest, appid: str, **extra: str) -> dict[str, 
 
 
 def encode_request(request: AuthRequest, key: bytes, appid: str, **extra: str) -> bytes:
+    """Signed the way its sign_type says (HMAC-SHA256 unless `extra` says otherwise)."""
     return to_xml(signed(request_fields(request, appid, **extra), key))
 
 
@@ -416,12 +509,16 @@ ANSWER_FIELDS = AnswerFields(code="iso_code", approved_fen="approved_fee",
                              correlation_id="nonce_str", stand_in="stand_in")
 
 
-_read_answer = signed_answer_reader(parse_xml, sign, ANSWER_FIELDS)
+# An answer carries no sign_type: it is signed as its request was, so the client says how.
+_READERS = {sign_type: signed_answer_reader(parse_xml, functools.partial(sign, sign_type=sign_type),
+                                            ANSWER_FIELDS) for sign_type in SIGN_TYPES}
 
 
-def decode_response(body: bytes, key: bytes | None = None) -> ClientAnswer:
-    """Reads an answer; with `key`, it must be signed with it (ValueError otherwise)."""
-    answer = _read_answer(body, key)
+def decode_response(body: bytes, key: bytes | None = None, sign_type: str = SIGN_TYPE
+                    ) -> ClientAnswer:
+    """Reads an answer; with `key`, it must be signed with it the way the request was signed
+    (`sign_type`; "" for a request sent without one: MD5) (ValueError otherwise)."""
+    answer = _READERS[sign_type or SIGN_TYPE_ABSENT](body, key)
     if not answer.response.reason:  # a FAIL return_code says why in return_msg
         answer.response.reason = _transport_failure(answer.fields)
     return answer

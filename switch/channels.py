@@ -25,7 +25,7 @@ def _jd(config: Config) -> ChannelCodec:
 
 
 def _wechat(config: Config) -> ChannelCodec:
-    merchants = {mch_id: Merchant(m.key.encode(), m.mcc)
+    merchants = {mch_id: Merchant(m.key.encode(), m.mcc, frozenset(m.sign_types))
                  for mch_id, m in config.wechat.merchants.items()}
     return WechatCodec(merchants, beijing_now_text)
 

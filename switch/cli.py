@@ -169,7 +169,10 @@ def cmd_send(args: argparse.Namespace) -> int:
     if args.channel in ("pos", "xpay"):
         args.signing_key = terminal_cli.key_for_send(args)
     sender = send.SENDERS[args.channel]
-    request = send.build_request(args, card)
+    try:
+        request = send.build_request(args, card)
+    except ValueError as error:
+        raise UserError(str(error)) from None
     port = args.port or DEFAULT_PORTS[args.channel]
     header = HEADER_FORMATS[args.header] if args.header else sender.header
     if args.explain:
@@ -292,6 +295,12 @@ def parser() -> argparse.ArgumentParser:
     snd.add_argument("--merchant", help="merchant id (default: the channel's demo merchant)")
     snd.add_argument("--key", help="merchant signing key (default: the demo merchant's)")
     snd.add_argument("--appid", help="WeChat appid (default: the demo one)")
+    snd.add_argument("--sign-type", choices=("MD5", "HMAC-SHA256"),
+                     help="WeChat: how the request is signed, and so its answer (default "
+                     "HMAC-SHA256)")
+    snd.add_argument("--refund", metavar="OUT_REFUND_NO",
+                     help="WeChat --type refundquery: the one refund to ask about (default: "
+                     "every refund of --original)")
     snd.add_argument("--user", help="JD userId")
     snd.add_argument("--host", default="127.0.0.1")
     snd.add_argument("--port", type=int, help="default: the channel's default port")

@@ -81,6 +81,10 @@ class WechatMerchant(msgspec.Struct, forbid_unknown_fields=True):
     key: str  # the merchant's API key (signs requests and answers, docs/channels/wechat.md)
     # The category the merchant registered with; a request's `mcc` field overrides it.
     mcc: Annotated[str, msgspec.Meta(pattern=r"^\d{4}$")] = "5999"
+    # The sign types its requests may use (WeChat v2: MD5, the default, and HMAC-SHA256); an
+    # answer is signed the way its request was.
+    sign_types: Annotated[list[Literal["MD5", "HMAC-SHA256"]], msgspec.Meta(min_length=1)] = (
+        msgspec.field(default_factory=lambda: ["MD5", "HMAC-SHA256"]))
 
 
 class Wechat(msgspec.Struct, forbid_unknown_fields=True):

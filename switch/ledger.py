@@ -25,7 +25,7 @@ from protocols.ledger_layout import (
     card_keys,
     claim_key,
 )
-from protocols.messages import AuthRequest, AuthResponse, MessageClass, decline
+from protocols.messages import AuthRequest, AuthResponse, MessageClass, RefundRecord, decline
 from switch import limits
 from switch.cards import DEMO_BIN
 from switch.clock import Clock, SystemClock, month_of, months_later
@@ -86,13 +86,21 @@ def _pass_on(answer: asyncio.Future, call: asyncio.Future) -> None:
         answer.set_result(call.result())
 
 
+REFUNDS = msgspec.json.Decoder(tuple[RefundRecord, ...])
+
+
 def response_of(result: list) -> AuthResponse:
     """A ledger function's reply: {code, approved, otb, auth id, reason, beans, repeat} and,
-    for an inquiry naming an original, that transaction's state."""
-    code, approved, otb, auth, reason, beans, repeat, *state = result
-    return AuthResponse(response_code=code, approved_fen=int(approved), auth_id=auth,
-                        open_to_buy_fen=int(otb), reason=reason, beans=int(beans),
-                        repeat=bool(repeat), state=state[0] if state else "")
+    for an inquiry naming an original, that transaction's state and its refunds (JSON)."""
+    code, approved, otb, auth, reason, beans, repeat, *about_original = result
+    response = AuthResponse(response_code=code, approved_fen=int(approved), auth_id=auth,
+                            open_to_buy_fen=int(otb), reason=reason, beans=int(beans),
+                            repeat=bool(repeat))
+    if about_original:  # rare: an order query
+        response.state = about_original[0]
+        if len(about_original) > 1 and about_original[1]:
+            response.refunds = REFUNDS.decode(about_original[1])
+    return response
 
 
 class Transaction(msgspec.Struct):

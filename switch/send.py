@@ -31,7 +31,10 @@ CLASS_OF_TYPE = {
     "reverse": MessageClass.REVERSAL,
     "refund": MessageClass.REFUND,
     "inquiry": MessageClass.INQUIRY,
+    "refundquery": MessageClass.INQUIRY,  # WeChat Pay's: the refunds of an order
 }
+# Types only some channels have: type -> the channels that have it.
+CHANNEL_TYPES = {"refundquery": ("wechat",)}
 ANSWER_WAIT_S = 10.0  # a switch answers within its deadline; this only bounds a dead peer
 ANSWER_SIZE_MAX_BYTES = 1 << 20
 
@@ -67,11 +70,20 @@ def _jd_decode(body: bytes, args: Any) -> ClientAnswer:
 
 
 def _wechat_encode(request: AuthRequest, args: Any) -> bytes:
-    return wechat.encode_request(request, merchant_key(args), args.appid or DEMO_WECHAT_APPID)
+    extra = {"sign_type": _wechat_sign_type(args)}
+    if args.type == "refundquery":
+        extra |= {"api": "refundquery", "out_refund_no": getattr(args, "refund", None) or ""}
+    return wechat.encode_request(request, merchant_key(args), args.appid or DEMO_WECHAT_APPID,
+                                 **extra)
 
 
 def _wechat_decode(body: bytes, args: Any) -> ClientAnswer:
-    return wechat.decode_response(body, answer_key(args))
+    return wechat.decode_response(body, answer_key(args), _wechat_sign_type(args))
+
+
+def _wechat_sign_type(args: Any) -> str:
+    """--sign-type (the answer is checked the same way); HMAC-SHA256 unless it says."""
+    return getattr(args, "sign_type", None) or wechat.SIGN_TYPE
 
 
 def _iso(args: Any) -> iso_client.IsoClient:
@@ -132,6 +144,10 @@ def new_transaction_id() -> str:
 
 
 def build_request(args: Any, pan: str) -> AuthRequest:
+    """ValueError for a --type the channel does not have."""
+    if args.channel not in CHANNEL_TYPES.get(args.type, (args.channel,)):
+        raise ValueError(f"--type {args.type} is only on "
+                         f"{', '.join(CHANNEL_TYPES[args.type])}, not on {args.channel}")
     return AuthRequest(
         message_class=CLASS_OF_TYPE[args.type],
         channel=args.channel,

@@ -335,3 +335,25 @@ def test_voids_leave_the_card_as_if_the_voided_attempts_never_happened(redis_url
             await ledger.aclose()
 
     asyncio.run(scenario())
+
+
+async def test_a_refund_is_listed_on_its_original_and_a_void_takes_it_off(ledger):
+    """The original's refund list (what WeChat refundquery answers) follows the refunds: a
+    refund adds itself, a void of it restores the list as it was."""
+    pan = await make_card(ledger)
+    ref = new_ref("S")
+    await decide(ledger, sale(pan, 3_000, ref=ref), "000001")
+    kept = sale(pan, 1_000, cls=C.REFUND, original_ref=ref)
+    await decide(ledger, kept, "000002")
+    voided = sale(pan, 500, cls=C.REFUND, original_ref=ref)
+    await decide(ledger, voided, "000003")
+    query = sale(pan, 0, cls=C.INQUIRY, original_ref=ref)
+    listed = (await ledger.execute(query, "000004")).refunds
+    assert [(r.refund_ref, r.amount_fen) for r in listed] == [
+        (kept.idempotency_key, 1_000), (voided.idempotency_key, 500)]
+    assert all(r.at_ms > 0 for r in listed)
+    assert await void(ledger, voided, "000003") == "voided"
+    after = (await ledger.execute(sale(pan, 0, cls=C.INQUIRY, original_ref=ref), "000005"))
+    assert [(r.refund_ref, r.amount_fen) for r in after.refunds] == [
+        (kept.idempotency_key, 1_000)]
+    assert (after.state, after.approved_fen) == ("refunded", 3_000)

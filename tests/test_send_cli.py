@@ -94,3 +94,27 @@ async def test_a_balance_inquiry_sends_the_cards_expiry_or_asks_for_it(redis_url
         _, out, _ = await send(switch.ports["jd"], "--pan", "demo2", "--type", "inquiry",
                                "--json")
     assert json.loads(out)["response_code"] == "00"
+
+
+async def test_wechat_md5_and_refundquery_from_the_command_line(redis_url):
+    config = Config(listeners={"wechat": Listener(port=0)})
+    async with running_switch(redis_url, config) as (switch, ledger):
+        pan = await make_card(ledger, limit_fen=100_000)
+        port = switch.ports["wechat"]
+        code, out, err = await send(port, "--channel", "wechat", "--pan", pan, "--amount",
+                                    "12800", "--sign-type", "MD5", "--json")
+        assert code == 0 and not err  # no warning: the answer's MD5 signature checked out
+        sale = json.loads(out)
+        assert (sale["response_code"], len(sale["wire"]["sign"])) == ("00", 32)
+        await send(port, "--channel", "wechat", "--pan", pan, "--type", "refund", "--amount",
+                   "800", "--original", sale["id"], "--id", "RF1")
+        code, out, err = await send(port, "--channel", "wechat", "--pan", pan, "--type",
+                                    "refundquery", "--original", sale["id"], "--json")
+        assert code == 0, err
+        wire = json.loads(out)["wire"]
+        assert (wire["refund_count"], wire["out_refund_no_0"], wire["refund_fee_0"]) == (
+            "1", "RF1", "800")
+        code, out, err = await send(port, "--pan", pan, "--type", "refundquery",
+                                    "--original", sale["id"])
+    assert code != 0 and "refundquery is only on wechat, not on jd" in err
+    assert "Traceback" not in err

@@ -40,7 +40,8 @@ def wechat_channel() -> Channel:
     merchant = wechat.Merchant(KEY, "5411")
     codec = wechat.WechatCodec({"1900000109": merchant}, lambda: "20261129200000")
     context = {"api": "micropay", "appid": "wx1", "mch_id": "1900000109", "nonce_str": "N1",
-               "out_trade_no": "O1", "auth_code": "134567890123456789"}
+               "out_trade_no": "O1", "auth_code": "134567890123456789",
+               "sign_type": "HMAC-SHA256"}  # the answer is signed as its request was
     answer = codec.encode_response((context, merchant), APPROVAL)
     return Channel(answer, wechat.decode_response, "approved_fee", wechat.parse_xml,
                    wechat.to_xml)

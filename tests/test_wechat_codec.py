@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from protocols import wechat
-from protocols.messages import AuthRequest, AuthResponse, MessageClass
+from protocols.messages import AuthRequest, AuthResponse, MessageClass, RefundRecord
 
 KEY = b"test-api-key"
 MCH = "1900000109"
@@ -23,10 +23,12 @@ CODEC = wechat.WechatCodec({MCH: wechat.Merchant(KEY, "5411")}, lambda: "2026112
 DOC = Path(__file__).parent.parent / "docs" / "channels" / "wechat.md"
 
 
-def v2_sign(fields: dict[str, str], key: bytes) -> str:
+def v2_sign(fields: dict[str, str], key: bytes, sign_type: str = "HMAC-SHA256") -> str:
     """The rule as WeChat documents it, written out independently of the codec."""
     text = "&".join(f"{k}={v}" for k, v in sorted(fields.items()) if k != "sign" and v != "")
     text += "&key=" + key.decode()
+    if sign_type == "MD5":
+        return hashlib.md5(text.encode()).hexdigest().upper()
     return hmac.new(key, text.encode(), hashlib.sha256).hexdigest().upper()
 
 
@@ -42,14 +44,15 @@ def micropay(**changes: str) -> dict[str, str]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def body(fields: dict[str, str], key: bytes = KEY) -> bytes:
-    return wechat.to_xml({**fields, "sign": v2_sign(fields, key)})
+def body(fields: dict[str, str], key: bytes = KEY, sign_type: str = "HMAC-SHA256") -> bytes:
+    return wechat.to_xml({**fields, "sign": v2_sign(fields, key, sign_type)})
 
 
-def reply(raw: bytes) -> dict[str, str]:
+def reply(raw: bytes, sign_type: str = "HMAC-SHA256") -> dict[str, str]:
     fields = wechat.parse_xml(raw)
     if "sign" in fields:
-        assert fields["sign"] == v2_sign(fields, KEY), "answers are signed with the same rule"
+        assert fields["sign"] == v2_sign(fields, KEY, sign_type), (
+            "answers are signed with the request's rule")
     return fields
 
 
@@ -101,7 +104,10 @@ def test_refund_reverse_and_orderquery_name_the_order():
     (micropay(bank_type="CMB_CREDIT"), "PARAM_ERROR", "bank_type must be PAB_CREDIT"),
     (micropay(api="refund", out_refund_no="R1", refund_fee="900"), "PARAM_ERROR",
      "refund_fee is more than total_fee"),
-    (micropay(sign_type="MD5"), "PARAM_ERROR", "sign_type must be HMAC-SHA256"),
+    (micropay(sign_type="SHA1"), "PARAM_ERROR", "sign_type must be MD5 or HMAC-SHA256"),
+    (micropay(api="refundquery", out_refund_no="a:b"), "PARAM_ERROR", "out_refund_no"),
+    (micropay(api="refundquery", refund_id="50x"), "PARAM_ERROR", "refund_id"),
+    (micropay(api="refundquery", out_trade_no=None), "LACK_PARAMS", "out_trade_no is required"),
 ])
 def test_field_problems_are_param_errors_with_iso_30(fields, err_code, words):
     answer = reply(CODEC.decode_request(body(fields)))
@@ -169,9 +175,11 @@ def test_cdata_and_escapes_round_trip():
     assert wechat.parse_xml(raw) == {"body": "tea & cake", "n": "7"}
 
 
-def answer_for(api: str, response: AuthResponse) -> dict[str, str]:
-    return wechat.response_fields(micropay(api=api, out_refund_no="R1", refund_fee="1"),
-                                  response, "20261129200000")
+def answer_for(api: str, response: AuthResponse, **changes: str) -> dict[str, str]:
+    """The answer to a request of `api` (refund R1 of 1 fen; a refundquery names none)."""
+    refund = {"out_refund_no": "R1", "refund_fee": "1"} if api != "refundquery" else {}
+    return wechat.response_fields(micropay(api=api, **refund | changes), response,
+                                  "20261129200000")
 
 
 @pytest.mark.parametrize(("iso", "err_code"), [
@@ -280,3 +288,138 @@ def test_a_client_request_on_the_wire(kind, expected):
     with pytest.raises(ValueError, match="WeChat Pay has no auth"):
         auth = msgspec.structs.replace(request, message_class=MessageClass.AUTH)
         wechat.request_fields(auth, "wx1")
+
+
+# --- MD5, the v2 default ----------------------------------------------------------------------
+
+def test_md5_signature_is_the_v2_rule_and_the_default_without_sign_type():
+    fields = micropay(sign_type="MD5")
+    assert wechat.sign(fields, KEY) == v2_sign(fields, KEY, "MD5")
+    assert re.fullmatch(r"[0-9A-F]{32}", wechat.sign(fields, KEY))
+    absent = micropay(sign_type=None)
+    assert wechat.sign(absent, KEY) == v2_sign(absent, KEY, "MD5")
+    assert wechat.sign(absent, KEY, "HMAC-SHA256") == v2_sign(absent, KEY)
+    with pytest.raises(ValueError, match="sign_type 'SHA1'"):
+        wechat.sign(micropay(sign_type="SHA1"), KEY)
+
+
+@pytest.mark.parametrize("sign_type", ["MD5", None])
+def test_an_md5_request_is_taken_and_answered_md5(sign_type):
+    decoded = CODEC.decode_request(body(micropay(sign_type=sign_type), sign_type="MD5"))
+    assert decoded.request.amount_fen == 888
+    answer = CODEC.encode_response(decoded.context, AuthResponse(response_code="00",
+                                                                 approved_fen=888))
+    assert reply(answer, "MD5")["result_code"] == "SUCCESS"
+    read = wechat.decode_response(answer, KEY, sign_type or "")
+    assert read.response.approved_fen == 888
+    with pytest.raises(ValueError, match="signature does not match"):
+        wechat.decode_response(answer, KEY, "HMAC-SHA256")
+
+
+def test_a_request_signed_one_way_and_labelled_the_other_is_signerror():
+    labelled_md5 = wechat.to_xml({**micropay(sign_type="MD5"), "sign": v2_sign(micropay(
+        sign_type="MD5"), KEY, "HMAC-SHA256")})
+    answer = reply(CODEC.decode_request(labelled_md5), "MD5")
+    assert (answer["err_code"], answer["iso_code"]) == ("SIGNERROR", "63")
+    labelled_hmac = body(micropay(), sign_type="MD5")
+    assert reply(CODEC.decode_request(labelled_hmac))["err_code"] == "SIGNERROR"
+
+
+@pytest.mark.parametrize("sign_type", ["MD5", None])
+def test_a_merchant_that_accepts_only_hmac_refuses_md5(sign_type):
+    codec = wechat.WechatCodec({MCH: wechat.Merchant(KEY, "5411", frozenset({"HMAC-SHA256"}))},
+                               lambda: "20261129200000")
+    answer = reply(codec.decode_request(body(micropay(sign_type=sign_type), sign_type="MD5")),
+                   "MD5")  # the refusal is signed as the request was: its sender can check it
+    assert (answer["err_code"], answer["iso_code"]) == ("PARAM_ERROR", "30")
+    assert "sign_type must be HMAC-SHA256 for this merchant" in answer["reason"]
+    assert not isinstance(codec.decode_request(body(micropay())), bytes)
+
+
+# --- refundquery ------------------------------------------------------------------------------
+
+ORDER = "1217752501201407033233368018"
+REFUNDS = (RefundRecord(f"wx:{MCH}:r:R1", 300, 1_764_417_600_000),  # 2025-11-29 12:00 UTC
+           RefundRecord(f"wx:{MCH}:r:R2", 200, 1_764_421_200_000))
+
+
+def test_refundquery_is_an_inquiry_of_the_order_answered_afresh():
+    query = CODEC.decode_request(body(micropay(api="refundquery"))).request
+    assert (query.message_class, query.original_ref) == (MessageClass.INQUIRY,
+                                                         f"wx:{MCH}:{ORDER}")
+    assert query.txn_ref == query.idempotency_key == f"wx:{MCH}:rq:{ORDER}:5K8264ILTKCH16CQ"
+
+
+def test_refundquery_lists_every_refund_of_the_order():
+    answer = answer_for("refundquery", AuthResponse(response_code="00", approved_fen=888,
+                                                    refunds=REFUNDS))
+    assert (answer["result_code"], answer["refund_count"], answer["refund_fee"],
+            answer["total_fee"]) == ("SUCCESS", "2", "500", "888")
+    assert answer["transaction_id"] == wechat.transaction_id(MCH, ORDER)
+    assert [answer[f"out_refund_no_{n}"] for n in (0, 1)] == ["R1", "R2"]
+    assert [answer[f"refund_fee_{n}"] for n in (0, 1)] == ["300", "200"]
+    assert [answer[f"refund_status_{n}"] for n in (0, 1)] == ["SUCCESS", "SUCCESS"]
+    assert answer["refund_id_0"] == wechat.refund_id(MCH, "R1")
+    assert answer["refund_success_time_0"] == "2025-11-29 20:00:00"  # Beijing time
+    assert "refund_status_2" not in answer
+
+
+@pytest.mark.parametrize("names", [{"out_refund_no": "R2"},
+                                   {"refund_id": wechat.refund_id(MCH, "R2")}])
+def test_refundquery_naming_one_refund_answers_that_one(names):
+    answer = answer_for("refundquery", AuthResponse(response_code="00", approved_fen=888,
+                                                    refunds=REFUNDS), **names)
+    assert (answer["refund_count"], answer["out_refund_no_0"], answer["refund_fee_0"]) == (
+        "1", "R2", "200")
+    assert "out_refund_no_1" not in answer
+
+
+@pytest.mark.parametrize(("response", "names"), [
+    (AuthResponse(response_code="00", approved_fen=888), {}),  # paid, never refunded
+    (AuthResponse(response_code="00", approved_fen=888, refunds=REFUNDS),
+     {"out_refund_no": "R3"}),
+    (AuthResponse(response_code="00", approved_fen=888, refunds=REFUNDS), {"refund_id": "501"}),
+    (AuthResponse(response_code="25", reason="original_not_found"), {}),  # no such order
+])
+def test_refundquery_without_a_matching_refund_is_refundnotexist(response, names):
+    answer = answer_for("refundquery", response, **names)
+    assert (answer["result_code"], answer["err_code"]) == ("FAIL", "REFUNDNOTEXIST")
+    assert "refund_count" not in answer and "trade_state" not in answer
+
+
+def test_a_client_asks_refundquery_by_name_and_may_sign_md5():
+    request = AuthRequest(message_class=MessageClass.INQUIRY, channel="wechat",
+                          card="6253680000000019", amount_fen=0, merchant_id=MCH,
+                          txn_ref="N1", original_ref=ORDER)
+    fields = wechat.request_fields(request, "wx1", api="refundquery", sign_type="",
+                                   out_refund_no="R1")
+    assert (fields["api"], fields["out_trade_no"], fields["out_refund_no"]) == (
+        "refundquery", ORDER, "R1")
+    assert "sign_type" not in fields  # absent: MD5
+    raw = wechat.encode_request(request, KEY, "wx1", api="refundquery", sign_type="")
+    assert wechat.parse_xml(raw)["sign"] == v2_sign(wechat.parse_xml(raw), KEY, "MD5")
+    assert CODEC.decode_request(raw).request.original_ref == f"wx:{MCH}:{ORDER}"
+
+
+def test_the_md5_refundquery_example_in_the_docs_is_what_the_codec_answers():
+    text = DOC.read_text()
+    section = text[text.index("## Refund query, signed MD5"):]
+    request_xml, answer_xml = re.findall(r"```xml\n(.*?)\n```", section, re.S)[:2]
+    string_to_sign = re.search(r"```text\n(.*?)\n```", section, re.S).group(1)
+    sizes = [int(n) for n in re.findall(r"\((\d+) bytes on the wire", section)[:2]]
+    key = re.search(r"API key `([^`]+)`", text).group(1).encode()
+    fields = wechat.parse_xml(request_xml.encode())
+    unsigned = "&".join(f"{k}={v}" for k, v in sorted(fields.items()) if k != "sign")
+    assert string_to_sign == unsigned + "&key=" + key.decode()
+    assert fields["sign"] == v2_sign(fields, key, "MD5") == wechat.sign(fields, key)
+    documented = wechat.parse_xml(answer_xml.encode())
+    assert documented["sign"] == v2_sign(documented, key, "MD5")
+    codec = wechat.WechatCodec({MCH: wechat.Merchant(key, "5411")}, lambda: "20261129204000")
+    decoded = codec.decode_request(request_xml.encode())
+    at_ms = 1_795_956_000_000  # 2026-11-29 20:40:00 in Beijing
+    answer = codec.encode_response(decoded.context, AuthResponse(
+        response_code="00", approved_fen=12800, auth_id=documented["approval_code"],
+        open_to_buy_fen=987200, state="refunded", refunds=(
+            RefundRecord(f"wx:{MCH}:r:{documented['out_refund_no_0']}", 800, at_ms),)))
+    assert wechat.parse_xml(answer) == documented
+    assert [len(wechat.to_xml(fields)), len(answer)] == sizes

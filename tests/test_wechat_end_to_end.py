@@ -7,6 +7,7 @@ import re
 from protocols import wechat
 from protocols.demo import DEMO_WECHAT_APPID, DEMO_WECHAT_KEY, DEMO_WECHAT_MCH_ID
 from protocols.messages import MessageClass as C
+from switch import testing
 from switch.config import Config, Listener, Wechat, WechatMerchant
 from tests.support import make_card
 from tests.test_policy_support import ClientCodec, PipeClient, new_ref, policy_switch, request
@@ -158,3 +159,65 @@ async def test_hostile_xml_is_refused_and_the_connection_stays_usable(redis_url)
             await client.close()
         assert good.response.response_code == "00"
         assert wechat.decode_response(wechat.to_xml(good.fields), KEY).response == good.response
+
+
+# --- MD5 and refundquery, through the embeddable switch's client (`switch send`'s builder) ------
+
+async def test_an_md5_micropay_is_approved_and_answered_md5(baitiao_switch):
+    pan = await baitiao_switch.new_card(limit_fen=100_000)
+    sale = await baitiao_switch.send("wechat", pan, amount=12_800, sign_type="MD5")
+    # The client checked the answer's MD5 signature with the merchant's key (it raises else).
+    assert (sale.fields["result_code"], sale.response.approved_fen) == ("SUCCESS", 12_800)
+    assert len(sale.fields["sign"]) == 32
+    assert sale.fields["sign"] == wechat.sign(sale.fields, KEY, "MD5")
+    assert (await baitiao_switch.card(pan)).posted == 12_800
+
+
+async def test_a_merchant_set_to_hmac_only_refuses_md5_and_changes_nothing(redis_url):
+    merchant = WechatMerchant(key=DEMO_WECHAT_KEY, sign_types=["HMAC-SHA256"])
+    config = Config(listeners={"wechat": Listener(port=0)},
+                    wechat=Wechat(merchants={DEMO_WECHAT_MCH_ID: merchant}))
+    async with testing.start(config, redis_url=redis_url) as switch:
+        pan = await switch.new_card(limit_fen=100_000)
+        refused = await switch.send("wechat", pan, amount=100, sign_type="MD5")
+        assert (refused.fields["err_code"], refused.response.response_code) == (
+            "PARAM_ERROR", "30")
+        assert "sign_type must be HMAC-SHA256" in refused.response.reason
+        assert (await switch.card(pan)).posted == 0
+        taken = await switch.send("wechat", pan, amount=100, sign_type="HMAC-SHA256")
+        assert taken.response.response_code == "00"
+
+
+async def test_refundquery_lists_the_orders_refunds_as_the_ledger_holds_them(baitiao_switch):
+    pan = await baitiao_switch.new_card(limit_fen=100_000)
+    sale = await baitiao_switch.send("wechat", pan, amount=10_000)
+    order = sale.correlation_id
+    none_yet = await baitiao_switch.send("wechat", pan, type="refundquery", original=order)
+    assert (none_yet.fields["result_code"], none_yet.fields["err_code"]) == (
+        "FAIL", "REFUNDNOTEXIST")
+    first = await baitiao_switch.send("wechat", pan, type="refund", amount=3_000,
+                                      original=order)
+    second = await baitiao_switch.send("wechat", pan, type="refund", amount=2_000,
+                                       original=order, sign_type="MD5")
+    assert first.response.approved_fen == 3_000 and second.response.approved_fen == 2_000
+
+    every = (await baitiao_switch.send("wechat", pan, type="refundquery", original=order,
+                                       sign_type="MD5")).fields
+    assert (every["result_code"], every["refund_count"], every["refund_fee"],
+            every["total_fee"]) == ("SUCCESS", "2", "5000", "10000")
+    assert [every[f"out_refund_no_{n}"] for n in (0, 1)] == [first.correlation_id,
+                                                            second.correlation_id]
+    assert [every[f"refund_fee_{n}"] for n in (0, 1)] == ["3000", "2000"]
+    assert every["refund_id_0"] == first.fields["refund_id"]
+    assert every["transaction_id"] == sale.fields["transaction_id"]
+    assert every["refund_status_1"] == "SUCCESS"
+
+    one = (await baitiao_switch.send("wechat", pan, type="refundquery", original=order,
+                                     refund=second.correlation_id)).fields
+    assert (one["refund_count"], one["out_refund_no_0"], one["refund_fee_0"]) == (
+        "1", second.correlation_id, "2000")
+    unknown = await baitiao_switch.send("wechat", pan, type="refundquery", original="NOORDER")
+    assert (unknown.fields["err_code"], unknown.response.response_code) == (
+        "REFUNDNOTEXIST", "25")
+    view = await baitiao_switch.card(pan)  # the queries changed nothing
+    assert (view.posted, view.pending_credit) == (10_000, 5_000)

@@ -24,7 +24,10 @@ from tests.test_wechat_codec import CODEC, KEY, MCH, body, micropay
 
 MAX_FEN = limits.amount_max_fen
 DEMO_KEY = DEMO_WECHAT_KEY.encode()
-APIS = "micropay, refund, reverse, orderquery"
+APIS = "micropay, refund, reverse, orderquery, refundquery"
+
+
+SIGN_TYPE_REFUSED = "format:sign_type must be MD5 or HMAC-SHA256 for this merchant"
 
 
 def refund(**changes: str | None) -> dict[str, str]:
@@ -61,8 +64,8 @@ def bad(name: str, value: str) -> tuple[str, str, str]:
     (micropay(api="pay"), ("PARAM_ERROR", "30", f"format:api 'pay' is not one of {APIS}")),
     (micropay(api="MICROPAY"), ("PARAM_ERROR", "30",
                                 f"format:api 'MICROPAY' is not one of {APIS}")),
-    (micropay(sign_type=None), ("PARAM_ERROR", "30", "format:sign_type must be HMAC-SHA256")),
-    (micropay(sign_type="MD5"), ("PARAM_ERROR", "30", "format:sign_type must be HMAC-SHA256")),
+    (micropay(sign_type="SHA1"), ("PARAM_ERROR", "30", SIGN_TYPE_REFUSED)),
+    (micropay(sign_type="hmac-sha256"), ("PARAM_ERROR", "30", SIGN_TYPE_REFUSED)),
     (micropay(appid=None), lack("appid")),
     (micropay(nonce_str=None), lack("nonce_str")),
     (micropay(card_no=None), lack("card_no")),
