@@ -173,6 +173,10 @@ class Reason(enum.StrEnum):
     CARD_EXPIRED = "card_expired"
     CARD_STATUS = "card_status_{status}"  # a status this table does not name
     EXPIRY_MISMATCH = "expiry_mismatch"
+    # A card bound to a JD user (`switch card set --jd-user`): a JD request names another
+    # userId, or a balance QUERY names none.
+    USER_CARD_MISMATCH = "user_card_mismatch"
+    USER_REQUIRED = "user_required"
     # Wallet tokens (switch/tokens.py, switch/lua/token_use.lua).
     TOKEN_MALFORMED = "token_malformed"
     TOKEN_UNKNOWN = "token_unknown"
@@ -261,6 +265,8 @@ REASON_CODES: Mapping[Reason, frozenset[str]] = {
     Reason.CARD_EXPIRED: frozenset({Code.EXPIRED_CARD}),
     Reason.CARD_STATUS: frozenset({Code.RESTRICTED_CARD}),
     Reason.EXPIRY_MISMATCH: frozenset({Code.EXPIRED_CARD}),
+    Reason.USER_CARD_MISMATCH: frozenset({Code.NOT_PERMITTED_TO_CARDHOLDER}),
+    Reason.USER_REQUIRED: frozenset({Code.NOT_PERMITTED_TO_CARDHOLDER}),
     Reason.TOKEN_MALFORMED: frozenset({Code.INVALID_CARD}),
     Reason.TOKEN_UNKNOWN: frozenset({Code.INVALID_CARD}),
     Reason.TOKEN_DELETED: frozenset({Code.INVALID_CARD}),

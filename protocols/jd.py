@@ -6,6 +6,7 @@ docs/channels/jd.md; keep the two in step.
 
 from __future__ import annotations
 
+import datetime
 import re
 
 import msgspec
@@ -68,6 +69,7 @@ STAND_IN_FIELD = {True: {"standIn": "1"}, False: {}}
 
 TRADE_NUM_PATTERN = re.compile(r"[A-Za-z0-9_\-]{1,32}")
 TRADE_TIME_PATTERN = re.compile(r"\d{14}")
+FLAGS = ("1", "0")  # partialApproval, lightningRefund: 1 yes, 0 (or absent) no
 
 _json_fields = msgspec.json.Decoder(dict[str, str])
 _json_encode = msgspec.json.Encoder().encode
@@ -148,10 +150,11 @@ def request_from_fields(fields: dict[str, str]) -> AuthRequest:
         terminal_id=fields.get("device", ""),
         txn_ref=txn_ref,
         original_ref=f"jd:{merchant}:{original}" if original else "",
-        transmitted_at=_matching(fields, "tradeTime", TRADE_TIME_PATTERN),
-        partial_ok=fields.get("partialApproval") == "1",
-        instant_refund=fields.get("lightningRefund") == "1",
+        transmitted_at=_trade_time(fields),
+        partial_ok=_flag(fields, "partialApproval"),
+        instant_refund=_lightning(fields, message_class),
         idempotency_key=txn_ref,
+        user_id=fields.get("userId", ""),
     )
 
 
@@ -160,6 +163,31 @@ def _required(fields: dict[str, str], name: str) -> str:
     if not value:
         raise malformed(f"{name} is required")
     return value
+
+
+def _trade_time(fields: dict[str, str]) -> str:
+    """tradeTime: yyyyMMddHHmmss, a moment that exists on the calendar."""
+    value = _matching(fields, "tradeTime", TRADE_TIME_PATTERN)
+    try:
+        datetime.datetime.strptime(value, "%Y%m%d%H%M%S")
+    except ValueError:
+        raise malformed(f"tradeTime {value!r} is not a yyyyMMddHHmmss time") from None
+    return value
+
+
+def _flag(fields: dict[str, str], name: str) -> bool:
+    value = fields.get(name, "0")
+    if value not in FLAGS:
+        raise malformed(f"{name} must be 1 or 0, not {value[:8]!r}")
+    return value == "1"
+
+
+def _lightning(fields: dict[str, str], message_class: MessageClass) -> bool:
+    """A lightning refund is a kind of REFUND: on any other trade the flag is an error."""
+    lightning = _flag(fields, "lightningRefund")
+    if lightning and message_class is not MessageClass.REFUND:
+        raise malformed("lightningRefund applies to a REFUND only")
+    return lightning
 
 
 def _matching(fields: dict[str, str], name: str, pattern: re.Pattern[str]) -> str:

@@ -51,6 +51,9 @@ class AuthRequest(msgspec.Struct, kw_only=True):
     # A repeat with the same key gets the first answer; the same key with other content or
     # another card is 94 (docs/reliability.md, "Ids in their scope").
     idempotency_key: str = ""
+    # The account holder the channel names: JD's userId. A card bound to a JD user
+    # (`switch card set --jd-user`) refuses JD requests naming another one.
+    user_id: str = ""
 
 
 class RefundRecord(msgspec.Struct, array_like=True, frozen=True):

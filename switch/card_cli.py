@@ -28,7 +28,8 @@ def cmd_card_set(args: argparse.Namespace) -> int:
     pan = resolve_pan(args.pan)
 
     async def work(ledger: Ledger):
-        await ledger.set_card(pan, limit_fen=args.limit, status=args.status, expiry=args.expiry)
+        await ledger.set_card(pan, limit_fen=args.limit, status=args.status, expiry=args.expiry,
+                              jd_user=args.jd_user)
         return await ledger.card(pan)
 
     print_card(asyncio.run(with_ledger(redis_for_command(args), work)), json_out=False)
@@ -106,7 +107,8 @@ def print_card(view: CardView, json_out: bool) -> None:
         print(msgspec.json.encode(view).decode())
         return
     print(f"card {view.pan}  {view.status}  expiry {view.expiry}"
-          + (f"  (Baitiao account {view.account})" if view.account else ""))
+          + (f"  (Baitiao account {view.account})" if view.account else "")
+          + (f"  JD user {view.jd_user}" if view.jd_user else ""))
     print(f"  limit {view.limit}  posted {view.posted}  held {view.held}  "
           f"pending credit {view.pending_credit}  (fen)")
     print(f"  open_to_buy {view.open_to_buy} fen   JD beans {view.beans}"
@@ -131,6 +133,9 @@ def add_commands(command, redis_option) -> None:
     card_set.add_argument("--status", choices=CARD_STATUSES)
     card_set.add_argument("--expiry", metavar="YYMM",
                           help="good through this month (a new card: three years ahead)")
+    card_set.add_argument("--jd-user", metavar="ID",
+                          help="bind the card to this JD userId: JD requests naming another "
+                          "user are declined 57, a JD balance QUERY must name it; '' unbinds")
     card_show = card_commands.add_parser("show", help="limit, balances, holds, open-to-buy")
     card_show.set_defaults(func=cmd_card_show)
     card_show.add_argument("--json", action="store_true", help="one JSON object")

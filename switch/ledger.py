@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import re
 from typing import Any
 
 import msgspec
@@ -59,6 +60,7 @@ CARD_VALIDITY_YEARS = 5  # expiry of an upgraded card: this many years after the
 # A card made by `card set` without an expiry: good through the end of the month three years
 # on, a common validity of a newly issued credit card.
 NEW_CARD_VALIDITY_MONTHS = 36
+JD_USER = re.compile(r"[A-Za-z0-9_\-.@]{1,64}")  # a JD userId a card may be bound to
 
 
 def fence_guard_ms(request_deadline_ms: int,
@@ -133,6 +135,7 @@ class CardView(msgspec.Struct):
     voids: int = 0  # calls taken back by Ledger.void (answered 91, yet they had run)
     force: str = ""  # its forced outcome: "code|times|channel" (Ledger.force), "" for none
     forced: int = 0  # requests answered by a forced outcome
+    jd_user: str = ""  # the JD userId the card is bound to ("" : none)
 
 
 class Ledger:
@@ -249,6 +252,7 @@ class Ledger:
             terms.counters_ttl_ms,
             terms.counters_arg,
             request.channel,
+            request.user_id,
         )
 
     # --- outcomes the switch did not answer: void an attempt, post a stand-in advice --------
@@ -313,9 +317,10 @@ class Ledger:
 
     async def set_card(
         self, pan: str, *, limit_fen: int | None = None, status: str | None = None,
-        expiry: str | None = None,
+        expiry: str | None = None, jd_user: str | None = None,
     ) -> None:
-        """Create or update a card; balances and holds are kept."""
+        """Create or update a card; balances and holds are kept. `jd_user`: bind the card to
+        that JD userId ("" unbinds it)."""
         if status is not None and status not in CARD_STATUSES:
             raise ValueError(f"status must be one of {', '.join(CARD_STATUSES)}")
         if limit_fen is not None and not 0 <= limit_fen <= limits.amount_max_fen:
@@ -323,6 +328,8 @@ class Ledger:
         if expiry is not None and not (len(expiry) == 4 and expiry.isdigit()
                                        and 1 <= int(expiry[2:]) <= 12):
             raise ValueError("expiry must be YYMM")
+        if jd_user and not JD_USER.fullmatch(jd_user):
+            raise ValueError("a JD user id is 1-64 letters, digits or '_-.@'")
         key = card_key(pan)
         exists = await self.client.exists(key)
         if not exists and limit_fen is None:
@@ -332,7 +339,12 @@ class Ledger:
         fields: dict[str, Any] = {"limit": limit_fen, "status": status, "expiry": expiry}
         if not exists:
             fields |= {"status": status or "active", **FRESH_CARD_BALANCES}
-        await self.client.hset(key, mapping={k: v for k, v in fields.items() if v is not None})
+        changed = {k: v for k, v in fields.items() if v is not None}
+        if changed:
+            await self.client.hset(key, mapping=changed)
+        if jd_user is not None:
+            await (self.client.hset(key, "jd_user", jd_user) if jd_user
+                   else self.client.hdel(key, "jd_user"))
 
     async def reset_card(self, pan: str, *, limit_fen: int, expiry: str, status: str = "active"
                          ) -> None:
@@ -363,6 +375,7 @@ class Ledger:
             transactions=[_transaction(k, r) for k, r in zip(txn_keys, records, strict=True)],
             account=fields.get("account", ""), voids=number("voids"),
             force=fields.get("force", ""), forced=number("forced"),
+            jd_user=fields.get("jd_user", ""),
         )
 
     async def force(self, pan: str, code: str | None, times: int | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from protocols.messages import MessageClass as C
+from switch import testing
 from tests.support import JdClient, jd_request, make_card
 
 
@@ -46,3 +47,57 @@ async def test_a_reverse_without_an_amount_reverses_all_that_remains(jd_switch):
         assert (capture.response.response_code, capture.fields["code"]) == ("30", "PARA01")
     finally:
         await client.close()
+
+
+# --- a card bound to a JD user ------------------------------------------------------------------
+
+OWNER, OTHER = "jd_user_42", "jd_user_7"
+
+
+def decision(answer) -> tuple[str, str, str, int]:
+    return (answer.fields["code"], answer.response.response_code, answer.response.reason,
+            answer.response.open_to_buy_fen)
+
+
+async def test_a_card_bound_to_a_jd_user_serves_that_user_only(redis_url):
+    async with testing.start(redis_url=redis_url) as switch:
+        ledger = switch.ledger
+        pan = await switch.new_card(limit_fen=100_000)
+        await ledger.set_card(pan, jd_user=OWNER)
+        expiry = (await switch.card(pan)).expiry
+        client = await JdClient.connect(switch.ports["jd"])
+        try:
+            other = await client.send(jd_request(pan, C.SALE, 1_000), userId=OTHER)
+            assert decision(other) == ("RISK01", "57", "user_card_mismatch", 0)  # no balance
+            own = await client.send(jd_request(pan, C.SALE, 1_000), userId=OWNER)
+            assert decision(own) == ("000000", "00", "", 99_000)
+            unnamed = await client.send(jd_request(pan, C.SALE, 1_000))  # a payment may
+            assert unnamed.response.response_code == "00"  # leave the user out
+            reverse = jd_request(pan, C.REVERSAL, 0, mcc="", original=own.correlation_id)
+            assert decision(await client.send(reverse, userId=OTHER))[1:3] == (
+                "57", "user_card_mismatch")
+            order = jd_request(pan, C.INQUIRY, 0, mcc="", original=own.correlation_id)
+            assert decision(await client.send(order, userId=OTHER))[1:3] == (
+                "57", "user_card_mismatch")
+            order = jd_request(pan, C.INQUIRY, 0, mcc="", original=own.correlation_id)
+            assert (await client.send(order)).response.state == "captured"  # no user: fine
+
+            def balance():
+                return jd_request(pan, C.INQUIRY, 0, mcc="", expiry=expiry)
+            assert decision(await client.send(balance())) == (
+                "RISK01", "57", "user_required", 0)
+            assert decision(await client.send(balance(), userId=OTHER)) == (
+                "RISK01", "57", "user_card_mismatch", 0)
+            assert decision(await client.send(balance(), userId=OWNER)) == (
+                "000000", "00", "", 98_000)
+            # Other channels name no JD user: the binding is JD's.
+            assert (await switch.send("wechat", pan, amount=500)).response.response_code == "00"
+            assert (await switch.card(pan)).posted == 2_500  # the refused changed nothing
+
+            await ledger.set_card(pan, jd_user="")  # unbound: any user, and no user, again
+            assert (await client.send(jd_request(pan, C.SALE, 100), userId=OTHER)
+                    ).response.response_code == "00"
+            assert (await client.send(balance())).response.response_code == "00"
+        finally:
+            await client.close()
+

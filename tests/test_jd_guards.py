@@ -31,6 +31,10 @@ ORIGINAL_RULE = "format:originalTradeNum must be 1-32 letters, digits, '_' or '-
 AMOUNT_RULE = "format:amount must be a whole number of fen, as digits"
 
 
+def not_a_time(value: str) -> str:
+    return f"format:tradeTime '{value}' is not a yyyyMMddHHmmss time"
+
+
 def refusal(body: bytes) -> tuple[str, str, str]:
     """(code, isoCode, reason) of the codec's immediate answer, which must be signed."""
     reply = CODEC.decode_request(body)
@@ -72,6 +76,20 @@ def accepted(body: bytes) -> AuthRequest:
                                         "format:tradeTime '202611291200000' is malformed")),
     ({"tradeTime": "2026-11-29 120"}, ("PARA01", "30",
                                        "format:tradeTime '2026-11-29 120' is malformed")),
+    # yyyyMMddHHmmss is a moment of the calendar, as docs/channels/jd.md says
+    ({"tradeTime": "20261329120000"}, ("PARA01", "30", not_a_time("20261329120000"))),
+    ({"tradeTime": "20260230120000"}, ("PARA01", "30", not_a_time("20260230120000"))),
+    ({"tradeTime": "20261129240000"}, ("PARA01", "30", not_a_time("20261129240000"))),
+    ({"tradeTime": "20261129125960"}, ("PARA01", "30", not_a_time("20261129125960"))),
+    # the flags are 1 or 0, and a lightning refund is a REFUND
+    ({"partialApproval": "yes"}, ("PARA01", "30", "format:partialApproval must be 1 or 0, "
+                                                  "not 'yes'")),
+    ({"partialApproval": "true"}, ("PARA01", "30", "format:partialApproval must be 1 or 0, "
+                                                   "not 'true'")),
+    ({"lightningRefund": "Y"}, ("PARA01", "30", "format:lightningRefund must be 1 or 0, "
+                                                "not 'Y'")),
+    ({"lightningRefund": "1"}, ("PARA01", "30",
+                                "format:lightningRefund applies to a REFUND only")),
 ], ids=lambda value: repr(value)[:40] if isinstance(value, dict) else "")
 def test_a_missing_or_malformed_field_is_a_signed_parameter_error(wire, expected):
     assert refusal(jd.encode_request(client_request(), KEY, **wire)) == expected
@@ -122,15 +140,19 @@ def test_the_amount_is_taken_as_fen_and_judged_by_the_engine(kind, amount):
     ({"partialApproval": "1"}, True, False),
     ({"lightningRefund": "1"}, False, True),
     ({"partialApproval": "0", "lightningRefund": "0"}, False, False),
-    ({"partialApproval": "true", "lightningRefund": "yes"}, False, False),  # only "1" is yes
 ])
-def test_the_flags_are_yes_only_when_1(wire, partial_ok, instant_refund):
-    request = accepted(jd.encode_request(client_request(), KEY, **wire))
+def test_the_flags_are_yes_when_1_no_when_0_or_absent(wire, partial_ok, instant_refund):
+    """On a REFUND (the one trade a lightning flag may come with); any other value of a
+    flag is refused (the table above)."""
+    refund = msgspec.structs.replace(client_request(), message_class=MessageClass.REFUND,
+                                     original_ref="T0")
+    request = accepted(jd.encode_request(refund, KEY, **wire))
     assert (request.partial_ok, request.instant_refund) == (partial_ok, instant_refund)
 
 
 def test_a_client_sends_its_flags_and_the_codec_names_its_channel():
-    sent = client_request(partial_ok=True, instant_refund=True)
+    sent = client_request(partial_ok=True, instant_refund=True,
+                          message_class=MessageClass.REFUND, original_ref="T0")
     fields = msgspec.json.decode(jd.encode_request(sent, KEY))
     assert (fields["partialApproval"], fields["lightningRefund"]) == ("1", "1")
     request = accepted(jd.encode_request(sent, KEY))
@@ -276,3 +298,14 @@ async def test_the_switch_answers_a_stranger_and_a_forger(jd_switch_no_rules):
     assert (forged.fields["code"], forged.response.response_code, forged.response.reason) == (
         "SIGN01", "63", "signature_mismatch")
     assert (await ledger.card(pan)).open_to_buy == 10_000
+
+
+def test_a_leap_days_last_second_is_a_trade_time():
+    request = accepted(jd.encode_request(client_request(), KEY, tradeTime="20280229235959"))
+    assert request.transmitted_at == "20280229235959"
+
+
+def test_the_user_id_is_carried_to_the_decision():
+    assert accepted(jd.encode_request(client_request(), KEY, userId="jd_user_42")
+                    ).user_id == "jd_user_42"
+    assert accepted(jd.encode_request(client_request(), KEY)).user_id == ""

@@ -254,3 +254,16 @@ async def test_the_request_deadline_reaches_the_pipeline_in_seconds(redis_url):
     ledger = Ledger(connect(redis_url), request_deadline_ms=250)
     assert ledger.scripts.timeout_s == 0.25
     await ledger.client.aclose()
+
+
+@pytest.mark.parametrize(("user", "taken"), [
+    ("u" * 64, True), ("u" * 65, False), ("jd.user-4_2@x", True), ("jd user", False),
+    ("用户", False)])
+async def test_a_jd_user_id_is_1_to_64_plain_characters(ledger, user, taken):
+    pan = await make_card(ledger)
+    if taken:
+        await ledger.set_card(pan, jd_user=user)
+    else:
+        with pytest.raises(ValueError, match="a JD user id is 1-64"):
+            await ledger.set_card(pan, jd_user=user)
+    assert (await ledger.card(pan)).jd_user == (user if taken else "")

@@ -10,6 +10,11 @@ register('inquiry', function()
     local first = earlier_answer()
     if first then return first end
     if not load_current_card() then return decline('14', 'card_unknown') end
+    local refusal = user_refusal()
+    if refusal then
+      card_refused = true
+      return decline(refusal[1], refusal[2])
+    end
     if rule_code ~= '' then return decline(rule_code, rule_reason) end
     local kind, state, total, refunded, auth, refunds = unpack(redis.call('HMGET', txn_key,
       'kind', 'state', 'amount', 'refunded', 'auth', 'refunds'))

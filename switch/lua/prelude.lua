@@ -14,8 +14,9 @@
 -- ARGV[16] capture tolerance above the hold (percent), ARGV[17] counters lifetime (ms),
 -- ARGV[18] the policy's counters, JSON (switch/terms.py counters_arg; "" for none),
 -- ARGV[19] the request's channel (jd, wechat, pos, xpay; for a forced outcome's channel),
--- ARGV[20] the call's fence: the instant of Redis' clock (ms, TIME) after which it must not
--- act (switch/ledger.py: the request's deadline less a guard, in Redis' clock).
+-- ARGV[20] the user the request names (JD userId; '' for none),
+-- ARGV[21] the call's fence: the instant of Redis' clock (ms, TIME) after which it must not
+-- act (switch/ledger.py: the request's deadline less a guard, in Redis' clock; always last).
 local card_key, idem_key, txn_key, index_key, holds_key, counters_key
 local now_ms, this_month, sent_expiry, auth_id, amount, fingerprint
 local rule_code, rule_reason, idem_ttl_s, partial_ok, beans_per_yuan, instant
@@ -53,7 +54,7 @@ local TOO_LATE = {'91', 0, 0, '', 'issuer_timeout', 0, 0}
 
 local function past_fence()
   local time = redis.call('TIME')
-  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) > tonumber(ARGV[20])
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) > tonumber(ARGV[21])
 end
 
 -- Every function starts with `if begin() then return TOO_LATE end`: true past the fence.
@@ -77,12 +78,12 @@ end
 
 local function load_card()
   local v = redis.call('HMGET', card_key, 'limit', 'posted', 'held', 'status', 'expiry',
-    'force')
+    'force', 'jd_user')
   if not v[1] then
     card = false
   else
     card = {limit = tonumber(v[1]), posted = tonumber(v[2]), held = tonumber(v[3]),
-      status = v[4], expiry = v[5], force = v[6]}
+      status = v[4], expiry = v[5], force = v[6], jd_user = v[7]}
   end
   return card
 end
@@ -213,9 +214,21 @@ local function earlier_answer()
   return reply
 end
 
+-- A card bound to a JD user (field jd_user): a JD request naming another user is refused,
+-- and a JD balance inquiry must name it (the card number alone does not show its balance
+-- to another account). Other channels do not name JD users. nil, or {code, reason}.
+local function user_refusal()
+  if not card.jd_user or ARGV[19] ~= 'jd' or ARGV[20] == card.jd_user then return nil end
+  if ARGV[20] ~= '' then return {'57', 'user_card_mismatch'} end
+  if ARGV[13] == 'inquiry' and not names_original then return {'57', 'user_required'} end
+  return nil
+end
+
 -- nil when the card may be used for a new transaction, else {code, reason}.
 local function card_refusal(check_status)
   if not card then return {'14', 'card_unknown'} end
+  local user_refused = user_refusal()
+  if user_refused then return user_refused end
   if not check_status then return nil end
   local refusal = STATUS_DECLINES[card.status]
   if refusal then return refusal end
