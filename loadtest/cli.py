@@ -20,6 +20,7 @@ from loadtest.generator.event_loop import run_async
 from loadtest.generator.findmax import Criteria, Step, find_max
 from loadtest.generator.runner import Plan, run_load, seed
 from loadtest.generator.stats import Totals
+from loadtest.generator.switch_side import metrics_url, summary_line
 from loadtest.generator.workload import CARD_LIMIT_FEN
 from loadtest.harness import bench, bench_scale, chaos, slow_reader
 from loadtest.harness.chaos_faults import FAULT_KINDS, FaultPlan
@@ -107,7 +108,14 @@ def plan_from(args: argparse.Namespace, rate: float, duration_s: float) -> Plan:
                 mix=mix, connections=args.connections, inflight_max=args.inflight,
                 cards=args.cards, seed=args.seed, workers=args.workers, timeout_s=args.timeout,
                 options=parse_options(args.option), redis_url=seed_redis(args),
-                card_limit_fen=args.limit)
+                card_limit_fen=args.limit, admin_url=admin_url(args))
+
+
+def admin_url(args: argparse.Namespace) -> str:
+    """--admin-url, checked now: a typo is said before the run, not as a gap in its report."""
+    if args.admin_url:
+        metrics_url(args.admin_url)  # ValueError: one line from main()
+    return args.admin_url or ""
 
 
 def seed_redis(args: argparse.Namespace) -> str:
@@ -223,7 +231,7 @@ def cmd_saturate(args: argparse.Namespace) -> int:
         connections=args.connections, inflight=args.inflight, duration_s=args.duration,
         warmup_s=args.warmup, cards=args.cards, seed=args.seed, workers=args.workers,
         timeout_s=args.timeout, kinds=args.kinds, options=parse_options(args.option),
-        redis_url=seed_redis(args), card_limit_fen=args.limit)
+        redis_url=seed_redis(args), card_limit_fen=args.limit, admin_url=admin_url(args))
     if plan.redis_url:
         say(f"seeding {plan.cards:,} cards (seed {plan.seed}) into {plan.redis_url}")
 
@@ -234,6 +242,8 @@ def cmd_saturate(args: argparse.Namespace) -> int:
 
     result = run_async(run_saturate(plan, progress))
     print(closed_loop_table(result))
+    if result.switch is not None:
+        print(summary_line(result.switch))
     folder = out_folder(args, "saturate")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "summary.json"
@@ -389,6 +399,7 @@ def saturate_options(sat: argparse.ArgumentParser) -> None:
     sat.add_argument("--out", type=Path, help="output folder (default "
                      "loadtest-results/saturate-<date>)")
     sat.add_argument("--quiet", action="store_true", help="no progress lines")
+    admin_option(sat)
     card_options(sat)
 
 
@@ -407,7 +418,14 @@ def load_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--no-seed", action="store_true", help="cards are seeded already")
     sub.add_argument("--out", type=Path, help=f"output folder (default {RESULTS_DIR}/...)")
     sub.add_argument("--quiet", action="store_true", help="no progress line")
+    admin_option(sub)
     card_options(sub)
+
+
+def admin_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--admin-url", metavar="URL", help="the switch's admin API, e.g. "
+                     "http://127.0.0.1:8680: its /metrics is read once a second and the "
+                     "report shows the switch's side (docs/loadtest.md)")
 
 
 if __name__ == "__main__":

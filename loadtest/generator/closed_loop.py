@@ -58,6 +58,7 @@ class SaturatePlan(msgspec.Struct, kw_only=True):
     run_id: str = ""  # prefix of every id; unique per run (runner.new_run_id)
     redis_url: str = ""  # when set, the cards are seeded afresh before the run
     card_limit_fen: int = 0  # 0: the load-test default
+    admin_url: str = ""  # when set, the switch's /metrics is read during the run
 
 
 class WorkerOutcome(msgspec.Struct, kw_only=True):

@@ -23,6 +23,7 @@ from loadtest.generator.closed_loop import ClosedLoop, SaturatePlan, WorkerOutco
 from loadtest.generator.event_loop import run_async
 from loadtest.generator.runner import expect, join_workers, new_run_id, start_workers
 from loadtest.generator.stats import Totals
+from loadtest.generator.switch_side import Scraper, SwitchSide
 from loadtest.generator.workload import CARD_LIMIT_FEN, load_test_pans
 
 START_DELAY_S = 0.2  # from "all connected" to the first send, for every worker
@@ -42,6 +43,7 @@ class SaturateResult:
     outside: dict[str, Totals]  # warm-up and drain: counted for codes and failures only
     inflight_seen: dict[str, list[int]]  # per channel: min, max in flight (window, sampled)
     window_s: float
+    switch: SwitchSide | None = None  # the switch's side, with --admin-url
 
     def rate(self, channel: str = ALL) -> float:
         return self.window[channel].counts["answered"] / self.window_s if self.window_s else 0.0
@@ -86,7 +88,8 @@ class SaturateResult:
         return {"started_at": self.started_at, "plan": msgspec.to_builtins(plan),
                 "window_s": round(self.window_s, 3),
                 "inflight_total": plan.inflight * plan.connections * len(plan.targets),
-                "channels": {ch: self.channel_summary(ch) for ch in self.window}}
+                "channels": {ch: self.channel_summary(ch) for ch in self.window},
+                **({"switch": msgspec.to_builtins(self.switch)} if self.switch else {})}
 
 
 def table(result: SaturateResult) -> str:
@@ -160,14 +163,26 @@ async def run_saturate(plan: SaturatePlan, progress: Progress | None = None) -> 
     split = shares(plan)
     raise_fd_limit(plan.connections * len(plan.targets) + FD_HEADROOM)
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    if len(split) == 1:
-        def get_start() -> float:
-            return time.time() + START_DELAY_S
+    # With one worker this process sends too: its readings share the sending loop (about a
+    # millisecond a second); --workers 2 or more keeps them off it.
+    scraper = Scraper(plan.admin_url) if plan.admin_url else None
+    if scraper is not None:
+        await scraper.start()
+    first_send = time.time() + START_DELAY_S  # as the workers' start is set (about)
+    try:
+        if len(split) == 1:
+            def get_start() -> float:
+                return time.time() + START_DELAY_S
 
-        outcomes = [await ClosedLoop(plan, 0, split[0], progress).run(get_start)]
-    else:
-        outcomes = await _run_processes(plan, split, progress)
-    return merge(plan, started_at, outcomes)
+            outcomes = [await ClosedLoop(plan, 0, split[0], progress).run(get_start)]
+        else:
+            outcomes = await _run_processes(plan, split, progress)
+    finally:
+        if scraper is not None:
+            await scraper.stop()
+    result = merge(plan, started_at, outcomes)
+    result.switch = scraper.side(first_send) if scraper is not None else None
+    return result
 
 
 def merge(plan: SaturatePlan, started_at: str, outcomes: list[WorkerOutcome]

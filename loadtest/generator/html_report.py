@@ -25,6 +25,7 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 h2 { margin-top: 1.6em; font-size: 1.15em; }
+h3 { font-size: 1em; margin: 1.2em 0 0.3em; }
 .note { color: #555; font-size: 0.9em; }
 .bad { color: #b00; font-weight: bold; }
 """
@@ -48,6 +49,7 @@ def render(data: dict, result: Result) -> str:
         "<h2>Throughput over time</h2>", _throughput_chart(data, plan["rate"]),
         "<h2>Latency over time (all channels, per second)</h2>", _latency_chart(data),
         "<h2>Latency by percentile</h2>", _percentile_chart(result),
+        *(_switch_side(data) if data.get("switch") else []),
         "<h2>Files</h2>", _files(data.get("files", {})),
     ]
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Load test "
@@ -130,6 +132,82 @@ def _distribution(totals: Totals) -> list[tuple[float, float]]:
         nines = NINES_MAX if fraction >= 1 else min(NINES_MAX, -math.log10(1 - fraction))
         points.append((nines, item.value_iterated_to / 1000))
     return points
+
+
+def _switch_side(data: dict) -> list[str]:
+    """The switch's own numbers beside the client's (--admin-url; switch_side.py)."""
+    side = data["switch"]
+    points = side["series"]
+    client = data["series"][OVERALL]
+    channels = sorted({ch for p in points for ch in p.get("requests_per_s", {})})
+
+    def line(label: str, value, dashed: bool = False) -> Series:
+        return Series(label, [(p["second"], value(p) if p["ok"] else None) for p in points],
+                      dashed)
+
+    rates = [line(f"switch {ch}", lambda p, ch=ch: p["requests_per_s"].get(ch, 0.0))
+             for ch in channels]
+    rates.append(Series("client answered (all)", [(p["second"] + 1, p["answered"])
+                                                   for p in client], dashed=True))
+    latency = [line("switch p50", lambda p: p.get("decision_p50_ms")),
+               line("switch p99", lambda p: p.get("decision_p99_ms")),
+               Series("client p50", [(p["second"] + 1, p["p50_ms"]) for p in client
+                                     if p["p50_ms"] is not None], dashed=True),
+               Series("client p99", [(p["second"] + 1, p["p99_ms"]) for p in client
+                                     if p["p99_ms"] is not None], dashed=True)]
+    load = [line("in flight", lambda p: p.get("inflight")),
+            line("late answers (91)", lambda p: p.get("late")),
+            line("Redis calls per batch", lambda p: p.get("redis_calls_per_batch"))]
+    x_label = "seconds into the run (a switch point covers the time since its last reading)"
+    return [
+        "<h2>The switch's side (its /metrics, read once a second)</h2>", _switch_summary(data),
+        "<h3>Requests per second: the switch's decisions per channel, the client's answers</h3>",
+        line_chart(rates, x_label=x_label, y_label="requests per second"),
+        "<h3>Decision time in the switch (from its histogram) and the client's latency</h3>",
+        line_chart(latency, x_label=x_label, y_label="ms, log scale", y_log=True),
+        '<p class="note">The switch times a request from its frame in to its answer ready, '
+        "in buckets (50 µs to 2.5 s): its percentiles are interpolated within a bucket, "
+        "read them as \"about\". The client's latency adds the network, both event loops "
+        "and any wait to send.</p>",
+        "<h3>In flight, late answers and Redis calls per pipelined write</h3>",
+        line_chart(load, x_label=x_label, y_label="count"),
+        "<h3>Response codes the switch counted for the run, and the client's</h3>",
+        _switch_codes(data),
+    ]
+
+
+def _switch_summary(data: dict) -> str:
+    side = data["switch"]
+    failed = side["failed"]
+    readings = (f'{side["readings"]} readings of <code>{escape(side["admin_url"])}/metrics'
+                f"</code>, " + (f'<span class="bad">{failed} failed</span> (gaps in the '
+                                f"charts: {escape('; '.join(side['errors']))})"
+                                if failed else "none failed"))
+    answered = data["channels"][OVERALL]["answered"]
+    if side["run_requests"] is None:
+        counted = ("the readings before and after the run did not both succeed, so the "
+                   "switch's count for the run is not known")
+    else:
+        decided = sum(side["run_requests"].values())
+        refused = sum(side["run_refused"].values())
+        verdict = ("" if decided + refused == answered else
+                   ' <span class="bad">(not the same: was another client sending?)</span>')
+        counted = (f"between the reading before the first send and the one after the last "
+                   f"answer the switch counted <b>{decided:,}</b> answers with a decision and "
+                   f"{refused:,} frames its codecs answered themselves: {decided + refused:,}; "
+                   f"the generator was answered <b>{answered:,}</b>{verdict}")
+    return f"<p>{readings}; {counted}.</p>"
+
+
+def _switch_codes(data: dict) -> str:
+    side_codes = data["switch"]["run_codes"] or {}
+    client_codes = data["channels"][OVERALL]["codes"]
+    codes = sorted(set(side_codes) | set(client_codes))
+    head = "<tr><th>counted by</th>" + "".join(f"<th>{escape(c or '(none)')}</th>"
+                                                for c in codes) + "</tr>"
+    rows = [f"<tr><td>{who}</td>" + "".join(f"<td>{counts.get(c, 0)}</td>" for c in codes)
+            + "</tr>" for who, counts in (("switch", side_codes), ("client", client_codes))]
+    return f"<table>{head}{''.join(rows)}</table>"
 
 
 def _files(files: dict[str, str]) -> str:

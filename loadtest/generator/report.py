@@ -10,6 +10,7 @@ from loadtest.generator import html_report
 from loadtest.generator.aggregate import OVERALL
 from loadtest.generator.runner import Result
 from loadtest.generator.stats import Totals
+from loadtest.generator.switch_side import summary_line
 
 HGRM_TICKS_PER_HALF_DISTANCE = 5  # HdrHistogram's usual resolution of the percentile table
 US_PER_MS = 1000.0  # histograms hold microseconds; every file shows milliseconds
@@ -54,6 +55,8 @@ def summary(result: Result) -> dict:
         "channels": {name: channel_summary(t, plan.duration_s)
                      for name, t in result.totals.items()},
         "series": msgspec.to_builtins(result.series),
+        # The switch's side (--admin-url): what its /metrics said, read once a second.
+        **({"switch": msgspec.to_builtins(result.switch)} if result.switch else {}),
     }
 
 
@@ -128,5 +131,7 @@ def table(result: Result) -> str:
         lines.append(f"response codes {name}: {codes or '-'}")
     failures = result.totals[OVERALL].failures
     lines.append(f"failures (timeouts, errors, dropped, 91/96): {failures}")
+    if result.switch is not None:
+        lines.append(summary_line(result.switch))
     return "\n".join(lines)
 

@@ -27,6 +27,7 @@ from loadtest.generator.cards import seed_cards, seed_tokens
 from loadtest.generator.client import LoadTestError, Target, freeze_startup_heap
 from loadtest.generator.event_loop import run_async
 from loadtest.generator.stats import Interval, Totals
+from loadtest.generator.switch_side import Scraper, SwitchSide
 from loadtest.generator.worker import Worker, WorkerPlan
 from loadtest.generator.workload import CARD_LIMIT_FEN, load_test_pans
 
@@ -52,6 +53,7 @@ class Plan(msgspec.Struct, kw_only=True):
     run_id: str = ""  # prefix of every transaction id; unique per run (see `new_run_id`)
     redis_url: str = ""  # when set, the cards (and tokens) are seeded afresh before the run
     card_limit_fen: int = CARD_LIMIT_FEN
+    admin_url: str = ""  # when set, the switch's /metrics is read during the run
 
 
 @dataclasses.dataclass
@@ -61,6 +63,7 @@ class Result:
     elapsed_s: float  # from the first intended send to the last answer or timeout
     totals: dict[str, Totals]  # per channel, plus OVERALL
     series: dict[str, list[Point]]
+    switch: SwitchSide | None = None  # the switch's side, with --admin-url
 
     @property
     def achieved_rate(self) -> float:
@@ -107,13 +110,21 @@ async def run_load(plan: Plan, progress: Callable[[int, Totals], None] | None = 
     aggregator = Aggregator(channels, plan.workers, progress)
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     plans = worker_plans(plan)
-    first_send = await _run_processes(plans, aggregator)
+    scraper = Scraper(plan.admin_url) if plan.admin_url else None
+    if scraper is not None:
+        await scraper.start()
+    try:
+        first_send = await _run_processes(plans, aggregator)
+    finally:
+        if scraper is not None:
+            await scraper.stop()
     elapsed_s = time.time() - first_send
     aggregator.finish()
     totals = dict(aggregator.totals)
     totals[OVERALL] = aggregator.overall()
     return Result(plan=plan, started_at=started_at, elapsed_s=elapsed_s, totals=totals,
-                  series=aggregator.series)
+                  series=aggregator.series,
+                  switch=scraper.side(first_send) if scraper is not None else None)
 
 
 def seed(plan: Plan) -> None:

@@ -1,7 +1,8 @@
 """Line charts as inline SVG, so a report opens in any browser with no network and no script.
 
 One function, `line_chart`: series of (x, y) points on linear axes, or a log-scale y axis
-for latencies (a 0.1 ms median and a 200 ms stall on one readable chart).
+for latencies (a 0.1 ms median and a 200 ms stall on one readable chart). A y of None is a
+gap: the line stops there and starts again after it (a reading that failed).
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
 
 class Series(NamedTuple):
     label: str
-    points: Sequence[tuple[float, float]]
+    points: Sequence[tuple[float, float | None]]  # y None: a gap
     dashed: bool = False
 
 
 def line_chart(series: Sequence[Series], *, x_label: str, y_label: str, y_log: bool = False,
                x_ticks: Sequence[tuple[float, str]] | None = None) -> str:
-    points = [p for s in series for p in s.points if not y_log or p[1] > 0]
+    points = [p for s in series for p in s.points if _shown(p[1], y_log)]
     if not points:
         return '<p class="empty">no data</p>'
     x_lo, x_hi = min(p[0] for p in points), max(p[0] for p in points)
@@ -59,15 +60,34 @@ def line_chart(series: Sequence[Series], *, x_label: str, y_label: str, y_log: b
                  f'text-anchor="middle">{escape(y_label)}</text>')
     for index, s in enumerate(series):
         color = PALETTE[index % len(PALETTE)]
-        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s.points if not y_log or y > 0)
         dash = ' stroke-dasharray="6 4"' if s.dashed else ""
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.6"{dash} '
-                     f'points="{path}"><title>{escape(s.label)}</title></polyline>')
+        for run in _runs(s.points, y_log):
+            path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in run)
+            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.6"{dash} '
+                         f'points="{path}"><title>{escape(s.label)}</title></polyline>')
         lx = MARGIN_LEFT + index * 130
         parts.append(f'<rect x="{lx}" y="{HEIGHT - 14}" width="12" height="3" fill="{color}"/>'
                      f'<text x="{lx + 16}" y="{HEIGHT - 9}">{escape(s.label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _shown(y: float | None, y_log: bool) -> bool:
+    return y is not None and (not y_log or y > 0)
+
+
+def _runs(points: Sequence[tuple[float, float | None]], y_log: bool
+          ) -> list[list[tuple[float, float]]]:
+    """The points as unbroken runs: a gap (y None) ends one; a point a log axis cannot show
+    (y <= 0) is left out without breaking the line."""
+    runs: list[list[tuple[float, float]]] = [[]]
+    for x, y in points:
+        if y is None:
+            if runs[-1]:
+                runs.append([])
+        elif not y_log or y > 0:
+            runs[-1].append((x, y))
+    return [run for run in runs if run]
 
 
 class _LinearAxis:
