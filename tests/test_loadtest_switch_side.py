@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.generator import report, switch_side
+from loadtest.generator import html_report, report, switch_side
 from loadtest.generator.cards import seed_cards
 from loadtest.generator.runner import run_load
 from loadtest.generator.switch_side import (
@@ -203,24 +203,33 @@ async def test_a_run_shows_the_switchs_side_and_it_agrees_with_the_switchs_count
     assert f"{sum(side['run_requests'].values()):,} answers with a decision" in out
 
     html = (tmp_path / "report.html").read_text()
-    assert html.count("<svg") == 6 and "The switch's side" in html
+    assert html.count("<svg") == 7 and "The switch's side" in html and "(the same)" in html
     assert "<script" not in html and not re.search(r"(src|href)=", html)  # opens offline
     await look_at_it(tmp_path / "report.html", tmp_path)
 
 
 async def look_at_it(page: Path, tmp_path: Path) -> None:
-    """The report in headless chromium: the switch's section is there, drawn; a screenshot
-    of the whole page is kept (LOADTEST_REPORT_SCREENSHOT names where)."""
+    """The report in headless chromium: the switch's section is there, drawn with its four
+    charts; a screenshot of it is kept (LOADTEST_REPORT_SCREENSHOT names where)."""
     driver = browser()
     try:
         await asyncio.to_thread(driver.get, page.as_uri())
-        heading = driver.find_element("xpath", "//h2[starts-with(., \"The switch's side\")]")
-        charts = driver.find_elements("css selector", "svg polyline")
-        assert heading.is_displayed() and len(charts) >= 12
         height = driver.execute_script("return document.body.scrollHeight")
-        driver.set_window_size(1100, height + 40)
+        driver.set_window_size(1100, height + 40)  # the whole page: the section in view
+        section = driver.find_element("id", "switch-side")
+        charts = section.find_elements("css selector", "svg")
+        assert section.is_displayed() and len(charts) == 4
+        assert all(chart.size["height"] > 200 for chart in charts)
+        assert len(section.find_elements("css selector", "polyline")) >= 6
         shot = Path(SCREENSHOT_TO) if SCREENSHOT_TO else tmp_path / "report.png"
-        await asyncio.to_thread(driver.save_screenshot, str(shot))
+        await asyncio.to_thread(section.screenshot, str(shot))
         assert shot.stat().st_size > 20_000
     finally:
         driver.quit()
+
+
+@pytest.mark.parametrize(("counted", "words"), [
+    (900, "(the same)"), (1000, "the other 100 after the client's timeout"),
+    (1001, "not the same"), (899, "not the same")])
+def test_the_report_says_why_the_two_counts_differ(counted, words):
+    assert words in html_report._agreement(counted, {"answered": 900, "timeouts": 100})

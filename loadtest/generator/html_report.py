@@ -156,10 +156,11 @@ def _switch_side(data: dict) -> list[str]:
                Series("client p99", [(p["second"] + 1, p["p99_ms"]) for p in client
                                      if p["p99_ms"] is not None], dashed=True)]
     load = [line("in flight", lambda p: p.get("inflight")),
-            line("late answers (91)", lambda p: p.get("late")),
-            line("Redis calls per batch", lambda p: p.get("redis_calls_per_batch"))]
+            line("late answers (91)", lambda p: p.get("late"))]
+    batches = [line("Redis calls per batch", lambda p: p.get("redis_calls_per_batch"))]
     x_label = "seconds into the run (a switch point covers the time since its last reading)"
     return [
+        '<section id="switch-side">',
         "<h2>The switch's side (its /metrics, read once a second)</h2>", _switch_summary(data),
         "<h3>Requests per second: the switch's decisions per channel, the client's answers</h3>",
         line_chart(rates, x_label=x_label, y_label="requests per second"),
@@ -169,10 +170,14 @@ def _switch_side(data: dict) -> list[str]:
         "in buckets (50 µs to 2.5 s): its percentiles are interpolated within a bucket, "
         "read them as \"about\". The client's latency adds the network, both event loops "
         "and any wait to send.</p>",
-        "<h3>In flight, late answers and Redis calls per pipelined write</h3>",
-        line_chart(load, x_label=x_label, y_label="count"),
+        "<h3>In flight at each reading, and answers given late (91) since the last</h3>",
+        line_chart(load, x_label=x_label, y_label="requests"),
+        "<h3>Redis calls per pipelined write (the calls of one event-loop tick go "
+        "together)</h3>",
+        line_chart(batches, x_label=x_label, y_label="calls per batch"),
         "<h3>Response codes the switch counted for the run, and the client's</h3>",
         _switch_codes(data),
+        "</section>",
     ]
 
 
@@ -190,13 +195,23 @@ def _switch_summary(data: dict) -> str:
     else:
         decided = sum(side["run_requests"].values())
         refused = sum(side["run_refused"].values())
-        verdict = ("" if decided + refused == answered else
-                   ' <span class="bad">(not the same: was another client sending?)</span>')
+        verdict = _agreement(decided + refused, data["channels"][OVERALL])
         counted = (f"between the reading before the first send and the one after the last "
                    f"answer the switch counted <b>{decided:,}</b> answers with a decision and "
                    f"{refused:,} frames its codecs answered themselves: {decided + refused:,}; "
                    f"the generator was answered <b>{answered:,}</b>{verdict}")
     return f"<p>{readings}; {counted}.</p>"
+
+
+def _agreement(counted: int, client: dict) -> str:
+    """Why the switch's count and the client's may differ, in words."""
+    answered, late = client["answered"], client["timeouts"]
+    if counted == answered:
+        return " (the same)"
+    if late and counted == answered + late:
+        return (f" <span class=\"bad\">and answered the other {late:,} after the client's "
+                "timeout (counted as timeouts above)</span>")
+    return " <span class=\"bad\">(not the same: was another client sending?)</span>"
 
 
 def _switch_codes(data: dict) -> str:

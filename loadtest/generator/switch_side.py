@@ -171,6 +171,9 @@ def side_of(admin_url: str, readings: list[Reading | ScrapeError], times: list[f
     series, last = [], None
     for reading, at_s in zip(readings, times, strict=True):
         second = at_s - first_send_s
+        if second <= 0:  # while the workers start: nothing sent yet, nothing to show
+            last = reading if isinstance(reading, Reading) else last
+            continue
         if isinstance(reading, ScrapeError):
             if last is not None:
                 series.append(SwitchPoint(second=round(second, 3), ok=False))
