@@ -233,3 +233,12 @@ async def look_at_it(page: Path, tmp_path: Path) -> None:
     (1001, "not the same"), (899, "not the same")])
 def test_the_report_says_why_the_two_counts_differ(counted, words):
     assert words in html_report._agreement(counted, {"answered": 900, "timeouts": 100})
+
+
+@pytest.mark.parametrize("command", ["run", "find-max", "saturate"])
+async def test_a_bad_admin_url_is_one_line_before_anything_runs(command):
+    code, out, err = await run_cli(command, "--no-seed", "--admin-url", "https://127.0.0.1:1",
+                                   *(["--rate", "10"] if command == "run" else []))
+    assert code == 2 and "Traceback" not in err
+    assert err.strip() == ("loadtest: --admin-url 'https://127.0.0.1:1': expected "
+                           "http://HOST:PORT, e.g. http://127.0.0.1:8680 (the switch's admin API)")
