@@ -30,7 +30,8 @@ def wechat_answer(response: AuthResponse):
     merchant = wechat.Merchant(KEY, "5411")
     codec = wechat.WechatCodec({"1900000109": merchant}, lambda: "20261129200000")
     context = {"api": "micropay", "appid": "wx1", "mch_id": "1900000109", "nonce_str": "N1",
-               "out_trade_no": "O1", "auth_code": "134567890123456789"}
+               "out_trade_no": "O1", "auth_code": "134567890123456789",
+               "sign_type": "HMAC-SHA256"}  # the answer is signed as its request was
     body = codec.encode_response((context, merchant), response)
     return wechat.parse_xml(body), wechat.decode_response(body, KEY)
 
