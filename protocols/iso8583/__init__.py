@@ -9,7 +9,14 @@ See docs/iso8583-codec.md.
 """
 
 from .codec import Codec, Message, decode, encode, get_codec
-from .dialect import Dialect, DialectError, FieldSpec, load_dialect, shipped_dialects
+from .dialect import (
+    Dialect,
+    DialectError,
+    FieldSpec,
+    SubField,
+    load_dialect,
+    shipped_dialects,
+)
 from .errors import Iso8583Error
 from .tlv import build_tlv, parse_tlv
 
@@ -20,6 +27,7 @@ __all__ = [
     "FieldSpec",
     "Iso8583Error",
     "Message",
+    "SubField",
     "build_tlv",
     "decode",
     "encode",

@@ -61,7 +61,8 @@ _FIELD_KEYS = {
     "pad_right",
     "desc",
 }
-_TOP_KEYS = {"name", "description", "mti_encoding", "bitmap_encoding", "fields"}
+_TOP_KEYS = {"name", "description", "mti_encoding", "bitmap_encoding", "fields", "subfields"}
+_SUBFIELD_KEYS = {"name", "size", "desc"}
 
 
 class DialectError(ValueError):
@@ -94,18 +95,42 @@ class FieldSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SubField:
+    """One positional sub-field of a field (UnionPay's F60: 60.1, 60.2, ...)."""
+
+    name: str
+    size: int  # characters (digits of a bcd field)
+    desc: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Dialect:
     name: str
     mti_encoding: str
     bitmap_encoding: str
     fields: tuple[FieldSpec, ...]  # ascending field number
     description: str = ""
+    # (field key, its sub-fields in order): data the codec does not need, read by the
+    # channels and the toolbox through `subfield_values`.
+    subfields: tuple[tuple[str, tuple[SubField, ...]], ...] = ()
 
     def field(self, number: int) -> FieldSpec | None:
         for spec in self.fields:
             if spec.number == number:
                 return spec
         return None
+
+    def subfield_values(self, key: str, value: str) -> dict[str, str]:
+        """A field's value split into its named sub-fields, by position; a shorter value
+        carries the first ones (the last possibly cut short). {} for a field without."""
+        layout = dict(self.subfields).get(key, ())
+        out, start = {}, 0
+        for sub in layout:
+            if start >= len(value):
+                break
+            out[sub.name] = value[start:start + sub.size]
+            start += sub.size
+        return out
 
 
 def load_dialect(name_or_path: str | os.PathLike[str]) -> Dialect:
@@ -155,7 +180,40 @@ def dialect_from_dict(data: dict, origin: str = "<dict>") -> Dialect:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise DialectError(f"{origin}: 'description' must be a string")
-    return Dialect(name, mti, bitmap, tuple(specs), description)
+    subfields = _subfields(data.get("subfields", {}), {s.key for s in specs}, origin)
+    return Dialect(name, mti, bitmap, tuple(specs), description, subfields)
+
+
+def _subfields(table: object, keys: set[str], origin: str
+               ) -> tuple[tuple[str, tuple[SubField, ...]], ...]:
+    """[subfields]: field number -> list of {name, size, desc}, checked like fields."""
+    if not isinstance(table, dict):
+        raise DialectError(f"{origin}: [subfields] must be a table")
+    out = []
+    for key, layout in sorted(table.items(), key=lambda item: int(item[0])
+                              if item[0].isdigit() else 0):
+        where = f"{origin} subfields of {key}"
+        if key not in keys:
+            raise DialectError(f"{where}: not a field of the dialect")
+        if not isinstance(layout, list) or not layout:
+            raise DialectError(f"{where}: a list of {{name, size}} tables is required")
+        subs = []
+        for entry in layout:
+            if not isinstance(entry, dict):
+                raise DialectError(f"{where}: each sub-field is a table")
+            _no_unknown_keys(entry, _SUBFIELD_KEYS, where)
+            name, size, desc = entry.get("name"), entry.get("size"), entry.get("desc", "")
+            if not isinstance(name, str) or not name.isidentifier():
+                raise DialectError(f"{where}: 'name' must be an identifier, not {name!r}")
+            if type(size) is not int or size < 1:
+                raise DialectError(f"{where} {name}: 'size' must be a positive integer")
+            if not isinstance(desc, str):
+                raise DialectError(f"{where} {name}: 'desc' must be a string")
+            subs.append(SubField(name, size, desc))
+        if len({sub.name for sub in subs}) != len(subs):
+            raise DialectError(f"{where}: sub-field names repeat")
+        out.append((key, tuple(subs)))
+    return tuple(out)
 
 
 def _field_from_dict(key: str, table: object, where: str) -> FieldSpec:
