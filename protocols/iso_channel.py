@@ -20,6 +20,7 @@ from protocols.channel import Decoded, FieldError, KeyNeeded
 from protocols.codes import APPROVING, Code, Reason
 from protocols.framing import BINARY_2, HeaderFormat
 from protocols.iso8583 import Iso8583Error, get_codec
+from protocols.iso_envelope import NO_ENVELOPE, Envelope, EnvelopeError
 from protocols.iso_mac import IsoMac, KeyLookup, MacKey
 from protocols.messages import CURRENCY_CNY, AuthRequest, AuthResponse, MessageClass
 
@@ -37,6 +38,7 @@ STAND_IN_MARK = "STIP"  # F63 (private use) of an answer decided in stand-in (do
 ANSWER_FIELDS = tuple(sorted(set(ECHOED) | ADDED, key=int))
 NETWORK_CODES = frozenset({"001", "002", "301"})  # F70: sign-on, sign-off, echo test
 SIGNED_BY = "mac"  # where a decoded request keeps the key that verified it (not a field)
+FRONT = "front"  # where it keeps its TPDU and message header (Front), when the listener has them
 # What `decode_request` is given when the keys could not be fetched (Redis unreachable).
 KEYS_UNAVAILABLE = object()
 # MTI digits 2-3 of a request -> processing type (F3 digits 1-2) -> message class.
@@ -82,14 +84,13 @@ class IsoChannel:
     name = "iso"
 
     def __init__(self, dialect: str = "iso87ascii", header: HeaderFormat = BINARY_2,
-                 keys: KeyLookup | None = None) -> None:
+                 keys: KeyLookup | None = None, envelope: Envelope = NO_ENVELOPE) -> None:
         """`keys`: where terminals' MAC keys are found; None: MACs are off (nothing is
-        checked, answers are unsigned)."""
+        checked, answers are unsigned). `envelope`: the TPDU and message header before the
+        MTI (protocols/iso_envelope.py)."""
         self.codec = get_codec(dialect)
-        # The channels are specified with a text MTI (docs/channels/pos.md).
-        if self.codec.dialect.mti_encoding != "ascii":
-            raise ValueError(f"dialect {dialect}: ISO channels need an ASCII MTI")
         self.header = header
+        self.envelope = envelope
         self.keys = keys
         self.mac = IsoMac(self.codec)
 
@@ -99,10 +100,20 @@ class IsoChannel:
                        ) -> Decoded | bytes | KeyNeeded:
         """`keys`: the sender's keys as just fetched (after a KeyNeeded), instead of the
         lookup's."""
+        front = None
+        if self.envelope.size_bytes:
+            try:
+                front, body = self.envelope.split(body)
+            except EnvelopeError as error:
+                return self.answer({}, Code.FORMAT_ERROR, Reason.FORMAT.format(detail=error.part))
         try:
             message = self.codec.decode(body)
         except Iso8583Error as error:
+            if front is not None:
+                error.decoded[FRONT] = front
             return self._undecodable(error)
+        if front is not None:
+            message[FRONT] = front
         network = message["t"][1:3] == "80"
         if self.keys is not None:
             refused = self._verify(body, message, network, keys)
@@ -186,7 +197,10 @@ class IsoChannel:
             value = added.get(key) if key in added or key in ADDED else request.get(key)
             if value is not None:
                 ordered[key] = value
-        return self.encode(ordered, request.get(SIGNED_BY))
+        body = self.encode(ordered, request.get(SIGNED_BY))
+        if self.envelope.size_bytes:
+            return self.envelope.answer_front(request.get(FRONT)) + body
+        return body
 
     def encode(self, fields: dict[str, Any], key: MacKey | None = None) -> bytes:
         """Encode a message, with its MAC under `key` (the key that verified the request;

@@ -20,6 +20,7 @@ from protocols.iso_channel import (
     released_by,
     request_mti,
 )
+from protocols.iso_envelope import NO_ENVELOPE, Envelope
 from protocols.iso_mac import IsoMac, MacKey
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 
@@ -38,18 +39,33 @@ class IsoClient:
     """Encodes requests and reads answers of an ISO 8583 listener (CLI, tests, load tests),
     as one terminal: `key` is its MAC key (None: MACs off)."""
 
-    def __init__(self, dialect: str = "iso87ascii", key: MacKey | None = None) -> None:
+    def __init__(self, dialect: str = "iso87ascii", key: MacKey | None = None,
+                 envelope: Envelope = NO_ENVELOPE, front: bytes | None = None) -> None:
+        """`envelope`: the TPDU and message header the listener expects; `front`: the
+        bytes sent before each MTI (by default the envelope's client TPDU and header)."""
         self.codec = get_codec(dialect)
         self.key = key
         self.mac = IsoMac(self.codec)
         self.binary_mac = self.mac.binary  # binary data (F55 too) as raw bytes, not hex text
+        self.envelope = envelope
+        self.front = envelope.client_front() if front is None else front
+        front_parts, _ = envelope.split(self.front)
+        self.answer_front = envelope.answer_front(front_parts)  # what answers must start with
 
     def encode(self, fields: dict[str, Any]) -> bytes:
-        return self.mac.encode(fields, self.key)
+        return self.front + self.mac.encode(fields, self.key)
 
     def decode(self, body: bytes) -> dict[str, Any]:
         """The answer's fields; with a MAC key, ValueError when its MAC is wrong, or missing
-        from an answer the switch signs (UNSIGNED_ANSWER_CODES are not signed)."""
+        from an answer the switch signs (UNSIGNED_ANSWER_CODES are not signed). ValueError
+        too when the answer's TPDU is not the request's with its addresses swapped."""
+        if self.envelope.size_bytes:
+            front = body[:self.envelope.size_bytes]
+            if front[:5] != self.answer_front[:5]:
+                raise ValueError(f"answer TPDU {front[:5].hex().upper()} is not "
+                                 f"{self.answer_front[:5].hex().upper()} (the request's, "
+                                 "addresses swapped)")
+            body = body[self.envelope.size_bytes:]
         message = self.codec.decode(body)
         if self.key is None:
             return message

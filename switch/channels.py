@@ -11,6 +11,7 @@ from collections.abc import Callable
 from protocols.channel import ChannelCodec
 from protocols.framing import HEADER_FORMATS
 from protocols.iso_channel import IsoChannel
+from protocols.iso_envelope import ENVELOPES
 from protocols.iso_mac import KeyRing, MacKey
 from protocols.jd import JdCodec
 from protocols.pos import PosCodec
@@ -43,7 +44,8 @@ def configured_keys(settings: Iso8583) -> dict[tuple[str, str], MacKey]:
 def _iso(codec: type[IsoChannel], settings: Iso8583) -> ChannelCodec:
     """The config's keys only; app.build puts the Redis key store's cache in their place."""
     keys = None if settings.mac == "off" else KeyRing(configured_keys(settings))
-    return codec(settings.dialect, HEADER_FORMATS[settings.header], keys)
+    return codec(settings.dialect, HEADER_FORMATS[settings.header], keys,
+                 ENVELOPES[settings.envelope])
 
 
 CODECS: dict[str, Callable[[Config], ChannelCodec]] = {

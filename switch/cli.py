@@ -15,7 +15,9 @@ import redis.exceptions
 from protocols.cardnumbers import mask_card_numbers_in, mask_pan
 from protocols.demo import DEMO_XPAY_TERMINAL
 from protocols.framing import HEADER_FORMATS
+from protocols.iso8583 import shipped_dialects
 from protocols.iso_mac import MacAlgorithm
+from protocols.iso_presets import PRESETS
 from protocols.pos import DEFAULT_ACQUIRER, DEFAULT_TERMINAL
 from switch import (
     app,
@@ -50,6 +52,7 @@ from switch.config import (
     ConfigError,
     load,
     parse_admin,
+    parse_dialect,
     parse_header,
     parse_listen,
     parse_port,
@@ -90,7 +93,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise UserError(f"--port {value!r}: {channel} is not served (serving "
                             f"{', '.join(config.listeners)})")
         config.listeners[channel].port = listener
-    for value in args.header:
+    for value in args.dialect:
+        channel, dialect = parse_dialect(value)
+        getattr(config, channel).use_dialect(dialect)
+    for value in args.header:  # after --dialect: a preset's header may be overridden
         channel, header = parse_header(value)
         getattr(config, channel).header = header
     check_channels(config, CODECS)  # before a private Redis is started for nothing
@@ -174,7 +180,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UserError(str(error)) from None
     port = args.port or DEFAULT_PORTS[args.channel]
-    header = HEADER_FORMATS[args.header] if args.header else sender.header
+    header = send.choose_wire(args) or sender.header
     if args.explain:
         print(policy_cli.explanation(request, args.policy))
     message = sender.encode(request, args)
@@ -237,6 +243,11 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", action="append", default=[], metavar="CHANNEL=PORT",
                        help="serve CHANNEL on this port instead (repeatable; the other "
                        "channels keep theirs; make run PORTS=\"jd=8701 pos=8683\")")
+    serve.add_argument("--dialect", action="append", default=[], metavar="CHANNEL=DIALECT",
+                       help="dialect of an ISO 8583 listener (pos, xpay): "
+                       f"{', '.join(shipped_dialects())} or a dialect file; or a preset that "
+                       f"sets dialect, header and TPDU together: {', '.join(PRESETS)} "
+                       "(repeatable; docs/channels/pos.md)")
     serve.add_argument("--header", action="append", default=[], metavar="CHANNEL=HEADER",
                        help="length header of an ISO 8583 listener (pos, xpay): "
                        f"{', '.join(HEADER_FORMATS)} (repeatable; default: the config's, "
@@ -310,10 +321,14 @@ def parser() -> argparse.ArgumentParser:
     iso.add_argument("--terminal", help=f"F41 terminal id (default: the demo terminal, "
                      f"{DEFAULT_TERMINAL} on pos, {DEMO_XPAY_TERMINAL} on xpay)")
     iso.add_argument("--acquirer", default=DEFAULT_ACQUIRER, help="F32 acquirer institution")
-    iso.add_argument("--dialect", default="iso87ascii", help="iso87ascii or iso87binary")
+    iso.add_argument("--dialect", default="iso87ascii",
+                     help=f"{', '.join(shipped_dialects())}, a dialect file, or a preset: "
+                     f"{', '.join(PRESETS)} (dialect, header and TPDU together)")
     iso.add_argument("--header", choices=sorted(HEADER_FORMATS),
-                     help="the listener's length header (default: binary2; "
-                     "docs/channels/pos.md)")
+                     help="the listener's length header (default: the preset's, else "
+                     "binary2; docs/channels/pos.md)")
+    iso.add_argument("--tpdu", metavar="HEX", help="the TPDU to send (10 hex digits, default "
+                     "6000030000) when the dialect preset has one")
     iso.add_argument("--mac-key", metavar="HEX", help="the terminal's MAC key (default: its "
                      "key in Redis, else in the config: the demo terminals')")
     iso.add_argument("--mac-algorithm", choices=list(MacAlgorithm),

@@ -23,7 +23,9 @@ from protocols.demo import (
     DEMO_XPAY_MAC,
     DEMO_XPAY_TERMINAL,
 )
+from protocols.iso8583 import shipped_dialects
 from protocols.iso_mac import MacKey
+from protocols.iso_presets import PRESETS, preset
 from switch import limits
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
@@ -118,16 +120,31 @@ def demo_terminals() -> list[Terminal]:
 class Iso8583(msgspec.Struct, forbid_unknown_fields=True):
     """One ISO 8583 listener (pos, xpay): see docs/channels/pos.md."""
 
-    # A shipped dialect (iso87ascii, iso87binary) or the path of a dialect file.
+    # A shipped dialect (iso87ascii, iso87binary, unionpay), the path of a dialect file, or
+    # a preset (protocols/iso_presets.py: unionpay-pos, unionpay-tpdu), which sets the
+    # header and envelope too.
     dialect: str = "iso87ascii"
     # Length header before each message (protocols/framing.py HEADER_FORMATS).
     header: Literal["binary2", "binary4", "ascii4", "ascii2", "binary2self",
                     "ascii4self"] = "binary2"
+    # What comes between the length header and the MTI (protocols/iso_envelope.py): nothing,
+    # a UnionPay TPDU, or a TPDU and UnionPay's 6-byte message header.
+    envelope: Literal["none", "tpdu", "tpdu+header"] = "none"
     # "required": every 01xx/02xx/04xx request carries the F64/F128 MAC of its terminal's
     # key (Redis, else `terminals`); "off": nothing is checked or signed (for testers only).
     mac: Literal["required", "off"] = "required"
     # Terminal keys held in the config; by default the demo terminals (protocols/demo.py).
     terminals: list[Terminal] = msgspec.field(default_factory=demo_terminals)
+
+    def __post_init__(self) -> None:
+        self.use_dialect(self.dialect)
+
+    def use_dialect(self, name: str) -> None:
+        """A dialect, or a preset's dialect, header and envelope."""
+        chosen = preset(name)
+        self.dialect = chosen.dialect
+        self.header = chosen.header or self.header
+        self.envelope = chosen.envelope or self.envelope
 
 
 class Admin(msgspec.Struct, forbid_unknown_fields=True):
@@ -195,6 +212,17 @@ def parse_admin(value: str) -> tuple[str, int]:
 
 
 ISO_LISTENERS = ("pos", "xpay")  # the channels with an [Iso8583] section
+
+
+def parse_dialect(value: str) -> tuple[str, str]:
+    """CHANNEL=DIALECT (or CHANNEL=PRESET) from the command line."""
+    channel, sep, name = value.partition("=")
+    if not sep or channel not in ISO_LISTENERS or not name:
+        raise ConfigError(f"--dialect {value!r}: expected CHANNEL=DIALECT with CHANNEL one of "
+                          f"{', '.join(ISO_LISTENERS)} and DIALECT a dialect ("
+                          f"{', '.join(shipped_dialects())}, or a file) or a preset ("
+                          f"{', '.join(PRESETS)}), e.g. pos=unionpay-pos")
+    return channel, name
 
 
 def parse_header(value: str) -> tuple[str, str]:

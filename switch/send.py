@@ -21,7 +21,9 @@ from protocols.demo import (
     DEMO_WECHAT_KEY,
     DEMO_WECHAT_MCH_ID,
 )
-from protocols.framing import BINARY_2, Framer, HeaderFormat
+from protocols.framing import BINARY_2, HEADER_FORMATS, Framer, HeaderFormat
+from protocols.iso_envelope import CLIENT_MESSAGE_HEADER, ENVELOPES, NO_ENVELOPE, Envelope
+from protocols.iso_presets import preset
 from protocols.messages import AuthRequest, MessageClass
 
 CLASS_OF_TYPE = {
@@ -86,12 +88,38 @@ def _wechat_sign_type(args: Any) -> str:
     return getattr(args, "sign_type", None) or wechat.SIGN_TYPE
 
 
+def choose_wire(args: Any) -> HeaderFormat | None:
+    """--dialect read as a preset: args.dialect and args.envelope become the preset's; the
+    length header is --header, else the preset's, else None (the channel's default)."""
+    chosen = preset(args.dialect)
+    args.dialect = chosen.dialect
+    args.envelope = ENVELOPES[chosen.envelope or "none"]
+    name = args.header or chosen.header
+    return HEADER_FORMATS[name] if name else None
+
+
+def client_front(envelope: Envelope, tpdu_hex: str | None) -> bytes | None:
+    """What goes before the MTI: --tpdu (10 hex digits, `60` first) and the default message
+    header, when the envelope has them; None: the envelope's defaults."""
+    if not tpdu_hex or not envelope.tpdu:
+        return None
+    try:
+        tpdu = bytes.fromhex(tpdu_hex)
+    except ValueError:
+        tpdu = b""
+    if len(tpdu) != 5 or tpdu[0] != 0x60:
+        raise ValueError(f"--tpdu {tpdu_hex!r}: 10 hex digits starting 60 (the TPDU id), "
+                         "then destination and source, e.g. 6000030000")
+    return tpdu + (CLIENT_MESSAGE_HEADER if envelope.message_header else b"")
+
+
 def _iso(args: Any) -> iso_client.IsoClient:
     """As the terminal: `signing_key` is its MAC key (switch/terminal_cli.py key_for_send);
     answers unchecked when args.unchecked."""
-    if getattr(args, "unchecked", False):
-        return iso_client.IsoClient(args.dialect)
-    return iso_client.IsoClient(args.dialect, args.signing_key)
+    envelope = getattr(args, "envelope", NO_ENVELOPE)
+    front = client_front(envelope, getattr(args, "tpdu", None))
+    key = None if getattr(args, "unchecked", False) else args.signing_key
+    return iso_client.IsoClient(args.dialect, key, envelope, front)
 
 
 def _iso_ids(args: Any) -> tuple[str, str]:

@@ -409,11 +409,16 @@ def test_answer_mti(mti, answer):
     assert response_mti(mti) == answer
 
 
-def test_a_dialect_with_a_bcd_mti_is_refused():
+def test_a_dialect_with_a_bcd_mti_is_served_and_answered_in_bcd():
+    """UnionPay terminals send a BCD MTI (the unionpay dialect): the channel reads the
+    message the same, and its answer's MTI is BCD too."""
     ascii_dialect = load_dialect("iso87ascii")
     bcd = dataclasses.replace(ascii_dialect, name="bcdmti", mti_encoding="bcd")
-    with pytest.raises(ValueError, match="ASCII MTI"):
-        PosCodec(bcd)
+    codec = PosCodec(bcd)
+    body = codec.codec.encode(sale())
+    assert body[:2] == b"\x02\x00"
+    answer = codec.answer(codec.codec.decode(body), "00")
+    assert answer[:2] == b"\x02\x10"
     # Codecs are cached by the dialect's value: an earlier test may have made this one.
     assert PosCodec(ascii_dialect).codec.dialect == ascii_dialect
 
