@@ -105,7 +105,8 @@ class IsoChannel:
             try:
                 front, body = self.envelope.split(body)
             except EnvelopeError as error:
-                return self.answer({}, Code.FORMAT_ERROR, Reason.FORMAT.format(detail=error.part))
+                return self.answer({FRONT: error.front}, Code.FORMAT_ERROR,
+                                   Reason.FORMAT.format(detail=error.part))
         try:
             message = self.codec.decode(body)
         except Iso8583Error as error:

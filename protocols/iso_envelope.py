@@ -30,9 +30,10 @@ class EnvelopeError(ValueError):
     """A TPDU or message header that cannot be read: answered 30 `format:tpdu` or
     `format:message_header`."""
 
-    def __init__(self, part: str, reason: str) -> None:
+    def __init__(self, part: str, reason: str, front: Front | None = None) -> None:
         super().__init__(f"{part}: {reason}")
         self.part, self.reason = part, reason
+        self.front = front  # what could be taken for the front: its answer still swaps it
 
 
 class Front(NamedTuple):
@@ -55,27 +56,29 @@ class Envelope(NamedTuple):
     def split(self, body: bytes) -> tuple[Front, bytes]:
         """(the front, the ISO 8583 message after it); EnvelopeError when it is short or
         not a TPDU / header."""
-        tpdu, header = b"", b""
+        tpdu = body[:TPDU_SIZE_BYTES] if self.tpdu else b""
+        header = (body[len(tpdu):len(tpdu) + MESSAGE_HEADER_SIZE_BYTES]
+                  if self.message_header else b"")
+        front = Front(tpdu, header)
         if self.tpdu:
-            tpdu = body[:TPDU_SIZE_BYTES]
             if len(tpdu) < TPDU_SIZE_BYTES:
-                raise EnvelopeError("tpdu", f"{len(tpdu)} bytes, a TPDU is {TPDU_SIZE_BYTES}")
+                raise EnvelopeError("tpdu", f"{len(tpdu)} bytes, a TPDU is {TPDU_SIZE_BYTES}",
+                                    front)
             if tpdu[0] != TPDU_ID:
-                raise EnvelopeError("tpdu", f"id {tpdu[0]:02X}, not {TPDU_ID:02X}")
+                raise EnvelopeError("tpdu", f"id {tpdu[0]:02X}, not {TPDU_ID:02X}", front)
         if self.message_header:
-            header = body[len(tpdu):len(tpdu) + MESSAGE_HEADER_SIZE_BYTES]
             if len(header) < MESSAGE_HEADER_SIZE_BYTES:
                 raise EnvelopeError("message_header", f"{len(header)} bytes, the header is "
-                                    f"{MESSAGE_HEADER_SIZE_BYTES}")
+                                    f"{MESSAGE_HEADER_SIZE_BYTES}", front)
             if not header[:3].hex().isdigit():
                 raise EnvelopeError("message_header", f"{header[:3].hex().upper()} is not "
-                                    "BCD digits (application type, version, status)")
-        return Front(tpdu, header), body[self.size_bytes:]
+                                    "BCD digits (application type, version, status)", front)
+        return front, body[self.size_bytes:]
 
     def answer_front(self, front: Front | None) -> bytes:
         """What goes before the answer's MTI: the TPDU with its addresses swapped, the
-        header echoed with processing requirement 0. A request whose front could not be
-        read gets a TPDU of zero addresses and the client's default header."""
+        header echoed with processing requirement 0. A TPDU or header too short to be one
+        is answered with zero addresses, the client's default header."""
         tpdu, header = front if front is not None else (b"", b"")
         out = b""
         if self.tpdu:
