@@ -11,8 +11,15 @@ import pytest
 
 from switch.config import Config, Iso8583, Listener
 from tests.support import make_card, running_switch
-from tests.test_pos_support import ACQUIRER, DEMO_KEY, TERMINAL, Wire, new_f7, new_stan, \
-    reference_mac
+from tests.test_pos_support import (
+    ACQUIRER,
+    DEMO_KEY,
+    TERMINAL,
+    Wire,
+    new_f7,
+    new_stan,
+    reference_mac,
+)
 from tests.test_unionpay_dialect import PEER_SPEC, from_peer, to_peer
 
 TPDU = bytes.fromhex("6000030000")  # to host 0003 from terminal 0000
