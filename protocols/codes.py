@@ -42,6 +42,7 @@ class Code(enum.StrEnum):
     EXCEEDS_FREQUENCY_LIMIT = "65"
     ISSUER_UNAVAILABLE = "91"
     DUPLICATE = "94"
+    RECONCILIATION_ERROR = "95"  # a batch's totals differ from the switch's (0510)
     SYSTEM_MALFUNCTION = "96"
     MAC_FAILURE = "A0"
 
@@ -69,6 +70,7 @@ MEANINGS: Mapping[Code, str] = {
     Code.EXCEEDS_FREQUENCY_LIMIT: "exceeds a frequency limit",
     Code.ISSUER_UNAVAILABLE: "issuer unavailable or timed out",
     Code.DUPLICATE: "duplicate transmission",
+    Code.RECONCILIATION_ERROR: "reconciliation error (batch totals differ)",
     Code.SYSTEM_MALFUNCTION: "system malfunction",
     Code.MAC_FAILURE: "MAC failure",
 }
@@ -105,6 +107,8 @@ ADAPTER_ACTIONS: Mapping[Code, str] = {
     Code.DUPLICATE: "a transaction id (STAN, tradeNum, out_trade_no) reused in its scope "
     "for different content or another card: send it with a new one; a true repeat gets the "
     "first answer instead",
+    Code.RECONCILIATION_ERROR: "upload the batch's transactions (0320), then settle again "
+    "after upload (0500, F60.3 202)",
     Code.SYSTEM_MALFUNCTION: "the outcome is unknown: reverse it, as for 91",
     Code.MAC_FAILURE: "check the MAC key and what the MAC covers; nothing changed",
 }
@@ -207,6 +211,10 @@ class Reason(enum.StrEnum):
     REVERSAL_EXCEEDS_ORIGINAL = "reversal_exceeds_original"
     # F95 of a partial reversal leaves as much as F4 or more: nothing to release.
     REPLACEMENT_TOO_LARGE = "replacement_too_large"
+    # Batch settlement of terminals (protocols/batch.py, switch/lua/batch.lua).
+    BATCH_NUMBER_MISSING = "batch_number_missing"  # no six-digit F60.2 on a 0500 / 0320
+    BATCH_TOTALS_DIFFER = "batch_totals_differ"
+    BATCH_ENTRIES_OVER_LIMIT = "batch_entries_over_limit"  # limits.batch_entries_max
     # The switch itself (switch/server.py).
     ISSUER_TIMEOUT = "issuer_timeout"
     ISSUER_UNAVAILABLE = "issuer_unavailable"
@@ -293,6 +301,9 @@ REASON_CODES: Mapping[Reason, frozenset[str]] = {
     Reason.REFUND_EXCEEDS_ORIGINAL: frozenset({Code.INVALID_AMOUNT}),
     Reason.REVERSAL_EXCEEDS_ORIGINAL: frozenset({Code.INVALID_AMOUNT}),
     Reason.REPLACEMENT_TOO_LARGE: frozenset({Code.INVALID_AMOUNT}),
+    Reason.BATCH_NUMBER_MISSING: frozenset({Code.FORMAT_ERROR}),
+    Reason.BATCH_TOTALS_DIFFER: frozenset({Code.RECONCILIATION_ERROR}),
+    Reason.BATCH_ENTRIES_OVER_LIMIT: frozenset({Code.RECONCILIATION_ERROR}),
     Reason.ISSUER_TIMEOUT: frozenset({Code.ISSUER_UNAVAILABLE}),
     Reason.ISSUER_UNAVAILABLE: frozenset({Code.ISSUER_UNAVAILABLE}),
     Reason.SYSTEM_ERROR: frozenset({Code.SYSTEM_MALFUNCTION}),

@@ -15,6 +15,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from protocols.batch import (
+    BATCH_KINDS,
+    SETTLEMENT_KIND,
+    BatchWork,
+    answer_f48,
+    batch_number,
+    read_batch,
+)
 from protocols.cardnumbers import mask_pan
 from protocols.channel import Decoded, FieldError, KeyNeeded
 from protocols.codes import APPROVING, Code, Reason
@@ -33,7 +41,8 @@ UNREADABLE_MTI = "0000"  # the answer's MTI when the request's own MTI cannot be
 # 52 (PIN block), 55 (the card's ICC data), 64/128 (the answer gets its own MAC).
 ECHOED = ("2", "3", "4", "7", "11", "12", "13", "18", "22", "25", "32", "33", "37", "41", "42",
           "49", "60", "70", "90", "95")
-ADDED = frozenset({"38", "39", "44", "54", "63"})  # set by the switch, never echoed
+# Set by the switch, never echoed (48: a settlement's answer, its totals reconciled).
+ADDED = frozenset({"38", "39", "44", "48", "54", "63"})
 STAND_IN_MARK = "STIP"  # F63 (private use) of an answer decided in stand-in (docs/channels/pos.md)
 ANSWER_FIELDS = tuple(sorted(set(ECHOED) | ADDED, key=int))
 NETWORK_CODES = frozenset({"001", "002", "301"})  # F70: sign-on, sign-off, echo test
@@ -122,8 +131,15 @@ class IsoChannel:
                 return refused
         if network:
             return self._network(message)
+        if message["t"][1:3] in BATCH_KINDS:
+            return self._batch(message)
         try:
-            request = self.build(message, request_basics(self.name, message))
+            basics = request_basics(self.name, message)
+            number = batch_number(self.codec.dialect, message)
+            if number:  # ACQUIRER:TERMINAL of txn_ref (channel:acquirer:terminal:stan)
+                basics["batch"] = basics["txn_ref"].split(":", 1)[1].rsplit(":", 1)[0] + (
+                    f":{number}")
+            request = self.build(message, basics)
         except FieldError as error:
             if error.reason == Reason.ORIGINAL_ACQUIRER_DIFFERS:
                 return self._refuse(message, error.code, error.reason,
@@ -131,6 +147,24 @@ class IsoChannel:
                                     message.get("41", "").rstrip())
             return self.answer(message, error.code, error.reason)
         return Decoded(request, message)
+
+    def _batch(self, message: dict) -> BatchWork | bytes:
+        """A settlement (0500) or upload (0320): the work for the server, or the answer."""
+        terminal = message.get("41", "").rstrip()
+        if not terminal:
+            return self.answer(message, Code.FORMAT_ERROR, Reason.FIELD_MISSING.format(field=41))
+        try:
+            work = read_batch(self.codec.dialect, message,
+                              f"{institution(message.get('32', ''))}:{terminal}")
+        except FieldError as error:
+            return self.answer(message, error.code, error.reason)
+        return self.answer(message, Code.APPROVED) if work is None else work
+
+    def answer_batch(self, work: BatchWork, code: str, reason: str = "") -> bytes:
+        """The answer to a settlement (its F48 reconciled) or an upload, once decided."""
+        extra = ({"48": answer_f48(work, code == Code.APPROVED)}
+                 if work.kind == SETTLEMENT_KIND else None)
+        return self.answer(work.message, code, reason, extra=extra)
 
     def build(self, message: dict, basics: dict[str, Any]) -> AuthRequest:
         """The canonical request; channels override to read their own fields."""
@@ -180,8 +214,9 @@ class IsoChannel:
     # --- answers ----------------------------------------------------------------------------
 
     def answer(self, request: Mapping[str, Any], code: str, reason: str = "",
-               response: AuthResponse | None = None) -> bytes:
-        added = {"39": code}
+               response: AuthResponse | None = None,
+               extra: Mapping[str, str] | None = None) -> bytes:
+        added = {"39": code} if extra is None else {**extra, "39": code}
         approved = code in APPROVING
         if approved and response is not None and response.auth_id:
             added["38"] = response.auth_id

@@ -61,6 +61,7 @@ RESULT_CODES: dict[str, tuple[str, str]] = {
     Code.EXCEEDS_FREQUENCY_LIMIT: ("RISK02", "exceeds frequency limit"),
     Code.ISSUER_UNAVAILABLE: ("SYS001", "issuer unavailable, try later"),
     Code.DUPLICATE: ("TRAD03", "duplicate trade number with different content"),
+    Code.RECONCILIATION_ERROR: ("SYS002", "reconciliation error"),  # POS batches only
     Code.SYSTEM_MALFUNCTION: ("SYS001", "system error"),
     Code.MAC_FAILURE: ("SIGN01", "signature error"),
 }

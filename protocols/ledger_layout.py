@@ -89,6 +89,13 @@ def card_keys(key: str, idempotency_key: str, referenced: str) -> tuple[str, ...
             f"{key}:h", f"{key}:n")  # card_indexes' three, written out: this is per request
 
 
+def batch_keys(scope: str) -> tuple[str, str, str]:
+    """A terminal's batch (scope ACQUIRER:TERMINAL:BATCH), under one hash tag: the switch's
+    entries, the terminal's uploaded ones, the batch's state (switch/lua/batch.lua)."""
+    key = f"{{b:{scope}}}"
+    return key, f"{key}:up", f"{key}:s"
+
+
 def token_key(token: str) -> str:
     return f"{{t:{token}}}"
 

@@ -54,6 +54,9 @@ class AuthRequest(msgspec.Struct, kw_only=True):
     # The account holder the channel names: JD's userId. A card bound to a JD user
     # (`switch card set --jd-user`) refuses JD requests naming another one.
     user_id: str = ""
+    # A UnionPay terminal's batch the request belongs to, ACQUIRER:TERMINAL:BATCH (F60.2):
+    # its approval counts in the batch's totals for settlement (switch/batches.py).
+    batch: str = ""
 
 
 class RefundRecord(msgspec.Struct, array_like=True, frozen=True):

@@ -83,6 +83,7 @@ ERR_CODES: dict[str, tuple[str, str]] = {
     Code.ORIGINAL_NOT_FOUND: ("ORDERNOTEXIST", "order does not exist"),
     Code.ISSUER_UNAVAILABLE: ("SYSTEMERROR", "issuer unavailable, query the order or retry"),
     Code.SYSTEM_MALFUNCTION: ("SYSTEMERROR", "issuer system error, query the order or retry"),
+    Code.RECONCILIATION_ERROR: ("SYSTEMERROR", "reconciliation error"),  # POS batches only
 }
 ORDERPAID = ("ORDERPAID", "order already paid")
 REFUNDNOTEXIST = ("REFUNDNOTEXIST", "no refund of the order matches")

@@ -8,6 +8,7 @@ or blocked card is named before a merchant rule.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import random
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from protocols.messages import (
     is_balance_inquiry,
 )
 from switch import limits
+from switch.batches import Batches
 from switch.ledger import Ledger
 from switch.policy import Policy
 
@@ -111,6 +113,7 @@ class Engine:
         self.ledger = ledger
         self.policy = policy
         self.resolvers = resolvers or {}
+        self.batches = Batches(ledger.scripts, ledger.clock)  # terminals' settlement
 
     async def decide(self, request: AuthRequest, attempt: Attempt | None = None,
                      deadline_s: float | None = None) -> AuthResponse:
@@ -155,7 +158,7 @@ class Engine:
         auth_id = new_auth_id()
         if attempt is not None:
             attempt.pan, attempt.auth_id = request.card, auth_id
-        return self.ledger.submit(
+        decided = self.ledger.submit(
             request,
             auth_id=auth_id,
             rule_decline=verdict.decline,
@@ -163,3 +166,6 @@ class Engine:
             terms=verdict.terms,
             deadline_s=deadline_s,
         )
+        if request.batch:  # a terminal's batch counts its approval (switch/batches.py)
+            decided.add_done_callback(functools.partial(self.batches.note, request))
+        return decided

@@ -131,6 +131,18 @@ terminal_key_recheck_min_ms = 200
 # a key that may have leaked in use.
 terminal_key_rotation_grace_s = 600.0
 
+# --- terminal batches and settlement (switch/batches.py, switch/lua/batch.lua)
+
+# Entries of one terminal's batch, and of its upload: a POS batch is a day's or a shift's
+# transactions of one terminal, hundreds at most (F48 counts to 999 per side); ten thousand
+# leaves room and bounds the memory a terminal that never settles can take. Past it an
+# entry is refused and the batch marked: its settlement then answers 95, never a false 00.
+batch_entries_max = 10_000
+
+# A batch's keys live this long after their last write: a terminal settles daily, and a
+# week covers a long weekend and the operator's look at a batch that did not balance.
+batch_ttl_s = 7 * 24 * 3600
+
 # The EMV application transaction counter (tag 9F36) is two bytes.
 atc_max = 0xFFFF
 

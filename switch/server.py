@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import redis.exceptions
 
+from protocols.batch import BatchWork
 from protocols.cardnumbers import mask_pan
 from protocols.channel import ChannelCodec, Decoded, KeyNeeded
 from protocols.codes import Code, Reason
@@ -204,6 +205,9 @@ class Connection(asyncio.Protocol):
         if isinstance(decoded, KeyNeeded):
             self._fetch_keys(body, decoded)
             return
+        if isinstance(decoded, BatchWork):
+            self._batch(decoded)
+            return
         stand_in = listener.stand_in
         if stand_in is not None and stand_in.answers:  # stand-in answers not yet forwarded
             earlier = stand_in.repeat(decoded.request)
@@ -222,6 +226,39 @@ class Connection(asyncio.Protocol):
         self.inflight += 1
         listener.track(outcome)
         outcome.add_done_callback(functools.partial(self._settled, decoded, began, attempt))
+
+    def _batch(self, work: BatchWork) -> None:
+        """A terminal's settlement or upload (switch/batches.py), answered once decided, or
+        91 at the request deadline."""
+        listener = self.listener
+        try:
+            outcome = asyncio.ensure_future(listener.engine.batches.decide(work))
+        except Exception:
+            self._send(listener.codec.answer_batch(work, Code.SYSTEM_MALFUNCTION,
+                                                   Reason.SYSTEM_ERROR))
+            return
+        self.inflight += 1
+        listener.track(outcome)
+        outcome.add_done_callback(functools.partial(self._batch_decided, work))
+
+    def _batch_decided(self, work: BatchWork, outcome: asyncio.Future) -> None:
+        self.inflight -= 1
+        if self.reading_paused:
+            self._take()
+        if outcome.cancelled():
+            self.listener.counters.timeouts += 1
+            code, reason = TIMED_OUT
+        elif outcome.exception() is not None:
+            error = outcome.exception()
+            if unavailable_error(error):
+                self.listener.counters.redis_errors += 1
+                code, reason = UNREACHABLE
+            else:
+                failure = self.listener.failed(error)
+                code, reason = failure.response_code, failure.reason
+        else:
+            code, reason = outcome.result()
+        self._send(self.listener.codec.answer_batch(work, code, reason))
 
     def _fetch_keys(self, body: bytes, needed: KeyNeeded) -> None:
         """A terminal whose MAC keys are not cached (switch/terminal_keys.py): fetch them,

@@ -50,14 +50,17 @@ class Terminal:
         body = await self.wire.exchange(front + signed(doc))
         answer_front, message = body[:11], body[11:]
         fields = from_peer(iso8583.decode(bytearray(message), PEER_SPEC)[0])
-        if "64" in fields:
-            assert fields["64"] == reference_mac(DEMO_KEY, message[:-8])
+        mac = fields.get("128", fields.get("64"))
+        if mac is not None:
+            assert mac == reference_mac(DEMO_KEY, message[:-8])
         return answer_front, fields
 
 
 def signed(doc: dict) -> bytes:
-    """pyiso8583's bytes of `doc` with F64 the X9.19 MAC of the demo terminal's key."""
-    peer = copy.deepcopy(to_peer(doc | {"64": bytes(8)}))
+    """pyiso8583's bytes of `doc` with its MAC (F64, or F128 with a secondary bitmap) the
+    X9.19 MAC of the demo terminal's key."""
+    field = "128" if any(key.isdigit() and int(key) > 64 for key in doc) else "64"
+    peer = copy.deepcopy(to_peer(doc | {field: bytes(8)}))
     body = bytes(iso8583.encode(peer, PEER_SPEC)[0])
     return body[:-8] + reference_mac(DEMO_KEY, body[:-8])
 

@@ -1,0 +1,81 @@
+"""Terminals' batches in Redis: counted as approvals are decided, settled on 0500.
+
+How the counting works (docs/channels/pos.md, "Batch settlement"):
+- An approved sale, completion or refund that names its batch (F60.2) is recorded, after
+  its card's ledger call and in a second call, as an entry of the batch: its STAN -> debit
+  or credit and amount. An approved reversal sets its original's entry to what remains (or
+  removes it). A pre-authorization is not in the totals, nor is a decline, a repeat (its
+  first answer was counted) or a stand-in answer.
+- The entries are keyed by STAN, so recording one twice changes nothing.
+- The second call is not atomic with the card's: if it fails (Redis lost between the two),
+  or the answer was 91 (too late), the batch lacks the transaction, its settlement answers
+  95, and the terminal's upload settles it. The failure is logged.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from protocols.batch import SETTLEMENT_KIND, BatchWork
+from protocols.codes import Code, Reason
+from protocols.ledger_layout import batch_keys
+from protocols.messages import AuthRequest, AuthResponse, MessageClass
+from switch import limits
+from switch.clock import Clock
+from switch.pipeline import ScriptPipeline
+
+log = logging.getLogger("switch.batches")
+
+# The side of the totals an approval of each class counts on.
+SIDES = {MessageClass.SALE: "D", MessageClass.CAPTURE: "D", MessageClass.REFUND: "C",
+         MessageClass.REVERSAL: "R"}
+# A settlement's outcome (switch/lua/batch.lua) -> the answer's code and reason.
+OUTCOMES = {
+    "balanced": (Code.APPROVED, ""),
+    "unbalanced": (Code.RECONCILIATION_ERROR, Reason.BATCH_TOTALS_DIFFER),
+    "overflow": (Code.RECONCILIATION_ERROR, Reason.BATCH_ENTRIES_OVER_LIMIT),
+}
+
+
+class Batches:
+    def __init__(self, scripts: ScriptPipeline, clock: Clock) -> None:
+        self.scripts = scripts
+        self.clock = clock
+
+    def note(self, request: AuthRequest, decided) -> None:
+        """The card call of a request of a batch has completed (a done future): record its
+        approval in the batch."""
+        if decided.cancelled() or decided.exception() is not None:
+            return
+        response: AuthResponse = decided.result()
+        side = SIDES.get(request.message_class)
+        if side is None or not response.approved or response.repeat or response.stand_in:
+            return
+        stan = request.txn_ref.rsplit(":", 1)[1]
+        original = request.original_ref.rsplit(":", 1)[1] if side == "R" else ""
+        call = self.scripts.call("batch_record", batch_keys(request.batch), (
+            stan, side, response.approved_fen, original, limits.batch_entries_max,
+            limits.batch_ttl_s))
+        call.add_done_callback(functools.partial(_recorded, request.batch, stan))
+
+    async def decide(self, work: BatchWork) -> tuple[str, str]:
+        """(code, reason) of a settlement or an upload."""
+        keys = batch_keys(work.scope)
+        if work.kind != SETTLEMENT_KIND:
+            debit = work.totals.debit_count > 0
+            outcome = await self.scripts.call("batch_upload", keys, (
+                work.stan, "D" if debit else "C",
+                work.totals.debit_fen if debit else work.totals.credit_fen,
+                limits.batch_entries_max, limits.batch_ttl_s))
+            return OUTCOMES["overflow"] if outcome == "overflow" else (Code.APPROVED, "")
+        outcome, _, _ = await self.scripts.call("batch_settle", keys, (
+            *work.totals, int(work.after_upload), self.clock.now_ms(), limits.batch_ttl_s))
+        return OUTCOMES[outcome]
+
+
+def _recorded(batch: str, stan: str, call) -> None:
+    if call.cancelled() or call.exception() is not None:
+        log.warning("batch %s: approval STAN %s not recorded (%s): its settlement will "
+                    "answer 95 until the terminal uploads it", batch, stan,
+                    "cancelled" if call.cancelled() else call.exception())
