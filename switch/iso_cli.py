@@ -19,7 +19,9 @@ from protocols.cardnumbers import mask_pan
 from protocols.codes import DECLINING, Code
 from protocols.framing import HEADER_FORMATS
 from protocols.iso8583 import Iso8583Error, shipped_dialects
+from protocols.iso_envelope import ENVELOPES
 from protocols.iso_mac import MacAlgorithm, MacKey
+from protocols.iso_presets import PRESETS, preset
 from protocols.iso_tools import (
     CHANNELS,
     Explanation,
@@ -86,11 +88,19 @@ def key_bytes(value: str | None) -> bytes | None:
     return key
 
 
+def wire(args: argparse.Namespace) -> tuple[str, str, str]:
+    """(dialect, length header or "", envelope) of --dialect (a dialect or a preset) and
+    --header (which wins over the preset's)."""
+    chosen = preset(args.dialect)
+    return chosen.dialect, args.header or chosen.header or "", chosen.envelope or "none"
+
+
 # --- parse ---------------------------------------------------------------------------------
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
-    parsed = parse(message_bytes(args), args.dialect, args.header or "", mac_key(args))
+    dialect, header, envelope = wire(args)
+    parsed = parse(message_bytes(args), dialect, header, mac_key(args), envelope)
     if args.json:
         print(msgspec.json.encode(parsed).decode())
     else:
@@ -102,6 +112,9 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 def parsed_lines(parsed: Parsed) -> list[str]:
     lines = [f"{parsed.dialect} message, {parsed.size_bytes} bytes"]
+    if parsed.front:
+        lines.append("front   " + ", ".join(f"{name} {value}"
+                                           for name, value in parsed.front.items()))
     if parsed.mti:
         lines.append(f"MTI     {parsed.mti}  {parsed.mti_meaning}")
     if parsed.bitmap is not None:
@@ -135,6 +148,8 @@ def field_lines(view: FieldView, width: int) -> list[str]:
         meaning = f": {tag.meaning}" if tag.meaning else ""
         value = cut(tag.value, tag_width)
         lines.append(f"{'':<20}{tag.tag:<6}{value:<{tag_width}}  {tag.name}{meaning}")
+    for name, value in view.subfields.items():
+        lines.append(f"{'':<20}{value:<12}  {name}")
     return lines
 
 
@@ -143,7 +158,8 @@ def cut(text: str, size: int) -> str:
 
 
 def problem_line(problem: Problem) -> str:
-    where = {"header": "length header", "MTI": "MTI", "bitmap": "bitmap",
+    where = {"header": "length header", "tpdu": "TPDU", "message_header": "message header",
+             "MTI": "MTI", "bitmap": "bitmap",
              "trailing": "after the last field", "answer": "answer"}.get(problem.field,
                                                                         f"F{problem.field}")
     if problem.name:
@@ -165,17 +181,18 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UserError(f"cannot read {source}: {error.strerror}") from None
     except json.JSONDecodeError as error:
         raise UserError(f"{source} is not JSON: {error}") from None
+    dialect, header, envelope = wire(args)
     try:
-        wire = build(document, args.dialect, mac_key(args))
+        body = build(document, dialect, mac_key(args), ENVELOPES[envelope].client_front())
     except Iso8583Error as error:
         raise UserError(f"{source}: {error}") from None
-    if args.header:
-        wire = HEADER_FORMATS[args.header].encode(len(wire)) + wire
+    if header:
+        body = HEADER_FORMATS[header].encode(len(body)) + body
     if args.out:
-        args.out.write_bytes(wire)
-        print(f"{len(wire)} bytes written to {args.out}")
+        args.out.write_bytes(body)
+        print(f"{len(body)} bytes written to {args.out}")
     else:
-        print(wire.hex().upper())
+        print(body.hex().upper())
     return 0
 
 
@@ -191,8 +208,9 @@ def engine_checks(request: AuthRequest) -> tuple[str, str] | None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    result = validate(message_bytes(args), args.channel, args.dialect, args.header or "",
-                      mac_key(args), engine_checks, args.mac_off)
+    dialect, header, envelope = wire(args)
+    result = validate(message_bytes(args), args.channel, dialect, header, mac_key(args),
+                      engine_checks, args.mac_off, envelope)
     if args.json:
         print(msgspec.json.encode(shown_validation(result)).decode())
     elif result.ok:
@@ -307,9 +325,11 @@ def message_options(sub: argparse.ArgumentParser) -> None:
 
 def dialect_options(sub: argparse.ArgumentParser, header_help: str) -> None:
     sub.add_argument("--dialect", default="iso87ascii", metavar="NAME|FILE",
-                     help=f"{' or '.join(shipped_dialects())} (default iso87ascii), or a "
-                     "dialect file")
-    sub.add_argument("--header", choices=sorted(HEADER_FORMATS), help=header_help)
+                     help=f"{', '.join(shipped_dialects())} (default iso87ascii), a dialect "
+                     f"file, or a preset ({', '.join(PRESETS)}: dialect, length header, TPDU "
+                     "and message header together)")
+    sub.add_argument("--header", choices=sorted(HEADER_FORMATS),
+                     help=header_help + " (default: the preset's)")
     sub.add_argument("--mac-key", metavar="HEX", help="the terminal's MAC key: check (parse, "
                      "validate) or add (build) F64/F128")
     sub.add_argument("--mac-algorithm", choices=list(MacAlgorithm),

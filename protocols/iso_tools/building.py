@@ -22,15 +22,16 @@ ICC_FIELD = "55"
 
 
 def build(document: Mapping[str, Any], dialect: str | Codec = "iso87ascii",
-          mac_key: MacKey | bytes | None = None) -> bytes:
+          mac_key: MacKey | bytes | None = None, front: bytes = b"") -> bytes:
+    """`front`: what goes before the MTI (a TPDU and message header: Envelope.client_front)."""
     codec = dialect if isinstance(dialect, Codec) else get_codec(dialect)
     fields = message_fields(document, codec)
     if mac_key:
         field = mac_field(fields)
         if field in fields:
             raise Iso8583Error(field, None, "the MAC is computed from --mac-key: leave it out")
-        return IsoMac(codec).encode(fields, as_key(mac_key))
-    return codec.encode(fields)
+        return front + IsoMac(codec).encode(fields, as_key(mac_key))
+    return front + codec.encode(fields)
 
 
 def message_fields(document: Mapping[str, Any], codec: Codec) -> dict[str, Any]:
@@ -54,7 +55,11 @@ def typed(spec: FieldSpec, value: Any) -> str | bytes:
         value = build_tlv({tag: hex_bytes(spec, v, f"tag {tag}") for tag, v in value.items()})
         return value if spec.encoding == "binary" else value.hex().upper()
     if isinstance(value, int) and not isinstance(value, bool) and spec.content == "n":
-        return str(value) if value >= 0 else _bad(spec, f"{value} is negative")
+        if value < 0:
+            _bad(spec, f"{value} is negative")
+        # Ascii fields are padded by the codec; fixed bcd ones take exactly their digits.
+        fixed_bcd = spec.kind == "fixed" and spec.encoding == "bcd"
+        return str(value).zfill(spec.max_len) if fixed_bcd else str(value)
     if not isinstance(value, str):
         return _bad(spec, f"must be a string, not {type(value).__name__}")
     return hex_bytes(spec, value, "value") if spec.encoding == "binary" else value

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from protocols.batch import SETTLEMENT_KIND, BatchWork
 from protocols.channel import Decoded, FieldError
 from protocols.codes import MEANINGS, Code, Reason
 from protocols.framing import FramingError
@@ -24,8 +25,9 @@ from protocols.iso_channel import (
     request_class,
     required_fields,
 )
+from protocols.iso_envelope import EnvelopeError
 from protocols.iso_mac import AnyTerminal, MacKey, as_key, mac_field
-from protocols.iso_tools.parsing import Problem, strip_header
+from protocols.iso_tools.parsing import Problem, unwrap
 from protocols.messages import AuthRequest
 from protocols.pos import PosCodec
 from protocols.xpay import XpayCodec
@@ -47,8 +49,8 @@ class Validation(msgspec.Struct):
 
 def validate(data: bytes, channel: str = "pos", dialect: str | Codec = "iso87ascii",
              header: str = "", mac_key: MacKey | bytes | None = None,
-             request_checks: RequestChecks | None = None, mac_off: bool = False
-             ) -> Validation:
+             request_checks: RequestChecks | None = None, mac_off: bool = False,
+             envelope: str = "none") -> Validation:
     """Every problem the listener of `channel` would find in `data`, the request it would
     decide on when there is none. `request_checks` adds the decision's own checks of the
     canonical request (the switch's engine passes its format and amount checks).
@@ -61,10 +63,12 @@ def validate(data: bytes, channel: str = "pos", dialect: str | Codec = "iso87asc
     server = CHANNELS[channel](codec.dialect, keys=AnyTerminal(key) if key else None)
     out = Validation(channel)
     try:
-        body = strip_header(data, header)
+        body, _ = unwrap(data, header, envelope)
         message = codec.decode(body)
     except FramingError as error:
         return Validation(channel, problems=[Problem("header", 0, str(error))])
+    except EnvelopeError as error:
+        return Validation(channel, problems=[Problem(error.part, 0, error.reason)])
     except Iso8583Error as error:
         spec = codec.dialect.field(int(error.field)) if error.field.isdigit() else None
         out.problems.append(Problem(error.field, error.offset, error.reason,
@@ -83,6 +87,9 @@ def validate(data: bytes, channel: str = "pos", dialect: str | Codec = "iso87asc
             out.problems.append(answered(*refused))
         else:
             out.request = verdict.request
+        return out
+    if isinstance(verdict, BatchWork):  # a settlement or upload: decided with the batch
+        out.message_class = "settlement" if verdict.kind == SETTLEMENT_KIND else "batch upload"
         return out
     answer = codec.decode(verdict)  # the answer the switch would send at once
     code, reason = answer.get("39", ""), answer.get("44", "")

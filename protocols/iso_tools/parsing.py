@@ -17,8 +17,9 @@ import msgspec
 from protocols.cardnumbers import mask_card_numbers_in
 from protocols.codes import Reason
 from protocols.framing import HEADER_FORMATS, FramingError
-from protocols.iso8583 import Codec, FieldSpec, Iso8583Error, get_codec
+from protocols.iso8583 import Codec, Dialect, FieldSpec, Iso8583Error, get_codec
 from protocols.iso8583.fields import build, prefix_tables
+from protocols.iso_envelope import ENVELOPES, EnvelopeError, describe
 from protocols.iso_mac import IsoMac, MacKey, as_key, mac_field
 from protocols.iso_tools.icc import SECRET_TAGS, TagView, icc_tags
 from protocols.iso_tools.meanings import SECRET_FIELDS, field_meaning, masked, mti_meaning
@@ -36,6 +37,7 @@ class FieldView(msgspec.Struct):
     value: str  # the decoded value (binary data in hex), card data masked
     meaning: str = ""
     tags: list[TagView] = []  # F55: the chip data, tag by tag
+    subfields: dict[str, str] = {}  # F60 and the like: named by the dialect's [subfields]
 
 
 class BitmapView(msgspec.Struct):
@@ -51,7 +53,8 @@ class MacView(msgspec.Struct):
 
 
 class Problem(msgspec.Struct):
-    field: str  # "header", "MTI", "bitmap", "trailing" or a field number
+    # "header", "tpdu", "message_header", "MTI", "bitmap", "trailing" or a field number
+    field: str
     offset: int | None  # into the message (after any length header)
     reason: str
     name: str = ""  # the field's name in the dialect
@@ -66,6 +69,8 @@ class Parsed(msgspec.Struct):
     fields: list[FieldView] = []
     mac: MacView | None = None
     error: Problem | None = None  # None: the message decodes whole
+    # The TPDU and UnionPay message header before the MTI, by name (--dialect unionpay-pos).
+    front: dict[str, str] = {}
 
     @property
     def ok(self) -> bool:
@@ -74,20 +79,35 @@ class Parsed(msgspec.Struct):
 
 
 def parse(data: bytes, dialect: str | Codec = "iso87ascii", header: str = "",
-          mac_key: bytes | None = None) -> Parsed:
-    """`data` (one message; with `header`, a length header first) taken apart."""
+          mac_key: bytes | None = None, envelope: str = "none") -> Parsed:
+    """`data` (one message; with `header`, a length header first; with `envelope`, a TPDU
+    and message header before the MTI) taken apart. Offsets count from the MTI."""
     codec = dialect if isinstance(dialect, Codec) else get_codec(dialect)
     try:
-        body = strip_header(data, header)
+        body, front = unwrap(data, header, envelope)
     except FramingError as error:
         return Parsed(codec.name, len(data), error=Problem("header", 0, str(error)))
+    except EnvelopeError as error:
+        return Parsed(codec.name, len(data), error=Problem(error.part, 0, error.reason))
     try:
         message = codec.decode(body)
     except Iso8583Error as error:
-        return broken(codec, body, error)
-    parsed = described(codec, body, message)
-    parsed.mac = mac_view(codec, body, message, mac_key)
+        parsed = broken(codec, body, error)
+    else:
+        parsed = described(codec, body, message)
+        parsed.mac = mac_view(codec, body, message, mac_key)
+    parsed.front = front
     return parsed
+
+
+def unwrap(data: bytes, header: str, envelope: str = "none") -> tuple[bytes, dict[str, str]]:
+    """The message from its MTI on, and its TPDU and message header by name: FramingError
+    for a length header that does not fit, EnvelopeError for a front that is not one."""
+    body = strip_header(data, header)
+    if envelope == "none":
+        return body, {}
+    front, body = ENVELOPES[envelope].split(body)
+    return body, describe(front)
 
 
 def strip_header(data: bytes, header: str) -> bytes:
@@ -135,7 +155,7 @@ def described(codec: Codec, body: bytes, message: Mapping,
                         else bitmap_wire.hex().upper(), secondary, numbers)
     views, offset = [], bitmap_end
     for key in (k for k in message if k != "t"):
-        view = field_view(codec.dialect.field(int(key)), message, offset)
+        view = field_view(codec.dialect, codec.dialect.field(int(key)), message, offset)
         views.append(view)
         offset += view.size_bytes
     if announced is None and offset != len(body):  # the codec read it all: so must we
@@ -143,7 +163,8 @@ def described(codec: Codec, body: bytes, message: Mapping,
     return Parsed(codec.name, len(body), mti, mti_meaning(mti), bitmap, views)
 
 
-def field_view(spec: FieldSpec, message: Mapping, offset: int) -> FieldView:
+def field_view(dialect: Dialect, spec: FieldSpec, message: Mapping, offset: int
+               ) -> FieldView:
     key = spec.key
     value = message[key]
     wire = encoder(spec)(value)
@@ -157,8 +178,9 @@ def field_view(spec: FieldSpec, message: Mapping, offset: int) -> FieldView:
         shown_wire = wire[:prefix].hex().upper() + "**" * (len(wire) - prefix)
         if key == ICC_FIELD:
             shown = " ".join(f"{tag.tag}:{tag.value}" for tag in tags)
+    subfields = dialect.subfield_values(key, text) if key not in SECRET_FIELDS else {}
     return FieldView(key, spec.desc, offset, len(wire), mask_card_numbers_in(shown_wire),
-                     shown, meaning, tags)
+                     shown, meaning, tags, subfields)
 
 
 @functools.cache
