@@ -136,9 +136,9 @@ class IsoChannel:
         try:
             basics = request_basics(self.name, message)
             number = batch_number(self.codec.dialect, message)
-            if number:  # ACQUIRER:TERMINAL of txn_ref (channel:acquirer:terminal:stan)
-                basics["batch"] = basics["txn_ref"].split(":", 1)[1].rsplit(":", 1)[0] + (
-                    f":{number}")
+            if number:  # the terminal's batch: ACQUIRER:TERMINAL:BATCH
+                acquirer = institution(message.get("32", ""))
+                basics["batch"] = f"{acquirer}:{basics['terminal_id']}:{number}"
             request = self.build(message, basics)
         except FieldError as error:
             if error.reason == Reason.ORIGINAL_ACQUIRER_DIFFERS:
@@ -161,9 +161,11 @@ class IsoChannel:
         return self.answer(message, Code.APPROVED) if work is None else work
 
     def answer_batch(self, work: BatchWork, code: str, reason: str = "") -> bytes:
-        """The answer to a settlement (its F48 reconciled) or an upload, once decided."""
+        """The answer to a settlement (its F48 reconciled when it was compared: 00 or 95)
+        or an upload, once decided."""
+        compared = code in (Code.APPROVED, Code.RECONCILIATION_ERROR)
         extra = ({"48": answer_f48(work, code == Code.APPROVED)}
-                 if work.kind == SETTLEMENT_KIND else None)
+                 if work.kind == SETTLEMENT_KIND and compared else None)
         return self.answer(work.message, code, reason, extra=extra)
 
     def build(self, message: dict, basics: dict[str, Any]) -> AuthRequest:
