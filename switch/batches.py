@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 import logging
 
+import msgspec
+
 from protocols.batch import SETTLEMENT_KIND, BatchWork
 from protocols.codes import Code, Reason
 from protocols.ledger_layout import batch_keys
@@ -79,3 +81,43 @@ def _recorded(batch: str, stan: str, call) -> None:
         log.warning("batch %s: approval STAN %s not recorded (%s): its settlement will "
                     "answer 95 until the terminal uploads it", batch, stan,
                     "cancelled" if call.cancelled() else call.exception())
+
+
+class BatchView(msgspec.Struct):
+    """A batch as the operator sees it (`switch batch show`): both sides' totals, the last
+    settlement, and the STANs on which the switch and the terminal's upload differ."""
+
+    scope: str
+    switch_totals: list[int]  # debit count, debit fen, credit count, credit fen
+    uploaded_totals: list[int]
+    entries: int
+    uploaded: int
+    settlement: dict[str, str]  # outcome, after_upload, terminal, switch, settled_ms
+    differences: dict[str, list[str]]  # STAN -> [the switch's entry, the upload's] ("" absent)
+
+
+def totals_of(entries: dict[str, str]) -> list[int]:
+    totals = [0, 0, 0, 0]
+    for entry in entries.values():
+        side, _, fen = entry.partition("|")
+        at = 2 if side == "C" else 0
+        totals[at] += 1
+        totals[at + 1] += int(fen)
+    return totals
+
+
+async def batch_view(client, scope: str) -> BatchView | None:
+    """The batch `scope` (ACQUIRER:TERMINAL:BATCH) from Redis; None when nothing is kept."""
+    entries_key, uploads_key, state_key = batch_keys(scope)
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(entries_key)
+        pipe.hgetall(uploads_key)
+        pipe.hgetall(state_key)
+        entries, uploads, state = await pipe.execute()
+    if not (entries or uploads or state):
+        return None
+    differences = {stan: [entries.get(stan, ""), uploads.get(stan, "")]
+                   for stan in sorted(set(entries) | set(uploads))
+                   if uploads and entries.get(stan) != uploads.get(stan)}
+    return BatchView(scope, totals_of(entries), totals_of(uploads), len(entries), len(uploads),
+                     state, differences)

@@ -22,6 +22,7 @@ from protocols.pos import DEFAULT_ACQUIRER, DEFAULT_TERMINAL
 from switch import (
     app,
     audit_cli,
+    batch_cli,
     card_cli,
     clock_cli,
     iso_cli,
@@ -348,6 +349,7 @@ def parser() -> argparse.ArgumentParser:
     scenario_cli.add_commands(command, redis_option, snd)
     iso_cli.add_commands(command)
     terminal_cli.add_commands(command, redis_option)
+    batch_cli.add_commands(command, redis_option)
     return top
 
 

@@ -5,13 +5,14 @@ uploads the batch (0320) and settles again after upload."""
 
 from __future__ import annotations
 
+import json
 import secrets
 
 import pytest
 
 from protocols.batch import BatchTotals
 from switch import limits
-from tests.support import make_card
+from tests.support import SWITCH, make_card, run_command
 from tests.test_pos_support import ACQUIRER, TERMINAL, new_f7, new_stan
 from tests.test_unionpay_pos import sale, terminal  # noqa: F401 (the fixture)
 
@@ -119,7 +120,7 @@ async def test_a_partial_reversal_leaves_what_remains_in_the_batch(terminal, bat
     assert (await settle(terminal, BatchTotals(1, 2_800, 0, 0), batch))["39"] == "00"
 
 
-async def test_upload_then_settle_after_upload_is_00(terminal, batch):  # noqa: F811
+async def test_upload_then_settle_after_upload_is_00(terminal, batch, redis_url):  # noqa: F811
     sales, _ = await a_day_of_sales(terminal, batch)
     # The terminal believes in a third sale the switch never approved: 95, so it uploads.
     card = sales[0]["2"]
@@ -136,6 +137,15 @@ async def test_upload_then_settle_after_upload_is_00(terminal, batch):  # noqa: 
     # The uploads must add up to what the terminal says, after upload too.
     wrong = await settle(terminal, BatchTotals(3, 18_801, 0, 0), batch, code="202")
     assert wrong["39"] == "95"
+    # The operator sees both sides, and the transaction only the terminal had.
+    code, out, err = await run_command(SWITCH, "batch", "show", ACQUIRER, TERMINAL, batch,
+                                       "--json", "--redis", redis_url)
+    assert code == 0, err
+    view = json.loads(out)
+    assert view["switch_totals"] == [2, 17_800, 1, 2_000]
+    assert view["uploaded_totals"] == [3, 18_800, 0, 0]
+    assert view["differences"][phantom["11"]] == ["", "D|1000"]
+    assert view["settlement"]["outcome"] == "unbalanced"  # the last one, after upload
 
 
 async def test_a_settlement_without_a_batch_number_is_a_format_error(terminal, batch):  # noqa: F811
@@ -167,3 +177,12 @@ async def test_a_batch_holds_at_most_its_entries(terminal, batch, monkeypatch,  
         await approved(terminal, sale(card, 100, batch))
     answer = await settle(terminal, BatchTotals(sales, 100 * sales, 0, 0), batch)
     assert (answer["39"], answer.get("44", "")) == outcome
+
+
+async def test_batch_show_names_what_it_cannot_find(redis_url, batch):
+    code, _, err = await run_command(SWITCH, "batch", "show", ACQUIRER, TERMINAL, batch,
+                                     "--redis", redis_url)
+    assert code == 2 and f"no batch {batch} of terminal {TERMINAL}" in err
+    code, _, err = await run_command(SWITCH, "batch", "show", ACQUIRER, TERMINAL, "42",
+                                     "--redis", redis_url)
+    assert code == 2 and "six digits" in err
