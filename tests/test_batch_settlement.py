@@ -11,6 +11,7 @@ import secrets
 import pytest
 
 from protocols.batch import BatchTotals
+from protocols.ledger_layout import batch_keys
 from switch import limits
 from tests.support import SWITCH, make_card, run_command
 from tests.test_pos_support import ACQUIRER, TERMINAL, new_f7, new_stan
@@ -118,6 +119,10 @@ async def test_a_partial_reversal_leaves_what_remains_in_the_batch(terminal, bat
     partial = reversal(original) | {"95": f"{2_800:012d}{2_800:012d}C00000000C00000000"}
     await approved(terminal, partial)
     assert (await settle(terminal, BatchTotals(1, 2_800, 0, 0), batch))["39"] == "00"
+    # Kept a week from its last write, no longer (a terminal that never settles).
+    for key in batch_keys(f"{ACQUIRER.lstrip('0')}:{TERMINAL}:{batch}")[::2]:
+        assert limits.batch_ttl_s - 60 < await terminal.ledger.client.ttl(key) <= (
+            limits.batch_ttl_s)
 
 
 async def test_upload_then_settle_after_upload_is_00(terminal, batch, redis_url):  # noqa: F811
