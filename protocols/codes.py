@@ -345,16 +345,23 @@ class TransactionState(enum.StrEnum):
     REVERSED = "reversed"  # released (an auth's hold) or taken back (a sale, unrefunded)
     EXPIRED = "expired"  # a hold that lapsed uncaptured
     VOIDED = "voided"  # made by a call the switch answered 91: it did not happen (Ledger.void)
+    REPAID = "repaid"  # a repayment (Ledger.repay): posted lowered by its amount; final
+
+
+# The kind of record a repayment is (switch/lua/repay.lua); authorizations are "auth" and
+# sales "sale" (MessageClass).
+REPAYMENT_KIND = "repay"
 
 
 # The state a new transaction starts in, by the message class that makes it.
 INITIAL_STATES: Mapping[str, TransactionState] = {
     "auth": TransactionState.PENDING,
     "sale": TransactionState.CAPTURED,
+    REPAYMENT_KIND: TransactionState.REPAID,
 }
 
 # Every change of state the ledger makes, and the operation that makes it; anything else is
-# a bug. Reversed and expired are final.
+# a bug. Reversed, expired and repaid are final.
 TRANSITIONS: Mapping[tuple[TransactionState, TransactionState], str] = {
     (TransactionState.PENDING, TransactionState.CAPTURED): "capture",
     (TransactionState.PENDING, TransactionState.REVERSED): "reversal",

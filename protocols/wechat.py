@@ -97,6 +97,9 @@ TRADE_STATES: dict[str, str] = {
     TransactionState.EXPIRED: "CLOSED",
     TransactionState.PENDING: "USERPAYING",
     TransactionState.VOIDED: "PAYERROR",  # answered as a system error; it did not take effect
+    # A repayment is no payment a merchant can name (its reference is the issuer's own,
+    # `repay:ID`); listed so that every state has an answer.
+    TransactionState.REPAID: "PAYERROR",
 }
 
 ORDER_NO = re.compile(r"[A-Za-z0-9_\-|*@]{1,32}")  # WeChat's out_trade_no alphabet, no ':'

@@ -46,7 +46,8 @@ def open_ledger(config: Config, redis_url: str, clock: Clock | None = None) -> L
     server_limits = config.server_limits
     deadline_ms = server_limits.request_deadline_ms
     return Ledger(connect(redis_url, deadline_ms), clock, request_deadline_ms=deadline_ms,
-                  ledger_fence_guard_ms=server_limits.ledger_fence_guard_ms)
+                  ledger_fence_guard_ms=server_limits.ledger_fence_guard_ms,
+                  statement_day=config.cards.statement_day)
 
 
 def journal_folder(config: Config) -> Path:

@@ -154,6 +154,15 @@ class Admin(msgspec.Struct, forbid_unknown_fields=True):
     token: str = ""  # the bearer token; empty: one is made at start and shown in the banner
 
 
+class Cards(msgspec.Struct, forbid_unknown_fields=True):
+    """What a new card gets (docs/testing.md "The card's month")."""
+
+    # Its statement day (`switch card set --statement-day` changes one card's): 1..28.
+    statement_day: Annotated[int, msgspec.Meta(ge=limits.statement_day_min,
+                                               le=limits.statement_day_max)] = (
+        limits.statement_day_default)
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     redis_url: str = ""  # empty: the switch starts a private redis-server
     listeners: dict[str, Listener] = msgspec.field(
@@ -168,6 +177,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     pos: Iso8583 = msgspec.field(default_factory=Iso8583)
     xpay: Iso8583 = msgspec.field(default_factory=Iso8583)
     admin: Admin = msgspec.field(default_factory=Admin)
+    cards: Cards = msgspec.field(default_factory=Cards)
     test_clock: bool = False  # follow the test clock (`switch serve --test-clock`)
 
 

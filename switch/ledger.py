@@ -10,13 +10,14 @@ import asyncio
 import functools
 import hashlib
 import re
+import secrets
 from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
 
 from protocols.cardnumbers import luhn_check_digit
-from protocols.codes import DECLINING, CardStatus, Code, Reason
+from protocols.codes import DECLINING, REPAYMENT_KIND, CardStatus, Code, Reason
 from protocols.ledger_layout import (
     FRESH_CARD_BALANCES,
     advice_key,
@@ -33,12 +34,16 @@ from switch.clock import Clock, SystemClock, month_of, months_later
 from switch.config import DEFAULT_PORTS
 from switch.lua_library import ledger_library
 from switch.pipeline import ScriptPipeline
+from switch.statement import Cycle, check_day, cycle_of, next_close_ms
 from switch.terms import NO_TERMS, Terms
 
 CARD_STATUSES = tuple(status.value for status in CardStatus)
 # The words Ledger.void and Ledger.advise answer with (their docstrings say what each means).
 VOID_OUTCOMES = ("voided", "absent", "served", "other", "changed")
 ADVICE_OUTCOMES = ("applied", "repeat", "conflict", "no_card")
+# What Ledger.repay answers (its docstring says what each means).
+REPAY_OUTCOMES = ("repaid", "repeat", "mismatch", "no_card")
+REPAYMENT_REF = re.compile(rf"[A-Za-z0-9_\-]{{1,{limits.repayment_ref_max_chars}}}")
 
 FUNCTION_OF_CLASS = {
     MessageClass.AUTH: "authorize",
@@ -132,21 +137,35 @@ class CardView(msgspec.Struct):
     beans: int
     transactions: list[Transaction]
     account: str = ""  # the Baitiao account it was upgraded from, if any
+    repaid: int = 0  # repaid in all (Ledger.repay); posted below zero is a credit balance
+    cycle: Cycle | None = None  # its statement cycle (None: a card seeded without one)
     voids: int = 0  # calls taken back by Ledger.void (answered 91, yet they had run)
     force: str = ""  # its forced outcome: "code|times|channel" (Ledger.force), "" for none
     forced: int = 0  # requests answered by a forced outcome
     jd_user: str = ""  # the JD userId the card is bound to ("" : none)
 
 
+class Repayment(msgspec.Struct):
+    """What Ledger.repay did: `outcome` one of REPAY_OUTCOMES; `ref` the repayment's id;
+    `amount` what was asked, or for "mismatch" what the id was repaid with."""
+
+    outcome: str
+    ref: str
+    amount: int
+
+
 class Ledger:
     def __init__(self, client: aioredis.Redis, clock: Clock | None = None,
                  scripts: ScriptPipeline | None = None, *,
                  request_deadline_ms: int = limits.request_deadline_ms,
-                 ledger_fence_guard_ms: int = limits.ledger_fence_guard_ms) -> None:
+                 ledger_fence_guard_ms: int = limits.ledger_fence_guard_ms,
+                 statement_day: int = limits.statement_day_default) -> None:
         """`scripts` stands in for the auto-pipeline of the Lua functions' calls (the bench's
-        reference server and its call capture); by default the ledger makes its own."""
+        reference server and its call capture); by default the ledger makes its own.
+        `statement_day`: a new card's (the config's [cards] statement_day)."""
         self.client = client
         self.clock = clock or SystemClock()
+        self.statement_day = check_day(statement_day)
         # Every call that changes money or remembers an answer carries its fence: the instant
         # of Redis' clock after which it refuses to act (91, nothing written). The guard keeps
         # the fence that far ahead of the request's deadline, for the reply's way back.
@@ -317,10 +336,16 @@ class Ledger:
 
     async def set_card(
         self, pan: str, *, limit_fen: int | None = None, status: str | None = None,
-        expiry: str | None = None, jd_user: str | None = None,
+        expiry: str | None = None, statement_day: int | None = None,
+        jd_user: str | None = None,
     ) -> None:
-        """Create or update a card; balances and holds are kept. `jd_user`: bind the card to
-        that JD userId ("" unbinds it)."""
+        """Create or update a card; balances and holds are kept. A new card's statement cycle
+        starts now (its statement day `statement_day`, else the ledger's); a changed day
+        closes what ended under the old one first, then the cycle ends at the new day's next
+        close (switch/lua/statement.lua). `jd_user`: bind the card to that JD userId (""
+        unbinds it)."""
+        if statement_day is not None:
+            check_day(statement_day)
         if status is not None and status not in CARD_STATUSES:
             raise ValueError(f"status must be one of {', '.join(CARD_STATUSES)}")
         if limit_fen is not None and not 0 <= limit_fen <= limits.amount_max_fen:
@@ -337,14 +362,19 @@ class Ledger:
         if not exists and expiry is None:
             expiry = months_later(self.clock.now_ms(), NEW_CARD_VALIDITY_MONTHS)
         fields: dict[str, Any] = {"limit": limit_fen, "status": status, "expiry": expiry}
+        now_ms = self.clock.now_ms()
         if not exists:
-            fields |= {"status": status or "active", **FRESH_CARD_BALANCES}
+            day = statement_day or self.statement_day
+            fields |= {"status": status or "active", **FRESH_CARD_BALANCES,
+                       "statement_day": day, "cycle_end": next_close_ms(now_ms, day)}
         changed = {k: v for k, v in fields.items() if v is not None}
         if changed:
             await self.client.hset(key, mapping=changed)
         if jd_user is not None:
             await (self.client.hset(key, "jd_user", jd_user) if jd_user
                    else self.client.hdel(key, "jd_user"))
+        if exists and statement_day is not None:
+            await self.scripts.call("statement_day", (key,), (statement_day, now_ms))
 
     async def reset_card(self, pan: str, *, limit_fen: int, expiry: str, status: str = "active"
                          ) -> None:
@@ -355,9 +385,11 @@ class Ledger:
         await self.set_card(pan, limit_fen=limit_fen, status=status, expiry=expiry)
 
     async def card(self, pan: str) -> CardView | None:
-        """The card as it stands now: holds past their deadline are expired first."""
+        """The card as it stands now: holds past their deadline are expired first, and a
+        statement cycle that ended is closed (switch/lua/expire.lua)."""
         key = card_key(pan)
-        await self.scripts.call("expire", (key, f"{key}:h"), (self.clock.now_ms(),))
+        now_ms = self.clock.now_ms()
+        await self.scripts.call("expire", (key, f"{key}:h"), (now_ms,))
         fields = await self.client.hgetall(key)
         if not fields:
             return None
@@ -376,6 +408,7 @@ class Ledger:
             account=fields.get("account", ""), voids=number("voids"),
             force=fields.get("force", ""), forced=number("forced"),
             jd_user=fields.get("jd_user", ""),
+            repaid=number("repaid"), cycle=cycle_of(fields, now_ms),
         )
 
     async def force(self, pan: str, code: str | None, times: int | None = None,
@@ -420,7 +453,8 @@ class Ledger:
         for attempt in range(UPGRADE_ATTEMPTS_MAX):
             pan = upgrade_pan(account, attempt)
             outcome = await self.scripts.call("upgrade", (card_key(pan),), (
-                account, limit_fen, expiry, status, now_ms))
+                account, limit_fen, expiry, status, now_ms, self.statement_day,
+                next_close_ms(now_ms, self.statement_day)))
             if outcome != "taken":
                 return pan, outcome == "created"
         raise RuntimeError(f"no free card number for account {account!r} after "
@@ -428,7 +462,32 @@ class Ledger:
 
     async def settle(self, pan: str) -> int:
         """Clear ordinary refunds: their pending credit comes back to open-to-buy."""
-        return int(await self.scripts.call("settle", (card_key(pan),), ()))
+        return int(await self.scripts.call("settle", (card_key(pan),),
+                                           (self.clock.now_ms(),)))
+
+    async def repay(self, pan: str, amount_fen: int, ref: str | None = None) -> Repayment:
+        """The card holder pays `amount_fen` back: posted falls and open-to-buy rises at once,
+        in one function call on the card (switch/lua/repay.lua); more than is owed leaves a
+        credit balance (posted below zero), spendable. The repayment is a record of the card,
+        `repay:REF`; `ref` (letters, digits, '_', '-') makes it idempotent, else one is made.
+        Outcomes (REPAY_OUTCOMES):
+          "repaid"   done now
+          "repeat"   `ref` was repaid with this amount before: nothing changes
+          "mismatch" `ref` was repaid with another amount (Repayment.amount): nothing changes
+          "no_card"  the ledger has no such card: nothing changes
+        ValueError for an amount out of 1..amount_max_fen or a malformed ref."""
+        if not 1 <= amount_fen <= limits.amount_max_fen:
+            raise ValueError(f"a repayment must be 1..{limits.amount_max_fen} fen")
+        if ref is None:
+            ref = f"R{secrets.token_hex(8)}"
+        elif not REPAYMENT_REF.fullmatch(ref):
+            raise ValueError(f"a repayment's ref is 1..{limits.repayment_ref_max_chars} "
+                             "letters, digits, '_' or '-'")
+        key = card_key(pan)
+        outcome, fen = await self.scripts.call(
+            "repay", (key, repayment_key(key, ref), card_indexes(key)[0]),
+            (amount_fen, self.clock.now_ms(), ref))
+        return Repayment(outcome, ref, int(fen))
 
 
 def _transaction(key: str, record: dict[str, str]) -> Transaction:
@@ -439,6 +498,12 @@ def _transaction(key: str, record: dict[str, str]) -> Transaction:
         created_ms=int(record["created"]), beans=int(record["beans"]),
         expires_ms=int(record.get("expires", 0)), voids=int(record.get("voids", 0)),
     )
+
+
+def repayment_key(key: str, ref: str) -> str:
+    """The record of repayment `ref` on card `key`: a transaction whose reference no channel's
+    can be (theirs start with the channel's name)."""
+    return f"{key}:t:{REPAYMENT_KIND}:{ref}"
 
 
 def upgrade_pan(account: str, attempt: int) -> str:

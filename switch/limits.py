@@ -227,3 +227,15 @@ admin_probe_timeout_s = 2.0
 # (switch/admin/shared.py): a scrape shows the other workers' counts at most this old, and
 # the dashboard reads once a second. A write is a few kilobytes.
 admin_share_interval_s = 1.0
+
+# The statement day a new card gets unless the config's [cards] or `card set --statement-day`
+# says otherwise: the 5th, a common one among Chinese issuers (switch/statement.py).
+statement_day_default = 5
+# Statement days a card may have: 1..28, the days every month has, as issuers allow, so a
+# cycle is always about a month.
+statement_day_min = 1
+statement_day_max = 28
+
+# A repayment's reference (`card repay --ref`): a bank's payment ids are a few dozen
+# characters; more is a mistake, not an id.
+repayment_ref_max_chars = 64

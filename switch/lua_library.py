@@ -15,8 +15,9 @@ from typing import NamedTuple
 VERSION_LENGTH = 12  # hex digits of the code's hash in the library's and functions' names
 
 # The files of each library, in load order: the shared helpers come before their users.
-LEDGER_FILES = ("holds", "prelude", "authorize", "capture", "reverse", "refund", "inquiry",
-                "expire", "settle", "upgrade", "void", "advise", "claim", "batch")
+LEDGER_FILES = ("holds", "statement", "prelude", "authorize", "capture", "reverse", "refund",
+                "inquiry", "expire", "settle", "upgrade", "void", "advise", "claim", "batch",
+                "repay")
 TOKEN_FILES = ("token_use", "token_admin")
 
 

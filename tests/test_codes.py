@@ -18,6 +18,7 @@ from protocols.codes import (
     INITIAL_STATES,
     MEANINGS,
     REASON_CODES,
+    REPAYMENT_KIND,
     REPORTED_STATES,
     TRANSITIONS,
     CardStatus,
@@ -78,7 +79,7 @@ def test_reason_of_finds_ids_and_templates(text, reason):
 def test_transaction_states_move_only_forward():
     assert set(INITIAL_STATES.values()) <= set(TransactionState)
     # Final, except that a void takes back the reversal that made a record reversed.
-    for final in (TransactionState.REVERSED, TransactionState.EXPIRED):
+    for final in (TransactionState.REVERSED, TransactionState.EXPIRED, TransactionState.REPAID):
         assert not any(old == final and operation != "void"
                        for (old, _), operation in TRANSITIONS.items())
     assert not any(old == TransactionState.EXPIRED for old, _ in TRANSITIONS)
@@ -279,9 +280,11 @@ def test_every_state_the_python_compares_with_is_declared():
     assert python_states('if t.state == "pendign": pass', "sample.py")
 
 
-# The ledger operation each Lua file performs (authorize.lua creates transactions instead).
+# The ledger operation each Lua file performs (authorize.lua and repay.lua create
+# transactions instead: the kinds each makes, INITIAL_STATES).
 LUA_OPERATIONS = {"capture.lua": "capture", "reverse.lua": "reversal", "holds.lua": "expiry",
                   "void.lua": "void"}
+LUA_CREATIONS = {"authorize.lua": ("auth", "sale"), "repay.lua": (REPAYMENT_KIND,)}
 
 
 def test_the_lua_writes_only_declared_states_by_declared_transitions():
@@ -293,7 +296,8 @@ def test_the_lua_writes_only_declared_states_by_declared_transitions():
         written_anywhere |= written
         assert written | tested <= set(TransactionState), path.name
         for state in written:
-            made_here = path.name == "authorize.lua" and state in INITIAL_STATES.values()
+            made_here = state in {INITIAL_STATES[kind]
+                                  for kind in LUA_CREATIONS.get(path.name, ())}
             operation = LUA_OPERATIONS.get(path.name, "")
             moved_here = any(may_move(old, state, operation) for old in tested)
             assert made_here or moved_here, f"{path.name} writes state {state!r} from " \

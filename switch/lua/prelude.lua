@@ -76,14 +76,18 @@ local function begin()
   return false
 end
 
+-- A statement cycle that ended closes before the call changes anything (statement.lua).
 local function load_card()
   local v = redis.call('HMGET', card_key, 'limit', 'posted', 'held', 'status', 'expiry',
-    'force', 'jd_user')
+    'force', 'jd_user', 'cycle_end')
   if not v[1] then
     card = false
   else
     card = {limit = tonumber(v[1]), posted = tonumber(v[2]), held = tonumber(v[3]),
       status = v[4], expiry = v[5], force = v[6], jd_user = v[7]}
+    if v[8] and tonumber(now_ms) >= tonumber(v[8]) then
+      close_statements(card_key, tonumber(now_ms))
+    end
   end
   return card
 end
@@ -154,9 +158,15 @@ local function masked(key)
   return '{c:' .. string.sub(pan, 1, 6) .. string.rep('*', #pan - 10) .. string.sub(pan, -4) .. '}'
 end
 
+-- A credit balance (posted below zero) is money the card holder repaid (repay.lua), never
+-- more: a purchase's net posting is never negative.
+local function credit_beyond_repaid(key, posted)
+  return posted < 0 and posted + tonumber(redis.call('HGET', key, 'repaid') or '0') < 0
+end
+
 -- Bugs of ours fail loudly: the call errors and the engine answers 96.
 local function check_invariants()
-  if card and (card.posted < 0 or card.held < 0) then
+  if card and (card.held < 0 or credit_beyond_repaid(card_key, card.posted)) then
     error('ledger invariant broken on ' .. masked(card_key))
   end
 end

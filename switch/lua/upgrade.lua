@@ -1,5 +1,6 @@
 -- Upgrade of a Baitiao account into a card: the card and its limit appear in one step.
--- KEYS[1] the candidate card hash. ARGV: account, limit (fen), expiry YYMM, status, now (ms).
+-- KEYS[1] the candidate card hash. ARGV: account, limit (fen), expiry YYMM, status, now (ms),
+-- statement day, the first statement's close (ms; statement.lua).
 -- 'created'; 'exists' when this account already has this card (nothing changes);
 -- 'taken' when the number belongs to another card (the caller tries the next candidate).
 register('upgrade', function()
@@ -10,6 +11,7 @@ register('upgrade', function()
     return 'taken'
   end
   redis.call('HSET', card_key, 'limit', limit, 'posted', 0, 'held', 0, 'pending_credit', 0,
-    'beans', 0, 'status', status, 'expiry', expiry, 'account', account, 'upgraded', now_ms)
+    'beans', 0, 'status', status, 'expiry', expiry, 'account', account, 'upgraded', now_ms,
+    'statement_day', ARGV[6], 'cycle_end', ARGV[7])
   return 'created'
 end)

@@ -60,7 +60,7 @@ register('void', function()
     if moves[i + 1] ~= 0 then redis.call('HINCRBY', card_key, moves[i], -moves[i + 1]) end
   end
   local posted, held = unpack(redis.call('HMGET', card_key, 'posted', 'held'))
-  if tonumber(posted) < 0 or tonumber(held) < 0 then
+  if tonumber(held) < 0 or credit_beyond_repaid(card_key, tonumber(posted)) then
     error('ledger invariant broken by a void on ' .. masked(card_key))
   end
   if txn_key ~= '' then
