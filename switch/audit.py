@@ -3,11 +3,15 @@
 The bookkeeping the Lua functions keep (switch/lua/), which the rules below restate:
   held            += a pre-authorization's hold; -= on capture, reversal (part or whole),
                    expiry. So held == the sum of `hold` over the card's pending records.
-  posted          += a sale, a capture; -= a reversal of a sale, a lightning refund, and a
-                   settlement (which also takes the same from pending_credit).
+  posted          += a sale, a capture; -= a reversal of a sale, a lightning refund, a
+                   settlement (which also takes the same from pending_credit), and a
+                   repayment (which adds the same to repaid). Below zero it is a credit
+                   balance: never more than was repaid, as a purchase's net posting is never
+                   negative.
   pending_credit  += an ordinary refund; -= settlement.
   record.posted   what the transaction posted (after reversals); record.refunded what was
-                   refunded of it, lightning or ordinary.
+                   refunded of it, lightning or ordinary. A repayment's record (kind repay,
+                   state repaid) posted minus its amount.
   An advice (a stand-in approval posted later) books like the authorization or sale it was,
   past the limit if need be; a void takes back what one call moved, leaving a record it made
   voided (hold and posted 0) or giving a record it changed its fields back.
@@ -37,7 +41,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError, WatchError
 
 from protocols.cardnumbers import mask_pan
-from protocols.codes import TransactionState
+from protocols.codes import REPAYMENT_KIND, TransactionState
 from protocols.ledger_layout import card_indexes
 from switch import limits
 from switch.journal import Advice, JournalCorrupt, Record, journal_paths, snapshot
@@ -48,7 +52,9 @@ RULES = {
     "balances_readable": "limit, posted, held and pending_credit are whole numbers and limit "
                          ">= 0: every reader computes open-to-buy = max(0, limit - posted - "
                          "held) from them",
-    "posted_not_negative": "posted >= 0",
+    "posted_not_below_repaid": "posted >= -repaid: a credit balance is money repaid, never "
+                               "more",
+    "repaid_is_repayments": "repaid == the sum of the amounts of the card's repayments",
     "held_not_negative": "held >= 0",
     "pending_credit_not_negative": "pending_credit >= 0",
     "held_is_pending_holds": "held == the sum of the holds of the pending pre-authorizations",
@@ -65,7 +71,7 @@ RULES = {
 }
 STATES = frozenset(state.value for state in TransactionState)
 RECORD_FIELDS = ("state", "hold", "posted", "refunded")
-BALANCES = ("limit", "posted", "held", "pending_credit")
+BALANCES = ("limit", "posted", "held", "pending_credit", "repaid")
 CARD_KEY = re.compile(r"\{c:(\d{12,19})\}")  # protocols/ledger_layout.py card_key
 
 
@@ -107,33 +113,41 @@ def check(books: CardBooks) -> list[Finding]:
     """The rules' findings on one card (empty: its books add up)."""
     pan = CARD_KEY.fullmatch(books.key).group(1)
     found: list[tuple[str, str]] = []
-    limit, posted, held, credit = (whole(books.fields.get(name)) for name in BALANCES)
-    if None in (limit, posted, held, credit) or limit < 0:
+    fields = {"repaid": "0"} | {k: v for k, v in books.fields.items() if v is not None}
+    limit, posted, held, credit, repaid = (whole(fields.get(name)) for name in BALANCES)
+    if None in (limit, posted, held, credit, repaid) or limit < 0:
         found.append(("balances_readable", ", ".join(
             f"{name}={books.fields.get(name)!r}" for name in BALANCES)))
         return [Finding(mask_pan(pan), rule, detail) for rule, detail in found]
-    for name, value in (("posted", posted), ("held", held), ("pending_credit", credit)):
+    for name, value in (("held", held), ("pending_credit", credit)):
         if value < 0:
             found.append((f"{name}_not_negative", f"{name} {value}"))
+    if posted < -repaid:
+        found.append(("posted_not_below_repaid", f"posted {posted}, repaid {repaid}"))
 
     missing = [k for k in dict.fromkeys(books.transactions + books.holds)
                if books.records.get(k) is None]
     if missing:
         found.append(("indexed_transactions_exist", f"{len(missing)} missing, e.g. "
                       + short(missing[0])))
-    pending_hold, net_posted, pending = 0, 0, set()
+    pending_hold, net_posted, repayments, pending = 0, 0, 0, set()
     for key in books.transactions:
         record = books.records.get(key)
         if record is None:
             continue
-        state, hold, rec_posted, refunded = record[0], *(whole(v) for v in record[1:])
+        kind, state = record[0], record[1]
+        hold, rec_posted, refunded = (whole(v) for v in record[2:])
         if state not in STATES or None in (hold, rec_posted, refunded):
             found.append(("transactions_readable", f"{short(key)}: {record}"))
             continue
         net_posted += rec_posted - refunded
+        if kind == REPAYMENT_KIND:
+            repayments -= rec_posted
         if state == TransactionState.PENDING:
             pending_hold += hold
             pending.add(key)
+    if repaid != repayments:
+        found.append(("repaid_is_repayments", f"repaid {repaid}, repayments {repayments}"))
     if held != pending_hold:
         found.append(("held_is_pending_holds", f"held {held}, pending holds {pending_hold}"))
     if posted - credit != net_posted:
@@ -210,8 +224,8 @@ async def read(bulk: BulkReads, keys: list[str]) -> list[CardBooks]:
     for start in range(0, len(wanted), limits.audit_pipeline_commands_max):
         chunk = wanted[start:start + limits.audit_pipeline_commands_max]
         values = await bulk.run([("HMGET", key, "kind", *RECORD_FIELDS) for key in chunk])
-        records |= {key: None if v[0] is None else v[1:] for key, v in zip(chunk, values,
-                                                                            strict=True)}
+        records |= {key: None if v[0] is None else v for key, v in zip(chunk, values,
+                                                                        strict=True)}
     return [CardBooks(key, fields, tx, holds, records) for key, fields, tx, holds in cards]
 
 

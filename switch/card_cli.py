@@ -1,6 +1,9 @@
-"""`switch card ...`: set, show, settle, force one card, and upgrade a Baitiao account to a card.
+"""`switch card ...`: set, show, settle, repay, force one card, and upgrade a Baitiao account
+to a card.
 
-switch/cli.py registers them; they live here to keep that module small.
+switch/cli.py registers them; they live here to keep that module small. The commands read
+the ledger's time as the switch's test clock has it (0 offset when it was never moved), so
+`card show` after `switch clock advance 40d` shows the card as the switch sees it.
 """
 
 from __future__ import annotations
@@ -16,12 +19,27 @@ from protocols.cardnumbers import mask_pan
 from protocols.codes import TransactionState
 from switch import limits
 from switch.cli_common import UserError, fen, redis_for_command, resolve_pan, using
+from switch.clock import DAY_MS, TestClock, TestClockControl
+from switch.config import ConfigError, load
 from switch.ledger import CARD_STATUSES, FORCE_CHANNELS, NO_ANSWER, CardView, Ledger
 from switch.redis_client import connect
+from switch.statement import DUE_DAYS, Cycle
 
 
-def with_ledger(url: str, work):
-    return using(Ledger(connect(url)), work)
+def with_ledger(url: str, work, args: argparse.Namespace | None = None):
+    """`work(ledger)` on a ledger whose clock is the switch's test clock, and whose new cards
+    get the config's statement day (`args.config`)."""
+    try:
+        day = load(getattr(args, "config", None)).cards.statement_day
+    except ConfigError as error:
+        raise UserError(str(error)) from None
+    clock = TestClock()
+
+    async def timed(ledger: Ledger):
+        clock.offset_ms = await TestClockControl(ledger.client).offset_ms()
+        return await work(ledger)
+
+    return using(Ledger(connect(url), clock, statement_day=day), timed)
 
 
 def cmd_card_set(args: argparse.Namespace) -> int:
@@ -29,16 +47,52 @@ def cmd_card_set(args: argparse.Namespace) -> int:
 
     async def work(ledger: Ledger):
         await ledger.set_card(pan, limit_fen=args.limit, status=args.status, expiry=args.expiry,
-                              jd_user=args.jd_user)
+                              jd_user=args.jd_user,
+                              statement_day=args.statement_day)
         return await ledger.card(pan)
 
-    print_card(asyncio.run(with_ledger(redis_for_command(args), work)), json_out=False)
+    try:
+        view = asyncio.run(with_ledger(redis_for_command(args), work, args))
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    print_card(view, json_out=False)
+    return 0
+
+
+def cmd_card_repay(args: argparse.Namespace) -> int:
+    pan = resolve_pan(args.pan)
+
+    async def work(ledger: Ledger):
+        return await ledger.repay(pan, args.amount, args.ref), await ledger.card(pan)
+
+    try:
+        repayment, view = asyncio.run(with_ledger(redis_for_command(args), work, args))
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    masked = mask_pan(pan)
+    if repayment.outcome == "no_card":
+        raise UserError(f"no card {masked}")
+    if repayment.outcome == "mismatch":
+        raise UserError(f"repayment {repayment.ref} on {masked} was {repayment.amount} fen, "
+                        f"not {args.amount}: nothing changed (a new repayment needs a new --ref)")
+    if args.json:
+        view.pan = masked
+        print(msgspec.json.encode({"outcome": repayment.outcome, "ref": repayment.ref,
+                                   "amount": repayment.amount, "card": view}).decode())
+    elif repayment.outcome == "repeat":
+        print(f"repayment {repayment.ref} of {args.amount} fen on {masked} was already made "
+              "(nothing changed)")
+        print_card(view, False)
+    else:
+        print(f"repaid {args.amount} fen on {masked} (ref {repayment.ref})")
+        print_card(view, False)
     return 0
 
 
 def cmd_card_show(args: argparse.Namespace) -> int:
     pan = resolve_pan(args.pan)
-    view = asyncio.run(with_ledger(redis_for_command(args), lambda ledger: ledger.card(pan)))
+    view = asyncio.run(with_ledger(redis_for_command(args), lambda ledger: ledger.card(pan),
+                                   args))
     if view is None:
         raise UserError(f"no card {mask_pan(pan)}")
     print_card(view, args.json)
@@ -47,7 +101,8 @@ def cmd_card_show(args: argparse.Namespace) -> int:
 
 def cmd_card_settle(args: argparse.Namespace) -> int:
     pan = resolve_pan(args.pan)
-    settled = asyncio.run(with_ledger(redis_for_command(args), lambda ledger: ledger.settle(pan)))
+    settled = asyncio.run(with_ledger(redis_for_command(args), lambda ledger: ledger.settle(pan),
+                                      args))
     print(f"settled {settled} fen of refunds on {mask_pan(pan)}")
     return 0
 
@@ -113,6 +168,10 @@ def print_card(view: CardView, json_out: bool) -> None:
           f"pending credit {view.pending_credit}  (fen)")
     print(f"  open_to_buy {view.open_to_buy} fen   JD beans {view.beans}"
           + (f"   voids {view.voids} (calls answered 91 and taken back)" if view.voids else ""))
+    if view.posted < 0:
+        print(f"  credit balance {-view.posted} fen (overpaid; spendable)")
+    if view.cycle:
+        print_cycle(view.cycle)
     if view.force or view.forced:
         print(f"  forced: {forcing_text(view.force) if view.force else 'nothing now'}"
               f"   ({view.forced} answered so far)")
@@ -122,6 +181,27 @@ def print_card(view: CardView, json_out: bool) -> None:
         print(f"  {t.ref:<40} {t.kind:<5} {t.state:<9} amount {t.amount:>9}  hold {t.hold:>9}"
               f"  posted {t.posted:>9}  refunded {t.refunded:>9}  beans {t.beans:>6}"
               f"  auth {t.auth_id}{lapses}")
+
+
+def day_text(ms: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ms / 1000))
+
+
+def print_cycle(cycle: Cycle) -> None:
+    """The card's month: its cycle, its last statement and what is still due. A close at
+    00:00 UTC ends the day before: the statement and due dates are the last days in."""
+    closes = day_text(cycle.end_ms - DAY_MS)
+    print(f"  cycle {day_text(cycle.start_ms)} .. {closes} (statement day "
+          f"{cycle.statement_day}; next statement {closes})")
+    if not cycle.statement_ms:
+        print("  no statement yet")
+        return
+    print(f"  last statement {day_text(cycle.statement_ms - DAY_MS)}: balance "
+          f"{cycle.statement_balance} fen, minimum {cycle.minimum_payment} fen"
+          + (f" (with {cycle.past_due} past due)" if cycle.past_due else "")
+          + f", due {day_text(cycle.due_ms - DAY_MS)}")
+    print(f"  paid {cycle.paid} fen since, still due {cycle.still_due} fen, "
+          f"overdue {'yes' if cycle.overdue else 'no'}")
 
 
 def add_commands(command, redis_option) -> None:
@@ -136,11 +216,31 @@ def add_commands(command, redis_option) -> None:
     card_set.add_argument("--jd-user", metavar="ID",
                           help="bind the card to this JD userId: JD requests naming another "
                           "user are declined 57, a JD balance QUERY must name it; '' unbinds")
-    card_show = card_commands.add_parser("show", help="limit, balances, holds, open-to-buy")
+    card_set.add_argument("--statement-day", type=int, metavar="D",
+                          help=f"the day of the month its statement closes, "
+                          f"{limits.statement_day_min}..{limits.statement_day_max} (a new card: "
+                          f"the config's [cards] statement_day, default "
+                          f"{limits.statement_day_default}); payment is due {DUE_DAYS} days later")
+    card_show = card_commands.add_parser("show", help="limit, balances, holds, open-to-buy, "
+                                         "statement")
     card_show.set_defaults(func=cmd_card_show)
     card_show.add_argument("--json", action="store_true", help="one JSON object")
     card_settle = card_commands.add_parser("settle", help="clear ordinary refunds")
     card_settle.set_defaults(func=cmd_card_settle)
+    repay = card_commands.add_parser(
+        "repay", help="the card holder pays back: posted falls, open-to-buy rises at once",
+        description="Record a repayment: the posted balance falls and the open-to-buy rises "
+        "at once (one atomic ledger call). More than is owed becomes a credit balance "
+        "(posted below zero), which open-to-buy counts. With --ref the repayment is "
+        "idempotent: the same ref again changes nothing; with another amount it is refused.")
+    repay.set_defaults(func=cmd_card_repay)
+    repay.add_argument("pan", metavar="PAN", help="card number or demo alias (demo1..)")
+    repay.add_argument("amount", type=fen, metavar="FEN", help="amount repaid in fen")
+    repay.add_argument("--ref", metavar="ID", help="the repayment's id (letters, digits, '_', "
+                       f"'-', at most {limits.repayment_ref_max_chars}; default: a new one)")
+    repay.add_argument("--json", action="store_true", help="one JSON object: outcome, ref, "
+                       "amount and the card")
+    redis_option(repay)
     force = card_commands.add_parser(
         "force", help="make the card's next requests answer a declining code (tests)",
         description="Force the answer of the card's next requests to a declining response "

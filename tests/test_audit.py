@@ -35,8 +35,8 @@ from tests.test_policy_support import new_ref
 C = MessageClass
 TERMS = Terms(hold_expiry_ms=60_000, capture_tolerance_percent=10)
 OPERATIONS = ("auth", "sale", "capture", "reverse", "refund", "settle", "repeat", "wait",
-              "void", "advise")
-WEIGHTS = (3, 2, 3, 2, 3, 2, 1, 1, 2, 1)
+              "void", "advise", "repay")
+WEIGHTS = (3, 2, 3, 2, 3, 2, 1, 1, 2, 1, 2)
 _auth_ids = itertools.count(1)
 
 
@@ -75,6 +75,10 @@ async def random_books(ledger: Ledger, clock: FakeClock, rng: random.Random, car
                           instant_refund=rng.random() < 0.5)
         elif op == "settle":
             seen["settled"] += bool(await ledger.settle(pan))
+            continue
+        elif op == "repay":  # at times more than is owed: a credit balance
+            repayment = await ledger.repay(pan, rng.randrange(1, 6_000))
+            seen[f"repay {repayment.outcome}"] += 1
             continue
         elif op == "repeat" and sent:
             req = rng.choice(sent)
@@ -131,12 +135,12 @@ async def test_books_made_by_the_ledger_add_up(redis_url, seed):
         await ledger.aclose()
     # The sequence reached every state and path whose bookkeeping the rules restate.
     assert all(states[s] for s in ("pending", "captured", "reversed", "expired", "voided",
-                                   "refunded"))
+                                   "refunded", "repaid"))
     assert seen["settled"] and seen["capture 00"] and seen["reverse 00"] and seen["repeat 00"]
-    assert seen["void voided"] and seen["advise applied"]
+    assert seen["void voided"] and seen["advise applied"] and seen["repay repaid"]
     assert report.findings == []
     assert (report.cards, report.transactions) == (3, sum(
-        states[s] for s in ("pending", "captured", "reversed", "expired", "voided")))
+        states[s] for s in ("pending", "captured", "reversed", "expired", "voided", "repaid")))
 
 
 # --- each rule, broken on purpose --------------------------------------------------------------
@@ -184,18 +188,38 @@ async def test_a_limit_of_zero_is_readable(ledger):
     assert await found(ledger, pan) == set()
 
 
-@pytest.mark.parametrize("field", ["posted", "held", "pending_credit"])
+@pytest.mark.parametrize("field", ["held", "pending_credit"])
 async def test_a_negative_balance_is_found(ledger, field):
     pan = await make_card(ledger)
     # Both balances of the posted rule move together, so only the sign is wrong.
-    moves = {"posted": ("posted", "pending_credit"), "pending_credit": ("posted",
-                                                                        "pending_credit")}
+    moves = {"pending_credit": ("posted", "pending_credit")}
     for name in moves.get(field, (field,)):
         await ledger.client.hset(card_key(pan), name, -1)
     assert f"{field}_not_negative" in await found(ledger, pan)
     for name in moves.get(field, (field,)):
         await ledger.client.hset(card_key(pan), name, 0)  # the bound itself is fine
     assert await found(ledger, pan) == set()
+
+
+async def test_a_credit_balance_beyond_the_repayments_is_found(ledger):
+    """posted below zero is fine up to what was repaid (an overpayment), not a fen more."""
+    pan = await make_card(ledger)
+    assert (await ledger.repay(pan, 500)).outcome == "repaid"
+    assert await found(ledger, pan) == set()  # posted -500, repaid 500: a credit balance
+    # One fen more credit, on the card and on a record alike (posted_is_transactions holds).
+    await ledger.client.hset(card_key(pan), mapping={"posted": -501, "pending_credit": -1})
+    assert await found(ledger, pan) == {"posted_not_below_repaid", "pending_credit_not_negative"}
+
+
+async def test_repaid_that_is_not_the_repayments_is_found(ledger, books):
+    pan, key, _ = books
+    assert (await ledger.repay(pan, 800, "r1")).outcome == "repaid"
+    assert await found(ledger, pan) == set()
+    await ledger.client.hincrby(key, "repaid", 1)
+    assert await found(ledger, pan) == {"repaid_is_repayments"}
+    await ledger.client.hincrby(key, "repaid", -1)
+    await ledger.client.hincrby(f"{key}:t:repay:r1", "posted", -1)  # the record says 801
+    assert await found(ledger, pan) >= {"repaid_is_repayments", "posted_is_transactions"}
 
 
 async def test_held_that_is_not_the_pending_holds_is_found(ledger, books):
