@@ -1,9 +1,11 @@
 """The ledger scripts against a plain Python model, driven by hypothesis.
 
-Random authorize / sale / capture / reverse / refund / repeat sequences run against the real
-Lua scripts on a real redis-server; after every step the answers and balances must equal the
-model's, open-to-buy must be limit - posted - held and never negative, a final transaction
-never changes again, and a repeat changes nothing.
+Random authorize / sale / capture / reverse / refund / repay / repeat / settle sequences, with
+the ledger's clock moving across a statement close, run against the real Lua scripts on a
+real redis-server; after every step the answers and balances must equal the model's,
+open-to-buy must be limit - posted - held and never negative, a credit balance (posted below
+zero) never more than was repaid, the statement the posted balance at its close and what was
+repaid since, a final transaction never changes again, and a repeat changes nothing.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from hypothesis.stateful import (
 )
 
 from protocols.messages import AuthRequest, MessageClass
+from switch.clock import DAY_MS
 from switch.ledger import Ledger
 from switch.redis_client import connect
-from tests.support import new_pan
+from switch.statement import next_close_ms
+from tests.support import FakeClock, new_pan
 
 LIMIT_FEN = 10_000
-FINAL = {"captured", "reversed", "expired"}
+FINAL = {"captured", "reversed", "expired", "repaid"}
+STATEMENT_DAY = 5
 amounts = st.integers(1, 6_000)
 _ids = itertools.count()
 
@@ -35,10 +40,30 @@ _ids = itertools.count()
 class Model:
     """What the ledger should do, in plain Python."""
 
-    def __init__(self) -> None:
-        self.posted = self.held = self.pending_credit = 0
+    def __init__(self, now_ms: int) -> None:
+        self.posted = self.held = self.pending_credit = self.repaid = 0
         self.records: dict[str, dict] = {}
         self.answers: dict[str, tuple] = {}  # idempotency key -> (fingerprint, answer)
+        self.cycle_end = next_close_ms(now_ms, STATEMENT_DAY)
+        self.statement: int | None = None  # posted at the last close
+        self.paid = 0  # repaid since
+
+    def close_cycle(self, now_ms: int) -> None:
+        """What the card's next call (or read) does first once its cycle has ended."""
+        if now_ms >= self.cycle_end:
+            self.statement, self.paid = self.posted, 0
+            self.cycle_end = next_close_ms(now_ms, STATEMENT_DAY)
+
+    def repay(self, ref: str, amount: int) -> str:
+        record = self.records.get(ref)
+        if record is not None:
+            return "repeat" if record["amount"] == amount else "mismatch"
+        self.posted -= amount
+        self.repaid += amount
+        self.paid += amount
+        self.records[ref] = dict(kind="repay", state="repaid", hold=0, posted=-amount,
+                                 refunded=0, amount=amount)
+        return "repaid"
 
     @property
     def otb(self) -> int:
@@ -112,7 +137,7 @@ class Model:
         if t is None:
             return "25", 0
         if t["state"] != "captured":
-            return "12", 0
+            return "12", 0  # a repayment's record ("repaid") too
         if r.amount_fen > t["posted"] - t["refunded"]:
             return "13", 0
         t["refunded"] += r.amount_fen
@@ -129,11 +154,16 @@ class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.ledger = Ledger(connect(self.redis_url))
+        # A day before a statement close: the clock's steps cross it (and stay well within the
+        # 30 days a hold lives, which the model does not expire).
+        now_ms = next_close_ms(FakeClock().now_ms(), STATEMENT_DAY) - DAY_MS
+        self.clock = FakeClock(now_ms)
+        self.ledger = Ledger(connect(self.redis_url), self.clock)
         self.pan = new_pan()
         self.run(self.ledger.start())
-        self.run(self.ledger.set_card(self.pan, limit_fen=LIMIT_FEN, expiry="3012"))
-        self.model = Model()
+        self.run(self.ledger.set_card(self.pan, limit_fen=LIMIT_FEN, expiry="3012",
+                                      statement_day=STATEMENT_DAY))
+        self.model = Model(now_ms)
         self.sent: list[AuthRequest] = []
         self.finals: dict[str, str] = {}
 
@@ -153,6 +183,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.sent.append(request)
 
     def check(self, request: AuthRequest) -> None:
+        self.model.close_cycle(self.clock.now_ms())
         expected = self.model.apply(request)
         response = self.run(self.ledger.execute(request, auth_id="123456"))
         assert (response.response_code, response.approved_fen) == expected, request
@@ -160,6 +191,10 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def refs(self) -> st.SearchStrategy[str]:
         return st.sampled_from(list(self.model.records))
+
+    def read(self):
+        self.model.close_cycle(self.clock.now_ms())
+        return self.run(self.ledger.card(self.pan))
 
     @rule(amount=amounts, partial=st.booleans(), kind=st.sampled_from([MessageClass.AUTH,
                                                                        MessageClass.SALE]))
@@ -181,11 +216,39 @@ class LedgerMachine(RuleBasedStateMachine):
     def refund(self, data, amount, instant):
         self.send(MessageClass.REFUND, amount, data.draw(self.refs()), instant_refund=instant)
 
+    @rule(amount=amounts, again=st.booleans(), other_amount=st.booleans())
+    def repay(self, amount, again, other_amount):
+        """A repayment, at times of more than is owed (a credit balance); or one made before
+        sent again, with its amount (nothing changes) or another (refused)."""
+        repaid = [ref for ref, r in self.model.records.items() if r["kind"] == "repay"]
+        if again and repaid:
+            ref = repaid[-1]
+            amount = self.model.records[ref]["amount"] + (1 if other_amount else 0)
+        else:
+            ref = f"repay:p{next(_ids)}"
+        self.model.close_cycle(self.clock.now_ms())
+        expected = self.model.repay(ref, amount)
+        repayment = self.run(self.ledger.repay(self.pan, amount, ref.removeprefix("repay:")))
+        assert repayment.outcome == expected
+
+    @rule(hours=st.integers(1, 20))
+    def time_passes(self, hours):
+        self.clock.advance(hours * 3600)
+
+    @precondition(lambda self: self.model.records)
+    @rule(data=st.data(), amount=amounts)
+    def refund_a_repayment(self, data, amount):
+        """A repayment's record is no purchase: a refund naming it is refused (12)."""
+        repaid = [ref for ref, r in self.model.records.items() if r["kind"] == "repay"]
+        if repaid:
+            self.send(MessageClass.REFUND, amount, data.draw(st.sampled_from(repaid)))
+
     @rule()
     def settle(self):
-        """Clearing: pending credit (at most what is posted) comes off posted; nothing
-        pending settles nothing."""
-        credit = min(self.model.pending_credit, self.model.posted)
+        """Clearing: all pending credit comes off posted (below zero after a repayment: a
+        credit balance); nothing pending settles nothing."""
+        self.model.close_cycle(self.clock.now_ms())
+        credit = self.model.pending_credit
         assert self.run(self.ledger.settle(self.pan)) == credit
         self.model.posted -= credit
         self.model.pending_credit -= credit
@@ -198,17 +261,25 @@ class LedgerMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.sent)
     @rule(data=st.data())
     def repeat(self, data):
-        before = self.run(self.ledger.card(self.pan))
+        before = self.read()
         self.check(data.draw(st.sampled_from(self.sent)))
-        after = self.run(self.ledger.card(self.pan))
+        after = self.read()
         assert after == before  # a repeat changes nothing
 
     @invariant()
     def balances_match_the_model(self):
-        view = self.run(self.ledger.card(self.pan))
-        assert (view.posted, view.held, view.pending_credit) == (
-            self.model.posted, self.model.held, self.model.pending_credit)
+        view = self.read()
+        assert (view.posted, view.held, view.pending_credit, view.repaid) == (
+            self.model.posted, self.model.held, self.model.pending_credit, self.model.repaid)
         assert view.open_to_buy == LIMIT_FEN - view.posted - view.held >= 0
+        assert view.posted >= -view.repaid  # a credit balance is money repaid, never more
+        cycle = view.cycle
+        assert cycle.end_ms == self.model.cycle_end
+        assert cycle.statement_balance == (self.model.statement or 0)
+        assert (cycle.statement_ms != 0) == (self.model.statement is not None)
+        if self.model.statement is not None:
+            assert cycle.paid == self.model.paid
+            assert cycle.still_due == max(0, self.model.statement - self.model.paid)
         for t in view.transactions:
             if t.ref in self.finals:  # final once: never changes again
                 assert t.state == self.finals[t.ref]
