@@ -18,18 +18,28 @@ from protocols.codes import DECLINING, CardStatus
 from protocols.messages import AuthResponse
 from switch import limits
 from switch.clock import DAY_MS, duration_ms
+from switch.ledger import REPAYMENT_REF
+from switch.statement import check_day
 
 CHANNELS = ("jd", "wechat", "pos", "xpay")
 STEP_TYPES = ("auth", "sale", "capture", "reverse", "refund", "inquiry")
 # What `expect` may name: the fields of the answer `switch send --json` prints.
 ANSWER_FIELDS = tuple(f.name for f in msgspec.structs.fields(AuthResponse)) + ("id",)
 # What `card_after` may name: the card as `switch card show` reads it from the ledger.
-CARD_FIELDS = ("limit", "posted", "held", "pending_credit", "open_to_buy", "beans", "status")
-CARD_KEYS = ("limit", "status", "expiry")
+# and its statement cycle (switch/statement.py Cycle; 0 and false before the first statement).
+CARD_FIELDS = ("limit", "posted", "held", "pending_credit", "open_to_buy", "beans", "status",
+               "repaid")
+CYCLE_FIELDS = ("statement_balance", "minimum_payment", "past_due", "paid", "still_due",
+                "overdue")
+CARD_KEYS = ("limit", "status", "expiry", "statement_day")
 STEP_KEYS = ("name", "channel", "type", "card", "amount", "mcc", "original", "repeat",
              "lightning", "partial", "expiry", "merchant", "atc", "sleep_ms", "expect",
-             "card_after", "force", "advance_clock")
+             "card_after", "force", "advance_clock", "advance_to", "repay")
+# `advance_to`: the test clock moved to a minute past the step's card's next statement close
+# or its last statement's due date (instants a scenario cannot know when it is written).
+ADVANCE_TO = ("statement", "due")
 FORCE_KEYS = ("card", "code", "times", "channel", "clear")
+REPAY_KEYS = ("card", "amount", "ref")
 SCENARIO_KEYS = ("name", "cards", "step")
 SLEEP_MAX_MS = 60_000  # a step's wait; longer belongs to the test clock, not a real wait
 DEFAULT_CARD_EXPIRY = "3012"
@@ -44,6 +54,7 @@ class CardSpec:
     limit: int
     status: str = "active"
     expiry: str = DEFAULT_CARD_EXPIRY
+    statement_day: int | None = None  # None: the switch's default
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,9 @@ class Step:
     expect: dict[str, Any] = field(default_factory=dict)
     card_after: dict[str, Any] = field(default_factory=dict)
     force: dict[str, Any] = field(default_factory=dict)  # card, code/clear, times, channel
+    repay: dict[str, Any] = field(default_factory=dict)  # card, amount, ref (Ledger.repay)
     advance_clock_ms: int = 0  # move the switch's test clock forward first
+    advance_to: str = ""  # or to a minute past the card's "statement" or "due" (ADVANCE_TO)
 
     @property
     def sends(self) -> bool:
@@ -121,7 +134,13 @@ def _card(path: Path, alias: str, raw: Any) -> CardSpec:
     expiry = spec.get("expiry", DEFAULT_CARD_EXPIRY)
     if not _is_yymm(expiry):
         raise ScenarioError(f"{where}: expiry: {expiry!r} is not YYMM")
-    return CardSpec(limit=limit, status=status, expiry=expiry)
+    day = spec.get("statement_day")
+    if day is not None:
+        try:
+            check_day(day if type(day) is int else 0)
+        except ValueError as error:
+            raise ScenarioError(f"{where}: statement_day: {error}") from None
+    return CardSpec(limit=limit, status=status, expiry=expiry, statement_day=day)
 
 
 def _step(path: Path, index: int, raw: dict[str, Any], cards: dict[str, CardSpec],
@@ -156,7 +175,7 @@ def _step(path: Path, index: int, raw: dict[str, Any], cards: dict[str, CardSpec
         if type(sleep) is not int or not 0 <= sleep <= SLEEP_MAX_MS:
             raise ScenarioError(f"{where}: sleep_ms: must be 0..{SLEEP_MAX_MS}")
         values["sleep_ms"] = sleep
-    for key, allowed in (("expect", ANSWER_FIELDS), ("card_after", CARD_FIELDS)):
+    for key, allowed in (("expect", ANSWER_FIELDS), ("card_after", CARD_FIELDS + CYCLE_FIELDS)):
         if key in raw:
             table = _table(raw[key], f"{where}: {key}")
             _known_keys(table, allowed, f"{where}: {key}")
@@ -170,9 +189,20 @@ def _step(path: Path, index: int, raw: dict[str, Any], cards: dict[str, CardSpec
         if not 1_000 <= values["advance_clock_ms"] <= limits.test_clock_offset_max_ms:
             raise ScenarioError(f"{where}: advance_clock: 1s.."
                                 f"{limits.test_clock_offset_max_ms // DAY_MS}d")
+    if "advance_to" in raw:
+        if raw["advance_to"] not in ADVANCE_TO or "advance_clock" in raw:
+            raise ScenarioError(f"{where}: advance_to: one of {', '.join(ADVANCE_TO)} (the "
+                                "step's card's), and no advance_clock beside it")
+        if raw.get("card") not in cards:
+            raise ScenarioError(f"{where}: card: advance_to needs a card declared in [cards]")
+        values["advance_to"] = raw["advance_to"]
     if "force" in raw:
         values["force"] = _force(_table(raw["force"], f"{where}: force"), f"{where}: force",
                                  cards)
+    if "repay" in raw:
+        values["repay"] = _repay(_table(raw["repay"], f"{where}: repay"), f"{where}: repay",
+                                 cards)
+        values.setdefault("card", values["repay"]["card"])  # what card_after reads
     step = Step(**values)
     _check_references(step, where, cards, named)
     return step
@@ -242,6 +272,22 @@ def _force(force: dict[str, Any], where: str, cards: dict[str, CardSpec]) -> dic
         raise ScenarioError(f"{where}: channel: {force['channel']!r} is not one of "
                             f"{', '.join(CHANNELS)}")
     return force
+
+
+def _repay(repay: dict[str, Any], where: str, cards: dict[str, CardSpec]) -> dict[str, Any]:
+    """A step's `repay` table: a repayment of one card (Ledger.repay), checked."""
+    _known_keys(repay, REPAY_KEYS, where)
+    if repay.get("card") not in cards:
+        raise ScenarioError(f"{where}: card: one of [cards] required "
+                            f"({', '.join(cards) or 'none declared'})")
+    if "amount" not in repay:
+        raise ScenarioError(f"{where}: amount: required (fen)")
+    _fen(repay["amount"], f"{where}: amount", allow_zero=False)
+    ref = repay.get("ref")
+    if ref is not None and not (isinstance(ref, str) and REPAYMENT_REF.fullmatch(ref)):
+        raise ScenarioError(f"{where}: ref: {limits.repayment_ref_max_chars} letters, digits, "
+                            "'_' or '-' at most")
+    return repay
 
 
 def card_of(step: Step, steps: dict[str, Step]) -> str:

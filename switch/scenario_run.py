@@ -22,12 +22,14 @@ from switch import send
 from switch.cards import DEMO_BIN
 from switch.channel_client import ChannelClient, Sent
 from switch.clock import TestClock, TestClockControl, TestClockOff
-from switch.ledger import Ledger
+from switch.ledger import CardView, Ledger
 from switch.redis_client import connect
-from switch.scenario_file import Scenario, Step, card_of
+from switch.scenario_file import CARD_FIELDS, CYCLE_FIELDS, Scenario, Step, card_of
+from switch.statement import Cycle
 
 PASS, FAIL, TIMEOUT, ERROR, SKIPPED = "PASS", "FAIL", "TIMEOUT", "ERROR", "SKIPPED"
 FRESH_NUMBER_ATTEMPTS_MAX = 8  # random numbers tried before a card range counts as full
+ADVANCE_PAST_MS = 60_000  # `advance_to` lands this far past the instant it names
 
 
 @dataclass(frozen=True)
@@ -74,18 +76,18 @@ class Run:
         for alias, spec in self.scenario.cards.items():
             pan = await fresh_card_number(self.ledger)
             await self.ledger.set_card(pan, limit_fen=spec.limit, status=spec.status,
-                                       expiry=spec.expiry)
+                                       expiry=spec.expiry, statement_day=spec.statement_day)
             self.pans[alias] = pan
 
     async def step(self, step: Step) -> StepResult:
         began = time.perf_counter()
         if step.sleep_ms:
             await asyncio.sleep(step.sleep_ms / 1000)
-        if step.advance_clock_ms:
+        if step.advance_clock_ms or step.advance_to:
             try:
                 self.clock.offset_ms = await TestClockControl(self.ledger.client).advance(
-                    step.advance_clock_ms)
-            except (TestClockOff, TimeoutError) as error:
+                    step.advance_clock_ms or await self._until(step))
+            except (TestClockOff, TimeoutError, ValueError) as error:
                 return StepResult(step, ERROR, str(error), time.perf_counter() - began)
         if step.force:
             force = step.force
@@ -93,6 +95,8 @@ class Run:
                                     force.get("times"), force.get("channel", ""))
         problems: list[str] = []
         answer: dict[str, Any] | None = None
+        if step.repay:
+            problems += await self._repay(step.repay)
         if step.sends:
             try:
                 answer = await self._send(step)
@@ -105,14 +109,29 @@ class Run:
             problems += differences(step.expect, answer)
         if step.card_after:
             view = await self.ledger.card(self.pans[card_of(step, self.steps)])
-            got = {} if view is None else {
-                "limit": view.limit, "posted": view.posted, "held": view.held,
-                "pending_credit": view.pending_credit, "open_to_buy": view.open_to_buy,
-                "beans": view.beans, "status": view.status}
-            problems += [f"card_after.{p}" for p in differences(step.card_after, got)]
+            problems += [f"card_after.{p}" for p in differences(step.card_after,
+                                                                card_fields(view))]
         outcome = FAIL if problems else PASS
         return StepResult(step, outcome, "; ".join(problems), time.perf_counter() - began,
                           answer)
+
+    async def _until(self, step: Step) -> int:
+        """How far to move the clock for the step's `advance_to`: a minute past the card's
+        next statement close, or past its last statement's due date (ValueError: none)."""
+        cycle = (await self.ledger.card(self.pans[step.card])).cycle
+        if cycle is None or (step.advance_to == "due" and not cycle.statement_ms):
+            raise ValueError(f"advance_to: the card has no {step.advance_to} date yet")
+        target = cycle.end_ms if step.advance_to == "statement" else cycle.due_ms
+        return max(1_000, target + ADVANCE_PAST_MS - self.clock.now_ms())
+
+    async def _repay(self, repay: dict[str, Any]) -> list[str]:
+        """The step's repayment; a problem unless it was made (now, or before by its ref)."""
+        done = await self.ledger.repay(self.pans[repay["card"]], repay["amount"],
+                                       repay.get("ref"))
+        if done.outcome == "mismatch":
+            return [f"repay: ref {done.ref} was repaid with {done.amount} fen, not "
+                    f"{repay['amount']}"]
+        return [] if done.outcome in ("repaid", "repeat") else [f"repay: {done.outcome}"]
 
     async def _send(self, step: Step) -> dict[str, Any]:
         if step.repeat:
@@ -126,6 +145,15 @@ class Run:
                 atc=step.atc if step.atc >= 0 else None)
         self.sent[step.name] = sent
         return json.loads(send.as_json(sent.answer))
+
+
+def card_fields(view: CardView | None) -> dict[str, Any]:
+    """What `card_after` may name (scenario_file.CARD_FIELDS and CYCLE_FIELDS) of a card."""
+    if view is None:
+        return {}
+    got = {name: getattr(view, name) for name in CARD_FIELDS}
+    cycle = view.cycle or Cycle(statement_day=0, start_ms=0, end_ms=0)
+    return got | {name: getattr(cycle, name) for name in CYCLE_FIELDS}
 
 
 def differences(expected: dict[str, Any], got: dict[str, Any]) -> list[str]:

@@ -28,7 +28,7 @@ def port_options(target: Target) -> list[str]:
 
 
 def moves_the_clock(scenario) -> bool:
-    return any(step.advance_clock_ms for step in scenario.steps)
+    return any(step.advance_clock_ms or step.advance_to for step in scenario.steps)
 
 
 async def test_the_scenario_library_passes_on_every_channel(every_channel):
@@ -140,6 +140,10 @@ def forcing(**force):
     return [GOOD_STEP | {"force": force}]
 
 
+def repaying(**repay):
+    return [{"name": "pay", "repay": repay}]
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"cards": {"a": {}}}, "[cards.a]: limit: required"),
     ({"cards": {"a": {"limit": -1}}}, "[cards.a]: limit: must be a whole number of fen"),
@@ -188,6 +192,22 @@ def forcing(**force):
     ({"step": forcing(card="a", code="05", once=True)}, "force: once: not a known"),
     ({"step": forcing(card="a", clear=False)}, "force: clear: takes only `clear = true`"),
     ({"step": forcing(card="a", clear=True, code="05")}, "force: clear: takes only"),
+    ({"step": repaying(amount=5)}, "step 1 (pay): repay: card: one of [cards] required"),
+    ({"step": repaying(card="b", amount=5)}, "repay: card: one of [cards]"),
+    ({"step": repaying(card="a")}, "step 1 (pay): repay: amount: required"),
+    ({"step": repaying(card="a", amount=0)}, "repay: amount: must be a whole number"),
+    ({"step": repaying(card="a", amount=10_000_001)}, "repay: amount: must be"),
+    ({"step": repaying(card="a", amount=5, ref="a:b")}, "repay: ref: 64 letters"),
+    ({"step": repaying(card="a", amount=5, ref="x" * 65)}, "repay: ref: 64 letters"),
+    ({"step": repaying(card="a", amount=5, when="now")}, "repay: when: not a known key"),
+    ({"step": [{"advance_to": "statement"}]}, "step 1: card: advance_to needs a card"),
+    ({"step": [{"advance_to": "payday", "card": "a"}]}, "advance_to: one of statement, due"),
+    ({"step": [{"advance_to": "due", "card": "a", "advance_clock": "1d"}]},
+     "no advance_clock beside it"),
+    ({"cards": {"a": {"limit": 5, "statement_day": 29}}}, "[cards.a]: statement_day: statement "
+     "day must be 1..28"),
+    ({"cards": {"a": {"limit": 5, "statement_day": 0}}}, "statement_day: statement day must"),
+    ({"cards": {"a": {"limit": 5, "statement_day": "5"}}}, "statement_day: statement day must"),
 ])
 def test_every_check_of_a_scenario_file_names_file_step_and_key(change, message):
     document = {"name": "n", "cards": {"a": {"limit": 100}}, "step": [GOOD_STEP]} | change
@@ -195,6 +215,18 @@ def test_every_check_of_a_scenario_file_names_file_step_and_key(change, message)
         scenario_from(Path("s.toml"), document)
     assert str(raised.value).startswith("s.toml: ")
     assert message in str(raised.value)
+
+
+def test_the_bounds_of_a_repayment_step_and_a_statement_day_are_accepted():
+    scenario = scenario_from(Path("s.toml"), {
+        "cards": {"a": {"limit": 100, "statement_day": 28}, "b": {"limit": 1,
+                                                               "statement_day": 1}},
+        "step": [{"name": "low", "repay": {"card": "a", "amount": 1, "ref": "x" * 64}},
+                 {"name": "high", "repay": {"card": "b", "amount": 10_000_000}},
+                 {"name": "due", "advance_to": "due", "card": "a"}]})
+    assert [c.statement_day for c in scenario.cards.values()] == [28, 1]
+    assert scenario.steps[0].card == "a" and scenario.steps[1].repay["amount"] == 10_000_000
+    assert scenario.steps[2].advance_to == "due"
 
 
 def test_a_good_document_reads_back_as_written():
