@@ -82,7 +82,8 @@ async def test_readiness_waits_for_a_frozen_redis_only_its_bound(monkeypatch):
 
 GUARDED = [("GET", "/cards/demo1", None), ("PUT", "/cards/demo1", {"limit_fen": 1}),
            ("GET", "/cards/demo1/transactions", None),
-           ("POST", "/cards/acct-x/upgrade", {"limit_fen": 1}), ("POST", "/policy/reload", None)]
+           ("POST", "/cards/acct-x/upgrade", {"limit_fen": 1}), ("POST", "/policy/reload", None),
+           ("POST", "/cards/demo1/repay", {"amount_fen": 1})]
 
 
 @pytest.mark.parametrize(("method", "path", "body"), GUARDED)
@@ -156,6 +157,56 @@ async def test_upgrade_an_account_once(redis_url, tmp_path):
                                           body={"limit_fen": 30_000})
         assert status == 200 and again["created"] is False
         assert again["card"]["pan"] == first["card"]["pan"]
+
+
+async def test_a_repayment_over_http_restores_open_to_buy_once_per_ref(redis_url):
+    async with admin_switch(redis_url) as admin:
+        pan = await admin.switch.new_card(limit_fen=100_000)
+        sale = await admin.switch.send("jd", pan, amount=12_800, mcc=GROCERY)
+        assert sale.response.response_code == "00"
+        status, paid = await admin.call("POST", f"/cards/{pan}/repay",
+                                        body={"amount_fen": 5_000, "ref": "pay-1"})
+        assert status == 200
+        assert (paid["outcome"], paid["ref"], paid["amount_fen"]) == ("repaid", "pay-1", 5_000)
+        card = paid["card"]
+        assert (card["posted"], card["open_to_buy"], card["repaid"]) == (7_800, 92_200, 5_000)
+        assert card["pan"] == f"{pan[:6]}{'*' * (len(pan) - 10)}{pan[-4:]}"
+        assert card["cycle"]["statement_day"] == limits.statement_day_default
+        status, again = await admin.call("POST", f"/cards/{pan}/repay",
+                                         body={"amount_fen": 5_000, "ref": "pay-1"})
+        assert status == 200 and again["outcome"] == "repeat"
+        assert again["card"]["posted"] == 7_800
+        status, refused = await admin.call("POST", f"/cards/{pan}/repay",
+                                           body={"amount_fen": 5_001, "ref": "pay-1"})
+        assert status == 409 and "was 5000 fen, not 5001: nothing changed" in refused["error"]
+        status, fresh = await admin.call("POST", f"/cards/{pan}/repay", body={"amount_fen": 1})
+        assert status == 200 and fresh["outcome"] == "repaid" and fresh["ref"] != "pay-1"
+        status, changed = await admin.call("PUT", f"/cards/{pan}", body={"statement_day": 20})
+        assert status == 200 and changed["cycle"]["statement_day"] == 20
+        for answer in (paid, again, refused, fresh, changed):
+            assert not full_card_numbers_in(str(answer))
+        assert (await admin.switch.card(pan)).posted == 7_799
+
+
+async def test_a_bad_repayment_over_http_is_an_answer_and_changes_nothing(redis_url):
+    async with admin_switch(redis_url) as admin:
+        pan = await admin.switch.new_card(limit_fen=100_000)
+        for body, status_wanted, words in (
+                ({"amount_fen": 0}, 400, "a repayment must be 1.."),
+                ({"amount_fen": 5, "ref": "a b"}, 400, "letters, digits"),
+                ({"amount": 5}, 400, "amount"),
+                ("{not json", 400, ""),
+                ({"amount_fen": "5"}, 400, "int")):
+            status, answer = await admin.call("POST", f"/cards/{pan}/repay", body=body)
+            assert status == status_wanted and words in answer["error"], body
+        missing = "6253680000000000006"
+        status, answer = await admin.call("POST", f"/cards/{missing}/repay",
+                                          body={"amount_fen": 5})
+        assert status == 404 and answer["error"] == "no card 625368*********0006"
+        status, answer = await admin.call("PUT", f"/cards/{pan}", body={"statement_day": 29})
+        assert status == 400 and "statement day must be 1..28" in answer["error"]
+        view = await admin.switch.card(pan)
+        assert (view.posted, view.repaid, view.transactions) == (0, 0, [])
 
 
 async def test_a_request_body_above_the_bound_is_refused(redis_url):

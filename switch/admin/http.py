@@ -40,11 +40,17 @@ class CardChange(msgspec.Struct, forbid_unknown_fields=True):
     limit_fen: int | None = None
     status: str | None = None
     expiry: str | None = None  # YYMM
+    statement_day: int | None = None  # 1..28
 
 
 class Upgrade(msgspec.Struct, forbid_unknown_fields=True):
     limit_fen: int
     status: str = "active"
+
+
+class Repay(msgspec.Struct, forbid_unknown_fields=True):
+    amount_fen: int
+    ref: str | None = None  # the repayment's id (Ledger.repay); None: a new one
 
 
 def make_app(ledger: Ledger, policy: PolicySource, token: str, snapshot) -> web.Application:
@@ -59,6 +65,7 @@ def make_app(ledger: Ledger, policy: PolicySource, token: str, snapshot) -> web.
     guarded = [web.get("/cards/{card}", show_card), web.put("/cards/{card}", change_card),
                web.get("/cards/{card}/transactions", card_transactions),
                web.post("/cards/{account}/upgrade", upgrade_account),
+               web.post("/cards/{card}/repay", repay_card),
                web.post("/policy/reload", reload_policy)]
     app.add_routes(open_routes)
     for route in app.router.add_routes(guarded):
@@ -167,7 +174,8 @@ async def change_card(request: web.Request) -> web.Response:
     change = msgspec.json.decode(await request.read(), type=CardChange)
     pan = resolve_pan(request.match_info["card"])
     await request.app[LEDGER_KEY].set_card(pan, limit_fen=change.limit_fen,
-                                           status=change.status, expiry=change.expiry)
+                                           status=change.status, expiry=change.expiry,
+                                           statement_day=change.statement_day)
     return await show_card(request)
 
 
@@ -179,6 +187,24 @@ async def upgrade_account(request: web.Request) -> web.Response:
     view = await ledger.card(pan)
     view.pan = mask_pan(pan)
     return web.json_response({"created": created, "card": msgspec.to_builtins(view)})
+
+
+async def repay_card(request: web.Request) -> web.Response:
+    """A repayment (Ledger.repay): the outcome, its ref and amount, and the card after it."""
+    wanted = msgspec.json.decode(await request.read(), type=Repay)
+    pan = resolve_pan(request.match_info["card"])
+    ledger = request.app[LEDGER_KEY]
+    done = await ledger.repay(pan, wanted.amount_fen, wanted.ref)
+    if done.outcome == "no_card":
+        return failure(404, f"no card {mask_pan(pan)}")
+    if done.outcome == "mismatch":
+        return failure(409, f"repayment {done.ref} was {done.amount} fen, not "
+                       f"{wanted.amount_fen}: nothing changed")
+    view = await ledger.card(pan)
+    view.pan = mask_pan(pan)
+    # A repeat is no error: the repayment stands as first made, and the card is as it is.
+    return web.json_response({"outcome": done.outcome, "ref": done.ref, "amount_fen":
+                              done.amount, "card": msgspec.to_builtins(view)})
 
 
 class AdminServer:
