@@ -29,7 +29,7 @@ from switch.channel_client import ChannelClient, Sent
 from switch.cli import parser
 from switch.clock import Clock, TestClockControl, duration_ms, instant_ms
 from switch.config import DEFAULT_PORTS, Config, Listener
-from switch.ledger import CardView, Ledger
+from switch.ledger import CardView, Ledger, Repayment
 from switch.policy import Policy
 from switch.redis_runner import PrivateRedis
 from switch.scenario_run import fresh_card_number
@@ -66,6 +66,11 @@ class EmbeddedSwitch:
 
     async def card(self, pan: str) -> CardView | None:
         return await self.ledger.card(pan)
+
+    async def repay(self, pan: str, amount_fen: int, ref: str | None = None) -> Repayment:
+        """The card holder repays (docs/testing.md "The card's month"): posted falls and
+        open-to-buy rises at once; `ref` makes it idempotent."""
+        return await self.ledger.repay(pan, amount_fen, ref)
 
     async def force(self, pan: str, code: str | None, times: int | None = None,
                     channel: str = "") -> None:
