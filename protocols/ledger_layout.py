@@ -4,7 +4,9 @@ by writing it directly (loadtest/generator/cards.py). No I/O here: names and fie
 
 Every key of one card (or token) carries the same hash tag, so every Lua function call
 touches one Redis Cluster slot:
-  {c:PAN}          hash: limit, posted, held, pending_credit, beans, status, expiry
+  {c:PAN}          hash: limit, posted, held, pending_credit, beans, status, expiry,
+                   statement_day, cycle_end (and, once a statement closed, its stmt_* fields
+                   and repaid: switch/lua/statement.lua, repay.lua)
   {c:PAN}:t:REF    hash: one authorization or sale (kind, state, amount, hold, posted, ...)
   {c:PAN}:tx       sorted set of the card's transaction keys by creation time (ms)
   {c:PAN}:i:KEY    string: the answer given to idempotency key KEY, msgpack (expires), with
@@ -32,8 +34,17 @@ from __future__ import annotations
 
 import msgspec
 
-# The balances of a card that has never been used; its hash adds limit, status and expiry.
+from protocols.statement_calendar import next_close_ms
+
+# The balances of a card that has never been used; its hash adds limit, status and expiry,
+# and its statement cycle (card_cycle).
 FRESH_CARD_BALANCES = {"posted": 0, "held": 0, "pending_credit": 0, "beans": 0}
+
+
+def card_cycle(now_ms: int, statement_day: int) -> dict[str, int]:
+    """The statement fields of a card made at `now_ms`: its day and its first close
+    (switch/lua/statement.lua closes the cycles that follow)."""
+    return {"statement_day": statement_day, "cycle_end": next_close_ms(now_ms, statement_day)}
 
 
 class TokenRecord(msgspec.Struct, kw_only=True):

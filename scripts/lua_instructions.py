@@ -7,9 +7,6 @@ with no call. Prints (instructions with the calls - without) / CALLS. Run it in 
 checkouts to compare a change of the Lua (docs/performance.md):
 
     .venv/bin/python scripts/lua_instructions.py 1000
-
-`--statement-cycle` gives the seeded cards a statement cycle (closing far ahead), as a card
-made by `switch card set` has: each call then pays the cycle's check (switch/lua/statement.lua).
 """
 
 from __future__ import annotations
@@ -27,22 +24,14 @@ import redis
 from loadtest.generator.cards import seed_cards
 from loadtest.generator.workload import load_test_pans
 from loadtest.harness import redis_rate
-from protocols.ledger_layout import card_key
 from switch.redis_runner import free_port, reachable
 
 START_TIMEOUT_S = 300.0  # Redis under valgrind starts slowly on a loaded machine
 STOP_TIMEOUT_S = 120.0
 CARDS = 100
-CYCLE_END_MS = 4_102_444_800_000  # 2100-01-01: no statement closes while it is counted
 
 
-def give_cycles(url: str, pans: list[str]) -> None:
-    client = redis.Redis.from_url(url)
-    for pan in pans:
-        client.hset(card_key(pan), mapping={"statement_day": 5, "cycle_end": CYCLE_END_MS})
-
-
-def instructions(calls: int, cycle: bool = False) -> int:
+def instructions(calls: int) -> int:
     """All instructions redis-server ran, from start to shutdown, with `calls` calls."""
     folder = Path(tempfile.mkdtemp(prefix="lua-instructions-"))
     port, out = free_port(), folder / "callgrind.out"
@@ -59,8 +48,6 @@ def instructions(calls: int, cycle: bool = False) -> int:
             time.sleep(0.2)
         pans = load_test_pans(CARDS, seed=7)
         seed_cards(url, pans)
-        if cycle:
-            give_cycles(url, pans)
         if calls:
             asyncio.run(redis_rate.measure(url, pans, count=calls, depth=16, connections=1))
         else:
@@ -82,11 +69,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("calls", type=int, nargs="?", default=1000,
                         help="authorize calls to count (default 1000)")
-    parser.add_argument("--statement-cycle", action="store_true",
-                        help="give the cards a statement cycle first")
     args = parser.parse_args()
-    with_calls = instructions(args.calls, args.statement_cycle)
-    print(f"{(with_calls - instructions(0)) / args.calls:,.0f} "
+    print(f"{(instructions(args.calls) - instructions(0)) / args.calls:,.0f} "
           "Redis instructions per authorize call")
 
 

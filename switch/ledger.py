@@ -22,6 +22,7 @@ from protocols.ledger_layout import (
     FRESH_CARD_BALANCES,
     advice_key,
     answer_key,
+    card_cycle,
     card_indexes,
     card_key,
     card_keys,
@@ -34,7 +35,7 @@ from switch.clock import Clock, SystemClock, month_of, months_later
 from switch.config import DEFAULT_PORTS
 from switch.lua_library import ledger_library
 from switch.pipeline import ScriptPipeline
-from switch.statement import Cycle, check_day, cycle_of, next_close_ms
+from switch.statement import Cycle, check_day, cycle_of
 from switch.terms import NO_TERMS, Terms
 
 CARD_STATUSES = tuple(status.value for status in CardStatus)
@@ -366,7 +367,7 @@ class Ledger:
         if not exists:
             day = statement_day or self.statement_day
             fields |= {"status": status or "active", **FRESH_CARD_BALANCES,
-                       "statement_day": day, "cycle_end": next_close_ms(now_ms, day)}
+                       **card_cycle(now_ms, day)}
         changed = {k: v for k, v in fields.items() if v is not None}
         if changed:
             await self.client.hset(key, mapping=changed)
@@ -453,8 +454,8 @@ class Ledger:
         for attempt in range(UPGRADE_ATTEMPTS_MAX):
             pan = upgrade_pan(account, attempt)
             outcome = await self.scripts.call("upgrade", (card_key(pan),), (
-                account, limit_fen, expiry, status, now_ms, self.statement_day,
-                next_close_ms(now_ms, self.statement_day)))
+                account, limit_fen, expiry, status, now_ms,
+                *card_cycle(now_ms, self.statement_day).values()))
             if outcome != "taken":
                 return pan, outcome == "created"
         raise RuntimeError(f"no free card number for account {account!r} after "

@@ -2,19 +2,18 @@
 
 switch/lua/statement.lua closes a card's cycle lazily, on the card's first ledger call (or
 read) at or after its close: the statement records the posted balance then, its minimum
-payment and its due date. This module restates the calendar (the same instants, for the
-card's first cycle and for tests) and reads a card's statement fields into a `Cycle`, with
-what depends on the reader's now (overdue). docs/testing.md "The card's month".
+payment and its due date. protocols/statement_calendar.py restates its calendar (the same
+instants, for a card's first cycle and for tests); this module reads a card's statement
+fields into a `Cycle`, with what depends on the reader's now (overdue). docs/testing.md
+"The card's month".
 """
 
 from __future__ import annotations
 
-import datetime
-
 import msgspec
 
+from protocols.statement_calendar import previous_close_ms
 from switch import limits
-from switch.clock import DAY_MS
 
 DUE_DAYS = 20  # statement.lua's DUE_DAYS (tests/test_statement.py checks they agree)
 MIN_PAYMENT_PERCENT = 10  # statement.lua's MIN_PAYMENT_PERCENT
@@ -41,29 +40,6 @@ def check_day(day: int) -> int:
         raise ValueError(f"statement day must be {limits.statement_day_min}.."
                          f"{limits.statement_day_max} (a day every month has)")
     return day
-
-
-def _close_ms(year: int, month: int, day: int) -> int:
-    """The end of day `day` of the month (UTC), in ms: the statement closes then."""
-    end = datetime.datetime(year, month, day, tzinfo=datetime.UTC) + datetime.timedelta(days=1)
-    return int(end.timestamp()) * 1000
-
-
-def next_close_ms(after_ms: int, day: int) -> int:
-    """The first statement close of a card with statement day `day` after `after_ms`."""
-    moment = datetime.datetime.fromtimestamp(after_ms // DAY_MS * 86_400, datetime.UTC)
-    close = _close_ms(moment.year, moment.month, day)
-    if close > after_ms:
-        return close
-    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
-    return _close_ms(year, month, day)
-
-
-def previous_close_ms(close_ms: int, day: int) -> int:
-    """The close a month before the close `close_ms`."""
-    moment = datetime.datetime.fromtimestamp((close_ms - DAY_MS) // 1000, datetime.UTC)
-    year, month = (moment.year - 1, 12) if moment.month == 1 else (moment.year, moment.month - 1)
-    return _close_ms(year, month, day)
 
 
 def minimum_payment(balance: int, past_due: int) -> int:

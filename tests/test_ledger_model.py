@@ -24,10 +24,10 @@ from hypothesis.stateful import (
 )
 
 from protocols.messages import AuthRequest, MessageClass
+from protocols.statement_calendar import next_close_ms
 from switch.clock import DAY_MS
 from switch.ledger import Ledger
 from switch.redis_client import connect
-from switch.statement import next_close_ms
 from tests.support import FakeClock, new_pan
 
 LIMIT_FEN = 10_000

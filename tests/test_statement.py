@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 
 from protocols.ledger_layout import card_key
 from protocols.messages import AuthRequest, MessageClass
+from protocols.statement_calendar import next_close_ms, previous_close_ms
 from switch import limits, statement
 from switch.clock import DAY_MS
 from switch.ledger import Ledger
 from switch.redis_client import connect
-from switch.statement import minimum_payment, next_close_ms, previous_close_ms
+from switch.statement import minimum_payment
 from tests.support import FakeClock, make_card
 from tests.test_policy_support import new_ref
 

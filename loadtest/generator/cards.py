@@ -1,12 +1,13 @@
 """Seeding the load-test cards into the switch's Redis, through the ledger's documented layout.
 
 protocols/ledger_layout.py states it for the switch and for us: one card is the hash `{c:PAN}`
-(limit, posted, held, pending_credit, beans, status, expiry), its transactions listed in the
-sorted set `{c:PAN}:tx`, its pending holds in `{c:PAN}:h` and its velocity counters in
-`{c:PAN}:n`. Writing that layout directly (pipelined, a thousand cards a round trip) seeds 100,000
-cards in seconds, where `switch seed` sets cards one by one. Seeding a card again starts
-it afresh: balances zero, transaction records, holds and counters deleted. So every run
-(and every find-max step) starts from the same state, and repeats itself.
+(limit, posted, held, pending_credit, beans, status, expiry, its statement cycle from the
+moment it is seeded), its transactions listed in the sorted set `{c:PAN}:tx`, its pending
+holds in `{c:PAN}:h` and its velocity counters in `{c:PAN}:n`. Writing that layout directly
+(pipelined, a thousand cards a round trip) seeds 100,000 cards in seconds, where `switch
+seed` sets cards one by one. Seeding a card again starts it afresh: balances zero,
+transaction records, holds and counters deleted. So every run (and every find-max step)
+starts from the same state, and repeats itself.
 
 The x-pay wallet tokens follow the same module's token layout, `{t:DPAN}` (pan, wallet,
 device, expiry, status, key, atc, created_ms): one token per card and generator worker, its
@@ -28,11 +29,12 @@ from loadtest.generator.adapters.iso import (
     load_test_token,
     token_secret,
 )
-from loadtest.generator.workload import CARD_EXPIRY, CARD_LIMIT_FEN
+from loadtest.generator.workload import CARD_EXPIRY, CARD_LIMIT_FEN, CARD_STATEMENT_DAY
 from protocols.ledger_layout import (
     FRESH_CARD_BALANCES,
     TerminalKeyRecord,
     TokenRecord,
+    card_cycle,
     card_indexes,
     card_key,
     terminal_key,
@@ -107,8 +109,9 @@ def seed_terminal_key(url: str) -> None:
 
 
 def card_fields(limit_fen: int = CARD_LIMIT_FEN, expiry: str = CARD_EXPIRY) -> dict:
-    """A freshly seeded card's hash."""
-    return {"limit": limit_fen, **FRESH_CARD_BALANCES, "status": "active", "expiry": expiry}
+    """A freshly seeded card's hash, its statement cycle starting now."""
+    return {"limit": limit_fen, **FRESH_CARD_BALANCES, "status": "active", "expiry": expiry,
+            **card_cycle(int(time.time() * 1000), CARD_STATEMENT_DAY)}
 
 
 def _seed_batch(client: redis.Redis, pans: Sequence[str], limit_fen: int, expiry: str) -> None:

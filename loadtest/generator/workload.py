@@ -26,6 +26,9 @@ from protocols.messages import AuthRequest, MessageClass
 LOAD_TEST_BIN = "625380"  # a UnionPay 62 BIN kept for load-test cards (demo cards use 625368)
 CARD_EXPIRY = "3012"
 CARD_LIMIT_FEN = 10_000_000  # 100,000 yuan, the product's highest limit: cards last long runs
+# The switch's default statement day (switch/limits.py statement_day_default): a seeded card
+# is the card `switch card set` makes (tests/test_ledger_layout.py).
+CARD_STATEMENT_DAY = 5
 
 # (MCC, weight, median amount in fen, log-normal sigma). Everyday categories dominate; the
 # medians follow what a basket costs there. A few purchases go to gambling (7995) and ATM
