@@ -34,12 +34,14 @@ class Code(enum.StrEnum):
     STOLEN_CARD = "43"
     INSUFFICIENT_CREDIT = "51"
     EXPIRED_CARD = "54"
+    WRONG_PIN = "55"
     NOT_PERMITTED_TO_CARDHOLDER = "57"
     NOT_PERMITTED_ON_TERMINAL = "58"
     EXCEEDS_AMOUNT_LIMIT = "61"
     RESTRICTED_CARD = "62"
     SECURITY_VIOLATION = "63"
     EXCEEDS_FREQUENCY_LIMIT = "65"
+    PIN_TRIES_EXCEEDED = "75"
     ISSUER_UNAVAILABLE = "91"
     DUPLICATE = "94"
     RECONCILIATION_ERROR = "95"  # a batch's totals differ from the switch's (0510)
@@ -62,12 +64,14 @@ MEANINGS: Mapping[Code, str] = {
     Code.STOLEN_CARD: "stolen card",
     Code.INSUFFICIENT_CREDIT: "insufficient open-to-buy (over the credit limit)",
     Code.EXPIRED_CARD: "expired card",
+    Code.WRONG_PIN: "wrong PIN (or a PIN required and missing, or unreadable)",
     Code.NOT_PERMITTED_TO_CARDHOLDER: "not permitted to the cardholder",
     Code.NOT_PERMITTED_ON_TERMINAL: "not permitted on this terminal or merchant",
     Code.EXCEEDS_AMOUNT_LIMIT: "exceeds an amount limit",
     Code.RESTRICTED_CARD: "restricted card",
     Code.SECURITY_VIOLATION: "security violation",
     Code.EXCEEDS_FREQUENCY_LIMIT: "exceeds a frequency limit",
+    Code.PIN_TRIES_EXCEEDED: "PIN tries exceeded",
     Code.ISSUER_UNAVAILABLE: "issuer unavailable or timed out",
     Code.DUPLICATE: "duplicate transmission",
     Code.RECONCILIATION_ERROR: "reconciliation error (batch totals differ)",
@@ -96,12 +100,16 @@ ADAPTER_ACTIONS: Mapping[Code, str] = {
     Code.STOLEN_CARD: _DECLINED,
     Code.INSUFFICIENT_CREDIT: _DECLINED,
     Code.EXPIRED_CARD: _DECLINED,
+    Code.WRONG_PIN: "ask the cardholder for the PIN again (F44 says whether it was wrong, "
+    "missing or unreadable) and send a new transaction",
     Code.NOT_PERMITTED_TO_CARDHOLDER: _DECLINED,
     Code.NOT_PERMITTED_ON_TERMINAL: _DECLINED,
     Code.EXCEEDS_AMOUNT_LIMIT: _DECLINED,
     Code.RESTRICTED_CARD: _DECLINED,
     Code.SECURITY_VIOLATION: "check the signing key and the signature; nothing changed",
     Code.EXCEEDS_FREQUENCY_LIMIT: "declined for now: a later attempt may pass the window",
+    Code.PIN_TRIES_EXCEEDED: "declined: the card takes no PIN until the issuer resets its "
+    "tries (`switch card set --pin-stdin` sets a new PIN)",
     Code.ISSUER_UNAVAILABLE: "the outcome is unknown: reverse it (0400/0420, JD REVERSE), "
     "then send a new transaction if still wanted",
     Code.DUPLICATE: "a transaction id (STAN, tradeNum, out_trade_no) reused in its scope "
@@ -110,7 +118,8 @@ ADAPTER_ACTIONS: Mapping[Code, str] = {
     Code.RECONCILIATION_ERROR: "upload the batch's transactions (0320), then settle again "
     "after upload (0500, F60.3 202)",
     Code.SYSTEM_MALFUNCTION: "the outcome is unknown: reverse it, as for 91",
-    Code.MAC_FAILURE: "check the MAC key and what the MAC covers; nothing changed",
+    Code.MAC_FAILURE: "check the MAC key and what the MAC covers; nothing changed. With "
+    "reason not_signed_on: sign on (0800) and send it again under the session MAC key",
 }
 
 # Plain strings, not the enum's members: what is looked up is mostly a code read off the wire
@@ -160,6 +169,17 @@ class Reason(enum.StrEnum):
     MAC_MISSING = "mac_missing"
     MAC_MISMATCH = "mac_mismatch"
     TERMINAL_UNKNOWN = "terminal_unknown"  # no MAC key for this acquirer and terminal
+    # Sessions (protocols/iso_session.py): a terminal that must sign on, has no session and
+    # sends money under its master key; a sign-on the switch cannot answer with keys.
+    NOT_SIGNED_ON = "not_signed_on"
+    KEY_EXCHANGE_UNSUPPORTED = "key_exchange_unsupported"
+    # PINs (protocols/iso_pin.py; the tries in switch/lua/prelude.lua).
+    PIN_REQUIRED = "pin_required"  # the policy's [pin] asks for one and F52 is absent
+    PIN_BLOCK_MALFORMED = "pin_block_malformed"  # F52 does not decrypt to a format 0 block
+    PIN_KEY_MISSING = "pin_key_missing"  # F52 from a terminal with no session PIN key
+    PIN_NOT_SET = "pin_not_set"  # a PIN sent for a card that has none
+    PIN_WRONG = "pin_wrong"
+    PIN_TRIES_EXCEEDED = "pin_tries_exceeded"
     LIMIT_PAY_NO_CREDIT = "limit_pay_no_credit"  # a WeChat merchant that refuses credit cards
     # Repeats.
     DUPLICATE_KEY_MISMATCH = "duplicate_key_mismatch"  # same id, different content
@@ -260,6 +280,14 @@ REASON_CODES: Mapping[Reason, frozenset[str]] = {
     Reason.MAC_MISSING: frozenset({Code.MAC_FAILURE}),
     Reason.MAC_MISMATCH: frozenset({Code.MAC_FAILURE}),
     Reason.TERMINAL_UNKNOWN: frozenset({Code.NOT_PERMITTED_ON_TERMINAL}),
+    Reason.NOT_SIGNED_ON: frozenset({Code.MAC_FAILURE}),
+    Reason.KEY_EXCHANGE_UNSUPPORTED: frozenset({Code.INVALID_TRANSACTION}),
+    Reason.PIN_REQUIRED: frozenset({Code.WRONG_PIN}),
+    Reason.PIN_BLOCK_MALFORMED: frozenset({Code.WRONG_PIN}),
+    Reason.PIN_KEY_MISSING: frozenset({Code.WRONG_PIN}),
+    Reason.PIN_NOT_SET: frozenset({Code.WRONG_PIN}),
+    Reason.PIN_WRONG: frozenset({Code.WRONG_PIN}),
+    Reason.PIN_TRIES_EXCEEDED: frozenset({Code.PIN_TRIES_EXCEEDED}),
     Reason.LIMIT_PAY_NO_CREDIT: frozenset({Code.NOT_PERMITTED_ON_TERMINAL}),
     Reason.DUPLICATE_KEY_MISMATCH: frozenset({Code.DUPLICATE}),
     Reason.DUPLICATE_REFERENCE: frozenset({Code.DUPLICATE}),

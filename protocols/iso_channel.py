@@ -30,6 +30,13 @@ from protocols.framing import BINARY_2, HeaderFormat
 from protocols.iso8583 import Iso8583Error, get_codec
 from protocols.iso_envelope import NO_ENVELOPE, Envelope, EnvelopeError
 from protocols.iso_mac import IsoMac, KeyLookup, MacKey
+from protocols.iso_session import (
+    MasterKey,
+    SessionAction,
+    SessionChange,
+    entered_pin,
+    session_action,
+)
 from protocols.messages import CURRENCY_CNY, AuthRequest, AuthResponse, MessageClass
 
 log = logging.getLogger("protocols.iso_channel")
@@ -41,8 +48,9 @@ UNREADABLE_MTI = "0000"  # the answer's MTI when the request's own MTI cannot be
 # 52 (PIN block), 55 (the card's ICC data), 64/128 (the answer gets its own MAC).
 ECHOED = ("2", "3", "4", "7", "11", "12", "13", "18", "22", "25", "32", "33", "37", "41", "42",
           "49", "60", "70", "90", "95")
-# Set by the switch, never echoed (48: a settlement's answer, its totals reconciled).
-ADDED = frozenset({"38", "39", "44", "48", "54", "63"})
+# Set by the switch, never echoed (48: a settlement's answer, its totals reconciled; 62: a
+# sign-on's working keys).
+ADDED = frozenset({"38", "39", "44", "48", "54", "62", "63"})
 STAND_IN_MARK = "STIP"  # F63 (private use) of an answer decided in stand-in (docs/channels/pos.md)
 ANSWER_FIELDS = tuple(sorted(set(ECHOED) | ADDED, key=int))
 NETWORK_CODES = frozenset({"001", "002", "301"})  # F70: sign-on, sign-off, echo test
@@ -106,7 +114,7 @@ class IsoChannel:
     # --- requests ---------------------------------------------------------------------------
 
     def decode_request(self, body: bytes, keys: tuple[MacKey, ...] | object | None = None
-                       ) -> Decoded | bytes | KeyNeeded:
+                       ) -> Decoded | bytes | KeyNeeded | SessionChange:
         """`keys`: the sender's keys as just fetched (after a KeyNeeded), instead of the
         lookup's."""
         front = None
@@ -129,6 +137,11 @@ class IsoChannel:
             refused = self._verify(body, message, network, keys)
             if refused is not None:
                 return refused
+            if not network and isinstance(message.get(SIGNED_BY), MasterKey):
+                # Money under the master key of a terminal that has a session or needs one.
+                return self._refuse(message, Code.MAC_FAILURE, Reason.NOT_SIGNED_ON,
+                                    institution(message.get("32", "")),
+                                    message.get("41", "").rstrip())
         if network:
             return self._network(message)
         if message["t"][1:3] in BATCH_KINDS:
@@ -215,9 +228,14 @@ class IsoChannel:
 
     # --- answers ----------------------------------------------------------------------------
 
+    def session_answer(self, change: SessionChange, code: str, reason: str = "",
+                       f62: str = "") -> bytes:
+        """The 0810 of a sign-on, sign-off or key change, F62 the keys of a new session."""
+        return self.answer(change.message, code, reason, extra={"62": f62} if f62 else None)
+
     def answer(self, request: Mapping[str, Any], code: str, reason: str = "",
                response: AuthResponse | None = None,
-               extra: Mapping[str, str] | None = None) -> bytes:
+               extra: Mapping[str, Any] | None = None) -> bytes:
         added = {"39": code} if extra is None else {**extra, "39": code}
         approved = code in APPROVING
         if approved and response is not None and response.auth_id:
@@ -246,7 +264,14 @@ class IsoChannel:
         (the bench's reference server)."""
         return self.mac.encode(fields, key)
 
-    def _network(self, message: dict) -> bytes:
+    def _network(self, message: dict) -> bytes | SessionChange:
+        action = session_action(message)
+        terminal = message.get("41", "").rstrip()
+        if action is not None and terminal and hasattr(self.keys, "change_session"):
+            # Sign-on, sign-off, key change of a terminal: made in Redis by the server.
+            return SessionChange(action, institution(message.get("32", "")), terminal, message)
+        if action is SessionAction.KEY_CHANGE:  # no keys to change without a key store
+            return self.answer(message, Code.INVALID_TRANSACTION, Reason.KEY_EXCHANGE_UNSUPPORTED)
         if message.get("70") not in NETWORK_CODES:
             return self.answer(message, Code.INVALID_TRANSACTION, Reason.NETWORK_CODE_UNSUPPORTED)
         return self.answer(message, Code.APPROVED)
@@ -272,6 +297,7 @@ def request_basics(channel: str, message: dict) -> dict[str, Any]:
         raise FieldError(Code.FORMAT_ERROR, Reason.FIELD_MISSING.format(field=41))
     acquirer = institution(message.get("32", ""))
     txn_ref = f"{channel}:{acquirer}:{terminal}:{stan}"
+    pin = entered_pin(message, card, message.get(SIGNED_BY))
     return dict(
         message_class=message_class,
         channel=channel,
@@ -286,6 +312,8 @@ def request_basics(channel: str, message: dict) -> dict[str, Any]:
         original_ref=original_of(channel, message, message_class, txn_ref, terminal, acquirer),
         transmitted_at=transmitted,
         partial_ok=message.get("60", "")[PARTIAL_OK_AT:PARTIAL_OK_AT + 1] == PARTIAL_OK,
+        entry_mode=message.get("22", ""),
+        pin=pin,
         idempotency_key=f"{channel}:{id_kind(message_class)}:{acquirer}:{terminal}:{stan}:"
                         f"{transmitted}",
     )

@@ -53,6 +53,8 @@ RESULT_CODES: dict[str, tuple[str, str]] = {
     Code.STOLEN_CARD: ("CARD03", "card restricted"),
     Code.INSUFFICIENT_CREDIT: ("BAL001", "insufficient available credit"),
     Code.EXPIRED_CARD: ("CARD02", "card expired"),
+    Code.WRONG_PIN: ("RISK01", "not permitted for this card"),
+    Code.PIN_TRIES_EXCEEDED: ("CARD03", "card restricted"),
     Code.NOT_PERMITTED_TO_CARDHOLDER: ("RISK01", "not permitted for this card"),
     Code.NOT_PERMITTED_ON_TERMINAL: ("RISK01", "not permitted for this card"),
     Code.EXCEEDS_AMOUNT_LIMIT: ("RISK02", "exceeds amount limit"),

@@ -28,6 +28,8 @@ touches one Redis Cluster slot:
   {k:ACQ}:TERM     hash: the MAC key of terminal TERM of acquirer ACQ (F32 without leading
                    zeros), TerminalKeyRecord; TERM "*" is the acquirer's own key, for every
                    terminal of it without one (an acquirer host). One acquirer, one slot.
+  {k:ACQ}:TERM:session  hash: pik, mak, tdk (hex), issued (ms): the terminal's working keys
+                   from its last sign-on or key change; expires with the session
 """
 
 from __future__ import annotations
@@ -122,6 +124,9 @@ class TerminalKeyRecord(msgspec.Struct, kw_only=True):
     previous_algorithm: str = ""
     previous_key: str = ""  # hex; "" when there is none
     previous_until_ms: int = 0
+    # 1: the terminal must sign on (protocols/iso_session.py); money under this key alone is
+    # refused (A0 not_signed_on).
+    sign_on: int = 0
 
     def fields(self) -> dict[str, str | int]:
         return msgspec.structs.asdict(self)
@@ -134,3 +139,8 @@ class TerminalKeyRecord(msgspec.Struct, kw_only=True):
 def terminal_key(acquirer: str, terminal: str) -> str:
     """`acquirer` as F32 names it without its leading zeros (iso_channel.institution)."""
     return f"{{k:{acquirer}}}:{terminal}"
+
+
+def session_key(acquirer: str, terminal: str) -> str:
+    """A terminal's session (working keys from its sign-on; switch/terminal_sessions.py)."""
+    return f"{terminal_key(acquirer, terminal)}:session"

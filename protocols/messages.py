@@ -45,6 +45,11 @@ class AuthRequest(msgspec.Struct, kw_only=True):
     transmitted_at: str = ""  # the channel's transmission time, as sent
     partial_ok: bool = False  # the acquirer accepts a partial approval (code 10)
     instant_refund: bool = False  # JD "lightning refund": credit restored at once
+    entry_mode: str = ""  # ISO 8583 F22 (POS entry mode), "" on channels without one
+    # The PIN the cardholder entered (F52 decrypted by the codec), "" for none. Never logged
+    # nor journaled: the engine turns it into a salted hash (switch/pins.py) and the ledger
+    # call carries only that; stand-in does not decide a request with a PIN.
+    pin: str = ""
     # The request's id in the scope its channel defines, written by its codec: JD
     # jd:MERCHANT:TRADENUM, WeChat wx:MCH_ID:OUT_TRADE_NO (wx:MCH_ID:r:OUT_REFUND_NO, ...),
     # ISO 8583 CHANNEL:KIND:ACQUIRER:TERMINAL:STAN:TRANSMISSION_TIME (KIND: reversal or txn).
@@ -65,6 +70,11 @@ class RefundRecord(msgspec.Struct, array_like=True, frozen=True):
     refund_ref: str  # the refund's own id: its idempotency key (WeChat wx:MCH:r:OUT_REFUND_NO)
     amount_fen: int
     at_ms: int  # when it was made (the ledger's clock)
+
+    def __repr__(self) -> str:  # the PIN never shows, not even in a traceback's locals
+        shown = (f"{name}={'<pin>' if name == 'pin' and self.pin else getattr(self, name)!r}"
+                 for name in self.__struct_fields__)
+        return f"{type(self).__name__}({', '.join(shown)})"
 
 
 class AuthResponse(msgspec.Struct, kw_only=True):

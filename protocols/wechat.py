@@ -73,6 +73,8 @@ ERR_CODES: dict[str, tuple[str, str]] = {
     Code.LOST_CARD: ("NOTSUPORTCARD", "card cannot be used (lost)"),
     Code.STOLEN_CARD: ("NOTSUPORTCARD", "card cannot be used (stolen)"),
     Code.EXPIRED_CARD: ("NOTSUPORTCARD", "card expired"),
+    Code.WRONG_PIN: ("TRADE_ERROR", "declined by the issuer (PIN)"),
+    Code.PIN_TRIES_EXCEEDED: ("NOTSUPORTCARD", "card cannot be used (PIN tries exceeded)"),
     Code.RESTRICTED_CARD: ("NOTSUPORTCARD", "card restricted or not activated"),
     Code.INVALID_AMOUNT: ("PARAM_ERROR", "invalid amount"),
     Code.FORMAT_ERROR: ("PARAM_ERROR", "parameter error"),

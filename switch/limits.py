@@ -143,6 +143,19 @@ batch_entries_max = 10_000
 # week covers a long weekend and the operator's look at a batch that did not balance.
 batch_ttl_s = 7 * 24 * 3600
 
+# A terminal's session (its working keys from a sign-on, switch/terminal_sessions.py) lasts
+# this long in Redis unless it signs off or changes keys first: UnionPay terminals sign on
+# at least once a day, so a day's keys that leaked stop working by the next day.
+terminal_session_life_s = 86_400
+
+# --- PINs (switch/pins.py)
+
+# PBKDF2-HMAC-SHA256 rounds of a card's PIN hash. A 4-6 digit PIN has at most a million
+# values, so no hash makes a stolen one safe; the rounds make each guess cost about a
+# millisecond (docs/performance.md), off the event loop, while a PIN payment stays cheap.
+pin_hash_rounds = 20_000
+pin_salt_bytes = 16  # per card, random, made anew with each new PIN
+
 # The EMV application transaction counter (tag 9F36) is two bytes.
 atc_max = 0xFFFF
 

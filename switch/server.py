@@ -28,6 +28,7 @@ from protocols.channel import ChannelCodec, Decoded, KeyNeeded
 from protocols.codes import Code, Reason
 from protocols.framing import Framer, FramingError
 from protocols.iso_channel import KEYS_UNAVAILABLE
+from protocols.iso_session import SessionChange
 from protocols.messages import AuthRequest, AuthResponse, decline
 from switch import limits
 from switch.config import Config, ServerLimits
@@ -208,6 +209,9 @@ class Connection(asyncio.Protocol):
         if isinstance(decoded, BatchWork):
             self._batch(decoded)
             return
+        if isinstance(decoded, SessionChange):
+            self._change_session(decoded)
+            return
         stand_in = listener.stand_in
         if stand_in is not None and stand_in.answers:  # stand-in answers not yet forwarded
             earlier = stand_in.repeat(decoded.request)
@@ -270,6 +274,32 @@ class Connection(asyncio.Protocol):
         fetching.add_done_callback(self.listener.pending.discard)
         self._steer_reading()
         fetching.add_done_callback(functools.partial(self._keys_fetched, body))
+
+    def _change_session(self, change: SessionChange) -> None:
+        """A sign-on, key change or sign-off (protocols/iso_session.py): made in Redis, then
+        answered; meanwhile the connection takes no further request (its next one may be
+        signed with the new keys)."""
+        changing = self.keys_wait = self.listener.codec.keys.change_session(change)
+        self.listener.pending.add(changing)
+        changing.add_done_callback(self.listener.pending.discard)
+        self._steer_reading()
+        changing.add_done_callback(functools.partial(self._session_changed, change))
+
+    def _session_changed(self, change: SessionChange, changing: asyncio.Future) -> None:
+        self.keys_wait = None
+        codec = self.listener.codec
+        if changing.cancelled() or changing.exception() is not None:
+            log.warning("%s: cannot change the session of terminal %r: %s", self.listener.name,
+                        change.terminal,
+                        "cancelled" if changing.cancelled() else changing.exception())
+            self.listener.counters.errors += 1
+            body = codec.session_answer(change, Code.ISSUER_UNAVAILABLE,
+                                        Reason.ISSUER_UNAVAILABLE)
+        else:
+            body = codec.session_answer(change, *changing.result())
+        if not self.transport.is_closing():
+            self._send(body)
+            asyncio.get_running_loop().call_soon(self._take)
 
     def _keys_fetched(self, body: bytes, fetching: asyncio.Future) -> None:
         self.keys_wait = None

@@ -182,6 +182,8 @@ class StandIn:
         """The stand-in decision, or None when stand-in cannot decide (the answer is 91)."""
         if not self.enabled or request.message_class not in STOOD_IN_CLASSES:
             return None
+        if request.pin:  # its hash is in Redis: a PIN is never taken unchecked (nor journaled)
+            return None
         problem = refusal(request) or self.policy.judge(request).decline
         if problem is not None:
             return _marked(decline(*problem))

@@ -24,9 +24,11 @@ from redis.exceptions import RedisError, WatchError
 
 from protocols.iso_channel import institution
 from protocols.iso_mac import KEY_SIZES, MacAlgorithm, MacKey
-from protocols.ledger_layout import TerminalKeyRecord, terminal_key
+from protocols.iso_session import SessionChange, master_only
+from protocols.ledger_layout import TerminalKeyRecord, session_key, terminal_key
 from switch import limits
 from switch.clock import Clock, SystemClock
+from switch.terminal_sessions import SessionOutcome, change_session, session_mac_key
 
 ACQUIRER_WIDE = "*"  # the terminal id of an acquirer's own key
 
@@ -52,6 +54,25 @@ def usable(record: TerminalKeyRecord, now_ms: int) -> tuple[MacKey, ...]:
     return (current,)
 
 
+def signing_keys(record: TerminalKeyRecord, session: dict[str, str], now_ms: int
+                 ) -> tuple[MacKey, ...]:
+    """The keys a terminal's MACs may be made with: with a session, its MAK first and the
+    master key(s) for network management only; without, the master key(s), for network
+    management only when the terminal must sign on (protocols/iso_session.py)."""
+    masters = usable(record, now_ms)
+    mak = session_mac_key(session)
+    if mak is not None:
+        return (mak, *map(master_only, masters))
+    return tuple(map(master_only, masters)) if record.sign_on else masters
+
+
+def in_grace(keys: tuple[MacKey, ...], previous_until_ms: int, now_ms: int
+             ) -> tuple[MacKey, ...]:
+    """`keys` without the last (the previous master key) once its grace period is over;
+    `previous_until_ms` 0: they hold no previous key."""
+    return keys if not previous_until_ms or now_ms < previous_until_ms else keys[:-1]
+
+
 def new_key(algorithm: str) -> MacKey:
     """A fresh random key of the algorithm's usual size."""
     known = MacAlgorithm(algorithm)
@@ -67,22 +88,30 @@ class TerminalKeyStore:
 
     async def read(self, acquirer: str, terminal: str) -> TerminalKeyRecord | None:
         """The terminal's own record, else its acquirer's; None when neither has a key."""
+        return (await self.read_with_session(acquirer, terminal))[0]
+
+    async def read_with_session(self, acquirer: str, terminal: str
+                                ) -> tuple[TerminalKeyRecord | None, dict[str, str]]:
+        """`read`, and the terminal's session ({} when it has none), in one round trip."""
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(terminal_key(acquirer, terminal))
             pipe.hgetall(terminal_key(acquirer, ACQUIRER_WIDE))
-            own, wide = await pipe.execute()
+            pipe.hgetall(session_key(acquirer, terminal))
+            own, wide, session = await pipe.execute()
         fields = own or wide
-        return TerminalKeyRecord.from_fields(fields) if fields else None
+        return (TerminalKeyRecord.from_fields(fields) if fields else None), session
 
     async def show(self, acquirer: str, terminal: str) -> TerminalKeyRecord | None:
         fields = await self.client.hgetall(terminal_key(*scope(acquirer, terminal)))
         return TerminalKeyRecord.from_fields(fields) if fields else None
 
-    async def add(self, acquirer: str, terminal: str, key: MacKey) -> TerminalKeyRecord:
-        """A terminal's first key; ValueError when it has one (rotate it instead)."""
+    async def add(self, acquirer: str, terminal: str, key: MacKey, sign_on: bool = False
+                  ) -> TerminalKeyRecord:
+        """A terminal's first key; ValueError when it has one (rotate it instead).
+        `sign_on`: the terminal must sign on before it sends money."""
         name = terminal_key(*scope(acquirer, terminal))
         record = TerminalKeyRecord(algorithm=key.algorithm, key=key.key.hex().upper(),
-                                   created_ms=self.clock.now_ms())
+                                   created_ms=self.clock.now_ms(), sign_on=int(sign_on))
         if not await self.client.hsetnx(name, "key", record.key):
             raise ValueError(f"terminal {terminal} of acquirer {acquirer} has a key: "
                              "`switch terminal rotate` gives it a new one")
@@ -111,7 +140,8 @@ class TerminalKeyStore:
                         algorithm=key.algorithm, key=key.key.hex().upper(),
                         created_ms=old.created_ms, rotated_ms=now_ms,
                         previous_algorithm=old.algorithm, previous_key=old.key,
-                        previous_until_ms=now_ms + int(grace_s * 1000))
+                        previous_until_ms=now_ms + int(grace_s * 1000),
+                        sign_on=old.sign_on)
                     pipe.multi()
                     pipe.hset(name, mapping=record.fields())
                     await pipe.execute()
@@ -129,8 +159,8 @@ class CachedKeys:
         self.store = store
         self.clock = store.clock
         self.configured = dict(configured or {})
-        # (acquirer, terminal) -> (fetched at ms, its keys, the previous one's last ms): the
-        # keys with the previous one last, dropped once its grace period is over.
+        # (acquirer, terminal) -> (fetched at ms, its keys, the previous one's last ms, 0 for
+        # none): the keys with the previous one last, dropped once its grace period is over.
         self._cache: dict[tuple[str, str], tuple[int, tuple[MacKey, ...], int]] = {}
         # Reads under way: the connections that need the same terminal's keys share one.
         self._reading: dict[tuple[str, str], asyncio.Future[tuple[MacKey, ...]]] = {}
@@ -143,7 +173,7 @@ class CachedKeys:
         now_ms = self.clock.now_ms()
         if now_ms - fetched_ms >= limits.terminal_key_cache_ttl_s * 1000:
             return None
-        return keys if now_ms < previous_until_ms else keys[:1]
+        return in_grace(keys, previous_until_ms, now_ms)
 
     def doubt(self, acquirer: str, terminal: str) -> bool:
         entry = self._cache.get((acquirer, terminal))
@@ -151,6 +181,24 @@ class CachedKeys:
             return False
         del self._cache[(acquirer, terminal)]
         return True
+
+    def change_session(self, change: SessionChange) -> asyncio.Future[SessionOutcome]:
+        """A sign-on, key change or sign-off (protocols/iso_session.py) made in Redis; this
+        process's cached keys of the terminal are dropped (other workers' lapse within
+        `terminal_key_cache_ttl_s`, or at once on a MAC that fails under them)."""
+        return asyncio.ensure_future(self._change_session(change))
+
+    async def _change_session(self, change: SessionChange) -> SessionOutcome:
+        name = (change.acquirer, change.terminal)
+        record = await self.store.read(*name)
+        if record is not None:
+            master = usable(record, 0)[0]
+        else:
+            configured = self._configured(*name)
+            master = configured[0] if configured else None
+        outcome = await change_session(self.store.client, change, master, self.clock)
+        self._cache.pop(name, None)
+        return outcome
 
     def fetch(self, acquirer: str, terminal: str) -> asyncio.Future[tuple[MacKey, ...]]:
         """The keys from Redis (cached from now on), or what Redis raised; one read at a time
@@ -164,7 +212,7 @@ class CachedKeys:
 
     async def _read(self, acquirer: str, terminal: str) -> tuple[MacKey, ...]:
         try:
-            record = await self.store.read(acquirer, terminal)
+            record, session = await self.store.read_with_session(acquirer, terminal)
         except (RedisError, OSError, TimeoutError):
             # Redis unreachable (stand-in time): the keys last read, else the config's, for
             # the cache's lifetime (not a read per request while Redis is away).
@@ -174,14 +222,16 @@ class CachedKeys:
             keys, until_ms = known
         else:
             if record is not None:
-                keys, until_ms = usable(record, self.clock.now_ms()), record.previous_until_ms
+                read_ms = self.clock.now_ms()
+                keys = signing_keys(record, session, read_ms)
+                until_ms = record.previous_until_ms if len(usable(record, read_ms)) > 1 else 0
             else:
                 keys, until_ms = self._configured(acquirer, terminal), 0
         now_ms, name = self.clock.now_ms(), (acquirer, terminal)
         if name not in self._cache and len(self._cache) >= limits.terminal_keys_cached_max:
             del self._cache[next(iter(self._cache))]  # the oldest entry
         self._cache[name] = (now_ms, keys, until_ms)
-        return keys if now_ms < until_ms else keys[:1]
+        return in_grace(keys, until_ms, now_ms)
 
     def _configured(self, acquirer: str, terminal: str) -> tuple[MacKey, ...]:
         key = (self.configured.get((acquirer, terminal))

@@ -378,8 +378,18 @@ def test_the_reason_is_printable_and_fits_f44(reason, sent):
 
 
 def test_echoed_and_withheld_fields():
-    doc = sale(**{"14": "3012", "35": f"{PAN}=3012101", "52": "00" * 8, "55": "9F2701" "80"})
+    doc = sale(**{"14": "3012", "35": f"{PAN}=3012101", "55": "9F2701" "80"})
     answer = decided(AuthResponse(response_code="05"), doc)
+    withheld_too(doc, answer)
+    # A PIN block with no session PIN key to read it (MACs off here): 55 at once, and F52
+    # is not echoed either.
+    doc["52"] = "00" * 8
+    answer = decode(PosCodec().decode_request(encode(doc)))
+    assert (answer["39"], answer["44"]) == ("55", "pin_key_missing")
+    withheld_too(doc, answer)
+
+
+def withheld_too(doc: dict, answer: dict) -> None:
     assert {key: answer[key] for key in ECHOED if key in doc} == {
         key: doc[key] for key in ECHOED if key in doc}
     for withheld in ("14", "35", "52", "55", "64", "43"):

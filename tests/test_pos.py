@@ -76,7 +76,7 @@ async def test_network_management_answered_by_the_listener(pos, code):
 
 async def test_network_code_unsupported(pos):
     answer = await pos.ask({"t": "0800", "7": new_f7(), "11": new_stan(), "32": ACQUIRER,
-                            "41": TERMINAL, "70": "101"})
+                            "41": TERMINAL, "70": "201"})
     assert (answer["t"], answer["39"]) == ("0810", "12")
 
 
