@@ -13,7 +13,6 @@ from __future__ import annotations
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
-
 PIN_BLOCK_SIZE_BYTES = 8
 PIN_DIGITS_MIN = 4  # ISO 9564-1: a PIN is 4 to 12 digits
 PIN_DIGITS_MAX = 12
