@@ -72,6 +72,14 @@ def network_f60(action: str, batch: str = "000001") -> str:
     return f"{NETWORK_MESSAGE_TYPE}{batch:0>6}{action}"
 
 
+def network_request(action: str, *, stan: str, transmitted: str, acquirer: str,
+                    terminal: str) -> dict[str, Any]:
+    """A terminal's 0800 (the client side: `switch terminal sign-on`), sent unsigned as
+    terminals sign on before they have working keys."""
+    return {"t": "0800", "7": transmitted, "11": stan, "32": acquirer, "41": terminal,
+            "60": network_f60(action)}
+
+
 # --- keys under the master key ---------------------------------------------------------------
 
 

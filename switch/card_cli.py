@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import msgspec
 
 from protocols.cardnumbers import mask_pan
 from protocols.codes import TransactionState
+from protocols.iso_pin import PinError, check_pin
 from switch import limits
 from switch.cli_common import UserError, fen, redis_for_command, resolve_pan, using
 from switch.clock import DAY_MS, TestClock, TestClockControl
@@ -44,11 +47,16 @@ def with_ledger(url: str, work, args: argparse.Namespace | None = None):
 
 def cmd_card_set(args: argparse.Namespace) -> int:
     pan = resolve_pan(args.pan)
+    pin = new_pin(args)
 
     async def work(ledger: Ledger):
-        await ledger.set_card(pan, limit_fen=args.limit, status=args.status, expiry=args.expiry,
-                              jd_user=args.jd_user,
-                              statement_day=args.statement_day)
+        if (args.limit is not None or args.status or args.expiry or args.jd_user is not None
+                or args.statement_day is not None or pin is None):
+            await ledger.set_card(pan, limit_fen=args.limit, status=args.status,
+                                  expiry=args.expiry, jd_user=args.jd_user,
+                                  statement_day=args.statement_day)
+        if pin is not None:
+            await ledger.set_pin(pan, pin)
         return await ledger.card(pan)
 
     try:
@@ -87,6 +95,24 @@ def cmd_card_repay(args: argparse.Namespace) -> int:
         print(f"repaid {args.amount} fen on {masked} (ref {repayment.ref})")
         print_card(view, False)
     return 0
+
+
+def new_pin(args: argparse.Namespace) -> str | None:
+    """--pin: asked for at the terminal (twice, not echoed); --pin-stdin: the first line
+    of standard input (scripts, tests). Never on the command line, where history and the
+    process list would keep it. None: no new PIN."""
+    if args.pin_stdin:
+        pin = sys.stdin.readline().strip()
+    elif args.pin:
+        pin = getpass.getpass("new PIN: ")
+        if getpass.getpass("again: ") != pin:
+            raise UserError("the two PINs differ; nothing changed")
+    else:
+        return None
+    try:
+        return check_pin(pin)
+    except PinError as error:
+        raise UserError(f"PIN: {error}; nothing changed") from None
 
 
 def cmd_card_show(args: argparse.Namespace) -> int:
@@ -172,6 +198,8 @@ def print_card(view: CardView, json_out: bool) -> None:
         print(f"  credit balance {-view.posted} fen (overpaid; spendable)")
     if view.cycle:
         print_cycle(view.cycle)
+    if view.pin_set:
+        print(f"  PIN set, wrong tries {view.pin_tries}")
     if view.force or view.forced:
         print(f"  forced: {forcing_text(view.force) if view.force else 'nothing now'}"
               f"   ({view.forced} answered so far)")
@@ -221,6 +249,11 @@ def add_commands(command, redis_option) -> None:
                           f"{limits.statement_day_min}..{limits.statement_day_max} (a new card: "
                           f"the config's [cards] statement_day, default "
                           f"{limits.statement_day_default}); payment is due {DUE_DAYS} days later")
+    pin = card_set.add_mutually_exclusive_group()
+    pin.add_argument("--pin", action="store_true", help="set a new PIN, asked for at the "
+                     "terminal (its wrong tries start over)")
+    pin.add_argument("--pin-stdin", action="store_true", help="set a new PIN read from the "
+                     "first line of standard input")
     card_show = card_commands.add_parser("show", help="limit, balances, holds, open-to-buy, "
                                          "statement")
     card_show.set_defaults(func=cmd_card_show)

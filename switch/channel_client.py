@@ -9,6 +9,7 @@ import argparse
 from dataclasses import dataclass
 
 from protocols.channel import ClientAnswer
+from protocols.iso_session import SessionAction
 from protocols.ledger_layout import card_key
 from switch import send
 from switch.ledger import Ledger
@@ -43,11 +44,14 @@ class ChannelClient:
     async def send(self, channel: str, pan: str, *, type: str = "sale", amount: int = 0,
                    mcc: str = "", original: str = "", partial: bool = False,
                    lightning: bool = False, expiry: str = "", merchant: str = "",
-                   atc: int | None = None, sign_type: str = "", refund: str = "") -> Sent:
+                   atc: int | None = None, sign_type: str = "", refund: str = "",
+                   pin: str = "") -> Sent:
         """One message; `original`: the id of the answer to the original (its
         correlation_id); x-pay pays with the card's token (provisioned on first use).
         WeChat: `sign_type` MD5 or HMAC-SHA256 (the default); `type="refundquery"` asks for
-        the refunds of `original` (`refund`: only that out_refund_no)."""
+        the refunds of `original` (`refund`: only that out_refund_no). `pin` (pos): sent
+        under the terminal's session PIN key, the terminal signed on first when it has no
+        session (as a terminal does)."""
         if type == "inquiry" and not (original or expiry) and channel != "xpay":
             # A balance inquiry proves the card (switch/engine.py unproven): with its expiry.
             expiry = await self.ledger.client.hget(card_key(pan), "expiry") or ""
@@ -58,6 +62,7 @@ class ChannelClient:
             if value:
                 argv += [option, value]
         argv += ["--partial"] * partial + ["--lightning"] * lightning
+        argv += ["--pin", pin] if pin else []
         args = self.send_parser.parse_args(argv)
         card = pan
         if channel == "xpay":
@@ -65,9 +70,19 @@ class ChannelClient:
             args.atc = args.atc if atc is None else atc
             card = args.token
         if channel in ("pos", "xpay"):  # signed as `switch send` signs: the terminal's key
-            args.signing_key = await key_from_store(TerminalKeyStore(self.ledger.client), args)
+            store = TerminalKeyStore(self.ledger.client)
+            args.signing_key = await key_from_store(store, args)
+            if pin and getattr(args.signing_key, "pin_key", None) is None:
+                await self.sign_on(args.acquirer, args.terminal)
+                args.signing_key = await key_from_store(store, args)
         body = send.SENDERS[channel].encode(send.build_request(args, card), args)
         return await self._exchange(channel, args, body)
+
+    async def sign_on(self, acquirer: str, terminal: str,
+                      action: SessionAction = SessionAction.SIGN_ON) -> dict:
+        """The terminal's 0800 to the pos listener (send.sign_on_exchange); the 0810."""
+        return await send.sign_on_exchange(self.host, self.ports["pos"], acquirer, terminal,
+                                           action)
 
     async def resend(self, sent: Sent) -> Sent:
         """The same message, byte for byte (a client that heard nothing sends it again)."""

@@ -339,7 +339,11 @@ def parser() -> argparse.ArgumentParser:
     iso.add_argument("--remaining", type=fen, metavar="FEN", help="a partial reversal "
                      "(--type reverse): what is to remain of the original (F95); --amount "
                      "is the original's amount as it stands (F4)")
-    iso.add_argument("--entry-mode", help="F22 (default: pos 052 chip, xpay 072 contactless)")
+    iso.add_argument("--entry-mode", help="F22 (default: pos 052 chip, 051 with --pin; xpay "
+                     "072 contactless)")
+    iso.add_argument("--pin", metavar="DIGITS", help="pos: the cardholder's PIN, sent in F52 "
+                     "under the terminal's session PIN key (`switch terminal sign-on` first); "
+                     "a test PIN: it is on the command line")
     iso.add_argument("--token", help="xpay: the wallet token (DPAN) to pay with")
     iso.add_argument("--token-key", help="xpay: the token's hex key (default: from the vault)")
     iso.add_argument("--atc", type=int, help="xpay: ATC to send (default: the last seen + 1)")

@@ -28,7 +28,12 @@ from protocols.messages import (
 from switch import limits
 from switch.batches import Batches
 from switch.ledger import Ledger
+from switch.pins import entered_hash
 from switch.policy import Policy
+
+# The classes whose PIN is checked (the cardholder at the terminal); a PIN sent with a
+# completion, reversal or refund (the acquirer's messages) is not read.
+PIN_CLASSES = frozenset({MessageClass.AUTH, MessageClass.SALE, MessageClass.INQUIRY})
 
 # Auth ids need to be unlikely to repeat, not secret: a counter from a random start (each
 # worker process its own) repeats only after a million approvals.
@@ -120,27 +125,32 @@ class Engine:
         """`deadline_s`: the request's local deadline (Ledger.deadline), taken before a card
         resolver's own round trip so the ledger call's fence still falls before it."""
         resolver = self.resolvers.get(request.channel)
+        if deadline_s is None and (resolver is not None or request.pin):
+            deadline_s = self.ledger.deadline()
         if resolver is not None:
-            if deadline_s is None:
-                deadline_s = self.ledger.deadline()
             resolved = await resolver(request)
             if isinstance(resolved, AuthResponse):
                 return resolved
             request = resolved
-        outcome = self._judge(request, attempt, deadline_s)
+        pin_hash = ""
+        if request.pin and request.message_class in PIN_CLASSES and malformed(request) is None:
+            pin_hash = await entered_hash(self.ledger.client, request.card, request.pin)
+        outcome = self._judge(request, attempt, deadline_s, pin_hash)
         return outcome if isinstance(outcome, AuthResponse) else await outcome
 
     def start(self, request: AuthRequest, attempt: Attempt | None = None
               ) -> AuthResponse | asyncio.Future[AuthResponse]:
         """`decide` for the server's hot path: the answer now, or its future. Only a channel
         with a card resolver costs a task; the rest is a callback on the ledger's future.
-        `attempt` is filled in with what the ledger call carries."""
-        if request.channel in self.resolvers:
+        `attempt` is filled in with what the ledger call carries. A PIN costs a task too:
+        its hash is made off the loop (switch/pins.py)."""
+        if request.channel in self.resolvers or request.pin:
             return asyncio.ensure_future(self.decide(request, attempt, self.ledger.deadline()))
         return self._judge(request, attempt)
 
     def _judge(self, request: AuthRequest, attempt: Attempt | None = None,
-               deadline_s: float | None = None) -> AuthResponse | asyncio.Future[AuthResponse]:
+               deadline_s: float | None = None, pin_hash: str = ""
+               ) -> AuthResponse | asyncio.Future[AuthResponse]:
         problem = malformed(request)
         if problem is None and request.channel not in self.resolvers:
             problem = unproven(request)  # a resolved token proved its card (x-pay cryptogram)
@@ -165,6 +175,7 @@ class Engine:
             beans_per_yuan=verdict.beans_per_yuan,
             terms=verdict.terms,
             deadline_s=deadline_s,
+            pin_hash=pin_hash,
         )
         if request.batch:  # a terminal's batch counts its approval (switch/batches.py)
             decided.add_done_callback(functools.partial(self.batches.note, request))

@@ -34,6 +34,7 @@ from switch.cards import DEMO_BIN
 from switch.clock import Clock, SystemClock, month_of, months_later
 from switch.config import DEFAULT_PORTS
 from switch.lua_library import ledger_library
+from switch.pins import new_pin_fields
 from switch.pipeline import ScriptPipeline
 from switch.statement import Cycle, check_day, cycle_of
 from switch.terms import NO_TERMS, Terms
@@ -144,6 +145,8 @@ class CardView(msgspec.Struct):
     force: str = ""  # its forced outcome: "code|times|channel" (Ledger.force), "" for none
     forced: int = 0  # requests answered by a forced outcome
     jd_user: str = ""  # the JD userId the card is bound to ("" : none)
+    pin_set: bool = False  # the card has a PIN (switch/pins.py; never shown)
+    pin_tries: int = 0  # wrong PINs since the last right one
 
 
 class Repayment(msgspec.Struct):
@@ -204,16 +207,18 @@ class Ledger:
         terms: Terms = NO_TERMS,
         deadline_s: float | None = None,
         claimed: bool = False,
+        pin_hash: str = "",
     ) -> asyncio.Future[AuthResponse]:
         """The future of the request's answer, from its function call: no coroutine (the server's
         hot path); `execute` awaits it. `deadline_s`: the request's local deadline (event-loop
         time), by default `deadline()` now; the call cannot act in Redis after its fence.
         The request's id is claimed first (`claims`); `claimed`: it is already (the card's
-        call alone is made: tests of how one call is written)."""
+        call alone is made: tests of how one call is written). `pin_hash`: the entered PIN's
+        hash under the card's salt (switch/pins.py), "" when none was entered."""
         if deadline_s is None:
             deadline_s = asyncio.get_running_loop().time() + self.deadline_s
         keys, args = self._call(request, auth_id, request.amount_fen, rule_decline,
-                                beans_per_yuan, terms)
+                                beans_per_yuan, terms, pin_hash)
         name = FUNCTION_OF_CLASS[request.message_class]
         fence_s = deadline_s - self.fence_guard_s
         if claimed or not claims(request):
@@ -245,8 +250,8 @@ class Ledger:
                 functools.partial(_pass_on, answer))
 
     def _call(self, request: AuthRequest, auth_id: str, amount_fen: int,
-              rule_decline: tuple[str, str] | None, beans_per_yuan: int, terms: Terms
-              ) -> tuple[tuple[str, ...], tuple]:
+              rule_decline: tuple[str, str] | None, beans_per_yuan: int, terms: Terms,
+              pin_hash: str = "") -> tuple[tuple[str, ...], tuple]:
         """KEYS and ARGV of a call on the request's card, in switch/lua/prelude.lua's order."""
         referenced = request.original_ref or request.txn_ref
         keys = card_keys(card_key(request.card), request.idempotency_key, referenced)
@@ -273,6 +278,8 @@ class Ledger:
             terms.counters_arg,
             request.channel,
             request.user_id,
+            pin_hash,
+            terms.pin_tries_max,
         )
 
     # --- outcomes the switch did not answer: void an attempt, post a stand-in advice --------
@@ -377,6 +384,15 @@ class Ledger:
         if exists and statement_day is not None:
             await self.scripts.call("statement_day", (key,), (statement_day, now_ms))
 
+    async def set_pin(self, pan: str, pin: str) -> None:
+        """A new PIN for the card (its tries start over); ValueError for a PIN that is not
+        4-12 digits or a card that does not exist."""
+        fields = new_pin_fields(pin)
+        key = card_key(pan)
+        if not await self.client.exists(key):
+            raise ValueError("no such card: `switch card set PAN --limit FEN` makes one")
+        await self.client.hset(key, mapping=fields)
+
     async def reset_card(self, pan: str, *, limit_fen: int, expiry: str, status: str = "active"
                          ) -> None:
         """Start a card afresh: no balances, no transactions (seeding)."""
@@ -410,6 +426,7 @@ class Ledger:
             force=fields.get("force", ""), forced=number("forced"),
             jd_user=fields.get("jd_user", ""),
             repaid=number("repaid"), cycle=cycle_of(fields, now_ms),
+            pin_set=bool(fields.get("pin_hash")), pin_tries=number("pin_tries"),
         )
 
     async def force(self, pan: str, code: str | None, times: int | None = None,

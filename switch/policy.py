@@ -56,7 +56,9 @@ class Policy:
             counters_ttl_ms=longest_ms + DAY_MS,  # a day past the longest window: slack
             hold_expiry_ms=spec.holds.expiry_days * DAY_MS,
             capture_tolerance_percent=spec.holds.capture_tolerance_percent,
+            pin_tries_max=spec.pin.tries_max,
         )
+        self.pin_channels = frozenset(spec.pin.channels)
         self._profiles: dict[tuple[str, MessageClass, str], _Profile] = {}
 
     def _union(self, groups: list[str]) -> frozenset[str]:
@@ -72,6 +74,8 @@ class Policy:
                 self._profiles.clear()
             profile = self._profiles[key] = self._profile(*key, trace=None)
         decline = profile.decline
+        if decline is None and self.pin_missing(request):
+            decline = (Code.WRONG_PIN, Reason.PIN_REQUIRED)
         if decline is None:
             for cap_fen, rule in profile.caps:
                 if request.amount_fen > cap_fen:
@@ -79,13 +83,32 @@ class Policy:
                     break
         return Verdict(decline, profile.beans_per_yuan, profile.terms)
 
+    def pin_required(self, request: AuthRequest) -> bool:
+        """[pin]: a spending request on a listed channel whose entry mode (F22's first two
+        digits) asks for a PIN above an amount, and is above it."""
+        if (request.message_class not in SPENDING_CLASSES
+                or request.channel not in self.pin_channels):
+            return False
+        above_fen = self.spec.pin.required_above_fen.get(request.entry_mode[:2])
+        return above_fen is not None and request.amount_fen > above_fen
+
+    def pin_missing(self, request: AuthRequest) -> bool:
+        return not request.pin and self.pin_required(request)
+
     def explain(self, request: AuthRequest) -> list[Step]:
         """What each rule does with this request (counters: what the ledger will check)."""
         steps: list[Step] = []
-        self._profile(request.channel, request.message_class, request.mcc, steps)
+        profile = self._profile(request.channel, request.message_class, request.mcc, steps)
+        if (profile.decline is None and request.message_class in SPENDING_CLASSES
+                and request.channel in self.pin_channels):
+            at = next((i for i, step in enumerate(steps) if step.outcome in ("cap", "ledger")),
+                      len(steps))
+            steps.insert(at, self._pin_step(request))
         declined = False
         for index, step in enumerate(steps):
-            if step.outcome == "cap":  # judged here: the only amount-dependent static rule
+            if step.outcome == "decline":
+                declined = True
+            elif step.outcome == "cap":  # judged here: the only amount-dependent static rule
                 cap_fen = int(step.detail)
                 over = request.amount_fen > cap_fen and not declined
                 declined = declined or over
@@ -95,6 +118,17 @@ class Policy:
             elif declined and step.outcome == "ledger":
                 steps[index] = step._replace(outcome="skip", detail="declined before this")
         return steps
+
+    def _pin_step(self, request: AuthRequest) -> Step:
+        if not self.pin_required(request):
+            return Step("pin", "pass", f"no PIN required (entry mode {request.entry_mode or '-'}"
+                        f" on {request.channel})")
+        if request.pin:
+            return Step("pin", "ledger", "a PIN is required and was entered: checked against "
+                        "the card's in the ledger")
+        return Step("pin", "decline", f"a PIN is required (entry mode {request.entry_mode}, "
+                    f"above {self.spec.pin.required_above_fen[request.entry_mode[:2]]} fen) "
+                    "and none was entered -> 55 pin_required")
 
     # --- compiling one (channel, class, MCC) ------------------------------------------------
 

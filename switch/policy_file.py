@@ -102,6 +102,20 @@ class StandIn(Struct):
     decline_code: DeclineCode = "61"  # over either limit
 
 
+class Pin(Struct):
+    """When a PIN is required and how many wrong ones a card takes (switch/pins.py)."""
+
+    # Wrong PINs in a row that block the card's PIN (75) until a new PIN is set.
+    tries_max: Annotated[int, msgspec.Meta(ge=1, le=9)] = 3
+    # Where the entry modes below ask for a PIN (x-pay wallets verify the holder on the
+    # device; JD and WeChat carry no entry mode).
+    channels: list[str] = msgspec.field(default_factory=lambda: ["pos"])
+    # POS entry mode (F22's first two digits) -> a PIN is required above this amount (fen);
+    # 0: for every amount. Entry modes not listed never require one.
+    required_above_fen: dict[str, Annotated[int, msgspec.Meta(
+        ge=0, le=limits.amount_max_fen)]] = {}
+
+
 class PolicySpec(Struct):
     name: str = ""
     description: str = ""
@@ -113,6 +127,7 @@ class PolicySpec(Struct):
     holds: Holds = msgspec.field(default_factory=Holds)
     rewards: Rewards = msgspec.field(default_factory=Rewards)
     stand_in: StandIn = msgspec.field(default_factory=StandIn)
+    pin: Pin = msgspec.field(default_factory=Pin)
 
 
 def default_policy_text() -> bytes:
@@ -236,6 +251,17 @@ def _problems(spec: PolicySpec):
         yield "stand_in.per_card_max_fen", (
             f"{stand_in.per_card_max_fen} is below per_transaction_max_fen "
             f"{stand_in.per_transaction_max_fen}: no card could reach the per-transaction limit")
+    yield from _pin_problems(spec.pin)
+
+
+def _pin_problems(pin: Pin):
+    for index, name in enumerate(pin.channels):
+        if not re.fullmatch(NAME_PATTERN, name):
+            yield f"pin.channels[{index}]", f"a channel name must match {NAME_PATTERN}"
+    for mode in pin.required_above_fen:
+        if not (len(mode) == 2 and mode.isascii() and mode.isdigit()):
+            yield (f"pin.required_above_fen.{mode}",
+                   "an entry mode is F22's first two digits, e.g. \"05\" (contact chip)")
 
 
 def _decline_code_problems(key: str, code: str):

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from protocols.codes import DECLINING, CardStatus
+from protocols.iso_pin import PinError, check_pin
 from protocols.messages import AuthResponse
 from switch import limits
 from switch.clock import DAY_MS, duration_ms
@@ -31,9 +32,9 @@ CARD_FIELDS = ("limit", "posted", "held", "pending_credit", "open_to_buy", "bean
                "repaid")
 CYCLE_FIELDS = ("statement_balance", "minimum_payment", "past_due", "paid", "still_due",
                 "overdue")
-CARD_KEYS = ("limit", "status", "expiry", "statement_day")
+CARD_KEYS = ("limit", "status", "expiry", "statement_day", "pin")
 STEP_KEYS = ("name", "channel", "type", "card", "amount", "mcc", "original", "repeat",
-             "lightning", "partial", "expiry", "merchant", "atc", "sleep_ms", "expect",
+             "lightning", "partial", "expiry", "merchant", "atc", "pin", "sleep_ms", "expect",
              "card_after", "force", "advance_clock", "advance_to", "repay")
 # `advance_to`: the test clock moved to a minute past the step's card's next statement close
 # or its last statement's due date (instants a scenario cannot know when it is written).
@@ -55,6 +56,7 @@ class CardSpec:
     status: str = "active"
     expiry: str = DEFAULT_CARD_EXPIRY
     statement_day: int | None = None  # None: the switch's default
+    pin: str = ""  # the card's PIN ("": none)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Step:
     expiry: str = ""
     merchant: str = ""
     atc: int = -1  # x-pay: the ATC to send (-1: the token's next)
+    pin: str = ""  # pos: the PIN entered (F52); "" for none
     sleep_ms: int = 0
     expect: dict[str, Any] = field(default_factory=dict)
     card_after: dict[str, Any] = field(default_factory=dict)
@@ -140,7 +143,19 @@ def _card(path: Path, alias: str, raw: Any) -> CardSpec:
             check_day(day if type(day) is int else 0)
         except ValueError as error:
             raise ScenarioError(f"{where}: statement_day: {error}") from None
-    return CardSpec(limit=limit, status=status, expiry=expiry, statement_day=day)
+    pin = spec.get("pin", "")
+    if "pin" in spec:
+        _check_pin(pin, f"{where}: pin")
+    return CardSpec(limit=limit, status=status, expiry=expiry, statement_day=day, pin=pin)
+
+
+def _check_pin(pin: Any, where: str) -> None:
+    if not isinstance(pin, str):
+        raise ScenarioError(f"{where}: must be a string of digits, e.g. \"1234\"")
+    try:
+        check_pin(pin)
+    except PinError as error:
+        raise ScenarioError(f"{where}: {error}") from None
 
 
 def _step(path: Path, index: int, raw: dict[str, Any], cards: dict[str, CardSpec],
@@ -154,7 +169,8 @@ def _step(path: Path, index: int, raw: dict[str, Any], cards: dict[str, CardSpec
         raise ScenarioError(f"{where}: name: another step is already called {name!r}")
     named = {step.name: step for step in earlier}
     values: dict[str, Any] = {"index": index, "name": name}
-    for key in ("channel", "type", "card", "mcc", "original", "repeat", "expiry", "merchant"):
+    for key in ("channel", "type", "card", "mcc", "original", "repeat", "expiry", "merchant",
+                "pin"):
         if key in raw:
             if not isinstance(raw[key], str):
                 raise ScenarioError(f"{where}: {key}: must be a string")
@@ -203,6 +219,10 @@ def _step(path: Path, index: int, raw: dict[str, Any], cards: dict[str, CardSpec
         values["repay"] = _repay(_table(raw["repay"], f"{where}: repay"), f"{where}: repay",
                                  cards)
         values.setdefault("card", values["repay"]["card"])  # what card_after reads
+    if values.get("pin") is not None and "pin" in raw:
+        _check_pin(values["pin"], f"{where}: pin")
+        if values.get("channel") != "pos":
+            raise ScenarioError(f"{where}: pin: a PIN is sent on pos steps only")
     step = Step(**values)
     _check_references(step, where, cards, named)
     return step

@@ -77,6 +77,8 @@ class Run:
             pan = await fresh_card_number(self.ledger)
             await self.ledger.set_card(pan, limit_fen=spec.limit, status=spec.status,
                                        expiry=spec.expiry, statement_day=spec.statement_day)
+            if spec.pin:
+                await self.ledger.set_pin(pan, spec.pin)
             self.pans[alias] = pan
 
     async def step(self, step: Step) -> StepResult:
@@ -142,7 +144,7 @@ class Run:
                 step.channel, self.pans[card_of(step, self.steps)], type=step.type or "sale",
                 amount=step.amount, mcc=step.mcc, original=original, partial=step.partial,
                 lightning=step.lightning, expiry=step.expiry, merchant=step.merchant,
-                atc=step.atc if step.atc >= 0 else None)
+                atc=step.atc if step.atc >= 0 else None, pin=step.pin)
         self.sent[step.name] = sent
         return json.loads(send.as_json(sent.answer))
 

@@ -23,8 +23,11 @@ from protocols.demo import (
 )
 from protocols.framing import BINARY_2, HEADER_FORMATS, Framer, HeaderFormat
 from protocols.iso_envelope import CLIENT_MESSAGE_HEADER, ENVELOPES, NO_ENVELOPE, Envelope
+from protocols.iso_pin import PinError, encrypt_pin
 from protocols.iso_presets import preset
+from protocols.iso_session import SessionAction, network_request
 from protocols.messages import AuthRequest, MessageClass
+from switch.cli_common import UserError
 
 CLASS_OF_TYPE = {
     "auth": MessageClass.AUTH,
@@ -139,7 +142,26 @@ def _iso_fields(request: AuthRequest, args: Any, entry_mode: str) -> dict[str, A
 
 
 def _pos_encode(request: AuthRequest, args: Any) -> bytes:
-    return _iso(args).encode(_iso_fields(request, args, args.entry_mode or "052"))
+    """With --pin: F52 under the terminal's session PIN key, F22 ending in 1 (PIN entered)."""
+    pin = getattr(args, "pin", None)
+    client = _iso(args)
+    fields = _iso_fields(request, args, args.entry_mode or ("051" if pin else "052"))
+    if pin:
+        fields["52"] = pin_field(args.signing_key, pin, request.card, client.binary_mac)
+    return client.encode(fields)
+
+
+def pin_field(key: Any, pin: str, pan: str, binary: bool) -> str | bytes:
+    """F52: the PIN's format 0 block under the session's PIN key (protocols/iso_pin.py)."""
+    pin_key = getattr(key, "pin_key", None)
+    if pin_key is None:
+        raise UserError("--pin needs the terminal's session PIN key: sign it on first "
+                        "(`switch terminal sign-on ACQUIRER TERMINAL`)")
+    try:
+        block = encrypt_pin(pin_key, pin, pan)
+    except PinError as error:
+        raise UserError(f"--pin: {error}") from None
+    return block if binary else block.hex().upper()
 
 
 def _xpay_encode(request: AuthRequest, args: Any) -> bytes:
@@ -209,6 +231,18 @@ async def exchange(host: str, port: int, header: HeaderFormat, body: bytes) -> b
                     return frames[0]
         finally:
             writer.close()
+
+
+async def sign_on_exchange(host: str, port: int, acquirer: str, terminal: str,
+                           action: str = SessionAction.SIGN_ON, dialect: str = "iso87ascii"
+                           ) -> dict[str, Any]:
+    """A terminal's 0800 to a pos listener (unsigned, as terminals sign on before they have
+    working keys) and the 0810's fields. The switch keeps the session's keys in Redis."""
+    client = iso_client.IsoClient(dialect)
+    fields = network_request(action, stan=f"{secrets.randbelow(1_000_000):06d}",
+                             transmitted=time.strftime("%m%d%H%M%S", time.gmtime()),
+                             acquirer=acquirer, terminal=terminal)
+    return client.decode(await exchange(host, port, BINARY_2, client.encode(fields)))
 
 
 def describe(request: AuthRequest, answer: ClientAnswer, card_label: str) -> str:

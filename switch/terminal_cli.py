@@ -13,9 +13,16 @@ import msgspec
 
 from protocols.demo import DEMO_XPAY_TERMINAL
 from protocols.iso_mac import MacAlgorithm, MacKey
+from protocols.iso_session import (
+    WORKING_KEYS,
+    KeysRejected,
+    SessionAction,
+    check_value,
+    keys_of_f62,
+)
 from protocols.ledger_layout import TerminalKeyRecord
 from protocols.pos import DEFAULT_ACQUIRER, DEFAULT_TERMINAL
-from switch import limits
+from switch import limits, send
 from switch.channels import configured_keys
 from switch.cli_common import (
     REDIS_URL_FILE,
@@ -23,10 +30,16 @@ from switch.cli_common import (
     configured_redis,
     redis_for_command,
 )
-from switch.config import load
+from switch.config import DEFAULT_PORTS, load
 from switch.redis_client import connect
 from switch.redis_runner import reachable
-from switch.terminal_keys import ACQUIRER_WIDE, TerminalKeyStore, new_key, scope, usable
+from switch.terminal_keys import (
+    ACQUIRER_WIDE,
+    TerminalKeyStore,
+    new_key,
+    scope,
+    signing_keys,
+)
 
 
 async def with_store(url: str, work):
@@ -55,7 +68,8 @@ def given_key(args: argparse.Namespace, algorithm: str = MacAlgorithm.X9_19) -> 
 
 def cmd_terminal_add(args: argparse.Namespace) -> int:
     key = given_key(args)
-    record = run_store(args, lambda store: store.add(args.acquirer, args.terminal, key))
+    record = run_store(args, lambda store: store.add(args.acquirer, args.terminal, key,
+                                                     args.sign_on))
     print_record(args, record, new=key)
     return 0
 
@@ -107,8 +121,52 @@ def print_record(args: argparse.Namespace, record: TerminalKeyRecord,
               f"{view['previous_accepted_until']}")
     elif previous:
         print(f"  previous key KCV {view['previous_kcv']} no longer accepted (no grace period)")
+    if record.sign_on:
+        print("  must sign on: money under this key alone is refused (A0 not_signed_on)")
     if new is not None:
         print(f"  key {view['key']}  (shown this once: load it into the terminal)")
+
+
+# --- sign-on: the terminal's side of a key exchange -----------------------------------------
+
+SIGN_ON_ACTIONS = {"sign-on": SessionAction.SIGN_ON, "key-change": SessionAction.KEY_CHANGE,
+                   "sign-off": SessionAction.SIGN_OFF}
+
+
+def cmd_terminal_sign_on(args: argparse.Namespace) -> int:
+    """An 0800 as the terminal sends it; the keys in the 0810 checked (their check values,
+    under the master key) and shown as check values. The switch keeps them in its Redis,
+    where `switch send` finds them (docs/channels/pos.md, "Sign-on and key exchange")."""
+    action = SIGN_ON_ACTIONS[args.action]
+    master = run_store(args, lambda store: store.read(*scope(args.acquirer, args.terminal)))
+    port = args.port or DEFAULT_PORTS["pos"]
+    try:
+        answer = asyncio.run(send.sign_on_exchange(args.host, port, args.acquirer,
+                                                   args.terminal, action, args.dialect))
+    except (OSError, TimeoutError) as error:
+        raise UserError(f"no answer from {args.host}:{port}: {error or 'timed out'} "
+                        "(is the switch running? `make run`)") from None
+    code = answer.get("39", "")
+    if code != "00":
+        raise UserError(f"{args.action} refused: {code} {answer.get('44', '')}".rstrip())
+    if "62" not in answer:
+        plain = action is SessionAction.SIGN_OFF
+        print(f"{args.action}: done (00)" + ("" if plain else ", no working keys: the "
+                                             "terminal signs with its own key"))
+        return 0
+    if master is None:
+        raise UserError("the answer carries keys, but the terminal's master key is not in "
+                        "Redis to check them")
+    try:
+        keys = keys_of_f62(MacKey.parse(master.algorithm, master.key).key, answer["62"])
+    except KeysRejected as error:
+        raise UserError(f"the 0810's keys are refused: {error}") from None
+    shown = "  ".join(f"{name.upper()} KCV {check_value(key).hex().upper()}"
+                      for name, key in zip(WORKING_KEYS, keys, strict=True))
+    print(f"{args.action}: terminal {args.terminal} of acquirer {args.acquirer} has new "
+          f"session keys\n  {shown}\n  `switch send --channel pos` now signs with the "
+          "session MAK and sends --pin under the session PIK")
+    return 0
 
 
 # --- the key `switch send` signs with --------------------------------------------------------
@@ -132,11 +190,14 @@ async def key_from_store(store: TerminalKeyStore, args: argparse.Namespace) -> M
     args.terminal = args.terminal or default_terminal(args.channel)
     if args.mac == "off" or args.mac_key:
         return chosen_key(args, None)
-    return chosen_key(args, await store.read(*scope(args.acquirer, args.terminal)))
+    return chosen_key(args, *await store.read_with_session(*scope(args.acquirer,
+                                                                  args.terminal)))
 
 
-def chosen_key(args: argparse.Namespace, record: TerminalKeyRecord | None) -> MacKey | None:
-    """--mac off: None; --mac-key; the record's current key; the config's key."""
+def chosen_key(args: argparse.Namespace, record: TerminalKeyRecord | None,
+               session: dict[str, str] | None = None) -> MacKey | None:
+    """--mac off: None; --mac-key; the session's MAK (with its PIN key) when the terminal is
+    signed on, else the record's current key; the config's key."""
     if args.mac == "off":
         return None
     if args.mac_key:
@@ -145,7 +206,7 @@ def chosen_key(args: argparse.Namespace, record: TerminalKeyRecord | None) -> Ma
         except ValueError as error:
             raise UserError(f"--mac-key: {error}") from None
     if record is not None:
-        return usable(record, 0)[0]
+        return signing_keys(record, session or {}, 0)[0]
     acquirer, terminal = scope(args.acquirer, args.terminal)
     keys = configured_keys(getattr(load(args.config), args.channel))
     key = keys.get((acquirer, terminal)) or keys.get((acquirer, ACQUIRER_WIDE))
@@ -174,13 +235,27 @@ def add_commands(command, redis_option) -> None:
                         f"(default and most {limits.terminal_key_rotation_grace_s:g})")
     show = actions.add_parser("show", help="algorithm, key check value (KCV), dates")
     show.set_defaults(func=cmd_terminal_show)
-    for sub in (add, rotate, show):
+    add.add_argument("--sign-on", action="store_true", help="the terminal must sign on "
+                     "(`switch terminal sign-on`) before it sends money")
+    sign_on = actions.add_parser(
+        "sign-on", help="sign the terminal on over the pos listener (0800): the switch issues "
+        "session MAC and PIN keys under its key (its master key)")
+    sign_on.set_defaults(func=cmd_terminal_sign_on)
+    sign_on.add_argument("--action", choices=list(SIGN_ON_ACTIONS), default="sign-on",
+                         help="sign-on (default), key-change (fresh keys, the old ones stop) "
+                         "or sign-off (the session ends)")
+    sign_on.add_argument("--host", default="127.0.0.1")
+    sign_on.add_argument("--port", type=int, help="the pos listener's (default "
+                         f"{DEFAULT_PORTS['pos']})")
+    sign_on.add_argument("--dialect", default="iso87ascii", help="iso87ascii or iso87binary")
+    for sub in (add, rotate, show, sign_on):
         sub.add_argument("acquirer", metavar="ACQUIRER", help="F32, e.g. "
                          f"{DEFAULT_ACQUIRER}")
         sub.add_argument("terminal", metavar="TERMINAL", help="F41, e.g. "
                          f"{DEFAULT_TERMINAL}; * for the acquirer's own key (every terminal "
                          "of it without one)")
-        sub.add_argument("--json", action="store_true", help="one JSON object")
+        if sub is not sign_on:
+            sub.add_argument("--json", action="store_true", help="one JSON object")
         redis_option(sub)
     for sub in (add, rotate):
         sub.add_argument("--algorithm", choices=list(MacAlgorithm),

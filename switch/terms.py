@@ -42,6 +42,9 @@ def counters_arg(counters: tuple[Counter, ...]) -> bytes:
     return msgspec.json.encode(counters) if counters else b""
 
 
+PIN_TRIES_DEFAULT = 3  # the policy file's [pin] tries_max unless it says otherwise
+
+
 class Terms(NamedTuple):
     """What the policy adds to a ledger call (build with `with_counters`)."""
 
@@ -50,6 +53,7 @@ class Terms(NamedTuple):
     counters_ttl_ms: int = DAY_MS  # the counters hash outlives the longest window by this
     hold_expiry_ms: int = HOLD_EXPIRY_DEFAULT_MS
     capture_tolerance_percent: int = 0
+    pin_tries_max: int = PIN_TRIES_DEFAULT  # wrong PINs that block the card's PIN (75)
 
     def with_counters(self, counters: tuple[Counter, ...]) -> Terms:
         return self._replace(counters=counters, counters_arg=counters_arg(counters))

@@ -15,7 +15,9 @@
 -- ARGV[18] the policy's counters, JSON (switch/terms.py counters_arg; "" for none),
 -- ARGV[19] the request's channel (jd, wechat, pos, xpay; for a forced outcome's channel),
 -- ARGV[20] the user the request names (JD userId; '' for none),
--- ARGV[21] the call's fence: the instant of Redis' clock (ms, TIME) after which it must not
+-- ARGV[21] the entered PIN's hash under the card's salt (switch/pins.py; "" when no PIN was
+-- entered, "-" when the card has no PIN), ARGV[22] the PIN tries the card allows,
+-- ARGV[23] the call's fence: the instant of Redis' clock (ms, TIME) after which it must not
 -- act (switch/ledger.py: the request's deadline less a guard, in Redis' clock; always last).
 local card_key, idem_key, txn_key, index_key, holds_key, counters_key
 local now_ms, this_month, sent_expiry, auth_id, amount, fingerprint
@@ -54,7 +56,7 @@ local TOO_LATE = {'91', 0, 0, '', 'issuer_timeout', 0, 0}
 
 local function past_fence()
   local time = redis.call('TIME')
-  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) > tonumber(ARGV[21])
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) > tonumber(ARGV[23])
 end
 
 -- Every function starts with `if begin() then return TOO_LATE end`: true past the fence.
@@ -264,9 +266,31 @@ local function forced_code()
   return code
 end
 
+-- The entered PIN (ARGV[21], its hash) against the card's: nil when right (its tries start
+-- over), else {code, reason}. A wrong one counts a try; the try that reaches the limit
+-- (ARGV[22]) and every PIN after it, right or wrong, are 75 until a new PIN is set. The
+-- count is written directly, not through card_add: a void (void.lua) leaves it as it is, as
+-- the PIN was entered whether or not its answer arrived (docs/reliability.md).
+local function pin_refusal()
+  local entered = ARGV[21]
+  local stored, tries = unpack(redis.call('HMGET', card_key, 'pin_hash', 'pin_tries'))
+  if entered == '-' or not stored then return {'55', 'pin_not_set'} end
+  tries = tonumber(tries or '0')
+  local tries_max = tonumber(ARGV[22])
+  if tries >= tries_max then return {'75', 'pin_tries_exceeded'} end
+  if entered == stored then
+    if tries > 0 then redis.call('HSET', card_key, 'pin_tries', '0') end
+    return nil
+  end
+  redis.call('HSET', card_key, 'pin_tries', tries + 1)
+  if tries + 1 >= tries_max then return {'75', 'pin_tries_exceeded'} end
+  return {'55', 'pin_wrong'}
+end
+
 -- How every call starts: a repeat gets its first answer; due holds expire; a forced outcome
--- answers (changing nothing else); then the card checks (status too when `check_status`) and
--- the engine's rule decline. Returns the answer that ends the call, or nil to go on.
+-- answers (changing nothing else); then the card checks (status too when `check_status`),
+-- the PIN when one was entered, and the engine's rule decline. Returns the answer that ends
+-- the call, or nil to go on. A card or PIN refusal shows no balance.
 local function opening(check_status)
   local first = earlier_answer()
   if first then return first end
@@ -274,6 +298,7 @@ local function opening(check_status)
   local forced = card and card.force and forced_code()
   if forced then return decline(forced, 'forced') end
   local refusal = card_refusal(check_status)
+  if not refusal and ARGV[21] ~= '' then refusal = pin_refusal() end
   if refusal then
     card_refused = true
     return decline(refusal[1], refusal[2])
