@@ -45,20 +45,20 @@ class ChannelClient:
                    mcc: str = "", original: str = "", partial: bool = False,
                    lightning: bool = False, expiry: str = "", merchant: str = "",
                    atc: int | None = None, sign_type: str = "", refund: str = "",
-                   pin: str = "") -> Sent:
+                   pin: str = "", terminal: str = "") -> Sent:
         """One message; `original`: the id of the answer to the original (its
         correlation_id); x-pay pays with the card's token (provisioned on first use).
         WeChat: `sign_type` MD5 or HMAC-SHA256 (the default); `type="refundquery"` asks for
         the refunds of `original` (`refund`: only that out_refund_no). `pin` (pos): sent
         under the terminal's session PIN key, the terminal signed on first when it has no
-        session (as a terminal does)."""
+        session (as a terminal does). `terminal` (pos, xpay): F41, else the demo terminal."""
         if type == "inquiry" and not (original or expiry) and channel != "xpay":
             # A balance inquiry proves the card (switch/engine.py unproven): with its expiry.
             expiry = await self.ledger.client.hget(card_key(pan), "expiry") or ""
         argv = ["--channel", channel, "--type", type, "--amount", str(amount)]
         for option, value in (("--mcc", mcc), ("--expiry", expiry), ("--merchant", merchant),
                               ("--original", original), ("--sign-type", sign_type),
-                              ("--refund", refund)):
+                              ("--refund", refund), ("--terminal", terminal)):
             if value:
                 argv += [option, value]
         argv += ["--partial"] * partial + ["--lightning"] * lightning

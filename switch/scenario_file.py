@@ -34,8 +34,8 @@ CYCLE_FIELDS = ("statement_balance", "minimum_payment", "past_due", "paid", "sti
                 "overdue")
 CARD_KEYS = ("limit", "status", "expiry", "statement_day", "pin")
 STEP_KEYS = ("name", "channel", "type", "card", "amount", "mcc", "original", "repeat",
-             "lightning", "partial", "expiry", "merchant", "atc", "pin", "sleep_ms", "expect",
-             "card_after", "force", "advance_clock", "advance_to", "repay")
+             "lightning", "partial", "expiry", "merchant", "atc", "pin", "terminal", "sleep_ms",
+             "expect", "card_after", "force", "advance_clock", "advance_to", "repay")
 # `advance_to`: the test clock moved to a minute past the step's card's next statement close
 # or its last statement's due date (instants a scenario cannot know when it is written).
 ADVANCE_TO = ("statement", "due")
@@ -76,6 +76,7 @@ class Step:
     merchant: str = ""
     atc: int = -1  # x-pay: the ATC to send (-1: the token's next)
     pin: str = ""  # pos: the PIN entered (F52); "" for none
+    terminal: str = ""  # pos, xpay: F41 ("": the demo terminal)
     sleep_ms: int = 0
     expect: dict[str, Any] = field(default_factory=dict)
     card_after: dict[str, Any] = field(default_factory=dict)
@@ -170,7 +171,7 @@ def _step(path: Path, index: int, raw: dict[str, Any], cards: dict[str, CardSpec
     named = {step.name: step for step in earlier}
     values: dict[str, Any] = {"index": index, "name": name}
     for key in ("channel", "type", "card", "mcc", "original", "repeat", "expiry", "merchant",
-                "pin"):
+                "pin", "terminal"):
         if key in raw:
             if not isinstance(raw[key], str):
                 raise ScenarioError(f"{where}: {key}: must be a string")
@@ -219,10 +220,16 @@ def _step(path: Path, index: int, raw: dict[str, Any], cards: dict[str, CardSpec
         values["repay"] = _repay(_table(raw["repay"], f"{where}: repay"), f"{where}: repay",
                                  cards)
         values.setdefault("card", values["repay"]["card"])  # what card_after reads
-    if values.get("pin") is not None and "pin" in raw:
+    if "pin" in raw:
         _check_pin(values["pin"], f"{where}: pin")
         if values.get("channel") != "pos":
             raise ScenarioError(f"{where}: pin: a PIN is sent on pos steps only")
+    if "terminal" in raw:
+        terminal = values["terminal"]
+        if values.get("channel") not in ("pos", "xpay"):
+            raise ScenarioError(f"{where}: terminal: only pos and xpay steps name a terminal")
+        if not (0 < len(terminal) <= 8 and terminal.isascii() and terminal.isprintable()):
+            raise ScenarioError(f"{where}: terminal: F41 is 1-8 printable characters")
     step = Step(**values)
     _check_references(step, where, cards, named)
     return step

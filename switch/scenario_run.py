@@ -144,7 +144,8 @@ class Run:
                 step.channel, self.pans[card_of(step, self.steps)], type=step.type or "sale",
                 amount=step.amount, mcc=step.mcc, original=original, partial=step.partial,
                 lightning=step.lightning, expiry=step.expiry, merchant=step.merchant,
-                atc=step.atc if step.atc >= 0 else None, pin=step.pin)
+                atc=step.atc if step.atc >= 0 else None, pin=step.pin,
+                terminal=step.terminal)
         self.sent[step.name] = sent
         return json.loads(send.as_json(sent.answer))
 

@@ -39,6 +39,7 @@ from switch.terminal_keys import (
     new_key,
     scope,
     signing_keys,
+    usable,
 )
 
 
@@ -206,7 +207,7 @@ def chosen_key(args: argparse.Namespace, record: TerminalKeyRecord | None,
         except ValueError as error:
             raise UserError(f"--mac-key: {error}") from None
     if record is not None:
-        return signing_keys(record, session or {}, 0)[0]
+        return signing_keys(usable(record, 0), session or {})[0]
     acquirer, terminal = scope(args.acquirer, args.terminal)
     keys = configured_keys(getattr(load(args.config), args.channel))
     key = keys.get((acquirer, terminal)) or keys.get((acquirer, ACQUIRER_WIDE))
@@ -214,7 +215,7 @@ def chosen_key(args: argparse.Namespace, record: TerminalKeyRecord | None,
         raise UserError(f"no MAC key for terminal {terminal} of acquirer {args.acquirer}: "
                         "pass --mac-key HEX (and --mac-algorithm), add one with `switch "
                         "terminal add`, or send unsigned with --mac off")
-    return key
+    return signing_keys((key,), session or {})[0]
 
 
 def default_terminal(channel: str) -> str:

@@ -54,16 +54,16 @@ def usable(record: TerminalKeyRecord, now_ms: int) -> tuple[MacKey, ...]:
     return (current,)
 
 
-def signing_keys(record: TerminalKeyRecord, session: dict[str, str], now_ms: int
-                 ) -> tuple[MacKey, ...]:
-    """The keys a terminal's MACs may be made with: with a session, its MAK first and the
-    master key(s) for network management only; without, the master key(s), for network
-    management only when the terminal must sign on (protocols/iso_session.py)."""
-    masters = usable(record, now_ms)
+def signing_keys(masters: tuple[MacKey, ...], session: Mapping[str, str],
+                 must_sign_on: bool = False) -> tuple[MacKey, ...]:
+    """The keys a terminal's MACs may be made with, given its master key(s) (from its
+    record or the config): with a session, its MAK first and the master key(s) for network
+    management only; without, the master key(s), for network management only when the
+    terminal must sign on (protocols/iso_session.py)."""
     mak = session_mac_key(session)
     if mak is not None:
         return (mak, *map(master_only, masters))
-    return tuple(map(master_only, masters)) if record.sign_on else masters
+    return tuple(map(master_only, masters)) if must_sign_on else masters
 
 
 def in_grace(keys: tuple[MacKey, ...], previous_until_ms: int, now_ms: int
@@ -222,11 +222,13 @@ class CachedKeys:
             keys, until_ms = known
         else:
             if record is not None:
-                read_ms = self.clock.now_ms()
-                keys = signing_keys(record, session, read_ms)
-                until_ms = record.previous_until_ms if len(usable(record, read_ms)) > 1 else 0
+                masters = usable(record, self.clock.now_ms())
+                keys = signing_keys(masters, session, bool(record.sign_on))
+                until_ms = record.previous_until_ms if len(masters) > 1 else 0
             else:
                 keys, until_ms = self._configured(acquirer, terminal), 0
+                if keys:
+                    keys = signing_keys(keys, session)
         now_ms, name = self.clock.now_ms(), (acquirer, terminal)
         if name not in self._cache and len(self._cache) >= limits.terminal_keys_cached_max:
             del self._cache[next(iter(self._cache))]  # the oldest entry

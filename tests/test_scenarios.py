@@ -8,10 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from protocols.demo import DEMO_ACQUIRER, DEMO_POS_MAC
+from protocols.iso_mac import MacKey
 from switch import testing
+from switch.redis_client import connect
 from switch.scenario_file import ScenarioError, load_scenario, scenario_from
 from switch.scenario_run import ERROR, FAIL, PASS, SKIPPED, Target, run_scenarios
+from switch.terminal_keys import TerminalKeyStore
 from tests.support import SWITCH, run_command
+from tests.test_terminal_keys import new_terminal
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 CHANNELS = ("jd", "wechat", "pos", "xpay")
@@ -124,6 +129,51 @@ async def test_the_command_passes_on_the_library_and_exits_0(every_channel):
     assert "1 of 1 scenarios passed" in out
 
 
+PIN_SCENARIO = """
+name = "pin at the till"
+[cards.a]
+limit = 100_000
+pin = "2468"
+
+[[step]]
+name = "right pin"
+channel = "pos"
+terminal = "{terminal}"
+type = "sale"
+card = "a"
+amount = 1_000
+mcc = "5411"
+pin = "2468"
+expect = {{ response_code = "00" }}
+
+[[step]]
+name = "wrong pin"
+channel = "pos"
+terminal = "{terminal}"
+type = "sale"
+card = "a"
+amount = 1_000
+mcc = "5411"
+pin = "1357"
+expect = {{ response_code = "55", reason = "pin_wrong" }}
+card_after = {{ posted = 1_000 }}
+"""
+
+
+async def test_pos_steps_enter_pins_at_a_terminal_signed_on_first(every_channel, tmp_path):
+    terminal = new_terminal()
+    client = connect(every_channel.redis_url)
+    try:
+        await TerminalKeyStore(client).add(DEMO_ACQUIRER, terminal,
+                                           MacKey.parse("x9.19", DEMO_POS_MAC[1]))
+    finally:
+        await client.aclose()
+    path = tmp_path / "pin.toml"
+    path.write_text(PIN_SCENARIO.format(terminal=terminal))
+    results = await run_scenarios([load_scenario(path)], every_channel, testing.send_parser())
+    assert [step.outcome for step in results[0].steps] == [PASS, PASS], results[0].steps
+
+
 async def test_the_command_refuses_a_bad_file_naming_it(tmp_path, redis_url):
     path = tmp_path / "bad.toml"
     path.write_text(WRONG.replace('mcc = "5411"', 'mcc = "5411"\namout = 5', 1))
@@ -208,6 +258,12 @@ def repaying(**repay):
      "day must be 1..28"),
     ({"cards": {"a": {"limit": 5, "statement_day": 0}}}, "statement_day: statement day must"),
     ({"cards": {"a": {"limit": 5, "statement_day": "5"}}}, "statement_day: statement day must"),
+    ({"step": [GOOD_STEP | {"pin": "1234"}]}, "pin: a PIN is sent on pos steps only"),
+    ({"step": [GOOD_STEP | {"channel": "pos", "pin": "123"}]}, "pin: a PIN is 4-12 digits"),
+    ({"step": [GOOD_STEP | {"channel": "pos", "pin": 1234}]}, "pin: must be a string"),
+    ({"step": [GOOD_STEP | {"terminal": "T1"}]}, "terminal: only pos and xpay steps"),
+    ({"step": [GOOD_STEP | {"channel": "pos", "terminal": "TERMINAL9"}]}, "F41 is 1-8"),
+    ({"cards": {"a": {"limit": 100, "pin": "12a4"}}}, "[cards.a]: pin: a PIN is 4-12"),
 ])
 def test_every_check_of_a_scenario_file_names_file_step_and_key(change, message):
     document = {"name": "n", "cards": {"a": {"limit": 100}}, "step": [GOOD_STEP]} | change
