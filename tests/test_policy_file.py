@@ -57,6 +57,13 @@ BAD_POLICIES = [
     ('[rewards]\nno_points_groups = ["gone"]', "rewards.no_points_groups[0]",
      "no MCC group 'gone'"),
     ("[holds", "not valid TOML", ""),
+    ("[pin]\ntries_max = 0", "pin.tries_max", ">= 1"),
+    ("[pin]\ntries_max = 10", "pin.tries_max", "<= 9"),
+    ("[pin]\ntries = 3", "pin", "unknown field `tries`"),
+    ('[pin.required_above_fen]\n"5" = 0', "pin.required_above_fen.5", "F22's first two"),
+    ('[pin.required_above_fen]\n"0a" = 0', "pin.required_above_fen.0a", "F22's first two"),
+    ('[pin.required_above_fen]\n"05" = -1', "pin.required_above_fen", ">= 0"),
+    ('[pin]\nchannels = ["POS"]', "pin.channels[0]", "channel name must match"),
 ]
 
 
@@ -137,3 +144,8 @@ def test_policy_check_notes_a_channel_no_listener_has(tmp_path: Path):
     done = run_switch("policy", "check", str(typo))
     assert done.returncode == 0, done.stderr
     assert "note: channel 'wechatpay' is not a listener of this switch" in done.stdout
+
+
+@pytest.mark.parametrize("tries", [1, 9])
+def test_pin_tries_at_their_bounds_are_taken(tries):
+    assert parse_policy(f"[pin]\ntries_max = {tries}").pin.tries_max == tries
