@@ -173,6 +173,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         _prove_inquiry(args)
     else:
         raise UserError(f"--pan is required on the {args.channel} channel")
+    if args.pin and args.channel != "pos":
+        raise UserError("--pin is for the pos channel (a wallet verifies its holder itself)")
     if args.channel in ("pos", "xpay"):
         args.signing_key = terminal_cli.key_for_send(args)
     sender = send.SENDERS[args.channel]

@@ -21,7 +21,7 @@ from switch.policy_file import parse_policy
 from switch.terminal_keys import TerminalKeyStore
 from switch.terms import Terms
 from tests.support import make_card
-from tests.test_pos_support import ACQUIRER, ask, financial, iso_config
+from tests.test_pos_support import ACQUIRER, ask, f90, financial, iso_config
 from tests.test_signon import MASTER, ecb, network, working_keys
 
 PIN = "918273645546"  # 12 digits: nothing else in a test's logs is likely to spell them
@@ -198,3 +198,20 @@ async def test_the_pin_never_reaches_the_logs(till, caplog):
     for record in caplog.records:
         assert PIN not in record.getMessage()
         assert PIN[:-1] not in record.getMessage()
+
+
+async def test_a_pin_with_a_reversal_is_not_read(till):
+    """Completions, reversals and refunds come from the acquirer: a PIN block they carry
+    counts no try and refuses nothing."""
+    pan = await card_with_pin(till)
+    doc = financial("0200", pan, "000000", 1_000, terminal=till.terminal, entry="051")
+    doc["52"] = pin_block(PIN, pan, till.keys["pik"])
+    sale = await ask(till.port, doc, mac_key=("x9.19", till.keys["mak"]))
+    assert sale["39"] == "00"
+    reversal = financial("0400", pan, "000000", 1_000, terminal=till.terminal,
+                         original=f90(doc))
+    reversal["52"] = pin_block("0000", pan, till.keys["pik"])
+    answer = await ask(till.port, reversal, mac_key=("x9.19", till.keys["mak"]))
+    assert answer["39"] == "00"
+    assert await tries(till, pan) == 0
+    assert (await till.ledger.card(pan)).posted == 0

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from protocols.iso_mac import MacAlgorithm, MacKey
 from protocols.ledger_layout import session_key
 from switch import limits
+from switch.config import Terminal
 from switch.terminal_keys import TerminalKeyStore
 from tests.support import make_card, running_switch
 from tests.test_pos_support import (
@@ -168,3 +169,18 @@ async def test_a_terminal_without_a_key_cannot_sign_on(pos):
     answer = await ask(port, network(new_terminal(), "001"), mac_key=None)
     assert (answer["39"], answer["44"]) == ("58", "terminal_unknown")
     assert "62" not in answer
+
+
+async def test_a_terminal_of_the_config_signs_on_too(redis_url):
+    terminal = new_terminal()
+    config = iso_config(channels=("pos",), terminals=[
+        Terminal(acquirer=ACQUIRER, terminal=terminal, algorithm="x9.19", key=MASTER.hex())])
+    async with running_switch(redis_url, config) as (switch, ledger):
+        port = switch.ports["pos"]
+        pan = await make_card(ledger, 100_000)
+        assert (await ask(port, sale(pan, terminal), mac_key=("x9.19", MASTER)))["39"] == "00"
+        keys = working_keys((await ask(port, network(terminal, "001"), mac_key=None))["62"])
+        assert (await ask(port, sale(pan, terminal), mac_key=("x9.19", keys["mak"])))[
+            "39"] == "00"
+        refused = await ask(port, sale(pan, terminal), mac_key=("x9.19", MASTER))
+        assert (refused["39"], refused["44"]) == ("A0", "not_signed_on")

@@ -35,6 +35,10 @@ async def test_sign_on_then_a_sale_with_a_pin(redis_url):
 
         code, _, err = await cli(*sale, "--pin", "4321", check=False)
         assert code == 2 and "sign it on first" in err
+        wechat = ("send", "--channel", "wechat", "--pan", pan, "--amount", "100", "--pin",
+                  "4321", "--redis", redis_url)
+        code, _, err = await cli(*wechat, check=False)
+        assert code == 2 and "--pin is for the pos channel" in err
 
         _, out, _ = await cli("terminal", "sign-on", ACQUIRER, terminal, "--port", port,
                               "--redis", redis_url)

@@ -453,3 +453,14 @@ async def test_a_full_journal_is_logged_by_the_stand_in_logger(journal, caplog):
             await answered(unit, request(kind=MessageClass.REVERSAL), made())
         await answered(unit, request(kind=MessageClass.REVERSAL), made())
     assert [r.name for r in caplog.records] == ["switch.standin"]
+
+
+async def test_a_request_with_a_pin_is_never_stood_in_nor_journaled_with_it(journal):
+    """Its PIN's hash is in Redis: stand-in cannot check it, and an advice would put the
+    PIN in the journal on disk."""
+    unit = stand_in(journal)
+    with_pin = msgspec.structs.replace(request(amount=100), pin="4826")
+    answer = await answered(unit, with_pin)
+    assert (answer.response_code, answer.stand_in) == ("91", False)
+    assert not any(isinstance(record, Advice) for record in journal.records)
+    assert (await answered(unit, request(amount=100))).stand_in  # the same without a PIN
