@@ -90,7 +90,8 @@ def cmd_terminal_show(args: argparse.Namespace) -> int:
     if record is None:
         raise UserError(f"terminal {args.terminal} of acquirer {args.acquirer} has no key in "
                         "Redis (`switch terminal add` gives it one)")
-    print_record(args, record)
+    session = run_store(args, lambda store: store.session(args.acquirer, args.terminal))
+    print_record(args, record, session=session)
     return 0
 
 
@@ -99,8 +100,9 @@ def when(ms: int) -> str:
 
 
 def print_record(args: argparse.Namespace, record: TerminalKeyRecord,
-                 new: MacKey | None = None) -> None:
-    """The record with its keys as check values; a key just made is printed once, in hex."""
+                 new: MacKey | None = None, session: dict[str, str] | None = None) -> None:
+    """The record with its keys as check values; a key just made is printed once, in hex.
+    `session`: the terminal's working keys, shown as check values ({}: not signed on)."""
     current = MacKey.parse(record.algorithm, record.key)
     previous = (MacKey.parse(record.previous_algorithm, record.previous_key)
                 if record.previous_key else None)
@@ -111,6 +113,12 @@ def print_record(args: argparse.Namespace, record: TerminalKeyRecord,
             "previous_accepted_until": when(record.previous_until_ms) if previous else ""}
     if new is not None:
         view["key"] = new.key.hex().upper()
+    view["sign_on_required"] = bool(record.sign_on)
+    if session is not None:
+        view["session"] = {f"{name}_kcv": check_value(bytes.fromhex(session[name])).hex().upper()
+                           for name in WORKING_KEYS if session.get(name)}
+        if session.get("issued"):
+            view["session"]["issued"] = when(int(session["issued"]))
     if getattr(args, "json", False):
         print(msgspec.json.encode(view).decode())
         return
@@ -124,6 +132,12 @@ def print_record(args: argparse.Namespace, record: TerminalKeyRecord,
         print(f"  previous key KCV {view['previous_kcv']} no longer accepted (no grace period)")
     if record.sign_on:
         print("  must sign on: money under this key alone is refused (A0 not_signed_on)")
+    if session:
+        keys = "  ".join(f"{name[:3].upper()} KCV {value}" for name, value in
+                         view["session"].items() if name.endswith("_kcv"))
+        print(f"  signed on {view['session'].get('issued', '-')}: {keys}")
+    elif session is not None:
+        print("  not signed on (no session)")
     if new is not None:
         print(f"  key {view['key']}  (shown this once: load it into the terminal)")
 

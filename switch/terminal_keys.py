@@ -101,6 +101,10 @@ class TerminalKeyStore:
         fields = own or wide
         return (TerminalKeyRecord.from_fields(fields) if fields else None), session
 
+    async def session(self, acquirer: str, terminal: str) -> dict[str, str]:
+        """The terminal's session ({} when it is not signed on): `switch terminal show`."""
+        return await self.client.hgetall(session_key(*scope(acquirer, terminal)))
+
     async def show(self, acquirer: str, terminal: str) -> TerminalKeyRecord | None:
         fields = await self.client.hgetall(terminal_key(*scope(acquirer, terminal)))
         return TerminalKeyRecord.from_fields(fields) if fields else None

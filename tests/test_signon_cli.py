@@ -47,6 +47,8 @@ async def test_sign_on_then_a_sale_with_a_pin(redis_url):
         assert shown == {name.upper(): check_value(bytes.fromhex(session[name])).hex().upper()
                          for name in ("pik", "mak", "tdk")}
 
+        _, out, _ = await cli("terminal", "show", ACQUIRER, terminal, "--redis", redis_url)
+        assert f"PIK KCV {shown['PIK']}  MAK KCV {shown['MAK']}" in out
         code, out, err = await card_set_pin(pan, "4321", redis_url)
         assert code == 0 and "PIN set, wrong tries 0" in out and "4321" not in out + err
         _, out, _ = await cli(*sale, "--pin", "4321")
@@ -65,6 +67,8 @@ async def test_sign_on_then_a_sale_with_a_pin(redis_url):
         assert "sign-off: done (00)" in out
         _, out, _ = await cli(*sale)
         assert "DECLINED A0  reason not_signed_on" in out
+        _, out, _ = await cli("terminal", "show", ACQUIRER, terminal, "--redis", redis_url)
+        assert "not signed on (no session)" in out and "must sign on" in out
 
 
 async def test_card_pin_errors_change_nothing(redis_url, ledger):
