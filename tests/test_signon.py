@@ -22,7 +22,10 @@ from switch.terminal_keys import TerminalKeyStore
 from tests.support import make_card, running_switch
 from tests.test_pos_support import (
     ACQUIRER,
+    Wire,
     ask,
+    decode,
+    encode,
     financial,
     iso_config,
     new_f7,
@@ -184,3 +187,21 @@ async def test_a_terminal_of_the_config_signs_on_too(redis_url):
             "39"] == "00"
         refused = await ask(port, sale(pan, terminal), mac_key=("x9.19", MASTER))
         assert (refused["39"], refused["44"]) == ("A0", "not_signed_on")
+
+
+async def test_a_sign_on_that_cannot_be_made_is_answered_91(pos):
+    """The change fails (here a record in Redis that is not a key): 91, and the connection
+    goes on answering."""
+    port, ledger = pos
+    terminal = new_terminal()
+    await ledger.client.hset(f"{{k:10000}}:{terminal}", mapping={
+        "algorithm": "x9.19", "key": "not hex", "created_ms": 1})
+    wire = await Wire.connect(port)
+    try:
+        for _ in range(2):  # one connection: the first failure does not stall it
+            answer = decode(await wire.exchange(encode(network(terminal, "001"), mac_key=None)))
+            assert (answer["t"], answer["39"], answer["44"]) == ("0810", "91",
+                                                                 "issuer_unavailable")
+            assert "62" not in answer
+    finally:
+        await wire.close()
