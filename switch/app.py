@@ -31,6 +31,7 @@ from switch.journal import Journal
 from switch.ledger import Ledger
 from switch.policy import Policy
 from switch.policy_file import PolicyError, load_policy
+from switch.recorder import Recorder, RecorderBounds, channel_wires
 from switch.redis_client import connect
 from switch.server import Switch
 from switch.standin import StandIn
@@ -121,6 +122,8 @@ async def serve_one(config: Config, redis_url: str, on_ready, reuse_port: bool =
     `share`: (folder, worker index) of a worker of `--workers N` (switch/admin/shared.py);
     the worker given an admin address serves the API with every worker's counts."""
     switch, ledger = await build(config, redis_url, journal_dir=journal_folder(config))
+    if config.record.dir:
+        switch.record_to(recorder_for(switch, config))
     await switch.start(reuse_port=reuse_port)
     # What start-up built lives as long as the process: keep it out of the collector's way
     # (a full collection under load pauses the answers; docs/performance.md).
@@ -153,6 +156,15 @@ async def serve_one(config: Config, redis_url: str, on_ready, reuse_port: bool =
     print(counters_line(switch, ledger), flush=True)
 
 
+def recorder_for(switch: Switch, config: Config) -> Recorder:
+    """This process's recording series, in the config's [record] folder and bounds."""
+    record = config.record
+    bounds = RecorderBounds(file_max_bytes=record.file_max_mb * 2**20,
+                            total_max_bytes=record.max_mb * 2**20)
+    dialects = {"pos": config.pos.dialect, "xpay": config.xpay.dialect}
+    return Recorder(Path(record.dir), channel_wires(switch.listeners, dialects), bounds)
+
+
 async def start_admin(config: Config, switch: Switch, policy: PolicySource, counts=None
                       ) -> AdminServer:
     """The admin API and dashboard (switch/admin/), beside the listeners; `counts()`: what
@@ -178,6 +190,8 @@ def counters_line(switch: Switch, ledger: Ledger) -> str:
     calls, trips = ledger.scripts.calls, ledger.scripts.round_trips
     per_call = f"{trips / calls:.3f}" if calls else "-"
     fields = switch.counters.as_dict() | {"redis_calls": calls, "redis_round_trips": trips}
+    if switch.recorder is not None:
+        fields |= switch.recorder.counters()
     if switch.stand_in is not None:
         journal = switch.stand_in.journal
         fields |= switch.stand_in.counters | {

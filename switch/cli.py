@@ -28,6 +28,7 @@ from switch import (
     iso_cli,
     launch,
     policy_cli,
+    replay_cli,
     saf_cli,
     scenario_cli,
     send,
@@ -106,6 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     load_policy(config.policy)  # a bad policy is one clear error, before anything starts
     choose_admin(config, args.admin)
     config.test_clock = config.test_clock or args.test_clock
+    replay_cli.choose_recording(config, args)
     url, note, private = launch.open_redis(
         configured_redis(args), bool(args.redis), RUN_DIR, args.ephemeral, args.appendfsync)
     if private:
@@ -279,6 +281,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--test-clock", action="store_true",
                        help="follow the test clock that `switch clock` moves (tests only; "
                        "docs/testing.md)")
+    replay_cli.add_serve_options(serve)
 
     seed = command("seed", cmd_seed, "create deterministic demo cards (Luhn-valid, UnionPay "
                    "62); a card that exists is kept as it is")
@@ -352,6 +355,7 @@ def parser() -> argparse.ArgumentParser:
     redis_option(snd)
     token_cli.add_commands(command, redis_option)
     saf_cli.add_commands(command, redis_option)
+    replay_cli.add_commands(command, redis_option)
     scenario_cli.add_commands(command, redis_option, snd)
     iso_cli.add_commands(command)
     terminal_cli.add_commands(command, redis_option)

@@ -163,6 +163,19 @@ class Cards(msgspec.Struct, forbid_unknown_fields=True):
         limits.statement_day_default)
 
 
+class Recording(msgspec.Struct, forbid_unknown_fields=True):
+    """`switch serve --record DIR` ([record]): docs/testing.md, "Record and replay"."""
+
+    dir: str = ""  # empty: no recording
+    max_mb: Annotated[int, msgspec.Meta(ge=1)] = limits.record_total_max_bytes // 2**20
+    file_max_mb: Annotated[int, msgspec.Meta(ge=1)] = limits.record_file_max_bytes // 2**20
+
+    def __post_init__(self) -> None:
+        if self.file_max_mb > self.max_mb:
+            raise ValueError(f"record file_max_mb ({self.file_max_mb}) must not exceed "
+                             f"max_mb ({self.max_mb})")
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     redis_url: str = ""  # empty: the switch starts a private redis-server
     listeners: dict[str, Listener] = msgspec.field(
@@ -179,6 +192,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     admin: Admin = msgspec.field(default_factory=Admin)
     cards: Cards = msgspec.field(default_factory=Cards)
     test_clock: bool = False  # follow the test clock (`switch serve --test-clock`)
+    record: Recording = msgspec.field(default_factory=Recording)
 
 
 def load(path: str | Path | None) -> Config:

@@ -20,6 +20,7 @@ from switch.config import Config
 from switch.ledger import CardView
 from switch.logs import DEFAULT_LOGGING, LoggingSetup
 from switch.redis_runner import PrivateRedis, persistence, reachable
+from switch.replay_cli import take_snapshot
 from switch.workers import supervise
 
 
@@ -82,9 +83,15 @@ def serve(config: Config, redis_url: str, redis_note: str, demo: bool, workers: 
           logging_setup: LoggingSetup = DEFAULT_LOGGING) -> None:
     """`logging_setup`: the command's, given again to each worker process (they are spawned)."""
     cards = asyncio.run(prepare(config, redis_url, demo))
+    recording = ""
+    if config.record.dir:  # the ledger as the recording begins: after the demo cards
+        recording = asyncio.run(take_snapshot(config, redis_url))
 
     def announce(ports: dict[str, int]) -> None:
         print(banner(config, ports, redis_note, cards, workers), flush=True)
+        if recording:
+            print(f"  Recording into {config.record.dir} (files mode 600: they hold card "
+                  f"numbers); {recording}\n", flush=True)
 
     if workers == 1:
         run(serve_one(config, redis_url, announce))

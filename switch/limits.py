@@ -254,3 +254,36 @@ statement_day_max = 28
 # A repayment's reference (`card repay --ref`): a bank's payment ids are a few dozen
 # characters; more is a mistake, not an id.
 repayment_ref_max_chars = 64
+
+# --- recording (`switch serve --record DIR`, switch/recorder.py) -------------------------
+
+# Exchanges waiting in memory for the recorder's writer thread. About 1 KB each with their
+# messages: some 50 MB at the bound, two seconds of a saturated switch. Past it an exchange
+# is counted and dropped, never waited for: recording must not slow the answers.
+record_buffer_records_max = 50_000
+
+# The writer thread writes what waits this often: the buffer's fill stays a fraction of its
+# bound at any rate this machine serves, and a stopped switch loses nothing (it writes the
+# rest as it stops).
+record_flush_interval_s = 0.05
+
+# One recording file, and all of a switch's files together (--record-max-mb; a worker of
+# --workers N keeps its share). The oldest file goes when the total is past the bound.
+record_file_max_bytes = 64 * 1024 * 1024
+record_total_max_bytes = 1024 * 1024 * 1024
+
+# The snapshot of the ledger taken as a recording begins (for `switch replay --restore`):
+# every key of cards, tokens and id claims, DUMPed. Past this many keys none is taken (the
+# recording goes on, a warning says so): it is meant for test-sized ledgers.
+record_snapshot_keys_max = 200_000
+
+# Dropped exchanges (buffer full) are logged at most once per interval, with the count.
+record_drop_log_interval_s = 1.0
+
+# `switch replay`: a request waiting on an earlier one (its connection's previous request, or
+# one answered before it arrived) waits at most that one's timeout and this margin; past it,
+# it goes anyway and its diff shows what the broken order did.
+replay_wait_margin_s = 1.0
+
+# `switch replay`: a progress line on stderr at most this often (only on long replays).
+replay_progress_interval_s = 1.0

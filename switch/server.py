@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import itertools
 import logging
 import socket
 import time
@@ -37,10 +38,14 @@ from switch.forwarder import Forwarder
 from switch.latency import LatencyHistogram
 from switch.ledger import NO_ANSWER
 from switch.metrics import ChannelStats
+from switch.recorder import Recorder
 from switch.standin import StandIn
 from switch.watch import Overstay, judge
 
 log = logging.getLogger("switch.server")
+
+# A connection's number within its process (what a recording keeps a connection's order by).
+CONNECTION_NUMBERS = itertools.count(1)
 
 # The counter a connection cut for overstaying a bound adds one to.
 CUT_COUNTERS = {Overstay.FRAME_LATE: "frame_timeouts", Overstay.WRITE_PAUSED: "write_timeouts"}
@@ -86,6 +91,7 @@ class Connection(asyncio.Protocol):
         self.draining = False  # shutting down: no new requests; reading stays paused
         self.closing = False  # answers all sent: input is read and dropped, nothing decided
         self.closed = asyncio.get_running_loop().create_future()
+        self.number = next(CONNECTION_NUMBERS)
 
     # --- transport events ---------------------------------------------------------------
 
@@ -202,6 +208,9 @@ class Connection(asyncio.Protocol):
         if isinstance(decoded, bytes):  # the codec's own refusal: no decision to count
             listener.stats.refused += 1
             self._send(decoded)
+            if listener.recorder is not None:
+                listener.recorder.note(listener.name, self.number, began,
+                                       time.perf_counter_ns() - began, body, decoded)
             return
         if isinstance(decoded, KeyNeeded):
             self._fetch_keys(body, decoded)
@@ -216,7 +225,7 @@ class Connection(asyncio.Protocol):
         if stand_in is not None and stand_in.answers:  # stand-in answers not yet forwarded
             earlier = stand_in.repeat(decoded.request)
             if earlier is not None:
-                self._answer(decoded, earlier, began)
+                self._answer(decoded, earlier, began, body)
                 return
         attempt = Attempt()
         try:
@@ -224,12 +233,13 @@ class Connection(asyncio.Protocol):
         except Exception:
             outcome = listener.failed()
         if isinstance(outcome, AuthResponse):
-            self._answer(decoded, outcome, began)
+            self._answer(decoded, outcome, began, body)
             return
         # No task per request: the answer is a callback on the ledger's future.
         self.inflight += 1
         listener.track(outcome)
-        outcome.add_done_callback(functools.partial(self._settled, decoded, began, attempt))
+        outcome.add_done_callback(functools.partial(self._settled, decoded, began, attempt,
+                                                    body))
 
     def _batch(self, work: BatchWork) -> None:
         """A terminal's settlement or upload (switch/batches.py), answered once decided, or
@@ -317,31 +327,42 @@ class Connection(asyncio.Protocol):
             # the order they arrived in across connections too.
             asyncio.get_running_loop().call_soon(self._take)
 
-    def _settled(self, decoded: Decoded, began: int, attempt: Attempt,
+    def _settled(self, decoded: Decoded, began: int, attempt: Attempt, request: bytes,
                  outcome: asyncio.Future) -> None:
         response = self.listener.settle(outcome, decoded.request, attempt)
         self.inflight -= 1
         if self.reading_paused:
             self._take()
         if isinstance(response, AuthResponse):
-            self._answer(decoded, response, began)
+            self._answer(decoded, response, began, request)
         elif response is None:  # a forced outcome of no answer: the client's timeout path
-            return
+            recorder = self.listener.recorder
+            if recorder is not None:
+                recorder.note(self.listener.name, self.number, began,
+                              time.perf_counter_ns() - began, request, b"", decoded.request,
+                              outcome.result())
         else:  # a stand-in answer, out once the journal has it on disk
-            response.add_done_callback(lambda done: self._answer(decoded, done.result(), began))
+            response.add_done_callback(
+                lambda done: self._answer(decoded, done.result(), began, request))
 
-    def _answer(self, decoded: Decoded, response: AuthResponse, began: int) -> None:
+    def _answer(self, decoded: Decoded, response: AuthResponse, began: int,
+                request: bytes) -> None:
+        """`request`: the frame the answer is to (what a recording keeps with it)."""
+        listener = self.listener
         try:
-            body = self.listener.codec.encode_response(decoded.context, response)
+            body = listener.codec.encode_response(decoded.context, response)
         except Exception:  # our bug: the peer gets no answer, the operator a traceback
-            log.exception("%s: cannot encode an answer", self.listener.name)
-            self.listener.counters.errors += 1
+            log.exception("%s: cannot encode an answer", listener.name)
+            listener.counters.errors += 1
             return
         self._send(body)
         elapsed_ns = time.perf_counter_ns() - began
-        self.listener.counters.decisions.record(elapsed_ns)
-        self.listener.stats.record(decoded.request.message_class, response.response_code,
-                                   elapsed_ns)
+        listener.counters.decisions.record(elapsed_ns)
+        listener.stats.record(decoded.request.message_class, response.response_code,
+                              elapsed_ns)
+        if listener.recorder is not None:
+            listener.recorder.note(listener.name, self.number, began, elapsed_ns, request, body,
+                                   decoded.request, response)
 
     def _send(self, body: bytes) -> None:
         if self.closing or self.transport.is_closing():
@@ -428,6 +449,7 @@ class Listener:
         self.codec = codec
         self.engine = engine
         self.stand_in = stand_in  # None: no journal, a failed ledger call is answered 91
+        self.recorder: Recorder | None = None  # `switch serve --record DIR`
         self.standing_in = stand_in is not None and stand_in.enabled
         self.unavailable_unlogged = 0
         self.unavailable_quiet_until = 0.0
@@ -574,6 +596,13 @@ class Switch:
         self.stand_in = stand_in
         self.forwarder = forwarder
         self._forwarding: asyncio.Task | None = None
+        self.recorder: Recorder | None = None
+
+    def record_to(self, recorder: Recorder) -> None:
+        """Every listener notes its exchanges to `recorder`; shutdown closes it last."""
+        self.recorder = recorder
+        for listener in self.listeners.values():
+            listener.recorder = recorder
 
     async def start(self, reuse_port: bool = False) -> None:
         """Listen on every configured address; with `reuse_port`, worker processes share
@@ -626,3 +655,5 @@ class Switch:
             await asyncio.gather(self._forwarding, return_exceptions=True)
         if self.stand_in is not None:
             self.stand_in.journal.close()
+        if self.recorder is not None:  # after the last answer: the recording has them all
+            self.recorder.close()

@@ -23,15 +23,18 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
+
 from protocols.channel import ClientAnswer
-from switch.app import build
+from switch.app import build, recorder_for
 from switch.channel_client import ChannelClient, Sent
 from switch.cli import parser
 from switch.clock import Clock, TestClockControl, duration_ms, instant_ms
-from switch.config import DEFAULT_PORTS, Config, Listener
+from switch.config import DEFAULT_PORTS, Config, Listener, Recording
 from switch.ledger import CardView, Ledger, Repayment
 from switch.policy import Policy
 from switch.redis_runner import PrivateRedis
+from switch.replay_cli import take_snapshot
 from switch.scenario_run import fresh_card_number
 from switch.server import Switch
 
@@ -123,12 +126,14 @@ def send_parser():
 @contextlib.asynccontextmanager
 async def start(config: Config | None = None, *, redis_url: str | None = None,
                 policy: Policy | None = None, clock: Clock | None = None,
-                journal_dir: Path | None = None) -> AsyncIterator[EmbeddedSwitch]:
+                journal_dir: Path | None = None, record_dir: Path | None = None
+                ) -> AsyncIterator[EmbeddedSwitch]:
     """A switch on free loopback ports (every channel unless `config` says otherwise), shut
     down on exit. Without `redis_url`, a private throw-away redis-server is started and
     stopped with it. `policy`, `clock`, `journal_dir`: as switch/app.py build takes them;
     without `clock` (nor a `config` without test_clock) the switch follows the test clock
-    that `switch.clock` moves."""
+    that `switch.clock` moves. `record_dir`: record as `switch serve --record DIR` does
+    (the snapshot first, then every exchange; the files are complete once the block ends)."""
     config = config or Config(listeners={name: Listener(port=0) for name in CHANNELS},
                               test_clock=True)
     with contextlib.ExitStack() as stack:
@@ -139,6 +144,10 @@ async def start(config: Config | None = None, *, redis_url: str | None = None,
             stack.callback(private.stop)
         server, ledger = await build(config, redis_url, clock, policy, journal_dir)
         try:
+            if record_dir is not None:
+                config = msgspec.structs.replace(config, record=Recording(dir=str(record_dir)))
+                await take_snapshot(config, redis_url)
+                server.record_to(recorder_for(server, config))
             await server.start()
         except BaseException:
             await ledger.aclose()
