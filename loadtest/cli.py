@@ -18,6 +18,7 @@ from loadtest.generator.closed_loop_runner import run_saturate
 from loadtest.generator.closed_loop_runner import table as closed_loop_table
 from loadtest.generator.event_loop import run_async
 from loadtest.generator.findmax import Criteria, Step, find_max
+from loadtest.generator.recorded import channel_mix, read_folder
 from loadtest.generator.runner import Plan, run_load, seed
 from loadtest.generator.stats import Totals
 from loadtest.generator.switch_side import metrics_url, summary_line
@@ -167,8 +168,30 @@ def out_folder(args: argparse.Namespace, kind: str) -> Path:
 # --- commands -------------------------------------------------------------------------------
 
 
+def recording_plan(args: argparse.Namespace, plan: Plan) -> Plan:
+    """--from-recording DIR: the recording's channels and framing, its cards (none seeded)."""
+    played, wires = read_folder(args.from_recording)
+    mix = channel_mix(played)
+    if args.target:
+        mix = {channel: weight for channel, weight in mix.items()
+               if channel in {value.partition("=")[0] for value in args.target}}
+    options = parse_options(args.option)
+    for channel, wire in wires.items():
+        if channel in ("pos", "xpay"):  # answers are read, not checked: no MAC key needed
+            defaults = {"header": wire.header, "mac": "off"} | (
+                {"dialect": wire.dialect} if wire.dialect else {})
+            options[channel] = defaults | options.get(channel, {})
+    return msgspec.structs.replace(plan, mix=mix, targets=parse_targets(args.target, mix),
+                                   options=options, redis_url="",
+                                   recording=str(args.from_recording))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.from_recording:
+        args.no_seed = True
     plan = plan_from(args, args.rate, args.duration)
+    if args.from_recording:
+        plan = recording_plan(args, plan)
     if plan.redis_url:
         say(f"seeding {plan.cards:,} cards (seed {plan.seed}) into {plan.redis_url}")
     progress = Progress(plan.rate, args.quiet)
@@ -297,6 +320,10 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     run.add_argument("--rate", type=float, required=True, help="requests per second, in all")
     run.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
+    run.add_argument("--from-recording", type=Path, metavar="DIR",
+                     help="send a `switch serve --record` folder's requests, byte for byte, in "
+                     "their order and over again, instead of synthetic ones (no cards seeded; "
+                     "docs/testing.md, \"Record and replay\")")
     load_options(run)
 
     seed_command = commands.add_parser("seed", help="load the load-test cards into Redis")

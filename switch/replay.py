@@ -2,17 +2,19 @@
 and each new answer's decision compared with the recorded one.
 
 Order: requests go out in the order they arrived. One waits until (1) its time has come
-(the recorded offset divided by the speed; none at `max`), (2) every request whose recorded
-answer went out before it arrived has its new answer (what it could have depended on: the
-authorization before its capture), and (3) the previous request of its recorded connection
-has its new answer. Each replay connection carries one request at a time, so an answer is
-the answer to the request just sent. Every wait is bounded by the per-request timeout.
+(the recorded offset divided by the speed; none at `max`) and (2) every request whose
+recorded answer went out before it arrived has its new answer (what it could have depended
+on: the authorization before its capture). A recorded connection's requests all go, in
+order, on one replay connection (an x-pay token's ATCs must rise), pipelined as recorded; an
+answer is matched to its request by the correlation id the recorded answer carried. Every
+wait is bounded by the per-request timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import time
 from collections.abc import Callable
 
@@ -37,47 +39,95 @@ class Replayed(msgspec.Struct):
 
 
 class ReplayConnection:
-    """One TCP connection to a listener, one request at a time; reopened after a failure."""
+    """One TCP connection to a listener carrying requests pipelined; each answer goes to the
+    oldest request waiting under its correlation id (what the recorded answer carried).
+    Opened when first used, and again after a failure."""
 
-    def __init__(self, target: Target, wire: ChannelWire, timeout_s: float) -> None:
+    def __init__(self, target: Target, wire: ChannelWire, read: Callable) -> None:
         self.target = target
         self.header = HEADER_FORMATS[wire.header]
-        self.timeout_s = timeout_s
-        self.reader: asyncio.StreamReader | None = None
+        self.read = read
         self.writer: asyncio.StreamWriter | None = None
-        self.framer = Framer(self.header, ANSWER_SIZE_MAX_BYTES)
+        self.opening: asyncio.Task | None = None
+        self.waiting: dict[str, collections.deque[asyncio.Future]] = {}
+        self.unmatched = 0  # answers no request waited for (late after a timeout, unreadable)
 
-    async def exchange(self, body: bytes, expect_answer: bool) -> Replayed:
+    async def exchange(self, body: bytes, correlation_id: str, timeout_s: float) -> Replayed:
+        """`correlation_id` "": the request was recorded without an answer; none is waited
+        for past `timeout_s`, and one that comes is counted unmatched."""
         try:
-            if self.writer is None:
-                async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                    self.reader, self.writer = await asyncio.open_connection(
-                        self.target.host, self.target.port)
-                self.framer = Framer(self.header, ANSWER_SIZE_MAX_BYTES)
-            self.writer.write(self.framer.frame(body))
-            async with asyncio.timeout(self.timeout_s):
-                return Replayed(await self._answer())
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await self._open()
+        except (OSError, TimeoutError) as error:
+            return Replayed(None, f"cannot connect to {self.target.host}:{self.target.port}: "
+                            f"{error or 'timed out'}")
+        future = asyncio.get_running_loop().create_future()
+        queue = self.waiting.setdefault(correlation_id, collections.deque())
+        queue.append(future)
+        self.writer.write(self.header.encode(len(body)) + body)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return Replayed(await future)
         except TimeoutError:
-            self.close()  # an answer that comes late would be taken for the next one's
-            return Replayed(None, "" if not expect_answer else
-                            f"no answer within {self.timeout_s:g} s")
-        except (OSError, ConnectionError, ValueError) as error:
-            self.close()
-            return Replayed(None, f"{type(error).__name__}: {error}")
+            return Replayed(None, f"no answer within {timeout_s:g} s" if correlation_id else "")
+        except ConnectionError as error:
+            return Replayed(None, str(error))
+        finally:
+            if future in queue:
+                queue.remove(future)
 
-    async def _answer(self) -> bytes:
-        while True:
-            data = await self.reader.read(65536)
-            if not data:
-                raise ConnectionError("the switch closed the connection")
-            frames = self.framer.feed(data)
-            if frames:
-                return frames[0]
+    async def _open(self) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            return
+        if self.opening is None:
+            self.opening = asyncio.get_running_loop().create_task(self._connect())
+        try:
+            await asyncio.shield(self.opening)
+        finally:
+            if self.opening is not None and self.opening.done():
+                self.opening = None
+
+    async def _connect(self) -> None:
+        reader, writer = await asyncio.open_connection(self.target.host, self.target.port)
+        self.writer = writer
+        asyncio.get_running_loop().create_task(self._read_answers(reader, writer))
+
+    async def _read_answers(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        framer = Framer(self.header, ANSWER_SIZE_MAX_BYTES)
+        try:
+            while data := await reader.read(65536):
+                for body in framer.feed(data):
+                    self._deliver(body)
+            problem = ConnectionError("the switch closed the connection")
+        except (OSError, ValueError) as error:
+            problem = ConnectionError(f"connection failed: {error}")
+        writer.close()
+        if self.writer is writer:
+            self.writer = None
+        for queue in self.waiting.values():
+            for future in queue:
+                if not future.done():
+                    future.set_exception(problem)
+
+    def _deliver(self, body: bytes) -> None:
+        try:
+            correlation_id = self.read(body).correlation_id
+        except Exception:  # the peer's bytes: unreadable, nobody's answer
+            self.unmatched += 1
+            return
+        queue = self.waiting.get(correlation_id)
+        while queue:
+            future = queue.popleft()
+            if not future.done():
+                future.set_result(body)
+                return
+        self.unmatched += 1
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-        self.reader = self.writer = None
+        self.writer = None
 
 
 class Player:
@@ -86,88 +136,86 @@ class Player:
                  connections: int = 8, timeout_s: float = 5.0,
                  no_answer_wait_s: float = 1.0) -> None:
         """`speed`: times the recorded pace (None: as fast as the order allows);
-        `no_answer_wait_s`: how long to wait on a request that was recorded without answer."""
-        missing = {p.exchange.channel for p in played} - set(targets)
+        `connections`: per channel; `no_answer_wait_s`: how long a request recorded without
+        an answer is given."""
+        channels = {p.exchange.channel for p in played}
+        missing = channels - set(targets)
         if missing:
             raise ValueError(f"no --target for channel(s) {', '.join(sorted(missing))} of the "
                              "recording")
         self.played = played
-        self.targets = targets
         self.speed = speed
+        self.timeout_s = timeout_s
+        self.no_answer_wait_s = no_answer_wait_s
+        self.readers = {channel: answer_reader(channel, wires[channel]) for channel in channels}
         self.results: list[Replayed | None] = [None] * len(played)
-        self.done = [asyncio.Event() for _ in played]
+        self.done = [False] * len(played)
         answered = sorted(range(len(played)), key=lambda i: played[i].exchange.answered_ns)
         self.answered_order = answered
         self.answered_times = [played[i].exchange.answered_ns for i in answered]
         self.answered_prefix = 0  # answered_order[:prefix] all have their new answers
         self.progress = asyncio.Condition()
-        self.pools: dict[str, asyncio.Queue[ReplayConnection]] = {}
-        for channel in {p.exchange.channel for p in played}:
-            pool: asyncio.Queue[ReplayConnection] = asyncio.Queue()
-            for _ in range(connections):
-                pool.put_nowait(ReplayConnection(targets[channel], wires[channel],
-                                                 timeout_s))
-            self.pools[channel] = pool
-        self.timeout_s = timeout_s
-        self.no_answer_wait_s = no_answer_wait_s
+        self.pools = {channel: [ReplayConnection(targets[channel], wires[channel],
+                                                 self.readers[channel])
+                                for _ in range(connections)] for channel in channels}
+        self.sticky: dict[tuple[int, int], ReplayConnection] = {}
         self.finished = 0
+
+    def _connection(self, item: Played) -> ReplayConnection:
+        """A recorded connection's requests all go on one replay connection, in order."""
+        key = (item.process, item.exchange.connection)
+        connection = self.sticky.get(key)
+        if connection is None:
+            pool = self.pools[item.exchange.channel]
+            connection = self.sticky[key] = pool[len(self.sticky) % len(pool)]
+        return connection
 
     async def run(self, on_progress: Callable[[int, int], None] | None = None
                   ) -> list[Replayed]:
         loop = asyncio.get_running_loop()
         start = loop.time()
         first_ns = self.played[0].exchange.arrival_ns if self.played else 0
-        previous: dict[tuple[int, str, int], int] = {}
         tasks = []
         for item in self.played:
             x = item.exchange
             if self.speed is not None:
                 due = start + (x.arrival_ns - first_ns) / 1e9 / self.speed
                 await asyncio.sleep(max(0.0, due - loop.time()))
-            needed = bisect.bisect_left(self.answered_times, x.arrival_ns)  # answered before
-            await self._wait(lambda needed=needed: self.answered_prefix >= needed)
-            key = (item.process, x.channel, x.connection)
-            if key in previous:
-                await self._bounded(self.done[previous[key]].wait())
-            previous[key] = item.index
-            connection = await self.pools[x.channel].get()
-            tasks.append(loop.create_task(self._send(item, connection)))
+            # Every request answered before this one arrived has its new answer first.
+            needed = bisect.bisect_left(self.answered_times, x.arrival_ns)
+            if self.answered_prefix < needed:
+                await self._bounded(needed)
+            tasks.append(loop.create_task(self._send(item, self._connection(item))))
             if on_progress is not None:
                 on_progress(self.finished, len(self.played))
         await asyncio.gather(*tasks)
-        for connection_pool in self.pools.values():
-            while not connection_pool.empty():
-                connection_pool.get_nowait().close()
+        for pool in self.pools.values():
+            for connection in pool:
+                connection.close()
         return [r if r is not None else Replayed(None, "not sent") for r in self.results]
 
-    async def _wait(self, ready: Callable[[], bool]) -> None:
-        async with self.progress:
-            await self._bounded(self.progress.wait_for(ready))
-
-    async def _bounded(self, waiting) -> None:
-        """A request waits for others at most their timeout and a little: theirs end by then."""
+    async def _bounded(self, needed: int) -> None:
+        """Waits at most a timeout and a margin: the requests waited for end by then."""
         try:
             async with asyncio.timeout(self.timeout_s + limits.replay_wait_margin_s):
-                await waiting
+                async with self.progress:
+                    await self.progress.wait_for(lambda: self.answered_prefix >= needed)
         except TimeoutError:
             pass  # sent anyway: the order it needed could not be kept, its diff will show
 
     async def _send(self, item: Played, connection: ReplayConnection) -> None:
         x = item.exchange
-        expect = bool(x.answer)
-        if not expect:  # recorded without answer (a forced no-answer): wait less
-            connection.timeout_s = self.no_answer_wait_s
+        correlation_id = self.readers[x.channel](x.answer).correlation_id if x.answer else ""
+        wait_s = self.timeout_s if x.answer else self.no_answer_wait_s
         try:
-            self.results[item.index] = await connection.exchange(x.request, expect)
+            self.results[item.index] = await connection.exchange(x.request, correlation_id,
+                                                                 wait_s)
         finally:
-            connection.timeout_s = self.timeout_s
-            self.pools[x.channel].put_nowait(connection)
-            self.done[item.index].set()
+            self.done[item.index] = True
             self.finished += 1
             async with self.progress:
                 order, done = self.answered_order, self.done
-                while self.answered_prefix < len(order) and done[order[self.answered_prefix]
-                                                                 ].is_set():
+                while self.answered_prefix < len(order) and done[order[self.answered_prefix]]:
                     self.answered_prefix += 1
                 self.progress.notify_all()
 

@@ -146,10 +146,14 @@ class ProgressLine:
             return
         self.next_at = now + limits.replay_progress_interval_s
         self.shown = True
-        print(f"\rreplayed {done:,} of {total:,}", end="", file=sys.stderr, flush=True)
+        line = f"replayed {done:,} of {total:,}"
+        if sys.stderr.isatty():  # rewritten in place; one line a second into a file
+            print(f"\r{line}", end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     def end(self) -> None:
-        if self.shown:
+        if self.shown and sys.stderr.isatty():
             print(file=sys.stderr)
 
 

@@ -54,6 +54,7 @@ class Plan(msgspec.Struct, kw_only=True):
     redis_url: str = ""  # when set, the cards (and tokens) are seeded afresh before the run
     card_limit_fen: int = CARD_LIMIT_FEN
     admin_url: str = ""  # when set, the switch's /metrics is read during the run
+    recording: str = ""  # `--from-recording DIR`: its requests instead of synthetic ones
 
 
 @dataclasses.dataclass
@@ -94,7 +95,7 @@ def worker_plans(plan: Plan) -> list[WorkerPlan]:
                             + (i < plan.connections % plan.workers)),
             inflight_max=plan.inflight_max, mix=plan.mix, cards=plan.cards, seed=plan.seed,
             timeout_s=plan.timeout_s, ref_prefix=f"{run_id}w{i}n", lag=lag,
-            options=plan.options)
+            options=plan.options, recording=plan.recording, workers=plan.workers)
         for i in range(plan.workers)
     ]
 

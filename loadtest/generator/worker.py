@@ -15,12 +15,14 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 
 from loadtest.generator import adapters
 from loadtest.generator.client import LoadClient, LoadTestError, Target
 from loadtest.generator.connection import Connection
+from loadtest.generator.recorded import RecordedWorkload, read_folder
 from loadtest.generator.schedule import NS_PER_S, Schedule
 from loadtest.generator.stats import ChannelStats, Interval
 from loadtest.generator.workload import (
@@ -172,6 +174,8 @@ class WorkerPlan(msgspec.Struct, kw_only=True):
     # requests wait unsent, and are dropped after their timeout. Off: the run goes on
     # with the connections left, and fails what it cannot send (the target is down).
     reconnect: bool = False
+    recording: str = ""  # a `switch serve --record` folder: its requests are the workload
+    workers: int = 1  # of the run: a recording's requests are shared out over them
 
 
 class Worker(LoadClient):
@@ -185,9 +189,7 @@ class Worker(LoadClient):
         context = adapters.Context(plan.index, pans, plan.ref_prefix)
         self.adapters = {ch: adapters.build(ch, plan.options.get(ch), context)
                          for ch in plan.mix}
-        self.workload = Workload(pans, plan.mix, plan.seed * 1_000_003 + plan.index,
-                                 ref_prefix=plan.ref_prefix, lag=plan.lag,
-                                 channel_kinds={ch: a.kinds for ch, a in self.adapters.items()})
+        self.workload = self._workload(pans) if not plan.recording else self._recorded()
         self.next_conn = dict.fromkeys(plan.mix, 0)  # the connection this tick sends on
         self.backlog: dict[str, deque[tuple[int, Txn]]] = {ch: deque() for ch in plan.mix}
         self.dirty: list[Connection] = []  # connections with frames to write this tick
@@ -197,6 +199,28 @@ class Worker(LoadClient):
         self.done: asyncio.Event | None = None
         self.missing = dict.fromkeys(plan.mix, 0)  # connections lost, to make again
         self.reconnecting: dict[str, asyncio.Task] = {}
+
+    def _workload(self, pans) -> Workload:
+        plan = self.plan
+        return Workload(pans, plan.mix, plan.seed * 1_000_003 + plan.index,
+                        ref_prefix=plan.ref_prefix, lag=plan.lag,
+                        channel_kinds={ch: a.kinds for ch, a in self.adapters.items()})
+
+    def _recorded(self) -> RecordedWorkload:
+        """The recording's requests, this worker's share. Each channel needs more distinct
+        requests than it can have in flight, or an id would be sent while still in flight."""
+        plan = self.plan
+        played, _ = read_folder(Path(plan.recording))
+        workload = RecordedWorkload(played, {ch: a.decode for ch, a in self.adapters.items()},
+                                    plan.index, plan.workers)
+        in_flight_max = plan.connections * plan.inflight_max
+        for channel in plan.mix:
+            if workload.distinct(channel) <= in_flight_max:
+                raise LoadTestError(
+                    f"the recording has {workload.distinct(channel)} distinct {channel} "
+                    f"requests for worker {plan.index}, not more than the {in_flight_max} it "
+                    "may have in flight: lower --connections or --inflight")
+        return workload
 
     # --- life cycle -----------------------------------------------------------------------
 
