@@ -149,9 +149,11 @@ class Recorder:
         self._open_next()
 
     def _prune(self) -> None:
-        """Delete this series' oldest files while it is above its total bound (never the
-        file being written)."""
-        while len(self.files) > 1 and sum(self.sizes.values()) > self.bounds.total_max_bytes:
+        """As a file is begun: delete this series' oldest files until the others and this
+        one, once full, fit the total bound."""
+        bounds = self.bounds
+        while len(self.files) > 1 and (sum(self.sizes[path] for path in self.files[:-1])
+                                       + bounds.file_max_bytes > bounds.total_max_bytes):
             oldest = self.files.pop(0)
             size = self.sizes.pop(oldest)
             try:
