@@ -10,9 +10,11 @@ framed as the store-and-forward journal frames its own (switch/journal.py):
     length (4 bytes, big-endian) | CRC-32 of the payload (4 bytes) | payload (msgpack)
 
 The first record of a file is its `Meta` (how each channel frames and encodes); the rest are
-`Exchange`s: a request and its answer, byte for byte as they were on the wire (the frame
-bodies, without the length header), with when the request arrived and how long the
-decision took. A torn tail (the switch stopped mid-write) is dropped, never misread.
+`Batch`es of `Exchange`s (one frame for what the writer wrote at once: one checksum and one
+encoder call for hundreds of exchanges), each a request and its answer, byte for byte as
+they were on the wire (the frame bodies, without the length header), with when the request
+arrived and how long the decision took. A torn tail (the switch stopped mid-write) is
+dropped, never misread.
 
 The files hold full card numbers inside the request bytes: they are created mode 0600.
 """
@@ -52,10 +54,10 @@ class Meta(msgspec.Struct, tag="meta", array_like=True):
     channels: dict[str, ChannelWire]
 
 
-class Exchange(msgspec.Struct, tag="x", array_like=True):
+class Exchange(msgspec.Struct, array_like=True):
     """One request and its answer (answer b"": none was sent, a forced no-answer). The
-    masked card, kind, amount, MCC and decision are what the switch read and decided, kept
-    so a replay can show a request without the keys needed to read it again."""
+    card, kind, amount, MCC and decision are what the switch read and decided, kept so a
+    replay can show a request without the keys needed to read it again."""
 
     channel: str
     connection: int  # per process: a recorded connection's requests keep their order
@@ -63,7 +65,7 @@ class Exchange(msgspec.Struct, tag="x", array_like=True):
     decision_ns: int  # from the request's frame to its answer ready to write
     request: bytes
     answer: bytes
-    card: str = ""  # masked (first 6, last 4)
+    card: str = ""  # as the request named it (in full, as in the request: mask to show it)
     kind: str = ""  # message class, "" when the codec refused the request itself
     amount_fen: int = 0
     mcc: str = ""
@@ -75,7 +77,11 @@ class Exchange(msgspec.Struct, tag="x", array_like=True):
         return self.arrival_ns + self.decision_ns
 
 
-Record = Meta | Exchange
+class Batch(msgspec.Struct, tag="b", array_like=True):
+    exchanges: list[Exchange]
+
+
+Record = Meta | Batch
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Record).decode
@@ -86,8 +92,17 @@ class RecordingError(ValueError):
 
 
 def frame(record: Record) -> bytes:
-    payload = _encode(record)
+    return frame_payload(_encode(record))
+
+
+def frame_payload(payload: bytes) -> bytes:
     return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def encode_batch(rows: list[tuple]) -> bytes:
+    """A Batch's payload from rows of Exchange's fields in order (no Struct built per row:
+    the switch's writer encodes what it noted as it is)."""
+    return _encode(("b", rows))
 
 
 def file_name(process: int, sequence: int) -> str:
@@ -147,7 +162,9 @@ def read_series(files: list[tuple[str, bytes]]) -> list[Series]:
         if not isinstance(meta, Meta):
             raise RecordingError(f"{name}: does not begin with its channels' description")
         series = by_process.setdefault(meta.process, Series(meta, []))
-        series.exchanges.extend(r for r in records[1:] if isinstance(r, Exchange))
+        for record in records[1:]:
+            if isinstance(record, Batch):
+                series.exchanges.extend(record.exchanges)
         series.torn_bytes += torn
     return list(by_process.values())
 

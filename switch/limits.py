@@ -267,6 +267,10 @@ record_buffer_records_max = 50_000
 # rest as it stops).
 record_flush_interval_s = 0.05
 
+# Exchanges the writer encodes into one frame (one checksum, one encoder call): the
+# writer's cost per exchange is mostly per frame below a few hundred.
+record_batch_records_max = 256
+
 # One recording file, and all of a switch's files together (--record-max-mb; a worker of
 # --workers N keeps its share). The oldest file goes when the total is past the bound.
 record_file_max_bytes = 64 * 1024 * 1024

@@ -17,9 +17,17 @@ import threading
 import time
 from pathlib import Path
 
-from protocols.cardnumbers import mask_pan
 from protocols.framing import HEADER_FORMATS
-from protocols.recording import FILE_GLOB, HEADER, ChannelWire, Exchange, Meta, file_name, frame
+from protocols.recording import (
+    FILE_GLOB,
+    HEADER,
+    ChannelWire,
+    Meta,
+    encode_batch,
+    file_name,
+    frame,
+    frame_payload,
+)
 from protocols.recording import file_order as recording_file_order
 from switch import limits
 
@@ -27,12 +35,14 @@ log = logging.getLogger("switch.recorder")
 
 
 class RecorderBounds:
-    __slots__ = ("file_max_bytes", "total_max_bytes", "buffer_records_max", "flush_interval_s")
+    __slots__ = ("file_max_bytes", "total_max_bytes", "buffer_records_max", "flush_interval_s",
+                 "batch_records_max")
 
     def __init__(self, file_max_bytes: int = limits.record_file_max_bytes,
                  total_max_bytes: int = limits.record_total_max_bytes,
                  buffer_records_max: int = limits.record_buffer_records_max,
-                 flush_interval_s: float = limits.record_flush_interval_s) -> None:
+                 flush_interval_s: float = limits.record_flush_interval_s,
+                 batch_records_max: int = limits.record_batch_records_max) -> None:
         if not 0 < file_max_bytes <= total_max_bytes:
             raise ValueError(f"a recording file's bound ({file_max_bytes} bytes) must be "
                              f"positive and at most the total ({total_max_bytes} bytes)")
@@ -40,6 +50,7 @@ class RecorderBounds:
         self.total_max_bytes = total_max_bytes
         self.buffer_records_max = buffer_records_max
         self.flush_interval_s = flush_interval_s
+        self.batch_records_max = batch_records_max
 
 
 def channel_wires(listeners: dict, dialects: dict[str, str]) -> dict[str, ChannelWire]:
@@ -92,46 +103,40 @@ class Recorder:
             self._log_drops()
 
     def _write_waiting(self) -> None:
-        waiting, chunk, size = self.waiting, [], 0
-        for _ in range(len(waiting)):  # what waits now: the listener keeps appending
-            data = frame(self._exchange(waiting.popleft()))
-            if size and self.sizes[self.files[-1]] + size + len(data) > \
-                    self.bounds.file_max_bytes:
-                self._write(chunk)
-                chunk, size = [], 0
+        """What waits now (the listener keeps appending), a batch at a time; a batch that
+        would take its file past the bound begins the next file."""
+        waiting, batch_max = self.waiting, self.bounds.batch_records_max
+        left = len(waiting)
+        while left:
+            count = min(left, batch_max)
+            left -= count
+            data = frame_payload(encode_batch([self._row(waiting.popleft())
+                                               for _ in range(count)]))
+            if (self.sizes[self.files[-1]] > self.header_bytes
+                    and self.sizes[self.files[-1]] + len(data) > self.bounds.file_max_bytes):
                 self._rotate()
-            chunk.append(data)
-            size += len(data)
-        if chunk:
-            self._write(chunk)
-            if self.sizes[self.files[-1]] >= self.bounds.file_max_bytes:
-                self._rotate()
+            self._write(data, count)
 
-    def _exchange(self, noted: tuple) -> Exchange:
+    def _row(self, noted: tuple) -> tuple:
+        """An Exchange's fields in order (protocols/recording.py), from what was noted."""
         channel, connection, began, decision, request, answer, decoded, response = noted
-        exchange = Exchange(channel, connection, began + self.wall_offset_ns, decision,
-                            request, answer)
-        if decoded is not None:
-            exchange.card = mask_pan(decoded.card)
-            exchange.kind = str(decoded.message_class)
-            exchange.amount_fen = decoded.amount_fen
-            exchange.mcc = decoded.mcc
-        if response is not None:
-            exchange.response_code = response.response_code
-            exchange.reason = response.reason
-        return exchange
+        wall = began + self.wall_offset_ns
+        if decoded is None:  # the codec answered by itself
+            return channel, connection, wall, decision, request, answer
+        code, reason = (response.response_code, response.reason) if response else ("", "")
+        return (channel, connection, wall, decision, request, answer, decoded.card,
+                decoded.message_class, decoded.amount_fen, decoded.mcc, code, reason)
 
-    def _write(self, chunk: list[bytes]) -> None:
-        data = b"".join(chunk)
+    def _write(self, data: bytes, count: int) -> None:
         try:
             os.write(self.fd, data)
         except OSError as error:  # disk full: these are lost, the switch goes on
-            self.dropped += len(chunk)
-            log.error("recording: cannot write %d exchanges to %s: %s", len(chunk),
+            self.dropped += count
+            log.error("recording: cannot write %d exchanges to %s: %s", count,
                       self.files[-1], error)
             return
         self.sizes[self.files[-1]] += len(data)
-        self.written += len(chunk)
+        self.written += count
 
     def _open_next(self) -> None:
         path = self.folder / file_name(self.meta.process, self.sequence)
@@ -140,6 +145,7 @@ class Recorder:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         head = HEADER + frame(self.meta)
         os.write(self.fd, head)
+        self.header_bytes = len(head)
         self.files.append(path)
         self.sizes[path] = len(head)
         self._prune()

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from protocols.cardnumbers import mask_pan
 from protocols.framing import HEADER_FORMATS, Framer
 from protocols.recording import ChannelWire, Played, answer_reader
 from switch import limits
@@ -273,7 +274,8 @@ def diff(played: list[Played], results: list[Replayed], wires: dict[str, Channel
         replayed, note_now = decision_of(read, result.answer)
         if recorded == replayed and not note_before and not note_now:
             continue
-        differences.append(Difference(item.index, x.channel, x.card, x.kind, x.amount_fen,
+        differences.append(Difference(item.index, x.channel, mask_pan(x.card) if x.card else "",
+                                      x.kind, x.amount_fen,
                                       x.mcc, recorded, replayed,
                                       "; ".join(n for n in (note_before, note_now, result.error)
                                                 if n)))
