@@ -88,10 +88,7 @@ def serve(config: Config, redis_url: str, redis_note: str, demo: bool, workers: 
         recording = asyncio.run(take_snapshot(config, redis_url))
 
     def announce(ports: dict[str, int]) -> None:
-        print(banner(config, ports, redis_note, cards, workers), flush=True)
-        if recording:
-            print(f"  Recording into {config.record.dir} (files mode 600: they hold card "
-                  f"numbers); {recording}\n", flush=True)
+        print(banner(config, ports, redis_note, cards, workers, recording), flush=True)
 
     if workers == 1:
         run(serve_one(config, redis_url, announce))
@@ -101,7 +98,8 @@ def serve(config: Config, redis_url: str, redis_note: str, demo: bool, workers: 
 
 
 def banner(config: Config, ports: dict[str, int], redis_note: str, cards: list[DemoCardNow],
-           workers: int = 1) -> str:
+           workers: int = 1, recording: str = "") -> str:
+    """`recording`: what `--record` took as it began (its snapshot), "" when not recording."""
     lines = ["", "Baitiao card authorization switch is up"
              + (f" ({workers} worker processes sharing the ports)" if workers > 1 else ""), ""]
     for name, port in ports.items():
@@ -127,6 +125,9 @@ def banner(config: Config, ports: dict[str, int], redis_note: str, cards: list[D
         lines += ["  A UnionPay terminal (ISO 8583, docs/channels/pos.md):",
                   f"    .venv/bin/switch send --channel pos --port {ports['pos']} "
                   "--pan demo1 --amount 12800 --mcc 5411", ""]
+    if recording:
+        lines += [f"  Recording into {config.record.dir} (files mode 600: they hold card "
+                  "numbers)", f"          {recording}", ""]
     lines.append("  Ctrl-C stops the switch" + (" and its private Redis." if "private" in
                                                  redis_note else "."))
     return "\n".join(lines)
