@@ -50,6 +50,7 @@ class ReplayConnection:
         self.read = read
         self.writer: asyncio.StreamWriter | None = None
         self.opening: asyncio.Task | None = None
+        self.reading: asyncio.Task | None = None
         self.waiting: dict[str, collections.deque[asyncio.Future]] = {}
         self.unmatched = 0  # answers no request waited for (late after a timeout, unreadable)
 
@@ -91,7 +92,8 @@ class ReplayConnection:
     async def _connect(self) -> None:
         reader, writer = await asyncio.open_connection(self.target.host, self.target.port)
         self.writer = writer
-        asyncio.get_running_loop().create_task(self._read_answers(reader, writer))
+        self.reading = asyncio.get_running_loop().create_task(self._read_answers(reader,
+                                                                                 writer))
 
     async def _read_answers(self, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> None:
@@ -125,10 +127,14 @@ class ReplayConnection:
                 return
         self.unmatched += 1
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
         self.writer = None
+        if self.reading is not None:
+            self.reading.cancel()
+            await asyncio.gather(self.reading, return_exceptions=True)
+            self.reading = None
 
 
 class Player:
@@ -192,7 +198,7 @@ class Player:
         await asyncio.gather(*tasks)
         for pool in self.pools.values():
             for connection in pool:
-                connection.close()
+                await connection.close()
         return [r if r is not None else Replayed(None, "not sent") for r in self.results]
 
     async def _bounded(self, needed: int) -> None:
