@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from protocols.recording import channel_wires, in_arrival_order
+from protocols.recording import HEADER, Batch, channel_wires, frame, in_arrival_order, parse
 from switch import testing
 from switch.ledger import Ledger
 from switch.policy import Policy
@@ -103,3 +103,27 @@ async def test_the_recording_holds_every_exchange_as_sent_in_private_files(own_r
     assert all(p.exchange.answer and p.exchange.decision_ns > 0 for p in played)
     for path in [*folder.glob("rec-*.rec"), folder / "snapshot.msgpack"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+async def test_speed_one_keeps_the_recorded_pace_and_ten_a_tenth_of_it(own_redis, tmp_path):
+    url, ledger = own_redis
+    recorded = tmp_path / "recording"
+    pan = await make_card(ledger, limit_fen=100_000)
+    async with testing.start(redis_url=url, record_dir=recorded) as switch:
+        for amount in (100, 200):
+            await switch.send("jd", pan, amount=amount, mcc="5411")
+    # The same two exchanges, the second arriving (and answered) 0.4 s after the first.
+    gap_ns = 400_000_000
+    (meta, batch), _ = parse(next(recorded.glob("rec-*.rec")).read_bytes())
+    first, second = (x for x in batch.exchanges)
+    second.arrival_ns = first.answered_ns + gap_ns
+    paced = tmp_path / "paced"
+    paced.mkdir()
+    (paced / "rec-1-000000.rec").write_bytes(HEADER + frame(meta) + frame(Batch([first,
+                                                                                 second])))
+    async with testing.start(redis_url=url) as switch:
+        targets = {"jd": Target("127.0.0.1", switch.ports["jd"])}
+        for speed, at_least_s in (("1", 0.4), ("10", 0.04)):
+            result = await replay(paced, targets, speed, connections=1, timeout_s=5.0)
+            assert result.elapsed_s >= at_least_s and result.exchanges == 2
+            assert result.differences == []  # repeats: the remembered answers
