@@ -11,7 +11,9 @@ from pathlib import Path
 
 from protocols.recording import (
     FILE_GLOB,
+    SNAPSHOT_NAME,
     RecordingError,
+    Series,
     channel_wires,
     in_arrival_order,
     read_series,
@@ -72,6 +74,7 @@ async def take_snapshot(config: Config, redis_url: str) -> str:
     try:
         snapshot = await ledger_snapshot.take(client)
     except ledger_snapshot.SnapshotTooLarge as error:
+        (folder / SNAPSHOT_NAME).unlink(missing_ok=True)  # never an older recording's
         return f"no snapshot ({error}): `switch replay --restore` cannot be used"
     finally:
         await client.aclose()
@@ -105,7 +108,7 @@ def add_commands(command, redis_option) -> None:
     redis_option(replay)
 
 
-def parse_targets(values: list[str], channels: set[str]) -> dict[str, Target]:
+def parse_targets(values: list[str]) -> dict[str, Target]:
     targets = {}
     for value in values:
         try:
@@ -113,14 +116,20 @@ def parse_targets(values: list[str], channels: set[str]) -> dict[str, Target]:
         except ConfigError as error:
             raise UserError(str(error).replace("--listen", "--target")) from None
         targets[channel] = Target(listener.host, listener.port)
-    for channel in channels - set(targets):
+    return targets
+
+
+def every_channel(targets: dict[str, Target], series: list[Series]) -> dict[str, Target]:
+    """`targets`, and 127.0.0.1 on its default port for a recorded channel not in them."""
+    targets = dict(targets)
+    for channel in {x.channel for one in series for x in one.exchanges} - set(targets):
         if channel not in DEFAULT_PORTS:
             raise UserError(f"the recording has channel {channel}: give --target {channel}=..")
         targets[channel] = Target("127.0.0.1", DEFAULT_PORTS[channel])
     return targets
 
 
-def read_recording(folder: Path):
+def read_recording(folder: Path) -> list[Series]:
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder (a `switch serve --record DIR` folder)")
     files = recording_files(folder)
@@ -172,11 +181,16 @@ async def restore(folder: Path, redis_url: str) -> str:
 
 async def replay(folder: Path, targets: dict[str, Target], speed: str, connections: int,
                  timeout_s: float, progress=None) -> Diff:
+    """`folder`'s recording to `targets` (a channel not in them: its default port)."""
     series = read_recording(folder)
+    return await play(series, every_channel(targets, series), speed, connections, timeout_s,
+                      progress)
+
+
+async def play(series: list[Series], targets: dict[str, Target], speed: str,
+               connections: int, timeout_s: float, progress=None) -> Diff:
     played = in_arrival_order(series)
     wires = channel_wires(series)
-    targets = parse_targets([f"{c}={t.host}:{t.port}" for c, t in targets.items()],
-                            {p.exchange.channel for p in played})
     started = time.monotonic()
     try:
         player = Player(played, targets, wires, SPEEDS[speed], connections, timeout_s)
@@ -191,15 +205,16 @@ async def replay(folder: Path, targets: dict[str, Target], speed: str, connectio
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    if args.connections < 1 or args.timeout <= 0:
+        raise UserError("--connections must be 1 or more and --timeout above 0")
     series = read_recording(args.dir)
-    channels = {x.channel for one in series for x in one.exchanges}
-    targets = parse_targets(args.target, channels)
+    targets = every_channel(parse_targets(args.target), series)
     if args.restore:
         print(asyncio.run(restore(args.dir, redis_for_command(args))), file=sys.stderr)
     progress = ProgressLine(args.quiet)
     try:
-        result = asyncio.run(replay(args.dir, targets, args.speed, args.connections,
-                                    args.timeout, progress))
+        result = asyncio.run(play(series, targets, args.speed, args.connections, args.timeout,
+                                  progress))
     finally:
         progress.end()
     print(as_text(result))

@@ -60,5 +60,10 @@ def test_replay_errors_are_one_line(tmp_path):
     assert code == 2 and err.count("\n") == 1 and "no such folder" in err
     code, _, err = run_command_sync(SWITCH, "replay", str(tmp_path))
     assert code == 2 and "no recording files" in err
+    for bad in (("--connections", "0"), ("--timeout", "0")):
+        code, _, err = run_command_sync(SWITCH, "replay", str(tmp_path), *bad)
+        assert code == 2 and "--connections must be 1 or more" in err
+    code, _, err = run_command_sync(SWITCH, "replay", str(tmp_path), "--connections", "1")
+    assert code == 2 and "no recording files" in err  # 1 passes the check
     code, _, err = run_command_sync(SWITCH, "serve", "--record-max-mb", "5")
     assert code == 2 and "go with --record DIR" in err

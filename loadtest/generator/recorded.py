@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Callable
 from pathlib import Path
 
-from loadtest.generator.workload import Txn
+from loadtest.generator.workload import PENDING, Txn
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from protocols.recording import (
     FILE_GLOB,
@@ -86,5 +86,5 @@ class RecordedWorkload:
 
     def next(self) -> Txn:
         txn = next(self.cycle)
-        txn.state = 0  # PENDING again on each pass
+        txn.state = PENDING  # again on each pass
         return txn
