@@ -108,13 +108,15 @@ def read(folder) -> list[Exchange]:
     return [x for one in series for x in one.exchanges]
 
 
-def test_a_full_buffer_drops_and_counts_rather_than_wait(tmp_path):
+def test_a_full_buffer_drops_and_counts_rather_than_wait(tmp_path, caplog):
     recorder = Recorder(tmp_path, WIRES, RecorderBounds(buffer_records_max=3,
                                                         flush_interval_s=NEVER_S))
     for number in range(5):
         note(recorder, number)
     assert (len(recorder.waiting), recorder.dropped) == (3, 2)
-    recorder.close()
+    with caplog.at_level(logging.WARNING, "switch.recorder"):
+        recorder.close()
+    assert "2 exchanges dropped so far" in caplog.text
     recorded = read(tmp_path)
     assert [x.amount_fen for x in recorded] == [0, 1, 2]
     assert recorder.counters() == {"recorded": 3, "record_dropped": 2}
