@@ -77,6 +77,8 @@ class ReplayConnection:
         finally:
             if future in queue:
                 queue.remove(future)
+            if not queue:  # one entry per id waited for, not per id ever sent
+                self.waiting.pop(correlation_id, None)
 
     async def _open(self) -> None:
         if self.writer is not None and not self.writer.is_closing():
