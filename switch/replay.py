@@ -55,8 +55,8 @@ class ReplayConnection:
         self.unmatched = 0  # answers no request waited for (late after a timeout, unreadable)
 
     async def exchange(self, body: bytes, correlation_id: str, timeout_s: float) -> Replayed:
-        """`correlation_id` "": the request was recorded without an answer; none is waited
-        for past `timeout_s`, and one that comes is counted unmatched."""
+        """`correlation_id` "": the request was recorded without an answer; it takes an
+        answer that no other request waits for, if one comes within `timeout_s`."""
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await self._open()
@@ -121,7 +121,9 @@ class ReplayConnection:
         except Exception:  # the peer's bytes: unreadable, nobody's answer
             self.unmatched += 1
             return
-        queue = self.waiting.get(correlation_id)
+        # An answer nobody waits for by its id is taken for a request recorded without one
+        # (whose id the recording cannot tell) when such a request waits.
+        queue = self.waiting.get(correlation_id) or self.waiting.get("")
         while queue:
             future = queue.popleft()
             if not future.done():

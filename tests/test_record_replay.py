@@ -4,19 +4,22 @@ on that MCC differ."""
 
 from __future__ import annotations
 
+import asyncio
 import stat
 
 import pytest
 
+from protocols.jd import JdCodec
 from protocols.recording import HEADER, Batch, channel_wires, frame, in_arrival_order, parse
 from switch import testing
-from switch.ledger import Ledger
+from switch.ledger import NO_ANSWER, Ledger
 from switch.policy import Policy
 from switch.policy_file import default_policy_text, parse_policy
 from switch.redis_client import connect
 from switch.redis_runner import PrivateRedis
 from switch.replay import Target
 from switch.replay_cli import read_recording, replay, restore
+from switch.send import exchange
 from tests.support import make_card
 
 RESTAURANTS = "5812"
@@ -127,3 +130,30 @@ async def test_speed_one_keeps_the_recorded_pace_and_ten_a_tenth_of_it(own_redis
             result = await replay(paced, targets, speed, connections=1, timeout_s=5.0)
             assert result.elapsed_s >= at_least_s and result.exchanges == 2
             assert result.differences == []  # repeats: the remembered answers
+
+
+async def test_a_refusal_and_a_forced_silence_are_recorded_and_replayed(own_redis, tmp_path):
+    url, ledger = own_redis
+    folder = tmp_path / "recording"
+    pan = await make_card(ledger, limit_fen=100_000)
+    async with testing.start(redis_url=url, record_dir=folder) as switch:
+        refusal = await exchange("127.0.0.1", switch.ports["jd"], JdCodec.header, b"{not json")
+        await switch.force(pan, NO_ANSWER, times=1)
+        with pytest.raises(TimeoutError):  # the request went out; no answer will come
+            await asyncio.wait_for(switch.send("jd", pan, amount=700, mcc="5411"), 1.0)
+    refused, silent = (p.exchange for p in in_arrival_order(read_recording(folder)))
+    assert (refused.request, refused.answer, refused.kind) == (b"{not json", refusal, "")
+    assert (silent.answer, silent.kind, silent.amount_fen) == (b"", "sale", 700)
+    assert silent.response_code == NO_ANSWER
+
+    async with testing.start(redis_url=url) as switch:
+        targets = {"jd": Target("127.0.0.1", switch.ports["jd"])}
+        # The id's remembered answer is the silence: a repeat is silent too.
+        repeated = await replay(folder, targets, "max", connections=1, timeout_s=5.0)
+        await restore(folder, url)  # the card as it was: not forced, the id unused
+        result = await replay(folder, targets, "max", connections=1, timeout_s=5.0)
+    assert (repeated.matching, repeated.differences) == (2, [])
+    assert result.matching == 1  # the refusal, refused alike
+    (difference,) = result.differences
+    assert difference.index == 1 and difference.recorded is None
+    assert difference.replayed.response_code == "00"
