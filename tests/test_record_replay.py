@@ -10,7 +10,7 @@ import stat
 import pytest
 
 from protocols.jd import JdCodec
-from protocols.recording import HEADER, Batch, channel_wires, frame, in_arrival_order, parse
+from protocols.recording import HEADER, Batch, channel_wires, frame, in_arrival_order
 from switch import testing
 from switch.ledger import NO_ANSWER, Ledger
 from switch.policy import Policy
@@ -117,8 +117,8 @@ async def test_speed_one_keeps_the_recorded_pace_and_ten_a_tenth_of_it(own_redis
             await switch.send("jd", pan, amount=amount, mcc="5411")
     # The same two exchanges, the second arriving (and answered) 0.4 s after the first.
     gap_ns = 400_000_000
-    (meta, batch), _ = parse(next(recorded.glob("rec-*.rec")).read_bytes())
-    first, second = (x for x in batch.exchanges)
+    (series,) = read_recording(recorded)  # one process; one batch or two
+    meta, (first, second) = series.meta, series.exchanges
     second.arrival_ns = first.answered_ns + gap_ns
     paced = tmp_path / "paced"
     paced.mkdir()
