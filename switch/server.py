@@ -8,6 +8,8 @@ high-water mark (its peer is not reading), until both have drained. Every reques
 answer: a decision within the deadline, or 91 when Redis is too slow, or 96 when something
 of ours broke. A connection is cut when a frame is not whole `frame_deadline_s` after its
 first byte, or when its output has stayed paused `write_paused_max_s` (switch/watch.py).
+With `--record`, each exchange is noted to the recorder as its answer goes out (one append:
+switch/recorder.py writes it off the hot path).
 """
 
 from __future__ import annotations
