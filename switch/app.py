@@ -201,11 +201,11 @@ def counters_line(switch: Switch, ledger: Ledger) -> str:
         f" round_trips_per_call={per_call}")
 
 
-def run(coro) -> None:
-    """asyncio.run on uvloop."""
+def run(coro):
+    """asyncio.run on uvloop: the coroutine's result, None when Ctrl-C stopped it."""
     with contextlib.suppress(KeyboardInterrupt):
         if sys.version_info >= (3, 12):
-            uvloop.run(coro)
-        else:
-            uvloop.install()
-            asyncio.run(coro)
+            return uvloop.run(coro)
+        uvloop.install()
+        return asyncio.run(coro)
+    return None

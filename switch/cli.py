@@ -25,6 +25,7 @@ from switch import (
     batch_cli,
     card_cli,
     clock_cli,
+    conform_cli,
     iso_cli,
     launch,
     policy_cli,
@@ -358,6 +359,7 @@ def parser() -> argparse.ArgumentParser:
     replay_cli.add_commands(command, redis_option)
     scenario_cli.add_commands(command, redis_option, snd)
     iso_cli.add_commands(command)
+    conform_cli.add_commands(command)
     terminal_cli.add_commands(command, redis_option)
     batch_cli.add_commands(command, redis_option)
     return top

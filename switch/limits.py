@@ -291,3 +291,9 @@ replay_wait_margin_s = 1.0
 
 # `switch replay`: a progress line on stderr at most this often (only on long replays).
 replay_progress_interval_s = 1.0
+
+# Messages one `switch conform` run keeps to check later ones against (ids, originals,
+# repeats) and to report on. A conformance run is a few dozen messages; past 100,000 the
+# adapter is being load tested, not certified: the switch still answers every message, the
+# kit checks no more of them and says so.
+conform_messages_max = 100_000

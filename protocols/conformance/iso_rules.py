@@ -1,0 +1,234 @@
+"""One ISO 8583 request (pos, xpay) read strictly, for the conformance kit.
+
+The listener's own check comes first and is the same code: `switch iso validate`
+(protocols/iso_tools/checking.py) names every field the message class needs that is missing,
+every field the dialect cannot read, a missing MAC, and any answer the switch would give at
+once. Then the conformance profile: what docs/channels/pos.md marks mandatory or states as a
+rule but the listener takes leniently (F18 of a purchase, a card proof on a balance inquiry,
+F32 sent always or never by one terminal), what a UnionPay terminal sends on every financial
+message (F22, F25, F49), and the values: entry mode, condition code, currency, times, amounts.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from protocols.cardnumbers import mask_pan
+from protocols.channel import FieldError
+from protocols.codes import Reason
+from protocols.conformance.session import (
+    NETWORK,
+    UNKNOWN,
+    Answered,
+    Finding,
+    Reading,
+    around,
+    clock_finding,
+)
+from protocols.iso8583 import Codec, Iso8583Error, get_codec
+from protocols.iso_channel import card_of, id_kind, institution, request_mti
+from protocols.iso_mac import mac_field
+from protocols.iso_tools.checking import validate
+from protocols.iso_tools.parsing import Problem
+from protocols.messages import MessageClass
+
+# Fields the kit requires of each message class besides the listener's required ones.
+PROFILE: dict[MessageClass, tuple[str, ...]] = {
+    MessageClass.AUTH: ("18", "22", "25", "49"),
+    MessageClass.SALE: ("18", "22", "25", "49"),
+    MessageClass.INQUIRY: ("22", "25", "49"),
+    MessageClass.CAPTURE: ("22", "25", "49"),
+    MessageClass.REFUND: ("22", "25", "49"),
+    MessageClass.REVERSAL: ("22", "25", "49"),
+}
+# F22 POS entry mode, n3: how the PAN was read (digits 1-2), PIN capability (digit 3).
+ENTRY_MODES = {"01": "manual", "02": "magnetic stripe", "05": "chip", "07": "contactless chip",
+               "90": "full magnetic stripe", "91": "contactless magnetic stripe",
+               "95": "chip, unreliable CVV", "96": "stored"}
+PIN_CAPABILITIES = "012"  # unknown, can accept a PIN, cannot
+PRE_AUTH_CONDITION = "06"  # F25 of a pre-authorization and its completion
+CURRENCY = "156"  # the card's currency, CNY: the only one the switch takes
+AMOUNT_MAX_FEN = 10_000_000  # 100,000 yuan: above it the switch answers 13
+AMOUNT_CLASSES = (MessageClass.AUTH, MessageClass.SALE, MessageClass.CAPTURE,
+                  MessageClass.REFUND)
+
+
+class IsoRules:
+    """The reading of one listener's requests: its channel (pos, xpay) and dialect."""
+
+    def __init__(self, channel: str = "pos", dialect: str | Codec = "iso87ascii",
+                 mac_off: bool = False) -> None:
+        self.channel = channel
+        self.codec = dialect if isinstance(dialect, Codec) else get_codec(dialect)
+        self.mac_off = mac_off
+        self.sends_acquirer: dict[str, tuple[bool, str]] = {}  # F41 -> (sends F32, label)
+
+    def read(self, body: bytes, now: datetime.datetime) -> Reading:
+        validation = validate(body, self.channel, self.codec, mac_off=self.mac_off)
+        findings = [problem_finding(problem) for problem in validation.problems]
+        try:
+            message = self.codec.decode(body)
+        except Iso8583Error:
+            return Reading(UNKNOWN, "undecodable message", findings)
+        mti = message["t"]
+        if mti[1:3] == "80":
+            return Reading(NETWORK, f"{mti} network F70 {message.get('70', '-')}", findings,
+                           content=content_of(message), exact=mti[3] == "0")
+        if not validation.message_class:
+            return Reading(UNKNOWN, f"{mti} not taken", findings)
+        kind = MessageClass(validation.message_class)
+        reading = identify(message, kind, findings)
+        self._profile(message, kind, reading, now)
+        return reading
+
+    def answer(self, body: bytes) -> Answered:
+        try:
+            message = self.codec.decode(body)
+        except Iso8583Error as error:
+            return Answered("", f"answer undecodable: {error}", {})
+        reason = message.get("44", "")
+        return Answered(message.get("39", ""), reason,
+                        {k: v for k, v in message.items() if k not in ("t", "64", "128")},
+                        fault_field(message, reason))
+
+    def _profile(self, message: dict, kind: MessageClass, reading: Reading,
+                 now: datetime.datetime) -> None:
+        findings = reading.findings
+        named = {finding.field.split()[0] for finding in findings}
+        for number in PROFILE[kind]:
+            if message.get(number, "") == "" and f"F{number}" not in named:
+                findings.append(field_finding(self.codec, number, "present", "nothing"))
+        for check in (entry_mode, condition, currency, amount, card_proof):
+            finding = check(message, kind)
+            if finding is not None:
+                findings.append(finding)
+        findings.extend(times(message, now))
+        finding = self._acquirer_always_or_never(message, reading)
+        if finding is not None:
+            findings.append(finding)
+
+    def _acquirer_always_or_never(self, message: dict, reading: Reading) -> Finding | None:
+        """docs/channels/pos.md: a terminal sends F32 always, or never."""
+        terminal = message.get("41", "").rstrip()
+        sends = "32" in message
+        first = self.sends_acquirer.setdefault(terminal, (sends, reading.label))
+        if first[0] == sends:
+            return None
+        return Finding("F32", f"F32 {'sent' if first[0] else 'absent'} as in {first[1]} "
+                       f"(terminal {terminal!r} sends it always or never)",
+                       "sent" if sends else "absent")
+
+
+def identify(message: dict, kind: MessageClass, findings: list[Finding]) -> Reading:
+    """The message's ids: acquirer + terminal + STAN (the transaction), + F7 (the message)."""
+    acquirer = institution(message.get("32", ""))
+    terminal = message.get("41", "").rstrip()
+    stan, transmitted = message.get("11", ""), message.get("7", "")
+    txn = f"{acquirer}:{terminal}:{stan}"
+    reading = Reading(kind.value, f"{message['t']} {kind.value} STAN {stan or '-'}", findings,
+                      id=f"{id_kind(kind)}:{txn}:{transmitted}" if stan and transmitted
+                      else "", txn=txn if stan else "", content=content_of(message),
+                      exact=message["t"][3] == "0", balance=kind is MessageClass.INQUIRY)
+    try:
+        reading.card = mask_pan(card_of(message)[0])
+    except FieldError:
+        pass
+    original = message.get("90", "")
+    if original:
+        reading.original = f"{acquirer}:{terminal}:{original[4:10]}"
+        reading.original_label, reading.original_field = f"STAN {original[4:10]}", "F90"
+    elif kind is MessageClass.REVERSAL and stan:
+        reading.original = txn
+        reading.original_label, reading.original_field = f"STAN {stan}", "F11 (no F90)"
+    text = message.get("4", "")
+    if text.isdigit():
+        reading.amount_fen, reading.amount_field = int(text), "F4"
+    reading.whole_reversal = kind is MessageClass.REVERSAL and not message.get("95")
+    return reading
+
+
+def content_of(message: dict) -> dict[str, Any]:
+    """What a repeat carries unchanged: every field but the MAC, the MTI as its original's
+    (a repeat may say 0201 for 0200)."""
+    content = {k: v for k, v in message.items() if k not in ("64", "128")}
+    content["t"] = request_mti(message["t"])
+    return content
+
+
+def problem_finding(problem: Problem) -> Finding:
+    """A problem `switch iso validate` names, as a finding."""
+    where = f"F{problem.field}" if problem.field.isdigit() else problem.field
+    if problem.name:
+        where += f" ({problem.name})"
+    if problem.reason.startswith("field_") and problem.reason.endswith("_missing"):
+        return Finding(where, "present", "nothing")
+    if problem.field == "answer":
+        return Finding(where, "a message the switch accepts", problem.reason)
+    return Finding(where, "a value the spec allows", problem.reason)
+
+
+def field_finding(codec: Codec, number: str, expected: str, got: str) -> Finding:
+    spec = codec.dialect.field(int(number))
+    return Finding(f"F{number} ({spec.desc})" if spec else f"F{number}", expected, got)
+
+
+def entry_mode(message: dict, kind: MessageClass) -> Finding | None:
+    value = message.get("22", "")
+    if not value or (value[:2] in ENTRY_MODES and value[2:] in tuple(PIN_CAPABILITIES)):
+        return None
+    return Finding("F22", f"an entry mode ({'/'.join(ENTRY_MODES)}) and a PIN capability "
+                   f"({'/'.join(PIN_CAPABILITIES)})", repr(value))
+
+
+def condition(message: dict, kind: MessageClass) -> Finding | None:
+    value = message.get("25", "")
+    if not value or kind not in (MessageClass.AUTH, MessageClass.CAPTURE) or (
+            value == PRE_AUTH_CONDITION):
+        return None
+    return Finding("F25", f"{PRE_AUTH_CONDITION} (a pre-authorization or its completion)",
+                   repr(value))
+
+
+def currency(message: dict, kind: MessageClass) -> Finding | None:
+    value = message.get("49", "")
+    if not value or value == CURRENCY:
+        return None
+    return Finding("F49", f"{CURRENCY} (CNY)", repr(value))
+
+
+def amount(message: dict, kind: MessageClass) -> Finding | None:
+    value = message.get("4", "")
+    if kind not in AMOUNT_CLASSES or not value.isdigit() or 0 < int(value) <= AMOUNT_MAX_FEN:
+        return None
+    return Finding("F4", f"1..{AMOUNT_MAX_FEN} fen", value)
+
+
+def card_proof(message: dict, kind: MessageClass) -> Finding | None:
+    if kind is not MessageClass.INQUIRY or message.get("14") or message.get("35"):
+        return None
+    return Finding("F14", "the card's expiry, or track 2 in F35 (a balance inquiry proves "
+                   "the card)", "neither")
+
+
+def times(message: dict, now: datetime.datetime) -> list[Finding]:
+    found = []
+    if message.get("7"):
+        found.append(clock_finding("F7", message["7"], "%m%d%H%M%S", now, around(now)))
+    if message.get("13"):
+        date = message["13"] + message.get("12", "000000")
+        found.append(clock_finding("F13 F12", date, "%m%d%H%M%S", now, around(now)))
+    if message.get("14"):
+        expiry = message["14"]
+        if not (len(expiry) == 4 and expiry.isdigit() and 1 <= int(expiry[2:]) <= 12):
+            found.append(Finding("F14", "YYMM", repr(expiry)))
+    return [finding for finding in found if finding is not None]
+
+
+def fault_field(answer: dict, reason: str) -> str:
+    """Where a refusal puts the fault: the MAC, the terminal, else the answer itself."""
+    if reason in (Reason.MAC_MISMATCH, Reason.MAC_MISSING):
+        return f"F{mac_field(answer)} (MAC)"
+    if reason == Reason.TERMINAL_UNKNOWN:
+        return "F32 F41 (terminal)"
+    return "answer"
