@@ -27,7 +27,7 @@ from protocols.conformance.session import (
     clock_finding,
 )
 from protocols.iso8583 import Codec, Iso8583Error, get_codec
-from protocols.iso_channel import card_of, id_kind, institution, request_mti
+from protocols.iso_channel import card_of, id_kind, institution, request_class, request_mti
 from protocols.iso_mac import mac_field
 from protocols.iso_tools.checking import validate
 from protocols.iso_tools.parsing import Problem
@@ -69,8 +69,8 @@ class IsoRules:
         findings = [problem_finding(problem) for problem in validation.problems]
         try:
             message = self.codec.decode(body)
-        except Iso8583Error:
-            return Reading(UNKNOWN, "undecodable message", findings)
+        except Iso8583Error as error:  # what was read before the defect may say its kind
+            return self._partly(error.decoded, findings)
         mti = message["t"]
         if mti[1:3] == "80":
             return Reading(NETWORK, f"{mti} network F70 {message.get('70', '-')}", findings,
@@ -82,6 +82,15 @@ class IsoRules:
         self._profile(message, kind, reading, now)
         return reading
 
+    def _partly(self, message: dict, findings: list[Finding]) -> Reading:
+        """A message the dialect cannot read to its end: its kind and ids, when the fields
+        read before the defect say them."""
+        try:
+            kind = request_class(message)
+        except (FieldError, KeyError, IndexError):
+            return Reading(UNKNOWN, f"{message.get('t', 'undecodable')} message", findings)
+        return identify(message, kind, findings)
+
     def answer(self, body: bytes) -> Answered:
         try:
             message = self.codec.decode(body)
@@ -90,7 +99,7 @@ class IsoRules:
         reason = message.get("44", "")
         return Answered(message.get("39", ""), reason,
                         {k: v for k, v in message.items() if k not in ("t", "64", "128")},
-                        fault_field(message, reason))
+                        *fault_of(message, reason))
 
     def _profile(self, message: dict, kind: MessageClass, reading: Reading,
                  now: datetime.datetime) -> None:
@@ -225,10 +234,10 @@ def times(message: dict, now: datetime.datetime) -> list[Finding]:
     return [finding for finding in found if finding is not None]
 
 
-def fault_field(answer: dict, reason: str) -> str:
-    """Where a refusal puts the fault: the MAC, the terminal, else the answer itself."""
+def fault_of(answer: dict, reason: str) -> tuple[str, str]:
+    """Where a refusal puts the fault, and what was expected there."""
     if reason in (Reason.MAC_MISMATCH, Reason.MAC_MISSING):
-        return f"F{mac_field(answer)} (MAC)"
+        return f"F{mac_field(answer)} (MAC)", "the MAC under the terminal's key (F32 + F41)"
     if reason == Reason.TERMINAL_UNKNOWN:
-        return "F32 F41 (terminal)"
-    return "answer"
+        return "F32 F41 (terminal)", "a terminal the switch has a MAC key for"
+    return "answer", "a message the switch accepts"

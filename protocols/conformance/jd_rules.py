@@ -39,6 +39,10 @@ MCC_PATTERN = re.compile(r"[0-9]{4}")
 CARD_PATTERN = re.compile(r"[0-9]{12,19}")
 EXPIRY_PATTERN = re.compile(r"[0-9]{2}(0[1-9]|1[0-2])")
 ANSWER_CHANGES = ("repeat", "sign")  # what a repeat's answer says anew
+FAULTS = {  # a refusal's reason -> where the fault is, what was expected there
+    Reason.SIGNATURE_MISMATCH: ("sign", "the signature under the merchant's key"),
+    Reason.MERCHANT_UNKNOWN: ("merchant", "a merchant the switch has a key for"),
+}
 
 
 class JdRules:
@@ -75,10 +79,9 @@ class JdRules:
         except (msgspec.DecodeError, UnicodeDecodeError) as error:
             return Answered("", f"answer undecodable: {error}", {})
         reason = fields.get("reason", "")
-        field = {Reason.SIGNATURE_MISMATCH: "sign", Reason.MERCHANT_UNKNOWN: "merchant"}
         return Answered(fields.get("isoCode", ""), reason,
                         {k: v for k, v in fields.items() if k not in ANSWER_CHANGES},
-                        field.get(reason, "answer"))
+                        *FAULTS.get(reason, ("answer", "a message the switch accepts")))
 
     def signature(self, fields: dict[str, str]) -> list[Finding]:
         given = fields.get("sign", "")

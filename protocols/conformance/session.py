@@ -75,6 +75,7 @@ class Answered(NamedTuple):
     reason: str
     content: dict[str, Any]  # what a repeat's answer carries unchanged
     fault_field: str = "answer"  # where a refusal places the fault (the MAC, the signature)
+    fault_expected: str = "a message the switch accepts"
 
 
 class Rules(Protocol):
@@ -138,7 +139,7 @@ class Session:
     def answered(self, exchange: Exchange, body: bytes) -> None:
         exchange.answer = answer = self.rules.answer(body)
         first = exchange.repeat_of
-        if first is not None and first.answer is not None:
+        if first is not None and first.answer is not None and not exchange.findings:
             changed = differing(first.answer.content, answer.content)
             if changed:
                 exchange.findings.append(Finding(
@@ -147,7 +148,7 @@ class Session:
                 exchange):
             words = MEANINGS.get(answer.code, "")
             exchange.findings.append(Finding(
-                answer.fault_field, "a message the switch accepts",
+                answer.fault_field, answer.fault_expected,
                 f"{answer.code} {answer.reason} ({words})".replace(" ()", "")))
 
     def _again(self, exchange: Exchange, first: Exchange) -> None:
@@ -203,7 +204,9 @@ class Session:
 
 
 def differing(first: dict[str, Any], again: dict[str, Any]) -> list[str]:
-    return [name for name in sorted(first.keys() | again.keys(), key=field_order)
+    """The names of the fields that differ: F4 for ISO 8583 field 4, MTI, or a JSON name."""
+    return [f"F{name}" if name.isdigit() else "MTI" if name == "t" else name
+            for name in sorted(first.keys() | again.keys(), key=field_order)
             if first.get(name) != again.get(name)]
 
 
