@@ -147,9 +147,9 @@ class Session:
         if answer.code in ADAPTER_FAULTS and not exchange.findings and not self._excused(
                 exchange):
             words = MEANINGS.get(answer.code, "")
-            exchange.findings.append(Finding(
-                answer.fault_field, answer.fault_expected,
-                f"{answer.code} {answer.reason} ({words})".replace(" ()", "")))
+            got = " ".join(part for part in (answer.code, answer.reason) if part)
+            exchange.findings.append(Finding(answer.fault_field, answer.fault_expected,
+                                             f"{got} ({words})" if words else got))
 
     def _again(self, exchange: Exchange, first: Exchange) -> None:
         """The id of an earlier message: an exact repeat, or an id reused for other content."""

@@ -1,0 +1,445 @@
+"""The conformance kit's checks, sans-IO (protocols/conformance/): each rule and bound, the
+flows' recognisers, the report. Messages are made by the client code adapters use."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import xml.etree.ElementTree as ElementTree
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocols import jd
+from protocols.conformance import report
+from protocols.conformance.flows import REQUIRED, all_passed, outcomes
+from protocols.conformance.iso_rules import AMOUNT_MAX_FEN, PROFILE, IsoRules
+from protocols.conformance.jd_rules import JdRules
+from protocols.conformance.session import CLOCK_SKEW_MAX_S, UNKNOWN, Exchange, Session
+from protocols.demo import DEMO_ACQUIRER, DEMO_JD_KEY, DEMO_JD_MERCHANT, DEMO_POS_MAC
+from protocols.iso_client import IsoClient, correlation_id, request_message
+from protocols.iso_mac import MacKey
+from protocols.messages import AuthRequest, AuthResponse, MessageClass
+from protocols.pos import PosCodec
+from switch import limits
+from switch.conform_cli import Kit
+
+NOW = datetime.datetime(2026, 12, 7, 12, 0, 0, tzinfo=datetime.UTC)
+F7 = NOW.strftime("%m%d%H%M%S")
+PAN = "6253680000000018"
+CLIENT = IsoClient(key=MacKey.parse(*DEMO_POS_MAC))
+SERVER = PosCodec()  # no keys: its answers are unsigned
+JD_KEY = DEMO_JD_KEY.encode()
+JD_SERVER = jd.JdCodec({DEMO_JD_MERCHANT: JD_KEY})
+
+
+# --- ISO 8583 (pos) ---------------------------------------------------------------------
+
+
+def iso(kind: MessageClass, amount: int = 1000, stan: str = "000001", original: str = "",
+        **changes) -> dict:
+    request = AuthRequest(message_class=kind, channel="pos", card=PAN, amount_fen=amount,
+                          mcc="5411" if kind in (MessageClass.SALE, MessageClass.AUTH) else "",
+                          expiry="3012" if kind is MessageClass.INQUIRY else "")
+    fields = request_message(request, stan=stan, transmitted=F7, terminal="TERM0001",
+                             acquirer=DEMO_ACQUIRER, original=original)
+    if kind in (MessageClass.AUTH, MessageClass.CAPTURE):
+        fields["25"] = "06"
+    fields |= changes
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def ident(fields: dict) -> str:
+    return correlation_id(fields["t"], fields["11"], fields["7"])
+
+
+def sent(session: Session, fields: dict, code: str | None = "00") -> Exchange:
+    """The message sent; answered `code` (None: not answered)."""
+    exchange = session.request(CLIENT.encode(fields), NOW)
+    if code is not None:
+        session.answered(exchange, SERVER.answer(fields, code))
+    return exchange
+
+
+def read(fields: dict, rules: IsoRules | None = None) -> list[str]:
+    reading = (rules or IsoRules()).read(CLIENT.encode(fields), NOW)
+    return [str(finding) for finding in reading.findings]
+
+
+@pytest.mark.parametrize("kind", list(MessageClass))
+def test_a_message_as_the_client_makes_it_has_no_finding(kind):
+    original = "" if kind in (MessageClass.SALE, MessageClass.AUTH, MessageClass.INQUIRY) else (
+        "0100-000009-" + F7)
+    assert read(iso(kind, original=original)) == []
+
+
+@pytest.mark.parametrize(("kind", "number"), [(k, n) for k, fields in PROFILE.items()
+                                              for n in fields])
+def test_each_field_of_the_profile_is_required(kind, number):
+    original = "0100-000009-" + F7 if kind in (MessageClass.CAPTURE, MessageClass.REFUND,
+                                                MessageClass.REVERSAL) else ""
+    findings = read(iso(kind, original=original, **{number: None}))
+    assert [f for f in findings if f.startswith(f"F{number} ")] == [
+        f for f in findings if "expected present, got nothing" in f]
+    assert len(findings) == 1
+
+
+@pytest.mark.parametrize(("mode", "good"), [("052", True), ("072", True), ("012", True),
+                                            ("032", False), ("053", False)])
+def test_f22_is_an_entry_mode_and_a_pin_capability(mode, good):
+    assert (read(iso(MessageClass.SALE, **{"22": mode})) == []) is good
+
+
+def test_f25_of_a_pre_authorization_is_06():
+    assert read(iso(MessageClass.AUTH, **{"25": "00"})) == [
+        "F25: expected 06 (a pre-authorization or its completion), got '00'"]
+    assert read(iso(MessageClass.SALE, **{"25": "00"})) == []
+
+
+def test_f49_is_cny():
+    assert read(iso(MessageClass.SALE, **{"49": "840"})) == ["F49: expected 156 (CNY), got '840'"]
+
+
+@pytest.mark.parametrize(("amount", "good"), [(1, True), (AMOUNT_MAX_FEN, True),
+                                              (AMOUNT_MAX_FEN + 1, False), (0, False)])
+def test_an_amount_is_within_what_the_switch_takes(amount, good):
+    findings = read(iso(MessageClass.SALE, amount=amount, **{"4": f"{amount:012d}"}))
+    assert (findings == []) is good, findings
+
+
+def test_a_balance_inquiry_proves_the_card():
+    assert read(iso(MessageClass.INQUIRY, **{"14": None})) == [
+        "F14: expected the card's expiry, or track 2 in F35 (a balance inquiry proves the "
+        "card), got neither"]
+    assert read(iso(MessageClass.INQUIRY, **{"14": None, "35": f"{PAN}=30121010000"})) == []
+
+
+@pytest.mark.parametrize(("offset_s", "good"), [(CLOCK_SKEW_MAX_S, True),
+                                                (-CLOCK_SKEW_MAX_S, True),
+                                                (CLOCK_SKEW_MAX_S + 1, False),
+                                                (-CLOCK_SKEW_MAX_S - 1, False)])
+def test_the_transmission_time_is_near_now(offset_s, good):
+    moment = NOW + datetime.timedelta(seconds=offset_s)
+    findings = read(iso(MessageClass.SALE, **{"7": moment.strftime("%m%d%H%M%S"),
+                                              "12": None, "13": None}))
+    assert (findings == []) is good, findings
+
+
+def test_a_transmission_time_that_is_no_date_is_named():
+    findings = read(iso(MessageClass.SALE, **{"7": "1340120000", "12": None, "13": None}))
+    assert findings == ["F7: expected a time MMddHHmmss within 15 h of now, got '1340120000'"]
+
+
+def test_an_expiry_is_yymm():
+    assert read(iso(MessageClass.SALE, **{"14": "3013"})) == ["F14: expected YYMM, got '3013'"]
+
+
+def test_a_terminal_sends_f32_always_or_never():
+    rules = IsoRules()
+    assert read(iso(MessageClass.SALE), rules) == []
+    findings = read(iso(MessageClass.SALE, stan="000002", **{"32": None}), rules)
+    assert len(findings) == 1 and findings[0].startswith("F32: expected F32 sent as in")
+
+
+def test_an_unsigned_message_is_named_by_the_validator():
+    reading = IsoRules().read(IsoClient().encode(iso(MessageClass.SALE)), NOW)
+    assert [f.field for f in reading.findings] == ["F64 (MAC)"]
+
+
+def test_a_message_the_dialect_cannot_read_keeps_its_kind_when_it_can():
+    body = CLIENT.encode(iso(MessageClass.REFUND, original="0200-000009-" + F7))
+    broken = body.replace(b"000000001000", b" 00000001000", 1)
+    reading = IsoRules().read(broken, NOW)
+    assert reading.kind == MessageClass.REFUND
+    assert [f.field for f in reading.findings] == ["F4 (Amount, Transaction)"]
+
+
+@given(st.binary(max_size=300))
+def test_garbage_is_read_as_a_message_with_findings_never_an_error(data):
+    reading = IsoRules().read(data, NOW)
+    assert reading.kind == UNKNOWN or reading.kind in set(MessageClass) | {"network"}
+
+
+# --- the session ------------------------------------------------------------------------
+
+
+def test_an_exact_repeat_is_a_repeat_without_findings():
+    session = Session(IsoRules())
+    sale = iso(MessageClass.SALE)
+    first, again = sent(session, sale), sent(session, sale)
+    assert again.repeat_of is first and again.findings == []
+
+
+def test_a_repeat_under_the_repeat_mti_is_a_repeat_too():
+    session = Session(IsoRules())
+    sale = iso(MessageClass.SALE)
+    sent(session, sale)
+    assert sent(session, sale | {"t": "0201"}).findings == []
+
+
+def test_a_changed_repeat_names_the_field():
+    session = Session(IsoRules())
+    sent(session, iso(MessageClass.SALE))
+    again = sent(session, iso(MessageClass.SALE, amount=1001), code="94")
+    assert [str(f) for f in again.findings] == [
+        "repeat: expected #1 again unchanged (or a new id for a new message), got F4 changed"]
+
+
+def test_a_repeat_answered_otherwise_is_named():
+    session = Session(IsoRules())
+    sale = iso(MessageClass.SALE)
+    sent(session, sale)
+    again = sent(session, sale, code="51")
+    assert [str(f) for f in again.findings] == [
+        "answer: expected #1's answer again, got F39 changed"]
+
+
+def test_a_stan_reused_for_another_transaction_is_named():
+    session = Session(IsoRules())
+    sent(session, iso(MessageClass.SALE))
+    later = (NOW + datetime.timedelta(seconds=1)).strftime("%m%d%H%M%S")
+    again = sent(session, iso(MessageClass.SALE) | {"7": later})
+    assert [f.field for f in again.findings] == ["id"]
+
+
+def test_a_reversal_without_f90_names_its_original_by_its_stan():
+    session = Session(IsoRules())
+    sale = sent(session, iso(MessageClass.SALE, stan="000005"))
+    later = (NOW + datetime.timedelta(seconds=1)).strftime("%m%d%H%M%S")
+    reversal = sent(session, iso(MessageClass.REVERSAL, stan="000005") | {"7": later})
+    assert reversal.original is sale and reversal.findings == []
+
+
+def test_an_original_never_sent_is_named():
+    session = Session(IsoRules())
+    reversal = sent(session, iso(MessageClass.REVERSAL, original="0200-000777-" + F7), "25")
+    assert [str(f) for f in reversal.findings] == [
+        "F90: expected a transaction this adapter sent in this run, got STAN 000777, never sent"]
+
+
+def test_a_completion_names_a_pre_authorization():
+    session = Session(IsoRules())
+    sale = iso(MessageClass.SALE, stan="000001")
+    sent(session, sale)
+    capture = sent(session, iso(MessageClass.CAPTURE, stan="000002", original=ident(sale)))
+    assert [str(f) for f in capture.findings] == [
+        "F90: expected a auth to capture, got #1, a sale"]
+
+
+@pytest.mark.parametrize(("amount", "good"), [(1000, True), (1001, False)])
+def test_a_completion_stays_within_its_authorization(amount, good):
+    session = Session(IsoRules())
+    auth = iso(MessageClass.AUTH, amount=1000, stan="000001")
+    sent(session, auth)
+    capture = sent(session, iso(MessageClass.CAPTURE, amount, "000002", ident(auth)))
+    assert (capture.findings == []) is good
+
+
+@pytest.mark.parametrize(("amount", "good"), [(1000, True), (999, False)])
+def test_a_whole_reversal_repeats_the_original_amount(amount, good):
+    session = Session(IsoRules())
+    sale = iso(MessageClass.SALE, amount=1000, stan="000001")
+    sent(session, sale)
+    reversal = sent(session, iso(MessageClass.REVERSAL, amount, "000002", ident(sale)))
+    assert (reversal.findings == []) is good
+
+
+def test_a_refusal_of_a_message_without_findings_is_a_finding():
+    session = Session(IsoRules())
+    assert [str(f) for f in sent(session, iso(MessageClass.SALE), "30").findings] == [
+        "answer: expected a message the switch accepts, got 30 (format error)"]
+    assert sent(session, iso(MessageClass.SALE, stan="000002"), "51").findings == []
+
+
+def test_not_found_is_right_for_a_reversal_of_an_original_never_answered():
+    session = Session(IsoRules())
+    sale = iso(MessageClass.SALE, stan="000001")
+    sent(session, sale, code=None)
+    reversal = sent(session, iso(MessageClass.REVERSAL, stan="000002", original=ident(sale)),
+                    "25")
+    assert reversal.findings == [] and reversal.original_unanswered
+
+
+# --- the flows --------------------------------------------------------------------------
+
+
+def reversal_after(original_code: str | None, answered_first: bool) -> Exchange:
+    session = Session(IsoRules())
+    sale = iso(MessageClass.SALE, stan="000001")
+    first = session.request(CLIENT.encode(sale), NOW)
+    if answered_first and original_code is not None:
+        session.answered(first, SERVER.answer(sale, original_code))
+    reversal = sent(session, iso(MessageClass.REVERSAL, stan="000002", original=ident(sale)))
+    if not answered_first and original_code is not None:
+        session.answered(first, SERVER.answer(sale, original_code))
+    return reversal
+
+
+@pytest.mark.parametrize(("original_code", "answered_first", "recognised"), [
+    ("00", False, True),  # the answer came after the reversal: late
+    (None, False, True),  # never answered
+    ("91", True, True),  # answered: no decision in time
+    ("00", True, False),  # answered before: a plain reversal, not after a timeout
+])
+def test_a_reversal_after_a_timeout_is_recognised(original_code, answered_first, recognised):
+    exchange = reversal_after(original_code, answered_first)
+    timeout = next(f for f in REQUIRED["pos"] if f.name == "reversal_after_timeout")
+    assert timeout.completes(exchange) is recognised
+
+
+def test_a_flow_fails_on_any_faulty_member_though_another_completed_it():
+    session = Session(IsoRules())
+    sent(session, iso(MessageClass.SALE, stan="000001"))
+    sent(session, iso(MessageClass.SALE, stan="000002", **{"22": None}))
+    sale = next(o for o in outcomes("pos", session.exchanges) if o.flow.name == "sale")
+    assert len(sale.completed) == 1 and not sale.passed
+    assert sale.reasons() == ["#2 0200 sale STAN 000002: F22 (Point-of-Service Entry Mode): "
+                              "expected present, got nothing"]
+
+
+def test_every_flow_passed_is_complete_and_the_junit_report_says_so():
+    session = Session(IsoRules())
+    sale, auth = iso(MessageClass.SALE, stan="000001"), iso(MessageClass.AUTH, stan="000002")
+    for fields in (sale, auth, iso(MessageClass.CAPTURE, 800, "000003", ident(auth))):
+        sent(session, fields)
+    assert not all_passed("pos", session.exchanges)
+    late = iso(MessageClass.SALE, stan="000004")
+    first = session.request(CLIENT.encode(late), NOW)
+    sent(session, iso(MessageClass.REVERSAL, stan="000005", original=ident(late)))
+    session.answered(first, SERVER.answer(late, "00"))
+    sent(session, sale)
+    sent(session, iso(MessageClass.REFUND, 500, "000006", ident(sale)))
+    assert not all_passed("pos", session.exchanges)
+    sent(session, iso(MessageClass.INQUIRY, stan="000007"))
+    assert all_passed("pos", session.exchanges)
+    suite = ElementTree.fromstring(report.junit(report.build("pos", session.exchanges)))
+    assert (suite.get("tests"), suite.get("failures")) == ("6", "0")
+
+
+def test_findings_outside_every_flow_fail_the_run_as_other_messages():
+    session = Session(IsoRules())
+    exchange = session.request(b"garbage", NOW)
+    session.answered(exchange, SERVER.answer({"t": "0000"}, "30"))
+    built = report.build("pos", session.exchanges)
+    assert not built.passed and built.other_findings
+    names = [case.get("name") for case in ElementTree.fromstring(report.junit(built))]
+    assert names[-1] == report.OTHER_MESSAGES and len(names) == 7
+
+
+def test_a_line_masks_the_card():
+    session = Session(IsoRules())
+    line = report.message_line(sent(session, iso(MessageClass.SALE)))
+    assert line == "#1 0200 sale STAN 000001 card 625368******0018 -> 00  OK"
+
+
+# --- JD ---------------------------------------------------------------------------------
+
+
+def jd_fields(kind: MessageClass = MessageClass.SALE, amount: int = 1000, trade: str = "T1",
+              original: str = "", **extra: str) -> dict:
+    request = AuthRequest(message_class=kind, channel="jd", card=PAN, amount_fen=amount,
+                          mcc="5411", expiry="3012", merchant_id=DEMO_JD_MERCHANT,
+                          txn_ref=trade, original_ref=original,
+                          transmitted_at=NOW.strftime("%Y%m%d%H%M%S"))
+    return json.loads(jd.encode_request(request, JD_KEY, **extra))
+
+
+def jd_read(fields: dict, key: bytes = JD_KEY) -> list[str]:
+    body = json.dumps(signed(fields, key)).encode()
+    return [str(f) for f in JdRules({DEMO_JD_MERCHANT: JD_KEY}).read(body, NOW).findings]
+
+
+def signed(fields: dict, key: bytes) -> dict:
+    return jd.signed({k: v for k, v in fields.items() if k != "sign"}, key)
+
+
+def test_a_jd_trade_as_the_client_makes_it_has_no_finding():
+    assert jd_read(jd_fields()) == []
+
+
+@pytest.mark.parametrize(("kind", "name"), [
+    (MessageClass.SALE, "industryCategoryCode"), (MessageClass.SALE, "amount"),
+    (MessageClass.AUTH, "tradeTime"), (MessageClass.REFUND, "originalTradeNum"),
+    (MessageClass.INQUIRY, "cardExpiry")])
+def test_each_field_a_trade_type_needs_is_required(kind, name):
+    fields = jd_fields(kind, original="T0" if kind is MessageClass.REFUND else "")
+    fields.pop(name)
+    assert jd_read(fields) == [f"{name}: expected present, got nothing"]
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("amount", " 1000", "fen as digits only, 1..10000000"),
+    ("amount", "0", "fen as digits only, 1..10000000"),
+    ("amount", str(AMOUNT_MAX_FEN + 1), "fen as digits only, 1..10000000"),
+    ("cardNo", "6253680000000017", "12-19 digits with a right check digit (Luhn)"),
+    ("tradeNum", "T 1", "1-32 of A-Z a-z 0-9 _ -"),
+    ("cardExpiry", "3013", "YYMM"),
+    ("currency", "USD", "CNY or 156"),
+    ("partialApproval", "2", "1, or the field left out"),
+])
+def test_each_jd_format_is_checked(field, value, expected):
+    assert jd_read(jd_fields() | {field: value}) == [f"{field}: expected {expected}, got "
+                                                    f"{value!r}"]
+
+
+def test_a_jd_amount_at_the_maximum_is_taken():
+    assert jd_read(jd_fields() | {"amount": str(AMOUNT_MAX_FEN)}) == []
+
+
+@pytest.mark.parametrize(("offset_s", "good"), [(CLOCK_SKEW_MAX_S, True),
+                                                (CLOCK_SKEW_MAX_S + 1, False)])
+def test_a_jd_trade_time_is_near_now(offset_s, good):
+    moment = NOW - datetime.timedelta(seconds=offset_s)
+    assert (jd_read(jd_fields() | {"tradeTime": moment.strftime("%Y%m%d%H%M%S")}) == []) is good
+
+
+def test_a_jd_signature_under_another_key_is_named():
+    assert jd_read(jd_fields(), key=b"another") == [
+        "sign: expected HMAC-SHA256 of the sorted non-empty fields under the merchant's key, "
+        "got another signature"]
+
+
+def test_a_lightning_refund_flag_is_for_refunds():
+    assert jd_read(jd_fields() | {"lightningRefund": "1"}) == [
+        "lightningRefund: expected only on a REFUND, got SALE"]
+
+
+def test_a_jd_repeat_in_other_bytes_is_named():
+    session = Session(JdRules({DEMO_JD_MERCHANT: JD_KEY}))
+    fields = jd_fields()
+    session.request(json.dumps(fields).encode(), NOW)
+    again = session.request(json.dumps(dict(reversed(fields.items()))).encode(), NOW)
+    assert [str(f) for f in again.findings] == [
+        "repeat: expected #1's bytes again, got the same fields in other bytes"]
+
+
+def test_a_jd_refusal_names_the_signature():
+    rules = JdRules({DEMO_JD_MERCHANT: JD_KEY})
+    refusal = JD_SERVER.decode_request(jd.encode_request(
+        AuthRequest(message_class=MessageClass.SALE, channel="jd", card=PAN, amount_fen=1,
+                    merchant_id=DEMO_JD_MERCHANT, txn_ref="T1", transmitted_at="x"), b"k"))
+    answered = rules.answer(refusal)
+    assert (answered.code, answered.fault_field) == ("63", "sign")
+    good = JD_SERVER.encode_response(jd_fields(), AuthResponse(response_code="00"))
+    assert rules.answer(good).fault_field == "answer"
+
+
+@given(st.binary(max_size=200))
+def test_jd_garbage_is_read_as_a_message_with_findings(data):
+    reading = JdRules({}).read(data, NOW)
+    assert reading.findings or reading.kind != UNKNOWN
+
+
+# --- the kit's bound --------------------------------------------------------------------
+
+
+def test_the_kit_checks_at_most_its_bound_and_says_so_once(monkeypatch):
+    monkeypatch.setattr(limits, "conform_messages_max", 2)
+    lines: list[str] = []
+    kit = Kit("pos", IsoRules(), lines.append)
+    body = CLIENT.encode(iso(MessageClass.SALE))
+    assert kit.request(body) is not None and kit.request(body) is not None
+    assert kit.request(body) is None and kit.request(body) is None
+    assert lines == ["kit: 2 messages checked; the switch answers the rest unchecked"]
+    assert kit.unchecked == 2
