@@ -50,6 +50,7 @@ PIN_CAPABILITIES = "012"  # unknown, can accept a PIN, cannot
 PRE_AUTH_CONDITION = "06"  # F25 of a pre-authorization and its completion
 CURRENCY = "156"  # the card's currency, CNY: the only one the switch takes
 AMOUNT_MAX_FEN = 10_000_000  # 100,000 yuan: above it the switch answers 13
+MAC_REFUSALS = frozenset({Reason.MAC_MISMATCH, Reason.MAC_MISSING})
 AMOUNT_CLASSES = (MessageClass.AUTH, MessageClass.SALE, MessageClass.CAPTURE,
                   MessageClass.REFUND)
 
@@ -210,7 +211,7 @@ def amount(message: dict, kind: MessageClass) -> Finding | None:
     value = message.get("4", "")
     if kind not in AMOUNT_CLASSES or not value.isdigit() or 0 < int(value) <= AMOUNT_MAX_FEN:
         return None
-    return Finding("F4", f"1..{AMOUNT_MAX_FEN} fen", value)
+    return Finding("F4 (amount)", f"1..{AMOUNT_MAX_FEN} fen", value)
 
 
 def card_proof(message: dict, kind: MessageClass) -> Finding | None:
@@ -236,7 +237,7 @@ def times(message: dict, now: datetime.datetime) -> list[Finding]:
 
 def fault_of(answer: dict, reason: str) -> tuple[str, str]:
     """Where a refusal puts the fault, and what was expected there."""
-    if reason in (Reason.MAC_MISMATCH, Reason.MAC_MISSING):
+    if reason in MAC_REFUSALS:
         return f"F{mac_field(answer)} (MAC)", "the MAC under the terminal's key (F32 + F41)"
     if reason == Reason.TERMINAL_UNKNOWN:
         return "F32 F41 (terminal)", "a terminal the switch has a MAC key for"
