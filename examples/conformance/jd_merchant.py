@@ -17,7 +17,8 @@ import itertools
 import sys
 import time
 
-from wire import Wire, utc_now
+import wire
+from wire import Wire, report, utc_now
 
 from protocols import jd
 from protocols.demo import DEMO_JD_KEY, DEMO_JD_MERCHANT
@@ -78,33 +79,12 @@ async def well_behaved(merchant: Merchant) -> None:
         merchant.request(MessageClass.INQUIRY))))
 
 
-def report(step: str, codes: list[str]) -> None:
-    print(f"{step}: {' '.join(codes)}", flush=True)
-
-
 def arguments(description: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8601)
-    parser.add_argument("--pan", required=True, help="a test card's number (--cards-out)")
-    parser.add_argument("--expiry", required=True, metavar="YYMM", help="the card's expiry")
-    return parser.parse_args()
+    return wire.arguments(description, port=8601).parse_args()
 
 
 async def play(args: argparse.Namespace, script) -> int:
-    try:
-        wire = await Wire.open(args.host, args.port, jd.JdCodec.header)
-    except OSError as error:
-        print(f"cannot connect to {args.host}:{args.port}: {error}", file=sys.stderr)
-        return 2
-    try:
-        await script(Merchant(wire, args))
-    except (TimeoutError, ConnectionError, ValueError) as error:
-        print(f"stopped: {error or type(error).__name__}", file=sys.stderr)
-        return 1
-    finally:
-        await wire.close()
-    return 0
+    return await wire.play(args, jd.JdCodec.header, Merchant, script)
 
 
 if __name__ == "__main__":

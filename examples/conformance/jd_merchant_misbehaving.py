@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from jd_merchant import Merchant, arguments, play, report
+from jd_merchant import Merchant, arguments, play
+from wire import report
 
 from protocols import jd
 from protocols.messages import MessageClass

@@ -18,7 +18,8 @@ import sys
 import time
 from typing import Any
 
-from wire import Wire, utc_now
+import wire
+from wire import Wire, report, utc_now
 
 from protocols.demo import DEMO_ACQUIRER, DEMO_POS_MAC, DEMO_POS_TERMINAL
 from protocols.framing import HEADER_FORMATS
@@ -91,35 +92,15 @@ async def well_behaved(terminal: Terminal) -> None:
     report("balance inquiry", await terminal.send(terminal.fields(MessageClass.INQUIRY)))
 
 
-def report(step: str, codes: list[str]) -> None:
-    print(f"{step}: {' '.join(codes)}", flush=True)
-
-
 def arguments(description: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8583)
-    parser.add_argument("--pan", required=True, help="a test card's number (--cards-out)")
-    parser.add_argument("--expiry", required=True, metavar="YYMM", help="the card's expiry")
+    parser = wire.arguments(description, port=8583)
     parser.add_argument("--header", default="binary2", choices=sorted(HEADER_FORMATS))
     parser.add_argument("--dialect", default="iso87ascii")
     return parser.parse_args()
 
 
 async def play(args: argparse.Namespace, script) -> int:
-    try:
-        wire = await Wire.open(args.host, args.port, HEADER_FORMATS[args.header])
-    except OSError as error:
-        print(f"cannot connect to {args.host}:{args.port}: {error}", file=sys.stderr)
-        return 2
-    try:
-        await script(Terminal(wire, args))
-    except (TimeoutError, ConnectionError, ValueError) as error:
-        print(f"stopped: {error or type(error).__name__}", file=sys.stderr)
-        return 1
-    finally:
-        await wire.close()
-    return 0
+    return await wire.play(args, HEADER_FORMATS[args.header], Terminal, script)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import asyncio
 import sys
 from typing import Any
 
-from pos_terminal import Terminal, arguments, ident, play, report
+from pos_terminal import Terminal, arguments, ident, play
+from wire import report
 
 from protocols.iso_mac import MacKey
 from protocols.messages import MessageClass

@@ -6,8 +6,10 @@ bounded; answers may come back in any order, so the caller matches them by the c
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime
+import sys
 
 from protocols.framing import Framer, HeaderFormat
 
@@ -48,3 +50,33 @@ class Wire:
 
 def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def report(step: str, codes: list[str]) -> None:
+    print(f"{step}: {' '.join(codes)}", flush=True)
+
+
+def arguments(description: str, port: int) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--pan", required=True, help="a test card's number (--cards-out)")
+    parser.add_argument("--expiry", required=True, metavar="YYMM", help="the card's expiry")
+    return parser
+
+
+async def play(args: argparse.Namespace, header: HeaderFormat, adapter, script) -> int:
+    """`script(adapter(wire, args))` on one connection: 0 when it ran to its end."""
+    try:
+        wire = await Wire.open(args.host, args.port, header)
+    except OSError as error:
+        print(f"cannot connect to {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 2
+    try:
+        await script(adapter(wire, args))
+    except (TimeoutError, ConnectionError, ValueError) as error:
+        print(f"stopped: {error or type(error).__name__}", file=sys.stderr)
+        return 1
+    finally:
+        await wire.close()
+    return 0
