@@ -24,6 +24,7 @@ from protocols.conformance.flows import REQUIRED, all_passed
 from protocols.conformance.iso_rules import IsoRules
 from protocols.conformance.jd_rules import JdRules
 from protocols.conformance.session import Exchange, Rules, Session
+from protocols.conformance.wechat_rules import WechatRules
 from protocols.messages import AuthResponse
 from switch import launch, limits
 from switch.app import build, run
@@ -102,6 +103,9 @@ def rules_for(channel: str, config: Config) -> Rules:
     if channel == "jd":
         return JdRules({merchant: key.encode()
                         for merchant, key in config.jd.merchant_keys.items()})
+    if channel == "wechat":
+        return WechatRules({mch_id: merchant.key.encode()
+                            for mch_id, merchant in config.wechat.merchants.items()})
     settings = getattr(config, channel)
     return IsoRules(channel, settings.dialect, mac_off=settings.mac == "off")
 

@@ -11,13 +11,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols import jd
+from protocols import jd, wechat
 from protocols.conformance import report
 from protocols.conformance.flows import REQUIRED, all_passed, outcomes
 from protocols.conformance.iso_rules import AMOUNT_MAX_FEN, PROFILE, IsoRules
 from protocols.conformance.jd_rules import JdRules
 from protocols.conformance.session import CLOCK_SKEW_MAX_S, UNKNOWN, Exchange, Session
-from protocols.demo import DEMO_ACQUIRER, DEMO_JD_KEY, DEMO_JD_MERCHANT, DEMO_POS_MAC
+from protocols.conformance.wechat_rules import WechatRules
+from protocols.demo import (
+    DEMO_ACQUIRER,
+    DEMO_JD_KEY,
+    DEMO_JD_MERCHANT,
+    DEMO_POS_MAC,
+    DEMO_WECHAT_APPID,
+    DEMO_WECHAT_KEY,
+    DEMO_WECHAT_MCH_ID,
+)
 from protocols.iso_client import IsoClient, correlation_id, request_message
 from protocols.iso_mac import MacKey
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
@@ -372,7 +381,6 @@ def test_each_field_a_trade_type_needs_is_required(kind, name):
     ("amount", " 1000", "fen as digits only, 1..10000000"),
     ("amount", "0", "fen as digits only, 1..10000000"),
     ("amount", str(AMOUNT_MAX_FEN + 1), "fen as digits only, 1..10000000"),
-    ("cardNo", "6253680000000017", "12-19 digits with a right check digit (Luhn)"),
     ("tradeNum", "T 1", "1-32 of A-Z a-z 0-9 _ -"),
     ("cardExpiry", "3013", "YYMM"),
     ("currency", "USD", "CNY or 156"),
@@ -381,6 +389,11 @@ def test_each_field_a_trade_type_needs_is_required(kind, name):
 def test_each_jd_format_is_checked(field, value, expected):
     assert jd_read(jd_fields() | {field: value}) == [f"{field}: expected {expected}, got "
                                                     f"{value!r}"]
+
+
+def test_a_card_number_without_its_check_digit_is_named_masked():
+    assert jd_read(jd_fields() | {"cardNo": "6253680000000017"}) == [
+        "cardNo: expected 12-19 digits with a right check digit (Luhn), got 625368******0017"]
 
 
 def test_a_jd_amount_at_the_maximum_is_taken():
@@ -443,3 +456,79 @@ def test_the_kit_checks_at_most_its_bound_and_says_so_once(monkeypatch):
     assert kit.request(body) is None and kit.request(body) is None
     assert lines == ["kit: 2 messages checked; the switch answers the rest unchecked"]
     assert kit.unchecked == 2
+
+
+# --- WeChat Pay ---------------------------------------------------------------------------
+
+
+WX_KEY = DEMO_WECHAT_KEY.encode()
+
+
+def wx_fields(kind: MessageClass = MessageClass.SALE, **extra: str) -> dict:
+    request = AuthRequest(message_class=kind, channel="wechat", card=PAN, amount_fen=1000,
+                          mcc="5411", merchant_id=DEMO_WECHAT_MCH_ID, txn_ref="W1",
+                          original_ref="W0")
+    return wechat.request_fields(request, DEMO_WECHAT_APPID, **extra)
+
+
+def wx_read(fields: dict, key: bytes = WX_KEY) -> list[str]:
+    body = wechat.to_xml(wechat.signed(fields, key))
+    reading = WechatRules({DEMO_WECHAT_MCH_ID: WX_KEY}).read(body, NOW)
+    return [str(f) for f in reading.findings]
+
+
+@pytest.mark.parametrize("kind", [MessageClass.SALE, MessageClass.REFUND,
+                                  MessageClass.REVERSAL, MessageClass.INQUIRY])
+def test_a_wechat_request_as_the_client_makes_it_has_no_finding(kind):
+    assert wx_read(wx_fields(kind)) == []
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("total_fee", " 1000", "fen as digits, no leading zero"),
+    ("total_fee", "01000", "fen as digits, no leading zero"),
+    ("auth_code", "194567890123456789", "18 digits starting 10-15"),
+    ("fee_type", "USD", "CNY"),
+    ("sign_type", "MD5", "HMAC-SHA256"),
+])
+def test_each_wechat_format_is_checked(field, value, expected):
+    assert wx_read(wx_fields() | {field: value}) == [f"{field}: expected {expected}, got "
+                                                    f"{value!r}"]
+
+
+def test_a_wechat_micropay_needs_its_body_and_a_payment_code():
+    fields = wx_fields()
+    del fields["body"], fields["auth_code"]
+    assert wx_read(fields) == ["body: expected present, got nothing",
+                               "auth_code: expected the payment code (or openid), got neither"]
+
+
+def test_a_wechat_signature_is_upper_case_hex_under_the_key():
+    fields = wechat.signed(wx_fields(), WX_KEY)
+    body = wechat.to_xml(fields | {"sign": fields["sign"].lower()})
+    findings = WechatRules({DEMO_WECHAT_MCH_ID: WX_KEY}).read(body, NOW).findings
+    assert [f.expected for f in findings] == ["64 upper-case hex digits"]
+    assert wx_read(wx_fields(), key=b"another") == [
+        "sign: expected HMAC-SHA256 of the sorted non-empty fields and &key= under the "
+        "merchant's key, got another signature"]
+
+
+def test_a_wechat_refund_names_its_order_and_a_reverse_is_its_orders_one_reversal():
+    session = Session(WechatRules({DEMO_WECHAT_MCH_ID: WX_KEY}))
+    sale = wechat.request_fields(AuthRequest(
+        message_class=MessageClass.SALE, channel="wechat", card=PAN, amount_fen=1000,
+        mcc="5411", merchant_id=DEMO_WECHAT_MCH_ID, txn_ref="W0"), DEMO_WECHAT_APPID)
+    session.request(wechat.to_xml(wechat.signed(sale, WX_KEY)), NOW)
+    refund = session.request(wechat.to_xml(wechat.signed(wx_fields(MessageClass.REFUND),
+                                                         WX_KEY)), NOW)
+    reverse = session.request(wechat.to_xml(wechat.signed(wx_fields(MessageClass.REVERSAL),
+                                                          WX_KEY)), NOW)
+    assert refund.original is session.exchanges[0] and refund.findings == []
+    assert reverse.original is session.exchanges[0] and reverse.reading.id == (
+        f"{DEMO_WECHAT_MCH_ID}:v:W0")
+    assert [flow.name for flow in REQUIRED["wechat"]] == [
+        "sale", "reversal_after_timeout", "repeat", "refund"]
+
+
+def test_not_xml_is_a_finding_on_the_body():
+    reading = WechatRules({}).read(b"<!DOCTYPE x><xml/>", NOW)
+    assert reading.kind == UNKNOWN and [f.field for f in reading.findings] == ["body"]

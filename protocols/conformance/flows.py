@@ -120,7 +120,10 @@ INQUIRY = Flow("balance_inquiry", "balance inquiry with card proof",
 COMMON = (SALE, PRE_AUTH, REVERSAL, REPEAT, REFUND, INQUIRY)
 # Channel -> its required flows. ISO sign-on (0800 with key exchange) and batch settlement
 # (0500/0320) join pos and xpay here, one entry each, when the listener takes them.
-REQUIRED: dict[str, tuple[Flow, ...]] = {"pos": COMMON, "xpay": COMMON, "jd": COMMON}
+# WeChat Pay has no pre-authorization and no balance inquiry (orderquery asks an order's
+# state): its flows are the rest.
+REQUIRED: dict[str, tuple[Flow, ...]] = {"pos": COMMON, "xpay": COMMON, "jd": COMMON,
+                                         "wechat": (SALE, REVERSAL, REPEAT, REFUND)}
 
 
 def outcomes(channel: str, exchanges: list[Exchange]) -> list[Outcome]:

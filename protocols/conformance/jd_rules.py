@@ -138,8 +138,9 @@ def formats(fields: dict[str, str], kind: MessageClass, now: datetime.datetime
           else "fen as digits only")
     check("currency", get("currency") in CURRENCIES, " or ".join(CURRENCIES))
     card = get("cardNo", "")
-    check("cardNo", bool(CARD_PATTERN.fullmatch(card)) and luhn_valid(card),
-          "12-19 digits with a right check digit (Luhn)")
+    if card and not (CARD_PATTERN.fullmatch(card) and luhn_valid(card)):
+        found.append(Finding("cardNo", "12-19 digits with a right check digit (Luhn)",
+                             mask_pan(card) if card.isdigit() else repr(card)))
     check("cardExpiry", bool(EXPIRY_PATTERN.fullmatch(get("cardExpiry", ""))), "YYMM")
     check("industryCategoryCode", bool(MCC_PATTERN.fullmatch(get("industryCategoryCode", ""))),
           "4 digits")

@@ -14,6 +14,7 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from protocols.cardnumbers import mask_card_numbers_in
 from protocols.codes import APPROVING, MEANINGS, Code
 from protocols.messages import MessageClass
 
@@ -120,6 +121,9 @@ class Session:
         exchange = Exchange(len(self.exchanges) + 1, body, self.rules.read(body, now))
         self.exchanges.append(exchange)
         reading = exchange.reading
+        # What came is shown as it came, but never a card number in full.
+        reading.findings[:] = [finding._replace(got=mask_card_numbers_in(finding.got))
+                               for finding in reading.findings]
         if reading.id and reading.id in self.by_id:
             self._again(exchange, self.by_id[reading.id])
             return exchange
