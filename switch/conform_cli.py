@@ -63,8 +63,11 @@ class Kit:
             return
         self.session.answered(exchange, body)
         self.say(reports.message_line(exchange))
-        if self.until_complete is not None and all_passed(self.channel,
-                                                          self.session.exchanges):
+        # The run can only become complete with a message that completes a flow: only then
+        # are all the flows looked at again (a pass over every message so far).
+        if self.until_complete is not None and any(
+                flow.completes(exchange) for flow in REQUIRED[self.channel]) and all_passed(
+                self.channel, self.session.exchanges):
             self.until_complete.set()
 
     def unanswered(self) -> list[Exchange]:

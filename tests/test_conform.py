@@ -12,7 +12,17 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import NamedTuple
 
-from tests.support import CLI_WAIT_S, SWITCH, checked_output, run_command
+from protocols import jd
+from protocols.channel import KeyNeeded
+from protocols.conformance.iso_rules import IsoRules
+from protocols.conformance.jd_rules import JdRules
+from protocols.demo import DEMO_JD_KEY, DEMO_JD_MERCHANT, DEMO_POS_MAC
+from protocols.iso_client import IsoClient
+from protocols.iso_mac import KeyRing, MacKey
+from protocols.messages import AuthRequest, AuthResponse, MessageClass
+from protocols.pos import PosCodec
+from switch.conform_cli import Kit, Watched
+from tests.support import CLI_WAIT_S, SWITCH, checked_output, new_pan, run_command
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "conformance"
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
@@ -20,7 +30,7 @@ FLOWS = {"sale", "pre_auth_completion", "reversal_after_timeout", "repeat", "ref
          "balance_inquiry"}
 
 
-class Kit(NamedTuple):
+class RunningKit(NamedTuple):
     process: asyncio.subprocess.Process
     port: int
     pan: str
@@ -44,20 +54,20 @@ async def kit(channel: str, folder: Path, *options: str):
                 assert line, f"the kit ended before listening: {await process.stderr.read()}"
                 banner += line
         _, pan, expiry, _ = cards.read_text().splitlines()[0].split(",")
-        yield Kit(process, int(found.group(1)), pan, expiry, junit, banner)
+        yield RunningKit(process, int(found.group(1)), pan, expiry, junit, banner)
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
 
 
-async def adapter(script: str, running: Kit) -> tuple[int, str, str]:
+async def adapter(script: str, running: RunningKit) -> tuple[int, str, str]:
     return await run_command((sys.executable, str(EXAMPLES / script)), "--port",
                              str(running.port), "--pan", running.pan, "--expiry",
                              running.expiry)
 
 
-async def ending(running: Kit, interrupt: bool) -> tuple[int, str, str]:
+async def ending(running: RunningKit, interrupt: bool) -> tuple[int, str, str]:
     """The kit's exit code and output, after Ctrl-C when `interrupt`."""
     if interrupt:
         running.process.send_signal(signal.SIGINT)
@@ -143,3 +153,45 @@ async def test_a_bad_duration_is_one_line_and_exit_2():
     code, out, err = await run_command(SWITCH, "conform", "--channel", "jd", "--duration", "0")
     assert code == 2
     assert err.strip() == "switch: --duration: a number of seconds above 0"
+
+
+# --- the kit watches the codec and changes nothing ---------------------------------------
+
+
+def jd_body(trade: str, key: bytes = DEMO_JD_KEY.encode()) -> bytes:
+    request = AuthRequest(message_class=MessageClass.SALE, channel="jd", card=new_pan(),
+                          amount_fen=1000, mcc="5411", merchant_id=DEMO_JD_MERCHANT,
+                          txn_ref=trade, transmitted_at="20261207120000")
+    return jd.encode_request(request, key)
+
+
+def test_the_watched_codec_answers_as_the_codec_and_records_each_exchange():
+    codec = jd.JdCodec({DEMO_JD_MERCHANT: DEMO_JD_KEY.encode()})
+    lines: list[str] = []
+    kit_ = Kit("jd", JdRules({DEMO_JD_MERCHANT: DEMO_JD_KEY.encode()}), lines.append)
+    watched = Watched(codec, kit_)
+    assert watched.header is codec.header and watched.name == "jd"
+    refused = jd_body("T1", key=b"another")
+    assert watched.decode_request(refused) == codec.decode_request(refused)
+    good = jd_body("T2")
+    decoded, plain = watched.decode_request(good), codec.decode_request(good)
+    assert decoded.request == plain.request
+    response = AuthResponse(response_code="00", approved_fen=1000, auth_id="123456")
+    assert watched.encode_response(decoded.context, response) == codec.encode_response(
+        plain.context, response)
+    assert [e.answer.code for e in kit_.session.exchanges] == ["63", "00"]
+    assert len(lines) == 2 and lines[1].endswith("-> 00  OK")
+
+
+def test_a_request_waiting_for_its_keys_is_recorded_once_it_is_read():
+    codec = PosCodec(keys=KeyRing())  # no key cached: every signed request asks for its keys
+    codec.keys.keys_for = lambda acquirer, terminal: None
+    kit_ = Kit("pos", IsoRules(), [].append)
+    watched = Watched(codec, kit_)
+    body = IsoClient(key=MacKey.parse(*DEMO_POS_MAC)).encode({
+        "t": "0800", "7": "1207120000", "11": "000001", "32": "00010000", "41": "TERM0001",
+        "70": "301"})
+    assert isinstance(watched.decode_request(body), KeyNeeded)
+    assert kit_.session.exchanges == []
+    answer = watched.decode_request(body, (MacKey.parse(*DEMO_POS_MAC),))
+    assert isinstance(answer, bytes) and kit_.session.exchanges[0].answer.code == "00"
