@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import re
 import signal
 import sys
@@ -161,7 +162,8 @@ async def test_a_bad_duration_is_one_line_and_exit_2():
 def jd_body(trade: str, key: bytes = DEMO_JD_KEY.encode()) -> bytes:
     request = AuthRequest(message_class=MessageClass.SALE, channel="jd", card=new_pan(),
                           amount_fen=1000, mcc="5411", merchant_id=DEMO_JD_MERCHANT,
-                          txn_ref=trade, transmitted_at="20261207120000")
+                          txn_ref=trade, transmitted_at=datetime.datetime.now(
+                              datetime.UTC).strftime("%Y%m%d%H%M%S"))
     return jd.encode_request(request, key)
 
 
