@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols import jd, wechat
+from protocols import jd, wechat, xpay
 from protocols.conformance import report
 from protocols.conformance.flows import REQUIRED, all_passed, outcomes
 from protocols.conformance.iso_rules import AMOUNT_MAX_FEN, PROFILE, IsoRules
@@ -120,7 +120,7 @@ def test_an_amount_is_within_what_the_switch_takes(amount, good):
 def test_a_balance_inquiry_proves_the_card():
     assert read(iso(MessageClass.INQUIRY, **{"14": None})) == [
         "F14: expected the card's expiry, or track 2 in F35 (a balance inquiry proves the "
-        "card), got neither"]
+        "card), got nothing"]
     assert read(iso(MessageClass.INQUIRY, **{"14": None, "35": f"{PAN}=30121010000"})) == []
 
 
@@ -138,6 +138,18 @@ def test_the_transmission_time_is_near_now(offset_s, good):
 def test_a_transmission_time_that_is_no_date_is_named():
     findings = read(iso(MessageClass.SALE, **{"7": "1340120000", "12": None, "13": None}))
     assert findings == ["F7: expected a time MMddHHmmss within 15 h of now, got '1340120000'"]
+
+
+def test_an_xpay_inquiry_proves_the_card_by_its_cryptogram_and_reads_it_in_a_wallet():
+    rules = IsoRules("xpay")
+    cryptogram = xpay.icc_field(0, 156, 1, bytes(4), bytes(16), CLIENT.binary_mac)
+    inquiry = iso(MessageClass.INQUIRY, 0, **{"14": None, "22": "072", "55": cryptogram})
+    assert read(inquiry, rules) == []
+    assert read(inquiry | {"55": None, "11": "000002"}, rules)[0].startswith(
+        "F55: expected the token's cryptogram data in F55")
+    assert read(iso(MessageClass.REFUND, original="0200-000009-" + F7, stan="000003",
+                    **{"22": "052"}), rules) == [
+        "F22: expected an entry mode (07/81) and a PIN capability (0/1/2), got '052'"]
 
 
 def test_an_expiry_is_yymm():

@@ -12,7 +12,7 @@ message (F22, F25, F49), and the values: entry mode, condition code, currency, t
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from protocols.cardnumbers import mask_pan
 from protocols.channel import FieldError
@@ -46,11 +46,26 @@ PROFILE: dict[MessageClass, tuple[str, ...]] = {
 ENTRY_MODES = {"01": "manual", "02": "magnetic stripe", "05": "chip", "07": "contactless chip",
                "90": "full magnetic stripe", "91": "contactless magnetic stripe",
                "95": "chip, unreliable CVV", "96": "stored"}
+# x-pay (docs/channels/xpay.md): a wallet reads the token contactless or in the app.
+WALLET_ENTRY_MODES = {"07": "contactless", "81": "in-app / e-commerce"}
 PIN_CAPABILITIES = "012"  # unknown, can accept a PIN, cannot
 PRE_AUTH_CONDITION = "06"  # F25 of a pre-authorization and its completion
 CURRENCY = "156"  # the card's currency, CNY: the only one the switch takes
 AMOUNT_MAX_FEN = 10_000_000  # 100,000 yuan: above it the switch answers 13
 MAC_REFUSALS = frozenset({Reason.MAC_MISMATCH, Reason.MAC_MISSING})
+
+class Profile(NamedTuple):
+    """What differs between the ISO 8583 channels."""
+
+    entry_modes: dict[str, str]  # F22 digits 1-2
+    proofs: tuple[str, ...]  # fields of which a balance inquiry carries one
+    proof_words: str
+
+
+PROFILES = {
+    "pos": Profile(ENTRY_MODES, ("14", "35"), "the card's expiry, or track 2 in F35"),
+    "xpay": Profile(WALLET_ENTRY_MODES, ("55",), "the token's cryptogram data in F55"),
+}
 AMOUNT_CLASSES = (MessageClass.AUTH, MessageClass.SALE, MessageClass.CAPTURE,
                   MessageClass.REFUND)
 
@@ -63,6 +78,7 @@ class IsoRules:
         self.channel = channel
         self.codec = dialect if isinstance(dialect, Codec) else get_codec(dialect)
         self.mac_off = mac_off
+        self.profile = PROFILES[channel]
         self.sends_acquirer: dict[str, tuple[bool, str]] = {}  # F41 -> (sends F32, label)
 
     def read(self, body: bytes, now: datetime.datetime) -> Reading:
@@ -110,7 +126,7 @@ class IsoRules:
             if message.get(number, "") == "" and f"F{number}" not in named:
                 findings.append(field_finding(self.codec, number, "present", "nothing"))
         for check in (entry_mode, condition, currency, amount, card_proof):
-            finding = check(message, kind)
+            finding = check(message, kind, self.profile)
             if finding is not None:
                 findings.append(finding)
         findings.extend(times(message, now))
@@ -183,15 +199,15 @@ def field_finding(codec: Codec, number: str, expected: str, got: str) -> Finding
     return Finding(f"F{number} ({spec.desc})" if spec else f"F{number}", expected, got)
 
 
-def entry_mode(message: dict, kind: MessageClass) -> Finding | None:
+def entry_mode(message: dict, kind: MessageClass, profile: Profile) -> Finding | None:
     value = message.get("22", "")
-    if not value or (value[:2] in ENTRY_MODES and value[2:] in tuple(PIN_CAPABILITIES)):
+    if not value or (value[:2] in profile.entry_modes and value[2:] in tuple(PIN_CAPABILITIES)):
         return None
-    return Finding("F22", f"an entry mode ({'/'.join(ENTRY_MODES)}) and a PIN capability "
-                   f"({'/'.join(PIN_CAPABILITIES)})", repr(value))
+    return Finding("F22", f"an entry mode ({'/'.join(profile.entry_modes)}) and a PIN "
+                   f"capability ({'/'.join(PIN_CAPABILITIES)})", repr(value))
 
 
-def condition(message: dict, kind: MessageClass) -> Finding | None:
+def condition(message: dict, kind: MessageClass, profile: Profile) -> Finding | None:
     value = message.get("25", "")
     if not value or kind not in (MessageClass.AUTH, MessageClass.CAPTURE) or (
             value == PRE_AUTH_CONDITION):
@@ -200,25 +216,25 @@ def condition(message: dict, kind: MessageClass) -> Finding | None:
                    repr(value))
 
 
-def currency(message: dict, kind: MessageClass) -> Finding | None:
+def currency(message: dict, kind: MessageClass, profile: Profile) -> Finding | None:
     value = message.get("49", "")
     if not value or value == CURRENCY:
         return None
     return Finding("F49", f"{CURRENCY} (CNY)", repr(value))
 
 
-def amount(message: dict, kind: MessageClass) -> Finding | None:
+def amount(message: dict, kind: MessageClass, profile: Profile) -> Finding | None:
     value = message.get("4", "")
     if kind not in AMOUNT_CLASSES or not value.isdigit() or 0 < int(value) <= AMOUNT_MAX_FEN:
         return None
     return Finding("F4 (amount)", f"1..{AMOUNT_MAX_FEN} fen", value)
 
 
-def card_proof(message: dict, kind: MessageClass) -> Finding | None:
-    if kind is not MessageClass.INQUIRY or message.get("14") or message.get("35"):
+def card_proof(message: dict, kind: MessageClass, profile: Profile) -> Finding | None:
+    if kind is not MessageClass.INQUIRY or any(message.get(f) for f in profile.proofs):
         return None
-    return Finding("F14", "the card's expiry, or track 2 in F35 (a balance inquiry proves "
-                   "the card)", "neither")
+    return Finding(f"F{profile.proofs[0]}", f"{profile.proof_words} (a balance inquiry proves "
+                   "the card)", "nothing")
 
 
 def times(message: dict, now: datetime.datetime) -> list[Finding]:
