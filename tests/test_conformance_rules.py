@@ -246,7 +246,7 @@ def test_a_completion_names_a_pre_authorization():
     sent(session, sale)
     capture = sent(session, iso(MessageClass.CAPTURE, stan="000002", original=ident(sale)))
     assert [str(f) for f in capture.findings] == [
-        "F90: expected a auth to capture, got #1, a sale"]
+        "F90: expected the auth this capture is for, got #1, a sale"]
 
 
 @pytest.mark.parametrize(("amount", "good"), [(1000, True), (1001, False)])
@@ -545,3 +545,27 @@ def test_a_wechat_refund_names_its_order_and_a_reverse_is_its_orders_one_reversa
 def test_not_xml_is_a_finding_on_the_body():
     reading = WechatRules({}).read(b"<!DOCTYPE x><xml/>", NOW)
     assert reading.kind == UNKNOWN and [f.field for f in reading.findings] == ["body"]
+
+
+def test_a_local_date_and_time_far_from_now_are_named():
+    findings = read(iso(MessageClass.SALE, **{"13": "0101", "12": "120000"}))
+    assert findings == ["F13 F12: expected a time MMddHHmmss within 15 h of now, got "
+                        "0101120000 (600 h away)"]
+
+
+def test_a_reversal_names_a_purchase_or_a_pre_authorization():
+    session = Session(IsoRules())
+    auth = iso(MessageClass.AUTH, stan="000001")
+    sent(session, auth)
+    capture = iso(MessageClass.CAPTURE, 800, "000002", ident(auth))
+    sent(session, capture)
+    reversal = sent(session, iso(MessageClass.REVERSAL, 800, "000003", ident(capture)))
+    assert [str(f) for f in reversal.findings] == [
+        "F90: expected the auth or sale this reversal is for, got #2, a capture"]
+
+
+def test_a_jd_signature_is_64_lower_case_hex_digits():
+    fields = jd.signed({k: v for k, v in jd_fields().items() if k != "sign"}, JD_KEY)
+    body = json.dumps(fields | {"sign": fields["sign"].upper()}).encode()
+    findings = JdRules({DEMO_JD_MERCHANT: JD_KEY}).read(body, NOW).findings
+    assert [f.expected for f in findings] == ["64 lower-case hex digits"]

@@ -181,7 +181,7 @@ class Session:
         kinds = ORIGINAL_KINDS.get(reading.kind, ())
         if kinds and original.kind not in kinds:
             reading.findings.append(Finding(
-                reading.original_field, f"a {' or '.join(kinds)} to {reading.kind}",
+                reading.original_field, f"the {' or '.join(kinds)} this {reading.kind} is for",
                 f"#{original.seq}, a {original.kind}"))
         self._within(exchange, original)
 
