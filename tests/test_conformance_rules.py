@@ -397,7 +397,7 @@ def test_each_field_a_trade_type_needs_is_required(kind, name):
     ("tradeNum", "T 1", "1-32 of A-Z a-z 0-9 _ -"),
     ("cardExpiry", "3013", "YYMM"),
     ("currency", "USD", "CNY or 156"),
-    ("partialApproval", "2", "1, or the field left out"),
+    ("partialApproval", "2", "1 or 0, or the field left out"),
 ])
 def test_each_jd_format_is_checked(field, value, expected):
     assert jd_read(jd_fields() | {field: value}) == [f"{field}: expected {expected}, got "
@@ -485,7 +485,7 @@ def wx_fields(kind: MessageClass = MessageClass.SALE, **extra: str) -> dict:
 
 
 def wx_read(fields: dict, key: bytes = WX_KEY) -> list[str]:
-    body = wechat.to_xml(wechat.signed(fields, key))
+    body = wechat.to_xml(wechat.signed(fields, key, "HMAC-SHA256"))
     reading = WechatRules({DEMO_WECHAT_MCH_ID: WX_KEY}).read(body, NOW)
     return [str(f) for f in reading.findings]
 
@@ -501,7 +501,7 @@ def test_a_wechat_request_as_the_client_makes_it_has_no_finding(kind):
     ("total_fee", "01000", "fen as digits, no leading zero"),
     ("auth_code", "194567890123456789", "18 digits starting 10-15"),
     ("fee_type", "USD", "CNY"),
-    ("sign_type", "MD5", "HMAC-SHA256"),
+    ("sign_type", "SHA1", "MD5 or HMAC-SHA256"),
 ])
 def test_each_wechat_format_is_checked(field, value, expected):
     assert wx_read(wx_fields() | {field: value}) == [f"{field}: expected {expected}, got "
@@ -519,10 +519,13 @@ def test_a_wechat_signature_is_upper_case_hex_under_the_key():
     fields = wechat.signed(wx_fields(), WX_KEY)
     body = wechat.to_xml(fields | {"sign": fields["sign"].lower()})
     findings = WechatRules({DEMO_WECHAT_MCH_ID: WX_KEY}).read(body, NOW).findings
-    assert [f.expected for f in findings] == ["64 upper-case hex digits"]
+    assert [f.expected for f in findings] == ["64 upper-case hex digits (HMAC-SHA256)"]
     assert wx_read(wx_fields(), key=b"another") == [
         "sign: expected HMAC-SHA256 of the sorted non-empty fields and &key= under the "
         "merchant's key, got another signature"]
+    md5 = {k: v for k, v in wx_fields().items() if k != "sign_type"}  # v2's default: MD5
+    body = wechat.to_xml(wechat.signed(md5, WX_KEY, "MD5"))
+    assert WechatRules({DEMO_WECHAT_MCH_ID: WX_KEY}).read(body, NOW).findings == []
 
 
 def test_a_wechat_refund_names_its_order_and_a_reverse_is_its_orders_one_reversal():

@@ -32,7 +32,7 @@ NEEDS = {  # fields a trade type needs besides ALWAYS
     MessageClass.REVERSAL: ("originalTradeNum",),
     MessageClass.INQUIRY: (),
 }
-FLAGS = ("partialApproval", "lightningRefund")  # "1" or absent
+FLAGS = ("partialApproval", "lightningRefund")  # "1", "0" or absent
 SIGN_PATTERN = re.compile(r"[0-9a-f]{64}")
 DIGITS = re.compile(r"[0-9]+")
 MCC_PATTERN = re.compile(r"[0-9]{4}")
@@ -145,8 +145,8 @@ def formats(fields: dict[str, str], kind: MessageClass, now: datetime.datetime
     check("industryCategoryCode", bool(MCC_PATTERN.fullmatch(get("industryCategoryCode", ""))),
           "4 digits")
     for flag in FLAGS:
-        check(flag, get(flag) == "1", "1, or the field left out")
-    if get("lightningRefund") and kind is not MessageClass.REFUND:
+        check(flag, get(flag) in ("1", "0"), "1 or 0, or the field left out")
+    if get("lightningRefund") == "1" and kind is not MessageClass.REFUND:
         found.append(Finding("lightningRefund", "only on a REFUND", fields["tradeType"]))
     trade_time = get("tradeTime", "")
     if trade_time and not TRADE_TIME_PATTERN.fullmatch(trade_time):

@@ -1,9 +1,10 @@
 """One WeChat Pay request read strictly, for the conformance kit (docs/channels/wechat.md).
 
 The fields each `api` needs, their formats (the order number and nonce alphabets, fees of
-digits, an 18-digit payment code, a card number with its check digit), `sign_type`
-`HMAC-SHA256`, and the signature in upper-case hex under the merchant's key (the switch also
-takes lower case; the v2 rule says upper). WeChat requests carry no time of their own.
+digits, an 18-digit payment code, a card number with its check digit), a `sign_type` of MD5
+(also when absent) or HMAC-SHA256, and the signature so made, in upper-case hex, under the
+merchant's key (the switch also takes lower case; the v2 rule says upper). WeChat requests
+carry no time of their own.
 """
 
 from __future__ import annotations
@@ -21,18 +22,21 @@ from protocols.wechat import (
     AUTH_CODE,
     BANK_TYPE,
     FEE,
+    HMAC_SHA256,
     IP,
+    MD5,
     NONCE,
     ORDER_NO,
     REQUIRED,
-    SIGN_TYPE,
+    SIGN_TYPE_ABSENT,
+    SIGN_TYPES,
     WechatError,
     parse_xml,
     sign,
 )
 
-ALWAYS = ("api", "appid", "mch_id", "nonce_str", "sign_type", "sign", "card_no")
-SIGN_PATTERN = re.compile(r"[0-9A-F]{64}")
+ALWAYS = ("api", "appid", "mch_id", "nonce_str", "sign", "card_no")
+SIGN_PATTERNS = {MD5: re.compile(r"[0-9A-F]{32}"), HMAC_SHA256: re.compile(r"[0-9A-F]{64}")}
 CARD_PATTERN = re.compile(r"[0-9]{12,19}")
 MCC_PATTERN = re.compile(r"[0-9]{4}")
 FORMATS = (  # field, pattern, what it must be
@@ -94,10 +98,14 @@ class WechatRules:
                             repr(fields.get("mch_id", "")))]
         if not given:
             return []  # named missing already
-        if not SIGN_PATTERN.fullmatch(given):
-            return [Finding("sign", "64 upper-case hex digits", repr(given))]
-        if sign(fields, key) != given:
-            return [Finding("sign", "HMAC-SHA256 of the sorted non-empty fields and &key= "
+        sign_type = fields.get("sign_type") or SIGN_TYPE_ABSENT
+        if sign_type not in SIGN_TYPES:
+            return []  # named by formats()
+        digits = 64 if sign_type == HMAC_SHA256 else 32
+        if not SIGN_PATTERNS[sign_type].fullmatch(given):
+            return [Finding("sign", f"{digits} upper-case hex digits ({sign_type})", repr(given))]
+        if sign(fields, key, sign_type) != given:
+            return [Finding("sign", f"{sign_type} of the sorted non-empty fields and &key= "
                             "under the merchant's key", "another signature")]
         return []
 
@@ -136,9 +144,11 @@ def formats(fields: dict[str, str], api: str) -> list[Finding]:
     if card and not (CARD_PATTERN.fullmatch(card) and luhn_valid(card)):
         found.append(Finding("card_no", "12-19 digits with a right check digit (Luhn)",
                              mask_pan(card) if card.isdigit() else repr(card)))
-    for name, only in (("sign_type", SIGN_TYPE), ("fee_type", "CNY"), ("bank_type", BANK_TYPE)):
+    for name, only in (("fee_type", "CNY"), ("bank_type", BANK_TYPE)):
         if fields.get(name) and fields[name] != only:
             found.append(Finding(name, only, repr(fields[name])))
+    if fields.get("sign_type") and fields["sign_type"] not in SIGN_TYPES:
+        found.append(Finding("sign_type", " or ".join(SIGN_TYPES), repr(fields["sign_type"])))
     if api == "micropay" and not (fields.get("auth_code") or fields.get("openid")):
         found.append(Finding("auth_code", "the payment code (or openid)", "neither"))
     return found
