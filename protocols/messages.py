@@ -88,6 +88,11 @@ class AuthResponse(msgspec.Struct, kw_only=True):
     state: str = ""  # an inquiry naming an original: its state (pending, captured, ...)
     stand_in: bool = False  # decided in stand-in while Redis was unreachable (switch/standin.py)
     refunds: tuple[RefundRecord, ...] = ()  # an inquiry naming an original: its refunds
+    # Forced by a tester rather than decided, or delayed on purpose: by whom ("card": its
+    # `switch card force`; "rule:ID": a fault rule, switch/faults.py; "" decided), and the
+    # wait before the answer goes out. The switch's own: no channel sends them.
+    forced: str = ""
+    delay_ms: int = 0
 
     @property
     def approved(self) -> bool:

@@ -24,7 +24,15 @@ from switch import limits
 from switch.cli_common import UserError, fen, redis_for_command, resolve_pan, using
 from switch.clock import DAY_MS, TestClock, TestClockControl
 from switch.config import ConfigError, load
-from switch.ledger import CARD_STATUSES, FORCE_CHANNELS, NO_ANSWER, CardView, Ledger
+from switch.ledger import (
+    CARD_STATUSES,
+    FORCE_CHANNELS,
+    NO_ANSWER,
+    STAND_IN,
+    CardView,
+    Ledger,
+    force_spec,
+)
 from switch.redis_client import connect
 from switch.statement import DUE_DAYS, Cycle
 
@@ -135,13 +143,16 @@ def cmd_card_settle(args: argparse.Namespace) -> int:
 
 def cmd_card_force(args: argparse.Namespace) -> int:
     pan = resolve_pan(args.pan)
-    if args.clear + bool(args.code) + args.no_answer != 1:
-        raise UserError("say --code CODE or --no-answer to force an outcome, or --clear to "
-                        "stop forcing")
-    code = None if args.clear else NO_ANSWER if args.no_answer else args.code
+    outcomes = bool(args.code) + args.no_answer + args.stand_in
+    if args.clear + bool(outcomes or args.delay_ms) != 1 or outcomes > 1:
+        raise UserError("say --code CODE, --no-answer, --stand-in or --delay-ms MS to force "
+                        "an outcome (--delay-ms may go with --code), or --clear to stop "
+                        "forcing")
+    code = None if args.clear else NO_ANSWER if args.no_answer else \
+        STAND_IN if args.stand_in else args.code or ""
     try:
         found = asyncio.run(with_ledger(redis_for_command(args), lambda ledger: ledger.force(
-            pan, code, args.times, args.channel or "")))
+            pan, code, args.times, args.channel or "", args.delay_ms or 0)))
     except ValueError as error:
         raise UserError(str(error)) from None
     if not found:
@@ -149,18 +160,21 @@ def cmd_card_force(args: argparse.Namespace) -> int:
     if code is None:
         print(f"card {mask_pan(pan)}: no forced outcome (requests are decided again)")
     else:
-        print(f"card {mask_pan(pan)}: " + forcing_text(f"{code}|{args.times or ''}|"
-                                                       f"{args.channel or ''}"))
+        print(f"card {mask_pan(pan)}: " + forcing_text(force_spec(
+            code, args.times, args.channel or "", args.delay_ms or 0)))
     return 0
 
 
 def forcing_text(force: str) -> str:
-    """A card's forced outcome ("code|times|channel") in words."""
-    code, times, channel = force.split("|")
+    """A card's forced outcome ("code|times|channel[|delay]") in words."""
+    code, times, channel, *delay = force.split("|")
     which = f"the next {times} request{'s' if times != '1' else ''}" if times else \
         "every request"
-    what = "never answered" if code == NO_ANSWER else f"answered {code} (reason forced)"
-    return f"{which}{' on ' + channel if channel else ''} {what}, changing nothing else"
+    what = {NO_ANSWER: "never answered", STAND_IN: "decided by stand-in (as if Redis were "
+            "down)", "": "decided as usual"}.get(code, f"answered {code} (reason forced)")
+    late = f" after {delay[0]} ms" if delay else ""
+    return f"{which}{' on ' + channel if channel else ''} {what}{late}" + (
+        ", changing nothing else" if code not in ("", STAND_IN) else "")
 
 
 def cmd_card_upgrade(args: argparse.Namespace) -> int:
@@ -277,7 +291,8 @@ def add_commands(command, redis_option) -> None:
     force = card_commands.add_parser(
         "force", help="make the card's next requests answer a declining code (tests)",
         description="Force the answer of the card's next requests to a declining response "
-        "code, with reason 'forced': the ledger changes nothing else. Applied by every "
+        "code, with reason 'forced' (the ledger changes nothing else), to no answer, to a "
+        "stand-in decision, or delay it. Applied by every "
         "worker at once (it lives in the card's record in Redis); a repeat of an earlier "
         "request still gets its first answer.")
     force.set_defaults(func=cmd_card_force)
@@ -289,6 +304,13 @@ def add_commands(command, redis_option) -> None:
                        help="only requests on this channel (default: every channel)")
     force.add_argument("--no-answer", action="store_true", help="never answer them (the "
                        "client's timeout and reversal path); nothing changes on the card")
+    force.add_argument("--stand-in", action="store_true", help="decide them by stand-in, as if "
+                       "Redis were down: journaled, then advised to the ledger (the policy's "
+                       "[stand_in] limits, even when stand-in is off)")
+    force.add_argument("--delay-ms", type=int, metavar="MS", help="wait this long before "
+                       f"answering (1..{limits.forced_delay_max_ms}); alone the request is "
+                       "decided as usual; an answer that would pass the request's deadline "
+                       "is 91 at the deadline instead")
     force.add_argument("--clear", action="store_true", help="stop forcing; decide requests again")
     for sub in (card_set, card_show, card_settle, force):
         sub.add_argument("pan", metavar="PAN", help="card number or demo alias (demo1..)")

@@ -58,6 +58,10 @@ FUNCTION_OF_CLASS = {
 # A forced outcome of no answer at all: the ledger's reply carries it in place of a code,
 # and the server answers nothing (switch/server.py).
 NO_ANSWER = "NA"
+# A forced outcome of a stand-in decision: the ledger changes nothing and remembers nothing,
+# and the switch decides as if Redis were down (switch/standin.py), journaling and advising.
+STAND_IN = "SI"
+FORCE_ACTIONS = (NO_ANSWER, STAND_IN)
 FORCE_CHANNELS = tuple(DEFAULT_PORTS)  # where a forced outcome may be limited to
 HISTORY_SHOWN_MAX = 50  # transactions listed by `card show`
 # A Baitiao account upgraded to a card gets a number from a hash of the account; when that
@@ -100,15 +104,20 @@ REFUNDS = msgspec.json.Decoder(tuple[RefundRecord, ...])
 
 def response_of(result: list) -> AuthResponse:
     """A ledger function's reply: {code, approved, otb, auth id, reason, beans, repeat} and,
-    for an inquiry naming an original, that transaction's state and its refunds (JSON)."""
-    code, approved, otb, auth, reason, beans, repeat, *about_original = result
+    for an inquiry naming an original, that transaction's state and its refunds (JSON); a
+    forced reply also the delay (ms or "") and who forced it ("card" or "rule"), and a forced
+    stand-in (STAND_IN) the card's status, carried in `state` (switch/lua/prelude.lua
+    with_forced)."""
+    code, approved, otb, auth, reason, beans, repeat, *rest = result
     response = AuthResponse(response_code=code, approved_fen=int(approved), auth_id=auth,
                             open_to_buy_fen=int(otb), reason=reason, beans=int(beans),
-                            repeat=bool(repeat))
-    if about_original:  # rare: an order query
-        response.state = about_original[0]
-        if len(about_original) > 1 and about_original[1]:
-            response.refunds = REFUNDS.decode(about_original[1])
+                            repeat=bool(repeat), state=rest[0] if rest else "")
+    if len(rest) > 2:  # forced
+        response.delay_ms, response.forced = int(rest[1] or 0), rest[2]
+        if code == STAND_IN:
+            response.state = rest[3]
+    elif len(rest) > 1 and rest[1]:  # rare: an order query's refunds
+        response.refunds = REFUNDS.decode(rest[1])
     return response
 
 
@@ -142,7 +151,7 @@ class CardView(msgspec.Struct):
     repaid: int = 0  # repaid in all (Ledger.repay); posted below zero is a credit balance
     cycle: Cycle | None = None  # its statement cycle (None: a card seeded without one)
     voids: int = 0  # calls taken back by Ledger.void (answered 91, yet they had run)
-    force: str = ""  # its forced outcome: "code|times|channel" (Ledger.force), "" for none
+    force: str = ""  # its forced outcome: "code|times|channel[|delay]" (Ledger.force), "" none
     forced: int = 0  # requests answered by a forced outcome
     jd_user: str = ""  # the JD userId the card is bound to ("" : none)
     pin_set: bool = False  # the card has a PIN (switch/pins.py; never shown)
@@ -208,17 +217,19 @@ class Ledger:
         deadline_s: float | None = None,
         claimed: bool = False,
         pin_hash: str = "",
+        fault: str = "",
     ) -> asyncio.Future[AuthResponse]:
         """The future of the request's answer, from its function call: no coroutine (the server's
         hot path); `execute` awaits it. `deadline_s`: the request's local deadline (event-loop
         time), by default `deadline()` now; the call cannot act in Redis after its fence.
         The request's id is claimed first (`claims`); `claimed`: it is already (the card's
         call alone is made: tests of how one call is written). `pin_hash`: the entered PIN's
-        hash under the card's salt (switch/pins.py), "" when none was entered."""
+        hash under the card's salt (switch/pins.py), "" when none was entered. `fault`: a fault
+        rule's forced outcome for it, "code|delay ms|reason" (switch/faults.py)."""
         if deadline_s is None:
             deadline_s = asyncio.get_running_loop().time() + self.deadline_s
         keys, args = self._call(request, auth_id, request.amount_fen, rule_decline,
-                                beans_per_yuan, terms, pin_hash)
+                                beans_per_yuan, terms, pin_hash, fault)
         name = FUNCTION_OF_CLASS[request.message_class]
         fence_s = deadline_s - self.fence_guard_s
         if claimed or not claims(request):
@@ -251,7 +262,7 @@ class Ledger:
 
     def _call(self, request: AuthRequest, auth_id: str, amount_fen: int,
               rule_decline: tuple[str, str] | None, beans_per_yuan: int, terms: Terms,
-              pin_hash: str = "") -> tuple[tuple[str, ...], tuple]:
+              pin_hash: str = "", fault: str = "") -> tuple[tuple[str, ...], tuple]:
         """KEYS and ARGV of a call on the request's card, in switch/lua/prelude.lua's order."""
         referenced = request.original_ref or request.txn_ref
         keys = card_keys(card_key(request.card), request.idempotency_key, referenced)
@@ -280,6 +291,7 @@ class Ledger:
             request.user_id,
             pin_hash,
             terms.pin_tries_max,
+            fault,
         )
 
     # --- outcomes the switch did not answer: void an attempt, post a stand-in advice --------
@@ -430,26 +442,23 @@ class Ledger:
         )
 
     async def force(self, pan: str, code: str | None, times: int | None = None,
-                    channel: str = "") -> bool:
+                    channel: str = "", delay_ms: int = 0) -> bool:
         """Force the answer of the card's next `times` requests (every one while `times` is
         None) on `channel` ("" for every channel) to the declining `code`, changing nothing
-        else; NO_ANSWER: they are never answered (nor changed); `code` None clears it. The
-        ledger's functions apply it atomically, taking one off `times` each
-        (switch/lua/prelude.lua forced_code). False when there is no card."""
-        if code is not None and code not in DECLINING and code != NO_ANSWER:
-            raise ValueError(f"code {code!r} is not a declining response code "
-                             f"({', '.join(sorted(DECLINING))})")
-        if times is not None and not 1 <= times <= limits.forced_times_max:
-            raise ValueError(f"times must be 1..{limits.forced_times_max}")
-        if channel and channel not in FORCE_CHANNELS:
-            raise ValueError(f"channel must be one of {', '.join(FORCE_CHANNELS)}")
+        else; NO_ANSWER: they are never answered (nor changed); STAND_IN: the switch's
+        stand-in decides them (as if Redis were down); "" with `delay_ms`: decided as usual.
+        `delay_ms`: the answer waits that long first (switch/server.py bounds it by the
+        request's deadline). `code` None clears it. The ledger's functions apply it
+        atomically, taking one off `times` each (switch/lua/prelude.lua forced_code), and
+        a void of a forced answer gives its use back. False when there is no card."""
+        check_force(code, times, channel, delay_ms)
         key = card_key(pan)
         if not await self.client.exists(key):
             return False
         if code is None:
             await self.client.hdel(key, "force")
         else:
-            await self.client.hset(key, "force", f"{code}|{times or ''}|{channel}")
+            await self.client.hset(key, "force", force_spec(code, times, channel, delay_ms))
         return True
 
     async def upgrade(self, account: str, limit_fen: int, status: str = "active"
@@ -506,6 +515,30 @@ class Ledger:
             "repay", (key, repayment_key(key, ref), card_indexes(key)[0]),
             (amount_fen, self.clock.now_ms(), ref))
         return Repayment(outcome, ref, int(fen))
+
+
+def check_force(code: str | None, times: int | None, channel: str, delay_ms: int) -> None:
+    """ValueError naming what cannot be forced (Ledger.force's arguments)."""
+    if code is None and delay_ms:
+        raise ValueError("a delay needs no clearing: clear the forced outcome alone")
+    if code == "" and not delay_ms:
+        raise ValueError("say a code, no answer, stand-in or a delay to force")
+    if code and code not in DECLINING and code not in FORCE_ACTIONS:
+        raise ValueError(f"code {code!r} is not a declining response code "
+                         f"({', '.join(sorted(DECLINING))})")
+    if code in FORCE_ACTIONS and delay_ms:
+        raise ValueError("only a code or a decision can be delayed, not no answer or stand-in")
+    if times is not None and not 1 <= times <= limits.forced_times_max:
+        raise ValueError(f"times must be 1..{limits.forced_times_max}")
+    if channel and channel not in FORCE_CHANNELS:
+        raise ValueError(f"channel must be one of {', '.join(FORCE_CHANNELS)}")
+    if delay_ms and not 1 <= delay_ms <= limits.forced_delay_max_ms:
+        raise ValueError(f"delay must be 1..{limits.forced_delay_max_ms} ms")
+
+
+def force_spec(code: str, times: int | None, channel: str, delay_ms: int = 0) -> str:
+    """A card's forced outcome as its record keeps it: "code|times|channel[|delay]"."""
+    return f"{code}|{times or ''}|{channel}" + (f"|{delay_ms}" if delay_ms else "")
 
 
 def _transaction(key: str, record: dict[str, str]) -> Transaction:

@@ -166,6 +166,13 @@ atc_max = 0xFFFF
 # --times out to force every request until cleared).
 forced_times_max = 1_000_000
 
+# `switch card force --delay-ms`, a fault rule's delay_ms: the longest wait before a forced
+# answer. Whatever the setting, the answer never waits past the request's deadline
+# (request_deadline_ms): a delay that reaches it is answered 91 at the deadline, as a slow
+# issuer's would be (switch/server.py), so this bound only catches typos: a minute is
+# longer than any channel waits for an answer.
+forced_delay_max_ms = 60_000
+
 # The test clock (`switch clock`): a command waits this long for every worker to take a new
 # time (a worker takes it within a Redis round trip; more means a stuck listener, said so),
 # looking every poll interval. Its offset from real time is bounded by ten years: past a

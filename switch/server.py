@@ -38,7 +38,7 @@ from switch.config import Config, ServerLimits
 from switch.engine import Attempt, Engine
 from switch.forwarder import Forwarder
 from switch.latency import LatencyHistogram
-from switch.ledger import NO_ANSWER
+from switch.ledger import NO_ANSWER, STAND_IN
 from switch.metrics import ChannelStats
 from switch.recorder import Recorder
 from switch.standin import StandIn
@@ -49,13 +49,17 @@ log = logging.getLogger("switch.server")
 # A connection's number within its process (what a recording keeps a connection's order by).
 CONNECTION_NUMBERS = itertools.count(1)
 
+# A fault rule's forced outcome of closing the connection (switch/faults.py): the engine
+# answers this code, and the connection is closed instead of answered.
+CLOSE_CONNECTION = "CL"
+
 # The counter a connection cut for overstaying a bound adds one to.
 CUT_COUNTERS = {Overstay.FRAME_LATE: "frame_timeouts", Overstay.WRITE_PAUSED: "write_timeouts"}
 
 
 class Counters:
     COUNTS = ("connections", "requests", "answered", "timeouts", "errors", "redis_errors",
-              "framing_errors", "frame_timeouts", "write_timeouts", "forced")
+              "framing_errors", "frame_timeouts", "write_timeouts", "forced", "faults")
     __slots__ = (*COUNTS, "decisions")
 
     def __init__(self) -> None:
@@ -331,7 +335,7 @@ class Connection(asyncio.Protocol):
 
     def _settled(self, decoded: Decoded, began: int, attempt: Attempt, request: bytes,
                  outcome: asyncio.Future) -> None:
-        response = self.listener.settle(outcome, decoded.request, attempt)
+        response = self.listener.settle(outcome, decoded.request, attempt, began)
         self.inflight -= 1
         if self.reading_paused:
             self._take()
@@ -343,7 +347,9 @@ class Connection(asyncio.Protocol):
                 recorder.note(self.listener.name, self.number, began,
                               time.perf_counter_ns() - began, request, b"", decoded.request,
                               outcome.result())
-        else:  # a stand-in answer, out once the journal has it on disk
+        elif response is CLOSING:  # a fault rule's: the peer sees the connection closed
+            self.transport.close()
+        else:  # a stand-in or delayed answer, out once the journal has it or the wait is over
             response.add_done_callback(
                 lambda done: self._answer(decoded, done.result(), began, request))
 
@@ -493,22 +499,21 @@ class Listener:
                 outcome.cancel()  # settle() answers it 91; a late ledger reply is dropped
         self.deadline_timer = loop.call_at(queue[0][0], self._expire) if queue else None
 
-    def settle(self, outcome: asyncio.Future, request: AuthRequest, attempt: Attempt
-               ) -> AuthResponse | asyncio.Future[AuthResponse] | None:
+    def settle(self, outcome: asyncio.Future, request: AuthRequest, attempt: Attempt,
+               began_ns: int = 0) -> AuthResponse | asyncio.Future[AuthResponse] | None | object:
         """The answer for a settled decision, whatever became of it: its future when it
-        must wait for the store-and-forward journal; None: none (a forced no-answer)."""
+        must wait for the store-and-forward journal or a forced delay; None: none (a forced
+        no-answer); CLOSING: close the connection (a fault rule's). `began_ns`: when the
+        request's frame was taken (perf_counter_ns), its deadline's start."""
         if outcome.cancelled():
             self.counters.timeouts += 1
             return self.unavailable(request, attempt, TIMED_OUT)
         error = outcome.exception()
         if error is None:
             response = outcome.result()
-            if response.reason == Reason.FORCED:  # a tester's forced outcome (card force)
-                self.counters.forced += 1
-                log.info("%s: %s answered %s by the card's forced outcome", self.name,
-                         mask_pan(attempt.pan or request.card), response.response_code)
-                if response.response_code == NO_ANSWER:
-                    return None
+            # Two string tests per answer: a repeat of a no-answer is not forced again.
+            if response.forced or response.response_code == NO_ANSWER:
+                return self.forced(response, request, attempt, began_ns)
             if self.standing_in:  # one attribute test per answer when stand-in is off
                 if response.reason == Reason.ISSUER_TIMEOUT:  # past its fence: wrote nothing
                     return self.unavailable(request, attempt.unmade(), TIMED_OUT)
@@ -521,6 +526,59 @@ class Listener:
             return self.unavailable(request, attempt, UNREACHABLE)
         return self.failed(error)
 
+    def forced(self, response: AuthResponse, request: AuthRequest, attempt: Attempt,
+               began_ns: int) -> AuthResponse | asyncio.Future[AuthResponse] | None | object:
+        """A tester's forced outcome (`switch card force`, a fault rule): counted, logged
+        (card masked), then carried out."""
+        code = response.response_code
+        if not response.forced:  # the remembered answer of a no-answer, sent again
+            return None
+        self.counters.forced += 1
+        by = "the card's forced outcome"
+        if response.forced != "card":
+            self.counters.faults += 1
+            by = f"fault {response.forced}"
+        log.info("%s: %s answered %s by %s%s", self.name, mask_pan(attempt.pan or request.card),
+                 code, by, f" after {response.delay_ms} ms" if response.delay_ms else "")
+        if code == NO_ANSWER:
+            return None
+        if code == CLOSE_CONNECTION:
+            return CLOSING
+        if code == STAND_IN:  # the ledger wrote nothing: no void to journal
+            if self.stand_in is None:  # no journal: it cannot stand in
+                return decline(*UNREACHABLE)
+            return self.unavailable(request, attempt.unmade(), UNREACHABLE,
+                                    forced_status=response.state)
+        if response.delay_ms:
+            return self.delayed(response, request, attempt, began_ns)
+        return response
+
+    def delayed(self, response: AuthResponse, request: AuthRequest, attempt: Attempt,
+                began_ns: int) -> asyncio.Future[AuthResponse]:
+        """The answer after its forced delay, or 91 at the request's deadline when the delay
+        reaches it: as for a slow ledger, its call is then journaled to be voided (a forced
+        answer's use is not given back: switch/lua/prelude.lua forced_code)."""
+        loop = asyncio.get_running_loop()
+        later = loop.create_future()
+        left_s = self.deadline_s - (time.perf_counter_ns() - began_ns) / 1e9
+        delay_s = response.delay_ms / 1000
+        if delay_s < left_s:
+            timer = loop.call_later(delay_s, _resolve, later, response)
+        else:
+            timer = loop.call_later(max(0.0, left_s), self._too_late, later, request, attempt)
+        later.add_done_callback(lambda _: timer.cancel())  # shutdown may cancel it
+        self.pending.add(later)
+        later.add_done_callback(self.pending.discard)
+        return later
+
+    def _too_late(self, later: asyncio.Future, request: AuthRequest, attempt: Attempt) -> None:
+        self.counters.timeouts += 1
+        answer = self.unavailable(request, attempt, TIMED_OUT)
+        if isinstance(answer, AuthResponse):
+            _resolve(later, answer)
+        else:
+            answer.add_done_callback(lambda done: _resolve(later, done.result()))
+
     def _log_unavailable(self, error: BaseException) -> None:
         """With Redis down every request fails alike: one warning per interval, not one per
         request (a flood of them would cost more than the answers)."""
@@ -532,12 +590,14 @@ class Listener:
             self.unavailable_unlogged = 0
             self.unavailable_quiet_until = now + limits.unavailable_log_interval_s
 
-    def unavailable(self, request: AuthRequest, attempt: Attempt, no_answer: tuple[str, str]
+    def unavailable(self, request: AuthRequest, attempt: Attempt, no_answer: tuple[str, str],
+                    forced_status: str | None = None
                     ) -> AuthResponse | asyncio.Future[AuthResponse]:
-        """No answer from the ledger: `no_answer` (91), or stand-in's (switch/standin.py)."""
+        """No answer from the ledger: `no_answer` (91), or stand-in's (switch/standin.py);
+        `forced_status`: a forced stand-in's, with the card's status the ledger read."""
         if self.stand_in is None:
             return decline(*no_answer)
-        answer = self.stand_in.answer(request, attempt, no_answer)
+        answer = self.stand_in.answer(request, attempt, no_answer, forced_status)
         if not isinstance(answer, AuthResponse):  # shutdown waits for it too
             self.pending.add(answer)
             answer.add_done_callback(self.pending.discard)
@@ -547,6 +607,15 @@ class Listener:
         self.counters.errors += 1
         log.error("%s: decision failed", self.name, exc_info=error or True)
         return decline(Code.SYSTEM_MALFUNCTION, Reason.SYSTEM_ERROR)
+
+
+# What settle() returns for a connection to be closed instead of answered.
+CLOSING = object()
+
+
+def _resolve(future: asyncio.Future, response: AuthResponse) -> None:
+    if not future.done():
+        future.set_result(response)
 
 
 # The answers without a decision: the ledger call missed its deadline, or Redis is unreachable.

@@ -113,11 +113,15 @@ class StandIn:
             return _marked(decline(Code.DUPLICATE, Reason.DUPLICATE_ID_OTHER_CARD))
         return _as_repeat(answer)
 
-    def answer(self, request: AuthRequest, attempt: Attempt, no_answer: tuple[str, str]
+    def answer(self, request: AuthRequest, attempt: Attempt, no_answer: tuple[str, str],
+               forced_status: str | None = None
                ) -> AuthResponse | asyncio.Future[AuthResponse]:
         """The answer to a request whose ledger call failed or missed its deadline: a
         stand-in decision, else `no_answer` (91 issuer_timeout or issuer_unavailable), once
-        the journal holds what must be undone or posted."""
+        the journal holds what must be undone or posted. `forced_status`: a tester forced
+        this request into stand-in (`switch card force --stand-in`, a fault rule): it is
+        decided even with stand-in off in the policy (by its limits, else their defaults),
+        with the card's status the ledger just read ("" for no such card)."""
         # The same request, stood in while this one waited. No void for this one's call: it
         # would come after the first one's advice in the journal, and if this call ran and
         # the advice found the key taken ("conflict"), the void would undo the one posting.
@@ -131,7 +135,7 @@ class StandIn:
                 id=_record_id(), pan=attempt.pan, idempotency_key=request.idempotency_key,
                 auth_id=attempt.auth_id, not_before_ms=now_ms + self.request_deadline_ms,
                 written_ms=now_ms))
-        response = self.decide(request, attempt) or decline(*no_answer)
+        response = self.decide(request, attempt, forced_status) or decline(*no_answer)
         advice = None
         if response.stand_in and response.approved:
             pan = attempt.pan or request.card
@@ -178,9 +182,11 @@ class StandIn:
 
     # --- the decision -----------------------------------------------------------------------
 
-    def decide(self, request: AuthRequest, attempt: Attempt) -> AuthResponse | None:
+    def decide(self, request: AuthRequest, attempt: Attempt,
+               forced_status: str | None = None) -> AuthResponse | None:
         """The stand-in decision, or None when stand-in cannot decide (the answer is 91)."""
-        if not self.enabled or request.message_class not in STOOD_IN_CLASSES:
+        forced = forced_status is not None
+        if not (self.enabled or forced) or request.message_class not in STOOD_IN_CLASSES:
             return None
         if request.pin:  # its hash is in Redis: a PIN is never taken unchecked (nor journaled)
             return None
@@ -188,7 +194,7 @@ class StandIn:
         if problem is not None:
             return _marked(decline(*problem))
         pan = attempt.pan or request.card
-        status = self.cards.status(pan)
+        status = (forced_status or None) if forced else self.cards.status(pan)
         if status is None:
             return None
         if status != CardStatus.ACTIVE:

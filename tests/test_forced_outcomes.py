@@ -208,4 +208,4 @@ async def test_the_command_forces_no_answer(redis_url):
         assert (await switch.card(pan)).force == f"{NO_ANSWER}||"
         code, _, err = await switch_cli("card", "force", pan, "--no-answer", "--code", "05",
                                         env=env)
-        assert code != 0 and "say --code CODE or --no-answer" in err
+        assert code != 0 and "say --code CODE, --no-answer" in err

@@ -17,7 +17,9 @@
 -- ARGV[20] the user the request names (JD userId; '' for none),
 -- ARGV[21] the entered PIN's hash under the card's salt (switch/pins.py; "" when no PIN was
 -- entered, "-" when the card has no PIN), ARGV[22] the PIN tries the card allows,
--- ARGV[23] the call's fence: the instant of Redis' clock (ms, TIME) after which it must not
+-- ARGV[23] a fault rule's forced outcome for this request, "code|delay ms|reason" ("" for
+-- none: switch/faults.py),
+-- ARGV[24] the call's fence: the instant of Redis' clock (ms, TIME) after which it must not
 -- act (switch/ledger.py: the request's deadline less a guard, in Redis' clock; always last).
 local card_key, idem_key, txn_key, index_key, holds_key, counters_key
 local now_ms, this_month, sent_expiry, auth_id, amount, fingerprint
@@ -54,10 +56,21 @@ local card_expected
 -- the call started.)
 local TOO_LATE = {'91', 0, 0, '', 'issuer_timeout', 0, 0}
 
+-- The instant (Redis' clock, ms) the running call started.
+local call_ms
+
 local function past_fence()
   local time = redis.call('TIME')
-  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) > tonumber(ARGV[23])
+  call_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  return call_ms > tonumber(ARGV[24])
 end
+
+-- The running call's forced outcome, when one applied (a card's `switch card force`, or a
+-- fault rule's in ARGV[23]): who forced it ('card' or 'rule'), the delay before the answer
+-- goes out (ms, '' for none), the reason of a forced code; and the card's forced outcome as
+-- it was before this call took one of its uses, for a void to give that use back (nil when
+-- there is nothing to give back).
+local forced_by, forced_delay, forced_reason, forced_spec
 
 -- Every function starts with `if begin() then return TOO_LATE end`: true past the fence.
 local function begin()
@@ -75,6 +88,7 @@ local function begin()
   card, card_refused = nil, false
   undo_card, txn_before, txn_after, txn_created = nil, nil, nil, false  -- made when used
   card_expected = nil
+  forced_by, forced_delay, forced_reason, forced_spec = nil, nil, nil, nil
   return false
 end
 
@@ -178,9 +192,20 @@ end
 -- what the call changed: nothing more when nothing; false and the transaction key when it
 -- created that record; else the card's moves, the transaction key ('' when untouched) and
 -- the record's fields before and after, and the card's fields a void needs unchanged.
-local function remember(reply, served, attempt, moves, txn, before, after, expected)
+-- Last, the card's forced outcome whose use the call took (forced_spec; a void gives it back).
+local function remember(reply, served, attempt, moves, txn, before, after, expected, spec)
   return cmsgpack.pack(fingerprint, reply, attempt, served, moves, txn, before, after,
-    expected)
+    expected, spec)
+end
+
+-- What a forced reply carries back beyond the answer (and beyond what is remembered: a
+-- repeat is neither delayed nor counted again): [8] the state ('' here), [9] the delay in
+-- ms before answering, [10] who forced it.
+local function with_forced(reply)
+  if forced_by then
+    reply[8], reply[9], reply[10] = reply[8] or '', forced_delay or '', forced_by
+  end
+  return reply
 end
 
 -- `served` (advise.lua): the answer was given already, so no void may take it back.
@@ -191,17 +216,17 @@ local function answer(code, approved, reason, beans, auth, served)
   local reply = {code, approved, otb, auth or '', reason, beans or 0, 0}
   local record
   if txn_created then
-    record = remember(reply, served or 0, auth_id, false, txn_key)
+    record = remember(reply, served or 0, auth_id, false, txn_key, nil, nil, nil, forced_spec)
   elseif not (undo_card or txn_after) then
-    record = remember(reply, served or 0, auth_id)
+    record = remember(reply, served or 0, auth_id, nil, nil, nil, nil, nil, forced_spec)
   else
     local txn = ''
     if txn_after then txn = txn_key end
     record = remember(reply, served or 0, auth_id, undo_card or {}, txn, txn_before or {},
-      txn_after or {}, card_expected or {})
+      txn_after or {}, card_expected or {}, forced_spec)
   end
   redis.call('SET', idem_key, record, 'EX', idem_ttl_s)
-  return reply
+  return with_forced(reply)
 end
 
 local function decline(code, reason)
@@ -213,14 +238,14 @@ end
 local function earlier_answer()
   local stored = redis.call('GET', idem_key)
   if not stored then return nil end
-  local first_fingerprint, reply, attempt, served, moves, txn, before, after, expected =
+  local first_fingerprint, reply, attempt, served, moves, txn, before, after, expected, spec =
     cmsgpack.unpack(stored)
   if first_fingerprint ~= fingerprint then
     return {'94', 0, 0, '', 'duplicate_key_mismatch', 0, 1}  -- no balance for a misfit
   end
   if served ~= 1 then
     redis.call('SET', idem_key, remember(reply, 1, attempt, moves, txn, before, after,
-      expected), 'KEEPTTL')
+      expected, spec), 'KEEPTTL')
   end
   reply[7] = 1
   return reply
@@ -251,18 +276,35 @@ local function card_refusal(check_status)
   return nil
 end
 
--- The card's forced outcome (`switch card force`; field force = "code|times|channel",
--- times '' for every request until cleared, channel '' for every channel): its code when
--- it applies to this request, counting it (field forced) and taking one off its times.
+-- A card's forced outcome (`switch card force`): field force = "code|times|channel" or
+-- "code|times|channel|delay": code a declining one, NA (no answer), SI (stand-in) or ''
+-- (decided as usual, only delayed); times '' for every request until cleared; channel ''
+-- for every channel; delay in ms.
+local FORCE_FORM = '^(%w*)|(%d*)|(%a*)|?(%d*)$'
+
+local function force_text(code, times, channel, delay)
+  local text = code .. '|' .. times .. '|' .. channel
+  if delay ~= '' then text = text .. '|' .. delay end
+  return text
+end
+
+-- The card's forced outcome when it applies to this request: its code ('' for a delay
+-- alone), counting it (field forced) and taking one off its times. Its use is kept for a
+-- void to give back (forced_spec), unless the delay itself runs the request past its fence
+-- (then the 91 it earns at the deadline is the outcome the tester asked for).
 local function forced_code()
-  local code, times, channel = string.match(card.force, '^(%w%w)|(%d*)|(%a*)$')
+  local code, times, channel, delay = string.match(card.force, FORCE_FORM)
   if not code or (channel ~= '' and channel ~= ARGV[19]) then return nil end
   if times == '1' then
     redis.call('HDEL', card_key, 'force')
   elseif times ~= '' then
-    redis.call('HSET', card_key, 'force', code .. '|' .. (tonumber(times) - 1) .. '|' .. channel)
+    redis.call('HSET', card_key, 'force', force_text(code, tonumber(times) - 1, channel, delay))
   end
   redis.call('HINCRBY', card_key, 'forced', 1)
+  if delay == '' or call_ms + tonumber(delay) <= tonumber(ARGV[24]) then
+    forced_spec = card.force
+  end
+  forced_by, forced_delay, forced_reason = 'card', delay, 'forced'
   return code
 end
 
@@ -287,16 +329,48 @@ local function pin_refusal()
   return {'55', 'pin_wrong'}
 end
 
+-- A fault rule's forced outcome for this request (ARGV[23], "code|delay|reason"; the rule
+-- was matched and its use taken by the switch: switch/faults.py), or nil.
+local function rule_forced()
+  if ARGV[23] == '' then return nil end
+  local code, delay, reason = string.match(ARGV[23], '^(%w*)|(%d*)|(.+)$')
+  if not code then error('malformed fault outcome ' .. ARGV[23]) end
+  forced_by, forced_delay, forced_reason = 'rule', delay, reason
+  return code
+end
+
+-- A void gives back the use its call took of the card's forced outcome `spec` (and its
+-- count), when the card is still forced the same way (or no longer at all).
+local function give_back_force(key, spec)
+  local code, times, channel, delay = string.match(spec, FORCE_FORM)
+  redis.call('HINCRBY', key, 'forced', -1)
+  if times == '' then return end
+  local now = redis.call('HGET', key, 'force')
+  if not now then
+    redis.call('HSET', key, 'force', force_text(code, 1, channel, delay))
+    return
+  end
+  local code_now, times_now, channel_now, delay_now = string.match(now, FORCE_FORM)
+  if code_now == code and channel_now == channel and delay_now == delay and times_now ~= '' then
+    redis.call('HSET', key, 'force', force_text(code, tonumber(times_now) + 1, channel, delay))
+  end
+end
+
 -- How every call starts: a repeat gets its first answer; due holds expire; a forced outcome
--- answers (changing nothing else); then the card checks (status too when `check_status`),
+-- (a fault rule's, else the card's) answers, changing nothing else (SI: the switch's
+-- stand-in decides, so nothing is remembered and the reply carries the card's status; a
+-- delay alone lets the call go on); then the card checks (status too when `check_status`),
 -- the PIN when one was entered, and the engine's rule decline. Returns the answer that ends
 -- the call, or nil to go on. A card or PIN refusal shows no balance.
 local function opening(check_status)
   local first = earlier_answer()
   if first then return first end
   load_current_card()
-  local forced = card and card.force and forced_code()
-  if forced then return decline(forced, 'forced') end
+  local forced = rule_forced() or (card and card.force and forced_code())
+  if forced == 'SI' then
+    return with_forced({'SI', 0, 0, '', forced_reason, 0, 0, '', '', '', card and card.status or ''})
+  end
+  if forced and forced ~= '' then return decline(forced, forced_reason) end
   local refusal = card_refusal(check_status)
   if not refusal and ARGV[21] ~= '' then refusal = pin_refusal() end
   if refusal then

@@ -6,7 +6,8 @@
 -- Returns 'voided' (undone), 'absent' (no answer remembered: the call never applied, and
 -- its fence has passed), 'served' (a repeat was handed the answer: it stands), 'other'
 -- (another attempt's answer), 'changed' (a later call changed the transaction since, or
--- clearing took the refund's credit).
+-- clearing took the refund's credit). A forced answer voided gives its use of the card's
+-- forced outcome back (the N of `switch card force --times N`, and its count).
 -- Velocity counters stay counted: a counter window is a sum over buckets that may have been
 -- closed since, and a voided approval that still counts can only make a later one refused
 -- sooner, never let one pass a limit.
@@ -26,7 +27,7 @@ register('void', function()
   local card_key, idem_key, holds_key, attempt = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
   local stored = redis.call('GET', idem_key)
   if not stored then return 'absent' end
-  local _, reply, its_attempt, served, moves, txn_key, before, after, card_expected =
+  local _, reply, its_attempt, served, moves, txn_key, before, after, card_expected, spec =
     cmsgpack.unpack(stored)
   if its_attempt ~= attempt then return 'other' end
   if served == 1 then return 'served' end
@@ -82,6 +83,8 @@ register('void', function()
     end
     redis.call('HINCRBY', txn_key, 'voids', 1)
   end
+  -- A forced answer taken back did not use up its forced outcome.
+  if spec then give_back_force(card_key, spec) end
   redis.call('HINCRBY', card_key, 'voids', 1)
   redis.call('DEL', idem_key)
   return 'voided'
