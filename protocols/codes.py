@@ -245,6 +245,8 @@ class Reason(enum.StrEnum):
     SAF_JOURNAL_FULL = "saf_journal_full"  # no room to record a stand-in approval
     # A tester's forced outcome on the card (`switch card force`), not a decision.
     FORCED = "forced"
+    # A fault rule's forced outcome (switch/faults.py, `switch fault add`), named by its id.
+    FAULT_RULE = "fault:{rule}"
 
 
 _POLICY_CHOSEN = DECLINING  # a policy file picks the code of these rules
@@ -339,6 +341,7 @@ REASON_CODES: Mapping[Reason, frozenset[str]] = {
     Reason.STAND_IN_CARD_LIMIT: _POLICY_CHOSEN,
     Reason.SAF_JOURNAL_FULL: frozenset({Code.ISSUER_UNAVAILABLE}),
     Reason.FORCED: DECLINING,  # the code the tester chose
+    Reason.FAULT_RULE: DECLINING,  # the rule's code
 }
 
 

@@ -26,6 +26,7 @@ from switch.cli_common import RUN_DIR
 from switch.clock import Clock, TestClock
 from switch.config import Config, parse_admin
 from switch.engine import Engine
+from switch.faults import FaultSet
 from switch.forwarder import Forwarder
 from switch.journal import Journal
 from switch.ledger import Ledger
@@ -85,7 +86,11 @@ async def build(config: Config, redis_url: str, clock: Clock | None = None,
                        request_deadline_ms=config.server_limits.request_deadline_ms)
     await vault.start()
     ledger.pipelines.append(vault.scripts)
-    engine = Engine(ledger, policy, resolvers={"xpay": vault.resolve})
+    # The fault rules in force, kept current by every worker (switch/faults.py).
+    faults = FaultSet()
+    await faults.listen(ledger.client)
+    ledger.pipelines.append(faults)
+    engine = Engine(ledger, policy, resolvers={"xpay": vault.resolve}, faults=faults)
     stand_in = forwarder = None
     if journal is not None:
         stand_in = StandIn(policy, journal, config.server_limits.request_deadline_ms,

@@ -16,6 +16,7 @@ import redis
 import redis.asyncio as aioredis
 
 from switch import limits
+from switch.announce import announce, listen_for_versions
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -122,27 +123,17 @@ class TestClock:
             self.version, self.offset_ms = version, offset_ms
 
     async def listen(self, client: aioredis.Redis) -> None:
-        """Subscribe (first, so no change is missed), read the current offset, then follow
-        the changes in a task until `close`."""
-        pubsub = client.pubsub()
-        await pubsub.subscribe(TEST_CLOCK_CHANNEL)
-        state = await client.hgetall(TEST_CLOCK_KEY)
-        self._take(int(state.get("version", 0)), int(state.get("offset_ms", 0)))
-        self._task = asyncio.get_running_loop().create_task(self._follow(client, pubsub))
+        """Read the current offset, then follow the changes in a task until `close`."""
+        self._task = await listen_for_versions(client, TEST_CLOCK_CHANNEL, self._apply, ack_key)
 
-    async def _follow(self, client: aioredis.Redis, pubsub) -> None:
-        try:
-            async for message in pubsub.listen():
-                if message["type"] != "message":
-                    continue
-                version, offset_ms = (int(part) for part in message["data"].split())
-                self._take(version, offset_ms)
-                async with client.pipeline(transaction=False) as pipe:
-                    pipe.incr(ack_key(version))
-                    pipe.expire(ack_key(version), limits.test_clock_ack_wait_s * 2)
-                    await pipe.execute()
-        finally:
-            await pubsub.aclose()
+    async def _apply(self, client: aioredis.Redis, message: str) -> None:
+        """An announcement "version offset_ms", or "" for the state in Redis."""
+        if message:
+            version, offset_ms = (int(part) for part in message.split())
+        else:
+            state = await client.hgetall(TEST_CLOCK_KEY)
+            version, offset_ms = int(state.get("version", 0)), int(state.get("offset_ms", 0))
+        self._take(version, offset_ms)
 
     async def drain(self) -> None:  # the ledger closes it with its pipelines
         return None
@@ -249,22 +240,9 @@ class TestClockControl:
                     break
                 except redis.exceptions.WatchError:
                     continue
-        receivers = await self.client.publish(TEST_CLOCK_CHANNEL, f"{version} {offset_ms}")
-        await self._acknowledged(version, receivers)
+        await announce(self.client, TEST_CLOCK_CHANNEL, f"{version} {offset_ms}",
+                       ack_key(version))
         return offset_ms
-
-    async def _acknowledged(self, version: int, receivers: int) -> None:
-        """Wait (bounded) until `receivers` workers acknowledged `version`."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + limits.test_clock_ack_wait_s
-        while True:
-            acks = int(await self.client.get(ack_key(version)) or 0)
-            if acks >= receivers:
-                return
-            if loop.time() > give_up:
-                raise TimeoutError(f"only {acks} of {receivers} listeners took the new time "
-                                   f"within {limits.test_clock_ack_wait_s} s")
-            await asyncio.sleep(limits.test_clock_ack_poll_s)
 
 
 def offset_text(offset_ms: int) -> str:

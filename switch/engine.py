@@ -27,6 +27,7 @@ from protocols.messages import (
 )
 from switch import limits
 from switch.batches import Batches
+from switch.faults import FaultRule, FaultSet
 from switch.ledger import Ledger
 from switch.pins import entered_hash
 from switch.policy import Policy
@@ -114,11 +115,13 @@ CardResolver = Callable[[AuthRequest], Awaitable[AuthRequest | AuthResponse]]
 
 class Engine:
     def __init__(self, ledger: Ledger, policy: Policy,
-                 resolvers: dict[str, CardResolver] | None = None) -> None:
+                 resolvers: dict[str, CardResolver] | None = None,
+                 faults: FaultSet | None = None) -> None:
         self.ledger = ledger
         self.policy = policy
         self.resolvers = resolvers or {}
         self.batches = Batches(ledger.scripts, ledger.clock)  # terminals' settlement
+        self.faults = faults or FaultSet()  # the fault rules in force (switch/faults.py)
 
     async def decide(self, request: AuthRequest, attempt: Attempt | None = None,
                      deadline_s: float | None = None) -> AuthResponse:
@@ -135,6 +138,10 @@ class Engine:
         pin_hash = ""
         if request.pin and request.message_class in PIN_CLASSES and malformed(request) is None:
             pin_hash = await entered_hash(self.ledger.client, request.card, request.pin)
+        if self.faults.rules:  # matched on the card number, not its token
+            candidates = self.faults.matching(request)
+            if candidates:
+                return await self._faulted(request, attempt, deadline_s, candidates, pin_hash)
         outcome = self._judge(request, attempt, deadline_s, pin_hash)
         return outcome if isinstance(outcome, AuthResponse) else await outcome
 
@@ -146,10 +153,30 @@ class Engine:
         its hash is made off the loop (switch/pins.py)."""
         if request.channel in self.resolvers or request.pin:
             return asyncio.ensure_future(self.decide(request, attempt, self.ledger.deadline()))
+        if self.faults.rules:  # no rules: this one test is all a request pays
+            candidates = self.faults.matching(request)
+            if candidates:
+                return asyncio.ensure_future(self._faulted(request, attempt,
+                                                           self.ledger.deadline(), candidates))
         return self._judge(request, attempt)
 
+    async def _faulted(self, request: AuthRequest, attempt: Attempt | None,
+                       deadline_s: float | None, candidates: list[FaultRule],
+                       pin_hash: str = "") -> AuthResponse:
+        """A request some fault rules match: the first that acts on it (its use counted in
+        Redis) has the ledger's call carry out its outcome; closing needs no call."""
+        rule = await self.faults.pick(self.ledger.client, candidates)
+        if rule is not None and rule.close:
+            return rule.closing()
+        outcome = self._judge(request, attempt, deadline_s, pin_hash,
+                              rule.outcome() if rule else "")
+        response = outcome if isinstance(outcome, AuthResponse) else await outcome
+        if rule is not None and response.forced == "rule":
+            response.forced = f"rule:{rule.id}"
+        return response
+
     def _judge(self, request: AuthRequest, attempt: Attempt | None = None,
-               deadline_s: float | None = None, pin_hash: str = ""
+               deadline_s: float | None = None, pin_hash: str = "", fault: str = ""
                ) -> AuthResponse | asyncio.Future[AuthResponse]:
         problem = malformed(request)
         if problem is None and request.channel not in self.resolvers:
@@ -163,7 +190,8 @@ class Engine:
                 # it, or the answer would name a mismatch (54) instead of the format error.
                 request = msgspec.structs.replace(request, expiry="")
             return self.ledger.submit(request, auth_id="", rule_decline=problem,
-                                      terms=self.policy.base_terms, deadline_s=deadline_s)
+                                      terms=self.policy.base_terms, deadline_s=deadline_s,
+                                      fault=fault)
         verdict = self.policy.judge(request)
         auth_id = new_auth_id()
         if attempt is not None:
@@ -175,7 +203,7 @@ class Engine:
             beans_per_yuan=verdict.beans_per_yuan,
             terms=verdict.terms,
             deadline_s=deadline_s,
-            pin_hash=pin_hash,
+            pin_hash=pin_hash, fault=fault,
         )
         if request.batch:  # a terminal's batch counts its approval (switch/batches.py)
             decided.add_done_callback(functools.partial(self.batches.note, request))

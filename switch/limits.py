@@ -173,12 +173,20 @@ forced_times_max = 1_000_000
 # longer than any channel waits for an answer.
 forced_delay_max_ms = 60_000
 
-# The test clock (`switch clock`): a command waits this long for every worker to take a new
-# time (a worker takes it within a Redis round trip; more means a stuck listener, said so),
-# looking every poll interval. Its offset from real time is bounded by ten years: past a
-# card's validity, further is more likely a typo than a test.
-test_clock_ack_wait_s = 5
-test_clock_ack_poll_s = 0.005
+# Fault rules in force at once (switch/faults.py): each matching costs every request a few
+# comparisons per rule; a test plan names a handful, and a hundred is more than any one
+# plan keeps apart.
+fault_rules_max = 100
+
+# A change every worker must take before its command returns (the test clock, `switch
+# clock`; the fault rules, `switch fault`: switch/announce.py): the command waits this long
+# for every worker's acknowledgement (a worker takes it within a Redis round trip; more means
+# a stuck listener, said so), looking every poll interval.
+announce_ack_wait_s = 5
+announce_ack_poll_s = 0.005
+
+# The test clock's offset from real time is bounded by ten years: past a card's validity,
+# further is more likely a typo than a test.
 test_clock_offset_max_ms = 3650 * 24 * 3600 * 1000
 
 # --- stand-in processing and store-and-forward (switch/standin.py, journal.py, forwarder.py)

@@ -36,6 +36,7 @@ from protocols.messages import AuthRequest, AuthResponse, decline
 from switch import limits
 from switch.config import Config, ServerLimits
 from switch.engine import Attempt, Engine
+from switch.faults import CLOSE_CONNECTION
 from switch.forwarder import Forwarder
 from switch.latency import LatencyHistogram
 from switch.ledger import NO_ANSWER, STAND_IN
@@ -48,10 +49,6 @@ log = logging.getLogger("switch.server")
 
 # A connection's number within its process (what a recording keeps a connection's order by).
 CONNECTION_NUMBERS = itertools.count(1)
-
-# A fault rule's forced outcome of closing the connection (switch/faults.py): the engine
-# answers this code, and the connection is closed instead of answered.
-CLOSE_CONNECTION = "CL"
 
 # The counter a connection cut for overstaying a bound adds one to.
 CUT_COUNTERS = {Overstay.FRAME_LATE: "frame_timeouts", Overstay.WRITE_PAUSED: "write_timeouts"}

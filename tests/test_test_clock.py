@@ -101,7 +101,7 @@ async def test_without_the_test_clock_every_command_refuses_and_changes_nothing(
 
 
 async def test_a_listener_that_does_not_acknowledge_is_named_within_the_bound(monkeypatch):
-    monkeypatch.setattr(limits, "test_clock_ack_wait_s", 0.3)
+    monkeypatch.setattr(limits, "announce_ack_wait_s", 0.3)
     async with testing.start() as switch:
         silent = switch.ledger.client.pubsub()
         await silent.subscribe(TEST_CLOCK_CHANNEL)

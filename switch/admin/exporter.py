@@ -32,7 +32,10 @@ TOTALS = {
         "redis_errors", "ledger calls that failed because Redis was unreachable or not ready"),
     "switch_framing_errors_total": ("framing_errors", "connections cut for a bad frame header"),
     "switch_forced_answers_total": (
-        "forced", "answers given by a card's forced outcome (switch card force), not decided"),
+        "forced", "answers forced by a card's forced outcome (switch card force) or a fault "
+        "rule, not decided as usual"),
+    "switch_fault_answers_total": (
+        "faults", "answers forced by a fault rule (switch fault add, switch serve --faults)"),
     "switch_redis_calls_total": ("redis_calls", "Lua function calls sent to Redis"),
     "switch_redis_batches_total": (
         "redis_batches", "pipelined writes to Redis (calls of one loop tick go together)"),

@@ -367,8 +367,9 @@ local function opening(check_status)
   if first then return first end
   load_current_card()
   local forced = rule_forced() or (card and card.force and forced_code())
-  if forced == 'SI' then
-    return with_forced({'SI', 0, 0, '', forced_reason, 0, 0, '', '', '', card and card.status or ''})
+  if forced == 'SI' then  -- the marker, not a response code: no answer goes out with it
+    return with_forced({forced, 0, 0, '', forced_reason, 0, 0, '', '', '',
+      card and card.status or ''})
   end
   if forced and forced ~= '' then return decline(forced, forced_reason) end
   local refusal = card_refusal(check_status)

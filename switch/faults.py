@@ -1,0 +1,362 @@
+"""Fault rules: requests that match a rule are answered as the rule says (a code, a delay, no
+answer, a closed connection, a stand-in decision) instead of, or besides, being decided.
+
+The rule set lives in Redis (one hash: the rules as JSON and a version), so every worker of
+every switch on that Redis applies the same rules: each worker reads it when it starts and
+again on each announcement of a new version (pub/sub), which it acknowledges, so `switch
+fault add|clear` returns once every worker has the new set (as the test clock does,
+switch/clock.py). A rule's uses (`times`) and its seeded `fraction` are counted in Redis
+too, one HINCRBY on one key per matching request, so they hold across workers. The first
+rule that matches (and whose `times` and `fraction` let it) wins.
+
+A switch with no rules pays one attribute test per request (switch/engine.py). The
+matched rule's outcome is carried out by the ledger's own forced-outcome code (ARGV[20],
+switch/lua/prelude.lua), so a forced answer is remembered for repeats like a decided one;
+closing the connection needs no ledger call. docs/testing.md "Fault rules".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from protocols.cardnumbers import mask_pan
+from protocols.codes import DECLINING, Reason
+from protocols.messages import AuthRequest, AuthResponse, MessageClass
+from switch import limits
+from switch.announce import announce, listen_for_versions
+from switch.config import DEFAULT_PORTS
+from switch.ledger import NO_ANSWER, STAND_IN
+
+FAULTS_KEY = "{faults}"  # hash: rules (JSON list), version
+COUNTS_KEY = "{faults}:counts"  # hash: ID:matched, ID:used
+FAULTS_CHANNEL = "faults"
+# A rule's outcome of closing the connection: the engine answers this code and the server
+# closes the connection instead (switch/server.py).
+CLOSE_CONNECTION = "CL"
+ACTIONS = ("code", "no_answer", "close", "stand_in")
+RULE_ID = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+CHANNELS = tuple(DEFAULT_PORTS)
+CLASSES = tuple(str(c) for c in MessageClass)
+
+
+class FaultError(ValueError):
+    """A rule that cannot be applied as written: the message names the rule and the key."""
+
+
+class FaultRule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """One rule: what it matches (every key given must match; none given matches every
+    request) and what it does."""
+
+    id: str
+    # What it matches.
+    channel: str = ""
+    message_class: str = msgspec.field(default="", name="class")
+    card: str = ""  # a whole card number
+    card_prefix: str = ""  # the card number's first digits (a BIN, a range)
+    amount_min: int | None = None  # fen, inclusive
+    amount_max: int | None = None
+    mcc: str = ""
+    merchant: str = ""
+    terminal: str = ""
+    # What it does: one action (a delay may go with a code, or stand alone).
+    code: str = ""
+    delay_ms: int = 0
+    no_answer: bool = False
+    close: bool = False
+    stand_in: bool = False
+    # How often: only the first N matches (across workers), a seeded fraction of them.
+    times: int | None = None
+    fraction: float | None = None
+    seed: int = 0
+
+    def matches(self, request: AuthRequest) -> bool:
+        return ((not self.channel or self.channel == request.channel)
+                and (not self.message_class or self.message_class == request.message_class)
+                and (not self.card or self.card == request.card)
+                and (not self.card_prefix or request.card.startswith(self.card_prefix))
+                and (self.amount_min is None or request.amount_fen >= self.amount_min)
+                and (self.amount_max is None or request.amount_fen <= self.amount_max)
+                and (not self.mcc or self.mcc == request.mcc)
+                and (not self.merchant or self.merchant == request.merchant_id)
+                and (not self.terminal or self.terminal == request.terminal_id))
+
+    @property
+    def counted(self) -> bool:
+        return self.times is not None or self.fraction is not None
+
+    def outcome(self) -> str:
+        """The forced outcome the ledger's call carries out, "code|delay ms|reason"."""
+        code = NO_ANSWER if self.no_answer else STAND_IN if self.stand_in else self.code
+        return f"{code}|{self.delay_ms or ''}|{reason_of(self)}"
+
+    def closing(self) -> AuthResponse:
+        return AuthResponse(response_code=CLOSE_CONNECTION, reason=reason_of(self),
+                            forced=f"rule:{self.id}")
+
+    def text(self) -> str:
+        """The rule in one line, card numbers masked."""
+        shown = msgspec.to_builtins(self)
+        if self.card:
+            shown["card"] = mask_pan(self.card)
+        return " ".join(f"{key}={value}" for key, value in shown.items())
+
+
+def reason_of(rule: FaultRule) -> str:
+    return Reason.FAULT_RULE.format(rule=rule.id)
+
+
+def selected(seed: int, match: int, fraction: float) -> bool:
+    """Whether a rule with `fraction` acts on its `match`-th matching request: the same
+    answer for the same seed every run, whichever worker sees the request."""
+    digest = hashlib.blake2b(f"{seed}:{match}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < fraction * 2**64
+
+
+# --- checking a rule ----------------------------------------------------------------------
+
+
+def rule_from(raw: Any, where: str) -> FaultRule:
+    """A rule from a TOML table or JSON object, checked; FaultError names `where` and the key."""
+    if not isinstance(raw, dict):
+        raise FaultError(f"{where}: must be a table")
+    if "id" in raw and isinstance(raw["id"], str):
+        where = f"{where} ({raw['id']})"
+    try:
+        rule = msgspec.convert(raw, FaultRule, strict=True)
+    except msgspec.ValidationError as error:
+        text = str(error)
+        message, _, path = text.partition(" - at `$.")
+        key = path.rstrip("`").split("[")[0] or "?"
+        if text.startswith("Object contains unknown field"):
+            key = text.split("`")[1]
+            message = "not a known key (known: " + ", ".join(
+                f.encode_name for f in msgspec.structs.fields(FaultRule)) + ")"
+        elif text.startswith("Object missing required field"):
+            key, message = "id", "required (letters, digits, . _ -)"
+        raise FaultError(f"{where}: {key}: {message}") from None
+    for key, problem in rule_problems(rule):
+        raise FaultError(f"{where}: {key}: {problem}")
+    return rule
+
+
+def rule_problems(rule: FaultRule):
+    """(key, problem) of each thing wrong with a rule, in the order a reader meets them."""
+    if not RULE_ID.fullmatch(rule.id):
+        yield "id", "1-40 letters, digits, '.', '_' or '-'"
+    if rule.channel and rule.channel not in CHANNELS:
+        yield "channel", f"{rule.channel!r} is not one of {', '.join(CHANNELS)}"
+    if rule.message_class and rule.message_class not in CLASSES:
+        yield "class", f"{rule.message_class!r} is not one of {', '.join(CLASSES)}"
+    for key, value in (("card", rule.card), ("card_prefix", rule.card_prefix)):
+        if value and not (value.isdigit() and value.isascii() and len(value) <= 19):
+            yield key, "digits only, at most 19"
+    for key, value in (("amount_min", rule.amount_min), ("amount_max", rule.amount_max)):
+        if value is not None and not 0 <= value <= limits.amount_max_fen:
+            yield key, f"must be 0..{limits.amount_max_fen} fen"
+    if (rule.amount_min or 0) > (rule.amount_max if rule.amount_max is not None else
+                                 limits.amount_max_fen):
+        yield "amount_max", "is below amount_min: the rule could match nothing"
+    if rule.mcc and not (len(rule.mcc) == 4 and rule.mcc.isdigit()):
+        yield "mcc", "four digits"
+    actions = [name for name in ACTIONS if getattr(rule, name)]
+    if len(actions) > 1:
+        yield actions[1], f"one action per rule, and this one has {actions[0]} already"
+    if not actions and not rule.delay_ms:
+        yield "code", ("an action is required: code, delay_ms, no_answer, close or "
+                       "stand_in")
+    if rule.code and rule.code not in DECLINING:
+        yield "code", (f"{rule.code!r} is not a declining response code "
+                       f"({', '.join(sorted(DECLINING))})")
+    if rule.delay_ms and not 1 <= rule.delay_ms <= limits.forced_delay_max_ms:
+        yield "delay_ms", f"must be 1..{limits.forced_delay_max_ms}"
+    if rule.delay_ms and actions and actions[0] != "code":
+        yield "delay_ms", f"goes with a code or alone, not with {actions[0]}"
+    if rule.times is not None and not 1 <= rule.times <= limits.forced_times_max:
+        yield "times", f"must be 1..{limits.forced_times_max}"
+    if rule.fraction is not None and not 0 < rule.fraction <= 1:
+        yield "fraction", "must be above 0 and at most 1"
+
+
+def load_rule_file(path: Path) -> list[FaultRule]:
+    """The rules of a fault file (TOML, [[rule]] tables), all checked: FaultError names the
+    file, the rule and the key of the first problem."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise FaultError(f"{path}: cannot read: {error.strerror or error}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise FaultError(f"{path}: not valid TOML: {error}") from None
+    unknown = set(document) - {"rule"}
+    if unknown:
+        raise FaultError(f"{path}: {sorted(unknown)[0]}: not a known key (a fault file "
+                         "holds [[rule]] tables)")
+    raw_rules = document.get("rule", [])
+    if not isinstance(raw_rules, list):
+        raise FaultError(f"{path}: rule: must be [[rule]] tables")
+    rules = [rule_from(raw, f"{path}: rule {index}")
+             for index, raw in enumerate(raw_rules, start=1)]
+    check_ids(rules, str(path))
+    return rules
+
+
+def check_ids(rules: list[FaultRule], where: str) -> None:
+    seen: set[str] = set()
+    for index, rule in enumerate(rules, start=1):
+        if rule.id in seen:
+            raise FaultError(f"{where}: rule {index} ({rule.id}): id: another rule has it")
+        seen.add(rule.id)
+    if len(rules) > limits.fault_rules_max:
+        raise FaultError(f"{where}: {len(rules)} rules: at most {limits.fault_rules_max}")
+
+
+# --- a worker's copy ----------------------------------------------------------------------
+
+
+class FaultSet:
+    """The rule set as one worker applies it: `rules` is empty (falsy) when there are none,
+    the one test a request pays then."""
+
+    def __init__(self) -> None:
+        self.rules: tuple[FaultRule, ...] = ()
+        self.version = 0
+        self.spent: set[str] = set()  # rules whose `times` ran out (until the set changes)
+        self._task: asyncio.Task | None = None
+
+    def matching(self, request: AuthRequest) -> list[FaultRule]:
+        return [rule for rule in self.rules if rule.matches(request)
+                and rule.id not in self.spent]
+
+    async def pick(self, client: aioredis.Redis, candidates: list[FaultRule]
+                   ) -> FaultRule | None:
+        """The first of the matching rules that acts on this request (its use counted in
+        Redis, so N is exact across workers), or None."""
+        for rule in candidates:
+            if not rule.counted or await self._take(client, rule):
+                return rule
+        return None
+
+    async def _take(self, client: aioredis.Redis, rule: FaultRule) -> bool:
+        if rule.fraction is not None:
+            match = await client.hincrby(COUNTS_KEY, f"{rule.id}:matched", 1)
+            if not selected(rule.seed, match, rule.fraction):
+                return False
+        if rule.times is None:
+            return True
+        used = await client.hincrby(COUNTS_KEY, f"{rule.id}:used", 1)
+        if used >= rule.times:  # this was the last use, or past it
+            self.spent.add(rule.id)
+        return used <= rule.times
+
+    def _take_set(self, version: int, rules: tuple[FaultRule, ...]) -> None:
+        if version >= self.version:
+            self.version, self.rules, self.spent = version, rules, set()
+
+    async def read(self, client: aioredis.Redis, message: str = "") -> None:
+        """The stored set (an announcement only says that it changed)."""
+        version, rules = await stored_rules(client)
+        self._take_set(version, tuple(rules))
+
+    async def listen(self, client: aioredis.Redis) -> None:
+        """Read the rule set, then follow its changes until `close`."""
+        self._task = await listen_for_versions(client, FAULTS_CHANNEL, self.read, ack_key)
+
+    async def drain(self) -> None:  # closed with the ledger's pipelines
+        return None
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+# --- the rule set in Redis ----------------------------------------------------------------
+
+
+def ack_key(version: int) -> str:
+    return f"{FAULTS_KEY}:ack:{version}"
+
+
+async def stored_rules(client: aioredis.Redis) -> tuple[int, list[FaultRule]]:
+    version, text = await client.hmget(FAULTS_KEY, ["version", "rules"])
+    rules = msgspec.json.decode(text or "[]", type=list[FaultRule])
+    return int(version or 0), rules
+
+
+async def rule_counts(client: aioredis.Redis) -> dict[str, int]:
+    return {name: int(count) for name, count in (await client.hgetall(COUNTS_KEY)).items()}
+
+
+async def change_rules(client: aioredis.Redis, change) -> tuple[list[FaultRule], int]:
+    """Apply `change(rules) -> rules` to the stored set atomically (optimistic: retried when
+    another command changed it meanwhile), announce the new version and wait (bounded)
+    until every listening worker has it. Returns (the new rules, workers that took it)."""
+    async with client.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(FAULTS_KEY)
+                text = await pipe.hget(FAULTS_KEY, "rules")
+                rules = change(msgspec.json.decode(text or "[]", type=list[FaultRule]))
+                pipe.multi()
+                pipe.hset(FAULTS_KEY, "rules", msgspec.json.encode(rules))
+                pipe.hincrby(FAULTS_KEY, "version", 1)
+                version = (await pipe.execute())[1]
+                break
+            except aioredis.WatchError:
+                continue
+    workers = await announce(client, FAULTS_CHANNEL, str(version), ack_key(version))
+    return rules, workers
+
+
+async def add_rules(client: aioredis.Redis, new: list[FaultRule]) -> tuple[list[FaultRule], int]:
+    """Append rules (after the ones in force); FaultError when an id is taken."""
+    def change(rules: list[FaultRule]) -> list[FaultRule]:
+        taken = {rule.id for rule in rules}
+        for rule in new:
+            if rule.id in taken:
+                raise FaultError(f"rule {rule.id}: id: a rule with that id is in force "
+                                 "(`switch fault clear --id` it first)")
+        combined = rules + new
+        check_ids(combined, "the rule set")
+        return combined
+
+    await _reset_counts(client, [rule.id for rule in new])
+    return await change_rules(client, change)
+
+
+async def replace_rules(client: aioredis.Redis, rules: list[FaultRule]) -> int:
+    """The rule set becomes `rules` (`switch serve --faults`), every count reset."""
+    await client.delete(COUNTS_KEY)
+    return (await change_rules(client, lambda _: list(rules)))[1]
+
+
+async def clear_rules(client: aioredis.Redis, rule_id: str | None = None
+                      ) -> tuple[list[FaultRule], int]:
+    """Remove one rule (FaultError when there is none such) or all; their counts too."""
+    def change(rules: list[FaultRule]) -> list[FaultRule]:
+        if rule_id is None:
+            return []
+        kept = [rule for rule in rules if rule.id != rule_id]
+        if len(kept) == len(rules):
+            raise FaultError(f"no rule {rule_id} (`switch fault list` shows them)")
+        return kept
+
+    result = await change_rules(client, change)
+    if rule_id is None:
+        await client.delete(COUNTS_KEY)
+    else:
+        await _reset_counts(client, [rule_id])
+    return result
+
+
+async def _reset_counts(client: aioredis.Redis, ids: list[str]) -> None:
+    fields = [f"{rule_id}:{what}" for rule_id in ids for what in ("matched", "used")]
+    if fields:
+        await client.hdel(COUNTS_KEY, *fields)
+
