@@ -14,13 +14,14 @@ from pathlib import Path
 
 import uvloop
 
+from protocols.demo import NO_ANSWER_OUTCOME, TEST_CARD_LIMIT_FEN, TEST_CARDS
 from protocols.iso_mac import KeyRing
 from protocols.ledger_layout import card_key
 from switch.admin.exporter import snapshot_of
 from switch.admin.http import AdminServer, make_app
 from switch.admin.policy_swap import PolicySource
 from switch.admin.shared import all_workers, publish
-from switch.cards import DemoCard
+from switch.cards import DEMO_EXPIRY, DemoCard
 from switch.channels import CODECS
 from switch.cli_common import RUN_DIR
 from switch.clock import Clock, TestClock
@@ -29,7 +30,7 @@ from switch.engine import Engine
 from switch.faults import FaultSet
 from switch.forwarder import Forwarder
 from switch.journal import Journal
-from switch.ledger import Ledger
+from switch.ledger import NO_ANSWER, Ledger
 from switch.policy import Policy
 from switch.policy_file import PolicyError, load_policy
 from switch.recorder import Recorder, RecorderBounds, channel_wires
@@ -119,6 +120,18 @@ async def load_cards(ledger: Ledger, cards: list[DemoCard]) -> list[bool]:
             await ledger.set_card(card.pan, limit_fen=card.limit_fen, expiry=card.expiry,
                                   status=card.status)
     return [not exists for exists in present]
+
+
+async def force_test_cards(ledger: Ledger, pans: list[str] | None = None) -> None:
+    """Create the test cards (protocols/demo.py; `pans`, else all) that are absent, and
+    force each one's outcome on every request again, whatever a tester did to it since:
+    the one mechanism every forced outcome uses (Ledger.force), no case of their own."""
+    for pan, outcome, _ in TEST_CARDS:
+        if pans is not None and pan not in pans:
+            continue
+        if not await ledger.client.exists(card_key(pan)):
+            await ledger.set_card(pan, limit_fen=TEST_CARD_LIMIT_FEN, expiry=DEMO_EXPIRY)
+        await ledger.force(pan, NO_ANSWER if outcome == NO_ANSWER_OUTCOME else outcome)
 
 
 async def serve_one(config: Config, redis_url: str, on_ready, reuse_port: bool = False,

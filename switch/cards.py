@@ -7,6 +7,7 @@ import random
 import msgspec
 
 from protocols.cardnumbers import luhn_check_digit
+from protocols.demo import NO_ANSWER_OUTCOME, TEST_CARDS
 
 DEMO_BIN = "625368"  # a UnionPay 62 BIN for the simulated Ping An Baitiao card
 DEMO_EXPIRY = "3012"
@@ -42,3 +43,16 @@ def showcase_cards(seed: int = 0) -> list[DemoCard]:
         card.status = status
     cards[6].expiry = "2301"  # expired
     return cards
+
+
+def test_card_pan(name: str) -> str | None:
+    """The number of the test card `name` names: its outcome ("51", "no answer"), or the
+    alias test51 / testNA; None when it names none."""
+    outcome = name[4:] if name.startswith("test") else name
+    if outcome in ("NA", "na"):
+        outcome = NO_ANSWER_OUTCOME
+    for pan, card_outcome, _ in TEST_CARDS:
+        if card_outcome == outcome:
+            return pan
+    return None
+

@@ -26,6 +26,7 @@ from switch import (
     card_cli,
     clock_cli,
     conform_cli,
+    fault_cli,
     iso_cli,
     launch,
     policy_cli,
@@ -60,6 +61,7 @@ from switch.config import (
     parse_listen,
     parse_port,
 )
+from switch.faults import load_rule_file
 from switch.logs import LOG_FORMATS, LoggingSetup, configure_logging
 from switch.policy_file import load_policy
 from switch.redis_runner import APPENDFSYNC_POLICIES, DEFAULT_APPENDFSYNC, RedisUnavailable
@@ -106,6 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.policy:
         config.policy = str(args.policy)
     load_policy(config.policy)  # a bad policy is one clear error, before anything starts
+    faults = load_rule_file(args.faults) if args.faults else None  # the same for fault rules
     choose_admin(config, args.admin)
     config.test_clock = config.test_clock or args.test_clock
     replay_cli.choose_recording(config, args)
@@ -115,7 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         REDIS_URL_FILE.write_text(url + "\n")
     try:
         launch.serve(config, url, note, demo=args.demo, workers=args.workers,
-                     logging_setup=LoggingSetup(args.verbose, args.log_format))
+                     logging_setup=LoggingSetup(args.verbose, args.log_format), faults=faults)
     finally:
         if private:
             REDIS_URL_FILE.unlink(missing_ok=True)
@@ -279,6 +282,10 @@ def parser() -> argparse.ArgumentParser:
                        "docs/admin.md)")
     serve.add_argument("--workers", type=positive, default=1,
                        help="processes sharing the ports (SO_REUSEPORT), one event loop each")
+    serve.add_argument("--faults", type=Path, metavar="FILE",
+                       help="fault rules (TOML, [[rule]] tables) to apply: they replace the "
+                       "rules in force on the Redis (`switch fault` changes them while it "
+                       "runs; docs/testing.md)")
     serve.add_argument("--test-clock", action="store_true",
                        help="follow the test clock that `switch clock` moves (tests only; "
                        "docs/testing.md)")
@@ -297,6 +304,7 @@ def parser() -> argparse.ArgumentParser:
     audit_cli.add_commands(command, redis_option)
     policy_cli.add_commands(command)
     clock_cli.add_commands(command, redis_option)
+    fault_cli.add_commands(command, redis_option)
 
     snd = command("send", cmd_send, "send one message to a running switch, print the answer")
     snd.add_argument("--channel", choices=sorted(send.SENDERS), default="jd")

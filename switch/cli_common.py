@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis.exceptions
 
-from switch.cards import DemoCard, showcase_cards
+from switch.cards import DemoCard, showcase_cards, test_card_pan
 from switch.config import load
 from switch.redis_runner import reachable
 
@@ -53,10 +53,14 @@ def fen(value: str) -> int:
 
 
 def resolve_pan(value: str) -> str:
-    """A card number, or a demo alias: demo1.. (the cards `make run` loads)."""
+    """A card number, or a demo alias: demo1.. (the cards `make run` loads), or a test
+    card's: test05, test51, testNA... (protocols/demo.py TEST_CARDS)."""
     card = demo_card(value)
     if card is not None:
         return card.pan
+    test_card = test_card_pan(value) if value.startswith("test") else None
+    if test_card is not None:  # test05 .. test91, testNA (switch serve --demo loads them)
+        return test_card
     if not (value.isdigit() and 12 <= len(value) <= 19):
         raise UserError(f"{value!r} is not a card number (12-19 digits) or a demo alias")
     return value

@@ -13,10 +13,11 @@ from typing import NamedTuple
 
 from protocols.cardnumbers import mask_pan
 from protocols.demo import DEMO_JD_MERCHANT
-from switch.app import load_cards, open_ledger, run, serve_one
+from switch.app import force_test_cards, load_cards, open_ledger, run, serve_one
 from switch.cards import showcase_cards
 from switch.cli_common import UserError
 from switch.config import Config
+from switch.faults import FaultRule, replace_rules, stored_rules
 from switch.ledger import CardView
 from switch.logs import DEFAULT_LOGGING, LoggingSetup
 from switch.redis_runner import PrivateRedis, persistence, reachable
@@ -63,32 +64,40 @@ def open_redis(url: str, given: bool, run_dir: Path, ephemeral: bool, appendfsyn
     return url, note, private
 
 
-async def prepare(config: Config, redis_url: str, demo: bool) -> list[DemoCardNow]:
-    """Create the demo cards that are absent (once, before any listener starts); read them
-    all back as they stand."""
+async def prepare(config: Config, redis_url: str, demo: bool,
+                  faults: list[FaultRule] | None = None) -> tuple[list[DemoCardNow], int]:
+    """Before any listener starts: create the demo cards that are absent and force the test
+    cards' outcomes (read them all back as they stand); `faults`: the rule set to put in
+    force. Returns the demo cards and how many fault rules are in force."""
     cards = showcase_cards() if demo else []
-    if not cards:
-        return []
     ledger = open_ledger(config, redis_url)
     try:
         await ledger.start()
+        if faults is not None:
+            await replace_rules(ledger.client, faults)
+        rules = len((await stored_rules(ledger.client))[1])
+        if not cards:
+            return [], rules
         created = await load_cards(ledger, cards)
+        await force_test_cards(ledger)
         return [DemoCardNow(await ledger.card(card.pan), new)
-                for card, new in zip(cards, created, strict=True)]
+                for card, new in zip(cards, created, strict=True)], rules
     finally:
         await ledger.aclose()
 
 
 def serve(config: Config, redis_url: str, redis_note: str, demo: bool, workers: int = 1,
-          logging_setup: LoggingSetup = DEFAULT_LOGGING) -> None:
-    """`logging_setup`: the command's, given again to each worker process (they are spawned)."""
-    cards = asyncio.run(prepare(config, redis_url, demo))
+          logging_setup: LoggingSetup = DEFAULT_LOGGING,
+          faults: list[FaultRule] | None = None) -> None:
+    """`logging_setup`: the command's, given again to each worker process (they are spawned).
+    `faults`: a fault rule set to put in force (None: the one in Redis stays)."""
+    cards, rules = asyncio.run(prepare(config, redis_url, demo, faults))
     recording = ""
     if config.record.dir:  # the ledger as the recording begins: after the demo cards
         recording = asyncio.run(take_snapshot(config, redis_url))
 
     def announce(ports: dict[str, int]) -> None:
-        print(banner(config, ports, redis_note, cards, workers, recording), flush=True)
+        print(banner(config, ports, redis_note, cards, workers, rules, recording), flush=True)
 
     if workers == 1:
         run(serve_one(config, redis_url, announce))
@@ -98,7 +107,7 @@ def serve(config: Config, redis_url: str, redis_note: str, demo: bool, workers: 
 
 
 def banner(config: Config, ports: dict[str, int], redis_note: str, cards: list[DemoCardNow],
-           workers: int = 1, recording: str = "") -> str:
+           workers: int = 1, fault_rules: int = 0, recording: str = "") -> str:
     """`recording`: what `--record` took as it began (its snapshot), "" when not recording."""
     lines = ["", "Baitiao card authorization switch is up"
              + (f" ({workers} worker processes sharing the ports)" if workers > 1 else ""), ""]
@@ -108,6 +117,9 @@ def banner(config: Config, ports: dict[str, int], redis_note: str, cards: list[D
     lines += ["", f"  Redis   {redis_note}", ""]
     if "admin" in ports:
         lines += admin_lines(config, ports["admin"])
+    if fault_rules:
+        lines += [f"  Faults  {fault_rules} fault rule{'s' if fault_rules != 1 else ''} in "
+                  "force: matching requests are not decided as usual (switch fault list)", ""]
     if cards:
         lines += demo_lines(cards)
     if "jd" in ports:

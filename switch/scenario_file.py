@@ -15,10 +15,13 @@ from typing import Any
 import msgspec
 
 from protocols.codes import DECLINING, CardStatus
+from protocols.demo import TEST_CARD_LIMIT_FEN, TEST_CARDS
 from protocols.iso_pin import PinError, check_pin
 from protocols.messages import AuthResponse
 from switch import limits
+from switch.cards import test_card_pan
 from switch.clock import DAY_MS, duration_ms
+from switch.faults import FaultError, rule_from
 from switch.ledger import REPAYMENT_REF
 from switch.statement import check_day
 
@@ -32,10 +35,11 @@ CARD_FIELDS = ("limit", "posted", "held", "pending_credit", "open_to_buy", "bean
                "repaid")
 CYCLE_FIELDS = ("statement_balance", "minimum_payment", "past_due", "paid", "still_due",
                 "overdue")
-CARD_KEYS = ("limit", "status", "expiry", "statement_day", "pin")
+CARD_KEYS = ("limit", "status", "expiry", "statement_day", "pin", "test_card")
 STEP_KEYS = ("name", "channel", "type", "card", "amount", "mcc", "original", "repeat",
              "lightning", "partial", "expiry", "merchant", "atc", "pin", "terminal", "sleep_ms",
-             "expect", "card_after", "force", "advance_clock", "advance_to", "repay")
+             "expect", "card_after", "force", "advance_clock", "advance_to", "repay", "fault",
+             "fault_clear")
 # `advance_to`: the test clock moved to a minute past the step's card's next statement close
 # or its last statement's due date (instants a scenario cannot know when it is written).
 ADVANCE_TO = ("statement", "due")
@@ -57,6 +61,7 @@ class CardSpec:
     expiry: str = DEFAULT_CARD_EXPIRY
     statement_day: int | None = None  # None: the switch's default
     pin: str = ""  # the card's PIN ("": none)
+    test_card: str = ""  # one of the ready-made test cards, by its outcome (protocols/demo.py)
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,8 @@ class Step:
     repay: dict[str, Any] = field(default_factory=dict)  # card, amount, ref (Ledger.repay)
     advance_clock_ms: int = 0  # move the switch's test clock forward first
     advance_to: str = ""  # or to a minute past the card's "statement" or "due" (ADVANCE_TO)
+    fault: dict[str, Any] = field(default_factory=dict)  # a fault rule to add first
+    fault_clear: bool = False  # clear the fault rules this run added, first
 
     @property
     def sends(self) -> bool:
@@ -128,6 +135,12 @@ def _card(path: Path, alias: str, raw: Any) -> CardSpec:
     where = f"{path}: [cards.{alias}]"
     spec = _table(raw, where)
     _known_keys(spec, CARD_KEYS, where)
+    if "test_card" in spec:
+        if set(spec) != {"test_card"} or test_card_pan(str(spec["test_card"])) is None:
+            outcomes = ", ".join(repr(outcome) for _, outcome, _ in TEST_CARDS)
+            raise ScenarioError(f"{where}: test_card: alone, one of {outcomes} (the "
+                                "ready-made test card that answers it)")
+        return CardSpec(limit=TEST_CARD_LIMIT_FEN, test_card=spec["test_card"])
     if "limit" not in spec:
         raise ScenarioError(f"{where}: limit: required (fen)")
     limit = _fen(spec["limit"], f"{where}: limit", allow_zero=True)
@@ -230,6 +243,15 @@ def _step(path: Path, index: int, raw: dict[str, Any], cards: dict[str, CardSpec
             raise ScenarioError(f"{where}: terminal: only pos and xpay steps name a terminal")
         if not (0 < len(terminal) <= 8 and terminal.isascii() and terminal.isprintable()):
             raise ScenarioError(f"{where}: terminal: F41 is 1-8 printable characters")
+
+
+    if "fault" in raw:
+        values["fault"] = _fault(_table(raw["fault"], f"{where}: fault"), f"{where}: fault",
+                                 cards, index)
+    if "fault_clear" in raw:
+        if raw["fault_clear"] is not True:
+            raise ScenarioError(f"{where}: fault_clear: takes only `fault_clear = true`")
+        values["fault_clear"] = True
     step = Step(**values)
     _check_references(step, where, cards, named)
     return step
@@ -315,6 +337,21 @@ def _repay(repay: dict[str, Any], where: str, cards: dict[str, CardSpec]) -> dic
         raise ScenarioError(f"{where}: ref: {limits.repayment_ref_max_chars} letters, digits, "
                             "'_' or '-' at most")
     return repay
+def _fault(fault: dict[str, Any], where: str, cards: dict[str, CardSpec], index: int
+           ) -> dict[str, Any]:
+    """A step's `fault` table: a fault rule (switch/faults.py) whose `card` names one of
+    [cards]; checked as `switch fault add` checks one. Its id defaults to step-N."""
+    rule = {"id": f"step-{index}"} | fault
+    if "card" in rule:
+        if rule["card"] not in cards:
+            raise ScenarioError(f"{where}: card: one of [cards] "
+                                f"({', '.join(cards) or 'none declared'})")
+        rule["card"] = "6" * 16  # checked as a number here; the run's card stands in it
+    try:
+        rule_from(rule, where)
+    except FaultError as error:
+        raise ScenarioError(str(error)) from None
+    return {"id": rule["id"]} | fault
 
 
 def card_of(step: Step, steps: dict[str, Step]) -> str:

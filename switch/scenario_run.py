@@ -19,9 +19,11 @@ from typing import Any
 from protocols.cardnumbers import luhn_check_digit, mask_pan
 from protocols.ledger_layout import card_key
 from switch import send
-from switch.cards import DEMO_BIN
+from switch.app import force_test_cards
+from switch.cards import DEMO_BIN, test_card_pan
 from switch.channel_client import ChannelClient, Sent
 from switch.clock import TestClock, TestClockControl, TestClockOff
+from switch.faults import FaultError, add_rules, clear_rules, rule_from
 from switch.ledger import CardView, Ledger
 from switch.redis_client import connect
 from switch.scenario_file import CARD_FIELDS, CYCLE_FIELDS, Scenario, Step, card_of
@@ -71,9 +73,14 @@ class Run:
         self.client = ChannelClient(target.host, target.ports, send_parser, ledger)
         self.sent: dict[str, Sent] = {}
         self.clock = ledger.clock
+        self.fault_ids: list[str] = []  # the fault rules this run added and not yet cleared
 
     async def make_cards(self) -> None:
         for alias, spec in self.scenario.cards.items():
+            if spec.test_card:  # the ready-made card (loaded afresh if a tester changed it)
+                self.pans[alias] = test_card_pan(spec.test_card)
+                await force_test_cards(self.ledger, [self.pans[alias]])
+                continue
             pan = await fresh_card_number(self.ledger)
             await self.ledger.set_card(pan, limit_fen=spec.limit, status=spec.status,
                                        expiry=spec.expiry, statement_day=spec.statement_day)
@@ -95,6 +102,13 @@ class Run:
             force = step.force
             await self.ledger.force(self.pans[force["card"]], force.get("code"),
                                     force.get("times"), force.get("channel", ""))
+        try:
+            if step.fault_clear:
+                await self.clear_faults()
+            if step.fault:
+                await self._add_fault(step.fault)
+        except (FaultError, TimeoutError) as error:
+            return StepResult(step, ERROR, str(error), time.perf_counter() - began)
         problems: list[str] = []
         answer: dict[str, Any] | None = None
         if step.repay:
@@ -134,6 +148,22 @@ class Run:
             return [f"repay: ref {done.ref} was repaid with {done.amount} fen, not "
                     f"{repay['amount']}"]
         return [] if done.outcome in ("repaid", "repeat") else [f"repay: {done.outcome}"]
+
+    async def _add_fault(self, fault: dict[str, Any]) -> None:
+        raw = dict(fault)
+        if "card" in raw:
+            raw["card"] = self.pans[raw["card"]]
+        await add_rules(self.ledger.client, [rule_from(raw, "fault")])
+        self.fault_ids.append(raw["id"])
+
+    async def clear_faults(self) -> None:
+        """Clear the fault rules this run added (and only those)."""
+        while self.fault_ids:
+            try:
+                await clear_rules(self.ledger.client, self.fault_ids[-1])
+            except FaultError:  # cleared by someone else meanwhile
+                pass
+            self.fault_ids.pop()
 
     async def _send(self, step: Step) -> dict[str, Any]:
         if step.repeat:
@@ -191,13 +221,17 @@ async def run_scenario(scenario: Scenario, target: Target,
         await run.make_cards()
         result.cards = {alias: mask_pan(pan) for alias, pan in run.pans.items()}
         stopped = False
-        for step in scenario.steps:
-            if stopped:
-                result.steps.append(StepResult(step, SKIPPED, "an earlier step did not pass"))
-                continue
-            step_result = await run.step(step)
-            result.steps.append(step_result)
-            stopped = step_result.outcome != PASS and not keep_going
+        try:
+            for step in scenario.steps:
+                if stopped:
+                    result.steps.append(StepResult(step, SKIPPED,
+                                                   "an earlier step did not pass"))
+                    continue
+                step_result = await run.step(step)
+                result.steps.append(step_result)
+                stopped = step_result.outcome != PASS and not keep_going
+        finally:  # a scenario's fault rules never outlive its run
+            await run.clear_faults()
     finally:
         await ledger.aclose()
     return result

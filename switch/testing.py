@@ -31,6 +31,7 @@ from switch.channel_client import ChannelClient, Sent
 from switch.cli import parser
 from switch.clock import Clock, TestClockControl, duration_ms, instant_ms
 from switch.config import DEFAULT_PORTS, Config, Listener, Recording
+from switch.faults import add_rules, clear_rules, rule_from
 from switch.ledger import CardView, Ledger, Repayment
 from switch.policy import Policy
 from switch.redis_runner import PrivateRedis
@@ -76,11 +77,20 @@ class EmbeddedSwitch:
         return await self.ledger.repay(pan, amount_fen, ref)
 
     async def force(self, pan: str, code: str | None, times: int | None = None,
-                    channel: str = "") -> None:
+                    channel: str = "", delay_ms: int = 0) -> None:
         """The card's next `times` requests (every one while None) on `channel` ("" for
-        all) answer the declining `code` (reason "forced"), changing nothing; None clears."""
-        if not await self.ledger.force(pan, code, times, channel):
+        all) answer the declining `code` (reason "forced"), changing nothing; None clears;
+        NO_ANSWER and STAND_IN (switch.ledger); `delay_ms` (with "" alone: decided)."""
+        if not await self.ledger.force(pan, code, times, channel, delay_ms):
             raise ValueError("no such card")
+
+    async def add_fault(self, **rule) -> None:
+        """A fault rule (switch/faults.py: id=..., what it matches, what it does), in force
+        in every worker when this returns."""
+        await add_rules(self.ledger.client, [rule_from(rule, "add_fault")])
+
+    async def clear_faults(self, rule_id: str | None = None) -> None:
+        await clear_rules(self.ledger.client, rule_id)
 
     async def send(self, channel: str, pan: str, **message) -> ClientAnswer:
         """One request on `channel` (jd, wechat, pos, xpay) for the card `pan`; `message`:
