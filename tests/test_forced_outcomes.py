@@ -13,10 +13,12 @@ import pytest
 
 from protocols.cardnumbers import mask_pan
 from switch import limits, testing
-from switch.ledger import NO_ANSWER
+from switch.config import Config, Listener, ServerLimits
+from switch.ledger import NO_ANSWER, STAND_IN
 from switch.scenario_file import scenario_from
 from switch.scenario_run import PASS, Target, run_scenario
-from tests.support import switch_cli
+from tests.support import make_card, switch_cli
+from tests.test_ledger_guards import sale
 
 CHANNELS = ("jd", "wechat", "pos", "xpay")
 
@@ -209,3 +211,176 @@ async def test_the_command_forces_no_answer(redis_url):
         code, _, err = await switch_cli("card", "force", pan, "--no-answer", "--code", "05",
                                         env=env)
         assert code != 0 and "say --code CODE, --no-answer" in err
+
+
+# --- a forced delay, a forced stand-in, and a void giving a forced answer's use back --------
+
+DELAY_MS = 300
+SHORT_DEADLINE_MS = 600  # a switch whose deadline a forced delay can pass, quickly
+
+
+def short_deadline_config() -> Config:
+    return Config(listeners={name: Listener(port=0) for name in CHANNELS}, test_clock=True,
+                  server_limits=ServerLimits(request_deadline_ms=SHORT_DEADLINE_MS))
+
+
+async def timed_send(switch, channel, pan, **message):
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    answer = await switch.send(channel, pan, **message)
+    return answer, loop.time() - began
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+async def test_a_forced_delay_holds_the_answer_then_decides_or_declines(redis_url, channel):
+    async with testing.start(redis_url=redis_url) as switch:
+        pan = await switch.new_card(limit_fen=50_000)
+        await switch.force(pan, "", times=1, delay_ms=DELAY_MS)
+        decided, waited_s = await timed_send(switch, channel, pan, amount=1_000, mcc="5411")
+        assert decided.response.response_code == "00" and waited_s >= DELAY_MS / 1000
+        view = await switch.card(pan)
+        assert (view.posted, view.force, view.forced) == (1_000, "", 1)
+        await switch.force(pan, "05", times=1, delay_ms=DELAY_MS)
+        declined, waited_s = await timed_send(switch, channel, pan, amount=1_000, mcc="5411")
+        assert (declined.response.response_code, declined.response.reason) == ("05", "forced")
+        assert waited_s >= DELAY_MS / 1000
+        quick, waited_s = await timed_send(switch, channel, pan, amount=1_000, mcc="5411")
+        assert quick.response.response_code == "00" and waited_s < DELAY_MS / 1000
+        assert switch.server.counters.forced == 2
+
+
+async def test_a_delay_past_the_deadline_is_91_at_the_deadline_and_its_call_voided(
+        redis_url, tmp_path):
+    async with testing.start(short_deadline_config(), redis_url=redis_url,
+                             journal_dir=tmp_path / "run") as switch:
+        pan = await switch.new_card(limit_fen=50_000)
+        await switch.force(pan, "", times=1, delay_ms=limits.forced_delay_max_ms)
+        late, waited_s = await timed_send(switch, "jd", pan, amount=1_000, mcc="5411")
+        assert (late.response.response_code, late.response.reason) == ("91", "issuer_timeout")
+        # Answered at the deadline, not after the delay asked for.
+        assert SHORT_DEADLINE_MS / 1000 <= waited_s < SHORT_DEADLINE_MS / 1000 + 1.0
+        await until(lambda: posted_is(switch, pan, 0), "the late sale voided")
+        view = await switch.card(pan)
+        # The 91 was the outcome asked for: its use is not given back.
+        assert (view.voids, view.force, view.forced) == (1, "", 1)
+        assert switch.server.counters.timeouts == 1
+
+
+async def test_a_void_of_a_forced_answer_gives_its_use_back(ledger):
+    pan = await make_card(ledger, limit_fen=10_000)
+    assert await ledger.force(pan, "05", times=2, channel="jd")
+    request = sale(pan, 500)
+    forced = await ledger.execute(request, "A00001")
+    assert (forced.response_code, forced.forced) == ("05", "card")
+    assert ((await ledger.card(pan)).force, (await ledger.card(pan)).forced) == ("05|1|jd", 1)
+    assert await ledger.void(pan, request.idempotency_key, "A00001") == "voided"
+    view = await ledger.card(pan)
+    assert (view.force, view.forced, view.voids) == ("05|2|jd", 0, 1)
+    # The last use, voided while the force is gone: it comes back as one use.
+    last = sale(pan, 500)
+    await ledger.execute(sale(pan, 500), "A00002")
+    await ledger.execute(last, "A00003")
+    assert (await ledger.card(pan)).force == ""
+    assert await ledger.void(pan, last.idempotency_key, "A00003") == "voided"
+    assert (await ledger.card(pan)).force == "05|1|jd"
+    # A force changed since: nothing given back to the new one, but the count is.
+    another = sale(pan, 500)
+    await ledger.execute(another, "A00004")
+    await ledger.force(pan, "51", times=5)
+    assert await ledger.void(pan, another.idempotency_key, "A00004") == "voided"
+    assert ((await ledger.card(pan)).force, (await ledger.card(pan)).forced) == ("51|5|", 1)
+
+
+async def test_a_void_of_an_answer_forced_for_ever_changes_only_the_count(ledger):
+    pan = await make_card(ledger, limit_fen=10_000)
+    await ledger.force(pan, "", delay_ms=DELAY_MS)
+    request = sale(pan, 500)
+    approved = await ledger.execute(request, "A00001")
+    assert (approved.response_code, approved.delay_ms, approved.forced) == ("00", DELAY_MS,
+                                                                            "card")
+    assert await ledger.void(pan, request.idempotency_key, "A00001") == "voided"
+    view = await ledger.card(pan)
+    assert (view.posted, view.force, view.forced) == (0, f"||{''}|{DELAY_MS}", 0)
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+async def test_a_forced_stand_in_is_journaled_answered_and_advised(redis_url, tmp_path,
+                                                                   channel):
+    async with testing.start(redis_url=redis_url, journal_dir=tmp_path / "run") as switch:
+        assert not switch.server.stand_in.enabled  # the shipped policy: stand-in off
+        pan = await switch.new_card(limit_fen=500_000)
+        await switch.force(pan, STAND_IN, times=1)
+        stood_in = await switch.send(channel, pan, amount=1_000, mcc="5411")
+        assert (stood_in.response.response_code, stood_in.response.stand_in) == ("00", True)
+        await until(lambda: posted_is(switch, pan, 1_000), "the stand-in approval advised")
+        assert switch.server.stand_in.counters["stand_in_approved"] == 1
+        # Over the policy's stand-in limit per transaction (50,000 fen by default): 61.
+        await switch.force(pan, STAND_IN, times=1)
+        over = await switch.send(channel, pan, amount=50_001, mcc="5411")
+        assert (over.response.response_code, over.response.stand_in) == ("61", True)
+        view = await switch.card(pan)
+        assert (view.force, view.forced, view.posted) == ("", 2, 1_000)
+
+
+async def test_a_forced_stand_in_without_a_journal_is_91(redis_url):
+    async with testing.start(redis_url=redis_url) as switch:
+        pan = await switch.new_card(limit_fen=50_000)
+        await switch.force(pan, STAND_IN, times=1)
+        answer = await switch.send("jd", pan, amount=1_000, mcc="5411")
+        assert (answer.response.response_code, answer.response.reason) == (
+            "91", "issuer_unavailable")
+        assert (await switch.card(pan)).posted == 0
+
+
+@pytest.mark.parametrize(("code", "delay", "message"), [
+    (STAND_IN, 10, "only a code or a decision can be delayed"),
+    (NO_ANSWER, 10, "only a code or a decision can be delayed"),
+    ("", 0, "say a code"),
+    (None, 10, "a delay needs no clearing"),
+    ("05", limits.forced_delay_max_ms + 1, "delay must be 1.."),
+    ("05", -1, "delay must be 1.."),
+])
+async def test_what_cannot_be_forced_with_a_delay(ledger, code, delay, message):
+    pan = await make_card(ledger)
+    with pytest.raises(ValueError, match=message):
+        await ledger.force(pan, code, delay_ms=delay)
+    assert await ledger.force(pan, "05", delay_ms=limits.forced_delay_max_ms)  # the bound
+    assert (await ledger.card(pan)).force == f"05|||{limits.forced_delay_max_ms}"
+
+
+async def test_the_command_forces_a_delay_and_a_stand_in(redis_url):
+    env = dict(os.environ, REDIS_URL=redis_url)
+    async with testing.start(redis_url=redis_url) as switch:
+        pan = await switch.new_card(limit_fen=50_000)
+        code, out, err = await switch_cli("card", "force", pan, "--delay-ms", "1500",
+                                          "--times", "1", env=env)
+        assert code == 0 and "the next 1 request decided as usual after 1500 ms" in out, err
+        assert (await switch.card(pan)).force == "|1||1500"
+        code, out, err = await switch_cli("card", "force", pan, "--code", "51", "--delay-ms",
+                                          "200", env=env)
+        assert code == 0 and "answered 51 (reason forced) after 200 ms" in out, err
+        code, out, err = await switch_cli("card", "force", pan, "--stand-in", env=env)
+        assert code == 0 and "every request decided by stand-in" in out, err
+        assert (await switch.card(pan)).force == f"{STAND_IN}||"
+        for bad, message in ((["--stand-in", "--no-answer"], "say --code CODE"),
+                             (["--stand-in", "--delay-ms", "5"], "can be delayed"),
+                             (["--delay-ms", "0"], "say --code CODE"),
+                             (["--delay-ms", str(limits.forced_delay_max_ms + 1)], "delay"),
+                             (["--clear", "--delay-ms", "5"], "say --code CODE")):
+            code, _, err = await switch_cli("card", "force", pan, *bad, env=env)
+            assert code == 2 and message in err, (bad, err)
+        assert (await switch.card(pan)).force == f"{STAND_IN}||"
+
+
+async def posted_is(switch, pan: str, fen: int) -> bool:
+    return (await switch.card(pan)).posted == fen
+
+
+async def until(condition, what: str, wait_s: float = 20.0) -> None:
+    """Wait, bounded, for an async condition."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + wait_s
+    while not await condition():
+        if loop.time() > give_up:
+            raise AssertionError(f"not within {wait_s} s: {what}")
+        await asyncio.sleep(0.05)
