@@ -11,8 +11,6 @@ import asyncio
 import json
 from pathlib import Path
 
-import msgspec
-
 from switch import limits
 from switch.cli_common import UserError, fen, redis_for_command, resolve_pan
 from switch.faults import (
@@ -84,7 +82,7 @@ async def _list(args: argparse.Namespace) -> str:
     finally:
         await client.aclose()
     if args.json:
-        return json.dumps([msgspec.to_builtins(rule) | {
+        return json.dumps([rule.shown() | {
             "used": counts.get(f"{rule.id}:used", 0),
             "matched": counts.get(f"{rule.id}:matched", 0)} for rule in rules])
     if not rules:

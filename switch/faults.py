@@ -101,12 +101,16 @@ class FaultRule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_d
         return AuthResponse(response_code=CLOSE_CONNECTION, reason=reason_of(self),
                             forced=f"rule:{self.id}")
 
-    def text(self) -> str:
-        """The rule in one line, card numbers masked."""
+    def shown(self) -> dict[str, Any]:
+        """The rule's keys as given, its card number masked (what the commands print)."""
         shown = msgspec.to_builtins(self)
         if self.card:
             shown["card"] = mask_pan(self.card)
-        return " ".join(f"{key}={value}" for key, value in shown.items())
+        return shown
+
+    def text(self) -> str:
+        """The rule in one line, its card number masked."""
+        return " ".join(f"{key}={value}" for key, value in self.shown().items())
 
 
 def reason_of(rule: FaultRule) -> str:

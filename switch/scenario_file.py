@@ -7,6 +7,7 @@ switch/scenario_run.py.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,7 +248,7 @@ def _step(path: Path, index: int, raw: dict[str, Any], cards: dict[str, CardSpec
 
     if "fault" in raw:
         values["fault"] = _fault(_table(raw["fault"], f"{where}: fault"), f"{where}: fault",
-                                 cards, index)
+                                 cards, name)
     if "fault_clear" in raw:
         if raw["fault_clear"] is not True:
             raise ScenarioError(f"{where}: fault_clear: takes only `fault_clear = true`")
@@ -337,11 +338,14 @@ def _repay(repay: dict[str, Any], where: str, cards: dict[str, CardSpec]) -> dic
         raise ScenarioError(f"{where}: ref: {limits.repayment_ref_max_chars} letters, digits, "
                             "'_' or '-' at most")
     return repay
-def _fault(fault: dict[str, Any], where: str, cards: dict[str, CardSpec], index: int
+
+
+def _fault(fault: dict[str, Any], where: str, cards: dict[str, CardSpec], step_name: str
            ) -> dict[str, Any]:
     """A step's `fault` table: a fault rule (switch/faults.py) whose `card` names one of
-    [cards]; checked as `switch fault add` checks one. Its id defaults to step-N."""
-    rule = {"id": f"step-{index}"} | fault
+    [cards]; checked as `switch fault add` checks one. Its id defaults to the step's name
+    (what a rule id cannot hold made '-': "step 3" is step-3)."""
+    rule = {"id": re.sub(r"[^A-Za-z0-9_.-]", "-", step_name)[:40]} | fault
     if "card" in rule:
         if rule["card"] not in cards:
             raise ScenarioError(f"{where}: card: one of [cards] "
