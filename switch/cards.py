@@ -45,7 +45,7 @@ def showcase_cards(seed: int = 0) -> list[DemoCard]:
     return cards
 
 
-def test_card_pan(name: str) -> str | None:
+def pan_of_test_card(name: str) -> str | None:
     """The number of the test card `name` names: its outcome ("51", "no answer"), or the
     alias test51 / testNA; None when it names none."""
     outcome = name[4:] if name.startswith("test") else name

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis.exceptions
 
-from switch.cards import DemoCard, showcase_cards, test_card_pan
+from switch.cards import DemoCard, pan_of_test_card, showcase_cards
 from switch.config import load
 from switch.redis_runner import reachable
 
@@ -58,7 +58,7 @@ def resolve_pan(value: str) -> str:
     card = demo_card(value)
     if card is not None:
         return card.pan
-    test_card = test_card_pan(value) if value.startswith("test") else None
+    test_card = pan_of_test_card(value) if value.startswith("test") else None
     if test_card is not None:  # test05 .. test91, testNA (switch serve --demo loads them)
         return test_card
     if not (value.isdigit() and 12 <= len(value) <= 19):

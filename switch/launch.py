@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from protocols.cardnumbers import mask_pan
-from protocols.demo import DEMO_JD_MERCHANT
+from protocols.demo import DEMO_JD_MERCHANT, NO_ANSWER_OUTCOME, TEST_CARDS
 from switch.app import force_test_cards, load_cards, open_ledger, run, serve_one
 from switch.cards import showcase_cards
 from switch.cli_common import UserError
@@ -166,4 +166,8 @@ def demo_lines(cards: list[DemoCardNow]) -> list[str]:
     made = [f"demo{i}" for i, (_, created) in enumerate(cards, start=1) if created]
     lines.append(f"  created: {', '.join(made) or 'none'}; kept as they were (balances and "
                  f"history): {', '.join(kept) or 'none'}")
+    aliases = " ".join("testNA" if outcome == NO_ANSWER_OUTCOME else f"test{outcome}"
+                       for _, outcome, _ in TEST_CARDS)
+    lines.append(f"  Test cards, each always declining with its code: {aliases} "
+                 "(docs/testing.md)")
     return lines + [""]

@@ -20,7 +20,7 @@ from protocols.demo import TEST_CARD_LIMIT_FEN, TEST_CARDS
 from protocols.iso_pin import PinError, check_pin
 from protocols.messages import AuthResponse
 from switch import limits
-from switch.cards import test_card_pan
+from switch.cards import pan_of_test_card
 from switch.clock import DAY_MS, duration_ms
 from switch.faults import FaultError, rule_from
 from switch.ledger import REPAYMENT_REF
@@ -137,7 +137,7 @@ def _card(path: Path, alias: str, raw: Any) -> CardSpec:
     spec = _table(raw, where)
     _known_keys(spec, CARD_KEYS, where)
     if "test_card" in spec:
-        if set(spec) != {"test_card"} or test_card_pan(str(spec["test_card"])) is None:
+        if set(spec) != {"test_card"} or pan_of_test_card(str(spec["test_card"])) is None:
             outcomes = ", ".join(repr(outcome) for _, outcome, _ in TEST_CARDS)
             raise ScenarioError(f"{where}: test_card: alone, one of {outcomes} (the "
                                 "ready-made test card that answers it)")

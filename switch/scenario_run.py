@@ -20,7 +20,7 @@ from protocols.cardnumbers import luhn_check_digit, mask_pan
 from protocols.ledger_layout import card_key
 from switch import send
 from switch.app import force_test_cards
-from switch.cards import DEMO_BIN, test_card_pan
+from switch.cards import DEMO_BIN, pan_of_test_card
 from switch.channel_client import ChannelClient, Sent
 from switch.clock import TestClock, TestClockControl, TestClockOff
 from switch.faults import FaultError, add_rules, clear_rules, rule_from
@@ -78,7 +78,7 @@ class Run:
     async def make_cards(self) -> None:
         for alias, spec in self.scenario.cards.items():
             if spec.test_card:  # the ready-made card (loaded afresh if a tester changed it)
-                self.pans[alias] = test_card_pan(spec.test_card)
+                self.pans[alias] = pan_of_test_card(spec.test_card)
                 await force_test_cards(self.ledger, [self.pans[alias]])
                 continue
             pan = await fresh_card_number(self.ledger)
