@@ -45,11 +45,14 @@ def showcase_cards(seed: int = 0) -> list[DemoCard]:
     return cards
 
 
+NO_ANSWER_ALIAS = "na"  # testNA: the card never answered
+
+
 def pan_of_test_card(name: str) -> str | None:
     """The number of the test card `name` names: its outcome ("51", "no answer"), or the
     alias test51 / testNA; None when it names none."""
     outcome = name[4:] if name.startswith("test") else name
-    if outcome in ("NA", "na"):
+    if outcome.lower() == NO_ANSWER_ALIAS:
         outcome = NO_ANSWER_OUTCOME
     for pan, card_outcome, _ in TEST_CARDS:
         if card_outcome == outcome:

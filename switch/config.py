@@ -6,6 +6,7 @@ key or a bad value is one error that names it.
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, get_args, get_type_hints
 
@@ -206,6 +207,17 @@ def load(path: str | Path | None) -> Config:
         return msgspec.toml.decode(text, type=Config)
     except msgspec.DecodeError as error:
         raise ConfigError(f"config {path}: {error}") from None
+
+
+def read_toml(path: Path, error: type[ValueError]) -> dict:
+    """A TOML file's document; `error` with one line naming the file when it cannot be read
+    or is not TOML (scenario files, fault rule files)."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as problem:
+        raise error(f"{path}: cannot read: {problem.strerror or problem}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as problem:
+        raise error(f"{path}: not valid TOML: {problem}") from None
 
 
 def parse_port(value: str) -> tuple[str, int]:

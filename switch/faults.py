@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from protocols.codes import DECLINING, Reason
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
 from switch.announce import announce, listen_for_versions
-from switch.config import DEFAULT_PORTS
+from switch.config import DEFAULT_PORTS, read_toml
 from switch.ledger import NO_ANSWER, STAND_IN
 
 FAULTS_KEY = "{faults}"  # hash: rules (JSON list), version
@@ -192,12 +191,7 @@ def rule_problems(rule: FaultRule):
 def load_rule_file(path: Path) -> list[FaultRule]:
     """The rules of a fault file (TOML, [[rule]] tables), all checked: FaultError names the
     file, the rule and the key of the first problem."""
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise FaultError(f"{path}: cannot read: {error.strerror or error}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise FaultError(f"{path}: not valid TOML: {error}") from None
+    document = read_toml(path, FaultError)
     unknown = set(document) - {"rule"}
     if unknown:
         raise FaultError(f"{path}: {sorted(unknown)[0]}: not a known key (a fault file "

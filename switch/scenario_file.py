@@ -8,7 +8,6 @@ switch/scenario_run.py.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from protocols.messages import AuthResponse
 from switch import limits
 from switch.cards import pan_of_test_card
 from switch.clock import DAY_MS, duration_ms
+from switch.config import read_toml
 from switch.faults import FaultError, rule_from
 from switch.ledger import REPAYMENT_REF
 from switch.statement import check_day
@@ -107,12 +107,7 @@ class Scenario:
 
 
 def load_scenario(path: Path) -> Scenario:
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ScenarioError(f"{path}: cannot read: {error.strerror or error}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ScenarioError(f"{path}: not valid TOML: {error}") from None
+    document = read_toml(path, ScenarioError)
     return scenario_from(path, document)
 
 

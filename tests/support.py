@@ -174,3 +174,18 @@ def run_command_sync(command: tuple[str, ...], *args: str, env: dict | None = No
 
 async def switch_cli(*args: str, env: dict | None = None) -> tuple[int, str, str]:
     return await run_command(SWITCH, *args, env=env)
+
+
+async def until_true(condition, what: str, wait_s: float = 20.0) -> None:
+    """Wait, bounded, until the async `condition()` is true; AssertionError naming `what`."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + wait_s
+    while not await condition():
+        if loop.time() > give_up:
+            raise AssertionError(f"not within {wait_s} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def posted_is(switch, pan: str, fen: int) -> bool:
+    """Whether the embedded switch's card `pan` has `fen` posted (for until_true)."""
+    return (await switch.card(pan)).posted == fen

@@ -33,7 +33,7 @@ from switch.ledger import Ledger
 from switch.redis_client import connect
 from switch.scenario_file import ScenarioError, scenario_from
 from switch.scenario_run import PASS, Target, fresh_card_number, run_scenario
-from tests.support import switch_cli
+from tests.support import posted_is, switch_cli, until_true
 from tests.test_cli import SWITCH, WAIT_S, read_banner, stop
 
 CHANNELS = ("jd", "wechat", "pos", "xpay")
@@ -85,7 +85,7 @@ async def test_every_action_on_every_channel(redis_url, tmp_path, channel, monke
         await rule_on(switch, pan, "standin", stand_in=True, times=1)
         stood_in = await switch.send(channel, pan, amount=2_000, mcc="5411")
         assert (stood_in.response.response_code, stood_in.response.stand_in) == ("00", True)
-        await until(lambda: posted_is(switch, pan, 3_000), "the stand-in advised")
+        await until_true(lambda: posted_is(switch, pan, 3_000), "the stand-in advised")
 
         decided = await switch.send(channel, pan, amount=1_000, mcc="5411")
         assert decided.response.response_code == "00" and not decided.response.stand_in
@@ -392,18 +392,6 @@ def test_a_scenarios_bad_fault_names_step_and_key(fault, message):
         scenario_from(Path("s.toml"), {"cards": {"a": {"limit": 1}}, "step": [{"fault": fault}]})
     assert message in str(error.value) and "step 1" in str(error.value), str(error.value)
 
-
-async def posted_is(switch, pan: str, fen: int) -> bool:
-    return (await switch.card(pan)).posted == fen
-
-
-async def until(condition, what: str, wait_s: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + wait_s
-    while not await condition():
-        if loop.time() > give_up:
-            raise AssertionError(f"not within {wait_s} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 def test_a_rule_shows_no_card_number():

@@ -17,7 +17,7 @@ from switch.config import Config, Listener, ServerLimits
 from switch.ledger import NO_ANSWER, STAND_IN
 from switch.scenario_file import scenario_from
 from switch.scenario_run import PASS, Target, run_scenario
-from tests.support import make_card, switch_cli
+from tests.support import make_card, posted_is, switch_cli, until_true
 from tests.test_ledger_guards import sale
 
 CHANNELS = ("jd", "wechat", "pos", "xpay")
@@ -259,7 +259,7 @@ async def test_a_delay_past_the_deadline_is_91_at_the_deadline_and_its_call_void
         assert (late.response.response_code, late.response.reason) == ("91", "issuer_timeout")
         # Answered at the deadline, not after the delay asked for.
         assert SHORT_DEADLINE_MS / 1000 <= waited_s < SHORT_DEADLINE_MS / 1000 + 1.0
-        await until(lambda: posted_is(switch, pan, 0), "the late sale voided")
+        await until_true(lambda: posted_is(switch, pan, 0), "the late sale voided")
         view = await switch.card(pan)
         # The 91 was the outcome asked for: its use is not given back.
         assert (view.voids, view.force, view.forced) == (1, "", 1)
@@ -312,7 +312,7 @@ async def test_a_forced_stand_in_is_journaled_answered_and_advised(redis_url, tm
         await switch.force(pan, STAND_IN, times=1)
         stood_in = await switch.send(channel, pan, amount=1_000, mcc="5411")
         assert (stood_in.response.response_code, stood_in.response.stand_in) == ("00", True)
-        await until(lambda: posted_is(switch, pan, 1_000), "the stand-in approval advised")
+        await until_true(lambda: posted_is(switch, pan, 1_000), "the stand-in approval advised")
         assert switch.server.stand_in.counters["stand_in_approved"] == 1
         # Over the policy's stand-in limit per transaction (50,000 fen by default): 61.
         await switch.force(pan, STAND_IN, times=1)
@@ -371,16 +371,3 @@ async def test_the_command_forces_a_delay_and_a_stand_in(redis_url):
             assert code == 2 and message in err, (bad, err)
         assert (await switch.card(pan)).force == f"{STAND_IN}||"
 
-
-async def posted_is(switch, pan: str, fen: int) -> bool:
-    return (await switch.card(pan)).posted == fen
-
-
-async def until(condition, what: str, wait_s: float = 20.0) -> None:
-    """Wait, bounded, for an async condition."""
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + wait_s
-    while not await condition():
-        if loop.time() > give_up:
-            raise AssertionError(f"not within {wait_s} s: {what}")
-        await asyncio.sleep(0.05)
