@@ -147,7 +147,7 @@ def cmd_conform(args: argparse.Namespace) -> int:
     url, note, private = launch.open_redis(args.redis, bool(args.redis), RUN_DIR,
                                            not args.redis, DEFAULT_APPENDFSYNC)
     try:
-        cards = run(launch.prepare(config, url, demo=True))
+        cards, _ = run(launch.prepare(config, url, demo=True))
         if args.cards_out:
             write_cards(args.cards_out, cards)
 
