@@ -45,6 +45,7 @@ from protocols.codes import REPAYMENT_KIND, TransactionState
 from protocols.ledger_layout import card_indexes
 from switch import limits
 from switch.journal import Advice, JournalCorrupt, Record, journal_paths, snapshot
+from switch.redis_client import link_settings
 from switch.redis_link import RedisLink, open_link, resp_command
 
 # Each rule: its name (what the output says) and what it holds.
@@ -179,7 +180,8 @@ class BulkReads:
     @classmethod
     async def open(cls, client: aioredis.Redis) -> BulkReads:
         bulk = cls()
-        bulk.link = await open_link(client, bulk._settle, limits.audit_reply_timeout_s)
+        bulk.link = await open_link(link_settings(client), bulk._settle,
+                                    limits.audit_reply_timeout_s)
         return bulk
 
     def _settle(self, index: int, reply: Any) -> None:

@@ -32,6 +32,7 @@ from protocols.messages import AuthRequest, AuthResponse, MessageClass, RefundRe
 from switch import limits
 from switch.cards import DEMO_BIN
 from switch.clock import Clock, SystemClock, month_of, months_later
+from switch.cluster_pipeline import script_pipeline
 from switch.config import DEFAULT_PORTS
 from switch.lua_library import ledger_library
 from switch.pins import new_pin_fields
@@ -184,7 +185,7 @@ class Ledger:
         # the fence that far ahead of the request's deadline, for the reply's way back.
         self.deadline_s = request_deadline_ms / 1000
         self.fence_guard_s = fence_guard_ms(request_deadline_ms, ledger_fence_guard_ms) / 1000
-        self.scripts = scripts or ScriptPipeline(client, ledger_library(), self.deadline_s)
+        self.scripts = scripts or script_pipeline(client, ledger_library(), self.deadline_s)
         # Every pipeline on this ledger's Redis client (the token vault's joins it): aclose
         # waits for their calls and closes their connections, then the client's.
         self.pipelines = [self.scripts]

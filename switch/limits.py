@@ -102,6 +102,22 @@ redis_start_timeout_s = 10.0
 # takes well under a second for a demo's data; past this we kill it (what is written stays).
 redis_stop_timeout_s = 10.0
 
+# Redis Cluster (docs/cluster.md). A private cluster node (tests, benches) takes a peer that
+# has not answered this long for failing: short, so a test's failover is quick; long enough
+# that a busy two-core machine does not fail a live node.
+cluster_node_timeout_ms = 5000
+# Forming a private cluster (slots assigned, nodes met, every node cluster_state:ok) takes
+# well under a second on an idle machine; a loaded one gets this long.
+cluster_form_timeout_s = 20.0
+# A ledger call redirected (MOVED, ASK) more times than this fails: the slot map kept
+# changing under it (a resharding moves a slot once; a handful of hops covers a map refresh
+# racing a second move).
+cluster_redirects_max = 5
+# A call answered TRYAGAIN (its slot is half migrated: some of its keys moved, some not) is
+# sent again after this long, until it runs or its request's deadline passes (its fence then
+# refuses it in Redis). MIGRATE moves one batch of keys in well under this.
+cluster_tryagain_delay_s = 0.005
+
 # x-pay token keys cached in the switch process. A token's key never changes (a new key means
 # a new token), so caching saves a Redis round trip per wallet payment; the bound keeps the
 # cache's memory flat however many tokens pass.

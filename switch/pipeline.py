@@ -25,6 +25,7 @@ from redis.exceptions import ResponseError
 from switch import limits
 from switch.clock import RedisClock
 from switch.lua_library import Library
+from switch.redis_client import link_settings
 from switch.redis_link import RedisLink, open_link, resp_command
 
 # (function, keys, args, future, transform, fence): fence, when not None, is a local instant
@@ -48,6 +49,22 @@ def pack_fcall(function: bytes, keys: tuple[str, ...], args: tuple[Any, ...]) ->
         values.append(len(part))
         values.append(part)
     return template % tuple(values)
+
+
+def resolve(call: Call, reply: Any) -> None:
+    """Hand the call its reply (passed through its transform), or its error."""
+    _, _, _, future, transform, _ = call
+    if future.done():  # the request's deadline passed; its answer went out as 91
+        return
+    if isinstance(reply, hiredis.ReplyError):
+        reply = ResponseError(str(reply))
+    if isinstance(reply, Exception):
+        future.set_exception(reply)
+        return
+    try:
+        future.set_result(transform(reply) if transform else reply)
+    except Exception as error:  # a reply our transform cannot read: that call fails
+        future.set_exception(error)
 
 
 class ScriptPipeline:
@@ -147,7 +164,7 @@ class ScriptPipeline:
 
     async def _open(self) -> None:
         try:
-            self._link = await open_link(self.client, self._settle, self.timeout_s,
+            self._link = await open_link(link_settings(self.client), self._settle, self.timeout_s,
                                          self.redis_clock)
             self._schedule_clock()
         except Exception as error:  # Redis down: the calls waiting for it fail now
@@ -163,22 +180,13 @@ class ScriptPipeline:
             self._settle(call, reply)
 
     def _settle(self, call: Call, reply: Any) -> None:
-        _, _, _, future, transform, _ = call
+        future = call[3]
         if isinstance(reply, hiredis.ReplyError):
             if str(reply).startswith(FUNCTION_MISSING) and future not in self._retried:
                 self._retry_after_reload(call)
                 return
-            reply = ResponseError(str(reply))
         self._retried.discard(future)
-        if future.done():  # the request's deadline passed; its answer went out as 91
-            return
-        if isinstance(reply, Exception):
-            future.set_exception(reply)
-            return
-        try:
-            future.set_result(transform(reply) if transform else reply)
-        except Exception as error:  # a reply our transform cannot read: that call fails
-            future.set_exception(error)
+        resolve(call, reply)
 
     def _retry_after_reload(self, call: Call) -> None:
         self._retried.add(call[3])

@@ -22,8 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 import hiredis
-import redis.asyncio as aioredis
-from redis.asyncio.connection import SSLConnection
 
 from switch.clock import RedisClock
 
@@ -125,13 +123,12 @@ class RedisLink(asyncio.Protocol):
             self.transport.close()
 
 
-async def open_link(client: aioredis.Redis, settle: Settle, timeout_s: float,
+async def open_link(settings: dict[str, Any], settle: Settle, timeout_s: float,
                     redis_clock: RedisClock | None = None) -> RedisLink:
-    """A connected, authenticated link to the Redis that `client` talks to; `redis_clock`, if
+    """A connected, authenticated link to the Redis `settings` name (switch/redis_client.py
+    link_settings: a client's host and port or Unix socket, password, db); `redis_clock`, if
     given, is measured on it."""
-    pool = client.connection_pool
-    settings = pool.connection_kwargs
-    if issubclass(pool.connection_class, SSLConnection):
+    if settings.get("tls"):
         raise LinkError("TLS connections to Redis (rediss://) are not supported; use redis:// "
                         "or unix:// on a trusted network")
     loop = asyncio.get_running_loop()

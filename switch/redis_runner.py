@@ -230,3 +230,70 @@ def persistence(url: str) -> tuple[str, bool | None]:
         return (f"RDB snapshots only (save {config['save']}): a restart loses the writes since "
                 "the last snapshot"), False
     return "nothing kept on disk: a restart loses every card", False
+
+
+class ClusterNode(PrivateRedis):
+    """A throw-away redis-server with Redis Cluster enabled (its nodes.conf in its folder)."""
+
+    def options(self) -> list[str]:
+        return [*super().options(), "--cluster-enabled", "yes", "--cluster-config-file",
+                "nodes.conf", "--cluster-node-timeout", str(limits.cluster_node_timeout_ms)]
+
+
+class PrivateCluster:
+    """A throw-away Redis Cluster of `masters` nodes on free loopback ports (the tests', the
+    benches'): the slots split evenly, every node met, started once every node says
+    cluster_state:ok (bounded)."""
+
+    def __init__(self, folder: Path, masters: int = 3) -> None:
+        self.nodes = [ClusterNode(folder / f"node{index}") for index in range(masters)]
+
+    @property
+    def url(self) -> str:
+        """Any node's URL is the cluster's: the switch finds the others."""
+        return self.nodes[0].url
+
+    def start(self) -> str:
+        try:
+            for node in self.nodes:
+                node.start()
+            clients = [redis.Redis.from_url(node.url, decode_responses=True)
+                       for node in self.nodes]
+            try:
+                self._form(clients)
+            finally:
+                for client in clients:
+                    client.close()
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
+
+    def _form(self, clients: list[redis.Redis]) -> None:
+        share = CLUSTER_SLOTS // len(clients)
+        for index, client in enumerate(clients):
+            last = CLUSTER_SLOTS - 1 if index == len(clients) - 1 else (index + 1) * share - 1
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", index * share, last)
+        for node in self.nodes[1:]:
+            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+        deadline = time.monotonic() + limits.cluster_form_timeout_s
+        while not all(cluster_ok(client) for client in clients):
+            if time.monotonic() >= deadline:
+                raise RedisUnavailable(f"the cluster did not form within "
+                                       f"{limits.cluster_form_timeout_s} s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+CLUSTER_SLOTS = 16384
+
+
+def cluster_ok(client: redis.Redis) -> bool:
+    """The node sees every slot served and knows every node of the cluster's slot map."""
+    info = client.execute_command("CLUSTER", "INFO")
+    if isinstance(info, bytes):
+        info = info.decode()
+    return "cluster_state:ok" in info and len(client.execute_command("CLUSTER", "SLOTS")) > 0

@@ -21,8 +21,8 @@ from protocols.messages import AuthRequest, AuthResponse
 from protocols.xpay import WALLETS, XpayRequest, cryptogram
 from switch import limits
 from switch.clock import Clock, SystemClock, month_of, months_later
+from switch.cluster_pipeline import script_pipeline
 from switch.lua_library import token_library
-from switch.pipeline import ScriptPipeline
 
 TOKEN_STATUSES = tuple(status.value for status in TokenStatus)
 TOKEN_BIN = SWITCH_TOKEN_BIN  # a DPAN never looks like a demo card
@@ -44,7 +44,7 @@ class TokenVault:
                  request_deadline_ms: int = limits.request_deadline_ms) -> None:
         self.client = client
         self.clock = clock or SystemClock()
-        self.scripts = ScriptPipeline(client, token_library(), request_deadline_ms / 1000)
+        self.scripts = script_pipeline(client, token_library(), request_deadline_ms / 1000)
         self._keys: dict[str, bytes] = {}
 
     async def start(self) -> None:

@@ -1,0 +1,307 @@
+"""The auto-pipeline on a Redis Cluster: one connection and one pipeline per loop tick per
+master, each call sent to the master of its keys' slot (docs/cluster.md).
+
+Every call's keys share one hash tag (protocols/ledger_layout.py), so its first key names
+its slot. The slot map comes from CLUSTER SLOTS when the library is loaded, and is mended
+as the cluster answers:
+  MOVED slot host:port  the slot lives there now: the map is updated (and read again in
+                        full, once, in the background) and the call sent there;
+  ASK slot host:port    the slot is being migrated and the call's keys are not here: that
+                        call alone goes there, after ASKING;
+  TRYAGAIN              the slot is half migrated (some of the call's keys moved): the call
+                        is sent again shortly, until its request's deadline;
+  ERR Function not found  a master without our library (it joined, or was promoted, or
+                        restarted empty): FUNCTION LOAD on it, then the call again, once.
+None of these ran the call, so sending it again is safe; a call redirected more than
+limits.cluster_redirects_max times fails. Each master's clock is measured on its own link:
+a call's fence is written in the clock of the master that runs it.
+
+On a single Redis the switch uses switch/pipeline.py ScriptPipeline itself (`script_pipeline`
+chooses at start): the cluster's routing costs it nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from typing import Any, NamedTuple
+
+import hiredis
+from redis.asyncio.cluster import RedisCluster
+
+from switch import limits
+from switch.clock import RedisClock
+from switch.lua_library import Library
+from switch.pipeline import (
+    FUNCTION_MISSING,
+    TIME_COMMAND,
+    Call,
+    ScriptPipeline,
+    pack_fcall,
+    resolve,
+)
+from switch.redis_client import Client, link_settings, node_client, slot_of
+from switch.redis_link import RedisLink, open_link, resp_command
+
+Address = tuple[str, int]
+ASKING_COMMAND = resp_command("ASKING")
+CLUSTER_SLOTS = 16384
+
+
+class Routed(NamedTuple):
+    """A call on its way: where ASK sent it (None: its slot's master), how many times it was
+    redirected, and whether its master was given our library for it already."""
+
+    call: Call
+    hops: int = 0
+    ask: Address | None = None
+    reloaded: bool = False
+    since_s: float = 0.0  # event-loop time it was first sent (TRYAGAIN gives up after)
+
+
+class Lane:
+    """One master: our connection to it, the calls queued for it this tick, its clock."""
+
+    def __init__(self, address: Address) -> None:
+        self.address = address
+        self.link: RedisLink | None = None
+        self.opening: asyncio.Task | None = None
+        self.queue: list[Routed] = []
+        self.redis_clock = RedisClock()
+        self.clock_due = 0.0
+
+
+def script_pipeline(client: Client, library: Library, timeout_s: float) -> ScriptPipeline:
+    """The auto-pipeline for `client`'s Redis: the cluster's when it is a cluster."""
+    if isinstance(client, RedisCluster):
+        return ClusterScriptPipeline(client, library, timeout_s)
+    return ScriptPipeline(client, library, timeout_s)
+
+
+def slot_owners(ranges: dict) -> list[Address | None]:
+    """The master of every slot, from CLUSTER SLOTS as redis-py reads it ({(first, last):
+    {"primary": (host, port), ...}}); None: a slot nobody serves."""
+    owners: list[Address | None] = [None] * CLUSTER_SLOTS
+    for (first, last), nodes in ranges.items():
+        host, port = nodes["primary"]
+        owners[first:last + 1] = [(host, int(port))] * (last - first + 1)
+    return owners
+
+
+def redirect_target(error: str) -> tuple[int, Address]:
+    """(slot, address) of a MOVED or ASK error: "MOVED 3999 127.0.0.1:6381"."""
+    _, slot, where = error.split(" ", 2)
+    host, _, port = where.rpartition(":")
+    return int(slot), (host, int(port))
+
+
+class ClusterScriptPipeline(ScriptPipeline):
+    def __init__(self, client: RedisCluster, library: Library, timeout_s: float) -> None:
+        super().__init__(client, library, timeout_s)
+        self.owners: list[Address | None] = [None] * CLUSTER_SLOTS
+        self.lanes: dict[Address, Lane] = {}
+        self._mapping: asyncio.Task | None = None  # a read of the slot map under way
+        self._unmapped: list[Routed] = []  # calls waiting for it
+        self._pending = 0  # calls waiting out a TRYAGAIN or a library load
+        self.redirects = 0  # MOVED, ASK and TRYAGAIN answers followed (for the operator)
+
+    async def load(self) -> None:
+        """The library on every master (redis-py sends FUNCTION LOAD to each), then the
+        slot map."""
+        await super().load()
+        await self.read_slot_map()
+
+    async def read_slot_map(self) -> None:
+        self.owners = slot_owners(await self.client.execute_command(
+            "CLUSTER SLOTS", target_nodes=RedisCluster.RANDOM))
+
+    # --- routing ---------------------------------------------------------------------------
+
+    def _enqueue(self, call: Call) -> None:
+        self._route(Routed(call, since_s=asyncio.get_running_loop().time()))
+
+    def _route(self, routed: Routed) -> None:
+        address = routed.ask or self.owners[slot_of(routed.call[1][0])]
+        if address is None:  # nobody serves the slot as far as we know: read the map
+            self._unmapped.append(routed)
+            self._refresh_map()
+            return
+        lane = self.lanes.get(address)
+        if lane is None:
+            lane = self.lanes[address] = Lane(address)
+        lane.queue.append(routed)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        for lane in self.lanes.values():
+            if lane.queue:
+                self._flush_lane(lane)
+
+    def _flush_lane(self, lane: Lane) -> None:
+        link = lane.link
+        if link is None or link.closed:
+            if lane.opening is None:  # the queue waits for the link
+                lane.opening = asyncio.get_running_loop().create_task(self._open_lane(lane))
+            return
+        queue, lane.queue = lane.queue, []
+        if asyncio.get_running_loop().time() >= lane.clock_due:
+            self._read_lane_clock(lane)
+        fence_ms = lane.redis_clock.fence_ms
+        for start in range(0, len(queue), limits.pipeline_batch_max):
+            batch = queue[start:start + limits.pipeline_batch_max]
+            self.round_trips += 1
+            self.calls += len(batch)
+            payloads: list[Any] = []
+            data = []
+            for routed in batch:
+                name, keys, args, _, _, fence = routed.call
+                if routed.ask:  # ASKING holds for the one command after it
+                    payloads.append(None)
+                    data.append(ASKING_COMMAND)
+                payloads.append(routed)
+                data.append(pack_fcall(self.redis_name(name), keys,
+                                       args if fence is None else (*args, fence_ms(fence))))
+            link.send(payloads, b"".join(data))
+
+    def _read_lane_clock(self, lane: Lane) -> None:
+        loop = asyncio.get_running_loop()
+        lane.clock_due = loop.time() + limits.redis_clock_check_interval_s  # one at a time
+        reading = loop.create_future()
+        reading.add_done_callback(functools.partial(self._lane_clock_read, lane,
+                                                    time.monotonic()))
+        lane.link.send([Routed(("", (), (), reading, None, None))], TIME_COMMAND)
+
+    def _lane_clock_read(self, lane: Lane, sent_s: float, reading: asyncio.Future) -> None:
+        if reading.exception() is None:
+            lane.redis_clock.measure(reading.result(), sent_s, time.monotonic())
+            lane.clock_due = 0.0 if lane.redis_clock.poor else (
+                asyncio.get_running_loop().time() + limits.redis_clock_check_interval_s)
+
+    async def _open_lane(self, lane: Lane) -> None:
+        host, port = lane.address
+        try:
+            lane.link = await open_link({**link_settings(self.client), "host": host,
+                                         "port": port}, self._settle, self.timeout_s,
+                                        lane.redis_clock)
+            lane.clock_due = 0.0 if lane.redis_clock.poor else (
+                asyncio.get_running_loop().time() + limits.redis_clock_check_interval_s)
+        except Exception as error:  # that master is down: its calls fail now
+            queue, lane.queue = lane.queue, []
+            for routed in queue:
+                resolve(routed.call, error)
+            self._refresh_map()  # it may have been replaced
+            return
+        finally:
+            lane.opening = None
+        self._flush_lane(lane)
+
+    # --- replies ---------------------------------------------------------------------------
+
+    def _settle(self, routed: Routed | None, reply: Any) -> None:
+        if routed is None:  # ASKING's OK (an error would show in the call's reply)
+            return
+        if isinstance(reply, hiredis.ReplyError):
+            text = str(reply)
+            if text.startswith(("MOVED ", "ASK ")) and routed.hops < limits.cluster_redirects_max:
+                self._redirect(routed, text)
+                return
+            if text.startswith("TRYAGAIN") and self._in_time(routed):
+                self._later(routed)
+                return
+            if text.startswith(FUNCTION_MISSING) and not routed.reloaded:
+                self._reload_on(routed)
+                return
+        elif isinstance(reply, ConnectionError | TimeoutError):
+            self._refresh_map()  # a master lost: it may have failed over
+        resolve(routed.call, reply)
+
+    def _in_time(self, routed: Routed) -> bool:
+        return (not routed.call[3].done() and asyncio.get_running_loop().time()
+                < routed.since_s + self.timeout_s)
+
+    def _redirect(self, routed: Routed, error: str) -> None:
+        self.redirects += 1
+        slot, address = redirect_target(error)
+        if error.startswith("MOVED"):
+            self.owners[slot] = address
+            self._refresh_map()  # a slot moved: others may have too
+            self._route(routed._replace(hops=routed.hops + 1, ask=None))
+        else:
+            self._route(routed._replace(hops=routed.hops + 1, ask=address))
+
+    def _later(self, routed: Routed) -> None:
+        self.redirects += 1
+        self._pending += 1
+        asyncio.get_running_loop().call_later(limits.cluster_tryagain_delay_s,
+                                              self._again, routed)
+
+    def _again(self, routed: Routed) -> None:
+        self._pending -= 1
+        self._route(routed)
+
+    def _reload_on(self, routed: Routed) -> None:
+        """Load our library on the master that lacked it, then send the call again."""
+        self._pending += 1
+        asyncio.get_running_loop().create_task(self._load_then_route(routed))
+
+    async def _load_then_route(self, routed: Routed) -> None:
+        address = routed.ask or self.owners[slot_of(routed.call[1][0])]
+        node = node_client(self.client, *address)
+        try:
+            await node.function_load(self.library.code, replace=True)
+        except Exception as error:  # noqa: BLE001 - the call fails with the reason
+            resolve(routed.call, error)
+            return
+        else:
+            self._route(routed._replace(reloaded=True))
+        finally:
+            self._pending -= 1
+            await node.aclose()
+
+    def _refresh_map(self) -> None:
+        if self._mapping is None:
+            self._mapping = asyncio.get_running_loop().create_task(self._remap())
+
+    async def _remap(self) -> None:
+        try:
+            await self.read_slot_map()
+            error = None
+        except Exception as failure:  # noqa: BLE001 - the calls waiting for it fail with it
+            error = failure
+        finally:
+            self._mapping = None
+        waiting, self._unmapped = self._unmapped, []
+        for routed in waiting:
+            if error is not None or self.owners[slot_of(routed.call[1][0])] is None:
+                resolve(routed.call, error or ConnectionError(
+                    "no master of the Redis Cluster serves this card's slot"))
+            else:
+                self._route(routed)
+
+    # --- shutdown --------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Wait until every call made so far has its reply (a redirected call's too)."""
+        while True:
+            busy = [lane.opening for lane in self.lanes.values() if lane.opening]
+            if self._mapping:
+                busy.append(self._mapping)
+            if busy:
+                await asyncio.gather(*busy, return_exceptions=True)
+            elif self._pending or any(lane.queue for lane in self.lanes.values()):
+                await asyncio.sleep(limits.cluster_tryagain_delay_s)
+            elif any(lane.link and lane.link.waiting for lane in self.lanes.values()):
+                for lane in self.lanes.values():
+                    if lane.link is not None:
+                        await lane.link.idle()
+            else:
+                return
+
+    def close(self) -> None:
+        for lane in self.lanes.values():
+            if lane.link is not None:
+                lane.link.close()
