@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from switch import limits
 
@@ -48,6 +49,9 @@ async def announce(client: aioredis.Redis, channel: str, message: str, ack: str)
     """Publish `message` (its first word the version) and wait until every receiver has
     acknowledged it under `ack`; returns how many did. TimeoutError past the bound."""
     receivers = await client.publish(channel, message)
+    if isinstance(client, RedisCluster):  # PUBLISH counted one node's receivers; the
+        (_, receivers), = await client.pubsub_numsub(channel)  # message reaches every node's
+        receivers = int(receivers)
     await acknowledged(client, ack, receivers)
     return receivers
 

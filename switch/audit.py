@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError, WatchError
 
 from protocols.cardnumbers import mask_pan
@@ -45,7 +46,7 @@ from protocols.codes import REPAYMENT_KIND, TransactionState
 from protocols.ledger_layout import card_indexes
 from switch import limits
 from switch.journal import Advice, JournalCorrupt, Record, journal_paths, snapshot
-from switch.redis_client import link_settings
+from switch.redis_client import Client, link_settings, primaries
 from switch.redis_link import RedisLink, open_link, resp_command
 
 # Each rule: its name (what the output says) and what it holds.
@@ -267,6 +268,38 @@ async def audit(client: aioredis.Redis, keys: list[str] | None = None,
     finally:
         bulk.close()
     return Report(cards, transactions, findings)
+
+
+async def audit_all(client: Client, keys: list[str] | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> Report:
+    """`audit` of a single Redis, or of every master of a cluster (each its own SCAN and its
+    own cards: every key of a card is on one master) with the reports added up. A card whose
+    slot moves during the audit may be read on neither master or on both."""
+    if not isinstance(client, RedisCluster):
+        return await audit(client, keys, progress)
+    def master_of(key: str) -> tuple[str, int]:
+        node = client.get_node_from_key(key)
+        return node.host, node.port
+
+    nodes = await primaries(client)
+    total = Report(0, 0, [])
+    try:
+        for node in nodes:
+            settings = node.connection_pool.connection_kwargs
+            here = (settings["host"], settings["port"])
+            mine = None if keys is None else [key for key in keys if master_of(key) == here]
+            before = (total.cards, len({f.card for f in total.findings}))
+
+            def counted(cards: int, broken: int, before: tuple[int, int] = before) -> None:
+                progress(before[0] + cards, before[1] + broken)
+
+            report = await audit(node, mine, counted if progress else None)
+            total = Report(total.cards + report.cards, total.transactions + report.transactions,
+                           total.findings + report.findings)
+    finally:
+        for node in nodes:
+            await node.aclose()
+    return total
 
 
 async def findings_of(client: aioredis.Redis, bulk: BulkReads, books: CardBooks

@@ -10,13 +10,16 @@ from pathlib import Path
 
 import msgspec
 import redis
-import redis.asyncio as aioredis
 
 from switch import limits
 from switch.app import journal_folder
-from switch.audit import RULES, Report, audit, journal_findings
+from switch.audit import RULES, Report, audit_all, journal_findings
 from switch.cli_common import UserError, redis_for_command
 from switch.config import load
+from switch.redis_client import connect
+
+# A reply of Redis the audit waits for (a pipeline of many cards' reads).
+AUDIT_REPLY_WAIT_MS = int(limits.redis_pool_wait_s * 5 * 1000)
 
 
 def progress(cards: int, broken: int) -> None:
@@ -24,10 +27,9 @@ def progress(cards: int, broken: int) -> None:
 
 
 async def audit_redis(url: str) -> Report:
-    client = aioredis.Redis.from_url(url, decode_responses=True,
-                                     socket_timeout=limits.redis_pool_wait_s * 5)
+    client = connect(url, request_deadline_ms=AUDIT_REPLY_WAIT_MS)
     try:
-        return await audit(client, progress=progress)
+        return await audit_all(client, progress=progress)
     finally:
         await client.aclose()
 

@@ -27,8 +27,9 @@ def redis_error_line(error: redis.exceptions.RedisError) -> str:
         return f"Redis does not answer: {text}"
     if isinstance(error, redis.exceptions.ClusterError) or any(
             word in text for word in CLUSTER_ERRORS):
-        return (f"Redis answered {text!r}: it is a node of a Redis Cluster, and the switch "
-                "needs a single Redis (point --redis at one)")
+        return (f"Redis answered {text!r}: it is a node of a Redis Cluster that does not "
+                "serve every slot (check it: redis-cli --cluster check HOST:PORT; "
+                "docs/cluster.md)")
     return f"Redis answered an error: {text}"
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import redis
 
 from switch import limits
+from switch.redis_client import plain_url
 
 # Redis' AOF fsync policies that keep acknowledged writes through a Redis crash (docs/
 # reliability.md); "always" also through a power loss, at its cost (docs/performance.md).
@@ -53,7 +54,7 @@ def free_port() -> int:
 
 def reachable(url: str, timeout_s: float = 1.0) -> bool:
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s,
+        client = redis.Redis.from_url(plain_url(url), socket_connect_timeout=timeout_s,
                                       socket_timeout=timeout_s)
         try:
             return bool(client.ping())
@@ -215,7 +216,8 @@ def persistence(url: str) -> tuple[str, bool | None]:
     banner, True/False whether acknowledged writes survive a restart of it, None: unknown,
     when CONFIG is refused, as managed Redis services often do)."""
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0,
+        client = redis.Redis.from_url(plain_url(url), socket_connect_timeout=1.0,
+                                      socket_timeout=1.0,
                                       decode_responses=True)
         try:
             config = client.config_get("appendonly") | client.config_get("appendfsync")

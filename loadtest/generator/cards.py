@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import redis
+from redis.cluster import RedisCluster
 
 from loadtest.generator.adapters.iso import (
     ACQUIRER,
@@ -41,6 +42,7 @@ from protocols.ledger_layout import (
     token_key,
 )
 
+CLUSTER_SCHEME = "redis+cluster://"  # as the switch reads it (switch/redis_client.py)
 SEED_BATCH_CARDS = 1000  # cards per pipeline: big enough to amortise, small enough to not stall
 REDIS_TIMEOUT_S = 10.0
 # Where `make run` (switch serve) records the URL of the private Redis it started.
@@ -58,9 +60,19 @@ def find_redis_url(explicit: str = "") -> str:
     return ""
 
 
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S,
-                                socket_connect_timeout=REDIS_TIMEOUT_S, decode_responses=True)
+def _client(url: str) -> redis.Redis | RedisCluster:
+    """A client of the switch's Redis: redis-py's RedisCluster on a Redis Cluster (named by
+    redis+cluster://, or a node with cluster mode on: docs/cluster.md), which sends each
+    card's writes to the master of its slot."""
+    settings = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S,
+                "decode_responses": True}
+    if url.startswith(CLUSTER_SCHEME):
+        return RedisCluster.from_url("redis://" + url[len(CLUSTER_SCHEME):], **settings)
+    client = redis.Redis.from_url(url, **settings)
+    if client.info("cluster").get("cluster_enabled"):
+        client.close()
+        return RedisCluster.from_url(url, **settings)
+    return client
 
 
 def seed_cards(url: str, pans: Sequence[str], limit_fen: int = CARD_LIMIT_FEN,
@@ -122,6 +134,8 @@ def _seed_batch(client: redis.Redis, pans: Sequence[str], limit_fen: int, expiry
     pipe = client.pipeline(transaction=False)
     for pan, txn_keys in zip(pans, transactions, strict=True):
         key = card_key(pan)
-        pipe.delete(key, *card_indexes(key), *txn_keys)
+        # One DEL of the card's keys (one slot); redis-py's cluster pipeline has no
+        # multi-key delete(), the command itself is fine there.
+        pipe.execute_command("DEL", key, *card_indexes(key), *txn_keys)
         pipe.hset(key, mapping=card_fields(limit_fen, expiry))
     pipe.execute()

@@ -115,6 +115,8 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as error:  # noqa: BLE001 - any failure is the reason we are not ready
         reason = f"Redis unreachable: {type(error).__name__}: {error}".rstrip(": ")
         return web.json_response({"ready": False, "reason": reason}, status=503)
+    if isinstance(loaded, dict):  # a cluster: each master's list (redis-py asks them all)
+        loaded = all(loaded.values())
     if not loaded:
         return web.json_response({"ready": False, "reason": f"Redis does not have the "
                                   f"function library {library} loaded"}, status=503)
