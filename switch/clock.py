@@ -179,7 +179,10 @@ class TestClockControl:
 
     async def listeners(self) -> int:
         """Workers following the test clock (every worker of a switch with --test-clock)."""
-        (_, count), = await self.client.pubsub_numsub(TEST_CLOCK_CHANNEL)
+        # A cluster node counts its own subscribers: ask every node (redis-py adds them up).
+        where = ({"target_nodes": RedisCluster.ALL_NODES}
+                 if isinstance(self.client, RedisCluster) else {})
+        (_, count), = await self.client.pubsub_numsub(TEST_CLOCK_CHANNEL, **where)
         return int(count)
 
     async def offset_ms(self) -> int:

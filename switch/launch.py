@@ -20,6 +20,7 @@ from switch.config import Config
 from switch.faults import FaultRule, replace_rules, stored_rules
 from switch.ledger import CardView
 from switch.logs import DEFAULT_LOGGING, LoggingSetup
+from switch.redis_client import cluster_masters, is_cluster
 from switch.redis_runner import PrivateRedis, persistence, reachable
 from switch.replay_cli import take_snapshot
 from switch.workers import supervise
@@ -47,6 +48,8 @@ def open_redis(url: str, given: bool, run_dir: Path, ephemeral: bool, appendfsyn
             if persists is False:
                 print(f"switch: warning: the Redis at {url} does not keep every write "
                       f"({phrase}); approvals may vanish from the books", file=sys.stderr)
+            if is_cluster(url):  # the node's own persistence stands for its peers'
+                phrase = f"Redis Cluster of {cluster_masters(url)} masters; {phrase}"
             return url, f"{url} (yours; {phrase})", None
         if given:
             raise UserError(f"Redis at {url} does not answer")

@@ -42,6 +42,17 @@ def is_cluster(url: str, timeout_s: float = limits.redis_pool_wait_s) -> bool:
         return False
 
 
+def cluster_masters(url: str, timeout_s: float = limits.redis_pool_wait_s) -> int:
+    """How many masters serve the slots of the cluster `url` names (for the banner)."""
+    probe = redis.Redis.from_url(plain_url(url), socket_connect_timeout=timeout_s,
+                                 socket_timeout=timeout_s)
+    try:
+        return len({(master[0], master[1]) for _, _, master, *_ in
+                    probe.execute_command("CLUSTER", "SLOTS")})
+    finally:
+        probe.close()
+
+
 def connect(url: str, request_deadline_ms: int = limits.request_deadline_ms,
             decode_responses: bool = True) -> Client:
     """A client whose pool waits (bounded) for a free connection instead of failing; a

@@ -1,0 +1,70 @@
+"""A Redis Cluster's slot moved by hand, as `redis-cli --cluster reshard` moves it, one step at a
+time (so a test can send its request between two steps): IMPORTING on the target, MIGRATING on
+the source, the slot's keys moved with MIGRATE, then the slot given to the target everywhere."""
+
+from __future__ import annotations
+
+import redis
+
+from switch.redis_client import slot_of
+from switch.redis_runner import PrivateCluster
+
+MIGRATE_TIMEOUT_MS = 5000
+KEYS_PER_MIGRATE = 10  # what redis-cli --cluster reshard moves per MIGRATE by default
+
+
+class Nodes:
+    """Plain clients on every node of a private cluster, by port."""
+
+    def __init__(self, cluster: PrivateCluster) -> None:
+        self.clients = {node.port: redis.Redis(host="127.0.0.1", port=node.port,
+                                               decode_responses=True)
+                        for node in cluster.nodes}
+        self.ids = {port: client.execute_command("CLUSTER", "MYID")
+                    for port, client in self.clients.items()}
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+
+    def owner(self, key: str) -> int:
+        """The port of the master serving `key`'s slot (as the first node sees it)."""
+        slot = slot_of(key)
+        for first, last, master, *_ in next(iter(self.clients.values())).execute_command(
+                "CLUSTER", "SLOTS"):
+            if first <= slot <= last:
+                return int(master[1])
+        raise AssertionError(f"nobody serves slot {slot}")
+
+    def other(self, port: int) -> int:
+        return next(p for p in self.clients if p != port)
+
+    def begin(self, slot: int, source: int, target: int) -> None:
+        self.clients[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING",
+                                             self.ids[source])
+        self.clients[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING",
+                                             self.ids[target])
+
+    def move_keys(self, slot: int, source: int, target: int) -> int:
+        moved = 0
+        while keys := self.clients[source].execute_command(
+                "CLUSTER", "GETKEYSINSLOT", slot, KEYS_PER_MIGRATE):
+            self.clients[source].execute_command("MIGRATE", "127.0.0.1", target, "", 0,
+                                                 MIGRATE_TIMEOUT_MS, "KEYS", *keys)
+            moved += len(keys)
+        return moved
+
+    def finish(self, slot: int, target: int) -> None:
+        """The slot is the target's: told to the target first, as redis-cli does."""
+        for port in (target, *[p for p in self.clients if p != target]):
+            self.clients[port].execute_command("CLUSTER", "SETSLOT", slot, "NODE",
+                                               self.ids[target])
+
+    def move_slot(self, key: str, target: int | None = None) -> tuple[int, int]:
+        """Move `key`'s slot to `target` (default: another master); (source, target)."""
+        slot, source = slot_of(key), self.owner(key)
+        target = target or self.other(source)
+        self.begin(slot, source, target)
+        self.move_keys(slot, source, target)
+        self.finish(slot, target)
+        return source, target

@@ -1,0 +1,308 @@
+"""The switch on a real Redis Cluster of three masters started here (docs/cluster.md): every
+channel, the commands as processes, and the slot map changing under the switch (MOVED, ASK,
+TRYAGAIN, a master without the library, `redis-cli --cluster reshard` under load)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+
+import msgspec
+import pytest
+
+from protocols.ledger_layout import card_key, claim_key
+from protocols.messages import AuthRequest
+from protocols.messages import MessageClass as C
+from switch import testing
+from switch.app import load_cards
+from switch.audit import CARD_KEY, audit_all
+from switch.cards import showcase_cards
+from switch.cluster_pipeline import ClusterScriptPipeline, redirect_target, slot_owners
+from switch.ledger import Ledger
+from switch.redis_client import connect, is_cluster, plain_url, slot_of
+from switch.redis_runner import PrivateCluster
+from tests.cluster_support import Nodes
+from tests.support import (
+    ANSWER_WAIT_S,
+    CARD_EXPIRY,
+    SWITCH,
+    JdClient,
+    jd_request,
+    make_card,
+    new_pan,
+    run_command,
+)
+from tests.test_pos_support import ACQUIRER
+
+RESHARD_WAIT_S = 180.0  # redis-cli moving a third of the slots on the loaded two-core box
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    private = PrivateCluster(tmp_path_factory.mktemp("cluster"))
+    private.start()
+    yield private
+    private.stop()
+
+
+@pytest.fixture
+def nodes(cluster):
+    handle = Nodes(cluster)
+    yield handle
+    handle.close()
+
+
+@pytest.fixture
+async def ledger(cluster):
+    ledger = Ledger(connect(cluster.url))
+    await ledger.start()
+    yield ledger
+    await ledger.aclose()
+
+
+async def wait_for(condition, what: str) -> None:
+    """Until `condition()` holds (bounded)."""
+    async with asyncio.timeout(ANSWER_WAIT_S):
+        while not condition():
+            await asyncio.sleep(0.001)
+    assert condition(), what
+
+
+# --- finding the cluster -----------------------------------------------------------------------
+
+
+def test_a_cluster_is_found_from_any_node_or_named_by_its_scheme(cluster, redis_url):
+    assert all(is_cluster(node.url) for node in cluster.nodes)
+    assert not is_cluster(redis_url)  # the suite's single Redis
+    assert is_cluster(redis_url.replace("redis://", "redis+cluster://"))  # the scheme says so
+    assert plain_url("redis+cluster://h:1/0") == "redis://h:1/0"
+
+
+def test_a_redirect_names_its_slot_and_node_and_the_map_every_slot():
+    assert redirect_target("MOVED 3999 127.0.0.1:6381") == (3999, ("127.0.0.1", 6381))
+    assert redirect_target("ASK 0 ::1:7000") == (0, ("::1", 7000))
+    owners = slot_owners({(0, 1): {"primary": ("a", 1)}, (16383, 16383): {"primary": ("b", 2)}})
+    assert owners[:3] == [("a", 1), ("a", 1), None] and owners[16383] == ("b", 2)
+
+
+# --- every channel, every command ----------------------------------------------------------------
+
+
+async def test_every_channel_sells_on_a_cluster_and_the_books_add_up(cluster, nodes):
+    async with testing.start(redis_url=cluster.url) as switch:
+        assert isinstance(switch.ledger.scripts, ClusterScriptPipeline)
+        pan = await switch.new_card(limit_fen=100_000)
+        for channel in testing.CHANNELS:
+            sale = await switch.send(channel, pan, amount=1_000, mcc="5411")
+            assert sale.response.response_code == "00", (channel, sale.response)
+            repeat = await switch.repeat(sale)  # the first answer again (not every wire says
+            assert repeat.response.auth_id == sale.response.auth_id  # it is a repeat)
+        card = await switch.card(pan)
+        assert (card.posted, card.open_to_buy) == (4_000, 96_000)
+        # One link per master the calls went to: the card's, and its ids' claims'.
+        lanes = set(switch.ledger.scripts.lanes)
+        assert ("127.0.0.1", nodes.owner(card_key(pan))) in lanes
+        assert lanes <= {("127.0.0.1", node.port) for node in cluster.nodes}
+        report = await audit_all(switch.ledger.client, [card_key(pan)])
+        assert (report.cards, report.transactions, report.findings) == (1, 4, [])
+
+
+def card_keys_everywhere(nodes: Nodes) -> int:
+    count = 0
+    for client in nodes.clients.values():
+        count += sum(1 for key in client.scan_iter(match="{c:*}", _type="hash")
+                     if CARD_KEY.fullmatch(key))
+    return count
+
+
+async def test_serve_demo_send_card_seed_terminal_token_and_audit_as_commands(
+        cluster, nodes, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["SWITCH_RUN_DIR"] = str(tmp_path / "run")
+    redis = ["--redis", cluster.url]
+    process = await asyncio.create_subprocess_exec(
+        *SWITCH, "serve", "--demo", *redis, "--listen", "jd=127.0.0.1:0", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        banner = ""
+        async with asyncio.timeout(ANSWER_WAIT_S * 2):
+            while "Ctrl-C stops" not in banner:
+                banner += (await process.stdout.readline()).decode()
+        assert "Redis Cluster of 3 masters" in banner and "demo1" in banner
+        port = re.search(r"jd\s+listening on 127\.0\.0\.1:(\d+)", banner).group(1)
+
+        async def command(*args: str) -> str:
+            code, out, err = await run_command(SWITCH, *args, *redis, env=env)
+            assert code == 0, err
+            return out
+
+        before = json.loads(await command("card", "show", "demo2", "--json"))
+        sale = json.loads(await command("send", "--port", port, "--pan", "demo2", "--amount",
+                                        "12800", "--mcc", "5411", "--json"))
+        assert sale["response_code"] == "00"
+        after = json.loads(await command("card", "show", "demo2", "--json"))
+        assert after["open_to_buy"] == before["open_to_buy"] - 12_800
+        assert "seeded 30 cards" in await command("seed", "--cards", "30", "--seed", "7")
+        pan = new_pan()
+        await command("card", "set", pan, "--limit", "5000")
+        assert json.loads(await command("card", "show", pan, "--json"))["limit"] == 5000
+        assert "KCV" in await command("terminal", "add", ACQUIRER, "TCLUSTER")
+        assert "token" in await command("token", "provision", "demo1", "--wallet", "apple")
+        audit = json.loads(await command("audit", "--json"))
+        assert audit["clean"] and audit["cards"] == card_keys_everywhere(nodes)
+        assert audit["cards"] >= 30 + 7  # on every master, not the first node's alone
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), ANSWER_WAIT_S)
+
+
+# --- the slot map changing under the switch ----------------------------------------------------
+
+
+def ledger_sale(pan: str, amount_fen: int = 100, **fields) -> AuthRequest:
+    """A JD sale as the JD codec hands it to the ledger: its id in the merchant's scope."""
+    request = jd_request(pan, C.SALE, amount_fen, expiry=CARD_EXPIRY, **fields)
+    return msgspec.structs.replace(request, idempotency_key=f"jd:{request.merchant_id}:"
+                                   f"{request.txn_ref}")
+
+
+async def sale(ledger: Ledger, pan: str, amount_fen: int = 100, **fields):
+    return await ledger.execute(ledger_sale(pan, amount_fen, **fields), "A1")
+
+
+async def test_a_moved_slot_is_followed_and_the_map_mended(ledger, nodes):
+    pan = await make_card(ledger, limit_fen=100_000)
+    assert (await sale(ledger, pan)).response_code == "00"  # the master's link is open
+    source, target = nodes.move_slot(card_key(pan))
+    redirects = ledger.scripts.redirects
+    assert (await sale(ledger, pan)).response_code == "00"
+    assert ledger.scripts.redirects == redirects + 1  # one MOVED, then the right master
+    assert ledger.scripts.owners[slot_of(card_key(pan))] == ("127.0.0.1", target)
+    assert nodes.clients[target].exists(card_key(pan))
+    assert nodes.clients[source].execute_command("CLUSTER", "COUNTKEYSINSLOT",
+                                                 slot_of(card_key(pan))) == 0
+    assert (await ledger.card(pan)).posted == 200
+
+
+async def test_ask_during_a_migration_is_followed_for_that_call_only(ledger, nodes):
+    pan = await make_card(ledger, limit_fen=100_000)
+    assert (await sale(ledger, pan)).response_code == "00"
+    key, slot = card_key(pan), slot_of(card_key(pan))
+    source = nodes.owner(key)
+    target = nodes.other(source)
+    nodes.begin(slot, source, target)
+    try:
+        nodes.move_keys(slot, source, target)  # every key moved, the slot still the source's
+        redirects = ledger.scripts.redirects
+        assert await ledger.settle(pan) == 0  # one key: ASK, then ASKING and the call there
+        assert ledger.scripts.redirects == redirects + 1
+        assert ledger.scripts.owners[slot] == ("127.0.0.1", source)  # the map is unchanged
+    finally:
+        nodes.finish(slot, target)
+
+
+async def test_a_call_half_way_through_a_migration_waits_for_its_end(ledger, nodes):
+    """The card's keys all moved, the slot not yet handed over: ASK sends the sale to the
+    target, which answers TRYAGAIN (its answer key is new there): it is sent again until the
+    slot is the target's, and answered."""
+    pan = await make_card(ledger, limit_fen=100_000)
+    assert (await sale(ledger, pan)).response_code == "00"
+    key, slot = card_key(pan), slot_of(card_key(pan))
+    source = nodes.owner(key)
+    target = nodes.other(source)
+    nodes.begin(slot, source, target)
+    nodes.move_keys(slot, source, target)
+    redirects = ledger.scripts.redirects
+    pending = asyncio.ensure_future(sale(ledger, pan, txn_ref=f"half{slot}"))
+    try:
+        await wait_for(lambda: ledger.scripts.redirects >= redirects + 3,
+                       "the sale was sent again after TRYAGAIN")
+        assert not pending.done()
+    finally:
+        nodes.finish(slot, target)
+    assert (await asyncio.wait_for(pending, ANSWER_WAIT_S)).response_code == "00"
+    assert (await ledger.card(pan)).posted == 200
+
+
+async def test_a_master_without_the_library_is_given_it(ledger, nodes):
+    pan = await make_card(ledger, limit_fen=100_000)
+    assert (await sale(ledger, pan)).response_code == "00"
+    nodes.clients[nodes.owner(card_key(pan))].execute_command("FUNCTION", "FLUSH")
+    assert (await sale(ledger, pan)).response_code == "00"
+    assert (await ledger.card(pan)).posted == 200
+
+
+async def two_cards_on_two_masters(ledger: Ledger, nodes: Nodes) -> tuple[str, str]:
+    first = await make_card(ledger, limit_fen=100_000)
+    for _ in range(20):
+        other = await make_card(ledger, limit_fen=100_000)
+        if nodes.owner(card_key(other)) != nodes.owner(card_key(first)):
+            return first, other
+    raise AssertionError("20 cards, all on one master")
+
+
+async def test_an_id_claimed_for_a_card_on_one_master_is_94_for_a_card_on_another(
+        ledger, nodes):
+    first, other = await two_cards_on_two_masters(ledger, nodes)
+    trade = f"Tclaim{first}"
+    assert (await sale(ledger, first, 500, txn_ref=trade)).response_code == "00"
+    reused = await sale(ledger, other, 500, txn_ref=trade)
+    assert (reused.response_code, reused.reason) == ("94", "duplicate_id_other_card")
+    again = await sale(ledger, first, 500, txn_ref=trade)
+    assert again.repeat and again.response_code == "00"
+    assert ((await ledger.card(first)).posted, (await ledger.card(other)).posted) == (500, 0)
+    # A stand-in advice under the id on the other card is a conflict: nothing posted.
+    advice = ledger_sale(other, 500, txn_ref=trade)
+    assert await ledger.advise(advice, "S1", 500, f"adv{trade}") == "conflict"
+    assert (await ledger.card(other)).posted == 0
+    claim = claim_key(ledger_sale(first, txn_ref=trade).idempotency_key)
+    assert nodes.clients[nodes.owner(claim)].get(claim) == first
+
+
+async def test_a_reshard_under_a_steady_stream_answers_every_request_and_loses_no_fen(
+        cluster, nodes):
+    """`redis-cli --cluster reshard` moves every slot of the master holding demo1 to another
+    while JD sales stream on the active demo cards."""
+    async with testing.start(redis_url=cluster.url) as switch:
+        cards = [card for card in showcase_cards() if card.status == "active"
+                 and card.expiry != "2301"]
+        await load_cards(switch.ledger, showcase_cards())
+        before = {card.pan: (await switch.card(card.pan)).posted for card in cards}
+        source = nodes.owner(card_key(cards[0].pan))
+        target = nodes.other(source)
+        slots = sum(last - first + 1 for first, last, master, *_ in nodes.clients[source]
+                    .execute_command("CLUSTER", "SLOTS") if int(master[1]) == source)
+        reshard = await asyncio.create_subprocess_exec(
+            "redis-cli", "--cluster", "reshard", f"127.0.0.1:{source}", "--cluster-from",
+            nodes.ids[source], "--cluster-to", nodes.ids[target], "--cluster-slots",
+            str(slots), "--cluster-yes", stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE)
+        moving = asyncio.ensure_future(asyncio.wait_for(reshard.communicate(), RESHARD_WAIT_S))
+        answers: list = []
+        sent = 0
+        client = await JdClient.connect(switch.ports["jd"])
+        try:
+            while not moving.done() or sent < 60:  # until the reshard ends (bounded)
+                batch = [jd_request(cards[i % len(cards)].pan, C.SALE, 1 + i % 7)
+                         for i in range(sent, sent + len(cards) * 2)]
+                sent += len(batch)
+                answers += await asyncio.gather(*[client.send(r) for r in batch])
+        finally:
+            await client.close()
+        _, err = await moving
+        assert reshard.returncode == 0, err
+        assert nodes.owner(card_key(cards[0].pan)) == target
+        assert len(answers) == sent
+        codes = {a.response.response_code for a in answers}
+        assert codes == {"00"}, codes
+        approved: dict[str, int] = {}
+        for request_index, answer in enumerate(answers):
+            pan = cards[request_index % len(cards)].pan
+            approved[pan] = approved.get(pan, 0) + answer.response.approved_fen
+        for card in cards:
+            assert (await switch.card(card.pan)).posted - before[card.pan] == approved[card.pan]
+        report = await audit_all(switch.ledger.client, [card_key(c.pan) for c in cards])
+        assert report.findings == [] and report.cards == len(cards)
+        assert switch.ledger.scripts.redirects > 0  # the stream did meet the moving slots
