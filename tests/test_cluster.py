@@ -11,11 +11,12 @@ import re
 
 import msgspec
 import pytest
+from redis.exceptions import ResponseError
 
 from protocols.ledger_layout import card_key, claim_key
 from protocols.messages import AuthRequest
 from protocols.messages import MessageClass as C
-from switch import testing
+from switch import limits, testing
 from switch.app import load_cards
 from switch.audit import CARD_KEY, audit_all
 from switch.cards import showcase_cards
@@ -306,3 +307,46 @@ async def test_a_reshard_under_a_steady_stream_answers_every_request_and_loses_n
         report = await audit_all(switch.ledger.client, [card_key(c.pan) for c in cards])
         assert report.findings == [] and report.cards == len(cards)
         assert switch.ledger.scripts.redirects > 0  # the stream did meet the moving slots
+
+
+async def test_a_call_redirected_past_the_bound_fails(ledger, nodes):
+    """A slot MIGRATING on its master but not IMPORTING on the target: the master answers
+    ASK for a key it lacks, the target MOVED back: the call gives up after the bound."""
+    pan = await make_card(ledger, limit_fen=100_000)
+    slot, source = slot_of(card_key(pan)), nodes.owner(card_key(pan))
+    absent = new_pan()  # a card that does not exist in the slot
+    while slot_of(card_key(absent)) != slot:
+        absent = new_pan()
+    target = nodes.other(source)
+    nodes.clients[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING",
+                                          nodes.ids[target])
+    try:
+        redirects = ledger.scripts.redirects
+        with pytest.raises(ResponseError, match="^MOVED"):
+            await ledger.settle(absent)
+        assert ledger.scripts.redirects - redirects == limits.cluster_redirects_max
+    finally:
+        nodes.clients[source].execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+    assert (await sale(ledger, pan)).response_code == "00"
+
+
+async def test_a_call_kept_waiting_by_tryagain_gives_up_at_its_deadline(cluster, nodes):
+    ledger = Ledger(connect(cluster.url), request_deadline_ms=400)
+    await ledger.start()
+    pan = await make_card(ledger, limit_fen=100_000)
+    key, slot = card_key(pan), slot_of(card_key(pan))
+    source = nodes.owner(key)
+    target = nodes.other(source)
+    nodes.begin(slot, source, target)
+    nodes.move_keys(slot, source, target)
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ResponseError, match="^TRYAGAIN"):
+            async with asyncio.timeout(ANSWER_WAIT_S):  # without the bound: TimeoutError
+                await sale(ledger, pan)
+        waited = asyncio.get_running_loop().time() - started
+        assert 0.4 <= waited < 0.4 + ANSWER_WAIT_S
+    finally:
+        nodes.finish(slot, target)
+        await ledger.aclose()
+    assert nodes.clients[target].hget(key, "posted") == "0"  # never ran
