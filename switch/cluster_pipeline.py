@@ -6,10 +6,18 @@ its slot. The slot map comes from CLUSTER SLOTS when the library is loaded, and 
 as the cluster answers:
   MOVED slot host:port  the slot lives there now: the map is updated (and read again in
                         full, once, in the background) and the call sent there;
-  ASK slot host:port    the slot is being migrated and the call's keys are not here: that
-                        call alone goes there, after ASKING;
+  ASK slot host:port    the slot is being migrated and the call's keys are not here: a call
+                        of one key goes there alone, after ASKING; a call of several keys
+                        is sent again shortly, as for TRYAGAIN, until the slot is handed
+                        over (then MOVED sends it on);
   TRYAGAIN              the slot is half migrated (some of the call's keys moved): the call
-                        is sent again shortly, until its request's deadline;
+                        is sent again shortly, until its request's deadline.
+Why a call of several keys does not follow ASK: a card's functions also read keys they do not
+name (the due holds' records: switch/lua/holds.lua). On the importing master, after ASKING,
+such a key not moved yet reads as absent, and the hold would leave the index while its record
+stays pending. On the migrating master a key already moved makes Redis fail the call instead
+(no write after it): an error, never a wrong book. The importing master would answer TRYAGAIN
+anyway to a call naming a key it does not have yet (every new request's answer key).
   ERR Function not found  a master without our library (it joined, or was promoted, or
                         restarted empty): FUNCTION LOAD on it, then the call again, once.
 None of these ran the call, so sending it again is safe; a call redirected more than
@@ -206,6 +214,8 @@ class ClusterScriptPipeline(ScriptPipeline):
             return
         if isinstance(reply, hiredis.ReplyError):
             text = str(reply)
+            if text.startswith("ASK ") and len(routed.call[1]) > 1:
+                text = "TRYAGAIN (ASK for a call that may read keys it does not name)"
             if text.startswith(("MOVED ", "ASK ")) and routed.hops < limits.cluster_redirects_max:
                 self._redirect(routed, text)
                 return

@@ -39,6 +39,11 @@ class Nodes:
     def other(self, port: int) -> int:
         return next(p for p in self.clients if p != port)
 
+    def askings(self, port: int) -> int:
+        """ASKING commands the node has run (INFO commandstats)."""
+        stats = self.clients[port].info("commandstats").get("cmdstat_asking", {})
+        return int(stats.get("calls", 0))
+
     def begin(self, slot: int, source: int, target: int) -> None:
         self.clients[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING",
                                              self.ids[source])
