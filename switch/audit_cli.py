@@ -56,7 +56,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     url = redis_for_command(args)
     try:
         report = asyncio.run(audit_redis(url))
-    except (redis.RedisError, OSError) as error:
+    except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as error:
         raise UserError(f"Redis at {url} failed during the audit: {error}") from None
     journals = args.journal_dir or journal_folder(load(args.config))
     report = report._replace(findings=report.findings + journal_findings(journals))

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             AdminListenError) as error:
         print(f"switch: {mask_card_numbers_in(str(error))}", file=sys.stderr)
         return 2
-    except redis.exceptions.RedisError as error:
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as error:
         print(f"switch: {mask_card_numbers_in(redis_error_line(error))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `switch ... | head`: the reader left; say nothing more

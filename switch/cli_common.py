@@ -20,12 +20,14 @@ REDIS_URL_FILE = RUN_DIR / "redis.url"  # where a serving switch records its pri
 CLUSTER_ERRORS = ("MOVED", "ASK", "CLUSTERDOWN", "CROSSSLOT")
 
 
-def redis_error_line(error: redis.exceptions.RedisError) -> str:
+def redis_error_line(error: redis.exceptions.RedisError | redis.exceptions.RedisClusterException
+                     ) -> str:
     """One line for an error Redis gave (or its connection): what it said, and what to do."""
     text = str(error) or type(error).__name__
     if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
         return f"Redis does not answer: {text}"
-    if isinstance(error, redis.exceptions.ClusterError) or any(
+    if isinstance(error, redis.exceptions.ClusterError | redis.exceptions.RedisClusterException
+                  ) or any(
             word in text for word in CLUSTER_ERRORS):
         return (f"Redis answered {text!r}: it is a node of a Redis Cluster that does not "
                 "serve every slot (check it: redis-cli --cluster check HOST:PORT; "
