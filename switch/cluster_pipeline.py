@@ -4,8 +4,8 @@ master, each call sent to the master of its keys' slot (docs/cluster.md).
 Every call's keys share one hash tag (protocols/ledger_layout.py), so its first key names
 its slot. The slot map comes from CLUSTER SLOTS when the library is loaded, and is mended
 as the cluster answers:
-  MOVED slot host:port  the slot lives there now: the map is updated (and read again in
-                        full, once, in the background) and the call sent there;
+  MOVED slot host:port  the slot lives there now: the map's entry is updated and the call
+                        sent there (the whole map is read again when a master is lost);
   ASK slot host:port    the slot is being migrated and the call's keys are not here: a call
                         of one key goes there alone, after ASKING; a call of several keys
                         is sent again shortly, as for TRYAGAIN, until the slot is handed
@@ -237,8 +237,9 @@ class ClusterScriptPipeline(ScriptPipeline):
         self.redirects += 1
         slot, address = redirect_target(error)
         if error.startswith("MOVED"):
+            # That slot alone: a full read now could come from a node not told yet, and
+            # put the slot back where it was. Every other moved slot answers its own MOVED.
             self.owners[slot] = address
-            self._refresh_map()  # a slot moved: others may have too
             self._route(routed._replace(hops=routed.hops + 1, ask=None))
         else:
             self._route(routed._replace(hops=routed.hops + 1, ask=address))

@@ -238,8 +238,10 @@ class ClusterNode(PrivateRedis):
     """A throw-away redis-server with Redis Cluster enabled (its nodes.conf in its folder)."""
 
     def options(self) -> list[str]:
+        # A master emptied by a reshard stays a master (Redis would make it a replica).
         return [*super().options(), "--cluster-enabled", "yes", "--cluster-config-file",
-                "nodes.conf", "--cluster-node-timeout", str(limits.cluster_node_timeout_ms)]
+                "nodes.conf", "--cluster-node-timeout", str(limits.cluster_node_timeout_ms),
+                "--cluster-allow-replica-migration", "no"]
 
 
 class PrivateCluster:

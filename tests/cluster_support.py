@@ -37,7 +37,10 @@ class Nodes:
         raise AssertionError(f"nobody serves slot {slot}")
 
     def other(self, port: int) -> int:
-        return next(p for p in self.clients if p != port)
+        """Another master than `port` (one that serves slots: a reshard may empty one)."""
+        serving = {int(master[1]) for _, _, master, *_ in next(iter(
+            self.clients.values())).execute_command("CLUSTER", "SLOTS")}
+        return next(p for p in sorted(serving) if p != port)
 
     def askings(self, port: int) -> int:
         """ASKING commands the node has run (INFO commandstats)."""
