@@ -13,6 +13,10 @@ import msgspec
 import pytest
 from redis.exceptions import ResponseError
 
+from loadtest.generator.adapters.iso import load_test_token
+from loadtest.generator.cards import seed_cards, seed_tokens
+from loadtest.generator.workload import CARD_EXPIRY as LOAD_TEST_EXPIRY
+from loadtest.generator.workload import CARD_LIMIT_FEN, load_test_pans
 from protocols.ledger_layout import card_key, claim_key
 from protocols.messages import AuthRequest
 from protocols.messages import MessageClass as C
@@ -25,6 +29,7 @@ from switch.config import Config, Listener, ServerLimits
 from switch.ledger import Ledger
 from switch.redis_client import connect, is_cluster, plain_url, slot_of
 from switch.redis_runner import PrivateCluster
+from switch.tokens import TokenVault
 from tests.cluster_support import Nodes
 from tests.support import (
     ANSWER_WAIT_S,
@@ -166,7 +171,7 @@ async def test_serve_demo_send_card_seed_terminal_token_and_audit_as_commands(
 
 def ledger_sale(pan: str, amount_fen: int = 100, **fields) -> AuthRequest:
     """A JD sale as the JD codec hands it to the ledger: its id in the merchant's scope."""
-    request = jd_request(pan, C.SALE, amount_fen, expiry=CARD_EXPIRY, **fields)
+    request = jd_request(pan, C.SALE, amount_fen, **{"expiry": CARD_EXPIRY, **fields})
     return msgspec.structs.replace(request, idempotency_key=f"jd:{request.merchant_id}:"
                                    f"{request.txn_ref}")
 
@@ -356,3 +361,23 @@ async def test_a_call_kept_waiting_by_a_migration_gives_up_at_its_deadline(clust
         nodes.finish(slot, target)
         await ledger.aclose()
     assert nodes.clients[target].hget(card_key(pan), "posted") == "100"  # it never ran
+
+
+async def test_the_load_generator_seeds_cards_and_tokens_on_every_master(ledger, nodes,
+                                                                         cluster):
+    pans = load_test_pans(40, seed=71)
+    for url in (cluster.url, cluster.url.replace("redis://", "redis+cluster://")):
+        seed_cards(url, pans)  # a second seeding starts the cards afresh, on a cluster too
+        seed_tokens(url, pans, workers=1)
+    assert len({nodes.owner(card_key(pan)) for pan in pans}) == len(cluster.nodes)
+    assert (await sale(ledger, pans[0], 700, expiry=LOAD_TEST_EXPIRY)).response_code == "00"
+    seed_cards(cluster.url, pans[:1])
+    card = await ledger.card(pans[0])
+    assert (card.limit, card.posted, card.transactions) == (CARD_LIMIT_FEN, 0, [])
+    vault = TokenVault(connect(cluster.url))
+    await vault.start()
+    try:
+        token = await vault.show(load_test_token(0, 0))
+    finally:
+        await vault.aclose()
+    assert token is not None and token.pan == pans[0]
