@@ -25,6 +25,7 @@ from switch.cards import DEMO_EXPIRY, DemoCard
 from switch.channels import CODECS
 from switch.cli_common import RUN_DIR
 from switch.clock import Clock, TestClock
+from switch.cluster_pipeline import ClusterScriptPipeline
 from switch.config import Config, parse_admin
 from switch.engine import Engine
 from switch.faults import FaultSet
@@ -210,6 +211,9 @@ def counters_line(switch: Switch, ledger: Ledger) -> str:
     fields = switch.counters.as_dict() | {"redis_calls": calls, "redis_round_trips": trips}
     if switch.recorder is not None:
         fields |= switch.recorder.counters()
+
+    if isinstance(ledger.scripts, ClusterScriptPipeline):  # docs/cluster.md
+        fields["redis_redirects"] = ledger.scripts.redirects
     if switch.stand_in is not None:
         journal = switch.stand_in.journal
         fields |= switch.stand_in.counters | {

@@ -161,8 +161,13 @@ async def test_serve_demo_send_card_seed_terminal_token_and_audit_as_commands(
         audit = json.loads(await command("audit", "--json"))
         assert audit["clean"] and audit["cards"] == card_keys_everywhere(nodes)
         assert audit["cards"] >= 30 + 7  # on every master, not the first node's alone
-    finally:
         process.terminate()
+        async with asyncio.timeout(ANSWER_WAIT_S):
+            rest = (await process.stdout.read()).decode()
+        assert re.search(r"counters: .* redis_redirects=\d+", rest)  # a cluster's own count
+    finally:
+        if process.returncode is None:
+            process.kill()
         await asyncio.wait_for(process.wait(), ANSWER_WAIT_S)
 
 
