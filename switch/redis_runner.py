@@ -249,8 +249,11 @@ class PrivateCluster:
     benches'): the slots split evenly, every node met, started once every node says
     cluster_state:ok (bounded)."""
 
-    def __init__(self, folder: Path, masters: int = 3) -> None:
+    def __init__(self, folder: Path, masters: int = 3, replicas: int = 0) -> None:
+        """`replicas`: of each master (its failover's stand-ins)."""
         self.nodes = [ClusterNode(folder / f"node{index}") for index in range(masters)]
+        self.replicas = [ClusterNode(folder / f"replica{index}")
+                         for index in range(masters * replicas)]
 
     @property
     def url(self) -> str:
@@ -259,12 +262,13 @@ class PrivateCluster:
 
     def start(self) -> str:
         try:
-            for node in self.nodes:
+            for node in self.nodes + self.replicas:
                 node.start()
             clients = [redis.Redis.from_url(node.url, decode_responses=True)
-                       for node in self.nodes]
+                       for node in self.nodes + self.replicas]
             try:
-                self._form(clients)
+                self._form(clients[:len(self.nodes)])
+                self._replicate(clients[:len(self.nodes)], clients[len(self.nodes):])
             finally:
                 for client in clients:
                     client.close()
@@ -287,8 +291,31 @@ class PrivateCluster:
                                        f"{limits.cluster_form_timeout_s} s")
             time.sleep(0.05)
 
+    def _replicate(self, masters: list[redis.Redis], replicas: list[redis.Redis]) -> None:
+        """Each replica met, then made a replica of its master (round robin), and in sync."""
+        ids = [master.execute_command("CLUSTER", "MYID") for master in masters]
+        for replica in self.replicas:
+            masters[0].execute_command("CLUSTER", "MEET", "127.0.0.1", replica.port)
+        deadline = time.monotonic() + limits.cluster_form_timeout_s
+        for index, replica in enumerate(replicas):
+            master_id = ids[index % len(masters)]
+            while True:  # it must know the master before it can follow it
+                try:
+                    replica.execute_command("CLUSTER", "REPLICATE", master_id)
+                    break
+                except redis.ResponseError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.05)
+        while not all(replica.info("replication").get("master_link_status") == "up"
+                      and cluster_ok(replica) for replica in replicas):
+            if time.monotonic() >= deadline:
+                raise RedisUnavailable(f"the replicas did not sync within "
+                                       f"{limits.cluster_form_timeout_s} s")
+            time.sleep(0.05)
+
     def stop(self) -> None:
-        for node in self.nodes:
+        for node in self.nodes + self.replicas:
             node.stop()
 
 

@@ -386,3 +386,50 @@ async def test_the_load_generator_seeds_cards_and_tokens_on_every_master(ledger,
     finally:
         await vault.aclose()
     assert token is not None and token.pan == pans[0]
+
+
+FAILOVER_WAIT_S = 90.0  # node timeout (5 s), the replica's election, on a loaded box
+
+
+def replicated(master) -> bool:
+    """The master's replica has every write it acknowledged (an asynchronous replica may
+    lag; `--durable-replicas`, not built yet, would make the switch wait for it)."""
+    info = master.info("replication")
+    return info.get("slave0", {}).get("offset") == info["master_repl_offset"]
+
+
+async def test_a_master_failed_over_to_its_replica_serves_its_cards_again(tmp_path):
+    """A master killed: its card's calls fail (nothing sent, nothing run) until its replica is
+    promoted; then the switch finds the new master (the map read again on the lost link) and
+    the card is served there, its books whole (the replica had every acknowledged write)."""
+    private = PrivateCluster(tmp_path / "failover", masters=3, replicas=1)
+    private.start()
+    ledger = Ledger(connect(private.url))
+    try:
+        await ledger.start()
+        nodes = Nodes(private)
+        pan = await make_card(ledger, limit_fen=100_000)
+        while nodes.owner(card_key(pan)) == private.nodes[0].port:  # keep the way in alive
+            pan = await make_card(ledger, limit_fen=100_000)
+        assert (await sale(ledger, pan)).response_code == "00"
+        master = next(node for node in private.nodes
+                      if node.port == nodes.owner(card_key(pan)))
+        await wait_for(lambda: replicated(nodes.clients[master.port]), "the replica in step")
+        nodes.close()
+        master.process.kill()
+        approved, failed = 0, 0
+        async with asyncio.timeout(FAILOVER_WAIT_S):
+            while not approved:
+                try:
+                    approved = (await sale(ledger, pan, 300)).approved_fen
+                except (ConnectionError, ResponseError):
+                    failed += 1
+                    await asyncio.sleep(0.1)
+        assert failed > 0  # the failover was not instant: the card really was unreachable
+        new_master = ledger.scripts.owners[slot_of(card_key(pan))]
+        assert new_master[1] in {replica.port for replica in private.replicas}
+        card = await ledger.card(pan)
+        assert card.posted == 100 + 300 and len(card.transactions) == 2
+    finally:
+        await ledger.aclose()
+        private.stop()
