@@ -242,7 +242,8 @@ def parser() -> argparse.ArgumentParser:
     def redis_option(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--redis", metavar="URL", default="",
                          help="Redis to use (default: $REDIS_URL, then the config, then the "
-                         "private Redis of a running `make run`)")
+                         "private Redis of a running `make run`); any node of a Redis "
+                         "Cluster, or redis+cluster://HOST:PORT (docs/cluster.md)")
         sub.add_argument("--config", type=Path, help="switch config file (TOML)")
 
     serve = command("serve", cmd_serve, "run the switch in the foreground")

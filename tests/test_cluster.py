@@ -30,6 +30,7 @@ from switch.ledger import Ledger
 from switch.redis_client import connect, is_cluster, plain_url, slot_of
 from switch.redis_runner import PrivateCluster
 from switch.tokens import TokenVault
+from tests.admin_support import admin_switch
 from tests.cluster_support import Nodes
 from tests.support import (
     ANSWER_WAIT_S,
@@ -433,3 +434,12 @@ async def test_a_master_failed_over_to_its_replica_serves_its_cards_again(tmp_pa
     finally:
         await ledger.aclose()
         private.stop()
+
+
+async def test_ready_only_while_every_master_has_the_library(cluster, nodes):
+    async with admin_switch(cluster.url) as admin:
+        status, ready = await admin.call("GET", "/readyz", token=None)
+        assert status == 200 and ready["ready"] is True
+        nodes.clients[nodes.other(0)].execute_command("FUNCTION", "FLUSH")  # one master
+        status, answer = await admin.call("GET", "/readyz", token=None)
+        assert status == 503 and "function library baitiao_ledger_" in answer["reason"]
