@@ -36,11 +36,14 @@ class Nodes:
                 return int(master[1])
         raise AssertionError(f"nobody serves slot {slot}")
 
+    def serving(self) -> list[int]:
+        """The masters that serve slots (a reshard may empty one)."""
+        return sorted({int(master[1]) for _, _, master, *_ in next(iter(
+            self.clients.values())).execute_command("CLUSTER", "SLOTS")})
+
     def other(self, port: int) -> int:
-        """Another master than `port` (one that serves slots: a reshard may empty one)."""
-        serving = {int(master[1]) for _, _, master, *_ in next(iter(
-            self.clients.values())).execute_command("CLUSTER", "SLOTS")}
-        return next(p for p in sorted(serving) if p != port)
+        """A master serving slots other than `port`."""
+        return next(p for p in self.serving() if p != port)
 
     def askings(self, port: int) -> int:
         """ASKING commands the node has run (INFO commandstats)."""

@@ -139,7 +139,9 @@ async def test_serve_demo_send_card_seed_terminal_token_and_audit_as_commands(
         async with asyncio.timeout(ANSWER_WAIT_S * 2):
             while "Ctrl-C stops" not in banner:
                 banner += (await process.stdout.readline()).decode()
-        assert "Redis Cluster of 3 masters" in banner and "demo1" in banner
+        # Every master that serves slots (a reshard in an earlier test may empty one).
+        assert f"Redis Cluster of {len(nodes.serving())} masters" in banner
+        assert "demo1" in banner
         port = re.search(r"jd\s+listening on 127\.0\.0\.1:(\d+)", banner).group(1)
 
         async def command(*args: str) -> str:
@@ -375,7 +377,7 @@ async def test_the_load_generator_seeds_cards_and_tokens_on_every_master(ledger,
     for url in (cluster.url, cluster.url.replace("redis://", "redis+cluster://")):
         seed_cards(url, pans)  # a second seeding starts the cards afresh, on a cluster too
         seed_tokens(url, pans, workers=1)
-    assert len({nodes.owner(card_key(pan)) for pan in pans}) == len(cluster.nodes)
+    assert {nodes.owner(card_key(pan)) for pan in pans} == set(nodes.serving())
     assert (await sale(ledger, pans[0], 700, expiry=LOAD_TEST_EXPIRY)).response_code == "00"
     seed_cards(cluster.url, pans[:1])
     card = await ledger.card(pans[0])
