@@ -211,7 +211,6 @@ def counters_line(switch: Switch, ledger: Ledger) -> str:
     fields = switch.counters.as_dict() | {"redis_calls": calls, "redis_round_trips": trips}
     if switch.recorder is not None:
         fields |= switch.recorder.counters()
-
     if isinstance(ledger.scripts, ClusterScriptPipeline):  # docs/cluster.md
         fields["redis_redirects"] = ledger.scripts.redirects
     if switch.stand_in is not None:
