@@ -50,10 +50,17 @@ async def announce(client: aioredis.Redis, channel: str, message: str, ack: str)
     acknowledged it under `ack`; returns how many did. TimeoutError past the bound."""
     receivers = await client.publish(channel, message)
     if isinstance(client, RedisCluster):  # PUBLISH counted one node's receivers; the
-        (_, receivers), = await client.pubsub_numsub(channel)  # message reaches every node's
-        receivers = int(receivers)
+        receivers = await subscribers(client, channel)  # message reaches every node's
     await acknowledged(client, ack, receivers)
     return receivers
+
+
+async def subscribers(client: aioredis.Redis | RedisCluster, channel: str) -> int:
+    """Workers listening on `channel`. A cluster node counts its own subscribers: every node
+    is asked (redis-py adds them up)."""
+    where = {"target_nodes": RedisCluster.ALL_NODES} if isinstance(client, RedisCluster) else {}
+    (_, count), = await client.pubsub_numsub(channel, **where)
+    return int(count)
 
 
 async def acknowledged(client: aioredis.Redis, ack: str, receivers: int) -> None:

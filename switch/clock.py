@@ -16,7 +16,7 @@ import redis
 import redis.asyncio as aioredis
 
 from switch import limits
-from switch.announce import announce, listen_for_versions
+from switch.announce import announce, listen_for_versions, subscribers
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -179,11 +179,7 @@ class TestClockControl:
 
     async def listeners(self) -> int:
         """Workers following the test clock (every worker of a switch with --test-clock)."""
-        # A cluster node counts its own subscribers: ask every node (redis-py adds them up).
-        where = ({"target_nodes": RedisCluster.ALL_NODES}
-                 if isinstance(self.client, RedisCluster) else {})
-        (_, count), = await self.client.pubsub_numsub(TEST_CLOCK_CHANNEL, **where)
-        return int(count)
+        return await subscribers(self.client, TEST_CLOCK_CHANNEL)
 
     async def offset_ms(self) -> int:
         """The test clock's offset from real time (ms; 0 when it was never moved)."""
