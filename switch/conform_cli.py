@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from protocols.batch import BatchWork
 from protocols.cardnumbers import mask_pan
 from protocols.channel import Decoded, KeyNeeded
 from protocols.conformance import report as reports
@@ -25,6 +26,7 @@ from protocols.conformance.iso_rules import IsoRules
 from protocols.conformance.jd_rules import JdRules
 from protocols.conformance.session import Exchange, Rules, Session
 from protocols.conformance.wechat_rules import WechatRules
+from protocols.iso_session import SessionChange
 from protocols.messages import AuthResponse
 from switch import launch, limits
 from switch.app import build, run
@@ -80,6 +82,8 @@ class Watched:
     def __init__(self, codec: Any, kit: Kit) -> None:
         self._codec = codec
         self._kit = kit
+        # A settlement, upload or session change the server decides, by its message's id().
+        self._deciding: dict[int, Exchange | None] = {}
 
     def __getattr__(self, name: str) -> Any:  # header, keys, name: the codec's own
         return getattr(self._codec, name)
@@ -92,7 +96,20 @@ class Watched:
         if isinstance(result, bytes):  # answered at once (format error, MAC, network)
             self._kit.answered(exchange, result)
             return result
+        if isinstance(result, BatchWork | SessionChange):  # answered once the server decides
+            self._deciding[id(result.message)] = exchange
+            return result
         return Decoded(result.request, (exchange, result.context))
+
+    def answer_batch(self, work: BatchWork, *answer: str) -> bytes:
+        return self._decided(work.message, self._codec.answer_batch(work, *answer))
+
+    def session_answer(self, change: SessionChange, *answer: str) -> bytes:
+        return self._decided(change.message, self._codec.session_answer(change, *answer))
+
+    def _decided(self, message: dict, body: bytes) -> bytes:
+        self._kit.answered(self._deciding.pop(id(message), None), body)
+        return body
 
     def encode_response(self, context: tuple[Exchange | None, Any],
                         response: AuthResponse) -> bytes:

@@ -2,8 +2,9 @@
 
 A flow names its member messages (whose findings fail it) and the message that completes one
 instance of it (its recogniser). It passes when at least one instance completed and none of
-its members has a finding. A new flow (sign-on, batch settlement) is one more `Flow` in
-REQUIRED: a name, the words of the report, two predicates over an `Exchange`.
+its members has a finding. A new flow is one more `Flow` in REQUIRED: a name, the words of
+the report, two predicates over an `Exchange` (and, optionally, what an instance left
+unfinished says while the flow has not passed).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from protocols.codes import Code
-from protocols.conformance.session import Exchange
+from protocols.codes import Code, Reason
+from protocols.conformance.session import NETWORK, SETTLEMENT, SIGN_ON, UPLOAD, Exchange
 from protocols.messages import MessageClass
 
 Predicate = Callable[[Exchange], bool]
+Unfinished = Callable[[Exchange], str]  # why an instance this message began is unfinished
 
 
 class Flow(NamedTuple):
@@ -24,12 +26,14 @@ class Flow(NamedTuple):
     how: str  # how an adapter exercises it (shown while it is missing)
     member: Predicate  # a message of this flow: its findings fail the flow
     completes: Predicate  # a message that completes one instance of it
+    unfinished: Unfinished | None = None
 
 
 class Outcome(NamedTuple):
     flow: Flow
     completed: list[Exchange]
     faulty: list[Exchange]  # members with findings
+    unfinished: list[str]  # what instances left unfinished, while none completed
 
     @property
     def passed(self) -> bool:
@@ -40,6 +44,7 @@ class Outcome(NamedTuple):
         lines = [f"#{exchange.seq} {exchange.reading.label}: {finding}"
                  for exchange in self.faulty for finding in exchange.findings]
         if not self.completed:
+            lines += self.unfinished
             lines.append(f"not exercised: {self.flow.how}")
         return lines
 
@@ -101,6 +106,39 @@ def inquiry_done(exchange: Exchange) -> bool:
     return is_balance_inquiry(exchange) and clean(exchange)
 
 
+MONEY = frozenset(MessageClass) | {SETTLEMENT, UPLOAD}  # what a terminal MACs with its MAK
+
+
+def is_session_member(exchange: Exchange) -> bool:
+    """A sign-on, key change or sign-off, or money the terminal sent outside its session."""
+    return (exchange.kind == NETWORK and exchange.reading.action not in ("", "network")) or any(
+        finding.field == SIGN_ON for finding in exchange.findings)
+
+
+def signed_on_money(exchange: Exchange) -> bool:
+    """Money after a sign-on answered 00, approved: MAC'd under the session MAK (the switch
+    refuses the master key then, A0 not_signed_on)."""
+    return exchange.kind in MONEY and exchange.reading.signed_on and (
+        exchange.repeat_of is None) and not exchange.findings and exchange.answer is not None and (
+        exchange.answer.reason != Reason.NOT_SIGNED_ON) and (exchange.approved or (
+        exchange.kind == SETTLEMENT and exchange.answer.code == Code.RECONCILIATION_ERROR))
+
+
+def settled(exchange: Exchange) -> bool:
+    """A settlement answered 00: the totals agreed (at once, or after an upload)."""
+    return exchange.kind == SETTLEMENT and clean(exchange)
+
+
+def not_settled(exchange: Exchange) -> str:
+    answer = exchange.answer
+    if exchange.kind != SETTLEMENT or answer is None or answer.code != (
+            Code.RECONCILIATION_ERROR):
+        return ""
+    return (f"#{exchange.seq} {exchange.reading.label}: answered {answer.code} {answer.reason}, "
+            "and no upload (0320) and settlement after upload (0500, 60.3 202) answered 00 "
+            "followed")
+
+
 SALE = Flow("sale", "sale", "send a purchase the switch approves",
             of_kind(MessageClass.SALE), sale_done)
 PRE_AUTH = Flow("pre_auth_completion", "pre-authorization + completion",
@@ -117,19 +155,29 @@ INQUIRY = Flow("balance_inquiry", "balance inquiry with card proof",
                "ask a card's balance, proving the card (its expiry)", is_balance_inquiry,
                inquiry_done)
 
+SIGN_ON_FLOW = Flow("sign_on", "sign-on, then money under the session MAK",
+                    "sign on (0800, network code 001), then send money MAC'd under the MAK "
+                    "of the answer's F62", is_session_member, signed_on_money)
+BATCH = Flow("batch_settlement", "batch settlement",
+             "settle a batch (0500, 60.3 201) with totals the switch agrees with, or, "
+             "answered 95, upload it (0320) and settle after upload (60.3 202)",
+             of_kind(SETTLEMENT, UPLOAD), settled, not_settled)
+
 COMMON = (SALE, PRE_AUTH, REVERSAL, REPEAT, REFUND, INQUIRY)
-# Channel -> its required flows. ISO sign-on (0800 with key exchange) and batch settlement
-# (0500/0320) join pos and xpay here, one entry each, when the listener takes them.
-# WeChat Pay has no pre-authorization and no balance inquiry (orderquery asks an order's
-# state): its flows are the rest.
-REQUIRED: dict[str, tuple[Flow, ...]] = {"pos": COMMON, "xpay": COMMON, "jd": COMMON,
+# Channel -> its required flows. A UnionPay terminal signs on and settles its batches; an
+# x-pay wallet does neither. WeChat Pay has no pre-authorization and no balance inquiry
+# (orderquery asks an order's state): its flows are the rest.
+REQUIRED: dict[str, tuple[Flow, ...]] = {"pos": (SIGN_ON_FLOW, *COMMON, BATCH),
+                                         "xpay": COMMON, "jd": COMMON,
                                          "wechat": (SALE, REVERSAL, REPEAT, REFUND)}
 
 
 def outcomes(channel: str, exchanges: list[Exchange]) -> list[Outcome]:
-    return [Outcome(flow, [e for e in exchanges if flow.completes(e)],
-                    [e for e in exchanges if flow.member(e) and e.findings])
-            for flow in REQUIRED[channel]]
+    return [Outcome(flow, completed, [e for e in exchanges if flow.member(e) and e.findings],
+                    [] if completed or flow.unfinished is None else
+                    [words for e in exchanges if (words := flow.unfinished(e))])
+            for flow in REQUIRED[channel]
+            for completed in ([e for e in exchanges if flow.completes(e)],)]
 
 
 def others(channel: str, exchanges: list[Exchange]) -> list[Exchange]:

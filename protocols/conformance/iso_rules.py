@@ -14,12 +14,17 @@ from __future__ import annotations
 import datetime
 from typing import Any, NamedTuple
 
+from protocols.batch import AFTER_UPLOAD_CODE, batch_number
+from protocols.batch import network_code as batch_code
 from protocols.cardnumbers import mask_pan
 from protocols.channel import FieldError
 from protocols.codes import Reason
 from protocols.conformance.session import (
     NETWORK,
+    SETTLEMENT,
+    SIGN_ON,
     UNKNOWN,
+    UPLOAD,
     Answered,
     Finding,
     Reading,
@@ -29,7 +34,8 @@ from protocols.conformance.session import (
 from protocols.iso8583 import Codec, Iso8583Error, get_codec
 from protocols.iso_channel import card_of, id_kind, institution, request_class, request_mti
 from protocols.iso_mac import mac_field
-from protocols.iso_tools.checking import validate
+from protocols.iso_session import SessionAction, network_code, session_action
+from protocols.iso_tools.checking import SETTLEMENT_CLASS, UPLOAD_CLASS, validate
 from protocols.iso_tools.parsing import Problem
 from protocols.messages import MessageClass
 
@@ -60,11 +66,14 @@ class Profile(NamedTuple):
     entry_modes: dict[str, str]  # F22 digits 1-2
     proofs: tuple[str, ...]  # fields of which a balance inquiry carries one
     proof_words: str
+    signs_on: bool  # a terminal signs on before money (an x-pay wallet does not)
 
 
 PROFILES = {
-    "pos": Profile(ENTRY_MODES, ("14", "35"), "the card's expiry, or track 2 in F35"),
-    "xpay": Profile(WALLET_ENTRY_MODES, ("55",), "the token's cryptogram data in F55"),
+    "pos": Profile(ENTRY_MODES, ("14", "35"), "the card's expiry, or track 2 in F35",
+                   True),
+    "xpay": Profile(WALLET_ENTRY_MODES, ("55",), "the token's cryptogram data in F55",
+                    False),
 }
 AMOUNT_CLASSES = (MessageClass.AUTH, MessageClass.SALE, MessageClass.CAPTURE,
                   MessageClass.REFUND)
@@ -80,6 +89,8 @@ class IsoRules:
         self.mac_off = mac_off
         self.profile = PROFILES[channel]
         self.sends_acquirer: dict[str, tuple[bool, str]] = {}  # F41 -> (sends F32, label)
+        self.sessions: set[str] = set()  # ACQUIRER:TERMINAL signed on (0810 00)
+        self.uploaded: set[str] = set()  # ACQUIRER:TERMINAL:BATCH with a 0320 seen
 
     def read(self, body: bytes, now: datetime.datetime) -> Reading:
         validation = validate(body, self.channel, self.codec, mac_off=self.mac_off)
@@ -90,14 +101,45 @@ class IsoRules:
             return self._partly(error.decoded, findings)
         mti = message["t"]
         if mti[1:3] == "80":
-            return Reading(NETWORK, f"{mti} network F70 {message.get('70', '-')}", findings,
-                           content=content_of(message), exact=mti[3] == "0")
-        if not validation.message_class:
+            return Reading(NETWORK, f"{mti} {validation.message_class} network code "
+                           f"{network_code(message) or '-'}", findings,
+                           content=content_of(message), exact=mti[3] == "0",
+                           action=validation.message_class)
+        if validation.message_class in (SETTLEMENT_CLASS, UPLOAD_CLASS):
+            reading = self._batch(message, validation.message_class, findings)
+        elif not validation.message_class:
             return Reading(UNKNOWN, f"{mti} not taken", findings)
-        kind = MessageClass(validation.message_class)
-        reading = identify(message, kind, findings)
-        self._profile(message, kind, reading, now)
+        else:
+            kind = MessageClass(validation.message_class)
+            reading = identify(message, kind, findings)
+            self._profile(message, kind, reading, now)
+        self._session(message, reading)
         return reading
+
+    def _batch(self, message: dict, kind: str, findings: list[Finding]) -> Reading:
+        """A settlement or an upload: its batch; a settlement after upload needs an upload."""
+        batch = batch_number(self.codec.dialect, message)
+        scope = f"{terminal_of(message)}:{batch}"
+        reading = Reading(SETTLEMENT if kind == SETTLEMENT_CLASS else UPLOAD,
+                          f"{message['t']} {kind} batch {batch or '-'} STAN "
+                          f"{message.get('11') or '-'}", findings, content=content_of(message))
+        if reading.kind == UPLOAD:
+            self.uploaded.add(scope)
+        elif batch_code(self.codec.dialect, message) == AFTER_UPLOAD_CODE and (
+                scope not in self.uploaded):
+            findings.append(Finding("F60.3", "201 (a settlement), or 202 after the batch's "
+                                    "uploads (0320)", f"202 with no upload of batch {batch}"))
+        return reading
+
+    def _session(self, message: dict, reading: Reading) -> None:
+        """docs/channels/pos.md: a UnionPay terminal signs on before money, then MACs it
+        under the session MAK (a refusal of the master key is the answer's finding)."""
+        terminal = terminal_of(message)
+        reading.signed_on = terminal in self.sessions
+        if not reading.signed_on and self.profile.signs_on and not self.mac_off:
+            reading.findings.append(Finding(
+                SIGN_ON, "an 0800 sign-on (network code 001) answered 00 before money",
+                f"terminal {terminal} before its sign-on"))
 
     def _partly(self, message: dict, findings: list[Finding]) -> Reading:
         """A message the dialect cannot read to its end: its kind and ids, when the fields
@@ -114,9 +156,20 @@ class IsoRules:
         except Iso8583Error as error:
             return Answered("", f"answer undecodable: {error}", {})
         reason = message.get("44", "")
+        if message.get("t", "")[1:3] == "81":
+            self._session_answered(message)
         return Answered(message.get("39", ""), reason,
                         {k: v for k, v in message.items() if k not in ("t", "64", "128")},
                         *fault_of(message, reason))
+
+    def _session_answered(self, answer: dict) -> None:
+        action = session_action(answer)
+        if answer.get("39") != "00" or action is None:
+            return
+        if action is SessionAction.SIGN_OFF:
+            self.sessions.discard(terminal_of(answer))
+        else:
+            self.sessions.add(terminal_of(answer))
 
     def _profile(self, message: dict, kind: MessageClass, reading: Reading,
                  now: datetime.datetime) -> None:
@@ -144,6 +197,11 @@ class IsoRules:
         return Finding("F32", f"F32 {'sent' if first[0] else 'absent'} as in {first[1]} "
                        f"(terminal {terminal!r} sends it always or never)",
                        "sent" if sends else "absent")
+
+
+def terminal_of(message: dict) -> str:
+    """ACQUIRER:TERMINAL, as the switch keys a terminal's session and batches."""
+    return f"{institution(message.get('32', ''))}:{message.get('41', '').rstrip()}"
 
 
 def identify(message: dict, kind: MessageClass, findings: list[Finding]) -> Reading:
@@ -255,6 +313,8 @@ def fault_of(answer: dict, reason: str) -> tuple[str, str]:
     """Where a refusal puts the fault, and what was expected there."""
     if reason in MAC_REFUSALS:
         return f"F{mac_field(answer)} (MAC)", "the MAC under the terminal's key (F32 + F41)"
+    if reason == Reason.NOT_SIGNED_ON:
+        return SIGN_ON, "money MAC'd under the session MAK (F62 of the sign-on's 0810)"
     if reason == Reason.TERMINAL_UNKNOWN:
         return "F32 F41 (terminal)", "a terminal the switch has a MAC key for"
     return "answer", "a message the switch accepts"

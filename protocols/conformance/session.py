@@ -20,6 +20,9 @@ from protocols.messages import MessageClass
 
 NETWORK = "network"  # network management (0800): sign-on, echo test
 UNKNOWN = "unknown"  # a message whose kind cannot be read
+SETTLEMENT = "settlement"  # a terminal's batch settlement (0500)
+UPLOAD = "batch upload"  # one transaction of a batch, uploaded (0320)
+SIGN_ON = "sign-on"  # where a finding about the terminal's session goes
 
 # Answers that say the adapter's message was at fault (not a decision about the card).
 ADAPTER_FAULTS = frozenset({Code.INVALID_MERCHANT, Code.INVALID_TRANSACTION,
@@ -69,6 +72,8 @@ class Reading:
     balance: bool = False  # an inquiry of the card's balance (not of an order's state)
     content: dict[str, Any] = field(default_factory=dict)  # what a repeat carries unchanged
     exact: bool = True  # a repeat must be these very bytes (False: an 0xx1 repeat MTI)
+    action: str = ""  # network management: sign-on, key change, sign-off, network (echo)
+    signed_on: bool = False  # sent by a terminal whose sign-on had been answered 00
 
 
 class Answered(NamedTuple):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from protocols.batch import SETTLEMENT_KIND, BatchWork
+from protocols.batch import SETTLEMENT_KIND, UPLOAD_KIND, BatchWork
 from protocols.channel import Decoded, FieldError
 from protocols.codes import MEANINGS, Code, Reason
 from protocols.framing import FramingError
@@ -27,12 +27,22 @@ from protocols.iso_channel import (
 )
 from protocols.iso_envelope import EnvelopeError
 from protocols.iso_mac import AnyTerminal, MacKey, as_key, mac_field
+from protocols.iso_session import SessionAction, network_code, session_action
 from protocols.iso_tools.parsing import Problem, unwrap
 from protocols.messages import AuthRequest
 from protocols.pos import PosCodec
 from protocols.xpay import XpayCodec
 
 CHANNELS: dict[str, type[IsoChannel]] = {"pos": PosCodec, "xpay": XpayCodec}
+# Classes that are not money (docs/channels/pos.md): their names and required fields. A sign-on,
+# key change or sign-off also needs its network code (F70, or F60.3 after 60.1 `00`).
+SESSION_CLASSES = {SessionAction.SIGN_ON: "sign-on", SessionAction.KEY_CHANGE: "key change",
+                   SessionAction.SIGN_OFF: "sign-off"}
+NETWORK_CLASS = "network"  # another 0800: an echo test
+SETTLEMENT_CLASS, UPLOAD_CLASS = "settlement", "batch upload"
+NETWORK_REQUIRED = ("7", "11", "41")
+BATCH_REQUIRED = {SETTLEMENT_KIND: ("11", "41", "48", "60"),
+                  UPLOAD_KIND: ("2", "3", "4", "11", "41", "60")}
 RequestChecks = Callable[[AuthRequest], tuple[str, str] | None]  # (code, reason) or None
 
 
@@ -75,6 +85,8 @@ def validate(data: bytes, channel: str = "pos", dialect: str | Codec = "iso87asc
                                     spec.desc if spec else ""))
         return out
     out.message_class, out.problems = requirements(codec, message)
+    if out.message_class in SESSION_CLASSES.values():
+        return out  # decided with the terminal's master key: 00 with F62, or 58
     unsigned = must_be_signed(message) and server.mac.given(message) is None
     if key is None and not mac_off and unsigned:
         out.problems.append(Problem(mac_field(message), None, f"{Reason.MAC_MISSING}: the "
@@ -89,7 +101,7 @@ def validate(data: bytes, channel: str = "pos", dialect: str | Codec = "iso87asc
             out.request = verdict.request
         return out
     if isinstance(verdict, BatchWork):  # a settlement or upload: decided with the batch
-        out.message_class = "settlement" if verdict.kind == SETTLEMENT_KIND else "batch upload"
+        out.message_class = SETTLEMENT_CLASS if verdict.kind == SETTLEMENT_KIND else UPLOAD_CLASS
         return out
     answer = codec.decode(verdict)  # the answer the switch would send at once
     code, reason = answer.get("39", ""), answer.get("44", "")
@@ -105,18 +117,36 @@ def answered(code: str, reason: str) -> Problem:
 
 def requirements(codec: Codec, message: dict) -> tuple[str, list[Problem]]:
     """The message class, and a problem for each field the class needs that is missing."""
+    kind = message["t"][1:3]
+    if kind == "80":
+        action = session_action(message)
+        problems = missing(codec, message, NETWORK_REQUIRED)
+        if not network_code(message):
+            problems.append(Problem("70", None, Reason.FIELD_MISSING.format(field=70),
+                                    "network code (F70, or F60.3)"))
+        return (SESSION_CLASSES[action] if action else NETWORK_CLASS), problems
+    if kind in BATCH_REQUIRED:
+        name = SETTLEMENT_CLASS if kind == SETTLEMENT_KIND else UPLOAD_CLASS
+        return name, missing(codec, message, BATCH_REQUIRED[kind])
     try:
         message_class = request_class(message)
-    except FieldError:  # network management, or not taken: the channel's answer says
+    except FieldError:  # not taken: the channel's answer says
         return "", []
     problems = []
     try:
         card_of(message)
     except FieldError as error:
         problems.append(Problem("2", None, error.reason, "PAN, or track 2 in F35"))
-    for field in required_fields(message_class, message):
+    problems += missing(codec, message, required_fields(message_class, message))
+    return message_class.value, problems
+
+
+def missing(codec: Codec, message: dict, fields) -> list[Problem]:
+    """A problem for each of `fields` the message lacks."""
+    problems = []
+    for field in fields:
         if message.get(field, "") == "":
             spec = codec.dialect.field(int(field))
             problems.append(Problem(field, None, Reason.FIELD_MISSING.format(field=field),
                                     spec.desc if spec else ""))
-    return message_class.value, problems
+    return problems
