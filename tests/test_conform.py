@@ -29,6 +29,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "conformance"
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
 FLOWS = {"sale", "pre_auth_completion", "reversal_after_timeout", "repeat", "refund",
          "balance_inquiry"}
+POS_FLOWS = FLOWS | {"sign_on", "batch_settlement"}  # a UnionPay terminal's
 
 
 class RunningKit(NamedTuple):
@@ -86,24 +87,28 @@ def flow_failures(junit: Path) -> dict[str, str | None]:
             for case in suite.iter("testcase")}
 
 
-async def well_behaved_run(channel: str, script: str, folder: Path) -> None:
+async def well_behaved_run(channel: str, script: str, folder: Path, flows: set[str]) -> str:
     async with kit(channel, folder, "--until-complete") as running:
         code, out, err = await adapter(script, running)
         assert code == 0, err
         assert "?" not in out and all(line.endswith("00") for line in out.splitlines()), out
         code, out, err = await ending(running, interrupt=False)  # it ends by itself
     assert code == 0, out + err
-    assert "6 of 6 required flows passed" in out and "result: PASS" in out
-    assert "FAIL" not in out
-    assert flow_failures(running.junit) == dict.fromkeys(FLOWS)
+    assert f"{len(flows)} of {len(flows)} required flows passed" in out
+    assert "result: PASS" in out and "FAIL" not in out
+    assert flow_failures(running.junit) == dict.fromkeys(flows)
+    return out
 
 
 async def test_a_well_behaved_pos_terminal_passes_every_flow(tmp_path):
-    await well_behaved_run("pos", "pos_terminal.py", tmp_path)
+    out = await well_behaved_run("pos", "pos_terminal.py", tmp_path, POS_FLOWS)
+    # It signed on first, and its batch balanced (at once, or after its upload).
+    assert re.search(r"#1 0800 sign-on network code 001 -> 00 ", out), out
+    assert re.search(r"0500 settlement batch \d{6} STAN \d{6} -> 00 ", out), out
 
 
 async def test_a_well_behaved_jd_merchant_passes_every_flow(tmp_path):
-    await well_behaved_run("jd", "jd_merchant.py", tmp_path)
+    await well_behaved_run("jd", "jd_merchant.py", tmp_path, FLOWS)
 
 
 async def misbehaving_run(channel: str, script: str, folder: Path) -> tuple[str, dict]:
@@ -118,6 +123,15 @@ async def misbehaving_run(channel: str, script: str, folder: Path) -> tuple[str,
 
 async def test_a_misbehaving_pos_terminal_fails_with_each_fault_named(tmp_path):
     out, cases = await misbehaving_run("pos", "pos_terminal_misbehaving.py", tmp_path)
+    # Money before the sign-on, and under the master key after it: the sign-on flow's faults
+    # (and the sale flow's, whose messages they are).
+    before = re.compile(r"#1 0200 sale STAN \d{6}: sign-on: expected an 0800 sign-on "
+                        r"\(network code 001\) answered 00 before money, got terminal "
+                        r"10000:TERM0001 before its sign-on")
+    master = re.compile(r"#3 0200 sale STAN \d{6}: sign-on: expected money MAC'd under the "
+                        r"session MAK .* got A0 not_signed_on")
+    assert before.search(cases["sign_on"]) and master.search(cases["sign_on"]), cases
+    assert before.search(cases["sale"]) and master.search(cases["sale"])
     assert "F64 (MAC)" in cases["sale"] and "A0 mac_mismatch" in cases["sale"]
     assert "F22 (Point-of-Service Entry Mode): expected present" in cases[
         "pre_auth_completion"]
@@ -125,9 +139,13 @@ async def test_a_misbehaving_pos_terminal_fails_with_each_fault_named(tmp_path):
     assert "never sent" in cases["reversal_after_timeout"]
     assert "F4 changed" in cases["repeat"]
     assert "F4 (Amount, Transaction)" in cases["refund"] and "00000002000" in cases["refund"]
+    assert re.search(r"#\d+ 0500 settlement batch \d{6} STAN \d{6}: answered 95 "
+                     r"batch_totals_differ, and no upload \(0320\)", cases["batch_settlement"])
+    assert "not exercised: settle a batch" in cases["batch_settlement"]
     assert cases["balance_inquiry"] is None  # the one flow it does right
-    assert "1 of 6 required flows passed" in out
-    assert re.search(r"#1 0200 sale STAN \d{6} card 625368\*{6}\d{4} -> A0  FAIL", out), out
+    assert "1 of 8 required flows passed" in out
+    assert re.search(r"#1 0200 sale STAN \d{6} card 625368\*{6}\d{4} -> 00  FAIL", out), out
+    assert re.search(r"#4 0200 sale STAN \d{6} card 625368\*{6}\d{4} -> A0  FAIL", out), out
 
 
 async def test_a_misbehaving_jd_merchant_fails_with_each_fault_named(tmp_path):

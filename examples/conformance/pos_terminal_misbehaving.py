@@ -1,11 +1,15 @@
 """A misbehaving UnionPay POS terminal: the flows of pos_terminal.py, each with a fault that
 `switch conform --channel pos` names (the switch itself answers some of them as usual):
 
+- a purchase before its sign-on (under the master key: the switch approves it, as the demo
+  terminal is not marked to need a sign-on, but a UnionPay terminal signs on first);
+- after the sign-on, a purchase still MAC'd under the master key (A0 not_signed_on);
 - the purchase is signed with another key (F64: the switch answers A0 mac_mismatch);
 - the pre-authorization leaves out F22, the POS entry mode;
 - the reversal names an original it never sent (F90);
 - the repeat changes the amount under the same STAN and F7;
-- the refund's amount starts with a space (F4 is n12: digits only).
+- the refund's amount starts with a space (F4 is n12: digits only);
+- the batch settles with totals one fen off (95), and is never uploaded.
 
     python examples/conformance/pos_terminal_misbehaving.py --port 8583 --pan PAN --expiry YYMM
 """
@@ -19,6 +23,7 @@ from typing import Any
 from pos_terminal import Terminal, arguments, ident, play
 from wire import report
 
+from protocols.batch import BatchTotals
 from protocols.iso_mac import MacKey
 from protocols.messages import MessageClass
 
@@ -27,6 +32,13 @@ AMOUNT_PLACEHOLDER = "999999999999"  # replaced in the bytes by an amount with a
 
 
 async def misbehaving(terminal: Terminal) -> None:
+    report("purchase before the sign-on", await terminal.send(
+        terminal.fields(MessageClass.SALE, 1_000)))
+    master = terminal.client
+    report("sign-on", [await terminal.sign_on()])
+    report("purchase under the master key", [master.decode(body).get("39") for body in
+                                             await terminal.wire.exchange(master.encode(
+                                                 terminal.fields(MessageClass.SALE, 1_100)))])
     sale = terminal.fields(MessageClass.SALE, 12_800)
     report("sale, signed with another key", [
         terminal.client.decode(body).get("39")
@@ -48,6 +60,9 @@ async def misbehaving(terminal: Terminal) -> None:
         terminal.client.decode(body).get("39") for body in
         await terminal.wire.exchange(with_amount(terminal, refund, " 00000002000"))])
     report("balance inquiry", await terminal.send(terminal.fields(MessageClass.INQUIRY)))
+    debit_count, debit_fen, credit_count, credit_fen = terminal.totals()
+    report("batch settlement, one fen off", await terminal.send(terminal.settlement(
+        BatchTotals(debit_count, debit_fen + 1, credit_count, credit_fen))))
 
 
 def signed_with(terminal: Terminal, fields: dict[str, Any], key: MacKey) -> bytes:
