@@ -29,6 +29,7 @@ from protocols.demo import (
 )
 from protocols.iso_client import IsoClient, correlation_id, request_message
 from protocols.iso_mac import MacKey
+from protocols.iso_session import SessionAction, network_request
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from protocols.pos import PosCodec
 from switch import limits
@@ -37,6 +38,7 @@ from switch.conform_cli import Kit
 NOW = datetime.datetime(2026, 12, 7, 12, 0, 0, tzinfo=datetime.UTC)
 F7 = NOW.strftime("%m%d%H%M%S")
 PAN = "6253680000000018"
+BATCH = "000042"
 CLIENT = IsoClient(key=MacKey.parse(*DEMO_POS_MAC))
 SERVER = PosCodec()  # no keys: its answers are unsigned
 JD_KEY = DEMO_JD_KEY.encode()
@@ -59,8 +61,33 @@ def iso(kind: MessageClass, amount: int = 1000, stan: str = "000001", original: 
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def sign_on(stan: str = "000000", action: str = SessionAction.SIGN_ON) -> dict:
+    return network_request(action, stan=stan, transmitted=F7, acquirer=DEMO_ACQUIRER,
+                           terminal="TERM0001")
+
+
+def signed_on(channel: str = "pos") -> IsoRules:
+    """The rules after the terminal's sign-on was answered 00 (a terminal that has not
+    signed on is a finding on each of its money messages)."""
+    rules = IsoRules(channel)
+    rules.answer(SERVER.answer(sign_on(), "00"))
+    return rules
+
+
 def ident(fields: dict) -> str:
     return correlation_id(fields["t"], fields["11"], fields["7"])
+
+
+def settlement(stan: str, totals: str = "0" * 30, code: str = "201", **changes) -> dict:
+    fields = {"t": "0500", "7": F7, "11": stan, "32": DEMO_ACQUIRER, "41": "TERM0001",
+              "48": totals + "0" * 32, "60": f"00{BATCH}{code}"} | changes
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def upload(stan: str, **changes) -> dict:
+    fields = {"t": "0320", "2": PAN, "3": "000000", "4": f"{1000:012d}", "11": stan,
+              "32": DEMO_ACQUIRER, "41": "TERM0001", "60": f"00{BATCH}201"} | changes
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def sent(session: Session, fields: dict, code: str | None = "00") -> Exchange:
@@ -72,7 +99,7 @@ def sent(session: Session, fields: dict, code: str | None = "00") -> Exchange:
 
 
 def read(fields: dict, rules: IsoRules | None = None) -> list[str]:
-    reading = (rules or IsoRules()).read(CLIENT.encode(fields), NOW)
+    reading = (rules or signed_on()).read(CLIENT.encode(fields), NOW)
     return [str(finding) for finding in reading.findings]
 
 
@@ -158,21 +185,23 @@ def test_an_expiry_is_yymm():
 
 
 def test_a_terminal_sends_f32_always_or_never():
-    rules = IsoRules()
+    rules = signed_on()
     assert read(iso(MessageClass.SALE), rules) == []
+    # Without F32 it is another terminal to the switch (its session too): signed on as such.
+    rules.answer(SERVER.answer(sign_on() | {"32": ""}, "00"))
     findings = read(iso(MessageClass.SALE, stan="000002", **{"32": None}), rules)
     assert len(findings) == 1 and findings[0].startswith("F32: expected F32 sent as in")
 
 
 def test_an_unsigned_message_is_named_by_the_validator():
-    reading = IsoRules().read(IsoClient().encode(iso(MessageClass.SALE)), NOW)
+    reading = signed_on().read(IsoClient().encode(iso(MessageClass.SALE)), NOW)
     assert [f.field for f in reading.findings] == ["F64 (MAC)"]
 
 
 def test_a_message_the_dialect_cannot_read_keeps_its_kind_when_it_can():
     body = CLIENT.encode(iso(MessageClass.REFUND, original="0200-000009-" + F7))
     broken = body.replace(b"000000001000", b" 00000001000", 1)
-    reading = IsoRules().read(broken, NOW)
+    reading = signed_on().read(broken, NOW)
     assert reading.kind == MessageClass.REFUND
     assert [f.field for f in reading.findings] == ["F4 (Amount, Transaction)"]
 
@@ -187,21 +216,21 @@ def test_garbage_is_read_as_a_message_with_findings_never_an_error(data):
 
 
 def test_an_exact_repeat_is_a_repeat_without_findings():
-    session = Session(IsoRules())
+    session = Session(signed_on())
     sale = iso(MessageClass.SALE)
     first, again = sent(session, sale), sent(session, sale)
     assert again.repeat_of is first and again.findings == []
 
 
 def test_a_repeat_under_the_repeat_mti_is_a_repeat_too():
-    session = Session(IsoRules())
+    session = Session(signed_on())
     sale = iso(MessageClass.SALE)
     sent(session, sale)
     assert sent(session, sale | {"t": "0201"}).findings == []
 
 
 def test_a_changed_repeat_names_the_field():
-    session = Session(IsoRules())
+    session = Session(signed_on())
     sent(session, iso(MessageClass.SALE))
     again = sent(session, iso(MessageClass.SALE, amount=1001), code="94")
     assert [str(f) for f in again.findings] == [
@@ -209,7 +238,7 @@ def test_a_changed_repeat_names_the_field():
 
 
 def test_a_repeat_answered_otherwise_is_named():
-    session = Session(IsoRules())
+    session = Session(signed_on())
     sale = iso(MessageClass.SALE)
     sent(session, sale)
     again = sent(session, sale, code="51")
@@ -218,7 +247,7 @@ def test_a_repeat_answered_otherwise_is_named():
 
 
 def test_a_stan_reused_for_another_transaction_is_named():
-    session = Session(IsoRules())
+    session = Session(signed_on())
     sent(session, iso(MessageClass.SALE))
     later = (NOW + datetime.timedelta(seconds=1)).strftime("%m%d%H%M%S")
     again = sent(session, iso(MessageClass.SALE) | {"7": later})
@@ -226,7 +255,7 @@ def test_a_stan_reused_for_another_transaction_is_named():
 
 
 def test_a_reversal_without_f90_names_its_original_by_its_stan():
-    session = Session(IsoRules())
+    session = Session(signed_on())
     sale = sent(session, iso(MessageClass.SALE, stan="000005"))
     later = (NOW + datetime.timedelta(seconds=1)).strftime("%m%d%H%M%S")
     reversal = sent(session, iso(MessageClass.REVERSAL, stan="000005") | {"7": later})
@@ -234,14 +263,14 @@ def test_a_reversal_without_f90_names_its_original_by_its_stan():
 
 
 def test_an_original_never_sent_is_named():
-    session = Session(IsoRules())
+    session = Session(signed_on())
     reversal = sent(session, iso(MessageClass.REVERSAL, original="0200-000777-" + F7), "25")
     assert [str(f) for f in reversal.findings] == [
         "F90: expected a transaction this adapter sent in this run, got STAN 000777, never sent"]
 
 
 def test_a_completion_names_a_pre_authorization():
-    session = Session(IsoRules())
+    session = Session(signed_on())
     sale = iso(MessageClass.SALE, stan="000001")
     sent(session, sale)
     capture = sent(session, iso(MessageClass.CAPTURE, stan="000002", original=ident(sale)))
@@ -251,7 +280,7 @@ def test_a_completion_names_a_pre_authorization():
 
 @pytest.mark.parametrize(("amount", "good"), [(1000, True), (1001, False)])
 def test_a_completion_stays_within_its_authorization(amount, good):
-    session = Session(IsoRules())
+    session = Session(signed_on())
     auth = iso(MessageClass.AUTH, amount=1000, stan="000001")
     sent(session, auth)
     capture = sent(session, iso(MessageClass.CAPTURE, amount, "000002", ident(auth)))
@@ -260,7 +289,7 @@ def test_a_completion_stays_within_its_authorization(amount, good):
 
 @pytest.mark.parametrize(("amount", "good"), [(1000, True), (999, False)])
 def test_a_whole_reversal_repeats_the_original_amount(amount, good):
-    session = Session(IsoRules())
+    session = Session(signed_on())
     sale = iso(MessageClass.SALE, amount=1000, stan="000001")
     sent(session, sale)
     reversal = sent(session, iso(MessageClass.REVERSAL, amount, "000002", ident(sale)))
@@ -268,14 +297,14 @@ def test_a_whole_reversal_repeats_the_original_amount(amount, good):
 
 
 def test_a_refusal_of_a_message_without_findings_is_a_finding():
-    session = Session(IsoRules())
+    session = Session(signed_on())
     assert [str(f) for f in sent(session, iso(MessageClass.SALE), "30").findings] == [
         "answer: expected a message the switch accepts, got 30 (format error)"]
     assert sent(session, iso(MessageClass.SALE, stan="000002"), "51").findings == []
 
 
 def test_not_found_is_right_for_a_reversal_of_an_original_never_answered():
-    session = Session(IsoRules())
+    session = Session(signed_on())
     sale = iso(MessageClass.SALE, stan="000001")
     sent(session, sale, code=None)
     reversal = sent(session, iso(MessageClass.REVERSAL, stan="000002", original=ident(sale)),
@@ -287,7 +316,7 @@ def test_not_found_is_right_for_a_reversal_of_an_original_never_answered():
 
 
 def reversal_after(original_code: str | None, answered_first: bool) -> Exchange:
-    session = Session(IsoRules())
+    session = Session(signed_on())
     sale = iso(MessageClass.SALE, stan="000001")
     first = session.request(CLIENT.encode(sale), NOW)
     if answered_first and original_code is not None:
@@ -311,7 +340,7 @@ def test_a_reversal_after_a_timeout_is_recognised(original_code, answered_first,
 
 
 def test_a_flow_fails_on_any_faulty_member_though_another_completed_it():
-    session = Session(IsoRules())
+    session = Session(signed_on())
     sent(session, iso(MessageClass.SALE, stan="000001"))
     sent(session, iso(MessageClass.SALE, stan="000002", **{"22": None}))
     sale = next(o for o in outcomes("pos", session.exchanges) if o.flow.name == "sale")
@@ -322,6 +351,7 @@ def test_a_flow_fails_on_any_faulty_member_though_another_completed_it():
 
 def test_every_flow_passed_is_complete_and_the_junit_report_says_so():
     session = Session(IsoRules())
+    sent(session, sign_on())
     sale, auth = iso(MessageClass.SALE, stan="000001"), iso(MessageClass.AUTH, stan="000002")
     for fields in (sale, auth, iso(MessageClass.CAPTURE, 800, "000003", ident(auth))):
         sent(session, fields)
@@ -334,23 +364,25 @@ def test_every_flow_passed_is_complete_and_the_junit_report_says_so():
     sent(session, iso(MessageClass.REFUND, 500, "000006", ident(sale)))
     assert not all_passed("pos", session.exchanges)
     sent(session, iso(MessageClass.INQUIRY, stan="000007"))
+    assert not all_passed("pos", session.exchanges)  # the batch is not settled
+    sent(session, settlement("000010"))
     assert all_passed("pos", session.exchanges)
     suite = ElementTree.fromstring(report.junit(report.build("pos", session.exchanges)))
-    assert (suite.get("tests"), suite.get("failures")) == ("6", "0")
+    assert (suite.get("tests"), suite.get("failures")) == ("8", "0")
 
 
 def test_findings_outside_every_flow_fail_the_run_as_other_messages():
-    session = Session(IsoRules())
+    session = Session(signed_on())
     exchange = session.request(b"garbage", NOW)
     session.answered(exchange, SERVER.answer({"t": "0000"}, "30"))
     built = report.build("pos", session.exchanges)
     assert not built.passed and built.other_findings
     names = [case.get("name") for case in ElementTree.fromstring(report.junit(built))]
-    assert names[-1] == report.OTHER_MESSAGES and len(names) == 7
+    assert names[-1] == report.OTHER_MESSAGES and len(names) == len(REQUIRED["pos"]) + 1
 
 
 def test_a_line_masks_the_card():
-    session = Session(IsoRules())
+    session = Session(signed_on())
     line = report.message_line(sent(session, iso(MessageClass.SALE)))
     assert line == "#1 0200 sale STAN 000001 card 625368******0018 -> 00  OK"
 
@@ -463,7 +495,7 @@ def test_jd_garbage_is_read_as_a_message_with_findings(data):
 def test_the_kit_checks_at_most_its_bound_and_says_so_once(monkeypatch):
     monkeypatch.setattr(limits, "conform_messages_max", 2)
     lines: list[str] = []
-    kit = Kit("pos", IsoRules(), lines.append)
+    kit = Kit("pos", signed_on(), lines.append)
     body = CLIENT.encode(iso(MessageClass.SALE))
     assert kit.request(body) is not None and kit.request(body) is not None
     assert kit.request(body) is None and kit.request(body) is None
@@ -557,7 +589,7 @@ def test_a_local_date_and_time_far_from_now_are_named():
 
 
 def test_a_reversal_names_a_purchase_or_a_pre_authorization():
-    session = Session(IsoRules())
+    session = Session(signed_on())
     auth = iso(MessageClass.AUTH, stan="000001")
     sent(session, auth)
     capture = iso(MessageClass.CAPTURE, 800, "000002", ident(auth))
@@ -572,3 +604,93 @@ def test_a_jd_signature_is_64_lower_case_hex_digits():
     body = json.dumps(fields | {"sign": fields["sign"].upper()}).encode()
     findings = JdRules({DEMO_JD_MERCHANT: JD_KEY}).read(body, NOW).findings
     assert [f.expected for f in findings] == ["64 lower-case hex digits"]
+
+
+# --- sign-on and batch settlement (pos) -----------------------------------------------------
+
+
+def flow(name: str, session: Session):
+    return next(o for o in outcomes("pos", session.exchanges) if o.flow.name == name)
+
+
+@pytest.mark.parametrize(("fields", "number"), [
+    (sign_on(), "7"), (sign_on(), "11"), (sign_on(), "41"), (sign_on(), "60"),
+    (settlement("000001"), "11"), (settlement("000001"), "41"), (settlement("000001"), "48"),
+    (settlement("000001"), "60"), (upload("000001"), "2"), (upload("000001"), "3"),
+    (upload("000001"), "4"), (upload("000001"), "11"), (upload("000001"), "41"),
+    (upload("000001"), "60")])
+def test_each_field_a_sign_on_settlement_or_upload_needs_is_required(fields, number):
+    """`switch iso validate`'s checks, which the kit reads: F60 of an 0800 carries its
+    network code (no F70 here)."""
+    assert read(fields) == []
+    findings = read({k: v for k, v in fields.items() if k != number})
+    named = "F70" if (fields["t"], number) == ("0800", "60") else f"F{number}"
+    assert any(finding.startswith(f"{named} ") and "expected present" in finding
+               for finding in findings), findings
+
+
+def test_money_before_the_sign_on_is_named_and_after_it_is_not():
+    session = Session(IsoRules())
+    before = sent(session, iso(MessageClass.SALE, stan="000001"))
+    sent(session, sign_on("000002"))
+    after = sent(session, iso(MessageClass.SALE, stan="000003"))
+    assert [str(f) for f in before.findings] == [
+        "sign-on: expected an 0800 sign-on (network code 001) answered 00 before money, got "
+        "terminal 10000:TERM0001 before its sign-on"]
+    assert after.findings == [] and after.reading.signed_on
+    signing_on = flow("sign_on", session)
+    assert signing_on.completed == [after] and signing_on.faulty == [before]
+
+
+def test_a_sign_on_refused_signs_nothing_on_and_a_sign_off_ends_the_session():
+    rules = IsoRules()
+    rules.answer(SERVER.answer(sign_on(), "58"))
+    assert read(iso(MessageClass.SALE), rules)  # still before a sign-on
+    rules.answer(SERVER.answer(sign_on(), "00"))
+    assert read(iso(MessageClass.SALE), rules) == []
+    rules.answer(SERVER.answer(sign_on(action=SessionAction.SIGN_OFF), "00"))
+    assert read(iso(MessageClass.SALE), rules)
+
+
+def test_an_xpay_wallet_and_a_listener_without_macs_need_no_sign_on():
+    assert read(iso(MessageClass.SALE), IsoRules(mac_off=True)) == []
+    assert not any(f.startswith("sign-on") for f in read(iso(MessageClass.SALE),
+                                                          IsoRules("xpay")))
+
+
+def test_money_under_the_master_key_after_the_sign_on_fails_the_sign_on_flow():
+    session = Session(signed_on())
+    fields = iso(MessageClass.SALE)
+    refused = sent(session, fields, code=None)
+    session.answered(refused, SERVER.answer(fields, "A0", "not_signed_on"))
+    assert [str(f) for f in refused.findings] == [
+        "sign-on: expected money MAC'd under the session MAK (F62 of the sign-on's 0810), got "
+        "A0 not_signed_on (MAC failure)"]
+    assert flow("sign_on", session).faulty == [refused] and not flow("sign_on", session).passed
+
+
+def test_a_settlement_answered_00_settles_the_batch():
+    session = Session(signed_on())
+    settled = sent(session, settlement("000001"))
+    assert settled.findings == [] and flow("batch_settlement", session).passed
+
+
+def test_a_95_is_unfinished_until_an_upload_and_a_settlement_after_upload_answered_00():
+    session = Session(signed_on())
+    sent(session, settlement("000001"), code="95")
+    unbalanced = flow("batch_settlement", session)
+    assert not unbalanced.passed and unbalanced.reasons()[0].startswith(
+        f"#1 0500 settlement batch {BATCH} STAN 000001: answered 95")
+    sent(session, upload("000002"))
+    after = sent(session, settlement("000003", code="202"))
+    assert after.findings == [] and flow("batch_settlement", session).passed
+    assert flow("batch_settlement", session).unfinished == []  # said only while unsettled
+
+
+def test_a_settlement_after_upload_without_an_upload_is_named():
+    session = Session(signed_on())
+    after = sent(session, settlement("000001", code="202"))
+    assert [str(f) for f in after.findings] == [
+        "F60.3: expected 201 (a settlement), or 202 after the batch's uploads (0320), got 202 "
+        "with no upload of batch 000042"]
+    assert not flow("batch_settlement", session).passed

@@ -155,7 +155,7 @@ INQUIRY = Flow("balance_inquiry", "balance inquiry with card proof",
                "ask a card's balance, proving the card (its expiry)", is_balance_inquiry,
                inquiry_done)
 
-SIGN_ON_FLOW = Flow("sign_on", "sign-on, then money under the session MAK",
+SIGN_ON_FLOW = Flow("sign_on", "sign-on + session MAK",
                     "sign on (0800, network code 001), then send money MAC'd under the MAK "
                     "of the answer's F62", is_session_member, signed_on_money)
 BATCH = Flow("batch_settlement", "batch settlement",
