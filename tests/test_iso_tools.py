@@ -320,6 +320,22 @@ def test_network_management_needs_its_code():
                    "(not supported, or not in this state)")]
 
 
+def test_a_sign_on_is_valid_and_names_its_terminal_and_a_settlement_its_totals():
+    sign_on = {"mti": "0800", "7": "1129120000", "11": "000001", "41": "TERM0001",
+               "60": "00000001001"}
+    result = validate(build(sign_on))
+    assert result.ok and result.message_class == "sign-on"  # decided with the master key
+    assert problems({k: v for k, v in sign_on.items() if k != "41"}) == [
+        ("41", "field_41_missing")]
+    assert problems(sign_on | {"60": "00000001"})[0] == ("70", "field_70_missing")
+    settlement = {"mti": "0500", "11": "000002", "41": "TERM0001", "48": "0" * 62,
+                  "60": "00000001201"}
+    assert validate(build(settlement), mac_off=True).message_class == "settlement"
+    assert problems(settlement) == []
+    assert ("48", "field_48_missing") in problems(
+        {k: v for k, v in settlement.items() if k != "48"})
+
+
 def test_xpay_needs_the_wallet_s_chip_data_and_pos_does_not():
     assert problems(SALE, "xpay") == [
         ("answer", "the switch answers 30 entry_mode_not_wallet: format error")]

@@ -40,7 +40,8 @@ SESSION_CLASSES = {SessionAction.SIGN_ON: "sign-on", SessionAction.KEY_CHANGE: "
                    SessionAction.SIGN_OFF: "sign-off"}
 NETWORK_CLASS = "network"  # another 0800: an echo test
 SETTLEMENT_CLASS, UPLOAD_CLASS = "settlement", "batch upload"
-NETWORK_REQUIRED = ("7", "11", "41")
+NETWORK_REQUIRED = ("7", "11")
+SESSION_REQUIRED = (*NETWORK_REQUIRED, "41")  # the terminal whose session it is
 BATCH_REQUIRED = {SETTLEMENT_KIND: ("11", "41", "48", "60"),
                   UPLOAD_KIND: ("2", "3", "4", "11", "41", "60")}
 RequestChecks = Callable[[AuthRequest], tuple[str, str] | None]  # (code, reason) or None
@@ -120,7 +121,7 @@ def requirements(codec: Codec, message: dict) -> tuple[str, list[Problem]]:
     kind = message["t"][1:3]
     if kind == "80":
         action = session_action(message)
-        problems = missing(codec, message, NETWORK_REQUIRED)
+        problems = missing(codec, message, SESSION_REQUIRED if action else NETWORK_REQUIRED)
         if not network_code(message):
             problems.append(Problem("70", None, Reason.FIELD_MISSING.format(field=70),
                                     "network code (F70, or F60.3)"))
