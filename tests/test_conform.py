@@ -63,10 +63,10 @@ async def kit(channel: str, folder: Path, *options: str):
             await process.wait()
 
 
-async def adapter(script: str, running: RunningKit) -> tuple[int, str, str]:
+async def adapter(script: str, running: RunningKit, *options: str) -> tuple[int, str, str]:
     return await run_command((sys.executable, str(EXAMPLES / script)), "--port",
                              str(running.port), "--pan", running.pan, "--expiry",
-                             running.expiry)
+                             running.expiry, *options)
 
 
 async def ending(running: RunningKit, interrupt: bool) -> tuple[int, str, str]:
@@ -105,6 +105,17 @@ async def test_a_well_behaved_pos_terminal_passes_every_flow(tmp_path):
     # It signed on first, and its batch balanced (at once, or after its upload).
     assert re.search(r"#1 0800 sign-on network code 001 -> 00 ", out), out
     assert re.search(r"0500 settlement batch \d{6} STAN \d{6} -> 00 ", out), out
+
+
+async def test_a_terminal_answered_95_that_uploads_and_settles_again_passes(tmp_path):
+    async with kit("pos", tmp_path, "--until-complete") as running:
+        code, out, err = await adapter("pos_terminal.py", running, "--first-totals-off", "1")
+        assert code == 0, err
+        assert re.search(r"batch settlement: 95( 00)+$", out, re.MULTILINE), out
+        code, out, err = await ending(running, interrupt=False)
+    assert code == 0 and "8 of 8 required flows passed" in out, out + err
+    settlements = re.findall(r"0500 settlement batch \d{6} STAN \d{6} -> (\d\d)", out)
+    assert settlements == ["95", "00"] and "0320 batch upload" in out, out
 
 
 async def test_a_well_behaved_jd_merchant_passes_every_flow(tmp_path):

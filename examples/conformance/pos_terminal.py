@@ -8,8 +8,9 @@ as docs/channels/pos.md specifies it. Run the kit, then this:
 It is the demo terminal (acquirer 00010000, TERM0001, the public X9.19 example key as its
 master key): it signs on (0800) and MACs its money under the session MAK of the answer's F62,
 numbers its money with its batch (F60.2), and ends by settling the batch (0500) with the
-totals of what was approved, uploading it (0320) should the switch answer 95. It prints each
-step's answer codes; pos_terminal_misbehaving.py is the same terminal at fault.
+totals of what was approved, uploading it (0320) should the switch answer 95
+(--first-totals-off 1 makes it so). It prints each step's answer codes;
+pos_terminal_misbehaving.py is the same terminal at fault.
 """
 
 from __future__ import annotations
@@ -124,7 +125,10 @@ class Terminal:
 
     async def settle(self) -> list[str]:
         """Settle the batch; answered 95, upload it and settle after upload."""
-        codes = await self.send(self.settlement(self.totals()))
+        totals = self.totals()
+        off = self.args.first_totals_off  # to try the upload: a debit amount off by this
+        codes = await self.send(self.settlement(totals._replace(
+            debit_fen=totals.debit_fen + off)))
         if codes != ["95"]:
             return codes
         for fields in list(self.approved.values()):
@@ -166,6 +170,9 @@ def arguments(description: str) -> argparse.Namespace:
     parser = wire.arguments(description, port=8583)
     parser.add_argument("--header", default="binary2", choices=sorted(HEADER_FORMATS))
     parser.add_argument("--dialect", default="iso87ascii")
+    parser.add_argument("--first-totals-off", type=int, default=0, metavar="FEN",
+                        help="settle first with the debit amount off by FEN: the switch "
+                        "answers 95 and the terminal uploads its batch")
     return parser.parse_args()
 
 
