@@ -23,6 +23,7 @@ from protocols.conformance.session import Rules, Session
 from protocols.demo import DEMO_ACQUIRER, DEMO_JD_KEY, DEMO_JD_MERCHANT, DEMO_POS_MAC
 from protocols.iso_client import IsoClient, request_message
 from protocols.iso_mac import MacKey
+from protocols.iso_session import SessionAction, network_request
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from protocols.pos import PosCodec
 
@@ -33,7 +34,10 @@ APPROVED = AuthResponse(response_code="00", approved_fen=100, auth_id="123456")
 def pos_messages(count: int, now: datetime.datetime) -> list[tuple[bytes, bytes]]:
     client, server = IsoClient(key=MacKey.parse(*DEMO_POS_MAC)), PosCodec()
     pan, transmitted = PAN_BODY + luhn_check_digit(PAN_BODY), now.strftime("%m%d%H%M%S")
-    pairs = []
+    # The terminal signs on first, as the kit asks: its purchases then carry no finding.
+    sign_on = network_request(SessionAction.SIGN_ON, stan="999999", transmitted=transmitted,
+                              acquirer=DEMO_ACQUIRER, terminal="TERM0001")
+    pairs = [(client.encode(sign_on), server.answer(sign_on, "00"))]
     for number in range(count):
         request = AuthRequest(message_class=MessageClass.SALE, channel="pos", card=pan,
                               amount_fen=100, mcc="5411")
