@@ -51,7 +51,9 @@ def open_ledger(config: Config, redis_url: str, clock: Clock | None = None) -> L
     deadline_ms = server_limits.request_deadline_ms
     return Ledger(connect(redis_url, deadline_ms), clock, request_deadline_ms=deadline_ms,
                   ledger_fence_guard_ms=server_limits.ledger_fence_guard_ms,
-                  statement_day=config.cards.statement_day)
+                  statement_day=config.cards.statement_day,
+                  durable_replicas=server_limits.durable_replicas,
+                  durable_wait_ms=server_limits.durable_wait_ms)
 
 
 def journal_folder(config: Config) -> Path:

@@ -111,6 +111,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     faults = load_rule_file(args.faults) if args.faults else None  # the same for fault rules
     choose_admin(config, args.admin)
     config.test_clock = config.test_clock or args.test_clock
+    if args.durable_replicas is not None:
+        config.server_limits.durable_replicas = args.durable_replicas
     replay_cli.choose_recording(config, args)
     url, note, private = launch.open_redis(
         configured_redis(args), bool(args.redis), RUN_DIR, args.ephemeral, args.appendfsync)
@@ -287,6 +289,10 @@ def parser() -> argparse.ArgumentParser:
                        help="fault rules (TOML, [[rule]] tables) to apply: they replace the "
                        "rules in force on the Redis (`switch fault` changes them while it "
                        "runs; docs/testing.md)")
+    serve.add_argument("--durable-replicas", type=int, metavar="N", choices=range(0, 17),
+                       help="Redis Cluster only: answer no approval before N replicas of its "
+                       "master have its write (WAIT, at most [limits] durable_wait_ms); "
+                       "fewer in time: voided and answered 91 (docs/cluster.md)")
     serve.add_argument("--test-clock", action="store_true",
                        help="follow the test clock that `switch clock` moves (tests only; "
                        "docs/testing.md)")

@@ -24,6 +24,13 @@ None of these ran the call, so sending it again is safe; a call redirected more 
 limits.cluster_redirects_max times fails. Each master's clock is measured on its own link:
 a call's fence is written in the clock of the master that runs it.
 
+Durable replicas (`switch serve --durable-replicas N`): a batch holding a fenced call (one
+that moves money or remembers an answer) is followed, in the same write, by `WAIT N ms`,
+and none of its replies is handed out before WAIT's. Fewer than N replicas by then: each
+fenced call is voided on its master (`on_unreplicated`, Ledger.void) and fails with
+ReplicasBehind (answered 91), so the books and the answers agree; the others get their
+replies. WAIT's time is bounded by the batch's earliest fence (`wait_timeout_ms`).
+
 On a single Redis the switch uses switch/pipeline.py ScriptPipeline itself (`script_pipeline`
 chooses at start): the cluster's routing costs it nothing.
 """
@@ -33,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import hiredis
@@ -68,6 +76,38 @@ class Routed(NamedTuple):
     since_s: float = 0.0  # event-loop time it was first sent (TRYAGAIN gives up after)
 
 
+class Held(NamedTuple):
+    """A call of a batch that waits for replicas: its reply joins `replies` until WAIT's."""
+
+    routed: Routed
+    replies: list[tuple[Routed, Any]]
+
+
+class WaitFor(NamedTuple):
+    """The WAIT after a batch: the batch's held replies, the replicas wanted, its time."""
+
+    replies: list[tuple[Routed, Any]]
+    wanted: int
+    timeout_ms: int
+
+
+class ReplicasBehind(TimeoutError):
+    """Fewer replicas than --durable-replicas acknowledged a call's write in time: the call
+    ran on its master (and is voided there), its request is answered 91."""
+
+
+def wait_timeout_ms(now_s: float, fences_s: list[float], wait_max_ms: int) -> int:
+    """WAIT's timeout for a batch: `wait_max_ms`, or less so that it ends by the batch's
+    earliest fence (the margin after it is for the reply's way back); at least 1 ms
+    (WAIT 0 would wait for ever)."""
+    until_fence_ms = int((min(fences_s) - now_s) * 1000) if fences_s else wait_max_ms
+    return max(1, min(wait_max_ms, until_fence_ms))
+
+
+def wait_command(replicas: int, timeout_ms: int) -> bytes:
+    return resp_command("WAIT", str(replicas), str(timeout_ms))
+
+
 class Lane:
     """One master: our connection to it, the calls queued for it this tick, its clock."""
 
@@ -80,10 +120,17 @@ class Lane:
         self.clock_due = 0.0
 
 
-def script_pipeline(client: Client, library: Library, timeout_s: float) -> ScriptPipeline:
-    """The auto-pipeline for `client`'s Redis: the cluster's when it is a cluster."""
+def script_pipeline(client: Client, library: Library, timeout_s: float,
+                    durable_replicas: int = 0,
+                    durable_wait_ms: int = limits.durable_wait_ms) -> ScriptPipeline:
+    """The auto-pipeline for `client`'s Redis: the cluster's when it is a cluster.
+    `durable_replicas`: WAIT for that many replicas (a cluster only: ValueError else)."""
     if isinstance(client, RedisCluster):
-        return ClusterScriptPipeline(client, library, timeout_s)
+        return ClusterScriptPipeline(client, library, timeout_s, durable_replicas,
+                                     durable_wait_ms)
+    if durable_replicas:
+        raise ValueError("--durable-replicas needs a Redis Cluster (docs/cluster.md); "
+                         "on a single Redis it is not supported")
     return ScriptPipeline(client, library, timeout_s)
 
 
@@ -105,8 +152,16 @@ def redirect_target(error: str) -> tuple[int, Address]:
 
 
 class ClusterScriptPipeline(ScriptPipeline):
-    def __init__(self, client: RedisCluster, library: Library, timeout_s: float) -> None:
+    def __init__(self, client: RedisCluster, library: Library, timeout_s: float,
+                 durable_replicas: int = 0, durable_wait_ms: int = limits.durable_wait_ms
+                 ) -> None:
         super().__init__(client, library, timeout_s)
+        self.durable_replicas = durable_replicas
+        self.durable_wait_ms = durable_wait_ms
+        # Told of every fenced call that ran but was not replicated in time (the ledger
+        # voids it); None: nobody is.
+        self.on_unreplicated: Callable[[Call], None] | None = None
+        self.unreplicated = 0  # such calls (for the operator)
         self.owners: list[Address | None] = [None] * CLUSTER_SLOTS
         self.lanes: dict[Address, Lane] = {}
         self._mapping: asyncio.Task | None = None  # a read of the slot map under way
@@ -165,14 +220,22 @@ class ClusterScriptPipeline(ScriptPipeline):
             self.calls += len(batch)
             payloads: list[Any] = []
             data = []
+            fences = [routed.call[5] for routed in batch if routed.call[5] is not None]
+            held: list[tuple[Routed, Any]] | None = (
+                [] if self.durable_replicas and fences else None)
             for routed in batch:
                 name, keys, args, _, _, fence = routed.call
                 if routed.ask:  # ASKING holds for the one command after it
                     payloads.append(None)
                     data.append(ASKING_COMMAND)
-                payloads.append(routed)
+                payloads.append(routed if held is None else Held(routed, held))
                 data.append(pack_fcall(self.redis_name(name), keys,
                                        args if fence is None else (*args, fence_ms(fence))))
+            if held is not None:
+                timeout_ms = wait_timeout_ms(asyncio.get_running_loop().time(), fences,
+                                             self.durable_wait_ms)
+                payloads.append(WaitFor(held, self.durable_replicas, timeout_ms))
+                data.append(wait_command(self.durable_replicas, timeout_ms))
             link.send(payloads, b"".join(data))
 
     def _read_lane_clock(self, lane: Lane) -> None:
@@ -209,8 +272,14 @@ class ClusterScriptPipeline(ScriptPipeline):
 
     # --- replies ---------------------------------------------------------------------------
 
-    def _settle(self, routed: Routed | None, reply: Any) -> None:
+    def _settle(self, routed: Routed | Held | WaitFor | None, reply: Any) -> None:
         if routed is None:  # ASKING's OK (an error would show in the call's reply)
+            return
+        held = None
+        if type(routed) is Held:
+            routed, held = routed
+        elif type(routed) is WaitFor:
+            self._waited(routed, reply)
             return
         if isinstance(reply, hiredis.ReplyError):
             text = str(reply)
@@ -227,7 +296,29 @@ class ClusterScriptPipeline(ScriptPipeline):
                 return
         elif isinstance(reply, ConnectionError | TimeoutError):
             self._refresh_map()  # a master lost: it may have failed over
+        elif held is not None:  # it ran: out once WAIT says it is on the replicas
+            held.append((routed, reply))
+            return
         resolve(routed.call, reply)
+
+    def _waited(self, wait: WaitFor, reply: Any) -> None:
+        """WAIT's reply for a batch: its held replies out, or its fenced calls voided and
+        failed when fewer replicas than wanted have their writes."""
+        if isinstance(reply, int) and reply >= wait.wanted:
+            for routed, held in wait.replies:
+                resolve(routed.call, held)
+            return
+        error = reply if isinstance(reply, Exception) else ReplicasBehind(
+            f"{reply} of {wait.wanted} replicas acknowledged the ledger's write within "
+            f"{wait.timeout_ms} ms (--durable-replicas)")
+        for routed, held in wait.replies:
+            if routed.call[5] is None:  # changes no money, remembers no answer
+                resolve(routed.call, held)
+                continue
+            self.unreplicated += 1
+            if self.on_unreplicated is not None:
+                self.on_unreplicated(routed.call)
+            resolve(routed.call, error)
 
     def _in_time(self, routed: Routed) -> bool:
         return (not routed.call[3].done() and asyncio.get_running_loop().time()

@@ -56,6 +56,8 @@ class ServerLimits(msgspec.Struct, forbid_unknown_fields=True):
         limits.request_deadline_ms)
     ledger_fence_guard_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = (
         limits.ledger_fence_guard_ms)
+    durable_replicas: Annotated[int, msgspec.Meta(ge=0, le=16)] = limits.durable_replicas
+    durable_wait_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = limits.durable_wait_ms
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = limits.shutdown_grace_s
     shutdown_linger_s: Annotated[float, msgspec.Meta(ge=0)] = limits.shutdown_linger_s
     frame_deadline_s: Annotated[float, msgspec.Meta(gt=0)] = limits.frame_deadline_s

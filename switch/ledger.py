@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 import re
 import secrets
 from typing import Any
@@ -40,6 +41,7 @@ from switch.pipeline import ScriptPipeline
 from switch.statement import Cycle, check_day, cycle_of
 from switch.terms import NO_TERMS, Terms
 
+log = logging.getLogger("switch.ledger")
 CARD_STATUSES = tuple(status.value for status in CardStatus)
 # The words Ledger.void and Ledger.advise answer with (their docstrings say what each means).
 VOID_OUTCOMES = ("voided", "absent", "served", "other", "changed")
@@ -98,6 +100,20 @@ def _pass_on(answer: asyncio.Future, call: asyncio.Future) -> None:
         answer.set_exception(error)
     else:
         answer.set_result(call.result())
+
+
+CARD_FUNCTIONS = frozenset(FUNCTION_OF_CLASS.values())
+
+
+def _log_void(void: asyncio.Future) -> None:
+    """A void of an unreplicated call: its outcome, or why it failed (the master lost)."""
+    error = void.exception()
+    if error is not None:
+        log.error("durable replicas: the void of an attempt answered 91 failed (%s: %s); "
+                  "the audit and the replica's books may show it", type(error).__name__, error)
+    elif void.result() not in ("voided", "absent"):
+        log.warning("durable replicas: an attempt answered 91 was not voided: %s",
+                    void.result())
 
 
 REFUNDS = msgspec.json.Decoder(tuple[RefundRecord, ...])
@@ -173,10 +189,14 @@ class Ledger:
                  scripts: ScriptPipeline | None = None, *,
                  request_deadline_ms: int = limits.request_deadline_ms,
                  ledger_fence_guard_ms: int = limits.ledger_fence_guard_ms,
-                 statement_day: int = limits.statement_day_default) -> None:
+                 statement_day: int = limits.statement_day_default,
+                 durable_replicas: int = limits.durable_replicas,
+                 durable_wait_ms: int = limits.durable_wait_ms) -> None:
         """`scripts` stands in for the auto-pipeline of the Lua functions' calls (the bench's
         reference server and its call capture); by default the ledger makes its own.
-        `statement_day`: a new card's (the config's [cards] statement_day)."""
+        `statement_day`: a new card's (the config's [cards] statement_day).
+        `durable_replicas`, `durable_wait_ms`: a cluster's WAIT (switch/cluster_pipeline.py);
+        ValueError on a single Redis."""
         self.client = client
         self.clock = clock or SystemClock()
         self.statement_day = check_day(statement_day)
@@ -185,7 +205,10 @@ class Ledger:
         # the fence that far ahead of the request's deadline, for the reply's way back.
         self.deadline_s = request_deadline_ms / 1000
         self.fence_guard_s = fence_guard_ms(request_deadline_ms, ledger_fence_guard_ms) / 1000
-        self.scripts = scripts or script_pipeline(client, ledger_library(), self.deadline_s)
+        self.scripts = scripts or script_pipeline(client, ledger_library(), self.deadline_s,
+                                                  durable_replicas, durable_wait_ms)
+        if hasattr(self.scripts, "on_unreplicated"):
+            self.scripts.on_unreplicated = self._void_unreplicated
         # Every pipeline on this ledger's Redis client (the token vault's joins it): aclose
         # waits for their calls and closes their connections, then the client's.
         self.pipelines = [self.scripts]
@@ -319,6 +342,17 @@ class Ledger:
         key = card_key(pan)
         return await self.scripts.call("void", (key, answer_key(key, idempotency_key),
                                                 card_indexes(key)[1]), (auth_id,))
+
+    def _void_unreplicated(self, call: tuple) -> None:
+        """A card's call that ran on its master but reached too few replicas in time
+        (--durable-replicas): its request is answered 91, so the attempt is voided now, on
+        the master (it has run: nothing of it can apply later). Its keys and ARGV are
+        `_call`'s: the card, its answer key; the auth id is ARGV 4."""
+        name, keys, args = call[0], call[1], call[2]
+        if name not in CARD_FUNCTIONS:  # an advice: the forwarder sends it again ("repeat")
+            return
+        self.scripts.call("void", (keys[0], keys[1], card_indexes(keys[0])[1]),
+                          (args[3],)).add_done_callback(_log_void)
 
     async def advise(self, request: AuthRequest, auth_id: str, approved_fen: int,
                      advice_id: str, beans_per_yuan: int = 0, terms: Terms = NO_TERMS) -> str:

@@ -62,6 +62,17 @@ request_deadline_ms = 2000
 # as the margin instead (switch/ledger.py fence_guard_ms). (config)
 ledger_fence_guard_ms = 250
 
+# On a Redis Cluster, answer no approval before this many replicas of its master have its
+# write (`WAIT`; docs/cluster.md). 0: answer as soon as the master has it. (config,
+# `switch serve --durable-replicas N`)
+durable_replicas = 0
+
+# How long a batch's WAIT for those replicas may take at most (less when its requests'
+# fences come sooner); fewer replicas by then: its approvals are voided and answered 91.
+# Loopback replication takes well under a millisecond; a replica across a data centre a
+# few. (config)
+durable_wait_ms = 100
+
 # The offset between Redis' clock and ours is measured as each link opens and again this
 # often while it lives: a step or drift of Redis' host clock shifts the fences for at most
 # this long.
