@@ -396,7 +396,7 @@ FAILOVER_WAIT_S = 90.0  # node timeout (5 s), the replica's election, on a loade
 
 def replicated(master) -> bool:
     """The master's replica has every write it acknowledged (an asynchronous replica may
-    lag; `--durable-replicas`, not built yet, would make the switch wait for it)."""
+    lag; `--durable-replicas` makes the switch wait for it: tests/test_durable_replicas.py)."""
     info = master.info("replication")
     return info.get("slave0", {}).get("offset") == info["master_repl_offset"]
 
