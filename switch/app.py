@@ -215,6 +215,8 @@ def counters_line(switch: Switch, ledger: Ledger) -> str:
         fields |= switch.recorder.counters()
     if isinstance(ledger.scripts, ClusterScriptPipeline):  # docs/cluster.md
         fields["redis_redirects"] = ledger.scripts.redirects
+        if ledger.scripts.durable_replicas:  # calls voided and answered 91: replicas behind
+            fields["redis_unreplicated"] = ledger.scripts.unreplicated
     if switch.stand_in is not None:
         journal = switch.stand_in.journal
         fields |= switch.stand_in.counters | {

@@ -15,6 +15,7 @@ import redis
 
 from protocols.ledger_layout import card_key
 from switch import testing
+from switch.app import counters_line
 from switch.cluster_pipeline import ReplicasBehind, wait_command, wait_timeout_ms
 from switch.config import Config, Listener, ServerLimits
 from switch.ledger import Ledger
@@ -95,6 +96,7 @@ async def test_a_paused_replica_makes_the_approval_91_and_voids_it(cluster, node
         card = await switch.card(pan)
         assert (card.posted, card.voids) == (500, 1)  # the approval was taken back
         assert switch.ledger.scripts.unreplicated == 1
+        assert " redis_unreplicated=1" in counters_line(switch.server, switch.ledger)
         # The replica back: the same card sells again, and its replica has it.
         assert (await switch.send("jd", pan, amount=200, mcc="5411")).response.response_code == "00"
         reader = replica_card(replica)
@@ -117,6 +119,7 @@ async def test_without_durable_replicas_a_paused_replica_changes_no_answer(clust
             os.kill(replica.process.pid, signal.SIGCONT)
         assert answer.response.response_code == "00"
         assert (await switch.card(pan)).posted == 1_500
+        assert "redis_unreplicated" not in counters_line(switch.server, switch.ledger)
 
 
 async def test_more_replicas_than_the_master_has_is_91_for_every_approval(cluster):
