@@ -16,12 +16,21 @@ import redis
 from protocols.ledger_layout import card_key
 from switch import testing
 from switch.app import counters_line
-from switch.cluster_pipeline import ReplicasBehind, wait_command, wait_timeout_ms
+from switch.cluster_pipeline import (
+    ClusterScriptPipeline,
+    ReplicasBehind,
+    Routed,
+    WaitFor,
+    wait_command,
+    wait_timeout_ms,
+)
 from switch.config import Config, Listener, ServerLimits
 from switch.ledger import Ledger
+from switch.lua_library import ledger_library
 from switch.redis_client import connect
 from switch.redis_runner import PrivateCluster
 from tests.cluster_support import Nodes
+from tests.support import switch_cli
 
 WAIT_MS = 300  # the tests' durable_wait_ms: long for loopback, short for a test
 
@@ -166,6 +175,43 @@ async def test_the_wait_bound_is_the_configured_one_at_its_edge(cluster, nodes):
 def test_durable_replicas_on_a_single_redis_is_refused(redis_url):
     with pytest.raises(ValueError, match="needs a Redis Cluster"):
         Ledger(connect(redis_url), durable_replicas=1)
+
+
+async def test_serve_with_durable_replicas_on_a_single_redis_says_so_in_one_line(redis_url,
+                                                                                 tmp_path):
+    code, out, err = await switch_cli("serve", "--redis", redis_url, "--durable-replicas", "1",
+                                      "--listen", "jd=127.0.0.1:0",
+                                      env={**os.environ, "SWITCH_RUN_DIR": str(tmp_path)})
+    assert code != 0 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "switch: --durable-replicas needs a Redis Cluster (docs/cluster.md); on a single "
+        "Redis it is not supported")
+
+
+async def test_a_short_wait_fails_and_voids_only_the_fenced_calls(cluster):
+    """WAIT's reply for a batch, as the link hands it over: below N, the fenced call fails
+    with ReplicasBehind and is handed to on_unreplicated (the void); the unfenced one (a
+    claim) gets its reply. At N both get theirs."""
+    loop = asyncio.get_running_loop()
+    pipeline = ClusterScriptPipeline(connect(cluster.url), ledger_library(), 2.0, 1)
+    voided = []
+    pipeline.on_unreplicated = voided.append
+    try:
+        for acknowledged in (0, 1):
+            fenced = Routed(("authorize", ("{c:1}",), (), loop.create_future(), None, 1.0))
+            claim = Routed(("claim", ("{i:1}",), (), loop.create_future(), None, None))
+            held = [(fenced, ["00"]), (claim, 1)]
+            pipeline._settle(WaitFor(held, 1, 100), acknowledged)
+            assert claim.call[3].result() == 1
+            if acknowledged:
+                assert fenced.call[3].result() == ["00"]
+            else:
+                with pytest.raises(ReplicasBehind, match="0 of 1 replicas .* 100 ms"):
+                    fenced.call[3].result()
+        assert [call[0] for call in voided] == ["authorize"]  # once, for the short WAIT
+        assert pipeline.unreplicated == 1
+    finally:
+        await pipeline.client.aclose()
 
 
 def test_replicas_behind_is_an_unavailable_answer():
