@@ -53,6 +53,7 @@ from switch.cli_common import (
 )
 from switch.config import (
     DEFAULT_PORTS,
+    DURABLE_REPLICAS_MAX,
     ConfigError,
     load,
     parse_admin,
@@ -229,6 +230,13 @@ def positive(value: str) -> int:
     return int(value)
 
 
+def replica_count(value: str) -> int:
+    """--durable-replicas: 0 (none) up to the config's bound."""
+    if not value.isdigit() or int(value) > DURABLE_REPLICAS_MAX:
+        raise argparse.ArgumentTypeError(f"a whole number, 0..{DURABLE_REPLICAS_MAX}")
+    return int(value)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="switch", description="Issuer authorization switch simulator for the Ping An "
@@ -289,7 +297,7 @@ def parser() -> argparse.ArgumentParser:
                        help="fault rules (TOML, [[rule]] tables) to apply: they replace the "
                        "rules in force on the Redis (`switch fault` changes them while it "
                        "runs; docs/testing.md)")
-    serve.add_argument("--durable-replicas", type=int, metavar="N", choices=range(0, 17),
+    serve.add_argument("--durable-replicas", type=replica_count, metavar="N",
                        help="Redis Cluster only: answer no approval before N replicas of its "
                        "master have its write (WAIT, at most [limits] durable_wait_ms); "
                        "fewer in time: voided and answered 91 (docs/cluster.md)")

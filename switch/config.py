@@ -35,6 +35,10 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 DEFAULT_PORTS = {"jd": 8601, "wechat": 8602, "pos": 8583, "xpay": 8584}
 
 
+# More replicas than any master of a sane cluster has: a typo, refused (config, --durable-replicas).
+DURABLE_REPLICAS_MAX = 16
+
+
 class ConfigError(ValueError):
     pass
 
@@ -56,7 +60,8 @@ class ServerLimits(msgspec.Struct, forbid_unknown_fields=True):
         limits.request_deadline_ms)
     ledger_fence_guard_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = (
         limits.ledger_fence_guard_ms)
-    durable_replicas: Annotated[int, msgspec.Meta(ge=0, le=16)] = limits.durable_replicas
+    durable_replicas: Annotated[int, msgspec.Meta(ge=0, le=DURABLE_REPLICAS_MAX)] = (
+        limits.durable_replicas)
     durable_wait_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = limits.durable_wait_ms
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = limits.shutdown_grace_s
     shutdown_linger_s: Annotated[float, msgspec.Meta(ge=0)] = limits.shutdown_linger_s

@@ -5,17 +5,20 @@ on the master, the books and the answers agreeing."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
 import time
 
+import msgspec
 import pytest
 import redis
 
 from protocols.ledger_layout import card_key
 from switch import testing
 from switch.app import counters_line
+from switch.cli import replica_count
 from switch.cluster_pipeline import (
     ClusterScriptPipeline,
     ReplicasBehind,
@@ -24,7 +27,7 @@ from switch.cluster_pipeline import (
     wait_command,
     wait_timeout_ms,
 )
-from switch.config import Config, Listener, ServerLimits
+from switch.config import DURABLE_REPLICAS_MAX, Config, Listener, ServerLimits
 from switch.ledger import Ledger
 from switch.lua_library import ledger_library
 from switch.redis_client import connect
@@ -212,6 +215,21 @@ async def test_a_short_wait_fails_and_voids_only_the_fenced_calls(cluster):
         assert pipeline.unreplicated == 1
     finally:
         await pipeline.client.aclose()
+
+
+def test_the_replicas_asked_for_are_bounded_in_the_config_and_on_the_command_line():
+    assert msgspec.convert({"durable_replicas": DURABLE_REPLICAS_MAX},
+                           ServerLimits).durable_replicas == DURABLE_REPLICAS_MAX
+    for wrong in (-1, DURABLE_REPLICAS_MAX + 1):
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.convert({"durable_replicas": wrong}, ServerLimits)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"durable_wait_ms": 0}, ServerLimits)  # WAIT 0 waits for ever
+    assert replica_count(str(DURABLE_REPLICAS_MAX)) == DURABLE_REPLICAS_MAX
+    assert replica_count("0") == 0
+    for wrong in (str(DURABLE_REPLICAS_MAX + 1), "-1", "one"):
+        with pytest.raises(argparse.ArgumentTypeError, match="0..16"):
+            replica_count(wrong)
 
 
 def test_replicas_behind_is_an_unavailable_answer():
