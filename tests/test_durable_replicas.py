@@ -72,6 +72,23 @@ def replica_card(replica) -> redis.Redis:
     return client
 
 
+async def sale_with_its_replica_paused(switch, cluster: PrivateCluster, nodes: Nodes
+                                       ) -> tuple[str, object, object, float]:
+    """A new card sells 500 fen, then its master's replica is frozen (SIGSTOP) while it sells
+    1,000 more: (the card, its replica, the second answer, seconds that answer took)."""
+    pan = await switch.new_card(limit_fen=100_000)
+    assert (await switch.send("jd", pan, amount=500, mcc="5411")).response.response_code == "00"
+    replica = replica_of(cluster, nodes, pan)
+    os.kill(replica.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        answer = await switch.send("jd", pan, amount=1_000, mcc="5411")
+        waited_s = time.monotonic() - started
+    finally:
+        os.kill(replica.process.pid, signal.SIGCONT)
+    return pan, replica, answer, waited_s
+
+
 async def test_every_approval_is_on_the_replica_when_it_is_answered(cluster, nodes):
     async with testing.start(durable_config(), redis_url=cluster.url) as switch:
         pans = [await switch.new_card(limit_fen=100_000) for _ in range(6)]
@@ -93,16 +110,8 @@ async def test_every_approval_is_on_the_replica_when_it_is_answered(cluster, nod
 
 async def test_a_paused_replica_makes_the_approval_91_and_voids_it(cluster, nodes):
     async with testing.start(durable_config(), redis_url=cluster.url) as switch:
-        pan = await switch.new_card(limit_fen=100_000)
-        assert (await switch.send("jd", pan, amount=500, mcc="5411")).response.response_code == "00"
-        replica = replica_of(cluster, nodes, pan)
-        os.kill(replica.process.pid, signal.SIGSTOP)
-        try:
-            started = time.monotonic()
-            answer = await switch.send("jd", pan, amount=1_000, mcc="5411")
-            waited_s = time.monotonic() - started
-        finally:
-            os.kill(replica.process.pid, signal.SIGCONT)
+        pan, replica, answer, waited_s = await sale_with_its_replica_paused(switch, cluster,
+                                                                            nodes)
         assert answer.response.response_code == "91"
         assert waited_s >= WAIT_MS / 1000  # WAIT ran out its time first
         card = await switch.card(pan)
@@ -121,14 +130,7 @@ async def test_a_paused_replica_makes_the_approval_91_and_voids_it(cluster, node
 async def test_without_durable_replicas_a_paused_replica_changes_no_answer(cluster, nodes):
     """The guard's other side: the same pause, no WAIT, the sale approved at once."""
     async with testing.start(durable_config(replicas=0), redis_url=cluster.url) as switch:
-        pan = await switch.new_card(limit_fen=100_000)
-        assert (await switch.send("jd", pan, amount=500, mcc="5411")).response.response_code == "00"
-        replica = replica_of(cluster, nodes, pan)
-        os.kill(replica.process.pid, signal.SIGSTOP)
-        try:
-            answer = await switch.send("jd", pan, amount=1_000, mcc="5411")
-        finally:
-            os.kill(replica.process.pid, signal.SIGCONT)
+        pan, _, answer, _ = await sale_with_its_replica_paused(switch, cluster, nodes)
         assert answer.response.response_code == "00"
         assert (await switch.card(pan)).posted == 1_500
         assert "redis_unreplicated" not in counters_line(switch.server, switch.ledger)
@@ -160,16 +162,7 @@ async def test_the_wait_bound_is_the_configured_one_at_its_edge(cluster, nodes):
     """A paused replica: the answer waits the configured bound and not a deadline more."""
     wait_ms = 150
     async with testing.start(durable_config(wait_ms=wait_ms), redis_url=cluster.url) as switch:
-        pan = await switch.new_card(limit_fen=100_000)
-        assert (await switch.send("jd", pan, amount=500, mcc="5411")).response.response_code == "00"
-        replica = replica_of(cluster, nodes, pan)
-        os.kill(replica.process.pid, signal.SIGSTOP)
-        try:
-            started = time.monotonic()
-            answer = await switch.send("jd", pan, amount=1_000, mcc="5411")
-            waited_s = time.monotonic() - started
-        finally:
-            os.kill(replica.process.pid, signal.SIGCONT)
+        _, _, answer, waited_s = await sale_with_its_replica_paused(switch, cluster, nodes)
         assert answer.response.response_code == "91"
         deadline_s = switch.ledger.deadline_s
         assert wait_ms / 1000 <= waited_s < deadline_s  # its own bound, not the deadline's
