@@ -33,7 +33,7 @@ async def test_card_upgrade_shows_the_masked_number_and_writes_the_full_one(redi
 
 async def test_card_set_binds_a_jd_user_and_card_show_names_it(redis_url):
     env = dict(os.environ, REDIS_URL=redis_url)
-    pan = "6253680000000513"
+    pan = "6253680000000521"
     code, out, err = await switch_cli("card", "set", pan, "--limit", "5000", "--jd-user",
                                       "jd_user_42", env=env)
     assert code == 0, err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,16 @@ from switch.ledger import NO_ANSWER
 from tests.test_cli import run, serve, stop
 
 CHANNELS = ("jd", "wechat", "pos", "xpay")
+
+
+def test_no_other_test_writes_a_test_card_s_number():
+    """The suite shares its Redis: a test that made a card under a test card's number would
+    change the card the test cards' tests read (its limit, its balances)."""
+    here = Path(__file__)
+    for path in here.parent.glob("test_*.py"):
+        if path != here:
+            text = path.read_text()
+            assert not [pan for pan, _, _ in TEST_CARDS if pan in text], path.name
 
 
 def test_the_numbers_are_card_numbers_of_their_own():
