@@ -225,6 +225,24 @@ async def test_a_refund_whose_credit_was_cleared_since_is_not_taken_back(ledger)
     assert await ledger.card(pan) == before
 
 
+@pytest.mark.parametrize("settled", [False, True])
+async def test_a_capture_refunded_since_is_not_taken_back(ledger, settled):
+    """A later refund was approved against what the capture posted: the capture stands (it
+    once broke the books' invariant when the refund's credit had been cleared meanwhile)."""
+    pan = await make_card(ledger)
+    ref = new_ref("A")
+    await decide(ledger, sale(pan, 1, ref=ref, cls=C.AUTH), "000001")
+    capture = sale(pan, 1, cls=C.CAPTURE, original_ref=ref)
+    await decide(ledger, capture, "000002")
+    assert (await decide(ledger, sale(pan, 1, cls=C.REFUND, original_ref=ref),
+                         "000003")).response_code == "00"
+    if settled:
+        assert await ledger.settle(pan) == 1
+    before = await ledger.card(pan)
+    assert await void(ledger, capture, "000002") == "changed"
+    assert await ledger.card(pan) == before
+
+
 async def test_a_void_that_would_leave_a_balance_below_zero_fails_loudly(ledger):
     """An undo that leaves posted negative means our records disagree: a bug, not a void."""
     pan = await make_card(ledger)

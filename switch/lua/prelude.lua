@@ -221,7 +221,14 @@ local function answer(code, approved, reason, beans, auth, served)
     record = remember(reply, served or 0, auth_id, nil, nil, nil, nil, nil, forced_spec)
   else
     local txn = ''
-    if txn_after then txn = txn_key end
+    if txn_after then
+      txn = txn_key
+      -- A later refund of the record changes only `refunded`: kept as this call left it,
+      -- so a void of this call finds the record changed (void.lua) and lets it stand.
+      if txn_after.refunded == nil then
+        txn_after.refunded = redis.call('HGET', txn_key, 'refunded') or false
+      end
+    end
     record = remember(reply, served or 0, auth_id, undo_card or {}, txn, txn_before or {},
       txn_after or {}, card_expected or {}, forced_spec)
   end
