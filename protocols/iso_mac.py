@@ -50,6 +50,22 @@ KEY_SIZES: Mapping[MacAlgorithm, range] = {
 }
 
 
+# The block cipher behind each algorithm's key: its working keys, check values and PIN blocks
+# (protocols/iso_session.py, protocols/iso_pin.py) use the same one. HMAC keys have none.
+BLOCK_BYTES: Mapping[MacAlgorithm, int] = {MacAlgorithm.X9_19: 8, MacAlgorithm.SM4: 16}
+
+
+def block_cipher(algorithm: MacAlgorithm, key: bytes) -> Cipher:
+    """ECB under a 16-byte key: 3DES with K1 K2 K1 (x9.19's key as double-length 3DES) or
+    SM4; ValueError for another size or an algorithm with no block cipher."""
+    if algorithm not in BLOCK_BYTES:
+        raise ValueError(f"a {algorithm} key has no block cipher (3DES or SM4 keys have)")
+    if len(key) != 16:
+        raise ValueError(f"a {algorithm} block cipher key is 16 bytes, not {len(key)}")
+    cipher = TripleDES(key + key[:8]) if algorithm == MacAlgorithm.X9_19 else algorithms.SM4(key)
+    return Cipher(cipher, modes.ECB())
+
+
 class _Chain:
     """CBC-MAC with one cipher context kept for the key's lifetime: making a context costs
     more than the MAC itself. A CBC context carries its chain value into the next message,
@@ -154,13 +170,11 @@ class MacKey:
 
     def kcv(self) -> str:
         """Key check value: 6 upper-case hex digits (what `switch terminal show` prints)."""
-        if self.algorithm is MacAlgorithm.X9_19:
-            zeros = Cipher(TripleDES(self.key + self.key[:8]), modes.ECB()).encryptor()
-            value = zeros.update(bytes(8))
-        elif self.algorithm is MacAlgorithm.SM4:
-            value = Cipher(algorithms.SM4(self.key), modes.ECB()).encryptor().update(bytes(16))
-        else:
+        size = BLOCK_BYTES.get(self.algorithm)
+        if size is None:
             value = self.mac(bytes(8))
+        else:
+            value = block_cipher(self.algorithm, self.key).encryptor().update(bytes(size))
         return value[:KCV_SIZE_BYTES].hex().upper()
 
     def __eq__(self, other: object) -> bool:

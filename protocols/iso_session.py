@@ -1,18 +1,22 @@
 """Terminal sessions of the ISO 8583 channels: sign-on with key exchange, sans-IO.
 
-A terminal's key in the store (`switch terminal add`, an x9.19 double-length 3DES key) is
-its master key (TMK). A sign-on (0800, network code 001) is answered (0810) with fresh
-working keys the switch made, each encrypted under the TMK (3DES ECB) with its check value
-(the first 4 bytes of the clear key encrypting 8 zero bytes), in F62 as upper-case hex:
+A terminal's key in the store (`switch terminal add`) is its master key (TMK): an x9.19
+double-length 3DES key, or an SM4 key. A sign-on (0800, network code 001) is answered (0810)
+with fresh 16-byte working keys the switch made, each encrypted under the TMK (ECB with the
+TMK's cipher: 3DES K1 K2 K1, or SM4) with its check value (the first 4 bytes of the clear
+key encrypting a zero block of its cipher: 8 bytes for 3DES, 16 for SM4), in F62 as
+upper-case hex:
 
     PIK (16) + check (4)  |  MAK (16) + check (4)  |  TDK (16) + check (4)   = 60 bytes
 
-From then on the terminal's MACs are made with the session MAK (X9.19) and its PINs (F52)
-encrypted under the session PIK; its master key verifies only network management messages
-(a terminal that lost its session signs on again). A key change (101) issues fresh keys and
-the old ones stop at once; a sign-off (002) ends the session. A terminal marked to need a
-sign-on (`switch terminal add --sign-on`) is refused money under its master key (A0,
-reason not_signed_on: what UnionPay terminals answer by signing on again).
+From then on the terminal's MACs are made with the session MAK (the TMK's algorithm: X9.19
+or the SM4 MAC) and its PINs (F52) encrypted under the session PIK (protocols/iso_pin.py);
+its master key verifies only network management messages (a terminal that lost its
+session signs on again). A key change (101) issues fresh keys and the old ones stop at
+once; a sign-off (002) ends the session. A terminal marked to need a sign-on (`switch
+terminal add --sign-on`) is refused money under its master key (A0, reason not_signed_on:
+what UnionPay terminals answer by signing on again). An hmac-sha256 key has no cipher to
+carry working keys: such a terminal signs on without them.
 
 The network code is F70 (001 sign-on, 002 sign-off, 101 key change, 301 echo) or, from
 terminals, F60.3 (F60 = 60.1 message type code `00` + 60.2 batch number n6 + 60.3 n3).
@@ -26,16 +30,13 @@ import enum
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives.ciphers import Cipher, modes
-
 from protocols.channel import FieldError
 from protocols.codes import Code, Reason
-from protocols.iso_mac import MacAlgorithm, MacKey
+from protocols.iso_mac import BLOCK_BYTES, MacAlgorithm, MacKey, block_cipher
 from protocols.iso_pin import PIN_KEY_SIZE_BYTES, PinError, decrypt_pin
 
 CHECK_VALUE_SIZE_BYTES = 4  # what F62 carries after each key (UnionPay terminal practice)
-WORKING_KEY_SIZE_BYTES = 16  # double-length 3DES: PIK, MAK (X9.19) and TDK alike
+WORKING_KEY_SIZE_BYTES = 16  # double-length 3DES or SM4: PIK, MAK and TDK alike
 WORKING_KEYS = ("pik", "mak", "tdk")  # their order in F62
 F62_SIZE_BYTES = len(WORKING_KEYS) * (WORKING_KEY_SIZE_BYTES + CHECK_VALUE_SIZE_BYTES)
 NETWORK_MESSAGE_TYPE = "00"  # F60.1 of network management (UnionPay terminals)
@@ -83,32 +84,28 @@ def network_request(action: str, *, stan: str, transmitted: str, acquirer: str,
 # --- keys under the master key ---------------------------------------------------------------
 
 
-def _3des(key: bytes) -> TripleDES:
-    if len(key) != WORKING_KEY_SIZE_BYTES:
-        raise ValueError(f"a 3DES key here is {WORKING_KEY_SIZE_BYTES} bytes")
-    return TripleDES(key + key[:8])
+def check_value(key: bytes, algorithm: MacAlgorithm = MacAlgorithm.X9_19) -> bytes:
+    """The first 4 bytes of `key` encrypting a zero block of its cipher (8 bytes for 3DES,
+    16 for SM4)."""
+    zeros = bytes(BLOCK_BYTES[MacAlgorithm(algorithm)])
+    return block_cipher(algorithm, key).encryptor().update(zeros)[:CHECK_VALUE_SIZE_BYTES]
 
 
-def check_value(key: bytes) -> bytes:
-    """The first 4 bytes of `key` (double-length 3DES) encrypting 8 zero bytes."""
-    encrypted = Cipher(_3des(key), modes.ECB()).encryptor().update(bytes(8))
-    return encrypted[:CHECK_VALUE_SIZE_BYTES]
-
-
-def wrap(master: bytes, key: bytes) -> bytes:
-    """`key` encrypted under the master key (3DES ECB, two blocks)."""
+def wrap(master: bytes, key: bytes, algorithm: MacAlgorithm = MacAlgorithm.X9_19) -> bytes:
+    """`key` encrypted under the master key (ECB with the master key's cipher)."""
     if len(key) != WORKING_KEY_SIZE_BYTES:
         raise ValueError(f"a working key is {WORKING_KEY_SIZE_BYTES} bytes")
-    return Cipher(_3des(master), modes.ECB()).encryptor().update(key)
+    return block_cipher(algorithm, master).encryptor().update(key)
 
 
-def unwrap(master: bytes, wrapped: bytes) -> bytes:
-    return Cipher(_3des(master), modes.ECB()).decryptor().update(wrapped)
+def unwrap(master: bytes, wrapped: bytes, algorithm: MacAlgorithm = MacAlgorithm.X9_19
+           ) -> bytes:
+    return block_cipher(algorithm, master).decryptor().update(wrapped)
 
 
 def can_exchange_keys(master: MacKey) -> bool:
-    """Only a 3DES master key (the x9.19 algorithm's) carries working keys."""
-    return master.algorithm is MacAlgorithm.X9_19
+    """A master key with a block cipher (x9.19's 3DES, SM4) carries working keys."""
+    return master.algorithm in BLOCK_BYTES
 
 
 class WorkingKeys(NamedTuple):
@@ -117,11 +114,12 @@ class WorkingKeys(NamedTuple):
     tdk: bytes
 
 
-def f62_of(master: bytes, keys: WorkingKeys) -> str:
+def f62_of(master: bytes, keys: WorkingKeys,
+           algorithm: MacAlgorithm = MacAlgorithm.X9_19) -> str:
     """F62 of a sign-on answer: each key under the master key, then its check value."""
     parts = []
     for key in keys:
-        parts.append(wrap(master, key) + check_value(key))
+        parts.append(wrap(master, key, algorithm) + check_value(key, algorithm))
     return b"".join(parts).hex().upper()
 
 
@@ -129,8 +127,10 @@ class KeysRejected(ValueError):
     """F62 that is not three keys under this master key (a terminal refuses them)."""
 
 
-def keys_of_f62(master: bytes, f62: str) -> WorkingKeys:
-    """The terminal's side: the clear keys, each checked against its check value."""
+def keys_of_f62(master: bytes, f62: str, algorithm: MacAlgorithm = MacAlgorithm.X9_19
+                ) -> WorkingKeys:
+    """The terminal's side: the clear keys, each checked against its check value
+    (`algorithm`: the master key's, which the working keys share)."""
     try:
         raw = bytes.fromhex(f62)
     except ValueError:
@@ -140,8 +140,8 @@ def keys_of_f62(master: bytes, f62: str) -> WorkingKeys:
     size = WORKING_KEY_SIZE_BYTES + CHECK_VALUE_SIZE_BYTES
     keys = []
     for name, at in zip(WORKING_KEYS, range(0, F62_SIZE_BYTES, size), strict=True):
-        key = unwrap(master, raw[at:at + WORKING_KEY_SIZE_BYTES])
-        if check_value(key) != raw[at + WORKING_KEY_SIZE_BYTES:at + size]:
+        key = unwrap(master, raw[at:at + WORKING_KEY_SIZE_BYTES], algorithm)
+        if check_value(key, algorithm) != raw[at + WORKING_KEY_SIZE_BYTES:at + size]:
             raise KeysRejected(f"the {name.upper()} does not match its check value (another "
                                "master key?)")
         keys.append(key)
@@ -152,13 +152,15 @@ def keys_of_f62(master: bytes, f62: str) -> WorkingKeys:
 
 
 class SessionKey(MacKey):
-    """A session's MAK (X9.19), with the session's PIN key: a request it verifies has its
-    PIN block (F52) decrypted with that PIK."""
+    """A session's MAK, with the session's PIN key: a request it verifies has its PIN block
+    (F52) decrypted with that PIK. Both are of the master key's algorithm (x9.19: 3DES,
+    sm4: SM4)."""
 
     __slots__ = ("pin_key",)
 
-    def __init__(self, mak: bytes, pin_key: bytes) -> None:
-        super().__init__(MacAlgorithm.X9_19, mak)
+    def __init__(self, mak: bytes, pin_key: bytes,
+                 algorithm: MacAlgorithm = MacAlgorithm.X9_19) -> None:
+        super().__init__(algorithm, mak)
         if len(pin_key) != PIN_KEY_SIZE_BYTES:
             raise ValueError(f"a PIN key is {PIN_KEY_SIZE_BYTES} bytes")
         self.pin_key = pin_key
@@ -198,6 +200,6 @@ def entered_pin(message: Mapping[str, Any], card: str, signed_by: MacKey | None)
         raise FieldError(Code.WRONG_PIN, Reason.PIN_KEY_MISSING)
     try:
         raw = block if isinstance(block, bytes) else bytes.fromhex(block)
-        return decrypt_pin(pin_key, raw, card)
+        return decrypt_pin(pin_key, raw, card, signed_by.algorithm)
     except (PinError, ValueError):
         raise FieldError(Code.WRONG_PIN, Reason.PIN_BLOCK_MALFORMED) from None

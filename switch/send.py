@@ -22,6 +22,7 @@ from protocols.demo import (
     DEMO_WECHAT_MCH_ID,
 )
 from protocols.framing import BINARY_2, HEADER_FORMATS, Framer, HeaderFormat
+from protocols.iso8583.dialect import Dialect
 from protocols.iso_envelope import CLIENT_MESSAGE_HEADER, ENVELOPES, NO_ENVELOPE, Envelope
 from protocols.iso_pin import PinError, encrypt_pin
 from protocols.iso_presets import preset
@@ -147,20 +148,28 @@ def _pos_encode(request: AuthRequest, args: Any) -> bytes:
     client = _iso(args)
     fields = _iso_fields(request, args, args.entry_mode or ("051" if pin else "052"))
     if pin:
-        fields["52"] = pin_field(args.signing_key, pin, request.card, client.binary_mac)
+        fields["52"] = pin_field(args.signing_key, pin, request.card, client.codec.dialect)
     return client.encode(fields)
 
 
-def pin_field(key: Any, pin: str, pan: str, binary: bool) -> str | bytes:
-    """F52: the PIN's format 0 block under the session's PIN key (protocols/iso_pin.py)."""
+def pin_field(key: Any, pin: str, pan: str, dialect: Dialect) -> str | bytes:
+    """F52: the PIN's format 0 block under the session's PIN key, with the session's cipher
+    (protocols/iso_pin.py): 8 bytes under 3DES, 16 under SM4, which the dialect's F52 must
+    hold."""
     pin_key = getattr(key, "pin_key", None)
     if pin_key is None:
         raise UserError("--pin needs the terminal's session PIN key: sign it on first "
                         "(`switch terminal sign-on ACQUIRER TERMINAL`)")
     try:
-        block = encrypt_pin(pin_key, pin, pan)
+        block = encrypt_pin(pin_key, pin, pan, key.algorithm)
     except PinError as error:
         raise UserError(f"--pin: {error}") from None
+    spec = dialect.field(52)
+    binary = spec is not None and spec.encoding == "binary"
+    held = 0 if spec is None else spec.max_len if binary else spec.max_len // 2
+    if held != len(block):
+        raise UserError(f"--pin: a {key.algorithm} PIN block is {len(block)} bytes; F52 of "
+                        f"dialect {dialect.name} holds {held} (docs/channels/pos.md, \"PIN\")")
     return block if binary else block.hex().upper()
 
 

@@ -115,7 +115,9 @@ def print_record(args: argparse.Namespace, record: TerminalKeyRecord,
         view["key"] = new.key.hex().upper()
     view["sign_on_required"] = bool(record.sign_on)
     if session is not None:
-        view["session"] = {f"{name}_kcv": check_value(bytes.fromhex(session[name])).hex().upper()
+        algorithm = session.get("algorithm") or MacAlgorithm.X9_19
+        view["session"] = {f"{name}_kcv": check_value(bytes.fromhex(session[name]), algorithm
+                                                      ).hex().upper()
                            for name in WORKING_KEYS if session.get(name)}
         if session.get("issued"):
             view["session"]["issued"] = when(int(session["issued"]))
@@ -172,15 +174,16 @@ def cmd_terminal_sign_on(args: argparse.Namespace) -> int:
     if master is None:
         raise UserError("the answer carries keys, but the terminal's master key is not in "
                         "Redis to check them")
+    master_key = MacKey.parse(master.algorithm, master.key)
     try:
-        keys = keys_of_f62(MacKey.parse(master.algorithm, master.key).key, answer["62"])
+        keys = keys_of_f62(master_key.key, answer["62"], master_key.algorithm)
     except KeysRejected as error:
         raise UserError(f"the 0810's keys are refused: {error}") from None
-    shown = "  ".join(f"{name.upper()} KCV {check_value(key).hex().upper()}"
+    shown = "  ".join(f"{name.upper()} KCV {check_value(key, master_key.algorithm).hex().upper()}"
                       for name, key in zip(WORKING_KEYS, keys, strict=True))
     print(f"{args.action}: terminal {args.terminal} of acquirer {args.acquirer} has new "
-          f"session keys\n  {shown}\n  `switch send --channel pos` now signs with the "
-          "session MAK and sends --pin under the session PIK")
+          f"{master_key.algorithm} session keys\n  {shown}\n  `switch send --channel pos` now "
+          "signs with the session MAK and sends --pin under the session PIK")
     return 0
 
 
