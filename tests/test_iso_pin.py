@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,12 +22,15 @@ from protocols.iso_session import (
     SessionAction,
     SessionKey,
     WorkingKeys,
+    can_exchange_keys,
     check_value,
     entered_pin,
     f62_of,
     keys_of_f62,
     network_code,
     session_action,
+    unwrap,
+    wrap,
 )
 
 KEY = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
@@ -68,15 +72,20 @@ pans = st.from_regex(r"\A[0-9]{13,19}\Z")
 pins = st.from_regex(r"\A[0-9]{4,12}\Z")
 
 
-@given(pans, pins, st.binary(min_size=16, max_size=16))
-def test_pin_round_trip(pan, pin, key):
-    assert decrypt_pin(key, encrypt_pin(key, pin, pan), pan) == pin
+ciphers = st.sampled_from([MacAlgorithm.X9_19, MacAlgorithm.SM4])
 
 
-@given(pans, st.binary(min_size=8, max_size=8), st.binary(min_size=16, max_size=16))
-def test_garbage_is_a_clean_error_or_a_pin(pan, garbage, key):
+@given(pans, pins, st.binary(min_size=16, max_size=16), ciphers)
+def test_pin_round_trip(pan, pin, key, algorithm):
+    assert decrypt_pin(key, encrypt_pin(key, pin, pan, algorithm), pan, algorithm) == pin
+
+
+@given(pans, st.binary(min_size=16, max_size=16), ciphers, st.data())
+def test_garbage_is_a_clean_error_or_a_pin(pan, key, algorithm, data):
+    size = 8 if algorithm is MacAlgorithm.X9_19 else 16
+    garbage = data.draw(st.binary(min_size=size, max_size=size))
     try:
-        pin = decrypt_pin(key, garbage, pan)
+        pin = decrypt_pin(key, garbage, pan, algorithm)
     except PinError:
         return
     assert 4 <= len(pin) <= 12 and pin.isdigit()
@@ -139,3 +148,95 @@ def test_entered_pin_needs_the_session_pin_key():
         assert (raised.value.code, raised.value.reason) == ("55", reason)
     with pytest.raises(FieldError):
         entered_pin({"52": "XX" * 8}, pan, session)
+
+
+# --- SM4 (national-cryptography terminals) ---------------------------------------------------
+
+# A public SM4 sign-on and PIN example (blog.csdn.net/M_Kerry/article/details/104625499,
+# "SM4 ECB + ANSI X9.8"): the test master key, a PIK under it as the sign-on returned it, its
+# check value (the clear key encrypting 16 zero bytes), and the 16-byte PIN block of PIN
+# 123654 on card 6230606601007726888.
+SM4_TMK = bytes.fromhex("1234567890ABCDEFABCDEF0987654321")
+SM4_WRAPPED_PIK = bytes.fromhex("3D66234C49E4296FF9C78D8BACBD6A76")
+SM4_PIK = bytes.fromhex("F351D490994603795C6EBEE8FAEBB481")
+SM4_PIK_CHECK = "861E83E31FAEBF10"  # the example prints 8 bytes; F62 carries the first 4
+SM4_PAN, SM4_PIN, SM4_CLEAR = "6230606601007726888", "123654", "06123654FFFFFFFFFFFF99FEFF88D977"
+
+
+def sm4_ecb(key: bytes, data: bytes, decrypt: bool = False) -> bytes:
+    """SM4 ECB straight from the `cryptography` library (the reference, not iso_pin's)."""
+    cipher = Cipher(algorithms.SM4(key), modes.ECB())
+    return (cipher.decryptor() if decrypt else cipher.encryptor()).update(data)
+
+
+def test_sm4_working_key_and_check_value_of_the_public_example():
+    assert unwrap(SM4_TMK, SM4_WRAPPED_PIK, MacAlgorithm.SM4) == SM4_PIK
+    assert wrap(SM4_TMK, SM4_PIK, MacAlgorithm.SM4) == SM4_WRAPPED_PIK
+    assert check_value(SM4_PIK, MacAlgorithm.SM4).hex().upper() == SM4_PIK_CHECK[:8]
+    # Under 3DES the same bytes give another check value: the algorithm is not ignored.
+    assert check_value(SM4_PIK).hex().upper() != SM4_PIK_CHECK[:8]
+
+
+def test_sm4_pin_block_of_the_public_example():
+    assert clear_block(SM4_PIN, SM4_PAN, 16).hex().upper() == SM4_CLEAR
+    assert pin_of_block(bytes.fromhex(SM4_CLEAR), SM4_PAN) == SM4_PIN
+    encrypted = encrypt_pin(SM4_PIK, SM4_PIN, SM4_PAN, MacAlgorithm.SM4)
+    assert encrypted == sm4_ecb(SM4_PIK, bytes.fromhex(SM4_CLEAR))
+    assert decrypt_pin(SM4_PIK, encrypted, SM4_PAN, MacAlgorithm.SM4) == SM4_PIN
+
+
+def test_a_pin_block_is_one_block_of_the_key_s_cipher():
+    sm4_block = sm4_ecb(SM4_PIK, bytes.fromhex(SM4_CLEAR))
+    with pytest.raises(PinError, match="16 bytes, not 8"):
+        decrypt_pin(SM4_PIK, sm4_block[:8], SM4_PAN, MacAlgorithm.SM4)
+    with pytest.raises(PinError, match="8 bytes, not 16"):
+        decrypt_pin(SM4_PIK, sm4_block, SM4_PAN, MacAlgorithm.X9_19)
+    for size in (7, 9, 15, 17, 32):
+        with pytest.raises(PinError, match="8 or 16 bytes"):
+            pin_of_block(bytes(size), SM4_PAN)
+
+
+@pytest.mark.parametrize("block", [
+    "16123654FFFFFFFFFFFF99FEFF88D977",  # format 1, not 0
+    "06123654FFFFFFFFFFFF99FEFF88D976",  # the last padding nibble is not F
+    "0612365FFFFFFFFFFFFF99FEFF88D977",  # a non-digit among the 6 digits
+])
+def test_16_byte_blocks_that_are_not_format_0(block):
+    with pytest.raises(PinError):
+        pin_of_block(bytes.fromhex(block), SM4_PAN)
+
+
+def test_sm4_f62_round_trip_and_what_a_terminal_refuses():
+    keys = WorkingKeys(bytes(range(16)), bytes(range(16, 32)), bytes(range(32, 48)))
+    f62 = f62_of(SM4_TMK, keys, MacAlgorithm.SM4)
+    raw = bytes.fromhex(f62)
+    assert len(raw) == 60
+    for index, key in enumerate(keys):  # each key under SM4 ECB, then 4 bytes of SM4(0^16)
+        part = raw[20 * index:20 * index + 20]
+        assert sm4_ecb(SM4_TMK, part[:16], decrypt=True) == key
+        assert part[16:] == sm4_ecb(key, bytes(16))[:4]
+    assert keys_of_f62(SM4_TMK, f62, MacAlgorithm.SM4) == keys
+    with pytest.raises(KeysRejected, match="PIK does not match"):
+        keys_of_f62(SM4_TMK, f62)  # read as 3DES: the check values do not hold
+
+
+def test_block_ciphers_exist_for_3des_and_sm4_keys_only():
+    with pytest.raises(ValueError, match="no block cipher"):
+        wrap(bytes(16), bytes(16), MacAlgorithm.HMAC_SHA256)
+    with pytest.raises(ValueError, match="16 bytes, not 15"):
+        check_value(bytes(15), MacAlgorithm.SM4)
+    assert can_exchange_keys(MacKey(MacAlgorithm.SM4, SM4_TMK))
+    assert can_exchange_keys(MacKey(MacAlgorithm.X9_19, KEY))
+    assert not can_exchange_keys(MacKey(MacAlgorithm.HMAC_SHA256, KEY))
+
+
+def test_entered_pin_under_an_sm4_session():
+    session = SessionKey(bytes(range(16, 32)), SM4_PIK, MacAlgorithm.SM4)
+    assert session.algorithm is MacAlgorithm.SM4
+    block = sm4_ecb(SM4_PIK, bytes.fromhex(SM4_CLEAR))
+    assert entered_pin({"52": block.hex().upper()}, SM4_PAN, session) == SM4_PIN
+    assert entered_pin({"52": block}, SM4_PAN, session) == SM4_PIN  # binary dialects
+    for wrong in (block[:8], encrypt_pin(SM4_PIK, SM4_PIN, SM4_PAN)):  # 8 bytes: 3DES-sized
+        with pytest.raises(FieldError) as raised:
+            entered_pin({"52": wrong}, SM4_PAN, session)
+        assert (raised.value.code, raised.value.reason) == ("55", "pin_block_malformed")
