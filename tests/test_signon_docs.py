@@ -1,30 +1,38 @@
-"""docs/channels/pos.md's sign-on worked example: its bytes decode (pyiso8583), its F62 keys
-unwrap under the master key to the keys and check values the page names, and its purchase's
-PIN block and MAC are right under those keys."""
+"""docs/channels/pos.md's sign-on worked examples (3DES and SM4): their bytes decode
+(pyiso8583), their F62 keys unwrap under the master key to the keys and check values the page
+names, and their purchases' PIN blocks and MACs are right under those keys; the page's recipe
+for a dialect with a 16-byte F52 makes one."""
 
 from __future__ import annotations
 
 import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import iso8583
 import iso8583.specs
 
-from tests.test_pos_support import reference_mac
+from tests.test_pos_support import SPECS, reference_mac
 from tests.test_signon import ecb
+from tests.test_signon_sm4 import SHIPPED_ASCII, sm4_ecb, wide_pin_dialect
 
-PAGE = (Path(__file__).resolve().parent.parent / "docs" / "channels" / "pos.md").read_text()
-SECTION = PAGE[PAGE.index("### Worked example: a sign-on"):PAGE.index("## PIN\n")]
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = (ROOT / "docs" / "channels" / "pos.md").read_text()
+SM4_TITLE = "### Worked example: an SM4 terminal"
+SECTION = PAGE[PAGE.index("### Worked example: a sign-on"):PAGE.index(SM4_TITLE)]
+SM4_SECTION = PAGE[PAGE.index(SM4_TITLE):PAGE.index("## PIN\n")]
 MASTER = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 
 
-def frame(title: str) -> dict:
+def frame(title: str, section: str = SECTION, spec: dict = iso8583.specs.default_ascii
+          ) -> dict:
     """The decoded message of the hex dump under `--- TITLE`, its length header checked."""
-    block = SECTION[SECTION.index(f"--- {title}"):]
+    block = section[section.index(f"--- {title}"):]
     block = block[block.index("\n") + 1:block.index("```")]
     data = bytes.fromhex("".join(line[6:54] for line in block.splitlines()))
     assert int.from_bytes(data[:2], "big") == len(data) - 2
-    doc, _ = iso8583.decode(bytearray(data[2:]), iso8583.specs.default_ascii)
+    doc, _ = iso8583.decode(bytearray(data[2:]), spec)
     doc["body"] = data[2:]
     return doc
 
@@ -67,3 +75,49 @@ def test_the_purchase_s_pin_block_and_mac():
     body = sale["body"]
     assert reference_mac(("x9.19", keys["MAK"]), body[:-16]).hex().upper() == sale["64"]
     assert sale["64"] == "5B363576B4F7F7D3"
+
+
+def test_the_sm4_sign_on_request_and_its_keys():
+    request = frame("0800 sign-on request", SM4_SECTION)
+    assert (request["t"], request["41"], request["60"]) == ("0800", "TERM0003", "00000001001")
+    answer = frame("0810 answer", SM4_SECTION)
+    assert (answer["t"], answer["39"], answer["41"]) == ("0810", "00", "TERM0003")
+    raw = bytes.fromhex(answer["62"])
+    table = re.findall(r"\| (PIK|MAK|TDK) \| `([0-9A-F]{32})` \| `([0-9A-F]{8})` \|",
+                       SM4_SECTION)
+    assert [row[0] for row in table] == ["PIK", "MAK", "TDK"]
+    clear = named_keys()  # "the same fixed working keys" as the 3DES example
+    for index, (name, wrapped, check) in enumerate(table):
+        part = raw[20 * index:20 * index + 20]
+        assert part[:16].hex().upper() == wrapped
+        assert sm4_ecb(MASTER, part[:16], decrypt=True) == clear[name]
+        assert sm4_ecb(clear[name], bytes(16))[:4].hex().upper() == check == part[16:].hex(
+            ).upper()
+
+
+def test_the_sm4_purchase_s_pin_block_and_mac(tmp_path):
+    wide = wide_pin_dialect(tmp_path)
+    sale = frame("0200 purchase with an SM4 PIN block", SM4_SECTION, SPECS[wide])
+    keys = named_keys()
+    assert (sale["22"], sale["41"]) == ("051", "TERM0003")
+    assert sale["52"] == "2DC620CACC4D05483B314D882082D67B"
+    clear = sm4_ecb(keys["PIK"], bytes.fromhex(sale["52"]), decrypt=True)
+    assert clear.hex().upper() == "041234FFFFFFFFFFFFFFC97FFFFFFFFE"
+    account = bytes.fromhex(sale["2"][:-1][-12:].rjust(32, "0"))
+    pin_field = bytes(a ^ b for a, b in zip(clear, account, strict=True)).hex().upper()
+    assert pin_field == "041234" + "F" * 26
+    body = sale["body"]
+    assert len(body) - 16 == 171
+    assert reference_mac(("sm4", keys["MAK"]), body[:-16]).hex().upper() == sale["64"]
+    assert sale["64"] == "9E221645081BF318"
+
+
+def test_the_page_s_recipe_for_a_16_byte_f52(tmp_path):
+    recipe = PAGE[PAGE.index("sed '/^52 = /"):]
+    recipe = recipe[:recipe.index("```")].replace("\\\n", " ")
+    command = shlex.split(recipe)
+    assert command[-2] == ">" and command[-3] == "protocols/iso8583/dialects/iso87ascii.toml"
+    made = subprocess.run([*command[:-3], str(SHIPPED_ASCII)], check=True,
+                          capture_output=True, text=True).stdout
+    assert made == Path(wide_pin_dialect(tmp_path)).read_text()
+    assert made != SHIPPED_ASCII.read_text()
