@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from protocols.iso_mac import MacAlgorithm
 from protocols.ledger_layout import session_key
+from switch.terminal_sessions import session_mac_key
 from tests.support import make_card, running_switch
 from tests.test_pos_support import SPECS, ask, financial, iso_config
 from tests.test_signon import add_terminal, network, working_keys
@@ -192,3 +193,12 @@ async def test_a_3des_terminal_on_the_wide_dialect_is_told_its_block_is_8_bytes(
     got = await ask(port, doc, dialect=dialect, mac_key=("x9.19", keys["mak"]))
     assert (got["39"], got["44"]) == ("55", "pin_block_malformed")
     assert (await ledger.card(pan)).pin_tries == 0
+
+
+def test_a_session_hash_names_its_algorithm_and_an_older_one_is_3des():
+    fields = {"pik": "11" * 16, "mak": "22" * 16}
+    assert session_mac_key(fields).algorithm is MacAlgorithm.X9_19  # written before SM4
+    sm4 = session_mac_key({**fields, "algorithm": "sm4"})
+    assert (sm4.algorithm, sm4.key, sm4.pin_key) == (MacAlgorithm.SM4, bytes([0x22]) * 16,
+                                                     bytes([0x11]) * 16)
+    assert session_mac_key({}) is None
