@@ -31,7 +31,9 @@ from switch.ledger import (
     STAND_IN,
     CardView,
     Ledger,
+    RepaymentUnconfirmed,
     force_spec,
+    new_repayment_ref,
 )
 from switch.redis_client import connect
 from switch.statement import DUE_DAYS, Cycle
@@ -77,30 +79,46 @@ def cmd_card_set(args: argparse.Namespace) -> int:
 
 def cmd_card_repay(args: argparse.Namespace) -> int:
     pan = resolve_pan(args.pan)
+    masked = mask_pan(pan)
+    # Made here, not by the ledger, so that every way this command can end names it: the
+    # same ref again is how a repayment whose answer was lost is made exactly once.
+    ref = args.ref or new_repayment_ref()
 
     async def work(ledger: Ledger):
-        return await ledger.repay(pan, args.amount, args.ref), await ledger.card(pan)
+        repayment = await ledger.repay(pan, args.amount, ref)
+        try:
+            return repayment, await ledger.card(pan)
+        except Exception as error:  # noqa: BLE001 - the repayment's outcome stands
+            return repayment, error
 
     try:
         repayment, view = asyncio.run(with_ledger(redis_for_command(args), work, args))
+    except RepaymentUnconfirmed as error:
+        raise UserError(f"{error.retry_advice()} (card {masked})") from None
+    except KeyboardInterrupt:
+        raise UserError(f"interrupted: repayment {ref} of {args.amount} fen on {masked} may "
+                        f"have been made; repay again with --ref {ref}: it is made once, or "
+                        "answered as already made") from None
     except ValueError as error:
         raise UserError(str(error)) from None
-    masked = mask_pan(pan)
     if repayment.outcome == "no_card":
         raise UserError(f"no card {masked}")
     if repayment.outcome == "mismatch":
         raise UserError(f"repayment {repayment.ref} on {masked} was {repayment.amount} fen, "
                         f"not {args.amount}: nothing changed (a new repayment needs a new --ref)")
+    unread = view if isinstance(view, Exception) else None
     if args.json:
-        view.pan = masked
+        card = None if unread else msgspec.structs.replace(view, pan=masked)
         print(msgspec.json.encode({"outcome": repayment.outcome, "ref": repayment.ref,
-                                   "amount": repayment.amount, "card": view}).decode())
+                                   "amount": repayment.amount, "card": card}).decode())
     elif repayment.outcome == "repeat":
         print(f"repayment {repayment.ref} of {args.amount} fen on {masked} was already made "
               "(nothing changed)")
-        print_card(view, False)
     else:
         print(f"repaid {args.amount} fen on {masked} (ref {repayment.ref})")
+    if unread:
+        print(f"switch: the card could not be read back: {unread}", file=sys.stderr)
+    elif not args.json:
         print_card(view, False)
     return 0
 

@@ -38,6 +38,7 @@ from switch.config import DEFAULT_PORTS
 from switch.lua_library import ledger_library
 from switch.pins import new_pin_fields
 from switch.pipeline import ScriptPipeline
+from switch.redis_client import unavailable_error
 from switch.statement import Cycle, check_day, cycle_of
 from switch.terms import NO_TERMS, Terms
 
@@ -182,6 +183,30 @@ class Repayment(msgspec.Struct):
     outcome: str
     ref: str
     amount: int
+
+
+class RepaymentUnconfirmed(Exception):
+    """Ledger.repay could not confirm its repayment: `applied` None when Redis did not
+    answer in time (made before the call's fence, or never: it cannot be made after it),
+    False when Redis ran the call past its fence (nothing changed). The same `ref` again
+    repays exactly once, or says the repayment was made (`repeat`)."""
+
+    def __init__(self, ref: str, amount_fen: int, applied: bool | None, cause: str) -> None:
+        super().__init__(f"repayment {ref} of {amount_fen} fen not confirmed: {cause}")
+        self.ref, self.amount_fen, self.applied, self.cause = ref, amount_fen, applied, cause
+
+    def retry_advice(self) -> str:
+        """What the user should do, in a sentence (the CLI's and the admin API's)."""
+        made = ("it was not made" if self.applied is False else
+                "it may have been made before then; it cannot be made later")
+        return (f"repayment {self.ref} of {self.amount_fen} fen not confirmed: {self.cause}; "
+                f"{made}. Repay again with the same ref ({self.ref}): it is made once, or "
+                "answered as already made")
+
+
+def no_answer(error: BaseException) -> str:
+    """Why Redis gave no answer, for a person."""
+    return f"Redis did not answer ({type(error).__name__}: {error})".replace(": )", ")")
 
 
 class Ledger:
@@ -537,18 +562,30 @@ class Ledger:
           "repeat"   `ref` was repaid with this amount before: nothing changes
           "mismatch" `ref` was repaid with another amount (Repayment.amount): nothing changes
           "no_card"  the ledger has no such card: nothing changes
-        ValueError for an amount out of 1..amount_max_fen or a malformed ref."""
+        RepaymentUnconfirmed when Redis did not answer by the request deadline (the call may
+        have run before its fence, never after it) or ran it past the fence (nothing
+        changed): either way the same `ref` again repays once. ValueError for an amount out
+        of 1..amount_max_fen or a malformed ref."""
         if not 1 <= amount_fen <= limits.amount_max_fen:
             raise ValueError(f"a repayment must be 1..{limits.amount_max_fen} fen")
         if ref is None:
-            ref = f"R{secrets.token_hex(8)}"
+            ref = new_repayment_ref()
         elif not REPAYMENT_REF.fullmatch(ref):
             raise ValueError(f"a repayment's ref is 1..{limits.repayment_ref_max_chars} "
                              "letters, digits, '_' or '-'")
         key = card_key(pan)
-        outcome, fen = await self.scripts.call(
-            "repay", (key, repayment_key(key, ref), card_indexes(key)[0]),
-            (amount_fen, self.clock.now_ms(), ref))
+        try:
+            outcome, fen = await self.scripts.call(
+                "repay", (key, repayment_key(key, ref), card_indexes(key)[0]),
+                (amount_fen, self.clock.now_ms(), ref), None,
+                self.deadline() - self.fence_guard_s)
+        except Exception as error:
+            if not unavailable_error(error):
+                raise
+            raise RepaymentUnconfirmed(ref, amount_fen, None, no_answer(error)) from error
+        if outcome == "too_late":
+            raise RepaymentUnconfirmed(ref, amount_fen, False, "Redis ran it past its "
+                                       "deadline, so it changed nothing")
         return Repayment(outcome, ref, int(fen))
 
 
@@ -584,6 +621,11 @@ def _transaction(key: str, record: dict[str, str]) -> Transaction:
         created_ms=int(record["created"]), beans=int(record["beans"]),
         expires_ms=int(record.get("expires", 0)), voids=int(record.get("voids", 0)),
     )
+
+
+def new_repayment_ref() -> str:
+    """A repayment's id when its maker gives none: unique, and short enough to type again."""
+    return f"R{secrets.token_hex(8)}"
 
 
 def repayment_key(key: str, ref: str) -> str:

@@ -111,6 +111,21 @@ async def client_for_key(client: Client, key: str) -> aioredis.Redis:
     return node_client(client, node.host, node.port)
 
 
+# Redis down or too slow to hand out a connection: the issuer is unavailable (91), not broken.
+UNAVAILABLE = (ConnectionError, OSError, TimeoutError, redis.exceptions.ConnectionError,
+               redis.exceptions.TimeoutError)
+# Redis' refusals that mean "not now", not "wrong": a Redis loading its AOF after a restart,
+# one busy with a script past its time limit. Their call did not run.
+NOT_NOW_PREFIXES = ("LOADING ", "BUSY ", "MASTERDOWN ")
+
+
+def unavailable_error(error: BaseException) -> bool:
+    """Whether `error` says Redis is unreachable or not serving now (not that we are wrong)."""
+    return isinstance(error, UNAVAILABLE) or (
+        isinstance(error, redis.exceptions.ResponseError)
+        and str(error).startswith(NOT_NOW_PREFIXES))
+
+
 def slot_of(key: str) -> int:
     """The cluster slot of `key` (its hash tag's, when it has one)."""
     return key_slot(key.encode())

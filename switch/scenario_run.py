@@ -24,7 +24,7 @@ from switch.cards import DEMO_BIN, pan_of_test_card
 from switch.channel_client import ChannelClient, Sent
 from switch.clock import TestClock, TestClockControl, TestClockOff
 from switch.faults import FaultError, add_rules, clear_rules, rule_from
-from switch.ledger import CardView, Ledger
+from switch.ledger import CardView, Ledger, RepaymentUnconfirmed
 from switch.redis_client import connect
 from switch.scenario_file import CARD_FIELDS, CYCLE_FIELDS, Scenario, Step, card_of
 from switch.statement import Cycle
@@ -142,8 +142,11 @@ class Run:
 
     async def _repay(self, repay: dict[str, Any]) -> list[str]:
         """The step's repayment; a problem unless it was made (now, or before by its ref)."""
-        done = await self.ledger.repay(self.pans[repay["card"]], repay["amount"],
-                                       repay.get("ref"))
+        try:
+            done = await self.ledger.repay(self.pans[repay["card"]], repay["amount"],
+                                           repay.get("ref"))
+        except RepaymentUnconfirmed as error:
+            return [f"repay: {error.retry_advice()}"]
         if done.outcome == "mismatch":
             return [f"repay: ref {done.ref} was repaid with {done.amount} fen, not "
                     f"{repay['amount']}"]

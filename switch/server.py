@@ -23,8 +23,6 @@ import socket
 import time
 from collections.abc import Callable
 
-import redis.exceptions
-
 from protocols.batch import BatchWork
 from protocols.cardnumbers import mask_pan
 from protocols.channel import ChannelCodec, Decoded, KeyNeeded
@@ -42,6 +40,7 @@ from switch.latency import LatencyHistogram
 from switch.ledger import NO_ANSWER, STAND_IN
 from switch.metrics import ChannelStats
 from switch.recorder import Recorder
+from switch.redis_client import unavailable_error
 from switch.standin import StandIn
 from switch.watch import Overstay, judge
 
@@ -618,20 +617,6 @@ def _resolve(future: asyncio.Future, response: AuthResponse) -> None:
 # The answers without a decision: the ledger call missed its deadline, or Redis is unreachable.
 TIMED_OUT = (Code.ISSUER_UNAVAILABLE, Reason.ISSUER_TIMEOUT)
 UNREACHABLE = (Code.ISSUER_UNAVAILABLE, Reason.ISSUER_UNAVAILABLE)
-
-# Redis down or too slow to hand out a connection: the issuer is unavailable (91), not broken.
-UNAVAILABLE = (ConnectionError, OSError, TimeoutError, redis.exceptions.ConnectionError,
-               redis.exceptions.TimeoutError)
-# Redis' refusals that mean "not now", not "wrong": a Redis loading its AOF after a restart,
-# one busy with a script past its time limit. Their call did not run.
-NOT_NOW_PREFIXES = ("LOADING ", "BUSY ", "MASTERDOWN ")
-
-
-def unavailable_error(error: BaseException) -> bool:
-    return isinstance(error, UNAVAILABLE) or (
-        isinstance(error, redis.exceptions.ResponseError)
-        and str(error).startswith(NOT_NOW_PREFIXES))
-
 
 class ListenError(OSError):
     """A listener's address cannot be bound (taken, or not this machine's): one line to the

@@ -5,6 +5,8 @@ number (commands run as processes are checked in tests/support.py)."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from protocols.cardnumbers import full_card_numbers_in, mask_card_numbers_in
 from switch.ledger import Ledger
 from switch.redis_client import connect
-from switch.redis_runner import PrivateRedis
+from switch.redis_runner import PrivateRedis, free_port
 from tests.support import running_switch
 
 
@@ -21,6 +23,20 @@ def redis_url(tmp_path_factory) -> str:
     server = PrivateRedis(tmp_path_factory.mktemp("redis"))
     url = server.start()
     yield url
+    server.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of the test's own, to freeze (SIGSTOP), pause or kill: durable (AOF,
+    appendfsync always) on one port at every start, so a SIGKILL and `start()` serve the same
+    data at the same URL. A failed test never leaves it stopped or running."""
+    server = PrivateRedis(tmp_path / "redis", durable=True, appendfsync="always",
+                          port=free_port())
+    server.start()
+    yield server
+    if server.process and server.process.poll() is None:
+        os.kill(server.process.pid, signal.SIGCONT)
     server.stop()
 
 

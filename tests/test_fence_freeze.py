@@ -12,13 +12,11 @@ import asyncio
 import os
 import signal
 
-import pytest
 import redis.asyncio as aioredis
 
 from protocols.messages import MessageClass as C
 from switch.config import Config, ServerLimits
 from switch.redis_link import LINK_NAME
-from switch.redis_runner import PrivateRedis
 from tests.support import (
     ANSWER_WAIT_S,
     JdClient,
@@ -31,16 +29,6 @@ from tests.support import (
 IN_FLIGHT = 20
 PAUSE_MS = 3000  # longer than the request deadline (2 s): every sale is answered first
 FENCE_PAUSE_MS = 2200  # past a 1.5 s fence, before a 3 s deadline
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    server = PrivateRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    if server.process and server.process.poll() is None:
-        os.kill(server.process.pid, signal.SIGCONT)  # a failed test must not leave it stopped
-    server.stop()
 
 
 async def fcalls(admin: aioredis.Redis) -> int:

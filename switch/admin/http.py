@@ -24,7 +24,7 @@ from switch import limits
 from switch.admin.exporter import SnapshotCollector
 from switch.admin.policy_swap import PolicySource
 from switch.cli_common import UserError, resolve_pan
-from switch.ledger import Ledger
+from switch.ledger import Ledger, RepaymentUnconfirmed
 from switch.policy_file import PolicyError
 
 log = logging.getLogger("switch.admin")
@@ -89,8 +89,9 @@ async def bearer_auth(request: web.Request, handler):
         return failure(400, str(error))
 
 
-def failure(status: int, message: str, **kwargs) -> web.Response:
-    return web.json_response({"error": message}, status=status, **kwargs)
+def failure(status: int, message: str, headers: dict | None = None, **fields) -> web.Response:
+    """An error answer: {"error": message, **fields}."""
+    return web.json_response({"error": message, **fields}, status=status, headers=headers)
 
 
 async def dashboard(request: web.Request) -> web.Response:
@@ -196,7 +197,10 @@ async def repay_card(request: web.Request) -> web.Response:
     wanted = msgspec.json.decode(await request.read(), type=Repay)
     pan = resolve_pan(request.match_info["card"])
     ledger = request.app[LEDGER_KEY]
-    done = await ledger.repay(pan, wanted.amount_fen, wanted.ref)
+    try:
+        done = await ledger.repay(pan, wanted.amount_fen, wanted.ref)
+    except RepaymentUnconfirmed as error:  # the ref to send again is in the answer
+        return failure(503, f"{error.retry_advice()} (card {mask_pan(pan)})", ref=error.ref)
     if done.outcome == "no_card":
         return failure(404, f"no card {mask_pan(pan)}")
     if done.outcome == "mismatch":

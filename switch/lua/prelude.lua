@@ -59,10 +59,11 @@ local TOO_LATE = {'91', 0, 0, '', 'issuer_timeout', 0, 0}
 -- The instant (Redis' clock, ms) the running call started.
 local call_ms
 
-local function past_fence()
+-- `fence`: the call's fence argument (ARGV[24] of a card's call; repay.lua has its own).
+local function past_fence(fence)
   local time = redis.call('TIME')
   call_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-  return call_ms > tonumber(ARGV[24])
+  return call_ms > tonumber(fence)
 end
 
 -- The running call's forced outcome, when one applied (a card's `switch card force`, or a
@@ -74,7 +75,7 @@ local forced_by, forced_delay, forced_reason, forced_spec
 
 -- Every function starts with `if begin() then return TOO_LATE end`: true past the fence.
 local function begin()
-  if past_fence() then return true end
+  if past_fence(ARGV[24]) then return true end
   card_key, idem_key, txn_key, index_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
   holds_key, counters_key = KEYS[5], KEYS[6]
   now_ms, this_month, sent_expiry = ARGV[1], ARGV[2], ARGV[3]
