@@ -27,7 +27,7 @@ from protocols.messages import (
 )
 from switch import limits
 from switch.batches import Batches
-from switch.faults import FaultRule, FaultSet
+from switch.faults import FaultRule, FaultSet, give_back
 from switch.ledger import Ledger
 from switch.pins import entered_hash
 from switch.policy import Policy
@@ -95,11 +95,12 @@ class Attempt:
     """What the engine submitted for one request (the server's record, to void it if the
     request is answered 91: switch/standin.py). Empty until the ledger call is made."""
 
-    __slots__ = ("pan", "auth_id")
+    __slots__ = ("pan", "auth_id", "fault_use")
 
     def __init__(self) -> None:
         self.pan = ""
         self.auth_id = ""
+        self.fault_use = ""  # a fault rule's use it took (switch/faults.py give_back)
 
     def unmade(self) -> Attempt:
         """The same card, but no call to undo (the ledger said it wrote nothing)."""
@@ -164,15 +165,27 @@ class Engine:
                        deadline_s: float | None, candidates: list[FaultRule],
                        pin_hash: str = "") -> AuthResponse:
         """A request some fault rules match: the first that acts on it (its use counted in
-        Redis) has the ledger's call carry out its outcome; closing needs no call."""
-        rule = await self.faults.pick(self.ledger.client, candidates)
+        Redis) has the ledger's call carry out its outcome; closing needs no call. A use the
+        call did not spend on the rule's answer (a repeat got its first answer, the call was
+        refused) is given back at once; one whose call gets no answer in time goes with the
+        request's void (`attempt.fault_use`, switch/forwarder.py)."""
+        if deadline_s is None:
+            deadline_s = self.ledger.deadline()
+        rule, use = await self.faults.pick(self.ledger, candidates, request,
+                                           deadline_s - self.ledger.fence_guard_s)
         if rule is not None and rule.close:
             return rule.closing()
+        if attempt is not None:
+            attempt.fault_use = use
         outcome = self._judge(request, attempt, deadline_s, pin_hash,
                               rule.outcome() if rule else "")
         response = outcome if isinstance(outcome, AuthResponse) else await outcome
         if rule is not None and response.forced == "rule":
             response.forced = f"rule:{rule.id}"
+        elif use:
+            await give_back(self.ledger, use, request.idempotency_key)
+            if attempt is not None:
+                attempt.fault_use = ""
         return response
 
     def _judge(self, request: AuthRequest, attempt: Attempt | None = None,

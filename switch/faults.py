@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
 from switch.announce import announce, listen_for_versions
 from switch.config import DEFAULT_PORTS, read_toml
-from switch.ledger import NO_ANSWER, STAND_IN
+from switch.ledger import NO_ANSWER, STAND_IN, Ledger
 
 FAULTS_KEY = "{faults}"  # hash: rules (JSON list), version
 COUNTS_KEY = "{faults}:counts"  # hash: ID:matched, ID:used
@@ -86,10 +87,6 @@ class FaultRule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_d
                 and (not self.mcc or self.mcc == request.mcc)
                 and (not self.merchant or self.merchant == request.merchant_id)
                 and (not self.terminal or self.terminal == request.terminal_id))
-
-    @property
-    def counted(self) -> bool:
-        return self.times is not None or self.fraction is not None
 
     def outcome(self) -> str:
         """The forced outcome the ledger's call carries out, "code|delay ms|reason"."""
@@ -225,37 +222,40 @@ class FaultSet:
     def __init__(self) -> None:
         self.rules: tuple[FaultRule, ...] = ()
         self.version = 0
-        self.spent: set[str] = set()  # rules whose `times` ran out (until the set changes)
         self._task: asyncio.Task | None = None
 
     def matching(self, request: AuthRequest) -> list[FaultRule]:
-        return [rule for rule in self.rules if rule.matches(request)
-                and rule.id not in self.spent]
+        return [rule for rule in self.rules if rule.matches(request)]
 
-    async def pick(self, client: aioredis.Redis, candidates: list[FaultRule]
-                   ) -> FaultRule | None:
-        """The first of the matching rules that acts on this request (its use counted in
-        Redis, so N is exact across workers), or None."""
+    async def pick(self, ledger: Ledger, candidates: list[FaultRule], request: AuthRequest,
+                   fence_s: float) -> tuple[FaultRule | None, str]:
+        """The first of the matching rules that acts on this request, or None; and the use
+        it took ("" when none: a rule without `times`, or a repeat of a request that took
+        one). Uses are counted in Redis, so N is exact across workers; `fence_s` (event-loop
+        time): a take Redis runs later takes nothing."""
         for rule in candidates:
-            if not rule.counted or await self._take(client, rule):
-                return rule
-        return None
+            if rule.fraction is not None and not await self._selected(ledger.client, rule):
+                continue
+            if rule.times is None:
+                return rule, ""
+            token = secrets.token_hex(6)
+            taken = await ledger.scripts.call(
+                "fault_take", (COUNTS_KEY, takers_key(rule.id)),
+                (rule.id, rule.times, request.idempotency_key, token,
+                 limits.idempotency_ttl_s), None, fence_s)
+            if taken == "taken":
+                return rule, f"{rule.id}|{token}"
+            if taken == "again":
+                return rule, ""
+        return None, ""
 
-    async def _take(self, client: aioredis.Redis, rule: FaultRule) -> bool:
-        if rule.fraction is not None:
-            match = await client.hincrby(COUNTS_KEY, f"{rule.id}:matched", 1)
-            if not selected(rule.seed, match, rule.fraction):
-                return False
-        if rule.times is None:
-            return True
-        used = await client.hincrby(COUNTS_KEY, f"{rule.id}:used", 1)
-        if used >= rule.times:  # this was the last use, or past it
-            self.spent.add(rule.id)
-        return used <= rule.times
+    async def _selected(self, client: aioredis.Redis, rule: FaultRule) -> bool:
+        match = await client.hincrby(COUNTS_KEY, f"{rule.id}:matched", 1)
+        return selected(rule.seed, match, rule.fraction)
 
     def _take_set(self, version: int, rules: tuple[FaultRule, ...]) -> None:
         if version >= self.version:
-            self.version, self.rules, self.spent = version, rules, set()
+            self.version, self.rules = version, rules
 
     async def read(self, client: aioredis.Redis, message: str = "") -> None:
         """The stored set (an announcement only says that it changed)."""
@@ -274,11 +274,25 @@ class FaultSet:
             self._task.cancel()
 
 
+async def give_back(ledger: Ledger, use: str, idempotency_key: str) -> bool:
+    """Give back the use `use` ("ID|token", FaultSet.pick's) that the request under
+    `idempotency_key` took and the rule did not answer: its first answer came back, or its
+    card's call was refused or voided. Once: False when there was none to give back."""
+    rule_id, token = use.split("|")
+    return bool(await ledger.scripts.call(
+        "fault_give_back", (COUNTS_KEY, takers_key(rule_id)), (rule_id, idempotency_key, token)))
+
+
 # --- the rule set in Redis ----------------------------------------------------------------
 
 
 def ack_key(version: int) -> str:
     return f"{FAULTS_KEY}:ack:{version}"
+
+
+def takers_key(rule_id: str) -> str:
+    """The requests that took a use of the rule (idempotency key -> the attempt's token)."""
+    return f"{FAULTS_KEY}:takers:{rule_id}"
 
 
 async def stored_rules(client: aioredis.Redis) -> tuple[int, list[FaultRule]]:
@@ -330,7 +344,7 @@ async def add_rules(client: aioredis.Redis, new: list[FaultRule]) -> tuple[list[
 
 async def replace_rules(client: aioredis.Redis, rules: list[FaultRule]) -> int:
     """The rule set becomes `rules` (`switch serve --faults`), every count reset."""
-    await client.delete(COUNTS_KEY)
+    await _reset_all(client, rules)
     return (await change_rules(client, lambda _: list(rules)))[1]
 
 
@@ -345,16 +359,26 @@ async def clear_rules(client: aioredis.Redis, rule_id: str | None = None
             raise FaultError(f"no rule {rule_id} (`switch fault list` shows them)")
         return kept
 
-    result = await change_rules(client, change)
     if rule_id is None:
-        await client.delete(COUNTS_KEY)
-    else:
+        await _reset_all(client)
+    result = await change_rules(client, change)
+    if rule_id is not None:
         await _reset_counts(client, [rule_id])
     return result
 
 
+async def _reset_all(client: aioredis.Redis, rules: list[FaultRule] = ()) -> None:
+    """Every count gone: the stored rules' and `rules`' (ids a new set reuses)."""
+    _, stored = await stored_rules(client)
+    await _reset_counts(client, [rule.id for rule in (*stored, *rules)])
+    await client.delete(COUNTS_KEY)
+
+
 async def _reset_counts(client: aioredis.Redis, ids: list[str]) -> None:
+    """The rules' counts and takers, one key per command (a cluster's slots)."""
     fields = [f"{rule_id}:{what}" for rule_id in ids for what in ("matched", "used")]
     if fields:
         await client.hdel(COUNTS_KEY, *fields)
+    for rule_id in ids:
+        await client.delete(takers_key(rule_id))
 

@@ -25,6 +25,7 @@ import logging
 import time
 
 from switch import limits
+from switch.faults import give_back
 from switch.journal import Advice, Journal, JournalBusy, JournalCorrupt, Record, journal_paths
 from switch.ledger import Ledger
 from switch.policy import Policy
@@ -86,6 +87,8 @@ class Forwarder:
         if wait_ms > 0:  # its request's deadline (and so its call's fence) must be past
             await asyncio.sleep(wait_ms / 1000)
         outcome = await self.ledger.void(record.pan, record.idempotency_key, record.auth_id)
+        if record.fault_use and outcome in ("voided", "absent"):  # the rule did not answer
+            await give_back(self.ledger, record.fault_use, record.idempotency_key)
         if outcome == "changed":  # a later message built on the attempt: it stands
             log.warning("store-and-forward: void %s of %s (auth id %s) left it standing: a "
                         "later message changed what it made", record.id,

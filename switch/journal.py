@@ -56,6 +56,7 @@ class Void(msgspec.Struct, tag="void", kw_only=True):
     auth_id: str
     not_before_ms: int  # wall clock: replayed only after the request's deadline had passed
     written_ms: int
+    fault_use: str = ""  # a fault rule's use the attempt took, given back with it (faults.py)
 
 
 class Advice(msgspec.Struct, tag="advice", kw_only=True):

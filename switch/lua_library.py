@@ -17,7 +17,7 @@ VERSION_LENGTH = 12  # hex digits of the code's hash in the library's and functi
 # The files of each library, in load order: the shared helpers come before their users.
 LEDGER_FILES = ("holds", "statement", "prelude", "authorize", "capture", "reverse", "refund",
                 "inquiry", "expire", "settle", "upgrade", "void", "advise", "claim", "batch",
-                "repay")
+                "repay", "fault_uses")
 TOKEN_FILES = ("token_use", "token_admin")
 
 

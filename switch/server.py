@@ -560,7 +560,8 @@ class Listener:
         delay_s = response.delay_ms / 1000
         if delay_s < left_s:
             timer = loop.call_later(delay_s, _resolve, later, response)
-        else:
+        else:  # the 91 is the outcome asked for: a fault rule's use is not given back
+            attempt.fault_use = ""
             timer = loop.call_later(max(0.0, left_s), self._too_late, later, request, attempt)
         later.add_done_callback(lambda _: timer.cancel())  # shutdown may cancel it
         self.pending.add(later)

@@ -130,11 +130,12 @@ class StandIn:
             return earlier
         now_ms = self.clock.now_ms()
         records: list[Record] = []
-        if attempt.auth_id:  # its call was made: it may have run
+        if attempt.auth_id or attempt.fault_use:  # its call was made: it may have run
             records.append(Void(
-                id=_record_id(), pan=attempt.pan, idempotency_key=request.idempotency_key,
-                auth_id=attempt.auth_id, not_before_ms=now_ms + self.request_deadline_ms,
-                written_ms=now_ms))
+                id=_record_id(), pan=attempt.pan or request.card,
+                idempotency_key=request.idempotency_key, auth_id=attempt.auth_id,
+                not_before_ms=now_ms + self.request_deadline_ms, written_ms=now_ms,
+                fault_use=attempt.fault_use))
         response = self.decide(request, attempt, forced_status) or decline(*no_answer)
         advice = None
         if response.stand_in and response.approved:
