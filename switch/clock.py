@@ -118,8 +118,10 @@ class TestClock:
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000 + self.offset_ms
 
-    def _take(self, version: int, offset_ms: int) -> None:
-        if version > self.version:  # announcements of concurrent changes may cross
+    def _take(self, version: int, offset_ms: int, state: bool = False) -> None:
+        """`state`: read from Redis (on start, on subscribing again): taken whatever its
+        version (a Redis restarted without its data starts counting again)."""
+        if state or version > self.version:  # announcements of concurrent changes may cross
             self.version, self.offset_ms = version, offset_ms
 
     async def listen(self, client: aioredis.Redis) -> None:
@@ -133,7 +135,7 @@ class TestClock:
         else:
             state = await client.hgetall(TEST_CLOCK_KEY)
             version, offset_ms = int(state.get("version", 0)), int(state.get("offset_ms", 0))
-        self._take(version, offset_ms)
+        self._take(version, offset_ms, state=not message)
 
     async def drain(self) -> None:  # the ledger closes it with its pipelines
         return None

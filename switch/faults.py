@@ -253,14 +253,14 @@ class FaultSet:
         match = await client.hincrby(COUNTS_KEY, f"{rule.id}:matched", 1)
         return selected(rule.seed, match, rule.fraction)
 
-    def _take_set(self, version: int, rules: tuple[FaultRule, ...]) -> None:
-        if version >= self.version:
-            self.version, self.rules = version, rules
-
     async def read(self, client: aioredis.Redis, message: str = "") -> None:
-        """The stored set (an announcement only says that it changed)."""
+        """The stored set (an announcement only says that it changed). Read for an
+        announcement, it replaces an older one only (announcements may cross); read as the
+        state ("": on start and on subscribing again), it is taken whatever its version (a
+        Redis restarted without its data starts counting again)."""
         version, rules = await stored_rules(client)
-        self._take_set(version, tuple(rules))
+        if not message or version >= self.version:
+            self.version, self.rules = version, tuple(rules)
 
     async def listen(self, client: aioredis.Redis) -> None:
         """Read the rule set, then follow its changes until `close`."""

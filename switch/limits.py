@@ -211,6 +211,12 @@ fault_rules_max = 100
 # a stuck listener, said so), looking every poll interval.
 announce_ack_wait_s = 5
 announce_ack_poll_s = 0.005
+# A worker whose subscription to those announcements was lost (Redis restarted, the
+# network gone) subscribes again, waiting first this long and twice as long after each
+# failure, never longer than the max: back within a second of Redis answering again, at a
+# cost of one connection attempt a second while it does not.
+announce_resubscribe_first_s = 0.05
+announce_resubscribe_max_s = 1.0
 
 # The test clock's offset from real time is bounded by ten years: past a card's validity,
 # further is more likely a typo than a test.
