@@ -6,7 +6,9 @@ every switch on that Redis applies the same rules: each worker reads it when it 
 again on each announcement of a new version (pub/sub), which it acknowledges, so `switch
 fault add|clear` returns once every worker has the new set (as the test clock does,
 switch/clock.py). A rule's uses (`times`) and its seeded `fraction` are counted in Redis
-too, one HINCRBY on one key per matching request, so they hold across workers. The first
+too (switch/lua/fault_uses.lua: one call per matching request, in the rule set's hash tag),
+so they hold across workers; a use counts only when the rule answered the request (a repeat
+takes none; one the call did not spend, or a void took back, is given back). The first
 rule that matches (and whose `times` and `fraction` let it) wins.
 
 A switch with no rules pays one attribute test per request (switch/engine.py). The
