@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint mutants redis bench bench-scale clean
+.PHONY: run test lint mutants redis bench bench-scale bench-cluster clean
 
 run: $(STAMP)  ## set up, then serve every channel with demo cards (Ctrl-C stops; data kept in .run/redis; PORTS="jd=8701 pos=8683" moves channels; ADMIN=HOST:PORT moves the dashboard, ADMIN=off drops it; `switch clock` moves its test clock)
 	@scripts/ensure-redis-server --optional
@@ -30,6 +30,10 @@ bench: $(STAMP)  ## measure the switch next to its ceilings, side by side (a few
 bench-scale: $(STAMP)  ## saturation throughput vs the reference server, open-loop latency at half the sustainable rate, Redis round trips per call, scaling with connections, memory per card (a few minutes)
 	@scripts/ensure-redis-server
 	$(BIN)/loadtest bench-scale
+
+bench-cluster: $(STAMP)  ## one Redis against a 3-master Redis Cluster, switch --workers 1 and 2, side by side: throughput, p50/p99, CPU per answer of every process, one card's ceiling (a few minutes; docs/capacity.md)
+	@scripts/ensure-redis-server
+	$(BIN)/loadtest bench-cluster $(BENCH_ARGS)
 
 redis:  ## install redis-server if it is missing
 	@scripts/ensure-redis-server

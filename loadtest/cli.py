@@ -23,7 +23,7 @@ from loadtest.generator.runner import Plan, run_load, seed
 from loadtest.generator.stats import Totals
 from loadtest.generator.switch_side import metrics_url, summary_line
 from loadtest.generator.workload import CARD_LIMIT_FEN
-from loadtest.harness import bench, bench_scale, chaos, slow_reader
+from loadtest.harness import bench, bench_cluster, bench_scale, chaos, slow_reader
 from loadtest.harness.chaos_faults import FAULT_KINDS, FaultPlan
 from switch.redis_runner import APPENDFSYNC_POLICIES
 
@@ -347,6 +347,7 @@ def parser() -> argparse.ArgumentParser:
         "saturate", help="closed loop: each connection keeps exactly N requests in flight"))
     bench.add_command(commands)
     bench_scale.add_command(commands)
+    bench_cluster.add_command(commands)
     chaos_options(commands.add_parser(
         "chaos", help="load while the switch and Redis are killed and frozen, then check "
         "every answer against the books",

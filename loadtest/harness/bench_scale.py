@@ -102,13 +102,14 @@ async def closed_loop(channel: str, port: int, url: str, connections: int, infli
 
 
 @contextlib.asynccontextmanager
-async def switch_process(name: str, workers: int, url: str, logs: Path):
-    """`switch serve --workers N` on free ports for POS and JD, yielded once every worker
-    listens (its banner is out); on exit SIGTERM, and its counters are in `.counters`."""
+async def switch_process(name: str, workers: int, url: str, logs: Path,
+                         options: tuple[str, ...] = ()):
+    """`switch serve --workers N [options]` on free ports for POS and JD, yielded once every
+    worker listens (its banner is out); on exit SIGTERM, and its counters are in `.counters`."""
     ports = {ch: free_port() for ch in CHANNELS}
     listen = [f"--listen={ch}=127.0.0.1:{port}" for ch, port in ports.items()]
     argv = python_module("switch.cli", "serve", "--redis", url, f"--workers={workers}",
-                         *listen)
+                         *options, *listen)
     async with serving(name, argv, ports, logs) as server:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while "is up" not in server.log.read_text():

@@ -14,15 +14,15 @@ from pathlib import Path
 from loadtest.generator.svg import Series, line_chart
 
 
-def _rate(value: float | None) -> str:
+def rate_cell(value: float | None) -> str:
     return f"{value:,.0f}/s" if value else "-"
 
 
-def _ms(value: float | None) -> str:
+def ms_cell(value: float | None) -> str:
     return f"{value:,.3f}" if value is not None else "-"
 
 
-def _ratio(top: float | None, bottom: float | None) -> str:
+def ratio_cell(top: float | None, bottom: float | None) -> str:
     return f"{top / bottom:.2f}x" if top and bottom else "-"
 
 
@@ -47,9 +47,9 @@ def saturation_rows(results: dict) -> list[list[str]]:
     for channel in results["settings"]["channels"]:
         a, a2, d, b = (cell(s, channel) for s in ("switch-1", "switch-2", "reference", "echo"))
         dupes = sum(r["duplicates_94"] for r in part["runs"] if r["channel"] == channel)
-        rows.append([channel, _rate(a), _rate(a2), _rate(d), _rate(b), _ratio(a, d),
-                     _ratio(a2, d), _ms(cell("switch-1", channel, "p99")),
-                     _ms(cell("reference", channel, "p99")), str(dupes)])
+        rows.append([channel, rate_cell(a), rate_cell(a2), rate_cell(d), rate_cell(b),
+                     ratio_cell(a, d), ratio_cell(a2, d), ms_cell(cell("switch-1", channel, "p99")),
+                     ms_cell(cell("reference", channel, "p99")), str(dupes)])
     return rows
 
 
@@ -65,7 +65,7 @@ def target_rows(results: dict) -> list[list[str]]:
         rows.append([f"POS saturation >= {targets['saturation_ratio']:g}x the reference",
                      f"{ratio:.2f}x" if ratio else "-",
                      _met(ratio >= targets["saturation_ratio"] if ratio else None)])
-        rows.append([f"aim: {targets['visanet_rate']:,} messages/s (VisaNet)", _rate(best),
+        rows.append([f"aim: {targets['visanet_rate']:,} messages/s (VisaNet)", rate_cell(best),
                      _met(best >= targets["visanet_rate"])])
         for name, found in part["counters"].items():
             per_call = found.get("round_trips_per_call") if found else None
@@ -82,7 +82,7 @@ def target_rows(results: dict) -> list[list[str]]:
             continue
         for key, limit in targets["open_loop_ms"].items():
             rows.append([f"open loop at half the sustainable rate ({half['rate']:,.0f}/s"
-                         f"{how}): {key} <= {limit:g} ms", f"{_ms(half[key])} ms",
+                         f"{how}): {key} <= {limit:g} ms", f"{ms_cell(half[key])} ms",
                          _met(half[key] is not None and half[key] <= limit
                               and not half["failures"])])
     return rows if len(rows) > 1 else []
@@ -99,8 +99,8 @@ def scaling_rows(results: dict) -> list[list[str]]:
         one, two = by_key.get((connections, 1)), by_key.get((connections, 2))
         first = one or two
         rows.append([f"{connections:,}", str(first["inflight"]), f"{first['total_inflight']:,}",
-                     _rate(one and one["rate"]), _ms(one and one["p99"]),
-                     _rate(two and two["rate"]), _ms(two and two["p99"])])
+                     rate_cell(one and one["rate"]), ms_cell(one and one["p99"]),
+                     rate_cell(two and two["rate"]), ms_cell(two and two["p99"])])
     return rows
 
 
@@ -128,13 +128,13 @@ SECTIONS = (
 # --- rendering ----------------------------------------------------------------------------
 
 
-def _text_table(rows: list[list[str]]) -> list[str]:
+def text_table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
                       for i, cell in enumerate(row)) for row in rows]
 
 
-def _md_table(rows: list[list[str]]) -> list[str]:
+def md_table(rows: list[list[str]]) -> list[str]:
     return (["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
             + ["| " + " | ".join(row) + " |" for row in rows[1:]])
 
@@ -161,8 +161,8 @@ def notes(results: dict) -> list[str]:
         out.append(f"Open loop: find-max (p99 <= 5 ms, no failures) sustained "
                    f"{s['rate']:,.0f}/s on the one-process switch; the run at half of it "
                    f"answered {ol['half']['achieved']:,.0f}/s with p50 "
-                   f"{_ms(ol['half']['p50'])} ms, p99 {_ms(ol['half']['p99'])} ms, p99.9 "
-                   f"{_ms(ol['half']['p99.9'])} ms, max {_ms(ol['half']['max'])} ms, "
+                   f"{ms_cell(ol['half']['p50'])} ms, p99 {ms_cell(ol['half']['p99'])} ms, p99.9 "
+                   f"{ms_cell(ol['half']['p99.9'])} ms, max {ms_cell(ol['half']['max'])} ms, "
                    f"{ol['half']['failures']} failures.")
         rt = ol.get("half_realtime") or {}
         if "unavailable" in rt:
@@ -170,15 +170,16 @@ def notes(results: dict) -> list[str]:
         elif rt:
             out.append(f"The same run with the switch, Redis and the generator at real-time "
                        f"priority (SCHED_FIFO: a woken process takes a core at once instead of "
-                       f"waiting for one): p50 {_ms(rt['p50'])} ms, p99 {_ms(rt['p99'])} ms, "
-                       f"p99.9 {_ms(rt['p99.9'])} ms, max {_ms(rt['max'])} ms, "
+                       f"waiting for one): p50 {ms_cell(rt['p50'])} ms, "
+                       f"p99 {ms_cell(rt['p99'])} ms, "
+                       f"p99.9 {ms_cell(rt['p99.9'])} ms, max {ms_cell(rt['max'])} ms, "
                        f"{rt['failures']} failures.")
         floor = ol.get("echo_floor")
         if floor:
             out.append(f"The same open loop against the echo server (no decision at all: the "
                        f"generator's own send schedule and this machine): p50 "
-                       f"{_ms(floor['p50'])} ms, p99 {_ms(floor['p99'])} ms, p99.9 "
-                       f"{_ms(floor['p99.9'])} ms.")
+                       f"{ms_cell(floor['p50'])} ms, p99 {ms_cell(floor['p99'])} ms, p99.9 "
+                       f"{ms_cell(floor['p99.9'])} ms.")
     sc = results.get("scaling")
     if sc:
         out.append(f"Connections: {sc['inflight_rule']}, {sc['duration_s']:g} s each.")
@@ -206,7 +207,7 @@ def terminal(results: dict) -> str:
     for title, rows_of in SECTIONS:
         rows = rows_of(results)
         if rows:
-            lines += ["", title, *_text_table(rows)]
+            lines += ["", title, *text_table(rows)]
     return "\n".join(lines + [""] + notes(results))
 
 
@@ -217,7 +218,7 @@ def markdown(results: dict, svg_names: list[str]) -> str:
     for title, rows_of in SECTIONS:
         rows = rows_of(results)
         if rows:
-            lines += [f"## {title}", "", *_md_table(rows), ""]
+            lines += [f"## {title}", "", *md_table(rows), ""]
     for note in notes(results):
         lines += [note, ""]
     if svg_names:
