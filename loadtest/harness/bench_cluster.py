@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +41,6 @@ from loadtest.generator.cards import seed_cards
 from loadtest.generator.client import Target
 from loadtest.generator.closed_loop import SaturatePlan
 from loadtest.generator.closed_loop_runner import run_saturate
-from loadtest.generator.event_loop import run_async
 from loadtest.generator.runner import Plan, new_run_id, run_load
 from loadtest.generator.workload import load_test_pans
 from loadtest.harness import bench_cluster_report as report
@@ -57,6 +55,7 @@ from loadtest.harness.bench_scale import (
     WARMUP_S,
     figures,
     open_loop_figures,
+    run_in_folder,
     say,
     switch_process,
 )
@@ -235,7 +234,7 @@ async def hot_card(backend: Backend, pan: str, calls: int) -> dict:
 
 
 async def run_cluster_bench(args: argparse.Namespace, logs: Path) -> dict:
-    names = chosen(args.configurations)
+    names = chosen(args.configurations)  # checked already by main
     pans = load_test_pans(CARDS, SEED)
     results: dict = {"settings": settings(args, names)}
     async with contextlib.AsyncExitStack() as stack:
@@ -289,9 +288,14 @@ def settings(args: argparse.Namespace, names: list[str]) -> dict:
                             "warmup_s": WARMUP_S},
             "open_loop": {"connections": OPEN_LOOP_CONNECTIONS,
                           "duration_s": args.open_duration, "share": OPEN_LOOP_SHARE},
-            "configurations": {n: {**dataclasses.asdict(CONFIGURATIONS[n]),
-                                   "layout": BACKENDS[CONFIGURATIONS[n].backend]}
-                               for n in names}}
+            "configurations": {name: described(name) for name in names}}
+
+
+def described(name: str) -> dict:
+    configuration = CONFIGURATIONS[name]
+    masters, replicas = BACKENDS[configuration.backend]
+    return {**dataclasses.asdict(configuration), "masters": masters,
+            "replicas_per_master": replicas}
 
 
 def add_command(commands) -> None:
@@ -331,23 +335,19 @@ def main(args: argparse.Namespace) -> int:
     if args.rounds < 1 or args.duration <= 0 or args.open_duration <= 0 or args.rate < 0:
         raise ValueError("--rounds, --duration and --open-duration must be positive, --rate "
                          "not negative")
-    began = time.time()
+    if args.hot_card_calls < 1:
+        raise ValueError("--hot-card-calls must be positive")
+    chosen(args.configurations)
     load = os.getloadavg()
     say(f"bench-cluster: {machine()['summary']}; load average {load[0]:.2f}; "
         f"{'a quick smoke run' if args.quick else 'a few minutes'}")
-    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as folder:
-        try:
-            results = run_async(run_cluster_bench(args, Path(folder)))
-        except RuntimeError as error:
-            say(f"bench-cluster: {error}")
-            return 2
-    results |= {"machine": machine(), "seconds": round(time.time() - began),
-                "date": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(began)),
-                "load_average": {"start": [round(x, 2) for x in load],
+    results = run_in_folder("bench-cluster", lambda folder: run_cluster_bench(args, folder))
+    if results is None:
+        return 2
+    results |= {"load_average": {"start": [round(x, 2) for x in load],
                                  "end": [round(x, 2) for x in os.getloadavg()]},
-                "quick": args.quick}
-    results["summary"] = report.summarize(results["runs"])
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(began))
+                "quick": args.quick, "summary": report.summarize(results["runs"])}
+    stamp = results["stamp"]
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = args.out / f"cluster-{stamp}.json", args.out / f"cluster-{stamp}.md"
     json_path.write_bytes(msgspec.json.format(msgspec.json.encode(results), indent=2))

@@ -93,9 +93,11 @@ def open_loop_rate(closed_runs: list[dict], share: float) -> float:
     digits, rounded down (a rate every configuration sustains)."""
     medians = [_median([r["rate"] for r in closed_runs if r["configuration"] == name])
                for name in dict.fromkeys(r["configuration"] for r in closed_runs)]
-    rate = min(m for m in medians if m is not None) * share
-    if rate < 10:
-        return 10.0
+    slowest = min((m or 0) for m in medians)
+    if slowest <= 0:
+        raise RuntimeError("a configuration answered nothing in the closed loop (the "
+                           "progress lines above say which): no open-loop rate to run at")
+    rate = slowest * share
     step = 10 ** (math.floor(math.log10(rate)) - 1)
     return float(math.floor(rate / step) * step)
 

@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -308,21 +309,31 @@ def add_command(commands) -> None:
 
 
 
-def main(args: argparse.Namespace) -> int:
+def run_in_folder(command: str, bench: Callable[[Path], Awaitable[dict]]) -> dict | None:
+    """`bench(folder)` in a throw-away folder; its results with the machine, the start
+    (`date`, and `stamp` for file names) and the seconds taken. None, the reason said,
+    when a process would not start."""
     began = time.time()
-    say(f"bench-scale: {machine()['summary']}; a few minutes")
-    with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:
+    with tempfile.TemporaryDirectory(prefix=f"{command}-") as folder:
         try:
-            results = run_async(run_scale_bench(args, Path(folder)))
+            results = run_async(bench(Path(folder)))
         except RuntimeError as error:
-            say(f"bench-scale: {error}")
-            return 2
-    results |= {"machine": machine(), "seconds": round(time.time() - began),
-                "date": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(began)),
-                "targets": {"saturation_ratio": SATURATION_TARGET_RATIO,
-                            "visanet_rate": VISANET_RATE, "round_trips_per_call":
-                            ROUND_TRIPS_TARGET, "open_loop_ms": OPEN_LOOP_TARGETS_MS}}
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(began))
+            say(f"{command}: {error}")
+            return None
+    return results | {"machine": machine(), "seconds": round(time.time() - began),
+                      "date": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(began)),
+                      "stamp": time.strftime("%Y%m%d-%H%M%S", time.localtime(began))}
+
+
+def main(args: argparse.Namespace) -> int:
+    say(f"bench-scale: {machine()['summary']}; a few minutes")
+    results = run_in_folder("bench-scale", lambda folder: run_scale_bench(args, folder))
+    if results is None:
+        return 2
+    results["targets"] = {"saturation_ratio": SATURATION_TARGET_RATIO,
+                          "visanet_rate": VISANET_RATE, "round_trips_per_call":
+                          ROUND_TRIPS_TARGET, "open_loop_ms": OPEN_LOOP_TARGETS_MS}
+    stamp = results["stamp"]
     files = write_all(results, args.out, f"scale-{stamp}")
     json_path = args.out / f"scale-{stamp}.json"
     json_path.write_bytes(msgspec.json.format(msgspec.json.encode(results), indent=2))
