@@ -164,7 +164,8 @@ def fake_results() -> dict:
             "date": "2026-12-07", "seconds": 60, "machine": {"summary": "2 cores"},
             "load_average": {"start": [1.0, 1.0, 1.0], "end": [2.0, 1.5, 1.0]},
             "hot_card": {"rate": 42000, "master": "master 1", "master_us_per_call": 22.0,
-                         "master_busy": 0.84, "client": "redis-benchmark"},
+                         "master_busy": 0.84, "whole_core_rate": 45455,
+                         "client": "redis-benchmark"},
             "settings": {"channel": "pos", "cards": 20000, "rounds": 1,
                          "closed_loop": {"connections": 16, "inflight": 32, "duration_s": 4,
                                          "warmup_s": 0.5},
@@ -180,7 +181,8 @@ def test_the_ratios_put_each_pair_side_by_side():
     # The replicas' 3 ticks are in "all" only: (30 + 3) / 30.
     assert rows["replicas + --durable-replicas 1 / cluster, --workers 2"][-5:-1] == [
         "0.50x", "1.00x", "1.00x", "1.10x"]
-    assert "42,000/s" in text and "84%" in text
+    hot = next(line for line in text.splitlines() if line.startswith("master 1 "))
+    assert hot.split()[2:7] == ["42,000/s", "22", "us", "84%", "45,455/s"]
 
 
 def test_the_markdown_has_every_table_and_every_configuration():
@@ -228,7 +230,8 @@ async def test_a_quick_run_measures_every_configuration_side_by_side(tmp_path):
     assert set(summary) == set(names)
     masters = summary["cluster-w2"]["closed"]["cpu_us_per_answer_by_process"]
     assert {"master 1", "master 2", "master 3", "switch worker"} <= set(masters)
-    assert results["hot_card"]["rate"] > 0 and results["hot_card"]["master"].startswith(
-        "master ")
+    hot = results["hot_card"]
+    assert hot["rate"] > 0 and hot["master"].startswith("master ")
+    assert hot["whole_core_rate"] == round(1_000_000 / hot["master_us_per_call"])
     for name in names:
         assert sum(line.startswith(f"{name} ") for line in out.splitlines()) >= 2  # both loops

@@ -156,9 +156,10 @@ def hot_card_rows(results: dict) -> list[list[str]]:
     if not hot:
         return []
     return [["one card's master", "authorizations/s", "its CPU per call", "its core busy",
-             "client"],
+             "with a whole core", "client"],
             [hot["master"], rate_cell(hot["rate"]), f"{_us(hot['master_us_per_call'])} us",
-             f"{hot['master_busy'] * 100:.0f}%", hot["client"]]]
+             f"{hot['master_busy'] * 100:.0f}%", rate_cell(hot.get("whole_core_rate")),
+             hot["client"]]]
 
 
 def sections(results: dict) -> list[tuple[str, list[list[str]]]]:
