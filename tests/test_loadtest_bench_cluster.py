@@ -199,6 +199,9 @@ def test_the_markdown_has_every_table_and_every_configuration():
 @pytest.mark.parametrize("argv, says", [
     (["--configurations", "redis-w1,nine-masters"], "nine-masters"),
     (["--rounds", "0"], "--rounds"),
+    (["--duration", "0"], "--duration"),
+    (["--open-duration", "0"], "--open-duration"),
+    (["--rate", "-1"], "--rate"),
     (["--hot-card-calls", "0"], "--hot-card-calls"),
 ])
 async def test_bad_options_are_one_line_before_anything_starts(argv, says):
