@@ -53,6 +53,15 @@ class Target(msgspec.Struct, frozen=True):
     port: int
 
 
+# Where a channel's connections go: one address, or a fleet of switches serving the channel
+# alike, whose connections are dealt out in turn (`fleet_of`, `LoadClient.connect`).
+Targets = Target | list[Target]
+
+
+def fleet_of(targets: Targets) -> list[Target]:
+    return [targets] if isinstance(targets, Target) else targets
+
+
 class LoadTestError(RuntimeError):
     """A run cannot go on (target down, bad plan); printed as one line."""
 
@@ -146,8 +155,12 @@ class ClientConnection(asyncio.Protocol):
 class LoadClient:
     """Connections per channel, deadlines, counts; a subclass decides when to send."""
 
-    def __init__(self, channels, timeout_s: float) -> None:
+    def __init__(self, channels, timeout_s: float, first_connection: int = 0) -> None:
         self.conns: dict[str, list[ClientConnection]] = {ch: [] for ch in channels}
+        # This client's connections, counted per channel from `first_connection` (its place
+        # among the run's connections), pick the channel's fleet member in turn: the run's
+        # connections spread evenly over the fleet, whatever client made them.
+        self.connection_turn = dict.fromkeys(channels, first_connection)
         self.stats: dict[str, ChannelStats] = {ch: ChannelStats() for ch in channels}
         # (deadline ns, connection, correlation id, ns the deadline counts from), in order
         self.deadlines: deque[tuple[int, ClientConnection, str, int]] = deque()
@@ -155,13 +168,16 @@ class LoadClient:
         self.stopped = False  # the run is over: timers still armed return at once
         self.history: Recorder | None = None  # when set, every send and answer is recorded
 
-    async def connect(self, counts: dict[str, int], targets: dict[str, Target],
+    async def connect(self, counts: dict[str, int], targets: dict[str, Targets],
                       factory: Callable[[str], ClientConnection]) -> None:
-        """`counts[channel]` connections to each channel's target, made by `factory`."""
+        """`counts[channel]` connections to each channel's targets, made by `factory`; each
+        attempt goes to the fleet's next member (a connection made again after a loss too)."""
         loop = asyncio.get_running_loop()
         for channel, count in counts.items():
-            target = targets[channel]
+            fleet = fleet_of(targets[channel])
             for _ in range(count):
+                target = fleet[self.connection_turn[channel] % len(fleet)]
+                self.connection_turn[channel] += 1
                 try:
                     async with asyncio.timeout(CONNECT_TIMEOUT_S):
                         _, conn = await loop.create_connection(
@@ -213,7 +229,11 @@ class LoadClient:
         stats.answered += 1
         stats.codes[code] = stats.codes.get(code, 0) + 1
         stats.latency_us.append(latency_ns // 1000)
-        txn.state = APPROVED if code in APPROVING else DECLINED
+        if code in APPROVING:
+            txn.state = APPROVED
+            stats.approved[txn.kind] = stats.approved.get(txn.kind, 0) + 1
+        else:
+            txn.state = DECLINED
 
     def late(self, txn: Txn, response: AuthResponse) -> None:
         """An answer after its request timed out: counted as late (the request is counted as

@@ -27,7 +27,7 @@ import msgspec
 
 from loadtest.generator import adapters
 from loadtest.generator.adapters.base import ClientAdapter
-from loadtest.generator.client import ClientConnection, LoadClient, Target
+from loadtest.generator.client import ClientConnection, LoadClient, Targets
 from loadtest.generator.schedule import NS_PER_S
 from loadtest.generator.stats import ChannelSnapshot, ChannelStats
 from loadtest.generator.workload import Workload, load_test_pans
@@ -44,7 +44,7 @@ WARMUP, WINDOW, DRAIN = "warmup", "window", "drain"
 
 
 class SaturatePlan(msgspec.Struct, kw_only=True):
-    targets: dict[str, Target]  # channel -> where it listens
+    targets: dict[str, Targets]  # channel -> where it listens (an address or a fleet)
     connections: int = 16  # per channel, shared out over the workers
     inflight: int = 32  # per connection, exactly
     duration_s: float = 5.0  # the measured window
@@ -122,7 +122,11 @@ class ClosedLoop(LoadClient):
 
     def __init__(self, plan: SaturatePlan, index: int, connections: dict[str, int],
                  on_second: Callable[[int, dict[str, int]], None] | None = None) -> None:
-        super().__init__(plan.targets, plan.timeout_s)
+        # Where its connections start among the run's (as `shares` deals them): a fleet's
+        # members take the run's connections in turn.
+        first_connection = (plan.connections // plan.workers * index
+                            + min(index, plan.connections % plan.workers))
+        super().__init__(plan.targets, plan.timeout_s, first_connection)
         self.plan, self.index, self.connections = plan, index, connections
         self.on_second = on_second  # (second, answers per channel in it), for progress
         pans = load_test_pans(plan.cards, plan.seed)

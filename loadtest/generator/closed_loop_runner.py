@@ -16,12 +16,17 @@ from collections.abc import Callable
 
 import msgspec
 
-from loadtest.generator.adapters.iso import terminal_tag
 from loadtest.generator.cards import seed_cards
 from loadtest.generator.client import LoadTestError, freeze_startup_heap
 from loadtest.generator.closed_loop import ClosedLoop, SaturatePlan, WorkerOutcome, ref_prefix
 from loadtest.generator.event_loop import run_async
-from loadtest.generator.runner import expect, join_workers, new_run_id, start_workers
+from loadtest.generator.runner import (
+    expect,
+    join_workers,
+    new_run_id,
+    start_workers,
+    with_distinct_terminals,
+)
 from loadtest.generator.stats import Totals
 from loadtest.generator.switch_side import Scraper, SwitchSide
 from loadtest.generator.workload import CARD_LIMIT_FEN, load_test_pans
@@ -123,14 +128,9 @@ def prepared(plan: SaturatePlan) -> SaturatePlan:
         raise LoadTestError("workers, connections and inflight must be positive, with a target")
     if plan.duration_s <= 0 or plan.warmup_s < 0:
         raise LoadTestError("duration must be positive and warm-up not negative")
-    run_id = plan.run_id
-    while True:
-        run_id = run_id or new_run_id()
-        tags = {terminal_tag(ref_prefix(run_id, w, ch))
-                for w in range(plan.workers) for ch in plan.targets}
-        if len(tags) == plan.workers * len(plan.targets):
-            return msgspec.structs.replace(plan, run_id=run_id)
-        run_id = ""
+    run_id = with_distinct_terminals(plan.run_id or new_run_id(), lambda candidate: [
+        ref_prefix(candidate, w, ch) for w in range(plan.workers) for ch in plan.targets])
+    return msgspec.structs.replace(plan, run_id=run_id)
 
 
 def shares(plan: SaturatePlan) -> list[dict[str, int]]:

@@ -10,8 +10,10 @@ took it ~3 ms, during which its sends waited and the wait was counted as latency
 from __future__ import annotations
 
 import collections
+import zlib
 
 import msgspec
+from hdrh.codec import HdrCookieException, HdrHistogramSettingsException, HdrLengthException
 from hdrh.histogram import HdrHistogram
 
 LATENCY_MAX_US = 120_000_000  # above any timeout we allow; larger values are clamped
@@ -41,6 +43,7 @@ class ChannelSnapshot(msgspec.Struct, kw_only=True):
     late_answers: int = 0  # answers that came after their request timed out
     codes: dict[str, int] = {}
     kinds: dict[str, int] = {}  # sent, by transaction kind
+    approved: dict[str, int] = {}  # approving answers, by transaction kind
     latency: dict[int, int] = {}  # microseconds from intended send time -> answers
     send_lag: dict[int, int] = {}  # microseconds from intended to actual send -> sends
 
@@ -59,20 +62,22 @@ class ChannelStats:
     and the values of one second repeat a lot.
     """
 
-    __slots__ = COUNTERS + ("codes", "kinds", "latency_us", "send_lag_us")
+    __slots__ = COUNTERS + ("codes", "kinds", "approved", "latency_us", "send_lag_us")
 
     def __init__(self) -> None:
         for name in COUNTERS:
             setattr(self, name, 0)
         self.codes: dict[str, int] = {}
         self.kinds: dict[str, int] = {}
+        self.approved: dict[str, int] = {}
         self.latency_us: list[int] = []
         self.send_lag_us: list[int] = []
 
     def snapshot(self) -> ChannelSnapshot:
         return ChannelSnapshot(
             **{name: getattr(self, name) for name in COUNTERS}, codes=self.codes,
-            kinds=self.kinds, latency=dict(collections.Counter(self.latency_us)),
+            kinds=self.kinds, approved=self.approved,
+            latency=dict(collections.Counter(self.latency_us)),
             send_lag=dict(collections.Counter(self.send_lag_us)))
 
 
@@ -94,24 +99,39 @@ class Totals:
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.codes: dict[str, int] = {}
         self.kinds: dict[str, int] = {}
+        self.approved: dict[str, int] = {}
         self.latency = new_histogram()
         self.send_lag = new_histogram()
 
     def add_snapshot(self, snap: ChannelSnapshot) -> None:
         for name in COUNTERS:
             self.counts[name] += getattr(snap, name)
-        _add_counts(self.codes, snap.codes)
-        _add_counts(self.kinds, snap.kinds)
+        self._add_tallies(snap)
         record_counts(self.latency, snap.latency)
         record_counts(self.send_lag, snap.send_lag)
 
-    def add(self, other: Totals) -> None:
+    def add(self, other: Totals | TotalsRecord) -> None:
+        """Another channel's (or another part's) totals; a record's histograms decoded. HDR
+        histograms add bucket by bucket: the sum is the histogram of every value of both."""
+        if isinstance(other, TotalsRecord):
+            other = other.totals()
         for name in COUNTERS:
             self.counts[name] += other.counts[name]
-        _add_counts(self.codes, other.codes)
-        _add_counts(self.kinds, other.kinds)
+        self._add_tallies(other)
         self.latency.add(other.latency)
         self.send_lag.add(other.send_lag)
+
+    def _add_tallies(self, other: ChannelSnapshot | Totals) -> None:
+        _add_counts(self.codes, other.codes)
+        _add_counts(self.kinds, other.kinds)
+        _add_counts(self.approved, other.approved)
+
+    def record(self) -> TotalsRecord:
+        """These totals as plain data (histograms in HdrHistogram's compressed base64), to
+        write to a file and add elsewhere (loadtest/generator/parts.py)."""
+        return TotalsRecord(counts=dict(self.counts), codes=self.codes, kinds=self.kinds,
+                            approved=self.approved, latency=self.latency.encode().decode(),
+                            send_lag=self.send_lag.encode().decode())
 
     @property
     def failures(self) -> int:
@@ -125,6 +145,42 @@ class Totals:
         if self.latency.get_total_count() == 0:
             return {}
         return {_label(p): self.latency.get_value_at_percentile(p) / 1000 for p in PERCENTILES}
+
+
+class TotalsRecord(msgspec.Struct, kw_only=True):
+    """`Totals` as plain data: what a part of a run writes for each of its seconds."""
+
+    counts: dict[str, int]
+    codes: dict[str, int]
+    kinds: dict[str, int]
+    approved: dict[str, int]
+    latency: str  # HdrHistogram's encoding (compressed, base64): exact, bucket for bucket
+    send_lag: str
+
+    def totals(self) -> Totals:
+        totals = Totals()
+        totals.counts = {name: self.counts.get(name, 0) for name in COUNTERS}
+        totals.codes, totals.kinds = dict(self.codes), dict(self.kinds)
+        totals.approved = dict(self.approved)
+        totals.latency = _decoded(self.latency)
+        totals.send_lag = _decoded(self.send_lag)
+        return totals
+
+
+def _decoded(encoded: str) -> HdrHistogram:
+    """A histogram from its encoding, with this module's range and precision (a record made
+    with other settings is refused: its buckets would not add up with ours)."""
+    try:
+        histogram = HdrHistogram.decode(encoded)
+    except (ValueError, zlib.error, HdrCookieException, HdrLengthException,
+            HdrHistogramSettingsException) as error:
+        raise ValueError(f"not an HdrHistogram encoding ({error})") from None
+    expected = new_histogram()
+    if (histogram.highest_trackable_value, histogram.significant_figures) != (
+            expected.highest_trackable_value, expected.significant_figures):
+        raise ValueError("a latency histogram of other range or precision than "
+                         f"1 us..{LATENCY_MAX_US} us, {SIGNIFICANT_FIGURES} digits")
+    return histogram
 
 
 def _label(percentile: float) -> str:

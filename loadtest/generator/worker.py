@@ -20,7 +20,7 @@ from pathlib import Path
 import msgspec
 
 from loadtest.generator import adapters
-from loadtest.generator.client import LoadClient, LoadTestError, Target
+from loadtest.generator.client import LoadClient, LoadTestError, Targets
 from loadtest.generator.connection import Connection
 from loadtest.generator.recorded import RecordedWorkload, read_folder
 from loadtest.generator.schedule import NS_PER_S, Schedule
@@ -160,7 +160,7 @@ class WorkerPlan(msgspec.Struct, kw_only=True):
     index: int
     rate: float  # requests per second from this worker
     duration_s: float
-    targets: dict[str, Target]
+    targets: dict[str, Targets]
     connections: int  # per channel, this worker's share
     inflight_max: int  # per connection
     mix: dict[str, int]
@@ -176,13 +176,16 @@ class WorkerPlan(msgspec.Struct, kw_only=True):
     reconnect: bool = False
     recording: str = ""  # a `switch serve --record` folder: its requests are the workload
     workers: int = 1  # of the run: a recording's requests are shared out over them
+    # Where this worker's connections start among the run's connections to a channel (every
+    # part's): a fleet's members take them in turn (client.py `LoadClient.connect`).
+    first_connection: int = 0
 
 
 class Worker(LoadClient):
     """The open loop: sends at the schedule's intended times, whatever the answers do."""
 
     def __init__(self, plan: WorkerPlan, sink: Callable[[Interval], None]) -> None:
-        super().__init__(plan.mix, plan.timeout_s)
+        super().__init__(plan.mix, plan.timeout_s, plan.first_connection)
         self.plan = plan
         self.sink = sink
         pans = load_test_pans(plan.cards, plan.seed)
