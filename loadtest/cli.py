@@ -12,14 +12,15 @@ import msgspec
 
 from loadtest.generator import adapters, report
 from loadtest.generator.cards import find_redis_url
-from loadtest.generator.client import LoadTestError, Target
+from loadtest.generator.client import LoadTestError, Target, Targets
 from loadtest.generator.closed_loop import SaturatePlan
 from loadtest.generator.closed_loop_runner import run_saturate
 from loadtest.generator.closed_loop_runner import table as closed_loop_table
 from loadtest.generator.event_loop import run_async
 from loadtest.generator.findmax import Criteria, Step, find_max
+from loadtest.generator.parts import merge_files, write_part
 from loadtest.generator.recorded import channel_mix, read_folder
-from loadtest.generator.runner import Plan, run_load, seed
+from loadtest.generator.runner import Plan, offered_rate, run_load, seed
 from loadtest.generator.stats import Totals
 from loadtest.generator.switch_side import metrics_url, summary_line
 from loadtest.generator.workload import CARD_LIMIT_FEN
@@ -61,20 +62,22 @@ def parse_mix(text: str) -> dict[str, int]:
     return mix
 
 
-def parse_targets(values: list[str], mix: dict[str, int]) -> dict[str, Target]:
-    """CHANNEL=HOST:PORT or CHANNEL=PORT; a channel not named uses its default port."""
-    targets = {}
+def parse_targets(values: list[str], mix: dict[str, int]) -> dict[str, Targets]:
+    """CHANNEL=HOST:PORT or CHANNEL=PORT; a channel named again adds a switch to its fleet
+    (its connections are dealt out in turn); a channel not named uses its default port."""
+    fleets: dict[str, list[Target]] = {}
     for value in values or []:
         channel, sep, address = value.partition("=")
         host, _, port = address.rpartition(":")
         if not sep or not port.isdigit() or int(port) > 65535:
             raise ValueError(f"--target {value!r}: expected CHANNEL=HOST:PORT, "
                              "e.g. jd=127.0.0.1:8601")
-        targets[channel] = Target(host or "127.0.0.1", int(port))
+        fleets.setdefault(channel, []).append(Target(host or "127.0.0.1", int(port)))
     for channel in mix:
-        if channel not in targets:
-            targets[channel] = Target("127.0.0.1", adapters.build(channel).default_port)
-    return {channel: targets[channel] for channel in mix}
+        if channel not in fleets:
+            fleets[channel] = [Target("127.0.0.1", adapters.build(channel).default_port)]
+    return {channel: fleets[channel][0] if len(fleets[channel]) == 1 else fleets[channel]
+            for channel in mix}
 
 
 def parse_options(values: list[str]) -> dict[str, dict[str, str]]:
@@ -187,20 +190,59 @@ def recording_plan(args: argparse.Namespace, plan: Plan) -> Plan:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.from_recording:
+    part, parts = parse_part(args.part) if args.part else (0, 1)
+    if part and args.redis:
+        raise ValueError("--part: a part never seeds the cards (it would reset them under the "
+                         "other parts' load): seed once with `loadtest seed`, then run every "
+                         "part without --redis (docs/loadtest.md, \"Several hosts\")")
+    if args.from_recording or part:
         args.no_seed = True
-    plan = plan_from(args, args.rate, args.duration)
+    plan = msgspec.structs.replace(plan_from(args, args.rate, args.duration), part=part,
+                                   parts=parts, start_at=args.start_at or 0.0,
+                                   run_id=args.run_id or "")
     if args.from_recording:
         plan = recording_plan(args, plan)
     if plan.redis_url:
         say(f"seeding {plan.cards:,} cards (seed {plan.seed}) into {plan.redis_url}")
-    progress = Progress(plan.rate, args.quiet)
+    if plan.start_at:
+        say(f"first send at {format_wall(plan.start_at)} (--start-at), in "
+            f"{plan.start_at - time.time():,.1f} s")
+    progress = Progress(offered_rate(plan), args.quiet)
     try:
         result = run_async(run_load(plan, progress))
     finally:
         progress.end()
     print(report.table(result))
-    files = report.write_all(result, out_folder(args, "run"))
+    folder = out_folder(args, f"part{part}-of-{parts}" if part else "run")
+    files = report.write_all(result, folder)
+    print(f"\nreport: {files['html']}  summary: {files['json']}  "
+          f"histograms: {files['json'].parent}/latency-*.hgrm")
+    if part:
+        print(f"part file (for `loadtest merge`): {write_part(result, folder)}")
+    return 0
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """--part K/N: this host runs the K-th of N parts of the run."""
+    part, slash, parts = text.partition("/")
+    if not (slash and part.isdigit() and parts.isdigit() and 1 <= int(part) <= int(parts)):
+        raise ValueError(f"--part {text!r}: expected K/N with 1 <= K <= N, e.g. 2/3")
+    return int(part), int(parts)
+
+
+def format_wall(wall: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall)) + f"{wall % 1:.3f}"[1:]
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    result, parts = merge_files(args.parts)
+    for part in sorted(parts, key=lambda found: found.plan.part):
+        answered = sum(record.channels[ch].counts.get("answered", 0)
+                       for record in part.seconds for ch in record.channels)
+        say(f"part {part.plan.part} of {part.plan.parts}: {part.host}, first send "
+            f"{format_wall(part.start_wall)}, {answered:,} answered")
+    print(report.table(result))
+    files = report.write_all(result, out_folder(args, "merge"))
     print(f"\nreport: {files['html']}  summary: {files['json']}  "
           f"histograms: {files['json'].parent}/latency-*.hgrm")
     return 0
@@ -325,6 +367,21 @@ def parser() -> argparse.ArgumentParser:
                      "their order and over again, instead of synthetic ones (no cards seeded; "
                      "docs/testing.md, \"Record and replay\")")
     load_options(run)
+    part_options(run)
+
+    merge = commands.add_parser(
+        "merge", help="merge the part files of a run made on several hosts into one report",
+        description="Checks that the files are every part of one run (`loadtest run --part "
+        "K/N`), then merges them as one run's workers are merged: counts added, HDR "
+        "histograms added bucket for bucket, second by second. Writes the same table, "
+        "summary.json, .hgrm files and report.html as a run on one host. An error (parts of "
+        "different runs or loads, a part missing or given twice) writes nothing. See "
+        "docs/loadtest.md, \"Several hosts\".")
+    merge.set_defaults(func=cmd_merge)
+    merge.add_argument("parts", nargs="+", type=Path, metavar="PART_FILE",
+                       help="the part-K-of-N.json file of every part")
+    merge.add_argument("--out", type=Path, help=f"output folder (default {RESULTS_DIR}/"
+                       "merge-<date>)")
 
     seed_command = commands.add_parser("seed", help="load the load-test cards into Redis")
     seed_command.set_defaults(func=cmd_seed)
@@ -448,6 +505,19 @@ def load_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--quiet", action="store_true", help="no progress line")
     admin_option(sub)
     card_options(sub)
+
+
+def part_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--part", metavar="K/N", help="run the K-th of N parts of the run, one "
+                     "per host, each with the same options: a share of the rate, the "
+                     "connections and the workers, ids of its own; writes part-K-of-N.json for "
+                     "`loadtest merge`; seeds nothing (docs/loadtest.md, \"Several hosts\")")
+    sub.add_argument("--start-at", type=float, metavar="EPOCH", help="the first intended send "
+                     "at this wall-clock time (seconds since the epoch, `date +%%s`), at most "
+                     "an hour ahead: the parts of a run start together")
+    sub.add_argument("--run-id", metavar="ID", help="1-12 letters and digits in every id the "
+                     "run sends (default: new; for a part, made from --start-at): the same on "
+                     "every part")
 
 
 def admin_option(sub: argparse.ArgumentParser) -> None:

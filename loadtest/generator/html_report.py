@@ -7,6 +7,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from loadtest.generator.aggregate import OVERALL
+from loadtest.generator.runner import parts_line
 from loadtest.generator.svg import Series, line_chart
 
 if TYPE_CHECKING:
@@ -33,9 +34,11 @@ h3 { font-size: 1em; margin: 1.2em 0 0.3em; }
 
 def render(data: dict, result: Result) -> str:
     plan = data["plan"]
+    parts = result.plan.parts > 1 or result.plan.part
     body = [
         f"<h1>Load test {escape(data['started_at'])}</h1>",
-        f"<p>Offered <b>{plan['rate']:,.0f}/s</b> for {plan['duration_s']:g} s; achieved "
+        *([f"<p>{escape(parts_line(result.plan))}.</p>"] if parts else []),
+        f"<p>Offered <b>{data['offered_rate']:,.0f}/s</b> for {plan['duration_s']:g} s; achieved "
         f"<b>{data['achieved_rate']:,.1f}/s</b>. Mix {escape(_mix(plan['mix']))}; "
         f"{plan['workers']} worker(s), {plan['connections']} connection(s) per channel, "
         f"{plan['inflight_max']} in flight per connection at most, timeout "
@@ -46,7 +49,7 @@ def render(data: dict, result: Result) -> str:
         "sent more than 2 ms after the intended time; <i>dropped</i>: never sent, no "
         "connection was free within the timeout.</p>",
         "<h2>Response codes</h2>", _codes_table(data["channels"]),
-        "<h2>Throughput over time</h2>", _throughput_chart(data, plan["rate"]),
+        "<h2>Throughput over time</h2>", _throughput_chart(data, data["offered_rate"]),
         "<h2>Latency over time (all channels, per second)</h2>", _latency_chart(data),
         "<h2>Latency by percentile</h2>", _percentile_chart(result),
         *(_switch_side(data) if data.get("switch") else []),

@@ -8,7 +8,7 @@ import msgspec
 
 from loadtest.generator import html_report
 from loadtest.generator.aggregate import OVERALL
-from loadtest.generator.runner import Result
+from loadtest.generator.runner import Result, parts_line
 from loadtest.generator.stats import Totals
 from loadtest.generator.switch_side import summary_line
 
@@ -24,6 +24,7 @@ def channel_summary(totals: Totals, duration_s: float) -> dict:
         "achieved_rate": round(counts["answered"] / duration_s, 1),
         "codes": dict(sorted(totals.codes.items())),
         "kinds": dict(sorted(totals.kinds.items())),
+        "approved": dict(sorted(totals.approved.items())),
         "latency_ms": _with_mean(totals.percentiles_ms(), totals),
         "send_lag_ms": _lag_percentiles(totals),
         "histogram": totals.latency.encode().decode() if counts["answered"] else "",
@@ -49,7 +50,7 @@ def summary(result: Result) -> dict:
     return {
         "started_at": result.started_at,
         "plan": msgspec.to_builtins(plan),
-        "offered_rate": plan.rate,
+        "offered_rate": result.offered_rate,
         "achieved_rate": round(result.achieved_rate, 1),
         "elapsed_s": round(result.elapsed_s, 3),
         "channels": {name: channel_summary(t, plan.duration_s)
@@ -107,7 +108,8 @@ LATENCY_COLUMNS = ("p50", "p90", "p99", "p99.9", "p99.99", "max")
 def table(result: Result) -> str:
     plan = result.plan
     lines = [
-        f"offered {plan.rate:,.0f}/s for {plan.duration_s:g} s, achieved "
+        *([parts_line(plan)] if plan.parts > 1 or plan.part else []),
+        f"offered {result.offered_rate:,.0f}/s for {plan.duration_s:g} s, achieved "
         f"{result.achieved_rate:,.1f}/s  ({plan.workers} worker(s), {plan.connections} "
         f"connection(s) per channel, timeout {plan.timeout_s:g} s)",
         "",

@@ -50,6 +50,7 @@ RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9]{1,12}")  # in every trade number: 32 c
 BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 WORKER_READY_TIMEOUT_S = 60.0  # spawning a Python process and connecting, on a busy box
 WORKER_EXIT_TIMEOUT_S = 5.0
+QUEUE_POLL_S = 0.5  # longest single wait on the workers' queue
 REFERENCE_DELAY_S = 0.5  # a capture/reversal/refund names a transaction about this old
 REFERENCE_LAG_STEPS = (16, 5000)  # ... in steps, within these bounds
 
@@ -104,6 +105,16 @@ class Result:
 def offered_rate(plan: Plan) -> float:
     """What this process offers: a part its share, else the whole run's rate."""
     return plan.rate / plan.parts if plan.part else plan.rate
+
+
+def parts_line(plan: Plan) -> str:
+    """What share of a run cut into parts this is (docs/loadtest.md, "Several hosts")."""
+    if plan.part:
+        return (f"run {plan.run_id}, part {plan.part} of {plan.parts}: its share of "
+                f"{plan.rate:,.0f}/s, {plan.workers} of the run's {plan.workers * plan.parts} "
+                "workers")
+    return (f"run {plan.run_id}: {plan.parts} parts merged, {plan.workers} worker(s) each "
+            "(worker figures below are per part)")
 
 
 def check_plan(plan: Plan, now: float) -> None:
@@ -323,10 +334,12 @@ async def expect(messages, kind: str, count: int, timeout_s: float,
     deadline = time.monotonic() + timeout_s
     found: list = []
     while len(found) < count:
-        if time.monotonic() > deadline:
+        left_s = deadline - time.monotonic()
+        if left_s <= 0:
             raise NotInTime(f"workers did not report {kind!r} within {timeout_s:.0f} s")
-        try:
-            message = await loop.run_in_executor(None, messages.get, True, 0.5)
+        try:  # a short wait: the deadline is checked between waits, and Ctrl-C heard
+            message = await loop.run_in_executor(None, messages.get, True,
+                                                 min(left_s, QUEUE_POLL_S))
         except queue_module.Empty:
             continue
         if message[0] == "error":
