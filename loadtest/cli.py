@@ -467,8 +467,9 @@ def card_options(sub: argparse.ArgumentParser) -> None:
 def saturate_options(sat: argparse.ArgumentParser) -> None:
     sat.set_defaults(func=cmd_saturate)
     sat.add_argument("--target", action="append", metavar="CHANNEL=HOST:PORT",
-                     help=f"a channel to drive and where it listens; repeat per channel "
-                     f"(default: {SATURATE_CHANNEL} on its default port)")
+                     help=f"a channel to drive and where it listens; repeat per channel, "
+                     "or a channel again for a fleet (connections dealt out in turn; "
+                     f"default: {SATURATE_CHANNEL} on its default port)")
     sat.add_argument("--connections", type=int, default=16, help="per channel (default 16)")
     sat.add_argument("--inflight", type=int, default=32,
                      help="requests in flight per connection, exactly (default 32)")
@@ -490,7 +491,8 @@ def saturate_options(sat: argparse.ArgumentParser) -> None:
 
 def load_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--target", action="append", metavar="CHANNEL=HOST:PORT",
-                     help="where a channel listens (default: 127.0.0.1 and its default port)")
+                     help="where a channel listens (default: 127.0.0.1 and its default port); "
+                     "a channel named again is a fleet: its connections dealt out in turn")
     default_mix = ",".join(f"{k}={v}" for k, v in adapters.default_mix().items())
     sub.add_argument("--mix", default="", help="channel weights, e.g. jd=20,pos=60 "
                      f"(default: {default_mix})")
