@@ -20,7 +20,7 @@ from loadtest.generator.event_loop import run_async
 from loadtest.generator.findmax import Criteria, Step, find_max
 from loadtest.generator.parts import merge_files, write_part
 from loadtest.generator.recorded import channel_mix, read_folder
-from loadtest.generator.runner import Plan, offered_rate, run_load, seed
+from loadtest.generator.runner import Plan, check_plan, offered_rate, run_load, seed
 from loadtest.generator.stats import Totals
 from loadtest.generator.switch_side import metrics_url, summary_line
 from loadtest.generator.workload import CARD_LIMIT_FEN
@@ -202,6 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                    run_id=args.run_id or "")
     if args.from_recording:
         plan = recording_plan(args, plan)
+    check_plan(plan, time.time())  # before anything is said or done
     if plan.redis_url:
         say(f"seeding {plan.cards:,} cards (seed {plan.seed}) into {plan.redis_url}")
     if plan.start_at:

@@ -10,20 +10,22 @@ import contextlib
 import io
 import json
 import random
+import socket
 import time
 from pathlib import Path
 
 import msgspec
 import pytest
 import redis
+from hdrh.histogram import HdrHistogram
 
 from loadtest import cli
-from loadtest.generator import report
+from loadtest.generator import adapters, report
 from loadtest.generator.adapters.iso import terminal_tag
 from loadtest.generator.aggregate import OVERALL, Aggregator
 from loadtest.generator.cards import seed_cards
-from loadtest.generator.client import LoadTestError, Target
-from loadtest.generator.parts import merge_files, write_part
+from loadtest.generator.client import ClientConnection, LoadClient, LoadTestError, Target
+from loadtest.generator.parts import PartFile, merge_files, write_part
 from loadtest.generator.runner import (
     START_AT_AHEAD_MAX_S,
     WORKERS_MAX,
@@ -36,11 +38,18 @@ from loadtest.generator.runner import (
     with_distinct_terminals,
     worker_plans,
 )
-from loadtest.generator.stats import PERCENTILES, histogram_of, new_histogram, record_counts
+from loadtest.generator.stats import (
+    LATENCY_MAX_US,
+    PERCENTILES,
+    histogram_of,
+    new_histogram,
+    record_counts,
+)
+from loadtest.generator.switch_side import SwitchSide
 from loadtest.generator.workload import load_test_pans
 from protocols.ledger_layout import card_indexes, card_key
 from switch.config import Listener
-from tests.support import LOADTEST, run_command, running_switch, switch_config
+from tests.support import LOADTEST, run_command, running_switch, switch_config, until_true
 from tests.test_loadtest_stats import interval
 
 CLI_WAIT_S = 120.0  # bound on a CLI run in these tests (a few seconds of load, plus start-up)
@@ -205,7 +214,8 @@ async def test_a_part_that_cannot_run_says_why_and_writes_nothing(args, said, tm
 # --- merge: what it refuses ---------------------------------------------------------------
 
 
-def synthetic_part(folder: Path, part: int, parts: int, values: list[int], **fields) -> Path:
+def synthetic_part(folder: Path, part: int, parts: int, values: list[int],
+                   switch: SwitchSide | None = None, **fields) -> Path:
     """A part file as `run --part` writes it, from known latencies (one worker, 1 s)."""
     plan = Plan(rate=100, duration_s=1, targets={"jd": Target("127.0.0.1", 1)}, mix={"jd": 1},
                 part=part, parts=parts, run_id="Lsynth", **fields)
@@ -215,7 +225,7 @@ def synthetic_part(folder: Path, part: int, parts: int, values: list[int], **fie
     totals = dict(aggregator.totals) | {OVERALL: aggregator.overall()}
     result = Result(plan=plan, started_at="2026-11-30T12:00:00+0000", elapsed_s=1.0,
                     totals=totals, series=aggregator.series, start_wall=1_800_000_000.0,
-                    seconds=aggregator.seconds)
+                    seconds=aggregator.seconds, switch=switch)
     return write_part(result, folder / f"host{part}-{len(values)}")
 
 
@@ -280,9 +290,61 @@ def test_merge_refuses_what_is_not_a_part_file(tmp_path):
     data["seconds"][0]["channels"]["jd"]["latency"] = "HISTFAAAAB"
     broken.write_text(json.dumps(data))
     assert "not an HdrHistogram encoding" in refused(broken, out=out)
+    coarse = histogram_of([100] * 10)
+    coarse_total = HdrHistogram(1, LATENCY_MAX_US, 2)
+    coarse_total.add(coarse)
+    data["seconds"][0]["channels"]["jd"]["latency"] = coarse_total.encode().decode()
+    broken.write_text(json.dumps(data))
+    assert "other range or precision" in refused(broken, out=out)
+    data = json.loads(part.read_text())
     data["seconds"][0]["channels"] = {"atm": data["seconds"][0]["channels"]["jd"]}
     broken.write_text(json.dumps(data))
     assert "channels atm outside its mix" in refused(broken, out=out)
+    data = json.loads(part.read_text())
+    data["plan"]["part"] = 2
+    broken.write_text(json.dumps(data))
+    assert "part 2 of 1" in refused(broken, out=out)
+
+
+def test_the_merged_report_has_the_switchs_side_when_one_part_read_a_switch(tmp_path):
+    side = SwitchSide(admin_url="http://sw1:8680", readings=3, failed=0, errors=[],
+                      run_requests={"jd": 20}, run_refused={"jd": 0}, run_codes={"00": 20},
+                      series=[])
+    one, two = (synthetic_part(tmp_path / "one", k, 2, [100] * 10,
+                               switch=side if k == 1 else None) for k in (1, 2))
+    assert merge_files([one, two])[0].switch == side
+    both = synthetic_part(tmp_path / "both", 2, 2, [100] * 10, switch=side)
+    assert merge_files([one, both])[0].switch is None
+
+
+def test_only_a_part_writes_a_part_file(tmp_path):
+    part = msgspec.json.decode(synthetic_part(tmp_path, 1, 1, [5]).read_bytes(), type=PartFile)
+    whole = Result(plan=msgspec.structs.replace(part.plan, part=0), started_at="",
+                   elapsed_s=1.0, totals={}, series={}, seconds=part.seconds)
+    with pytest.raises(ValueError, match="only a part"):
+        write_part(whole, tmp_path / "whole")
+
+
+async def test_a_connection_made_after_a_failed_one_goes_to_the_next_of_the_fleet(jd_switch):
+    switch, _ = jd_switch
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        down = Target("127.0.0.1", closed.getsockname()[1])
+    fleet = {"jd": [down, Target("127.0.0.1", switch.ports["jd"])]}
+    client = LoadClient(["jd"], timeout_s=1.0)
+    adapter = adapters.build("jd")
+    with pytest.raises(LoadTestError, match=f"cannot connect to jd at 127.0.0.1:{down.port}"):
+        await client.connect({"jd": 1}, fleet, lambda ch: ClientConnection(client, adapter))
+    await client.connect({"jd": 1}, fleet, lambda ch: ClientConnection(client, adapter))
+    try:
+        assert len(client.conns["jd"]) == 1
+        await until_true(lambda: _accepted(switch, 1), "the switch accepted the connection")
+    finally:
+        client.close_connections()
+
+
+async def _accepted(switch, count: int) -> bool:
+    return switch.counters.connections == count
 
 
 # --- the plan of a part -------------------------------------------------------------------
@@ -322,6 +384,8 @@ def test_a_run_id_whose_terminals_clash_gets_one_more_character():
 
     assert with_distinct_terminals("Lx", prefixes) == "Lx1"
     assert with_distinct_terminals("Ly", prefixes) == "Ly"
+    with pytest.raises(LoadTestError, match="terminals clash"):
+        with_distinct_terminals("Lz", lambda run_id: ["same", "same"])
 
 
 def test_the_bounds_of_a_plan():
@@ -336,6 +400,10 @@ def test_the_bounds_of_a_plan():
         check_plan(msgspec.structs.replace(plan, run_id="L-1"), 0.0)
     with pytest.raises(LoadTestError, match="part 3 of 2"):
         check_plan(msgspec.structs.replace(plan, part=3, parts=2), 0.0)
+    with pytest.raises(LoadTestError, match="part 0 of 0"):
+        check_plan(msgspec.structs.replace(plan, parts=0), 0.0)
+    with pytest.raises(LoadTestError, match="needs --start-at or --run-id"):
+        check_plan(msgspec.structs.replace(plan, part=1, parts=2), 0.0)
 
 
 def test_a_start_time_is_ahead_and_at_most_an_hour_ahead():

@@ -126,6 +126,9 @@ def check_plan(plan: Plan, now: float) -> None:
     if plan.workers * plan.parts > WORKERS_MAX:
         raise LoadTestError(f"{plan.workers} worker(s) x {plan.parts} part(s) is more than "
                             f"{WORKERS_MAX} workers in one run")
+    if plan.part and not (plan.run_id or plan.start_at):
+        raise LoadTestError("a part of a run needs --start-at or --run-id: every part must "
+                            "have the run's id")
     if plan.run_id and not RUN_ID_PATTERN.fullmatch(plan.run_id):
         raise LoadTestError(f"run id {plan.run_id!r}: 1 to 12 letters and digits")
     if plan.start_at:
@@ -173,10 +176,7 @@ def run_id_of(plan: Plan) -> str:
     """The run's id: given, or for a part the one its start time makes (the same on every
     host), else a new one; made to give every worker of the run its own terminals."""
     run_id = plan.run_id
-    if not run_id and plan.part:
-        if not plan.start_at:
-            raise LoadTestError("a part of a run needs --start-at or --run-id: every part "
-                                "must have the run's id")
+    if not run_id and plan.part:  # check_plan: a part has one or the other
         run_id = "L" + _base36(int(plan.start_at * 10))
     return with_distinct_terminals(run_id or new_run_id(), lambda candidate: [
         ref_prefix(candidate, index) for index in range(plan.workers * plan.parts)])
