@@ -165,10 +165,10 @@ def with_distinct_terminals(run_id: str, prefixes: Callable[[str], list[str]]) -
     prefixes `prefixes(run_id)` are all distinct: a clash would send two workers' STANs
     from one terminal, and the switch would answer 94. Deterministic: every part of a run
     makes the same choice from the same id."""
-    for suffix in ("", *BASE36):
-        tags = {terminal_tag(prefix) for prefix in prefixes(run_id + suffix)}
-        if len(tags) == len(prefixes(run_id + suffix)):
-            return run_id + suffix
+    for candidate in (run_id + suffix for suffix in ("", *BASE36)):
+        named = prefixes(candidate)
+        if len({terminal_tag(prefix) for prefix in named}) == len(named):
+            return candidate
     raise LoadTestError(f"run id {run_id!r}: its workers' terminals clash; choose another")
 
 
