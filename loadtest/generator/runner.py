@@ -114,7 +114,7 @@ def parts_line(plan: Plan) -> str:
                 f"{plan.rate:,.0f}/s, {plan.workers} of the run's {plan.workers * plan.parts} "
                 "workers")
     return (f"run {plan.run_id}: {plan.parts} parts merged, {plan.workers} worker(s) each "
-            "(worker figures below are per part)")
+            "(the workers below are each part's)")
 
 
 def check_plan(plan: Plan, now: float) -> None:
