@@ -272,6 +272,8 @@ async def _run_processes(plans: list[WorkerPlan], aggregator: Aggregator,
         await expect(results, "done", len(plans), budget_s, intervals)
         return start_wall
     finally:
+        for _, sender in pipes:
+            sender.close()  # a worker still waiting for its start hears the end, and exits
         join_workers(processes)
 
 
