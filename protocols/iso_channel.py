@@ -29,6 +29,7 @@ from protocols.codes import APPROVING, Code, Reason
 from protocols.framing import BINARY_2, HeaderFormat
 from protocols.iso8583 import Iso8583Error, get_codec
 from protocols.iso_envelope import NO_ENVELOPE, Envelope, EnvelopeError
+from protocols.iso_fallbacks import with_fallbacks
 from protocols.iso_mac import IsoMac, KeyLookup, MacKey
 from protocols.iso_session import (
     MasterKey,
@@ -147,12 +148,15 @@ class IsoChannel:
         if message["t"][1:3] in BATCH_KINDS:
             return self._batch(message)
         try:
-            basics = request_basics(self.name, message)
+            # Read with the fields the dialect rebuilds (F7, F18 of a UnionPay terminal);
+            # the answer echoes only what came.
+            read = with_fallbacks(self.codec.dialect, message)
+            basics = request_basics(self.name, read)
             number = batch_number(self.codec.dialect, message)
             if number:  # the terminal's batch: ACQUIRER:TERMINAL:BATCH
                 acquirer = institution(message.get("32", ""))
                 basics["batch"] = f"{acquirer}:{basics['terminal_id']}:{number}"
-            request = self.build(message, basics)
+            request = self.build(read, basics)
         except FieldError as error:
             if error.reason == Reason.ORIGINAL_ACQUIRER_DIFFERS:
                 return self._refuse(message, error.code, error.reason,

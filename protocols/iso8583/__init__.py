@@ -12,6 +12,8 @@ from .codec import Codec, Message, decode, encode, get_codec
 from .dialect import (
     Dialect,
     DialectError,
+    Fallback,
+    FallbackPart,
     FieldSpec,
     SubField,
     load_dialect,
@@ -24,6 +26,8 @@ __all__ = [
     "Codec",
     "Dialect",
     "DialectError",
+    "Fallback",
+    "FallbackPart",
     "FieldSpec",
     "Iso8583Error",
     "Message",

@@ -61,8 +61,10 @@ _FIELD_KEYS = {
     "pad_right",
     "desc",
 }
-_TOP_KEYS = {"name", "description", "mti_encoding", "bitmap_encoding", "fields", "subfields"}
+_TOP_KEYS = {"name", "description", "mti_encoding", "bitmap_encoding", "fields", "subfields",
+             "fallbacks"}
 _SUBFIELD_KEYS = {"name", "size", "desc"}
+_PART_KEYS = {"field", "at", "size"}
 
 
 class DialectError(ValueError):
@@ -104,6 +106,26 @@ class SubField:
 
 
 @dataclass(frozen=True, slots=True)
+class FallbackPart:
+    """One piece of a field rebuilt from others: `size` characters of field `source` from
+    character `at` (1-based), or the whole (fixed) field when the dialect file names no `at`."""
+
+    source: str  # field key
+    at: int  # 1-based
+    size: int  # characters (digits of a bcd field)
+    whole: bool  # the whole field: its value must be `size` characters
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """A field a terminal may leave out, and the parts of other fields read in its place."""
+
+    field: str  # its key
+    parts: tuple[FallbackPart, ...]
+    content: str  # the field's content type: what the joined parts must hold
+
+
+@dataclass(frozen=True, slots=True)
 class Dialect:
     name: str
     mti_encoding: str
@@ -113,6 +135,9 @@ class Dialect:
     # (field key, its sub-fields in order): data the codec does not need, read by the
     # channels and the toolbox through `subfield_values`.
     subfields: tuple[tuple[str, tuple[SubField, ...]], ...] = ()
+    # (field key, its parts in order): what a terminal of this dialect may leave out and
+    # where it is read instead (protocols/iso_fallbacks.py), e.g. F7 from F13 + F12.
+    fallbacks: tuple[Fallback, ...] = ()
 
     def field(self, number: int) -> FieldSpec | None:
         for spec in self.fields:
@@ -181,7 +206,8 @@ def dialect_from_dict(data: dict, origin: str = "<dict>") -> Dialect:
     if not isinstance(description, str):
         raise DialectError(f"{origin}: 'description' must be a string")
     subfields = _subfields(data.get("subfields", {}), {s.key for s in specs}, origin)
-    return Dialect(name, mti, bitmap, tuple(specs), description, subfields)
+    fallbacks = _fallbacks(data.get("fallbacks", {}), {s.key: s for s in specs}, origin)
+    return Dialect(name, mti, bitmap, tuple(specs), description, subfields, fallbacks)
 
 
 def _subfields(table: object, keys: set[str], origin: str
@@ -214,6 +240,58 @@ def _subfields(table: object, keys: set[str], origin: str
             raise DialectError(f"{where}: sub-field names repeat")
         out.append((key, tuple(subs)))
     return tuple(out)
+
+
+def _fallbacks(table: object, specs: dict[str, FieldSpec], origin: str
+               ) -> tuple[Fallback, ...]:
+    """[fallbacks]: field number -> list of {field, at, size}: parts of other fields that,
+    joined, make the field's whole fixed width."""
+    if not isinstance(table, dict):
+        raise DialectError(f"{origin}: [fallbacks] must be a table")
+    out = []
+    for key, parts in sorted(table.items(), key=lambda item: int(item[0])
+                             if item[0].isdigit() else 0):
+        where = f"{origin} fallback of {key}"
+        target = specs.get(key)
+        if target is None or target.kind != "fixed" or target.encoding == "binary":
+            raise DialectError(f"{where}: not a fixed text or bcd field of the dialect")
+        if not isinstance(parts, list) or not parts:
+            raise DialectError(f"{where}: a list of {{field, at, size}} tables is required")
+        made = tuple(_fallback_part(part, key, specs, where) for part in parts)
+        width = sum(part.size for part in made)
+        if width != target.max_len:
+            raise DialectError(f"{where}: the parts make {width} characters, the field is "
+                               f"{target.max_len}")
+        out.append(Fallback(key, made, target.content))
+    sources = {part.source for fallback in out for part in fallback.parts}
+    chained = sources & {fallback.field for fallback in out}
+    if chained:  # one step only: a field read instead is itself sent
+        raise DialectError(f"{origin} fallbacks: field {min(chained)} is read instead of "
+                           "another and has a fallback of its own")
+    return tuple(out)
+
+
+def _fallback_part(part: object, target: str, specs: dict[str, FieldSpec], where: str
+                   ) -> FallbackPart:
+    if not isinstance(part, dict):
+        raise DialectError(f"{where}: each part is a table")
+    _no_unknown_keys(part, _PART_KEYS, where)
+    number = part.get("field")
+    source = specs.get(str(number)) if type(number) is int else None
+    if source is None or source.key == target or source.encoding == "binary":
+        raise DialectError(f"{where}: 'field' must be another text or bcd field of the "
+                           f"dialect, not {number!r}")
+    if "at" not in part and "size" not in part:
+        if source.kind != "fixed":
+            raise DialectError(f"{where}: field {number} is variable: give 'at' and 'size'")
+        return FallbackPart(source.key, 1, source.max_len, True)
+    at, size = part.get("at"), part.get("size")
+    if type(at) is not int or type(size) is not int or at < 1 or size < 1:
+        raise DialectError(f"{where}: 'at' (1-based) and 'size' must be positive integers")
+    if at + size - 1 > source.max_len:
+        raise DialectError(f"{where}: characters {at}..{at + size - 1} are past field "
+                           f"{number}'s {source.max_len}")
+    return FallbackPart(source.key, at, size, False)
 
 
 def _field_from_dict(key: str, table: object, where: str) -> FieldSpec:
