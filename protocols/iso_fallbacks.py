@@ -20,36 +20,61 @@ from protocols.iso8583 import Dialect, Fallback
 from protocols.iso8583.dialect import CONTENT_CHARS
 
 
+class FallbackError(FieldError):
+    """A field that cannot be read from its sources: answered 30 with `reason`."""
+
+    def __init__(self, fallback: Fallback, source: str, reason: str) -> None:
+        super().__init__(Code.FORMAT_ERROR, reason)
+        self.field = fallback.field  # the field read instead (7, 18)
+        self.source = source  # the source at fault (12, 42)
+        self.sources = sources_words(fallback)  # "F13 + F12"
+
+
 def with_fallbacks(dialect: Dialect, message: Mapping[str, Any]) -> Mapping[str, Any]:
     """The message as the switch reads it: every absent field the dialect can rebuild, added.
 
     The message itself when nothing is added, else a copy (the answer echoes only what
     came). A field stays absent when none of its sources is there either: what needs it
-    says so (`field_7_missing`, `mcc_missing`). FieldError (30) when only some of them are
-    there (`field_12_missing`), or they do not make a value of the field's kind
+    says so (`field_7_missing`, `mcc_missing`). FallbackError (30) when only some of them
+    are there (`field_12_missing`), or they do not make a value of the field's kind
     (`format:field_42`: no four digits where the MCC is).
     """
-    filled = message
+    filled, errors = fill(dialect, message)
+    if errors:
+        raise errors[0]
+    return filled
+
+
+def fill(dialect: Dialect, message: Mapping[str, Any]
+         ) -> tuple[Mapping[str, Any], list[FallbackError]]:
+    """`with_fallbacks` that carries on past a field it cannot rebuild (left absent): the
+    message as far as it can be read, and each error (`switch iso validate`, the kit)."""
+    filled, errors = message, []
     for fallback in dialect.fallbacks:
         if message.get(fallback.field, "") != "":
             continue
-        value = rebuilt(fallback, message)
+        try:
+            value = rebuilt(fallback, message)
+        except FallbackError as error:
+            errors.append(error)
+            continue
         if value:
             if filled is message:
                 filled = dict(message)
             filled[fallback.field] = value
-    return filled
+    return filled, errors
 
 
 def rebuilt(fallback: Fallback, message: Mapping[str, Any]) -> str:
-    """The field made of its sources; "" when none is there; FieldError when it cannot be."""
+    """The field made of its sources; "" when none is there; FallbackError when it cannot
+    be made."""
     sources = [part.source for part in fallback.parts]
     given = [message.get(source, "") != "" for source in sources]
     if not any(given):
         return ""
     if not all(given):
         absent = sources[given.index(False)]
-        raise FieldError(Code.FORMAT_ERROR, Reason.FIELD_MISSING.format(field=absent))
+        raise FallbackError(fallback, absent, Reason.FIELD_MISSING.format(field=absent))
     allowed = CONTENT_CHARS[fallback.content] or ""
     out = []
     for part in fallback.parts:
@@ -57,8 +82,8 @@ def rebuilt(fallback: Fallback, message: Mapping[str, Any]) -> str:
         text = value[part.at - 1:part.at - 1 + part.size]
         fits = not part.whole or len(value) == part.size
         if not fits or len(text) != part.size or any(c not in allowed for c in text):
-            raise FieldError(Code.FORMAT_ERROR,
-                             Reason.FORMAT.format(detail=f"field_{part.source}"))
+            raise FallbackError(fallback, part.source,
+                                Reason.FORMAT.format(detail=f"field_{part.source}"))
         out.append(text)
     return "".join(out)
 
@@ -66,15 +91,15 @@ def rebuilt(fallback: Fallback, message: Mapping[str, Any]) -> str:
 def read_instead(dialect: Dialect, message: Mapping[str, Any]) -> dict[str, str]:
     """Which absent fields the switch reads from others in this message, for people:
     {"7": "F13 + F12", "18": "F42 characters 8-11"} (whether or not they make a value)."""
-    out = {}
-    for fallback in dialect.fallbacks:
-        if message.get(fallback.field, "") == "" and any(
-                message.get(part.source, "") != "" for part in fallback.parts):
-            out[fallback.field] = " + ".join(
-                f"F{part.source}" if part.whole else
-                f"F{part.source} characters {part.at}-{part.at + part.size - 1}"
-                for part in fallback.parts)
-    return out
+    return {fallback.field: sources_words(fallback) for fallback in dialect.fallbacks
+            if message.get(fallback.field, "") == "" and any(
+                message.get(part.source, "") != "" for part in fallback.parts)}
+
+
+def sources_words(fallback: Fallback) -> str:
+    return " + ".join(f"F{part.source}" if part.whole else
+                      f"F{part.source} characters {part.at}-{part.at + part.size - 1}"
+                      for part in fallback.parts)
 
 
 def left_out(dialect: Dialect, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,7 +113,7 @@ def left_out(dialect: Dialect, fields: Mapping[str, Any]) -> dict[str, Any]:
         without = {key: value for key, value in out.items() if key != fallback.field}
         try:
             same = rebuilt(fallback, without) == sent
-        except FieldError:
+        except FallbackError:
             same = False
         if same:
             out = without

@@ -9,7 +9,7 @@ any answer it would give at once (30, 12, 34, A0, ...) is one more problem.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import msgspec
 
@@ -26,6 +26,7 @@ from protocols.iso_channel import (
     required_fields,
 )
 from protocols.iso_envelope import EnvelopeError
+from protocols.iso_fallbacks import FallbackError, fill, read_instead, sources_words
 from protocols.iso_mac import AnyTerminal, MacKey, as_key, mac_field
 from protocols.iso_session import SessionAction, network_code, session_action
 from protocols.iso_tools.parsing import Problem, unwrap
@@ -52,6 +53,8 @@ class Validation(msgspec.Struct):
     message_class: str = ""  # auth, sale, ... ("" when the MTI or F3 is not taken)
     problems: list[Problem] = []
     request: AuthRequest | None = None  # what the switch would decide on, when no problem
+    # Absent fields the switch reads from others, and from which: {"7": "F13 + F12"}.
+    read_instead: dict[str, str] = {}
 
     @property
     def ok(self) -> bool:
@@ -86,6 +89,7 @@ def validate(data: bytes, channel: str = "pos", dialect: str | Codec = "iso87asc
                                     spec.desc if spec else ""))
         return out
     out.message_class, out.problems = requirements(codec, message)
+    out.read_instead = read_instead(codec.dialect, message)
     if out.message_class in SESSION_CLASSES.values():
         return out  # decided with the terminal's master key: 00 with F62, or 58
     unsigned = must_be_signed(message) and server.mac.given(message) is None
@@ -117,37 +121,56 @@ def answered(code: str, reason: str) -> Problem:
 
 
 def requirements(codec: Codec, message: dict) -> tuple[str, list[Problem]]:
-    """The message class, and a problem for each field the class needs that is missing."""
+    """The message class, and a problem for each field the class needs that is missing
+    (one the dialect reads from others counts when they are there: F7 from F13 + F12 on
+    unionpay; when they are there only in part, the part at fault is the problem)."""
+    read, errors = fill(codec.dialect, message)
+    problems = [fallback_problem(codec, error) for error in errors]
+    unreadable = {error.field for error in errors}
     kind = message["t"][1:3]
     if kind == "80":
         action = session_action(message)
-        problems = missing(codec, message, SESSION_REQUIRED if action else NETWORK_REQUIRED)
+        problems += missing(codec, read, SESSION_REQUIRED if action else NETWORK_REQUIRED,
+                            unreadable)
         if not network_code(message):
             problems.append(Problem("70", None, Reason.FIELD_MISSING.format(field=70),
                                     "network code (F70, or F60.3)"))
         return (SESSION_CLASSES[action] if action else NETWORK_CLASS), problems
     if kind in BATCH_REQUIRED:
         name = SETTLEMENT_CLASS if kind == SETTLEMENT_KIND else UPLOAD_CLASS
-        return name, missing(codec, message, BATCH_REQUIRED[kind])
+        return name, problems + missing(codec, read, BATCH_REQUIRED[kind], unreadable)
     try:
         message_class = request_class(message)
     except FieldError:  # not taken: the channel's answer says
-        return "", []
-    problems = []
+        return "", problems
     try:
         card_of(message)
     except FieldError as error:
         problems.append(Problem("2", None, error.reason, "PAN, or track 2 in F35"))
-    problems += missing(codec, message, required_fields(message_class, message))
+    problems += missing(codec, read, required_fields(message_class, read), unreadable)
     return message_class.value, problems
 
 
-def missing(codec: Codec, message: dict, fields) -> list[Problem]:
-    """A problem for each of `fields` the message lacks."""
+def fallback_problem(codec: Codec, error: FallbackError) -> Problem:
+    """F12 or F42 at fault where the switch reads an absent F7 or F18 from it."""
+    spec = codec.dialect.field(int(error.source))
+    name = f"{spec.desc}; " if spec else ""
+    return Problem(error.source, None, error.reason,
+                   f"{name}the absent F{error.field} is read from {error.sources}")
+
+
+def missing(codec: Codec, message: Mapping, fields, unreadable: set[str] = frozenset()
+            ) -> list[Problem]:
+    """A problem for each of `fields` the message lacks (but those it has sources of that
+    are already a problem: `unreadable`)."""
+    instead = {fallback.field: sources_words(fallback) for fallback in codec.dialect.fallbacks}
     problems = []
     for field in fields:
-        if message.get(field, "") == "":
+        if message.get(field, "") == "" and field not in unreadable:
             spec = codec.dialect.field(int(field))
+            name = spec.desc if spec else ""
+            if field in instead:
+                name += f"; or {instead[field]}"
             problems.append(Problem(field, None, Reason.FIELD_MISSING.format(field=field),
-                                    spec.desc if spec else ""))
+                                    name))
     return problems
