@@ -213,20 +213,12 @@ def dialect_from_dict(data: dict, origin: str = "<dict>") -> Dialect:
 def _subfields(table: object, keys: set[str], origin: str
                ) -> tuple[tuple[str, tuple[SubField, ...]], ...]:
     """[subfields]: field number -> list of {name, size, desc}, checked like fields."""
-    if not isinstance(table, dict):
-        raise DialectError(f"{origin}: [subfields] must be a table")
     out = []
-    for key, layout in sorted(table.items(), key=lambda item: int(item[0])
-                              if item[0].isdigit() else 0):
-        where = f"{origin} subfields of {key}"
+    for key, layout, where in _lists_by_field(table, "subfields", "{name, size}", origin):
         if key not in keys:
             raise DialectError(f"{where}: not a field of the dialect")
-        if not isinstance(layout, list) or not layout:
-            raise DialectError(f"{where}: a list of {{name, size}} tables is required")
         subs = []
         for entry in layout:
-            if not isinstance(entry, dict):
-                raise DialectError(f"{where}: each sub-field is a table")
             _no_unknown_keys(entry, _SUBFIELD_KEYS, where)
             name, size, desc = entry.get("name"), entry.get("size"), entry.get("desc", "")
             if not isinstance(name, str) or not name.isidentifier():
@@ -246,17 +238,11 @@ def _fallbacks(table: object, specs: dict[str, FieldSpec], origin: str
                ) -> tuple[Fallback, ...]:
     """[fallbacks]: field number -> list of {field, at, size}: parts of other fields that,
     joined, make the field's whole fixed width."""
-    if not isinstance(table, dict):
-        raise DialectError(f"{origin}: [fallbacks] must be a table")
     out = []
-    for key, parts in sorted(table.items(), key=lambda item: int(item[0])
-                             if item[0].isdigit() else 0):
-        where = f"{origin} fallback of {key}"
+    for key, parts, where in _lists_by_field(table, "fallbacks", "{field, at, size}", origin):
         target = specs.get(key)
         if target is None or target.kind != "fixed" or target.encoding == "binary":
             raise DialectError(f"{where}: not a fixed text or bcd field of the dialect")
-        if not isinstance(parts, list) or not parts:
-            raise DialectError(f"{where}: a list of {{field, at, size}} tables is required")
         made = tuple(_fallback_part(part, key, specs, where) for part in parts)
         width = sum(part.size for part in made)
         if width != target.max_len:
@@ -271,10 +257,25 @@ def _fallbacks(table: object, specs: dict[str, FieldSpec], origin: str
     return tuple(out)
 
 
-def _fallback_part(part: object, target: str, specs: dict[str, FieldSpec], where: str
+def _lists_by_field(table: object, section: str, keys: str, origin: str
+                    ) -> list[tuple[str, list[dict], str]]:
+    """(field key, its list of tables, where) of a [section] table, in field order; each
+    value checked to be a non-empty list of tables."""
+    if not isinstance(table, dict):
+        raise DialectError(f"{origin}: [{section}] must be a table")
+    out = []
+    for key, entries in sorted(table.items(), key=lambda item: int(item[0])
+                               if item[0].isdigit() else 0):
+        where = f"{origin} {section} of {key}"
+        if not isinstance(entries, list) or not entries or not all(
+                isinstance(entry, dict) for entry in entries):
+            raise DialectError(f"{where}: a list of {keys} tables is required")
+        out.append((key, entries, where))
+    return out
+
+
+def _fallback_part(part: dict, target: str, specs: dict[str, FieldSpec], where: str
                    ) -> FallbackPart:
-    if not isinstance(part, dict):
-        raise DialectError(f"{where}: each part is a table")
     _no_unknown_keys(part, _PART_KEYS, where)
     number = part.get("field")
     source = specs.get(str(number)) if type(number) is int else None
