@@ -111,6 +111,10 @@ class IsoChannel:
         self.envelope = envelope
         self.keys = keys
         self.mac = IsoMac(self.codec)
+        # A sign-on's keys go in F62 as hex text (iso87), or as raw bytes where the dialect
+        # carries F62 binary (unionpay).
+        f62 = self.codec.dialect.field(62)
+        self.f62_binary = f62 is not None and f62.encoding == "binary"
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -235,7 +239,8 @@ class IsoChannel:
     def session_answer(self, change: SessionChange, code: str, reason: str = "",
                        f62: str = "") -> bytes:
         """The 0810 of a sign-on, sign-off or key change, F62 the keys of a new session."""
-        return self.answer(change.message, code, reason, extra={"62": f62} if f62 else None)
+        value = bytes.fromhex(f62) if self.f62_binary else f62
+        return self.answer(change.message, code, reason, extra={"62": value} if f62 else None)
 
     def answer(self, request: Mapping[str, Any], code: str, reason: str = "",
                response: AuthResponse | None = None,

@@ -26,6 +26,8 @@ from protocols.conformance.iso_rules import IsoRules
 from protocols.conformance.jd_rules import JdRules
 from protocols.conformance.session import Exchange, Rules, Session
 from protocols.conformance.wechat_rules import WechatRules
+from protocols.iso8583 import DialectError, get_codec
+from protocols.iso_presets import PRESETS
 from protocols.iso_session import SessionChange
 from protocols.messages import AuthResponse
 from switch import launch, limits
@@ -38,6 +40,7 @@ from switch.redis_runner import DEFAULT_APPENDFSYNC
 from switch.server import check_channels
 
 EXIT_FAILED = 1  # the run ended with a required flow not passed
+ISO_CHANNELS = ("pos", "xpay")
 
 
 class Kit:
@@ -127,7 +130,8 @@ def rules_for(channel: str, config: Config) -> Rules:
         return WechatRules({mch_id: merchant.key.encode()
                             for mch_id, merchant in config.wechat.merchants.items()})
     settings = getattr(config, channel)
-    return IsoRules(channel, settings.dialect, mac_off=settings.mac == "off")
+    return IsoRules(channel, settings.dialect, mac_off=settings.mac == "off",
+                    envelope=settings.envelope)
 
 
 async def conform(config: Config, redis_url: str, args: argparse.Namespace,
@@ -169,7 +173,7 @@ def cmd_conform(args: argparse.Namespace) -> int:
             write_cards(args.cards_out, cards)
 
         def ready(port: int) -> None:
-            say(banner(args, config.listeners[args.channel].host, port, note, cards))
+            say(banner(args, config, config.listeners[args.channel].host, port, note, cards))
 
         report = run(conform(config, url, args, ready))
     finally:
@@ -191,6 +195,14 @@ def configure(args: argparse.Namespace) -> Config:
     address = args.listen or f"127.0.0.1:{DEFAULT_PORTS[args.channel]}"
     config.listeners = dict([parse_listen(f"{args.channel}={address}")])
     config.admin.listen = ""
+    if args.dialect:
+        if args.channel not in ISO_CHANNELS:
+            raise UserError(f"--dialect is for an ISO 8583 channel ({', '.join(ISO_CHANNELS)})")
+        try:
+            getattr(config, args.channel).use_dialect(args.dialect)
+            get_codec(getattr(config, args.channel).dialect)
+        except DialectError as error:
+            raise UserError(f"--dialect: {error}") from None
     check_channels(config, CODECS)
     if args.duration is not None and args.duration <= 0:
         raise UserError("--duration: a number of seconds above 0")
@@ -204,12 +216,15 @@ def write_cards(path: Path, cards: list[DemoCardNow]) -> None:
                             for i, c in enumerate(cards, start=1)))
 
 
-def banner(args: argparse.Namespace, host: str, port: int, redis_note: str,
+def banner(args: argparse.Namespace, config: Config, host: str, port: int, redis_note: str,
            cards: list[DemoCardNow]) -> str:
     flows = ", ".join(flow.title for flow in REQUIRED[args.channel])
     ending = ("when every required flow has passed" if args.until_complete else
               f"after {args.duration:g} s" if args.duration else "on Ctrl-C")
-    lines = [f"conformance kit: {args.channel} listening on {host}:{port}",
+    settings = getattr(config, args.channel, None) if args.channel in ISO_CHANNELS else None
+    wire = (f" ({settings.dialect}, header {settings.header}, envelope {settings.envelope})"
+            if settings else "")
+    lines = [f"conformance kit: {args.channel} listening on {host}:{port}{wire}",
              f"  Redis   {redis_note}",
              f"  required flows: {flows}",
              f"  the report comes {ending}"
@@ -243,4 +258,8 @@ def add_commands(command) -> None:
                              "stopped with the kit)")
     conform_cmd.add_argument("--config", type=Path, help="switch config file (TOML): the "
                              "channel's keys, dialect, header, limits")
+    conform_cmd.add_argument("--dialect", metavar="NAME|FILE",
+                             help="pos, xpay: the listener's dialect, or a preset "
+                             f"({', '.join(PRESETS)}: dialect, length header, TPDU and message "
+                             "header), over the config's")
     conform_cmd.epilog = "Exit code: 0 when every required flow passed, 1 when not, 2 on an error."

@@ -11,6 +11,10 @@ numbers its money with its batch (F60.2), and ends by settling the batch (0500) 
 totals of what was approved, uploading it (0320) should the switch answer 95
 (--first-totals-off 1 makes it so). It prints each step's answer codes;
 pos_terminal_misbehaving.py is the same terminal at fault.
+
+With `--dialect unionpay-pos` (on a kit started with the same `--dialect`) it is a real
+UnionPay terminal: TPDU and message header, BCD, and no F7 or F18 (the switch reads the
+transmission time from F13 + F12 and the MCC from the merchant id in F42).
 """
 
 from __future__ import annotations
@@ -29,11 +33,16 @@ from protocols.batch import AFTER_UPLOAD_CODE, SETTLE_CODE, BatchTotals
 from protocols.demo import DEMO_ACQUIRER, DEMO_POS_MAC, DEMO_POS_TERMINAL
 from protocols.framing import HEADER_FORMATS
 from protocols.iso_client import IsoClient, correlation_id, request_message
+from protocols.iso_envelope import ENVELOPES
+from protocols.iso_fallbacks import fill, left_out
 from protocols.iso_mac import MacAlgorithm, MacKey
+from protocols.iso_presets import preset
 from protocols.iso_session import SessionAction, keys_of_f62, network_f60, network_request
 from protocols.messages import AuthRequest, MessageClass
 
 MCC_SUPERMARKET = "5411"
+# F42, a UnionPay merchant id: acquirer 898, area 3100, MCC 5411 (a supermarket), serial 0001.
+MERCHANT = "898310054110001"
 # F60.1, the message type code of UnionPay terminals, before the batch number (F60.2).
 MESSAGE_TYPES = {MessageClass.SALE: "22", MessageClass.AUTH: "10", MessageClass.CAPTURE: "20",
                  MessageClass.REFUND: "25", MessageClass.REVERSAL: "22",
@@ -48,23 +57,28 @@ class Terminal:
         self.wire = wire
         self.args = args
         self.master = MacKey.parse(*DEMO_POS_MAC)
-        self.client = IsoClient(args.dialect, self.master)  # until the sign-on
+        self.client = self.client_with(self.master)  # until the sign-on
         # STANs a run earlier today has not used: from ten times the second of the day.
         self.stans = itertools.count(int(time.time()) % 86_400 * 10 + 1)
         self.batch = f"{int(time.time()) % 1_000_000:06d}"  # a batch of its own
         self.approved: dict[str, dict[str, Any]] = {}  # STAN -> what the batch counts
 
+    def client_with(self, key: MacKey) -> IsoClient:
+        return IsoClient(self.args.dialect, key, ENVELOPES[self.args.envelope])
+
     async def sign_on(self) -> str:
         """0800 (MAC'd under the master key), then the session MAK of F62; the answer code."""
+        stamp = now_stamp()
         fields = network_request(SessionAction.SIGN_ON, stan=f"{next(self.stans):06d}",
-                                 transmitted=utc_now().strftime("%m%d%H%M%S"),
-                                 acquirer=DEMO_ACQUIRER, terminal=DEMO_POS_TERMINAL)
+                                 transmitted=stamp["7"], acquirer=DEMO_ACQUIRER,
+                                 terminal=DEMO_POS_TERMINAL) | stamp
         fields["60"] = network_f60(SessionAction.SIGN_ON, self.batch)
         [body] = await self.wire.exchange(self.encode(fields))
         answer = self.client.decode(body)
         if answer.get("39") == "00" and answer.get("62"):
-            keys = keys_of_f62(self.master.key, answer["62"])
-            self.client = IsoClient(self.args.dialect, MacKey(MacAlgorithm.X9_19, keys.mak))
+            f62 = answer["62"]  # hex text, or bytes on a dialect with a binary F62 (unionpay)
+            keys = keys_of_f62(self.master.key, f62.hex() if isinstance(f62, bytes) else f62)
+            self.client = self.client_with(MacKey(MacAlgorithm.X9_19, keys.mak))
         return answer.get("39", "?")
 
     def fields(self, kind: MessageClass, amount_fen: int = 0, original: str = "",
@@ -73,9 +87,10 @@ class Terminal:
         request = AuthRequest(message_class=kind, channel="pos", card=self.args.pan,
                               amount_fen=amount_fen, mcc=MCC_SUPERMARKET
                               if kind in (MessageClass.SALE, MessageClass.AUTH) else "",
-                              expiry=self.args.expiry if kind is MessageClass.INQUIRY else "")
+                              expiry=self.args.expiry if kind is MessageClass.INQUIRY else "",
+                              merchant_id=MERCHANT)
         fields = request_message(request, stan=f"{next(self.stans):06d}",
-                                 transmitted=utc_now().strftime("%m%d%H%M%S"),
+                                 transmitted=now_stamp()["7"],
                                  terminal=DEMO_POS_TERMINAL, acquirer=DEMO_ACQUIRER,
                                  original=original)
         if kind is MessageClass.AUTH:
@@ -83,15 +98,23 @@ class Terminal:
         fields["60"] = MESSAGE_TYPES[kind] + self.batch
         return fields | changes
 
-    def encode(self, fields: dict[str, Any]) -> bytes:
-        return self.client.encode(fields)
+    def encode(self, fields: dict[str, Any], key: MacKey | None = None) -> bytes:
+        """The request as sent, MAC'd under `key` (default: the current one): without the
+        fields the switch reads from others on this dialect (F7, F18 on unionpay)."""
+        sent = left_out(self.client.codec.dialect, fields)
+        return self.client.front + self.client.mac.encode(sent, key or self.client.key)
+
+    def named(self, message: dict[str, Any]) -> tuple[str, str]:
+        """STAN and transmission time (F7, else F13 + F12 where the dialect reads it so)."""
+        read, _ = fill(self.client.codec.dialect, message)  # an F42 without an MCC aside
+        return read.get("11", ""), read.get("7", "")
 
     async def send(self, *messages: dict[str, Any]) -> list[str]:
         """The messages in one write; each one's answer code, in the order sent."""
         answers = [self.client.decode(body) for body in await self.wire.exchange(
             *(self.encode(fields) for fields in messages))]
-        by_id = {(a.get("11"), a.get("7")): a.get("39", "") for a in answers}
-        codes = [by_id.get((m.get("11"), m.get("7")), "?") for m in messages]
+        by_id = {self.named(a): a.get("39", "") for a in answers}
+        codes = [by_id.get(self.named(m), "?") for m in messages]
         for fields, code in zip(messages, codes, strict=True):
             self.book(fields, code)
         return codes
@@ -113,9 +136,10 @@ class Terminal:
 
     def settlement(self, totals: BatchTotals, code: str = SETTLE_CODE) -> dict[str, Any]:
         """0500: F48 the totals, a reconciliation digit and 31 zeros (no foreign cards)."""
-        return {"t": "0500", "7": utc_now().strftime("%m%d%H%M%S"),
-                "11": f"{next(self.stans):06d}", "32": DEMO_ACQUIRER, "41": DEMO_POS_TERMINAL,
-                "48": totals.wire() + "0" * 32, "60": f"00{self.batch}{code}"}
+        return now_stamp() | {
+            "t": "0500", "11": f"{next(self.stans):06d}", "32": DEMO_ACQUIRER,
+            "41": DEMO_POS_TERMINAL, "48": totals.wire() + "0" * 32,
+            "60": f"00{self.batch}{code}"}
 
     def upload(self, fields: dict[str, Any]) -> dict[str, Any]:
         """0320: one approved transaction of the batch (its F2, F3, F4 and STAN)."""
@@ -134,6 +158,12 @@ class Terminal:
         for fields in list(self.approved.values()):
             codes += await self.send(self.upload(fields))
         return codes + await self.send(self.settlement(self.totals(), AFTER_UPLOAD_CODE))
+
+
+def now_stamp() -> dict[str, str]:
+    """F7 (transmission time, MMDDhhmmss) and F13 + F12 (date MMDD, time hhmmss) of now."""
+    f7 = utc_now().strftime("%m%d%H%M%S")
+    return {"7": f7, "12": f7[4:], "13": f7[:4]}
 
 
 def ident(fields: dict[str, Any]) -> str:
@@ -168,12 +198,18 @@ async def well_behaved(terminal: Terminal) -> None:
 
 def arguments(description: str) -> argparse.Namespace:
     parser = wire.arguments(description, port=8583)
-    parser.add_argument("--header", default="binary2", choices=sorted(HEADER_FORMATS))
-    parser.add_argument("--dialect", default="iso87ascii")
+    parser.add_argument("--header", choices=sorted(HEADER_FORMATS),
+                        help="the length header (default: the preset's, else binary2)")
+    parser.add_argument("--dialect", default="iso87ascii",
+                        help="the listener's dialect, or a preset such as unionpay-pos")
     parser.add_argument("--first-totals-off", type=int, default=0, metavar="FEN",
                         help="settle first with the debit amount off by FEN: the switch "
                         "answers 95 and the terminal uploads its batch")
-    return parser.parse_args()
+    args = parser.parse_args()
+    chosen = preset(args.dialect)  # a preset sets the header and envelope too
+    args.dialect, args.envelope = chosen.dialect, chosen.envelope or "none"
+    args.header = args.header or chosen.header or "binary2"
+    return args
 
 
 async def play(args: argparse.Namespace, script) -> int:

@@ -8,7 +8,11 @@
 - the pre-authorization leaves out F22, the POS entry mode;
 - the reversal names an original it never sent (F90);
 - the repeat changes the amount under the same STAN and F7;
-- the refund's amount starts with a space (F4 is n12: digits only);
+- the refund's amount starts with a space (F4 is n12: digits only; a non-digit nibble on
+  the BCD unionpay dialect);
+- a purchase without F18 whose merchant id (F42) has letters where the MCC goes (on
+  unionpay, where the switch reads the MCC there: 30 format:field_42; elsewhere the F18
+  it lacks);
 - the batch settles with totals one fen off (95), and is never uploaded.
 
     python examples/conformance/pos_terminal_misbehaving.py --port 8583 --pan PAN --expiry YYMM
@@ -28,7 +32,10 @@ from protocols.iso_mac import MacKey
 from protocols.messages import MessageClass
 
 ANOTHER_KEY = MacKey.parse("x9.19", "FEDCBA98765432100123456789ABCDEF")
-AMOUNT_PLACEHOLDER = "999999999999"  # replaced in the bytes by an amount with a space
+AMOUNT_PLACEHOLDER = "999999999999"  # replaced in the bytes by an amount that is not digits
+# F4 as sent: 20.00 yuan with a leading space (ASCII), or a nibble A first (BCD).
+BAD_AMOUNT = {"ascii": b" 00000002000", "bcd": bytes.fromhex("A00000002000")}
+MERCHANT_WITHOUT_MCC = "8983100SHOP0001"  # F42 with letters in characters 8-11
 
 
 async def misbehaving(terminal: Terminal) -> None:
@@ -37,12 +44,13 @@ async def misbehaving(terminal: Terminal) -> None:
     master = terminal.client
     report("sign-on", [await terminal.sign_on()])
     report("purchase under the master key", [master.decode(body).get("39") for body in
-                                             await terminal.wire.exchange(master.encode(
-                                                 terminal.fields(MessageClass.SALE, 1_100)))])
+                                             await terminal.wire.exchange(terminal.encode(
+                                                 terminal.fields(MessageClass.SALE, 1_100),
+                                                 master.key))])
     sale = terminal.fields(MessageClass.SALE, 12_800)
     report("sale, signed with another key", [
         terminal.client.decode(body).get("39")
-        for body in await terminal.wire.exchange(signed_with(terminal, sale, ANOTHER_KEY))])
+        for body in await terminal.wire.exchange(terminal.encode(sale, ANOTHER_KEY))])
     auth = terminal.fields(MessageClass.AUTH, 10_000)
     del auth["22"]
     report("pre-authorization without F22", await terminal.send(auth))
@@ -56,25 +64,29 @@ async def misbehaving(terminal: Terminal) -> None:
     report("purchase, then its repeat with another amount", await terminal.send(first) +
            await terminal.send(first | {"4": f"{3_100:012d}"}))
     refund = terminal.fields(MessageClass.REFUND, 2_000, original=ident(late))
-    report("refund, amount with a leading space", [
+    report("refund, amount not digits", [
         terminal.client.decode(body).get("39") for body in
-        await terminal.wire.exchange(with_amount(terminal, refund, " 00000002000"))])
+        await terminal.wire.exchange(with_bad_amount(terminal, refund))])
+    no_mcc = terminal.fields(MessageClass.SALE, 1_200, **{"42": MERCHANT_WITHOUT_MCC})
+    del no_mcc["18"]
+    report("purchase, no MCC in F42", await terminal.send(no_mcc))
     report("balance inquiry", await terminal.send(terminal.fields(MessageClass.INQUIRY)))
     debit_count, debit_fen, credit_count, credit_fen = terminal.totals()
     report("batch settlement, one fen off", await terminal.send(terminal.settlement(
         BatchTotals(debit_count, debit_fen + 1, credit_count, credit_fen))))
 
 
-def signed_with(terminal: Terminal, fields: dict[str, Any], key: MacKey) -> bytes:
-    return terminal.client.mac.encode(fields, key)
-
-
-def with_amount(terminal: Terminal, fields: dict[str, Any], amount: str) -> bytes:
-    """The message with F4 as written (the codec would refuse it), MAC'd over those bytes."""
-    body = terminal.encode(fields | {"4": AMOUNT_PLACEHOLDER})
-    body = body.replace(AMOUNT_PLACEHOLDER.encode(), amount.encode(), 1)
-    mac = terminal.client.key.mac(body[:-16]).hex().upper().encode()
-    return body[:-16] + mac
+def with_bad_amount(terminal: Terminal, fields: dict[str, Any]) -> bytes:
+    """The message with F4 not digits (the codec would refuse it), MAC'd over its bytes."""
+    client = terminal.client
+    bcd = client.codec.dialect.field(4).encoding == "bcd"
+    placeholder = bytes.fromhex(AMOUNT_PLACEHOLDER) if bcd else AMOUNT_PLACEHOLDER.encode()
+    body = terminal.encode(fields | {"4": AMOUNT_PLACEHOLDER})[len(client.front):]
+    body = body.replace(placeholder, BAD_AMOUNT["bcd" if bcd else "ascii"], 1)
+    width = 8 if client.binary_mac else 16
+    mac = client.key.mac(body[:-width])
+    return client.front + body[:-width] + (mac if client.binary_mac else
+                                           mac.hex().upper().encode())
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ message (F22, F25, F49), and the values: entry mode, condition code, currency, t
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from protocols.batch import AFTER_UPLOAD_CODE, batch_number
@@ -33,6 +34,8 @@ from protocols.conformance.session import (
 )
 from protocols.iso8583 import Codec, Iso8583Error, get_codec
 from protocols.iso_channel import card_of, id_kind, institution, request_class, request_mti
+from protocols.iso_envelope import ENVELOPES, EnvelopeError
+from protocols.iso_fallbacks import fill
 from protocols.iso_mac import mac_field
 from protocols.iso_session import SessionAction, network_code, session_action
 from protocols.iso_tools.checking import SETTLEMENT_CLASS, UPLOAD_CLASS, validate
@@ -83,20 +86,25 @@ class IsoRules:
     """The reading of one listener's requests: its channel (pos, xpay) and dialect."""
 
     def __init__(self, channel: str = "pos", dialect: str | Codec = "iso87ascii",
-                 mac_off: bool = False) -> None:
+                 mac_off: bool = False, envelope: str = "none") -> None:
+        """`envelope`: what comes before the MTI (protocols/iso_envelope.py ENVELOPES)."""
         self.channel = channel
         self.codec = dialect if isinstance(dialect, Codec) else get_codec(dialect)
         self.mac_off = mac_off
+        self.envelope = ENVELOPES[envelope]
         self.profile = PROFILES[channel]
         self.sends_acquirer: dict[str, tuple[bool, str]] = {}  # F41 -> (sends F32, label)
         self.sessions: set[str] = set()  # ACQUIRER:TERMINAL signed on (0810 00)
         self.uploaded: set[str] = set()  # ACQUIRER:TERMINAL:BATCH with a 0320 seen
 
     def read(self, body: bytes, now: datetime.datetime) -> Reading:
-        validation = validate(body, self.channel, self.codec, mac_off=self.mac_off)
+        validation = validate(body, self.channel, self.codec, mac_off=self.mac_off,
+                              envelope=self.envelope.name)
         findings = [problem_finding(problem) for problem in validation.problems]
         try:
-            message = self.codec.decode(body)
+            message = self.codec.decode(self.envelope.split(body)[1])
+        except EnvelopeError:  # named by the validation
+            return Reading(UNKNOWN, "message without its TPDU or header", findings)
         except Iso8583Error as error:  # what was read before the defect may say its kind
             return self._partly(error.decoded, findings)
         mti = message["t"]
@@ -111,7 +119,11 @@ class IsoRules:
             return Reading(UNKNOWN, f"{mti} not taken", findings)
         else:
             kind = MessageClass(validation.message_class)
-            reading = identify(message, kind, findings)
+            # Named as the switch names it: F7 from F13 + F12 where the dialect reads it so
+            # (the validation named any source at fault); a repeat carries what came.
+            read, _ = fill(self.codec.dialect, message)
+            reading = identify(read, kind, findings)
+            reading.content = content_of(message)
             self._profile(message, kind, reading, now)
         self._session(message, reading)
         return reading
@@ -152,7 +164,7 @@ class IsoRules:
 
     def answer(self, body: bytes) -> Answered:
         try:
-            message = self.codec.decode(body)
+            message = self.codec.decode(body[self.envelope.size_bytes:])
         except Iso8583Error as error:
             return Answered("", f"answer undecodable: {error}", {})
         reason = message.get("44", "")
@@ -175,8 +187,12 @@ class IsoRules:
                  now: datetime.datetime) -> None:
         findings = reading.findings
         named = {finding.field.split()[0] for finding in findings}
+        # A field the dialect reads from others (F18 from F42 on unionpay) is there when
+        # they are; when they are at fault, the validation named them.
+        read, errors = fill(self.codec.dialect, message)
+        named |= {f"F{error.field}" for error in errors}
         for number in PROFILE[kind]:
-            if message.get(number, "") == "" and f"F{number}" not in named:
+            if read.get(number, "") == "" and f"F{number}" not in named:
                 findings.append(field_finding(self.codec, number, "present", "nothing"))
         for check in (entry_mode, condition, currency, amount, card_proof):
             finding = check(message, kind, self.profile)
@@ -204,7 +220,7 @@ def terminal_of(message: dict) -> str:
     return f"{institution(message.get('32', ''))}:{message.get('41', '').rstrip()}"
 
 
-def identify(message: dict, kind: MessageClass, findings: list[Finding]) -> Reading:
+def identify(message: Mapping[str, Any], kind: MessageClass, findings: list[Finding]) -> Reading:
     """The message's ids: acquirer + terminal + STAN (the transaction), + F7 (the message)."""
     acquirer = institution(message.get("32", ""))
     terminal = message.get("41", "").rstrip()
