@@ -3,15 +3,19 @@ report for the well-behaved ones, a failing one naming each fault for the misbeh
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import datetime
+import importlib
 import re
 import signal
 import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import NamedTuple
+
+import iso8583
 
 from protocols import jd
 from protocols.channel import KeyNeeded
@@ -24,6 +28,7 @@ from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from protocols.pos import PosCodec
 from switch.conform_cli import Kit, Watched
 from tests.support import CLI_WAIT_S, SWITCH, checked_output, new_pan, run_command
+from tests.test_unionpay_dialect import PEER_SPEC
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "conformance"
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
@@ -87,9 +92,11 @@ def flow_failures(junit: Path) -> dict[str, str | None]:
             for case in suite.iter("testcase")}
 
 
-async def well_behaved_run(channel: str, script: str, folder: Path, flows: set[str]) -> str:
-    async with kit(channel, folder, "--until-complete") as running:
-        code, out, err = await adapter(script, running)
+async def well_behaved_run(channel: str, script: str, folder: Path, flows: set[str],
+                           *dialect: str) -> str:
+    """`dialect`: options the kit and the adapter both take (--dialect unionpay-pos)."""
+    async with kit(channel, folder, "--until-complete", *dialect) as running:
+        code, out, err = await adapter(script, running, *dialect)
         assert code == 0, err
         assert "?" not in out and all(line.endswith("00") for line in out.splitlines()), out
         code, out, err = await ending(running, interrupt=False)  # it ends by itself
@@ -107,6 +114,30 @@ async def test_a_well_behaved_pos_terminal_passes_every_flow(tmp_path):
     assert re.search(r"0500 settlement batch \d{6} STAN \d{6} -> 00 ", out), out
 
 
+async def test_a_unionpay_terminal_without_f7_and_f18_passes_every_flow(tmp_path):
+    out = await well_behaved_run("pos", "pos_terminal.py", tmp_path, POS_FLOWS,
+                                 "--dialect", "unionpay-pos")
+    assert "(unionpay, header binary2, envelope tpdu+header)" in out, out
+    assert re.search(r"#1 0800 sign-on network code 001 -> 00 ", out), out
+
+
+def test_the_example_terminal_on_unionpay_sends_no_f7_or_f18(monkeypatch):
+    """What pos_terminal.py --dialect unionpay-pos writes, read by pyiso8583: F13 + F12 and
+    the merchant id (MCC 5411 in characters 8-11), no F7, no F18."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    example = importlib.import_module("pos_terminal")
+    args = argparse.Namespace(dialect="unionpay", envelope="tpdu+header", pan=new_pan(),
+                              expiry="3012", first_totals_off=0)
+    terminal = example.Terminal(None, args)
+    for fields in (terminal.fields(MessageClass.SALE, 100), terminal.fields(MessageClass.AUTH,
+                   100), terminal.settlement(terminal.totals())):
+        body = terminal.encode(fields)
+        assert body[:11] == bytes.fromhex("6000030000" "602200000000")  # TPDU, header
+        sent = iso8583.decode(bytearray(body[11:]), PEER_SPEC)[0]
+        assert "7" not in sent and "18" not in sent and {"12", "13"} <= sent.keys()
+        assert "42" not in sent or sent["42"][7:11] == "5411"
+
+
 async def test_a_terminal_answered_95_that_uploads_and_settles_again_passes(tmp_path):
     async with kit("pos", tmp_path, "--until-complete") as running:
         code, out, err = await adapter("pos_terminal.py", running, "--first-totals-off", "1")
@@ -122,9 +153,10 @@ async def test_a_well_behaved_jd_merchant_passes_every_flow(tmp_path):
     await well_behaved_run("jd", "jd_merchant.py", tmp_path, FLOWS)
 
 
-async def misbehaving_run(channel: str, script: str, folder: Path) -> tuple[str, dict]:
-    async with kit(channel, folder) as running:
-        code, out, err = await adapter(script, running)
+async def misbehaving_run(channel: str, script: str, folder: Path, *dialect: str
+                          ) -> tuple[str, dict]:
+    async with kit(channel, folder, *dialect) as running:
+        code, out, err = await adapter(script, running, *dialect)
         assert code == 0, err
         code, out, err = await ending(running, interrupt=True)
     assert code == 1, out + err
@@ -157,6 +189,21 @@ async def test_a_misbehaving_pos_terminal_fails_with_each_fault_named(tmp_path):
     assert "1 of 8 required flows passed" in out
     assert re.search(r"#1 0200 sale STAN \d{6} card 625368\*{6}\d{4} -> 00  FAIL", out), out
     assert re.search(r"#4 0200 sale STAN \d{6} card 625368\*{6}\d{4} -> A0  FAIL", out), out
+
+
+async def test_a_misbehaving_unionpay_terminal_s_f42_without_an_mcc_is_named(tmp_path):
+    """On unionpay-pos the switch reads the MCC from F42 (no F18): letters there are 30
+    format:field_42, named on F42; the terminal's other faults are named as on iso87ascii."""
+    out, cases = await misbehaving_run("pos", "pos_terminal_misbehaving.py", tmp_path,
+                                       "--dialect", "unionpay-pos")
+    assert re.search(r"#\d+ 0200 sale STAN \d{6}: F42 \(Card Acceptor Identification Code; "
+                     r"the absent F18 is read from F42 characters 8-11\): expected a value the "
+                     r"spec allows, got format:field_42", cases["sale"]), cases["sale"]
+    assert "F22 (Point-of-Service Entry Mode): expected present" in cases[
+        "pre_auth_completion"]
+    assert "'A00000002000' is not n (digits)" in cases["refund"]
+    assert "F4 changed" in cases["repeat"] and "never sent" in cases["reversal_after_timeout"]
+    assert "1 of 8 required flows passed" in out
 
 
 async def test_a_misbehaving_jd_merchant_fails_with_each_fault_named(tmp_path):
