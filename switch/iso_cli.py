@@ -222,7 +222,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for problem in result.problems:
             print(problem_line(problem))
     for field, sources in result.read_instead.items():  # not sent: the switch reads others
-        print(f"F{field} absent: read from {sources} ({args.dialect})")
+        print(f"F{field} absent: read from {sources} ({dialect})")
     return 0 if result.ok else 1
 
 

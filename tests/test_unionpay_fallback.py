@@ -9,7 +9,7 @@ import iso8583
 import pytest
 
 from switch.config import Config, Iso8583, Listener
-from tests.support import make_card, running_switch, until_true
+from tests.support import SWITCH, make_card, run_command_sync, running_switch, until_true
 from tests.test_pos_support import ACQUIRER, DEMO_KEY, TERMINAL, ask, financial, reference_mac
 from tests.test_unionpay_dialect import PEER_SPEC, from_peer
 from tests.test_unionpay_pos import (  # noqa: F401 (the fixture)
@@ -185,3 +185,40 @@ async def test_the_sale_without_f7_or_f18_in_the_docs_is_what_the_switch_reads(
         del ours[key], theirs[key]
     assert ours == theirs and "7" not in ours and "18" not in ours
     assert ours["39"] == "00" and ours["54"] == "3002156C000000987200"
+
+
+# ---- switch iso validate --------------------------------------------------------------------
+
+DEMO_MAC = ("--mac-key", DEMO_KEY[1].hex(), "--mac-algorithm", DEMO_KEY[0])
+
+
+def validate(*args: str, stdin: str) -> tuple[int, str, str]:
+    return run_command_sync(SWITCH, "iso", "validate", "--dialect", "unionpay-pos", *DEMO_MAC,
+                            *args, "-", stdin=stdin)
+
+
+def test_validate_reads_the_docs_sale_as_the_listener_does_and_says_what_it_read_instead():
+    code, out, err = validate(stdin=doc_dump(DOC_HEADING).hex())
+    assert (code, err) == (0, ""), out + err
+    assert out.splitlines() == [
+        "valid pos sale request: card 625368******0026, 12800 fen, terminal TERM0001",
+        "F7 absent: read from F13 + F12 (unionpay)",
+        "F18 absent: read from F42 characters 8-11 (unionpay)"]
+
+
+@pytest.mark.parametrize("dropped, changes, line", [
+    ((), {"42": "8983100SHOP0001"}, "F42 (Card Acceptor Identification Code; the absent F18 "
+     "is read from F42 characters 8-11): format:field_42"),
+    (("12",), {}, "F12 (Time, Local Transaction; the absent F7 is read from F13 + F12): "
+     "field_12_missing"),
+    (("12", "13"), {}, "F7 (Transmission Date and Time; or F13 + F12): field_7_missing"),
+])
+def test_validate_names_what_cannot_be_read_and_exits_1(dropped, changes, line):
+    doc = {key: value for key, value in DOC_SALE.items() if key not in dropped} | changes
+    code, out, _ = validate(stdin=framed(signed(doc)))
+    assert code == 1 and line in out.splitlines(), out
+
+
+def framed(message: bytes) -> str:
+    body = TPDU + HEADER[:2] + b"\x00" + HEADER[3:] + message
+    return (len(body).to_bytes(2, "big") + body).hex()
