@@ -61,6 +61,7 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
     "protocols/iso_channel.py": ("tests/test_iso_channel_guards.py", "tests/test_pos_codec.py",
                                  "tests/test_pos.py", "tests/test_stand_in_marking.py"),
     "protocols/xpay.py": ("tests/test_xpay_guards.py", "tests/test_xpay.py"),
+    "protocols/iso_fallbacks.py": ("tests/test_iso_fallbacks.py",),
     "protocols/iso_mac.py": ("tests/test_iso_mac.py",),
     "protocols/channel.py": ("tests/test_signed_answers.py", "tests/test_jd_codec.py",
                              "tests/test_wechat_codec.py", "tests/test_jd_guards.py",
