@@ -108,8 +108,6 @@ def left_out(dialect: Dialect, fields: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(fields)
     for fallback in dialect.fallbacks:
         sent = out.get(fallback.field, "")
-        if not sent:
-            continue
         without = {key: value for key, value in out.items() if key != fallback.field}
         try:
             same = rebuilt(fallback, without) == sent

@@ -21,6 +21,7 @@ from protocols.iso_channel import (
     response_mti,
 )
 from protocols.iso_mac import KeyRing, MacAlgorithm, MacKey
+from protocols.iso_session import SessionAction, SessionChange
 from protocols.messages import AuthResponse, MessageClass
 from protocols.pos import PosCodec
 from tests.test_pos_support import decode, encode, field_at, financial, mac_ok
@@ -448,3 +449,15 @@ def test_refusals_of_the_sender_are_logged_with_the_card_masked(caplog):
     assert len(lines) == 2 and PAN not in " ".join(lines)
     assert "A0 mac_mismatch: acquirer 10000 terminal 'TERM0001'" in lines[0]
     assert "58 terminal_unknown" in lines[1] and "625368******0018" in lines[1]
+
+
+@pytest.mark.parametrize("dialect, f62", [("iso87ascii", "0123ABCD"),
+                                          ("unionpay", bytes.fromhex("0123ABCD"))])
+def test_a_sign_on_answer_carries_its_keys_in_f62_as_the_dialect_holds_it(dialect, f62):
+    """Hex text where F62 is text (iso87), raw bytes where the dialect has it binary."""
+    codec = PosCodec(dialect)
+    message = codec.codec.decode(codec.codec.encode({"t": "0800", "11": STAN, "41": "TERM0001",
+                                                     "70": "001"}))
+    change = SessionChange(SessionAction.SIGN_ON, "10000", "TERM0001", message)
+    answer = codec.codec.decode(codec.session_answer(change, "00", f62="0123ABCD"))
+    assert (answer["t"], answer["39"], answer["62"]) == ("0810", "00", f62)

@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from protocols.channel import Decoded
 from protocols.iso8583 import DialectError, FallbackPart, load_dialect
 from protocols.iso8583.dialect import dialect_from_dict
-from protocols.iso_fallbacks import FallbackError, fill, left_out, read_instead, with_fallbacks
+from protocols.iso_fallbacks import (
+    FallbackError,
+    fill,
+    left_out,
+    read_instead,
+    rebuilt,
+    with_fallbacks,
+)
 from protocols.pos import PosCodec
 from tests.test_unionpay_dialect import PEER_SPEC, from_peer, to_peer
 
@@ -142,7 +149,19 @@ def test_a_client_leaves_out_what_the_switch_reads_the_same_from_others():
     assert left_out(UNIONPAY, sent) == SALE
     other = SALE | {"7": "1129120001", "18": "5812"}  # they differ: both are sent
     assert left_out(UNIONPAY, other) == other
+    unreadable = sent | {"42": "NOT A UNIONPAY "}  # no MCC there: F18 is sent
+    assert left_out(UNIONPAY, unreadable) == without("7", **{"18": "5411",
+                                                              "42": "NOT A UNIONPAY "})
     assert left_out(ISO87, sent) == sent
+
+
+def test_a_message_with_nothing_to_add_is_read_as_it_came():
+    """Not a copy: nothing is added to what the answer echoes, nothing is copied per request."""
+    sent = without("42", **{"7": "1129120000"})  # F7 sent; no source of F18 either
+    assert with_fallbacks(UNIONPAY, sent) is sent
+    assert fill(UNIONPAY, sent) == (sent, [])
+    for fallback in UNIONPAY.fallbacks:
+        assert rebuilt(fallback, {}) == ""
 
 
 # ---- garbage in, a clean 30 out ---------------------------------------------------------------
