@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import iso8583
+import pytest
 
 from protocols import jd
 from protocols.channel import KeyNeeded
@@ -224,6 +225,17 @@ async def test_duration_ends_the_run_with_every_flow_missing(tmp_path):
     assert code == 1
     assert "0 of 6 required flows passed (0 messages" in out
     assert all("not exercised" in message for message in flow_failures(running.junit).values())
+
+
+@pytest.mark.parametrize("channel, dialect, error", [
+    ("jd", "unionpay-pos", "switch: --dialect is for an ISO 8583 channel (pos, xpay)"),
+    ("pos", "nosuch", "switch: --dialect: no shipped dialect 'nosuch' (shipped: iso87ascii, "
+     "iso87binary, unionpay); or give a path"),
+])
+async def test_a_bad_dialect_is_one_line_and_exit_2(channel, dialect, error):
+    code, out, err = await run_command(SWITCH, "conform", "--channel", channel, "--dialect",
+                                       dialect)
+    assert (code, err.strip()) == (2, error)
 
 
 async def test_a_bad_duration_is_one_line_and_exit_2():
