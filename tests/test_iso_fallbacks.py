@@ -7,6 +7,7 @@ the channel sans I/O (the same over TCP: tests/test_unionpay_fallback.py)."""
 from __future__ import annotations
 
 import copy
+import datetime
 
 import iso8583
 import pytest
@@ -14,6 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocols.channel import Decoded
+from protocols.conformance.iso_rules import IsoRules
+from protocols.conformance.session import Session
 from protocols.iso8583 import DialectError, FallbackPart, load_dialect
 from protocols.iso8583.dialect import dialect_from_dict
 from protocols.iso_fallbacks import (
@@ -24,7 +27,9 @@ from protocols.iso_fallbacks import (
     rebuilt,
     with_fallbacks,
 )
+from protocols.iso_tools import validate
 from protocols.pos import PosCodec
+from tests.test_pos_support import encode
 from tests.test_unionpay_dialect import PEER_SPEC, from_peer, to_peer
 
 UNIONPAY = load_dialect("unionpay")
@@ -162,6 +167,60 @@ def test_a_message_with_nothing_to_add_is_read_as_it_came():
     assert fill(UNIONPAY, sent) == (sent, [])
     for fallback in UNIONPAY.fallbacks:
         assert rebuilt(fallback, {}) == ""
+
+
+# ---- switch iso validate and the conformance kit read the same -----------------------------
+
+KIT_NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)  # SALE's F13 + F12
+FRONT = bytes.fromhex("6000030000" "602200000000")  # TPDU, message header
+
+
+def kit_reading(doc: dict, rules: IsoRules | None = None):
+    """The kit's reading of `doc` sent framed by a UnionPay terminal (MACs off)."""
+    rules = rules or IsoRules("pos", "unionpay", mac_off=True, envelope="tpdu+header")
+    return rules.read(FRONT + peer_bytes(doc), KIT_NOW)
+
+
+def test_the_kit_names_a_unionpay_sale_by_f13_f12_and_finds_its_mcc_in_f42():
+    reading = kit_reading(SALE)
+    assert reading.findings == []  # F18 (required of a purchase) is there: in F42
+    assert reading.id == "txn:10000:TERM0001:000123:1129120000"
+    assert "7" not in reading.content and "18" not in reading.content  # what came
+
+
+def test_the_kit_names_a_source_at_fault_once_on_itself():
+    findings = [str(f) for f in kit_reading(without(**{"42": "8983100SHOP0001"})).findings]
+    assert findings == ["F42 (Card Acceptor Identification Code; the absent F18 is read from "
+                        "F42 characters 8-11): expected a value the spec allows, got "
+                        "format:field_42"]  # not F18 missing besides
+    findings = [str(f) for f in kit_reading(without("12")).findings]
+    assert findings == ["F12 (Time, Local Transaction; the absent F7 is read from F13 + F12): "
+                        "expected present, got nothing"]
+
+
+def test_an_exact_repeat_without_f7_is_a_repeat_and_another_f12_another_message():
+    session = Session(IsoRules("pos", "unionpay", mac_off=True, envelope="tpdu+header"))
+    first = session.request(FRONT + peer_bytes(SALE), KIT_NOW)
+    again = session.request(FRONT + peer_bytes(SALE), KIT_NOW)
+    other = session.request(FRONT + peer_bytes(without(**{"12": "120001"})), KIT_NOW)
+    assert again.repeat_of is first and not again.findings
+    assert other.repeat_of is None and [f.field for f in other.findings] == ["id"]
+
+
+def test_a_unionpay_sign_on_needs_no_time_an_iso87_one_needs_f7():
+    sign_on = {"t": "0800", "11": "000001", "32": "00010000", "41": "TERM0001",
+               "60": "00000001001"}
+    assert validate(peer_bytes(sign_on), "pos", "unionpay", mac_off=True).problems == []
+    iso87 = validate(encode(sign_on, mac_key=None), "pos", "iso87ascii", mac_off=True)
+    assert [(p.field, p.reason) for p in iso87.problems] == [("7", "field_7_missing")]
+
+
+def test_the_kit_takes_off_the_tpdu_and_names_one_that_is_not():
+    reading = kit_reading(SALE, IsoRules("pos", "unionpay", mac_off=True, envelope="tpdu"))
+    assert reading.findings  # a TPDU then no header: the header's bytes read as the MTI
+    rules = IsoRules("pos", "unionpay", mac_off=True, envelope="tpdu+header")
+    bad = rules.read(b"\x61" + FRONT[1:] + peer_bytes(SALE), KIT_NOW)
+    assert (bad.kind, [f.field for f in bad.findings]) == ("unknown", ["tpdu"])
 
 
 # ---- garbage in, a clean 30 out ---------------------------------------------------------------

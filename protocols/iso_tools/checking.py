@@ -121,33 +121,38 @@ def answered(code: str, reason: str) -> Problem:
 
 
 def requirements(codec: Codec, message: dict) -> tuple[str, list[Problem]]:
-    """The message class, and a problem for each field the class needs that is missing
-    (one the dialect reads from others counts when they are there: F7 from F13 + F12 on
-    unionpay; when they are there only in part, the part at fault is the problem)."""
-    read, errors = fill(codec.dialect, message)
-    problems = [fallback_problem(codec, error) for error in errors]
-    unreadable = {error.field for error in errors}
+    """The message class, and a problem for each field the class needs that is missing."""
     kind = message["t"][1:3]
     if kind == "80":
         action = session_action(message)
-        problems += missing(codec, read, SESSION_REQUIRED if action else NETWORK_REQUIRED,
-                            unreadable)
+        # The switch names no transaction by an 0800's time: a field the dialect's terminals
+        # leave out (F7 on unionpay) is not asked of one.
+        left_out = {fallback.field for fallback in codec.dialect.fallbacks}
+        needed = [field for field in (SESSION_REQUIRED if action else NETWORK_REQUIRED)
+                  if field not in left_out]
+        problems = missing(codec, message, needed)
         if not network_code(message):
             problems.append(Problem("70", None, Reason.FIELD_MISSING.format(field=70),
                                     "network code (F70, or F60.3)"))
         return (SESSION_CLASSES[action] if action else NETWORK_CLASS), problems
     if kind in BATCH_REQUIRED:
         name = SETTLEMENT_CLASS if kind == SETTLEMENT_KIND else UPLOAD_CLASS
-        return name, problems + missing(codec, read, BATCH_REQUIRED[kind], unreadable)
+        return name, missing(codec, message, BATCH_REQUIRED[kind])
     try:
         message_class = request_class(message)
     except FieldError:  # not taken: the channel's answer says
-        return "", problems
+        return "", []
+    # Money is read as the switch reads it: a field the dialect reads from others (F7 from
+    # F13 + F12 on unionpay) is there when they are; when they are there only in part, or
+    # do not make a value, the source at fault is the problem.
+    read, errors = fill(codec.dialect, message)
+    problems = [fallback_problem(codec, error) for error in errors]
     try:
         card_of(message)
     except FieldError as error:
         problems.append(Problem("2", None, error.reason, "PAN, or track 2 in F35"))
-    problems += missing(codec, read, required_fields(message_class, read), unreadable)
+    problems += missing(codec, read, required_fields(message_class, read),
+                        {error.field for error in errors})
     return message_class.value, problems
 
 
