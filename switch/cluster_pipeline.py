@@ -11,7 +11,10 @@ as the cluster answers:
                         is sent again shortly, as for TRYAGAIN, until the slot is handed
                         over (then MOVED sends it on);
   TRYAGAIN              the slot is half migrated (some of the call's keys moved): the call
-                        is sent again shortly, until its request's deadline.
+                        is sent again shortly, until its request's deadline;
+  CLUSTERDOWN           the master sees a slot unserved (a master failing, its replica not
+                        yet promoted): the call is sent again every cluster_down_retry_s,
+                        until its request's deadline.
 Why a call of several keys does not follow ASK: a card's functions also read keys they do not
 name (the due holds' records: switch/lua/holds.lua). On the importing master, after ASKING,
 such a key not moved yet reads as absent, and the hold would leave the index while its record
@@ -167,7 +170,8 @@ class ClusterScriptPipeline(ScriptPipeline):
         self._mapping: asyncio.Task | None = None  # a read of the slot map under way
         self._unmapped: list[Routed] = []  # calls waiting for it
         self._pending = 0  # calls waiting out a TRYAGAIN or a library load
-        self.redirects = 0  # MOVED, ASK and TRYAGAIN answers followed (for the operator)
+        # MOVED, ASK, TRYAGAIN and CLUSTERDOWN answers followed (for the operator)
+        self.redirects = 0
 
     async def load(self) -> None:
         """The library on every master (redis-py sends FUNCTION LOAD to each), then the
@@ -289,7 +293,10 @@ class ClusterScriptPipeline(ScriptPipeline):
                 self._redirect(routed, text)
                 return
             if text.startswith("TRYAGAIN") and self._in_time(routed):
-                self._later(routed)
+                self._later(routed, limits.cluster_tryagain_delay_s)
+                return
+            if text.startswith("CLUSTERDOWN") and self._in_time(routed):
+                self._later(routed, limits.cluster_down_retry_s)
                 return
             if text.startswith(FUNCTION_MISSING) and not routed.reloaded:
                 self._reload_on(routed)
@@ -335,11 +342,10 @@ class ClusterScriptPipeline(ScriptPipeline):
         else:
             self._route(routed._replace(hops=routed.hops + 1, ask=address))
 
-    def _later(self, routed: Routed) -> None:
+    def _later(self, routed: Routed, delay_s: float) -> None:
         self.redirects += 1
         self._pending += 1
-        asyncio.get_running_loop().call_later(limits.cluster_tryagain_delay_s,
-                                              self._again, routed)
+        asyncio.get_running_loop().call_later(delay_s, self._again, routed)
 
     def _again(self, routed: Routed) -> None:
         self._pending -= 1

@@ -128,6 +128,11 @@ cluster_redirects_max = 5
 # sent again after this long, until it runs or its request's deadline passes (its fence then
 # refuses it in Redis). MIGRATE moves one batch of keys in well under this.
 cluster_tryagain_delay_s = 0.005
+# A call answered CLUSTERDOWN (the master sees a slot unserved: a master failing, its replica
+# not yet promoted) did not run; it is sent again after this long, until it runs or its
+# request's deadline passes. A failover ends within about a second of the failure being
+# agreed; ten tries a second keep a down cluster from being flooded with every call's retry.
+cluster_down_retry_s = 0.1
 
 # x-pay token keys cached in the switch process. A token's key never changes (a new key means
 # a new token), so caching saves a Redis round trip per wallet payment; the bound keeps the

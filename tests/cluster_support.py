@@ -1,9 +1,16 @@
-"""A Redis Cluster's slot moved by hand, as `redis-cli --cluster reshard` moves it, one step at a
-time (so a test can send its request between two steps): IMPORTING on the target, MIGRATING on
-the source, the slot's keys moved with MIGRATE, then the slot given to the target everywhere."""
+"""The cluster tests' helpers: a private Redis Cluster as a fixture, plain clients on its nodes,
+a quick failover, and a slot moved by hand, as `redis-cli --cluster reshard` moves it, one step
+at a time (so a test can send its request between two steps): IMPORTING on the target,
+MIGRATING on the source, the slot's keys moved with MIGRATE, then the slot given to the target
+everywhere."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 import redis
 
 from switch.redis_client import slot_of
@@ -11,6 +18,51 @@ from switch.redis_runner import PrivateCluster
 
 MIGRATE_TIMEOUT_MS = 5000
 KEYS_PER_MIGRATE = 10  # what redis-cli --cluster reshard moves per MIGRATE by default
+# A master unreachable this long is failing, and its replica takes over within about as
+# much again (an election after 0.5-1 s): seconds, not the default's tens of seconds.
+FAST_NODE_TIMEOUT_MS = 1000
+
+
+@contextlib.contextmanager
+def running_cluster(folder: Path, masters: int = 3, replicas: int = 0
+                    ) -> Iterator[PrivateCluster]:
+    """A private cluster of `masters`, with `replicas` each, stopped on exit."""
+    private = PrivateCluster(folder, masters=masters, replicas=replicas)
+    private.start()
+    try:
+        yield private
+    finally:
+        private.stop()
+
+
+def cluster_fixtures(replicas: int = 0):
+    """A test module's `cluster` (one per module, 3 masters with `replicas` each) and `nodes`
+    (a Nodes on it per test) fixtures: `cluster, nodes = cluster_fixtures(replicas=1)`."""
+
+    @pytest.fixture(scope="module")
+    def cluster(tmp_path_factory):
+        with running_cluster(tmp_path_factory.mktemp("cluster"), replicas=replicas) as private:
+            yield private
+
+    @pytest.fixture
+    def nodes(cluster):
+        handle = Nodes(cluster)
+        yield handle
+        handle.close()
+
+    return cluster, nodes
+
+
+def fast_failover(cluster: PrivateCluster, node_timeout_ms: int = FAST_NODE_TIMEOUT_MS) -> None:
+    """Every node of `cluster` judges a silent node failing after `node_timeout_ms`, and
+    syncs a new replica at once (not after diskless sync's default 5 s wait for others)."""
+    for node in cluster.nodes + cluster.replicas:
+        client = redis.Redis(host="127.0.0.1", port=node.port)
+        try:
+            client.config_set("cluster-node-timeout", node_timeout_ms)
+            client.config_set("repl-diskless-sync-delay", 0)
+        finally:
+            client.close()
 
 
 class Nodes:
@@ -35,6 +87,10 @@ class Nodes:
             if first <= slot <= last:
                 return int(master[1])
         raise AssertionError(f"nobody serves slot {slot}")
+
+    def replica_port(self, master: int) -> int:
+        """The port of the first replica of the master on port `master`, as it reports it."""
+        return int(self.clients[master].info("replication")["slave0"]["port"])
 
     def serving(self) -> list[int]:
         """The masters that serve slots (a reshard may empty one)."""

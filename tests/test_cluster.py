@@ -5,6 +5,7 @@ TRYAGAIN, a master without the library, `redis-cli --cluster reshard` under load
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -369,6 +370,72 @@ async def test_a_call_kept_waiting_by_a_migration_gives_up_at_its_deadline(clust
         nodes.finish(slot, target)
         await ledger.aclose()
     assert nodes.clients[target].hget(card_key(pan), "posted") == "100"  # it never ran
+
+
+def empty_slot_of(nodes: Nodes, port: int) -> int:
+    """A slot the master on `port` serves that holds no key."""
+    client = nodes.clients[port]
+    for first, last, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+        if int(master[1]) == port:
+            for slot in range(first, last + 1):
+                if not client.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot):
+                    return slot
+    raise AssertionError(f"no empty slot on {port}")
+
+
+def cluster_state(nodes: Nodes, port: int) -> str:
+    info = nodes.clients[port].execute_command("CLUSTER", "INFO")
+    return re.search(r"cluster_state:(\w+)", info).group(1)
+
+
+@contextlib.asynccontextmanager
+async def cluster_down_on(nodes: Nodes, port: int):
+    """The master on `port` sees the cluster down (a slot of its own given up: not every slot
+    served) and answers CLUSTERDOWN to every call, until the slot is its own again (on
+    leaving, or when the caller calls the function it is given)."""
+    slot = empty_slot_of(nodes, port)
+    nodes.clients[port].execute_command("CLUSTER", "DELSLOTS", slot)
+
+    def restore() -> None:
+        if cluster_state(nodes, port) != "ok":
+            nodes.clients[port].execute_command("CLUSTER", "ADDSLOTS", slot)
+
+    try:
+        await wait_for(lambda: cluster_state(nodes, port) == "fail", "the cluster down")
+        yield restore
+    finally:
+        restore()
+        await wait_for(lambda: cluster_state(nodes, port) == "ok", "the cluster up again")
+
+
+async def test_a_call_refused_while_the_cluster_is_down_is_sent_again_until_it_is_up(
+        cluster, nodes):
+    """CLUSTERDOWN (a master failing, its replica not yet promoted): the call did not run;
+    it is sent again until the cluster is up, within its request's deadline."""
+    async with testing.start(Config(listeners={"jd": Listener(port=0)}),
+                             redis_url=cluster.url) as switch:
+        pan = await switch.new_card(limit_fen=100_000)
+        async with cluster_down_on(nodes, nodes.owner(card_key(pan))) as restore:
+            redirects = switch.ledger.scripts.redirects
+            sale = asyncio.ensure_future(switch.send("jd", pan, amount=1_000, mcc="5411"))
+            await wait_for(lambda: switch.ledger.scripts.redirects >= redirects + 2,
+                           "the sale sent again")
+            assert not sale.done()
+            restore()
+            assert (await sale).response.response_code == "00"
+        assert (await switch.card(pan)).posted == 1_000
+
+
+async def test_a_cluster_down_past_the_deadline_is_answered_91(cluster, nodes):
+    config = Config(listeners={"jd": Listener(port=0)},
+                    server_limits=ServerLimits(request_deadline_ms=500))
+    async with testing.start(config, redis_url=cluster.url) as switch:
+        pan = await switch.new_card(limit_fen=100_000)
+        async with cluster_down_on(nodes, nodes.owner(card_key(pan))):
+            answer = await switch.send("jd", pan, amount=1_000, mcc="5411")
+        assert answer.response.response_code == "91"
+        assert (switch.server.counters.timeouts, switch.server.counters.errors) == (1, 0)
+        assert (await switch.card(pan)).posted == 0
 
 
 async def test_the_load_generator_seeds_cards_and_tokens_on_every_master(ledger, nodes,

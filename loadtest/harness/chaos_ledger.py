@@ -22,6 +22,7 @@ from protocols.ledger_layout import card_indexes, card_key
 from switch.channels import CODECS
 from switch.config import Config
 from switch.ledger import _transaction
+from switch.redis_client import is_cluster, plain_url
 
 READ_BATCH_CARDS = 500  # cards read per pipeline: bounded replies, few round trips
 
@@ -64,8 +65,10 @@ def requests_of(entries: Iterable[Entry], config: Config, start_ns: int = 0) -> 
 
 def read_cards(url: str, pans: Sequence[str], refs: dict[str, set[str]]) -> dict[str, Card]:
     """Every card in `pans` with all its records: those its index lists and those `refs`
-    (PAN -> refs the requests name) name."""
-    client = redis.Redis.from_url(url, decode_responses=True)
+    (PAN -> refs the requests name) name. On a Redis Cluster each card is read on its
+    master (tests/test_cluster_failover.py checks a cluster's books after a failover)."""
+    client = (redis.RedisCluster.from_url(plain_url(url), decode_responses=True)
+              if is_cluster(url) else redis.Redis.from_url(url, decode_responses=True))
     cards: dict[str, Card] = {}
     try:
         for start in range(0, len(pans), READ_BATCH_CARDS):
