@@ -92,6 +92,11 @@ class Nodes:
         """The port of the first replica of the master on port `master`, as it reports it."""
         return int(self.clients[master].info("replication")["slave0"]["port"])
 
+    def replica(self, cluster: PrivateCluster, master: int):
+        """The replica node (its process) of the master on port `master`."""
+        port = self.replica_port(master)
+        return next(node for node in cluster.replicas if node.port == port)
+
     def serving(self) -> list[int]:
         """The masters that serve slots (a reshard may empty one)."""
         return sorted({int(master[1]) for _, _, master, *_ in next(iter(

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import signal
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -67,7 +69,7 @@ class Outcome(NamedTuple):
     dropped_connections: int
     killed_s: float  # when the master was SIGKILLed
     promoted_s: float  # when its replica said it was master
-    restarted_s: float  # when the killed node was started again (right after the promotion)
+    restarted_s: float  # when the killed node was up again (started after the promotion)
     rejoined_s: float  # when it was the new master's replica, in sync
     resumed_s: float  # first approval on a card of the killed master, sent after the kill
     findings: history_check.Findings
@@ -207,6 +209,15 @@ def is_replica_in_sync(info: dict) -> bool:
     return info["role"] == "slave" and info.get("master_link_status") == "up"
 
 
+def cut_replicas(port: int) -> None:
+    """The master on `port` closes its replicas' links."""
+    client = redis.Redis(port=port)
+    try:
+        client.execute_command("CLIENT", "KILL", "TYPE", "replica")
+    finally:
+        client.close()
+
+
 def restart(node) -> None:
     """The killed node started again on its port and folder (its nodes.conf: the same node
     id), as a supervisor would: it finds its slots taken and follows their new master."""
@@ -220,11 +231,11 @@ def first_approval_after(load: SaleLoad, pans: set[str], after_s: float) -> floa
     return min(times) if times else None
 
 
-async def until(condition, bound_s: float, what: str) -> None:
+async def until(condition, bound_s: float) -> None:
+    """Until `condition()` holds; TimeoutError after `bound_s`."""
     async with asyncio.timeout(bound_s):
         while not condition():
             await asyncio.sleep(ROLE_POLL_S)
-    assert condition(), what
 
 
 def write_config(folder: Path, durable_replicas: int) -> Path:
@@ -233,64 +244,83 @@ def write_config(folder: Path, durable_replicas: int) -> Path:
     return path
 
 
-async def run_failover(folder: Path, durable_replicas: int) -> Outcome:
-    """The whole run in `folder`; the processes it starts are stopped when it returns."""
+async def run_failover(folder: Path, durable_replicas: int, replica_behind_s: float = 0.0
+                       ) -> Outcome:
+    """The whole run in `folder`; the processes it starts are stopped when it returns.
+    `replica_behind_s`: the killed master's replica is cut off that long before the kill
+    (frozen with SIGSTOP, its link closed by the master: what the master sent is read on
+    the thaw, what came after never reaches it), thawed right after the kill, so the
+    master answers writes its replica will never have."""
     with running_cluster(folder / "cluster", replicas=1) as cluster:
         fast_failover(cluster)
-        return await _under_load(cluster, folder, durable_replicas)
+        return await _under_load(cluster, folder, durable_replicas, replica_behind_s)
 
 
-async def _under_load(cluster, folder: Path, durable_replicas: int) -> Outcome:
+async def _under_load(cluster, folder: Path, durable_replicas: int, replica_behind_s: float
+                      ) -> Outcome:
     pans = load_test_pans(CARDS, seed=int(time.time()))
     await asyncio.to_thread(seed_cards, cluster.url, pans, CARD_LIMIT_FEN)
+    victim = cluster.nodes[1]  # not the URL's node: the switch's way in stays up
     nodes = Nodes(cluster)
     try:
         owner = {pan: nodes.owner(card_key(pan)) for pan in pans}
-        replica_port = nodes.replica_port(cluster.nodes[1].port)  # the victim's
+        replica = nodes.replica(cluster, victim.port)
     finally:
         nodes.close()
     assert set(owner.values()) == {node.port for node in cluster.nodes}, "cards on every master"
-    victim = cluster.nodes[1]  # not the URL's node: the switch's way in stays up
     dead_cards = {pan for pan, port in owner.items() if port == victim.port}
     config_path = write_config(folder, durable_replicas)
+    config = load_config(config_path)
     switch = SwitchProcess(cluster.url, list(CHANNELS), folder, folder / "run", config_path)
     await asyncio.to_thread(switch.start)
     try:
-        deadline_s = load_config(config_path).server_limits.request_deadline_ms / 1000
-        load = SaleLoad(switch.ports, pans, deadline_s + ANSWER_SLACK_S)
+        load = SaleLoad(switch.ports, pans,
+                        config.server_limits.request_deadline_ms / 1000 + ANSWER_SLACK_S)
         running = asyncio.ensure_future(load.run())
         try:
             await asyncio.sleep(WARM_UP_S)
-            victim.process.kill()
-            killed_s = load.now_s()
-            await asyncio.wait_for(role_of(replica_port, is_master), FAILOVER_WAIT_S)
-            promoted_s = restarted_s = load.now_s()
-            await asyncio.to_thread(restart, victim)
-            await asyncio.wait_for(role_of(victim.port, is_replica_in_sync), FAILOVER_WAIT_S)
-            rejoined_s = load.now_s()
-            await until(lambda: first_approval_after(load, dead_cards, killed_s) is not None,
-                        FAILOVER_WAIT_S, "a card of the dead master approved again")
+            times = await _fail_over(load, victim, replica, replica_behind_s)
+            await until(lambda: first_approval_after(load, dead_cards, times[0]) is not None,
+                        FAILOVER_WAIT_S)  # a card of the dead master approved again
             await asyncio.sleep(AFTER_FOLLOW_S)
         finally:
             load.stop()
             await running
         drained = await _journals_drained(switch)
-        config = load_config(config_path)
         findings = await asyncio.to_thread(_check, load, config, cluster.url, pans)
         status, report = await asyncio.to_thread(switch.audit, cluster.url)
     finally:
         await asyncio.to_thread(switch.stop)
-    return Outcome(durable_replicas, load.seen, load.dropped, killed_s, promoted_s,
-                   restarted_s, rejoined_s,
-                   first_approval_after(load, dead_cards, killed_s), findings, status,
+    return Outcome(durable_replicas, load.seen, load.dropped, *times,
+                   first_approval_after(load, dead_cards, times[0]), findings, status,
                    [f"{f['card']} {f['rule']}: {f['detail']}" for f in report["broken"]],
                    drained, len(dead_cards))
+
+
+async def _fail_over(load: SaleLoad, victim, replica, replica_behind_s: float
+                     ) -> tuple[float, float, float, float]:
+    """The master killed (its replica cut off first, if asked), its replica promoted, the
+    master restarted and in sync as its replica: (killed, promoted, restarted, rejoined) in
+    seconds of the load."""
+    if replica_behind_s:
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        await asyncio.to_thread(cut_replicas, victim.port)
+        await asyncio.sleep(replica_behind_s)
+    victim.process.kill()
+    killed_s = load.now_s()
+    os.kill(replica.process.pid, signal.SIGCONT)
+    await asyncio.wait_for(role_of(replica.port, is_master), FAILOVER_WAIT_S)
+    promoted_s = load.now_s()
+    await asyncio.to_thread(restart, victim)
+    restarted_s = load.now_s()
+    await asyncio.wait_for(role_of(victim.port, is_replica_in_sync), FAILOVER_WAIT_S)
+    return killed_s, promoted_s, restarted_s, load.now_s()
 
 
 async def _journals_drained(switch: SwitchProcess) -> bool:
     """Wait (bounded) until the switch has forwarded its journals: the voids of the 91s."""
     with contextlib.suppress(TimeoutError):
-        await until(switch.journals_drained, JOURNAL_DRAIN_WAIT_S, "journals drained")
+        await until(switch.journals_drained, JOURNAL_DRAIN_WAIT_S)
     return switch.journals_drained()
 
 

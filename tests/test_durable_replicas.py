@@ -32,25 +32,13 @@ from switch.ledger import Ledger
 from switch.lua_library import ledger_library
 from switch.redis_client import connect
 from switch.redis_runner import PrivateCluster
-from tests.cluster_support import Nodes
+from tests.cluster_support import Nodes, cluster_fixtures
 from tests.support import switch_cli
 
 WAIT_MS = 300  # the tests' durable_wait_ms: long for loopback, short for a test
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    private = PrivateCluster(tmp_path_factory.mktemp("durable"), masters=3, replicas=1)
-    private.start()
-    yield private
-    private.stop()
-
-
-@pytest.fixture
-def nodes(cluster):
-    handle = Nodes(cluster)
-    yield handle
-    handle.close()
+cluster, nodes = cluster_fixtures(replicas=1)
 
 
 def durable_config(replicas: int = 1, wait_ms: int = WAIT_MS) -> Config:
@@ -60,9 +48,7 @@ def durable_config(replicas: int = 1, wait_ms: int = WAIT_MS) -> Config:
 
 def replica_of(cluster: PrivateCluster, nodes: Nodes, pan: str):
     """The replica node of the master serving the card (as that master reports it)."""
-    info = nodes.clients[nodes.owner(card_key(pan))].info("replication")
-    port = int(info["slave0"]["port"])
-    return next(node for node in cluster.replicas if node.port == port)
+    return nodes.replica(cluster, nodes.owner(card_key(pan)))
 
 
 def replica_card(replica) -> redis.Redis:
