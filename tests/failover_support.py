@@ -76,7 +76,11 @@ class Outcome(NamedTuple):
     audit_status: int
     audit_broken: list[str]
     journals_drained: bool
-    cards_on_dead_master: int
+    dead_cards: set[str]  # the cards of the killed master
+
+    def unavailable(self, dead: bool) -> int:
+        """Requests answered 91 on the killed master's cards (`dead`), or on the others'."""
+        return sum(1 for s in self.seen if s.code == "91" and (s.pan in self.dead_cards) == dead)
 
     @property
     def codes(self) -> dict[str, int]:
@@ -92,7 +96,9 @@ class Outcome(NamedTuple):
     def line(self) -> str:
         found = self.findings
         return (f"durable_replicas={self.durable_replicas} requests={len(self.seen)} "
-                f"codes={self.codes} dropped_connections={self.dropped_connections} "
+                f"codes={self.codes} 91_on_its_cards={self.unavailable(True)} "
+                f"91_on_others={self.unavailable(False)} "
+                f"dropped_connections={self.dropped_connections} "
                 f"promoted_after_kill_s={self.promoted_s - self.killed_s:.2f} "
                 f"rejoined_after_promotion_s={self.rejoined_s - self.promoted_s:.2f} "
                 f"approved_after_promotion_s={self.resumed_s - self.promoted_s:.2f} "
@@ -294,7 +300,7 @@ async def _under_load(cluster, folder: Path, durable_replicas: int, replica_behi
     return Outcome(durable_replicas, load.seen, load.dropped, *times,
                    first_approval_after(load, dead_cards, times[0]), findings, status,
                    [f"{f['card']} {f['rule']}: {f['detail']}" for f in report["broken"]],
-                   drained, len(dead_cards))
+                   drained, dead_cards)
 
 
 async def _fail_over(load: SaleLoad, victim, replica, replica_behind_s: float
