@@ -425,6 +425,22 @@ async def test_a_cluster_down_past_the_deadline_is_answered_91(cluster, nodes):
         assert (await switch.card(pan)).posted == 0
 
 
+async def test_a_call_kept_waiting_by_a_cluster_down_gives_up_at_its_deadline(cluster, nodes):
+    ledger = Ledger(connect(cluster.url), request_deadline_ms=400)
+    await ledger.start()
+    try:
+        pan = await make_card(ledger, limit_fen=100_000)
+        async with cluster_down_on(nodes, nodes.owner(card_key(pan))):
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(ResponseError, match="^CLUSTERDOWN"):
+                async with asyncio.timeout(ANSWER_WAIT_S):  # without the bound: TimeoutError
+                    await sale(ledger, pan)
+            assert asyncio.get_running_loop().time() - started >= 0.4
+    finally:
+        await ledger.aclose()
+    assert nodes.clients[nodes.owner(card_key(pan))].hget(card_key(pan), "posted") == "0"
+
+
 async def test_the_load_generator_seeds_cards_and_tokens_on_every_master(ledger, nodes,
                                                                          cluster):
     pans = load_test_pans(40, seed=71)
