@@ -1,6 +1,6 @@
 """A master of a Redis Cluster killed under load, and the chaos history check afterwards
 (docs/cluster.md, "Failover"): no tests live here; tests/test_cluster_failover.py runs it
-and scripts/cluster-failover-runs repeats it with and without --durable-replicas.
+and scripts/cluster_failover_runs.py repeats it with and without --durable-replicas.
 
 The run: a private cluster of 3 masters with a replica each (cluster-node-timeout lowered so
 the cluster fails over by itself within seconds), `switch serve` on it, and closed-loop JD
