@@ -106,6 +106,34 @@ async def test_every_channel_sells_on_a_cluster_and_the_books_add_up(cluster, no
         assert (report.cards, report.transactions, report.findings) == (1, 4, [])
 
 
+async def test_200_concurrent_authorizations_on_every_master_approve_exactly_what_fits(
+        cluster, nodes):
+    """The single-Redis exactness test on three masters: one card on each, 200 authorizations
+    at once over 8 connections; each card approves exactly what its limit holds."""
+    async with testing.start(redis_url=cluster.url) as switch:
+        cards: dict[int, str] = {}  # master's port -> a card it serves
+        while len(cards) < len(cluster.nodes):
+            pan = await switch.new_card(limit_fen=10_000)
+            cards.setdefault(nodes.owner(card_key(pan)), pan)
+        pans = list(cards.values())
+        clients = [await JdClient.connect(switch.ports["jd"]) for _ in range(8)]
+        try:
+            answers = await asyncio.gather(*(
+                clients[i % 8].send(jd_request(pans[i % 3], C.AUTH, 1_000))
+                for i in range(200)))
+        finally:
+            for client in clients:
+                await client.close()
+        for pan in pans:
+            codes = [answers[i].response.response_code for i in range(200) if pans[i % 3] == pan]
+            assert (codes.count("00"), codes.count("51")) == (10, len(codes) - 10), codes
+            view = await switch.card(pan)
+            assert (view.held, view.open_to_buy) == (10_000, 0)
+        scripts = switch.ledger.scripts
+        assert scripts.round_trips < scripts.calls  # calls of one tick share a trip per master
+        assert {("127.0.0.1", port) for port in cards} <= set(scripts.lanes)
+
+
 def card_keys_everywhere(nodes: Nodes) -> int:
     count = 0
     for client in nodes.clients.values():
