@@ -24,6 +24,9 @@ PRESETS = {
                            "header, unionpay dialect"),
     "unionpay-tpdu": Preset("unionpay", "binary2", "tpdu",
                             "2-byte length, TPDU, no message header, unionpay dialect"),
+    "unionpay-sm4-pos": Preset("unionpay-sm4", "binary2", "tpdu+header",
+                               "UnionPay POS terminal with SM4 PIN keys: unionpay-pos with a "
+                               "16-byte F52 (unionpay-sm4 dialect)"),
 }
 
 

@@ -4,8 +4,8 @@ A terminal's key in the store (`switch terminal add`) is its master key (TMK): a
 double-length 3DES key, or an SM4 key. A sign-on (0800, network code 001) is answered (0810)
 with fresh 16-byte working keys the switch made, each encrypted under the TMK (ECB with the
 TMK's cipher: 3DES K1 K2 K1, or SM4) with its check value (the first 4 bytes of the clear
-key encrypting a zero block of its cipher: 8 bytes for 3DES, 16 for SM4), in F62 as
-upper-case hex:
+key encrypting a zero block of its cipher: 8 bytes for 3DES, 16 for SM4), in F62 (upper-case
+hex where F62 is text, raw bytes where it is binary, as in the unionpay dialect):
 
     PIK (16) + check (4)  |  MAK (16) + check (4)  |  TDK (16) + check (4)   = 60 bytes
 
@@ -123,16 +123,24 @@ def f62_of(master: bytes, keys: WorkingKeys,
     return b"".join(parts).hex().upper()
 
 
+def binary_value(value: str | bytes) -> bytes:
+    """A binary field (F52, F62) as its dialect decodes it: raw bytes where the field is
+    binary (iso87binary, unionpay), hex text where it is `h` (iso87ascii); ValueError for
+    text that is not hex."""
+    return value if isinstance(value, bytes) else bytes.fromhex(value)
+
+
 class KeysRejected(ValueError):
     """F62 that is not three keys under this master key (a terminal refuses them)."""
 
 
-def keys_of_f62(master: bytes, f62: str, algorithm: MacAlgorithm = MacAlgorithm.X9_19
-                ) -> WorkingKeys:
+def keys_of_f62(master: bytes, f62: str | bytes,
+                algorithm: MacAlgorithm = MacAlgorithm.X9_19) -> WorkingKeys:
     """The terminal's side: the clear keys, each checked against its check value
-    (`algorithm`: the master key's, which the working keys share)."""
+    (`algorithm`: the master key's, which the working keys share). `f62` as the dialect
+    decodes it: hex text (iso87ascii, iso87binary) or raw bytes (unionpay's binary F62)."""
     try:
-        raw = bytes.fromhex(f62)
+        raw = binary_value(f62)
     except ValueError:
         raise KeysRejected("F62 is not hex") from None
     if len(raw) != F62_SIZE_BYTES:
@@ -199,7 +207,6 @@ def entered_pin(message: Mapping[str, Any], card: str, signed_by: MacKey | None)
     if pin_key is None:
         raise FieldError(Code.WRONG_PIN, Reason.PIN_KEY_MISSING)
     try:
-        raw = block if isinstance(block, bytes) else bytes.fromhex(block)
-        return decrypt_pin(pin_key, raw, card, signed_by.algorithm)
+        return decrypt_pin(pin_key, binary_value(block), card, signed_by.algorithm)
     except (PinError, ValueError):
         raise FieldError(Code.WRONG_PIN, Reason.PIN_BLOCK_MALFORMED) from None

@@ -246,12 +246,15 @@ async def sign_on_exchange(host: str, port: int, acquirer: str, terminal: str,
                            action: str = SessionAction.SIGN_ON, dialect: str = "iso87ascii"
                            ) -> dict[str, Any]:
     """A terminal's 0800 to a pos listener (unsigned, as terminals sign on before they have
-    working keys) and the 0810's fields. The switch keeps the session's keys in Redis."""
-    client = iso_client.IsoClient(dialect)
+    working keys) and the 0810's fields. The switch keeps the session's keys in Redis.
+    `dialect`: the listener's, or a preset (its length header and envelope too)."""
+    wire = preset(dialect)
+    client = iso_client.IsoClient(wire.dialect, envelope=ENVELOPES[wire.envelope or "none"])
+    header = HEADER_FORMATS[wire.header] if wire.header else BINARY_2
     fields = network_request(action, stan=f"{secrets.randbelow(1_000_000):06d}",
                              transmitted=time.strftime("%m%d%H%M%S", time.gmtime()),
                              acquirer=acquirer, terminal=terminal)
-    return client.decode(await exchange(host, port, BINARY_2, client.encode(fields)))
+    return client.decode(await exchange(host, port, header, client.encode(fields)))
 
 
 def describe(request: AuthRequest, answer: ClientAnswer, card_label: str) -> str:

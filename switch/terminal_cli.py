@@ -12,7 +12,9 @@ import time
 import msgspec
 
 from protocols.demo import DEMO_XPAY_TERMINAL
+from protocols.iso8583 import DialectError, get_codec, shipped_dialects
 from protocols.iso_mac import MacAlgorithm, MacKey
+from protocols.iso_presets import PRESETS, preset
 from protocols.iso_session import (
     WORKING_KEYS,
     KeysRejected,
@@ -158,11 +160,18 @@ def cmd_terminal_sign_on(args: argparse.Namespace) -> int:
     master = run_store(args, lambda store: store.read(*scope(args.acquirer, args.terminal)))
     port = args.port or DEFAULT_PORTS["pos"]
     try:
+        get_codec(preset(args.dialect).dialect)
+    except DialectError as error:
+        raise UserError(f"--dialect: {error}") from None
+    try:
         answer = asyncio.run(send.sign_on_exchange(args.host, port, args.acquirer,
                                                    args.terminal, action, args.dialect))
     except (OSError, TimeoutError) as error:
         raise UserError(f"no answer from {args.host}:{port}: {error or 'timed out'} "
                         "(is the switch running? `make run`)") from None
+    except ValueError as error:  # the answer's bytes, TPDU or fields
+        raise UserError(f"the answer cannot be read as {args.dialect}: {error} (is the "
+                        "listener on another dialect? --dialect names it)") from None
     code = answer.get("39", "")
     if code != "00":
         raise UserError(f"{args.action} refused: {code} {answer.get('44', '')}".rstrip())
@@ -265,7 +274,10 @@ def add_commands(command, redis_option) -> None:
     sign_on.add_argument("--host", default="127.0.0.1")
     sign_on.add_argument("--port", type=int, help="the pos listener's (default "
                          f"{DEFAULT_PORTS['pos']})")
-    sign_on.add_argument("--dialect", default="iso87ascii", help="iso87ascii or iso87binary")
+    sign_on.add_argument("--dialect", default="iso87ascii", metavar="NAME|FILE",
+                         help="the pos listener's dialect (default iso87ascii): "
+                         f"{', '.join(shipped_dialects())}, a dialect file, or a preset: "
+                         f"{', '.join(PRESETS)} (dialect, header and TPDU together)")
     for sub in (add, rotate, show, sign_on):
         sub.add_argument("acquirer", metavar="ACQUIRER", help="F32, e.g. "
                          f"{DEFAULT_ACQUIRER}")

@@ -230,7 +230,7 @@ async def test_duration_ends_the_run_with_every_flow_missing(tmp_path):
 @pytest.mark.parametrize("channel, dialect, error", [
     ("jd", "unionpay-pos", "switch: --dialect is for an ISO 8583 channel (pos, xpay)"),
     ("pos", "nosuch", "switch: --dialect: no shipped dialect 'nosuch' (shipped: iso87ascii, "
-     "iso87binary, unionpay); or give a path"),
+     "iso87ascii-sm4, iso87binary, unionpay, unionpay-sm4); or give a path"),
 ])
 async def test_a_bad_dialect_is_one_line_and_exit_2(channel, dialect, error):
     code, out, err = await run_command(SWITCH, "conform", "--channel", channel, "--dialect",

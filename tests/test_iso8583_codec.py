@@ -78,7 +78,8 @@ def test_key_order_of_input_does_not_matter():
 
 
 def test_shipped_dialects_and_cache():
-    assert shipped_dialects() == [ASCII, BINARY, "unionpay"]
+    assert shipped_dialects() == [ASCII, "iso87ascii-sm4", BINARY, "unionpay",
+                                  "unionpay-sm4"]
     assert get_codec(ASCII) is get_codec(ASCII)
     assert get_codec(BINARY).dialect.bitmap_encoding == "binary"
 

@@ -76,8 +76,7 @@ class Terminal:
         [body] = await self.wire.exchange(self.encode(fields))
         answer = self.client.decode(body)
         if answer.get("39") == "00" and answer.get("62"):
-            f62 = answer["62"]  # hex text, or bytes on a dialect with a binary F62 (unionpay)
-            keys = keys_of_f62(self.master.key, f62.hex() if isinstance(f62, bytes) else f62)
+            keys = keys_of_f62(self.master.key, answer["62"])  # hex text, or bytes (unionpay)
             self.client = self.client_with(MacKey(MacAlgorithm.X9_19, keys.mak))
         return answer.get("39", "?")
 

@@ -3,7 +3,8 @@
 A dialect says, per field number, how the field sits on the wire (fixed or with an LL/LLL
 length prefix), how its bytes are encoded (ascii, binary, bcd) and what characters it may
 hold. Nothing here encodes or decodes; `codec.py` compiles a `Dialect` into fast paths once.
-See docs/iso8583-codec.md for the file format.
+A file may name a `base` dialect and change some of its fields (`unionpay-sm4`: `unionpay`
+with a 16-byte F52). See docs/iso8583-codec.md for the file format.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ _FIELD_KEYS = {
 }
 _TOP_KEYS = {"name", "description", "mti_encoding", "bitmap_encoding", "fields", "subfields",
              "fallbacks"}
+_BY_FIELD_SECTIONS = ("subfields", "fallbacks")  # field number -> list: a base's, per field
 _SUBFIELD_KEYS = {"name", "size", "desc"}
 _PART_KEYS = {"field", "at", "size"}
 
@@ -160,12 +162,8 @@ class Dialect:
 
 def load_dialect(name_or_path: str | os.PathLike[str]) -> Dialect:
     """Read a shipped dialect by name ("iso87ascii") or any dialect file by path."""
-    text, origin = _read_source(name_or_path)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise DialectError(f"{origin}: not valid TOML: {exc}") from None
-    return dialect_from_dict(data, origin)
+    source = _read_source(name_or_path)
+    return dialect_from_dict(_with_base(source, (source.identity,)), source.origin)
 
 
 def shipped_dialects() -> list[str]:
@@ -173,20 +171,89 @@ def shipped_dialects() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-def _read_source(name_or_path: str | os.PathLike[str]) -> tuple[str, str]:
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """A dialect file's table as written, and where it came from."""
+
+    data: dict
+    origin: str  # how errors name it: the shipped name, or the path
+    identity: str  # the same file, however it was named (to find a loop of bases)
+    folder: Path | None  # where a relative `base` path is read from (None: the cwd)
+
+
+def _read_source(name_or_path: str | os.PathLike[str], folder: Path | None = None
+                 ) -> _Source:
+    """A shipped dialect by name, or a file by path (relative to `folder` when given)."""
     raw = os.fspath(name_or_path)
     looks_like_path = raw.endswith(".toml") or os.sep in raw or "/" in raw
     if looks_like_path:
-        path = Path(raw)
+        path = folder / raw if folder is not None else Path(raw)
         try:
-            return path.read_text(encoding="utf-8"), str(path)
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise DialectError(f"cannot read dialect file {path}: {exc}") from None
+        return _Source(_toml(text, str(path)), str(path), str(path.resolve()), path.parent)
     shipped = resources.files(__package__).joinpath("dialects", f"{raw}.toml")
     if not shipped.is_file():
         known = ", ".join(shipped_dialects())
         raise DialectError(f"no shipped dialect {raw!r} (shipped: {known}); or give a path")
-    return shipped.read_text(encoding="utf-8"), raw
+    return _Source(_toml(shipped.read_text(encoding="utf-8"), raw), raw, f"shipped:{raw}",
+                   None)
+
+
+def _toml(text: str, origin: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DialectError(f"{origin}: not valid TOML: {exc}") from None
+
+
+def _with_base(source: _Source, chain: tuple[str, ...]) -> dict:
+    """The file's table with its `base` dialect's under it: what the file does not say is
+    the base's. `chain`: the identities of the files read so far (a loop is an error)."""
+    data, origin = source.data, source.origin
+    name = data.get("base")
+    if name is None:
+        return data
+    if not isinstance(name, str) or not name:
+        raise DialectError(f"{origin}: 'base' must be a dialect name or a path")
+    try:
+        base = _read_source(name, source.folder)
+    except DialectError as exc:
+        raise DialectError(f"{origin}: base {name!r}: {exc}") from None
+    if base.identity in chain:
+        raise DialectError(f"{origin}: base {name!r} is a loop: {base.origin} is already "
+                           "one of this dialect's bases")
+    inherited = _with_base(base, (*chain, base.identity))
+    dialect_from_dict(inherited, base.origin)  # the base's own mistakes name the base
+    return _overridden(inherited, data, origin, name)
+
+
+def _overridden(base: dict, data: dict, origin: str, base_name: str) -> dict:
+    """`data` over `base`: its own name; top-level keys replaced; each field it lists has
+    the keys it gives replaced (the field must be the base's); [subfields] and [fallbacks]
+    replaced field by field."""
+    if "name" not in data:
+        raise DialectError(f"{origin}: 'name' is required (a dialect with a base names "
+                           "itself)")
+    merged = {**base, **{key: value for key, value in data.items() if key != "base"}}
+    fields = data.get("fields", {})
+    if not isinstance(fields, dict):
+        raise DialectError(f"{origin}: [fields] must be a table")
+    merged["fields"] = dict(base["fields"])
+    for key, change in fields.items():
+        where = f"{origin} field {key}"
+        if key not in base["fields"]:
+            raise DialectError(f"{where}: not a field of base {base_name!r} (a dialect with a "
+                               "base changes its fields, it adds none)")
+        if not isinstance(change, dict):
+            raise DialectError(f"{where}: must be a table")
+        merged["fields"][key] = {**base["fields"][key], **change}
+    for section in _BY_FIELD_SECTIONS:
+        mine, theirs = data.get(section), base.get(section)
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            merged[section] = {**theirs, **mine}
+    return merged
 
 
 def dialect_from_dict(data: dict, origin: str = "<dict>") -> Dialect:
