@@ -26,7 +26,10 @@ from protocols.framing import BINARY_2, Framer, HeaderFormat
 from switch.config import Config, Iso8583, Listener
 from tests.support import ANSWER_WAIT_S
 
-SPECS = {"iso87ascii": iso8583.specs.default_ascii, "iso87binary": iso8583.specs.default}
+SPECS = {"iso87ascii": iso8583.specs.default_ascii, "iso87binary": iso8583.specs.default,
+         # iso87ascii with F52 at 32 hex characters (one SM4 PIN block), written here by hand
+         "iso87ascii-sm4": iso8583.specs.default_ascii | {
+             "52": iso8583.specs.default_ascii["52"] | {"max_len": 32}}}
 TERMINAL = "TERM0001"
 ACQUIRER = "00010000"
 MERCHANT = "898310048990001"

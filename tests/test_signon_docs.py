@@ -1,21 +1,21 @@
 """docs/channels/pos.md's sign-on worked examples (3DES and SM4): their bytes decode
 (pyiso8583), their F62 keys unwrap under the master key to the keys and check values the page
-names, and their purchases' PIN blocks and MACs are right under those keys; the page's recipe
-for a dialect with a 16-byte F52 makes one."""
+names, and their purchases' PIN blocks and MACs are right under those keys; the page names a
+shipped dialect and preset for SM4 PIN blocks, no hand-made dialect."""
 
 from __future__ import annotations
 
 import re
-import shlex
-import subprocess
 from pathlib import Path
 
 import iso8583
 import iso8583.specs
 
+from protocols.iso8583 import shipped_dialects
+from protocols.iso_presets import PRESETS
 from tests.test_pos_support import SPECS, reference_mac
 from tests.test_signon import ecb
-from tests.test_signon_sm4 import SHIPPED_ASCII, sm4_ecb, wide_pin_dialect
+from tests.test_signon_sm4 import WIDE_DIALECT, sm4_ecb
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = (ROOT / "docs" / "channels" / "pos.md").read_text()
@@ -95,9 +95,9 @@ def test_the_sm4_sign_on_request_and_its_keys():
             ).upper()
 
 
-def test_the_sm4_purchase_s_pin_block_and_mac(tmp_path):
-    wide = wide_pin_dialect(tmp_path)
-    sale = frame("0200 purchase with an SM4 PIN block", SM4_SECTION, SPECS[wide])
+def test_the_sm4_purchase_s_pin_block_and_mac():
+    assert f"(`{WIDE_DIALECT}`: F52 at 32 hex characters" in SM4_SECTION
+    sale = frame("0200 purchase with an SM4 PIN block", SM4_SECTION, SPECS[WIDE_DIALECT])
     keys = named_keys()
     assert (sale["22"], sale["41"]) == ("051", "TERM0003")
     assert sale["52"] == "2DC620CACC4D05483B314D882082D67B"
@@ -112,12 +112,13 @@ def test_the_sm4_purchase_s_pin_block_and_mac(tmp_path):
     assert sale["64"] == "9E221645081BF318"
 
 
-def test_the_page_s_recipe_for_a_16_byte_f52(tmp_path):
-    recipe = PAGE[PAGE.index("sed '/^52 = /"):]
-    recipe = recipe[:recipe.index("```")].replace("\\\n", " ")
-    command = shlex.split(recipe)
-    assert command[-2] == ">" and command[-3] == "protocols/iso8583/dialects/iso87ascii.toml"
-    made = subprocess.run([*command[:-3], str(SHIPPED_ASCII)], check=True,
-                          capture_output=True, text=True).stdout
-    assert made == Path(wide_pin_dialect(tmp_path)).read_text()
-    assert made != SHIPPED_ASCII.read_text()
+def test_the_page_names_shipped_dialects_and_presets_for_sm4_pins():
+    """Every dialect and preset is in the page's tables; its SM4 commands name the shipped
+    preset (what the CLI tests run), and no recipe edits a dialect file by hand."""
+    pin = PAGE[PAGE.index("## PIN\n"):PAGE.index("## Worked example\n")]
+    sign_on = PAGE[PAGE.index("## Sign-on and key exchange"):PAGE.index(SM4_TITLE)]
+    for section in (pin, sign_on):
+        named = set(re.findall(r"--dialect (?:pos=)?([\w-]+)", section))
+        assert "unionpay-sm4-pos" in named <= {*shipped_dialects(), *PRESETS}
+    assert "\nsed '" not in PAGE and ".toml`" not in pin
+    assert all(f"| `{name}`" in PAGE for name in [*shipped_dialects(), *PRESETS])

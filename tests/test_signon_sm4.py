@@ -10,11 +10,8 @@ tests/test_pos_support.py's reference MAC.
 
 from __future__ import annotations
 
-import copy
 import itertools
-from pathlib import Path
 
-import iso8583.specs
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -22,12 +19,11 @@ from protocols.iso_mac import MacAlgorithm
 from protocols.ledger_layout import session_key
 from switch.terminal_sessions import session_mac_key
 from tests.support import make_card, running_switch
-from tests.test_pos_support import SPECS, ask, financial, iso_config
+from tests.test_pos_support import ask, financial, iso_config
 from tests.test_signon import add_terminal, network, working_keys
 
 SM4_MASTER = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
-SHIPPED_ASCII = (Path(__file__).resolve().parent.parent / "protocols" / "iso8583" / "dialects"
-                 / "iso87ascii.toml")
+WIDE_DIALECT = "iso87ascii-sm4"  # iso87ascii with a 16-byte F52 (docs/channels/pos.md, "PIN")
 PIN = "918273"
 _terminals = itertools.count()
 
@@ -63,25 +59,6 @@ def sm4_pin_block(pin: str, pan: str, pik: bytes) -> str:
     return sm4_ecb(pik, bytes(a ^ b for a, b in zip(field, account, strict=True))).hex().upper()
 
 
-def wide_pin_dialect(folder: Path) -> str:
-    """iso87ascii with F52 at 32 hex characters (16 bytes), as docs/channels/pos.md tells
-    a tester to make it; registered with the tests' pyiso8583 specs under its path."""
-    text = SHIPPED_ASCII.read_text()
-    line = next(row for row in text.splitlines() if row.startswith("52 = "))
-    assert "max_len = 16," in line
-    path = folder / "iso87ascii-pin16.toml"
-    path.write_text(text.replace(line, line.replace("max_len = 16,", "max_len = 32,")))
-    spec = copy.deepcopy(iso8583.specs.default_ascii)
-    spec["52"]["max_len"] = 32
-    SPECS[str(path)] = spec
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def wide_dialect(tmp_path_factory) -> str:
-    return wide_pin_dialect(tmp_path_factory.mktemp("dialect"))
-
-
 @pytest.fixture
 async def pos(redis_url):
     async with running_switch(redis_url, iso_config(channels=("pos",))) as (switch, ledger):
@@ -89,10 +66,10 @@ async def pos(redis_url):
 
 
 @pytest.fixture
-async def wide_pos(redis_url, wide_dialect):
-    config = iso_config(dialect=wide_dialect, channels=("pos",))
+async def wide_pos(redis_url):
+    config = iso_config(dialect=WIDE_DIALECT, channels=("pos",))
     async with running_switch(redis_url, config) as (switch, ledger):
-        yield switch.ports["pos"], ledger, wide_dialect
+        yield switch.ports["pos"], ledger, WIDE_DIALECT
 
 
 async def add_sm4_terminal(ledger, sign_on: bool = True) -> str:
