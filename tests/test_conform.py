@@ -94,32 +94,48 @@ def flow_failures(junit: Path) -> dict[str, str | None]:
 
 
 async def well_behaved_run(channel: str, script: str, folder: Path, flows: set[str],
-                           *dialect: str) -> str:
-    """`dialect`: options the kit and the adapter both take (--dialect unionpay-pos)."""
+                           *dialect: str, adapter_options: tuple[str, ...] = ()
+                           ) -> tuple[str, str]:
+    """The kit's output and the adapter's. `dialect`: options the kit and the adapter both
+    take (--dialect unionpay-pos); `adapter_options`: the adapter's own (--sm4)."""
     async with kit(channel, folder, "--until-complete", *dialect) as running:
-        code, out, err = await adapter(script, running, *dialect)
+        code, out, err = await adapter(script, running, *dialect, *adapter_options)
         assert code == 0, err
+        steps = out
         assert "?" not in out and all(line.endswith("00") for line in out.splitlines()), out
         code, out, err = await ending(running, interrupt=False)  # it ends by itself
     assert code == 0, out + err
     assert f"{len(flows)} of {len(flows)} required flows passed" in out
     assert "result: PASS" in out and "FAIL" not in out
     assert flow_failures(running.junit) == dict.fromkeys(flows)
-    return out
+    return out, steps
 
 
 async def test_a_well_behaved_pos_terminal_passes_every_flow(tmp_path):
-    out = await well_behaved_run("pos", "pos_terminal.py", tmp_path, POS_FLOWS)
+    out, steps = await well_behaved_run("pos", "pos_terminal.py", tmp_path, POS_FLOWS)
+    assert steps.startswith("sign-on, x9.19 master key: 00\n"), steps
     # It signed on first, and its batch balanced (at once, or after its upload).
     assert re.search(r"#1 0800 sign-on network code 001 -> 00 ", out), out
     assert re.search(r"0500 settlement batch \d{6} STAN \d{6} -> 00 ", out), out
 
 
 async def test_a_unionpay_terminal_without_f7_and_f18_passes_every_flow(tmp_path):
-    out = await well_behaved_run("pos", "pos_terminal.py", tmp_path, POS_FLOWS,
-                                 "--dialect", "unionpay-pos")
+    out, _ = await well_behaved_run("pos", "pos_terminal.py", tmp_path, POS_FLOWS,
+                                    "--dialect", "unionpay-pos")
     assert "(unionpay, header binary2, envelope tpdu+header)" in out, out
     assert re.search(r"#1 0800 sign-on network code 001 -> 00 ", out), out
+
+
+async def test_an_sm4_terminal_on_the_sm4_preset_passes_every_flow(tmp_path):
+    """pos_terminal.py --sm4: the demo SM4 terminal signs on (SM4 working keys) and MACs its
+    money with the SM4 MAC under its session MAK, on the unionpay-sm4-pos preset."""
+    out, steps = await well_behaved_run("pos", "pos_terminal.py", tmp_path, POS_FLOWS,
+                                        "--dialect", "unionpay-sm4-pos",
+                                        adapter_options=("--sm4",))
+    assert "(unionpay-sm4, header binary2, envelope tpdu+header)" in out, out
+    assert re.search(r"#1 0800 sign-on network code 001 -> 00 ", out), out
+    # Its keys checked under SM4 (KeysRejected otherwise: the run would stop).
+    assert steps.startswith("sign-on, sm4 master key: 00\n"), steps
 
 
 def test_the_example_terminal_on_unionpay_sends_no_f7_or_f18(monkeypatch):
@@ -128,7 +144,7 @@ def test_the_example_terminal_on_unionpay_sends_no_f7_or_f18(monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     example = importlib.import_module("pos_terminal")
     args = argparse.Namespace(dialect="unionpay", envelope="tpdu+header", pan=new_pan(),
-                              expiry="3012", first_totals_off=0)
+                              expiry="3012", first_totals_off=0, sm4=False)
     terminal = example.Terminal(None, args)
     for fields in (terminal.fields(MessageClass.SALE, 100), terminal.fields(MessageClass.AUTH,
                    100), terminal.settlement(terminal.totals())):

@@ -14,7 +14,9 @@ pos_terminal_misbehaving.py is the same terminal at fault.
 
 With `--dialect unionpay-pos` (on a kit started with the same `--dialect`) it is a real
 UnionPay terminal: TPDU and message header, BCD, and no F7 or F18 (the switch reads the
-transmission time from F13 + F12 and the MCC from the merchant id in F42).
+transmission time from F13 + F12 and the MCC from the merchant id in F42). With `--sm4` it
+is the demo SM4 terminal (XPAY0001, the GB/T 32907 example key as its SM4 master key): SM4
+working keys and the SM4 MAC, e.g. on a kit started with `--dialect unionpay-sm4-pos`.
 """
 
 from __future__ import annotations
@@ -30,12 +32,18 @@ import wire
 from wire import Wire, report, utc_now
 
 from protocols.batch import AFTER_UPLOAD_CODE, SETTLE_CODE, BatchTotals
-from protocols.demo import DEMO_ACQUIRER, DEMO_POS_MAC, DEMO_POS_TERMINAL
+from protocols.demo import (
+    DEMO_ACQUIRER,
+    DEMO_POS_MAC,
+    DEMO_POS_TERMINAL,
+    DEMO_XPAY_MAC,
+    DEMO_XPAY_TERMINAL,
+)
 from protocols.framing import HEADER_FORMATS
 from protocols.iso_client import IsoClient, correlation_id, request_message
 from protocols.iso_envelope import ENVELOPES
 from protocols.iso_fallbacks import fill, left_out
-from protocols.iso_mac import MacAlgorithm, MacKey
+from protocols.iso_mac import MacKey
 from protocols.iso_presets import preset
 from protocols.iso_session import SessionAction, keys_of_f62, network_f60, network_request
 from protocols.messages import AuthRequest, MessageClass
@@ -56,7 +64,10 @@ class Terminal:
     def __init__(self, wire: Wire, args: argparse.Namespace) -> None:
         self.wire = wire
         self.args = args
-        self.master = MacKey.parse(*DEMO_POS_MAC)
+        # The demo terminal of its cipher, as the switch's demo config knows it.
+        self.terminal, mac = ((DEMO_XPAY_TERMINAL, DEMO_XPAY_MAC) if args.sm4
+                              else (DEMO_POS_TERMINAL, DEMO_POS_MAC))
+        self.master = MacKey.parse(*mac)
         self.client = self.client_with(self.master)  # until the sign-on
         # STANs a run earlier today has not used: from ten times the second of the day.
         self.stans = itertools.count(int(time.time()) % 86_400 * 10 + 1)
@@ -71,13 +82,14 @@ class Terminal:
         stamp = now_stamp()
         fields = network_request(SessionAction.SIGN_ON, stan=f"{next(self.stans):06d}",
                                  transmitted=stamp["7"], acquirer=DEMO_ACQUIRER,
-                                 terminal=DEMO_POS_TERMINAL) | stamp
+                                 terminal=self.terminal) | stamp
         fields["60"] = network_f60(SessionAction.SIGN_ON, self.batch)
         [body] = await self.wire.exchange(self.encode(fields))
         answer = self.client.decode(body)
         if answer.get("39") == "00" and answer.get("62"):
-            keys = keys_of_f62(self.master.key, answer["62"])  # hex text, or bytes (unionpay)
-            self.client = self.client_with(MacKey(MacAlgorithm.X9_19, keys.mak))
+            # F62: hex text, or bytes (unionpay); the keys of the master key's cipher.
+            keys = keys_of_f62(self.master.key, answer["62"], self.master.algorithm)
+            self.client = self.client_with(MacKey(self.master.algorithm, keys.mak))
         return answer.get("39", "?")
 
     def fields(self, kind: MessageClass, amount_fen: int = 0, original: str = "",
@@ -90,7 +102,7 @@ class Terminal:
                               merchant_id=MERCHANT)
         fields = request_message(request, stan=f"{next(self.stans):06d}",
                                  transmitted=now_stamp()["7"],
-                                 terminal=DEMO_POS_TERMINAL, acquirer=DEMO_ACQUIRER,
+                                 terminal=self.terminal, acquirer=DEMO_ACQUIRER,
                                  original=original)
         if kind is MessageClass.AUTH:
             fields["25"] = "06"  # a pre-authorization
@@ -137,13 +149,13 @@ class Terminal:
         """0500: F48 the totals, a reconciliation digit and 31 zeros (no foreign cards)."""
         return now_stamp() | {
             "t": "0500", "11": f"{next(self.stans):06d}", "32": DEMO_ACQUIRER,
-            "41": DEMO_POS_TERMINAL, "48": totals.wire() + "0" * 32,
+            "41": self.terminal, "48": totals.wire() + "0" * 32,
             "60": f"00{self.batch}{code}"}
 
     def upload(self, fields: dict[str, Any]) -> dict[str, Any]:
         """0320: one approved transaction of the batch (its F2, F3, F4 and STAN)."""
         return {"t": "0320", "2": fields["2"], "3": fields["3"], "4": fields["4"],
-                "11": fields["11"], "32": DEMO_ACQUIRER, "41": DEMO_POS_TERMINAL,
+                "11": fields["11"], "32": DEMO_ACQUIRER, "41": self.terminal,
                 "60": f"00{self.batch}{SETTLE_CODE}"}
 
     async def settle(self) -> list[str]:
@@ -171,7 +183,7 @@ def ident(fields: dict[str, Any]) -> str:
 
 
 async def well_behaved(terminal: Terminal) -> None:
-    report("sign-on", [await terminal.sign_on()])
+    report(f"sign-on, {terminal.master.algorithm} master key", [await terminal.sign_on()])
     sale = terminal.fields(MessageClass.SALE, 12_800)
     report("sale", await terminal.send(sale))
     auth = terminal.fields(MessageClass.AUTH, 10_000)
@@ -201,6 +213,9 @@ def arguments(description: str) -> argparse.Namespace:
                         help="the length header (default: the preset's, else binary2)")
     parser.add_argument("--dialect", default="iso87ascii",
                         help="the listener's dialect, or a preset such as unionpay-pos")
+    parser.add_argument("--sm4", action="store_true",
+                        help=f"be the demo SM4 terminal ({DEMO_XPAY_TERMINAL}): SM4 working "
+                        f"keys and MAC (default: the 3DES one, {DEMO_POS_TERMINAL})")
     parser.add_argument("--first-totals-off", type=int, default=0, metavar="FEN",
                         help="settle first with the debit amount off by FEN: the switch "
                         "answers 95 and the terminal uploads its batch")
