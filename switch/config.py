@@ -128,9 +128,9 @@ def demo_terminals() -> list[Terminal]:
 class Iso8583(msgspec.Struct, forbid_unknown_fields=True):
     """One ISO 8583 listener (pos, xpay): see docs/channels/pos.md."""
 
-    # A shipped dialect (iso87ascii, iso87binary, unionpay), the path of a dialect file, or
-    # a preset (protocols/iso_presets.py: unionpay-pos, unionpay-tpdu), which sets the
-    # header and envelope too.
+    # A shipped dialect (protocols/iso8583/dialects/), the path of a dialect file, or a
+    # preset (protocols/iso_presets.py: unionpay-pos, ...), which sets the header and
+    # envelope too.
     dialect: str = "iso87ascii"
     # Length header before each message (protocols/framing.py HEADER_FORMATS).
     header: Literal["binary2", "binary4", "ascii4", "ascii2", "binary2self",
