@@ -179,3 +179,21 @@ def test_a_session_hash_names_its_algorithm_and_an_older_one_is_3des():
     assert (sm4.algorithm, sm4.key, sm4.pin_key) == (MacAlgorithm.SM4, bytes([0x22]) * 16,
                                                      bytes([0x11]) * 16)
     assert session_mac_key({}) is None
+
+
+async def test_a_3des_terminal_s_8_byte_block_on_the_wide_dialect_is_not_read(wide_pos):
+    """An F52 of 8 bytes where the listener's is 16: the rest of the message is read 8 bytes
+    off, a format error (30); no PIN is checked, nothing is held."""
+    port, ledger, dialect = wide_pos
+    terminal = new_terminal()
+    await add_terminal(ledger, terminal, sign_on=True)
+    keys = working_keys((await ask(port, network(terminal, "001"), dialect=dialect,
+                                   mac_key=None))["62"])
+    pan = await make_card(ledger, 100_000)
+    await ledger.set_pin(pan, PIN)
+    doc = financial("0200", pan, "000000", 1_000, terminal=terminal, entry="051")
+    doc["52"] = "0" * 16  # 8 bytes as hex, as iso87ascii carries it
+    got = await ask(port, doc, dialect="iso87ascii", mac_key=("x9.19", keys["mak"]))
+    assert (got["39"], got["44"]) == ("30", "format:field_64")  # F64 found 8 bytes short
+    card = await ledger.card(pan)
+    assert (card.open_to_buy, card.pin_tries) == (100_000, 0)

@@ -257,7 +257,8 @@ def _overridden(base: dict, data: dict, origin: str, base_name: str) -> dict:
 
 
 def dialect_from_dict(data: dict, origin: str = "<dict>") -> Dialect:
-    """Check a parsed dialect table and freeze it; every mistake names the file and field."""
+    """Check a parsed dialect table and freeze it; every mistake names the file and field.
+    A table with a `base` is for `load_dialect`, which reads the base's file."""
     _no_unknown_keys(data, _TOP_KEYS, origin)
     name = data.get("name")
     if not isinstance(name, str) or not name:
