@@ -694,3 +694,15 @@ def test_a_settlement_after_upload_without_an_upload_is_named():
         "F60.3: expected 201 (a settlement), or 202 after the batch's uploads (0320), got 202 "
         "with no upload of batch 000042"]
     assert not flow("batch_settlement", session).passed
+
+
+def test_an_answer_whose_tpdu_is_not_one_is_named_so_not_decoded_past_it():
+    """Answers are read past their envelope as requests are (the envelope's split): a front
+    that is no TPDU is named, where skipping its bytes would decode whatever follows."""
+    rules = IsoRules("pos", envelope="tpdu")
+    body = SERVER.answer(sign_on(), "00")
+    good = rules.answer(bytes([0x60, 0, 0, 0, 0]) + body)
+    assert good.code == "00"
+    bad = rules.answer(bytes([0x61, 0, 0, 0, 0]) + body)
+    assert (bad.code, bad.reason) == ("", "answer without its TPDU or header: tpdu: id 61, "
+                                          "not 60")

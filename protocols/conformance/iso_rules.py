@@ -164,7 +164,9 @@ class IsoRules:
 
     def answer(self, body: bytes) -> Answered:
         try:
-            message = self.codec.decode(body[self.envelope.size_bytes:])
+            message = self.codec.decode(self.envelope.split(body)[1])
+        except EnvelopeError as error:
+            return Answered("", f"answer without its TPDU or header: {error}", {})
         except Iso8583Error as error:
             return Answered("", f"answer undecodable: {error}", {})
         reason = message.get("44", "")
