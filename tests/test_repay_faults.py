@@ -143,15 +143,25 @@ async def test_a_repayment_in_flight_while_redis_is_frozen_ends_and_is_never_mad
                                                    ["repay:frozen-1"])
 
 
+# Long enough that a test process stalled for seconds still resumes Redis past the fence
+# (half of it) and before the reply's deadline.
+FENCED_DEADLINE_MS = 6_000
+# Past the fence in Redis' clock too: the fence is written in it, measured to about a round
+# trip.
+FENCE_MARGIN_S = 0.2
+
+
 async def _ran(url: str, count: int) -> bool:
     return await fcalls(url) >= count
 
 
 async def test_the_ledger_says_a_repayment_run_past_its_fence_was_not_made(private_redis):
     """Redis stopped longer than the fence and resumed before the reply's deadline: the call
-    runs, refuses, and says so (not made), rather than leaving the caller to guess."""
-    ledger = Ledger(connect(private_redis.url), request_deadline_ms=3_000,
-                    ledger_fence_guard_ms=1_500)
+    runs, refuses, and says so (not made), rather than leaving the caller to guess. Redis
+    resumes once the loop's clock is past the fence (half the deadline): the other half is
+    the slack a stalled test process has before the reply's deadline."""
+    ledger = Ledger(connect(private_redis.url), request_deadline_ms=FENCED_DEADLINE_MS,
+                    ledger_fence_guard_ms=FENCED_DEADLINE_MS // 2)
     await ledger.start()
     pid = private_redis.process.pid
     try:
@@ -160,7 +170,10 @@ async def test_the_ledger_says_a_repayment_run_past_its_fence_was_not_made(priva
         os.kill(pid, signal.SIGSTOP)
         try:
             repaying = asyncio.ensure_future(ledger.repay(pan, 500, "late-1"))
-            await asyncio.sleep(2.2)  # past the 1.5 s fence, before the 3 s deadline
+            await asyncio.sleep(0)  # the call is made, its fence set, in this tick
+            # A sleep ends no sooner than asked: Redis resumes past the fence; a stall
+            # that makes it later has the deadline's other half.
+            await asyncio.sleep(FENCED_DEADLINE_MS / 2 / 1000 + FENCE_MARGIN_S)
         finally:
             os.kill(pid, signal.SIGCONT)
         try:
