@@ -16,12 +16,20 @@ import time
 from pathlib import Path
 
 import msgspec
+import redis
 
 from protocols.cardnumbers import mask_pan
 from protocols.codes import TransactionState
 from protocols.iso_pin import PinError, check_pin
 from switch import limits
-from switch.cli_common import UserError, fen, redis_for_command, resolve_pan, using
+from switch.cli_common import (
+    UserError,
+    fen,
+    redis_error_line,
+    redis_for_command,
+    resolve_pan,
+    using,
+)
 from switch.clock import DAY_MS, TestClock, TestClockControl
 from switch.config import ConfigError, load
 from switch.ledger import (
@@ -84,25 +92,35 @@ def cmd_card_repay(args: argparse.Namespace) -> int:
     # same ref again is how a repayment whose answer was lost is made exactly once.
     ref = args.ref or new_repayment_ref()
 
+    asked = False  # whether the repayment's call was made (a Redis error before it: not made)
+
     async def work(ledger: Ledger):
+        nonlocal asked
+        asked = True
         repayment = await ledger.repay(pan, args.amount, ref)
         try:
             return repayment, await ledger.card(pan)
         except Exception as error:  # noqa: BLE001 - the repayment's outcome stands
             return repayment, error
 
+    not_made = f"repayment {ref} of {args.amount} fen on {masked} not made"
     try:
-        repayment, view = asyncio.run(with_ledger(redis_for_command(args), work, args))
+        url = redis_for_command(args)
+    except UserError as error:  # no Redis to ask
+        raise UserError(f"{error}; {not_made}") from None
+    try:
+        repayment, view = asyncio.run(with_ledger(url, work, args))
     except RepaymentUnconfirmed as error:
         raise UserError(f"{error.retry_advice()} (card {masked})") from None
     except KeyboardInterrupt:
-        raise UserError(f"interrupted: repayment {ref} of {args.amount} fen on {masked} may "
-                        f"have been made; repay again with --ref {ref}: it is made once, or "
-                        "answered as already made") from None
+        raise UserError(f"interrupted: {_repay_again(ref, args.amount, masked)}") from None
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as error:
+        outcome = _repay_again(ref, args.amount, masked) if asked else not_made
+        raise UserError(f"{redis_error_line(error)}; {outcome}") from None
     except ValueError as error:
         raise UserError(str(error)) from None
     if repayment.outcome == "no_card":
-        raise UserError(f"no card {masked}")
+        raise UserError(f"no card {masked}: {not_made}")
     if repayment.outcome == "mismatch":
         raise UserError(f"repayment {repayment.ref} on {masked} was {repayment.amount} fen, "
                         f"not {args.amount}: nothing changed (a new repayment needs a new --ref)")
@@ -149,6 +167,12 @@ def cmd_card_show(args: argparse.Namespace) -> int:
         raise UserError(f"no card {mask_pan(pan)}")
     print_card(view, args.json)
     return 0
+
+
+def _repay_again(ref: str, amount_fen: int, masked: str) -> str:
+    """What to do when a repayment's outcome is unknown: the same ref makes it once."""
+    return (f"repayment {ref} of {amount_fen} fen on {masked} may have been made; repay "
+            f"again with --ref {ref}: it is made once, or answered as already made")
 
 
 def cmd_card_settle(args: argparse.Namespace) -> int:

@@ -239,3 +239,31 @@ async def test_the_admin_api_answers_a_frozen_repayment_503_with_its_ref(private
                                               body={"amount_fen": 700, "ref": ref})
             assert (status, answer["outcome"]) == (200, outcome)
         assert (await admin.switch.card(pan)).repaid == 700
+
+
+MADE_REF = r"repayment (R[0-9a-f]{16}) of 1000 fen"
+
+
+async def test_without_a_ref_every_redis_error_names_the_ref_the_command_made(private_redis):
+    """Redis down, or refusing the ledger's start (a user without FUNCTION): not made, the
+    ref named. Redis refusing the call itself (a user without FCALL): its outcome unknown to
+    the command, the ref named to repay with."""
+    pan = await spent_card(private_redis.url)
+    client = aioredis.Redis.from_url(private_redis.url)
+    port = private_redis.url.rsplit(":", 1)[1]
+    try:
+        for user in ("function", "fcall"):
+            await client.acl_setuser(f"no{user}", enabled=True, passwords=["+pw"], keys=["*"],
+                                     channels=["*"], commands=["+@all", f"-{user}"])
+    finally:
+        await client.aclose()
+    for user, outcome in (("function", r"not made"),
+                          ("fcall", r"may have been made; repay again with --ref \1")):
+        code, _, err = await repay_cli(f"redis://no{user}:pw@127.0.0.1:{port}", pan, 1_000)
+        assert code == 2 and "Redis answered an error" in err and "permissions" in err, err
+        assert re.search(MADE_REF + r" on \S+ " + outcome, err), err
+    private_redis.process.kill()
+    private_redis.process.wait()
+    code, _, err = await repay_cli(private_redis.url, pan, 1_000)
+    assert code == 2 and "does not answer" in err, err
+    assert re.search(MADE_REF + r" on \S+ not made", err), err
