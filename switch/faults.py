@@ -361,26 +361,32 @@ async def clear_rules(client: aioredis.Redis, rule_id: str | None = None
             raise FaultError(f"no rule {rule_id} (`switch fault list` shows them)")
         return kept
 
-    if rule_id is None:
-        await _reset_all(client)
+    # The counts go once every worker has the change: a rule still applied while they went
+    # could take a use after them, which its id's next rule would find spent.
+    cleared = ([rule.id for rule in (await stored_rules(client))[1]] if rule_id is None
+               else [rule_id])
     result = await change_rules(client, change)
-    if rule_id is not None:
-        await _reset_counts(client, [rule_id])
+    await _reset_counts(client, cleared, every_count=rule_id is None)
     return result
 
 
 async def _reset_all(client: aioredis.Redis, rules: list[FaultRule] = ()) -> None:
     """Every count gone: the stored rules' and `rules`' (ids a new set reuses)."""
     _, stored = await stored_rules(client)
-    await _reset_counts(client, [rule.id for rule in (*stored, *rules)])
-    await client.delete(COUNTS_KEY)
+    await _reset_counts(client, [rule.id for rule in (*stored, *rules)], every_count=True)
 
 
-async def _reset_counts(client: aioredis.Redis, ids: list[str]) -> None:
-    """The rules' counts and takers, one key per command (a cluster's slots)."""
-    fields = [f"{rule_id}:{what}" for rule_id in ids for what in ("matched", "used")]
-    if fields:
-        await client.hdel(COUNTS_KEY, *fields)
-    for rule_id in ids:
-        await client.delete(takers_key(rule_id))
-
+async def _reset_counts(client: aioredis.Redis, ids: list[str], every_count: bool = False
+                        ) -> None:
+    """The rules' counts and takers (`every_count`: every rule's counts), in one transaction
+    (the keys share the rule set's slot), takers first: a give-back finds no taker rather
+    than a count gone (switch/lua/fault_uses.lua)."""
+    async with client.pipeline(transaction=True) as pipe:
+        for rule_id in ids:
+            pipe.delete(takers_key(rule_id))
+        fields = [f"{rule_id}:{what}" for rule_id in ids for what in ("matched", "used")]
+        if every_count:
+            pipe.delete(COUNTS_KEY)
+        elif fields:
+            pipe.hdel(COUNTS_KEY, *fields)
+        await pipe.execute()

@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from switch import limits
-from switch.faults import COUNTS_KEY, takers_key
+from switch.faults import COUNTS_KEY, give_back, takers_key
 from switch.lua_library import ledger_library
 from tests.fault_proxy import CUT, FORWARD, FaultProxy
 from tests.support import until_true
@@ -139,3 +139,40 @@ async def test_a_rule_delay_past_the_deadline_keeps_its_use_as_a_card_force_does
         assert dict(switch.server.forwarder.report) == {"void:voided": 1}
         assert (await switch.card(pan)).posted == 0
         assert await used(switch, "slow") == 1
+
+
+async def take(switch, rule_id: str, times: int, key: str, token: str) -> str:
+    """The use `FaultSet.pick` takes for the request under `key` (fault_take, direct)."""
+    return await switch.ledger.scripts.call(
+        "fault_take", (COUNTS_KEY, takers_key(rule_id)),
+        (rule_id, times, key, token, limits.idempotency_ttl_s), None,
+        switch.ledger.deadline())
+
+
+async def test_a_use_given_back_after_its_count_was_reset_leaves_it_at_zero(redis_url):
+    """The taker is still recorded when the count is gone (a reset in between): giving its
+    use back must not make the count -1, or the rule's next holder of the id gets N+1."""
+    async with faulted(redis_url=redis_url) as switch:
+        assert await take(switch, "reset", 1, "k-reset", "t1") == "taken"
+        await switch.ledger.client.hdel(COUNTS_KEY, "reset:used")
+        assert await give_back(switch.ledger, "reset|t1", "k-reset") is False
+        assert await used(switch, "reset") == 0
+        assert not await switch.ledger.client.hexists(takers_key("reset"), "k-reset")
+
+
+@pytest.mark.parametrize("cleared", ["the rule", "every rule"])
+async def test_a_rule_cleared_with_a_use_out_and_added_again_forces_exactly_its_times(
+        redis_url, cleared):
+    """A use taken before the clear and given back after it (a late void) is none of the new
+    rule's: the new rule forces exactly its N answers."""
+    async with faulted(redis_url=redis_url) as switch:
+        pan = await switch.new_card(limit_fen=100_000)
+        await rule_on(switch, pan, "again", code="05", times=2)
+        assert await take(switch, "again", 2, "k-out", "t1") == "taken"
+        await switch.clear_faults("again" if cleared == "the rule" else None)
+        assert (await used(switch, "again"),
+                await switch.ledger.client.exists(takers_key("again"))) == (0, 0)
+        await rule_on(switch, pan, "again", code="05", times=2)
+        assert await give_back(switch.ledger, "again|t1", "k-out") is False
+        assert await codes(switch, pan, 3) == ["05", "05", "00"]
+        assert await used(switch, "again") == 2

@@ -24,11 +24,15 @@ end)
 
 -- The use an attempt took, given back: the request was not answered by the rule (its first
 -- answer came back, the card's call was refused or voided). Only the attempt that took it
--- gives it back, once. KEYS as fault_take's; ARGV[1] the rule's id, ARGV[2] the idempotency
--- key, ARGV[3] the attempt's token. Returns 1 when given back, 0 when there was none.
+-- gives it back, once, and never below zero: counts reset since the take (switch/faults.py:
+-- a rule cleared, its id used again) are not made negative, or a rule would allow N+1 uses.
+-- KEYS as fault_take's; ARGV[1] the rule's id, ARGV[2] the idempotency key, ARGV[3] the
+-- attempt's token. Returns 1 when given back, 0 when there was none.
 register('fault_give_back', function()
   if redis.call('HGET', KEYS[2], ARGV[2]) ~= ARGV[3] then return 0 end
   redis.call('HDEL', KEYS[2], ARGV[2])
-  redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':used', -1)
+  local field = ARGV[1] .. ':used'
+  if tonumber(redis.call('HGET', KEYS[1], field) or '0') <= 0 then return 0 end
+  redis.call('HINCRBY', KEYS[1], field, -1)
   return 1
 end)
