@@ -27,7 +27,7 @@ from protocols.messages import (
 )
 from switch import limits
 from switch.batches import Batches
-from switch.faults import FaultRule, FaultSet, give_back
+from switch.faults import FaultRule, FaultSet
 from switch.ledger import Ledger
 from switch.pins import entered_hash
 from switch.policy import Policy
@@ -167,8 +167,8 @@ class Engine:
         """A request some fault rules match: the first that acts on it (its use counted in
         Redis) has the ledger's call carry out its outcome; closing needs no call. A use the
         call did not spend on the rule's answer (a repeat got its first answer, the call was
-        refused) is given back at once; one whose call gets no answer in time goes with the
-        request's void (`attempt.fault_use`, switch/forwarder.py)."""
+        refused) is given back at once, off the answer's path; one whose call gets no answer
+        in time goes with the request's void (`attempt.fault_use`, switch/forwarder.py)."""
         if deadline_s is None:
             deadline_s = self.ledger.deadline()
         rule, use = await self.faults.pick(self.ledger, candidates, request,
@@ -182,8 +182,8 @@ class Engine:
         response = outcome if isinstance(outcome, AuthResponse) else await outcome
         if rule is not None and response.forced == "rule":
             response.forced = f"rule:{rule.id}"
-        elif use:
-            await give_back(self.ledger, use, request.idempotency_key)
+        elif use:  # never awaited: the answer stands whatever Redis does with it
+            self.faults.give_back(self.ledger, use, request.idempotency_key)
             if attempt is not None:
                 attempt.fault_use = ""
         return response

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import secrets
 from pathlib import Path
@@ -36,6 +37,8 @@ from switch import limits
 from switch.announce import announce, listen_for_versions
 from switch.config import DEFAULT_PORTS, read_toml
 from switch.ledger import NO_ANSWER, STAND_IN, Ledger
+
+log = logging.getLogger("switch.faults")
 
 FAULTS_KEY = "{faults}"  # hash: rules (JSON list), version
 COUNTS_KEY = "{faults}:counts"  # hash: ID:matched, ID:used
@@ -225,6 +228,10 @@ class FaultSet:
         self.rules: tuple[FaultRule, ...] = ()
         self.version = 0
         self._task: asyncio.Task | None = None
+        # Rule id -> loop time until which its uses count as spent without asking Redis
+        # (limits.fault_spent_recheck_s); emptied with each new rule set.
+        self._spent_until: dict[str, float] = {}
+        self._giving_back: set[asyncio.Task] = set()  # give-backs Redis failed, tried again
 
     def matching(self, request: AuthRequest) -> list[FaultRule]:
         return [rule for rule in self.rules if rule.matches(request)]
@@ -236,6 +243,8 @@ class FaultSet:
         one). Uses are counted in Redis, so N is exact across workers; `fence_s` (event-loop
         time): a take Redis runs later takes nothing."""
         for rule in candidates:
+            if self._spent(rule.id):
+                continue
             if rule.fraction is not None and not await self._selected(ledger.client, rule):
                 continue
             if rule.times is None:
@@ -249,7 +258,56 @@ class FaultSet:
                 return rule, f"{rule.id}|{token}"
             if taken == "again":
                 return rule, ""
+            if taken == "spent":
+                self._spent_until[rule.id] = (asyncio.get_running_loop().time()
+                                              + limits.fault_spent_recheck_s)
         return None, ""
+
+    def _spent(self, rule_id: str) -> bool:
+        """Whether the rule's uses were found spent lately (no call to Redis for it then).
+        A repeat of a request that took a use is then not recognised ("again"): it gets its
+        first answer from the ledger all the same, since the answer is remembered there."""
+        until = self._spent_until.get(rule_id)
+        if until is None:
+            return False
+        if asyncio.get_running_loop().time() < until:
+            return True
+        del self._spent_until[rule_id]
+        return False
+
+    def give_back(self, ledger: Ledger, use: str, idempotency_key: str) -> None:
+        """Give back a use the request's answer did not spend, off the answer's path: the
+        call is queued now (ahead of any take a later request makes on the same link), its
+        reply not awaited, so a Redis that fails it cannot change the answer already
+        decided; a failed one is tried again (limits.fault_give_back_tries)."""
+        self._spent_until.pop(use.split("|")[0], None)  # the use is there to take again
+        call = give_back(ledger, use, idempotency_key)
+        call.add_done_callback(lambda done: self._given_back(done, ledger, use,
+                                                             idempotency_key))
+
+    def _given_back(self, call: asyncio.Future, ledger: Ledger, use: str,
+                    idempotency_key: str) -> None:
+        if call.cancelled() or call.exception() is None:
+            return
+        log.warning("fault rule %s: giving a use back failed (%s); trying again",
+                    use.split("|")[0], call.exception())
+        task = asyncio.get_running_loop().create_task(
+            self._give_back_again(ledger, use, idempotency_key))
+        self._giving_back.add(task)
+        task.add_done_callback(self._giving_back.discard)
+
+    async def _give_back_again(self, ledger: Ledger, use: str, idempotency_key: str) -> None:
+        error: Exception | None = None
+        for _ in range(limits.fault_give_back_tries - 1):  # the first try failed
+            await asyncio.sleep(limits.fault_give_back_retry_s)
+            try:
+                await give_back(ledger, use, idempotency_key)
+                return
+            except Exception as failed:  # noqa: BLE001 - Redis' to fail; tried again
+                error = failed
+        log.warning("fault rule %s: a use could not be given back in %d tries (%s): the rule "
+                    "answers one time fewer", use.split("|")[0], limits.fault_give_back_tries,
+                    error)
 
     async def _selected(self, client: aioredis.Redis, rule: FaultRule) -> bool:
         match = await client.hincrby(COUNTS_KEY, f"{rule.id}:matched", 1)
@@ -263,26 +321,35 @@ class FaultSet:
         version, rules = await stored_rules(client)
         if not message or version >= self.version:
             self.version, self.rules = version, tuple(rules)
+            self._spent_until.clear()  # a rule of a new set starts with its uses
 
     async def listen(self, client: aioredis.Redis) -> None:
         """Read the rule set, then follow its changes until `close`."""
         self._task = await listen_for_versions(client, FAULTS_CHANNEL, self.read, ack_key)
 
-    async def drain(self) -> None:  # closed with the ledger's pipelines
-        return None
+    async def drain(self) -> None:
+        """Closed with the ledger's pipelines, after them: a give-back still being tried
+        again has no Redis to go to (its use stays taken, said so)."""
+        if self._giving_back:
+            log.warning("%d fault rule uses not given back at shutdown: those rules answer "
+                        "as many times fewer", len(self._giving_back))
+        for task in list(self._giving_back):
+            task.cancel()
+        await asyncio.gather(*self._giving_back, return_exceptions=True)
 
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
 
 
-async def give_back(ledger: Ledger, use: str, idempotency_key: str) -> bool:
+def give_back(ledger: Ledger, use: str, idempotency_key: str) -> asyncio.Future[bool]:
     """Give back the use `use` ("ID|token", FaultSet.pick's) that the request under
     `idempotency_key` took and the rule did not answer: its first answer came back, or its
-    card's call was refused or voided. Once: False when there was none to give back."""
+    card's call was refused or voided. Once: False when there was none to give back. The
+    call is queued at once; the future is its reply."""
     rule_id, token = use.split("|")
-    return bool(await ledger.scripts.call(
-        "fault_give_back", (COUNTS_KEY, takers_key(rule_id)), (rule_id, idempotency_key, token)))
+    return ledger.scripts.call("fault_give_back", (COUNTS_KEY, takers_key(rule_id)),
+                               (rule_id, idempotency_key, token), bool)
 
 
 # --- the rule set in Redis ----------------------------------------------------------------

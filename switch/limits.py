@@ -209,6 +209,17 @@ forced_delay_max_ms = 60_000
 # comparisons per rule; a test plan names a handful, and a hundred is more than any one
 # plan keeps apart.
 fault_rules_max = 100
+# A fault rule's use the request's answer did not spend is given back off the answer's path
+# (switch/faults.py FaultSet.give_back): a Redis that fails that call has it tried again this
+# many times in all, this long apart (a give-back is once per attempt, so trying again never
+# gives two); past them the use stays taken (the rule answers one time fewer), logged.
+fault_give_back_tries = 4
+fault_give_back_retry_s = 0.5
+# A worker that found a rule's uses spent asks Redis no more for it (no call per matching
+# request) until the rule set changes or this long has passed: a use a void gives back is
+# taken again within it. Longer saves calls on a spent rule matching heavy load (one per
+# rule per worker per interval), shorter finds a given-back use sooner.
+fault_spent_recheck_s = 1.0
 
 # A change every worker must take before its command returns (the test clock, `switch
 # clock`; the fault rules, `switch fault`: switch/announce.py): the command waits this long

@@ -13,7 +13,7 @@ import pytest
 from switch import limits
 from switch.faults import COUNTS_KEY, give_back, takers_key
 from switch.lua_library import ledger_library
-from tests.fault_proxy import CUT, FORWARD, FaultProxy
+from tests.fault_proxy import CUT, FORWARD, HOLD, FaultProxy
 from tests.support import until_true
 from tests.test_fault_rules import faulted, rule_on
 from tests.test_forced_faults import ANSWER_BOUND_S, freezer
@@ -176,3 +176,77 @@ async def test_a_rule_cleared_with_a_use_out_and_added_again_forces_exactly_its_
         assert await give_back(switch.ledger, "again|t1", "k-out") is False
         assert await codes(switch, pan, 3) == ["05", "05", "00"]
         assert await used(switch, "again") == 2
+
+
+@pytest.mark.parametrize("mode", [CUT, HOLD])
+async def test_a_give_back_redis_fails_never_changes_the_answer_and_is_tried_again(
+        private_redis, tmp_path, mode):
+    """A repeat of a request decided before the rule takes a use and gets its first answer
+    (00): the use is given back. Redis fails that one call (CUT: it ran, its reply lost;
+    HOLD: it never arrives, the link given up at the deadline): the answer is still 00, no
+    void is journaled, and the use is back (tried again) so the rule forces its one answer."""
+    give = ledger_library().function("fault_give_back").encode()
+    async with FaultProxy(private_redis.port, give, mode) as proxy, \
+            faulted(short_deadline_config(), redis_url=proxy.url,
+                    journal_dir=tmp_path / "run") as switch:
+        pan = await switch.new_card(limit_fen=100_000)
+        decided = await switch.send("jd", pan, amount=100, mcc="5411")
+        await rule_on(switch, pan, "once", code="05", times=1)
+        again = await switch.repeat(decided)
+        assert proxy.triggered.is_set()
+        assert (again.response.response_code, again.response.repeat) == ("00", True)
+        assert not switch.server.stand_in.journal.pending  # no void of the approval
+        assert switch.server.counters.redis_errors == 0
+
+        async def given_back() -> bool:
+            return (await used(switch, "once"),
+                    await switch.ledger.client.hlen(takers_key("once"))) == (0, 0)
+        await until_true(given_back, "the use given back")
+        assert await codes(switch, pan, 2) == ["05", "00"]
+        assert (await switch.card(pan)).posted == 200  # the first sale and the last: no void
+
+
+async def test_a_spent_rule_asks_redis_no_more_until_its_recheck(redis_url, monkeypatch):
+    """Found spent, a rule costs a matching request no call (the pipeline's count: the
+    ledger's call alone) until the set changes or the recheck interval has passed."""
+    monkeypatch.setattr(limits, "fault_spent_recheck_s", 3_600)
+    async with faulted(redis_url=redis_url) as switch:
+        pan, unruled = [await switch.new_card(limit_fen=100_000) for _ in range(2)]
+        await rule_on(switch, pan, "once", code="05", times=1)
+        assert await codes(switch, pan, 2) == ["05", "00"]  # the second found it spent
+
+        async def calls_of(card: str) -> int:  # a sale's calls to Redis
+            before = switch.ledger.scripts.calls
+            assert await codes(switch, card, 1) == ["00"]
+            return switch.ledger.scripts.calls - before
+        ledger_calls = await calls_of(unruled)
+        assert [await calls_of(pan) for _ in range(3)] == [ledger_calls] * 3  # no take
+        await rule_on(switch, pan, "other", mcc="0000", code="05")  # a new set: asked again
+        assert await calls_of(pan) == ledger_calls + 1
+
+
+async def test_a_use_a_void_gives_back_to_a_rule_found_spent_is_taken_within_the_recheck(
+        private_redis, tmp_path):
+    """times=1: the first answer is lost (voided later, its use given back); a sale meanwhile
+    finds the rule spent. After the void, the rule forces its one answer again within the
+    recheck interval: exactly one 05 reaches the client."""
+    authorize = ledger_library().function("authorize").encode()
+    async with FaultProxy(private_redis.port, authorize, CUT) as proxy, \
+            faulted(redis_url=proxy.url, journal_dir=tmp_path / "run") as switch:
+        pan = await switch.new_card(limit_fen=100_000)
+        await rule_on(switch, pan, "once", code="05", times=1)
+        lost = await switch.send("jd", pan, amount=100, mcc="5411")
+        assert (proxy.triggered.is_set(), lost.response.response_code) == (True, "91")
+        assert await codes(switch, pan, 1) == ["00"]  # spent: the lost one holds the use
+        await until_true(drained(switch), "the lost answer's void forwarded")
+        assert await used(switch, "once") == 0
+        answered: list[str] = []
+
+        async def forced_again() -> bool:
+            answered.extend(await codes(switch, pan, 1))
+            return answered[-1] == "05"
+        await until_true(forced_again, "the given-back use taken",
+                         wait_s=limits.fault_spent_recheck_s + 2)
+        assert set(answered[:-1]) <= {"00"}
+        assert await codes(switch, pan, 2) == ["00", "00"]
+        assert await used(switch, "once") == 1
