@@ -8,8 +8,9 @@ fault add|clear` returns once every worker has the new set (as the test clock do
 switch/clock.py). A rule's uses (`times`) and its seeded `fraction` are counted in Redis
 too (switch/lua/fault_uses.lua: one call per matching request, in the rule set's hash tag),
 so they hold across workers; a use counts only when the rule answered the request (a repeat
-takes none; one the call did not spend, or a void took back, is given back). The first
-rule that matches (and whose `times` and `fraction` let it) wins.
+takes none; one the call did not spend, or a void took back, is given back, off the answer's
+path). A worker that finds a rule spent stops asking for it for a while (FaultSet._spent).
+The first rule that matches (and whose `times` and `fraction` let it) wins.
 
 A switch with no rules pays one attribute test per request (switch/engine.py). The
 matched rule's outcome is carried out by the ledger's own forced-outcome code (ARGV[20],
