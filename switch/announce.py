@@ -4,9 +4,12 @@ announced on a pub/sub channel, each listening worker applying it and then ackno
 announcement had receivers. The test clock (switch/clock.py) and the fault rules
 (switch/faults.py) use it; each Redis command touches one key (no cross-slot command).
 
-A worker whose subscription is lost (Redis restarted or unreachable) subscribes again with
-a bounded backoff and then reads the current state, so a change announced while it was away
-is not missed: a restart never leaves a worker on stale rules or a stale clock.
+A worker whose subscription is lost (Redis restarted or unreachable, a cluster failing
+over) subscribes again with a bounded backoff and then reads the current state, so a change
+announced while it was away is not missed: a restart never leaves a worker on stale rules or
+a stale clock. Any other failure while following (a state that cannot be read, a change that
+cannot be applied) is logged and met the same way; a message that names no version (not
+ours) is skipped.
 """
 
 from __future__ import annotations
@@ -52,15 +55,14 @@ async def _subscribed(client: aioredis.Redis, channel: str, apply: Apply):
 
 async def _follow(client: aioredis.Redis, channel: str, pubsub, apply: Apply,
                   ack_key: Callable[[int], str]) -> None:
-    """Follow the announcements until cancelled, subscribing again whenever Redis drops us."""
+    """Follow the announcements until cancelled, subscribing again whenever following fails:
+    Redis dropped us, or anything else went wrong (nobody awaits this task: were it to end,
+    the worker would keep stale state for good)."""
     while True:
         try:
-            await _take_announcements(client, pubsub, apply, ack_key)
+            await _take_announcements(client, channel, pubsub, apply, ack_key)
         except Exception as error:
-            if not unavailable_error(error):
-                raise
-            log.warning("lost the %r announcements (%s: %s); subscribing again", channel,
-                        type(error).__name__, error)
+            _report_lost(channel, error)
         finally:
             with contextlib.suppress(Exception):  # a dead link has nothing more to say
                 await pubsub.aclose()
@@ -68,12 +70,27 @@ async def _follow(client: aioredis.Redis, channel: str, pubsub, apply: Apply,
         log.warning("following the %r announcements again (the state read afresh)", channel)
 
 
-async def _take_announcements(client: aioredis.Redis, pubsub, apply: Apply,
+def _report_lost(channel: str, error: Exception) -> None:
+    """Redis unavailable is expected (a restart, a failover): one line. Anything else is a
+    fault of ours or of the data: its traceback."""
+    if unavailable_error(error):
+        log.warning("lost the %r announcements (%s: %s); subscribing again", channel,
+                    type(error).__name__, error)
+    else:
+        log.error("following the %r announcements failed; subscribing again", channel,
+                  exc_info=error)
+
+
+async def _take_announcements(client: aioredis.Redis, channel: str, pubsub, apply: Apply,
                               ack_key: Callable[[int], str]) -> None:
     async for message in pubsub.listen():
         if message["type"] != "message":
             continue
-        version = int(message["data"].split()[0])
+        version = version_of(message["data"])
+        if version is None:  # not ours (a stray PUBLISH): nobody waits for its ack
+            log.warning("skipped a message on %r that names no version (%d characters)",
+                        channel, len(message["data"]))
+            continue
         await apply(client, message["data"])
         async with client.pipeline(transaction=False) as pipe:
             pipe.incr(ack_key(version))
@@ -82,16 +99,22 @@ async def _take_announcements(client: aioredis.Redis, pubsub, apply: Apply,
     raise ConnectionError("the subscription ended")  # listen() ends only on a lost link
 
 
+def version_of(message: str) -> int | None:
+    """The version an announcement names (its first word), None when it names none."""
+    first = message.split(maxsplit=1)[:1]
+    return int(first[0]) if first and first[0].isascii() and first[0].isdigit() else None
+
+
 async def _resubscribed(client: aioredis.Redis, channel: str, apply: Apply):
-    """`_subscribed`, tried until Redis answers, waiting a bounded backoff in between."""
+    """`_subscribed`, tried until it succeeds, waiting a bounded backoff in between."""
     wait_s = limits.announce_resubscribe_first_s
     while True:
         await asyncio.sleep(wait_s)
         try:
             return await _subscribed(client, channel, apply)
         except Exception as error:
-            if not unavailable_error(error):
-                raise
+            if not unavailable_error(error):  # Redis is back, yet the state cannot be read
+                _report_lost(channel, error)
         wait_s = min(wait_s * 2, limits.announce_resubscribe_max_s)
 
 

@@ -114,16 +114,25 @@ async def client_for_key(client: Client, key: str) -> aioredis.Redis:
 # Redis down or too slow to hand out a connection: the issuer is unavailable (91), not broken.
 UNAVAILABLE = (ConnectionError, OSError, TimeoutError, redis.exceptions.ConnectionError,
                redis.exceptions.TimeoutError)
-# Redis' refusals that mean "not now", not "wrong": a Redis loading its AOF after a restart,
-# one busy with a script past its time limit. Their call did not run.
-NOT_NOW_PREFIXES = ("LOADING ", "BUSY ", "MASTERDOWN ")
+# Redis' refusals that mean "not now", not "wrong"; their call did not run. A Redis loading
+# its AOF after a restart, one busy with a script past its time limit, a replica cut off
+# from its master; on a cluster, a slot nobody serves (a master failing, its replica not yet
+# promoted), a slot half migrated, a slot map that kept moving past the redirects a call
+# follows. CROSSSLOT is not one: a call of ours spanning slots is a bug.
+NOT_NOW_CODES = ("LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK")
+# The same refusals as redis-py's clients raise them (their text without the code), and
+# RedisCluster's own: a key's slot not covered, redirects past its bound ("TTL exhausted").
+NOT_NOW_ERRORS = (redis.exceptions.ClusterError, redis.exceptions.TryAgainError,
+                  redis.exceptions.AskError, redis.exceptions.SlotNotCoveredError)
 
 
 def unavailable_error(error: BaseException) -> bool:
-    """Whether `error` says Redis is unreachable or not serving now (not that we are wrong)."""
-    return isinstance(error, UNAVAILABLE) or (
+    """Whether `error` says Redis is unreachable or not serving now (not that we are wrong).
+    The auto-pipelines hand a refusal on as its reply's text ("CLUSTERDOWN ..."), redis-py's
+    clients as a class of their own: both count."""
+    return isinstance(error, UNAVAILABLE + NOT_NOW_ERRORS) or (
         isinstance(error, redis.exceptions.ResponseError)
-        and str(error).startswith(NOT_NOW_PREFIXES))
+        and str(error).partition(" ")[0] in NOT_NOW_CODES)
 
 
 def slot_of(key: str) -> int:
