@@ -2,11 +2,13 @@
 a quick failover, and a slot moved by hand, as `redis-cli --cluster reshard` moves it, one step
 at a time (so a test can send its request between two steps): IMPORTING on the target,
 MIGRATING on the source, the slot's keys moved with MIGRATE, then the slot given to the target
-everywhere."""
+everywhere. A cluster down on one master (CLUSTERDOWN) for as long as a test wants."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import redis
 
 from switch.redis_client import slot_of
 from switch.redis_runner import PrivateCluster
+from tests.support import ANSWER_WAIT_S
 
 MIGRATE_TIMEOUT_MS = 5000
 KEYS_PER_MIGRATE = 10  # what redis-cli --cluster reshard moves per MIGRATE by default
@@ -140,3 +143,47 @@ class Nodes:
         self.move_keys(slot, source, target)
         self.finish(slot, target)
         return source, target
+
+
+async def wait_for(condition, what: str) -> None:
+    """Until `condition()` holds (bounded)."""
+    async with asyncio.timeout(ANSWER_WAIT_S):
+        while not condition():
+            await asyncio.sleep(0.001)
+    assert condition(), what
+
+
+def empty_slot_of(nodes: Nodes, port: int) -> int:
+    """A slot the master on `port` serves that holds no key."""
+    client = nodes.clients[port]
+    for first, last, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+        if int(master[1]) == port:
+            for slot in range(first, last + 1):
+                if not client.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot):
+                    return slot
+    raise AssertionError(f"no empty slot on {port}")
+
+
+def cluster_state(nodes: Nodes, port: int) -> str:
+    info = nodes.clients[port].execute_command("CLUSTER", "INFO")
+    return re.search(r"cluster_state:(\w+)", info).group(1)
+
+
+@contextlib.asynccontextmanager
+async def cluster_down_on(nodes: Nodes, port: int):
+    """The master on `port` sees the cluster down (a slot of its own given up: not every slot
+    served) and answers CLUSTERDOWN to every call, until the slot is its own again (on
+    leaving, or when the caller calls the function it is given)."""
+    slot = empty_slot_of(nodes, port)
+    nodes.clients[port].execute_command("CLUSTER", "DELSLOTS", slot)
+
+    def restore() -> None:
+        if cluster_state(nodes, port) != "ok":
+            nodes.clients[port].execute_command("CLUSTER", "ADDSLOTS", slot)
+
+    try:
+        await wait_for(lambda: cluster_state(nodes, port) == "fail", "the cluster down")
+        yield restore
+    finally:
+        restore()
+        await wait_for(lambda: cluster_state(nodes, port) == "ok", "the cluster up again")

@@ -5,7 +5,6 @@ TRYAGAIN, a master without the library, `redis-cli --cluster reshard` under load
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -31,7 +30,14 @@ from switch.ledger import Ledger
 from switch.redis_client import connect, is_cluster, plain_url, slot_of
 from switch.tokens import TokenVault
 from tests.admin_support import admin_switch
-from tests.cluster_support import Nodes, cluster_fixtures, fast_failover, running_cluster
+from tests.cluster_support import (
+    Nodes,
+    cluster_down_on,
+    cluster_fixtures,
+    fast_failover,
+    running_cluster,
+    wait_for,
+)
 from tests.support import (
     ANSWER_WAIT_S,
     CARD_EXPIRY,
@@ -57,14 +63,6 @@ async def ledger(cluster):
     await ledger.start()
     yield ledger
     await ledger.aclose()
-
-
-async def wait_for(condition, what: str) -> None:
-    """Until `condition()` holds (bounded)."""
-    async with asyncio.timeout(ANSWER_WAIT_S):
-        while not condition():
-            await asyncio.sleep(0.001)
-    assert condition(), what
 
 
 # --- finding the cluster -----------------------------------------------------------------------
@@ -385,42 +383,6 @@ async def test_a_call_kept_waiting_by_a_migration_gives_up_at_its_deadline(clust
         nodes.finish(slot, target)
         await ledger.aclose()
     assert nodes.clients[target].hget(card_key(pan), "posted") == "100"  # it never ran
-
-
-def empty_slot_of(nodes: Nodes, port: int) -> int:
-    """A slot the master on `port` serves that holds no key."""
-    client = nodes.clients[port]
-    for first, last, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
-        if int(master[1]) == port:
-            for slot in range(first, last + 1):
-                if not client.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot):
-                    return slot
-    raise AssertionError(f"no empty slot on {port}")
-
-
-def cluster_state(nodes: Nodes, port: int) -> str:
-    info = nodes.clients[port].execute_command("CLUSTER", "INFO")
-    return re.search(r"cluster_state:(\w+)", info).group(1)
-
-
-@contextlib.asynccontextmanager
-async def cluster_down_on(nodes: Nodes, port: int):
-    """The master on `port` sees the cluster down (a slot of its own given up: not every slot
-    served) and answers CLUSTERDOWN to every call, until the slot is its own again (on
-    leaving, or when the caller calls the function it is given)."""
-    slot = empty_slot_of(nodes, port)
-    nodes.clients[port].execute_command("CLUSTER", "DELSLOTS", slot)
-
-    def restore() -> None:
-        if cluster_state(nodes, port) != "ok":
-            nodes.clients[port].execute_command("CLUSTER", "ADDSLOTS", slot)
-
-    try:
-        await wait_for(lambda: cluster_state(nodes, port) == "fail", "the cluster down")
-        yield restore
-    finally:
-        restore()
-        await wait_for(lambda: cluster_state(nodes, port) == "ok", "the cluster up again")
 
 
 async def test_a_call_refused_while_the_cluster_is_down_is_sent_again_until_it_is_up(
