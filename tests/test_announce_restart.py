@@ -1,14 +1,20 @@
 """A Redis restart under `switch serve --workers 2`: every worker subscribes again to the
 fault rules' and the test clock's announcements (bounded backoff) and reads the current state,
-so a rule added while they were away, and every change after, is applied by each of them.
+so a rule written while they were away, and every change after, is applied by each of them.
 Real processes: a redis-server of the test's own (AOF) killed with SIGKILL and started again
-on its data and port, the switch's workers, the `switch fault` and `switch clock` commands."""
+on its data and port, the switch's workers (held with SIGSTOP while Redis restarts and the
+rule is written, so none can be back before it), the `switch fault` and `switch clock`
+commands."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+from pathlib import Path
 
+import msgspec
 import redis.asyncio as aioredis
 
 from switch.announce import subscribers
@@ -46,6 +52,38 @@ def all_listening(url: str):
     return check
 
 
+async def write_rules_unannounced(url: str, rules: list[dict]) -> None:
+    """The rule set stored as `switch fault add` stores it (the keys of
+    switch/faults.py change_rules: the rules and a new version), announced to no one."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        encoded = msgspec.json.encode([rule_from(rule, "test") for rule in rules])
+        await client.hset(FAULTS_KEY, "rules", encoded)
+        await client.hincrby(FAULTS_KEY, "version", 1)
+    finally:
+        await client.aclose()
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (its workers)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+@contextlib.contextmanager
+def held(pids: list[int]):
+    """The processes stopped (SIGSTOP) until the block ends."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
 async def test_after_a_redis_restart_every_worker_follows_the_rules_and_the_clock(
         private_redis, tmp_path):
     url = private_redis.url
@@ -56,14 +94,15 @@ async def test_after_a_redis_restart_every_worker_follows_the_rules_and_the_cloc
     cli_env = dict(env, REDIS_URL=url)
     try:
         await until_true(all_listening(url), "both workers listening", RESUBSCRIBED_WAIT_S)
-        private_redis.process.kill()
-        private_redis.process.wait()
-        private_redis.start()  # its data and port: the workers' subscriptions are gone
-        # Added at once, most likely before they are back: announced to no one, and read by
-        # each worker as it subscribes again.
-        code, out, err = await switch_cli("fault", "add", "after-restart", "--channel", "jd",
-                                          "--code", "05", env=cli_env)
-        assert code == 0, err
+        workers = children(process.pid)
+        assert len(workers) >= WORKERS, workers
+        with held(workers):  # none can subscribe again before the rule is written
+            private_redis.process.kill()
+            private_redis.process.wait()
+            private_redis.start()  # its data and port: the workers' subscriptions are gone
+            await write_rules_unannounced(url, [
+                {"id": "after-restart", "channel": "jd", "code": "05"}])
+        # Announced to no one: each worker has it only by reading the state on its return.
         await until_true(all_listening(url), "both workers listening again",
                          RESUBSCRIBED_WAIT_S)
         assert await send_many(url, port, SALES) == ["05"] * SALES
