@@ -25,7 +25,7 @@ from protocols.ledger_layout import batch_keys
 from protocols.messages import AuthRequest, AuthResponse, MessageClass
 from switch import limits
 from switch.clock import Clock
-from switch.pipeline import ScriptPipeline
+from switch.pipeline import LanePipeline
 
 log = logging.getLogger("switch.batches")
 
@@ -41,7 +41,7 @@ OUTCOMES = {
 
 
 class Batches:
-    def __init__(self, scripts: ScriptPipeline, clock: Clock) -> None:
+    def __init__(self, scripts: LanePipeline, clock: Clock) -> None:
         self.scripts = scripts
         self.clock = clock
 

@@ -34,34 +34,34 @@ fenced call is voided on its master (`on_unreplicated`, Ledger.void) and fails w
 ReplicasBehind (answered 91), so the books and the answers agree; the others get their
 replies. WAIT's time is bounded by the batch's earliest fence (`wait_timeout_ms`).
 
-On a single Redis the switch uses switch/pipeline.py ScriptPipeline itself (`script_pipeline`
-chooses at start): the cluster's routing costs it nothing.
+On a single Redis the switch uses switch/pipeline.py ScriptPipeline (`script_pipeline`
+chooses at start): the cluster's routing costs it nothing. Both write their lanes (a link,
+a queue and a clock per Redis server) with switch/pipeline.py LanePipeline; this class adds
+the routing, ASKING and WAIT around it (`_send`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import hiredis
 from redis.asyncio.cluster import RedisCluster
 
 from switch import limits
-from switch.clock import RedisClock
 from switch.lua_library import Library
 from switch.pipeline import (
     FUNCTION_MISSING,
-    TIME_COMMAND,
     Call,
+    Lane,
+    LanePipeline,
     ScriptPipeline,
     pack_fcall,
     resolve,
 )
 from switch.redis_client import Client, link_settings, node_client, slot_of
-from switch.redis_link import RedisLink, open_link, resp_command
+from switch.redis_link import RedisLink, resp_command
 
 Address = tuple[str, int]
 ASKING_COMMAND = resp_command("ASKING")
@@ -111,21 +111,9 @@ def wait_command(replicas: int, timeout_ms: int) -> bytes:
     return resp_command("WAIT", str(replicas), str(timeout_ms))
 
 
-class Lane:
-    """One master: our connection to it, the calls queued for it this tick, its clock."""
-
-    def __init__(self, address: Address) -> None:
-        self.address = address
-        self.link: RedisLink | None = None
-        self.opening: asyncio.Task | None = None
-        self.queue: list[Routed] = []
-        self.redis_clock = RedisClock()
-        self.clock_due = 0.0
-
-
 def script_pipeline(client: Client, library: Library, timeout_s: float,
                     durable_replicas: int = 0,
-                    durable_wait_ms: int = limits.durable_wait_ms) -> ScriptPipeline:
+                    durable_wait_ms: int = limits.durable_wait_ms) -> LanePipeline:
     """The auto-pipeline for `client`'s Redis: the cluster's when it is a cluster.
     `durable_replicas`: WAIT for that many replicas (a cluster only: ValueError else)."""
     if isinstance(client, RedisCluster):
@@ -154,7 +142,7 @@ def redirect_target(error: str) -> tuple[int, Address]:
     return int(slot), (host, int(port))
 
 
-class ClusterScriptPipeline(ScriptPipeline):
+class ClusterScriptPipeline(LanePipeline):
     def __init__(self, client: RedisCluster, library: Library, timeout_s: float,
                  durable_replicas: int = 0, durable_wait_ms: int = limits.durable_wait_ms
                  ) -> None:
@@ -166,10 +154,9 @@ class ClusterScriptPipeline(ScriptPipeline):
         self.on_unreplicated: Callable[[Call], None] | None = None
         self.unreplicated = 0  # such calls (for the operator)
         self.owners: list[Address | None] = [None] * CLUSTER_SLOTS
-        self.lanes: dict[Address, Lane] = {}
+        self.lanes: dict[Address, Lane] = {}  # one per master: its link, queue and clock
         self._mapping: asyncio.Task | None = None  # a read of the slot map under way
         self._unmapped: list[Routed] = []  # calls waiting for it
-        self._pending = 0  # calls waiting out a TRYAGAIN or a library load
         # MOVED, ASK, TRYAGAIN and CLUSTERDOWN answers followed (for the operator)
         self.redirects = 0
 
@@ -197,82 +184,48 @@ class ClusterScriptPipeline(ScriptPipeline):
         lane = self.lanes.get(address)
         if lane is None:
             lane = self.lanes[address] = Lane(address)
-        lane.queue.append(routed)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._queue_on(lane, routed)
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        for lane in self.lanes.values():
-            if lane.queue:
-                self._flush_lane(lane)
+    def _send(self, link: RedisLink, batch: list[Routed],
+              fence_ms: Callable[[float], int]) -> None:
+        """One batch to a master: ASKING before a call ASK sent there, and WAIT after a batch
+        holding a fenced call when replicas are asked for (its replies are held until WAIT's)."""
+        payloads: list[Any] = []
+        data = []
+        fences = [routed.call[5] for routed in batch if routed.call[5] is not None]
+        held: list[tuple[Routed, Any]] | None = (
+            [] if self.durable_replicas and fences else None)
+        for routed in batch:
+            name, keys, args, _, _, fence = routed.call
+            if routed.ask:  # ASKING holds for the one command after it
+                payloads.append(None)
+                data.append(ASKING_COMMAND)
+            payloads.append(routed if held is None else Held(routed, held))
+            data.append(pack_fcall(self.redis_name(name), keys,
+                                   args if fence is None else (*args, fence_ms(fence))))
+        if held is not None:
+            timeout_ms = wait_timeout_ms(asyncio.get_running_loop().time(), fences,
+                                         self.durable_wait_ms)
+            payloads.append(WaitFor(held, self.durable_replicas, timeout_ms))
+            data.append(wait_command(self.durable_replicas, timeout_ms))
+        link.send(payloads, b"".join(data))
 
-    def _flush_lane(self, lane: Lane) -> None:
-        link = lane.link
-        if link is None or link.closed:
-            if lane.opening is None:  # the queue waits for the link
-                lane.opening = asyncio.get_running_loop().create_task(self._open_lane(lane))
-            return
-        queue, lane.queue = lane.queue, []
-        if asyncio.get_running_loop().time() >= lane.clock_due:
-            self._read_lane_clock(lane)
-        fence_ms = lane.redis_clock.fence_ms
-        for start in range(0, len(queue), limits.pipeline_batch_max):
-            batch = queue[start:start + limits.pipeline_batch_max]
-            self.round_trips += 1
-            self.calls += len(batch)
-            payloads: list[Any] = []
-            data = []
-            fences = [routed.call[5] for routed in batch if routed.call[5] is not None]
-            held: list[tuple[Routed, Any]] | None = (
-                [] if self.durable_replicas and fences else None)
-            for routed in batch:
-                name, keys, args, _, _, fence = routed.call
-                if routed.ask:  # ASKING holds for the one command after it
-                    payloads.append(None)
-                    data.append(ASKING_COMMAND)
-                payloads.append(routed if held is None else Held(routed, held))
-                data.append(pack_fcall(self.redis_name(name), keys,
-                                       args if fence is None else (*args, fence_ms(fence))))
-            if held is not None:
-                timeout_ms = wait_timeout_ms(asyncio.get_running_loop().time(), fences,
-                                             self.durable_wait_ms)
-                payloads.append(WaitFor(held, self.durable_replicas, timeout_ms))
-                data.append(wait_command(self.durable_replicas, timeout_ms))
-            link.send(payloads, b"".join(data))
+    def _item(self, call: Call) -> Routed:
+        return Routed(call)
 
-    def _read_lane_clock(self, lane: Lane) -> None:
-        loop = asyncio.get_running_loop()
-        lane.clock_due = loop.time() + limits.redis_clock_check_interval_s  # one at a time
-        reading = loop.create_future()
-        reading.add_done_callback(functools.partial(self._lane_clock_read, lane,
-                                                    time.monotonic()))
-        lane.link.send([Routed(("", (), (), reading, None, None))], TIME_COMMAND)
+    def _lanes(self) -> Iterable[Lane]:
+        return self.lanes.values()
 
-    def _lane_clock_read(self, lane: Lane, sent_s: float, reading: asyncio.Future) -> None:
-        if reading.exception() is None:
-            lane.redis_clock.measure(reading.result(), sent_s, time.monotonic())
-            lane.clock_due = 0.0 if lane.redis_clock.poor else (
-                asyncio.get_running_loop().time() + limits.redis_clock_check_interval_s)
+    def _busy(self) -> list[asyncio.Task]:
+        return super()._busy() + ([self._mapping] if self._mapping else [])
 
-    async def _open_lane(self, lane: Lane) -> None:
+    def _link_settings(self, lane: Lane) -> dict[str, Any]:
         host, port = lane.address
-        try:
-            lane.link = await open_link({**link_settings(self.client), "host": host,
-                                         "port": port}, self._settle, self.timeout_s,
-                                        lane.redis_clock)
-            lane.clock_due = 0.0 if lane.redis_clock.poor else (
-                asyncio.get_running_loop().time() + limits.redis_clock_check_interval_s)
-        except Exception as error:  # that master is down: its calls fail now
-            queue, lane.queue = lane.queue, []
-            for routed in queue:
-                resolve(routed.call, error)
-            self._refresh_map()  # it may have been replaced
-            return
-        finally:
-            lane.opening = None
-        self._flush_lane(lane)
+        return {**link_settings(self.client), "host": host, "port": port}
+
+    def _open_failed(self, lane: Lane, error: Exception) -> None:
+        super()._open_failed(lane, error)  # that master is down: its calls fail now
+        self._refresh_map()  # it may have been replaced
 
     # --- replies ---------------------------------------------------------------------------
 
@@ -389,27 +342,3 @@ class ClusterScriptPipeline(ScriptPipeline):
                     "no master of the Redis Cluster serves this card's slot"))
             else:
                 self._route(routed)
-
-    # --- shutdown --------------------------------------------------------------------------
-
-    async def drain(self) -> None:
-        """Wait until every call made so far has its reply (a redirected call's too)."""
-        while True:
-            busy = [lane.opening for lane in self.lanes.values() if lane.opening]
-            if self._mapping:
-                busy.append(self._mapping)
-            if busy:
-                await asyncio.gather(*busy, return_exceptions=True)
-            elif self._pending or any(lane.queue for lane in self.lanes.values()):
-                await asyncio.sleep(limits.cluster_tryagain_delay_s)
-            elif any(lane.link and lane.link.waiting for lane in self.lanes.values()):
-                for lane in self.lanes.values():
-                    if lane.link is not None:
-                        await lane.link.idle()
-            else:
-                return
-
-    def close(self) -> None:
-        for lane in self.lanes.values():
-            if lane.link is not None:
-                lane.link.close()

@@ -37,7 +37,7 @@ from switch.cluster_pipeline import script_pipeline
 from switch.config import DEFAULT_PORTS
 from switch.lua_library import ledger_library
 from switch.pins import new_pin_fields
-from switch.pipeline import ScriptPipeline
+from switch.pipeline import LanePipeline
 from switch.redis_client import unavailable_error
 from switch.statement import Cycle, check_day, cycle_of
 from switch.terms import NO_TERMS, Terms
@@ -211,7 +211,7 @@ def no_answer(error: BaseException) -> str:
 
 class Ledger:
     def __init__(self, client: aioredis.Redis, clock: Clock | None = None,
-                 scripts: ScriptPipeline | None = None, *,
+                 scripts: LanePipeline | None = None, *,
                  request_deadline_ms: int = limits.request_deadline_ms,
                  ledger_fence_guard_ms: int = limits.ledger_fence_guard_ms,
                  statement_day: int = limits.statement_day_default,

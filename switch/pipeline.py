@@ -8,6 +8,10 @@ is fixed, so a packer for that one shape does much less than redis-py's general 
 replies are matched to calls in order as they arrive. A "function not found" answer (Redis
 restarted without the library) reloads it and retries just the calls that failed, once.
 redis-py still loads the library and serves everything off the hot path.
+
+A Lane is one Redis server's link, queue and clock; LanePipeline writes a lane's queue
+(batches, fences, clock readings, counting) for both pipelines: ScriptPipeline here, one
+lane, and switch/cluster_pipeline.py, one lane per master with routing around it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import hiredis
@@ -25,7 +29,7 @@ from redis.exceptions import ResponseError
 from switch import limits
 from switch.clock import RedisClock
 from switch.lua_library import Library
-from switch.redis_client import link_settings
+from switch.redis_client import Client, link_settings
 from switch.redis_link import RedisLink, open_link, resp_command
 
 # (function, keys, args, future, transform, fence): fence, when not None, is a local instant
@@ -67,22 +71,32 @@ def resolve(call: Call, reply: Any) -> None:
         future.set_exception(error)
 
 
-class ScriptPipeline:
-    def __init__(self, client: aioredis.Redis, library: Library, timeout_s: float) -> None:
+class Lane:
+    """One Redis server: our connection to it, the calls queued for it this loop tick, and its
+    clock (the fences of the calls written on it are in it). A single Redis is one lane; a
+    cluster has one per master (switch/cluster_pipeline.py)."""
+
+    def __init__(self, address: tuple[str, int] | None = None) -> None:
+        self.address = address  # a cluster's master; None: the client's own Redis
+        self.link: RedisLink | None = None
+        self.opening: asyncio.Task | None = None
+        self.queue: list[Any] = []  # what the pipeline's _settle takes (a Call, or it wrapped)
+        # Measured as the link opens, and every redis_clock_check_interval_s on it.
+        self.redis_clock = RedisClock()
+        self.clock_due = 0.0
+
+
+class LanePipeline:
+    """What every auto-pipeline does with its lanes: open the link, write the queue in batches
+    (FCALLs, each fence in the lane's clock), read the clock when due, count, drain, close.
+    A subclass puts calls on lanes (`_enqueue`) and reads their replies (`_settle`)."""
+
+    def __init__(self, client: Client, library: Library, timeout_s: float) -> None:
         self.client = client
         self.library = library
-        # Measured on every link we open, and every redis_clock_check_interval_s on it: the
-        # calls' fences are written in it.
-        self.redis_clock = RedisClock()
-        self._clock_due = 0.0
         self._names: dict[str, bytes] = {}  # our function name -> its Redis name
-        self._queue: list[Call] = []
         self._flush_scheduled = False
-        self._link: RedisLink | None = None
-        self._opening: asyncio.Task | None = None
-        self._reloading: asyncio.Task | None = None
-        self._to_retry: list[Call] = []
-        self._retried: set[asyncio.Future] = set()  # calls already sent again once
+        self._pending = 0  # calls away from every lane for a while (waiting to be sent again)
         # Replies of calls whose link went quiet this long are given up (the request has
         # long been answered 91 by then): the request deadline.
         self.timeout_s = timeout_s
@@ -117,63 +131,148 @@ class ScriptPipeline:
         self._enqueue((name, keys, args, future, transform, fence_s))
         return future
 
+    # --- for the subclass ------------------------------------------------------------------
+
     def _enqueue(self, call: Call) -> None:
-        self._queue.append(call)
+        raise NotImplementedError
+
+    def _settle(self, item: Any, reply: Any) -> None:
+        """A reply (or the error that ended the link) for what was sent for `item`."""
+        raise NotImplementedError
+
+    def _item(self, call: Call) -> Any:
+        """`call` as a lane's queue holds it (what `_settle` takes)."""
+        return call
+
+    def _lanes(self) -> Iterable[Lane]:
+        raise NotImplementedError
+
+    def _busy(self) -> list[asyncio.Task]:
+        """Tasks under way that will queue calls or settle them (drain waits for them)."""
+        return [lane.opening for lane in self._lanes() if lane.opening]
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def _queue_on(self, lane: Lane, item: Any) -> None:
+        """Queue `item` on `lane`; every queue goes out at the end of this loop tick."""
+        lane.queue.append(item)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        link = self._link
+        for lane in self._lanes():
+            if lane.queue:
+                self._flush_lane(lane)
+
+    def _flush_lane(self, lane: Lane) -> None:
+        link = lane.link
         if link is None or link.closed:
-            if self._opening is None:  # the queue waits for the link
-                self._opening = asyncio.get_running_loop().create_task(self._open())
+            if lane.opening is None:  # the queue waits for the link
+                lane.opening = asyncio.get_running_loop().create_task(self._open(lane))
             return
-        queue, self._queue = self._queue, []
-        if asyncio.get_running_loop().time() >= self._clock_due:
-            self._read_clock(link)
-        fence_ms = self.redis_clock.fence_ms
+        queue, lane.queue = lane.queue, []
+        if asyncio.get_running_loop().time() >= lane.clock_due:
+            self._read_clock(lane)
+        fence_ms = lane.redis_clock.fence_ms
         for start in range(0, len(queue), limits.pipeline_batch_max):
             batch = queue[start : start + limits.pipeline_batch_max]
             self.round_trips += 1
             self.calls += len(batch)
-            link.send(batch, b"".join([
-                pack_fcall(self.redis_name(name), keys,
-                           args if fence is None else (*args, fence_ms(fence)))
-                for name, keys, args, _, _, fence in batch]))
+            self._send(link, batch, fence_ms)
 
-    def _read_clock(self, link: RedisLink) -> None:
-        """Measure Redis' clock again, ahead of the calls about to be written on `link`."""
+    def _send(self, link: RedisLink, batch: list[Call], fence_ms: Callable[[float], int]) -> None:
+        """One batch's FCALLs in one write, each settled with its reply."""
+        link.send(batch, b"".join([
+            pack_fcall(self.redis_name(name), keys,
+                       args if fence is None else (*args, fence_ms(fence)))
+            for name, keys, args, _, _, fence in batch]))
+
+    def _read_clock(self, lane: Lane) -> None:
+        """Measure Redis' clock again, ahead of the calls about to be written on the lane."""
         loop = asyncio.get_running_loop()
-        self._clock_due = loop.time() + limits.redis_clock_check_interval_s  # one at a time
+        lane.clock_due = loop.time() + limits.redis_clock_check_interval_s  # one at a time
         reading = loop.create_future()
-        reading.add_done_callback(functools.partial(self._clock_read, time.monotonic()))
-        link.send([("", (), (), reading, None, None)], TIME_COMMAND)
+        reading.add_done_callback(functools.partial(self._clock_read, lane, time.monotonic()))
+        lane.link.send([self._item(("", (), (), reading, None, None))], TIME_COMMAND)
 
-    def _clock_read(self, sent_s: float, reading: asyncio.Future) -> None:
+    def _clock_read(self, lane: Lane, sent_s: float, reading: asyncio.Future) -> None:
         if reading.exception() is None:  # a lost link: the next one measures on opening
-            self.redis_clock.measure(reading.result(), sent_s, time.monotonic())
-            self._schedule_clock()
+            lane.redis_clock.measure(reading.result(), sent_s, time.monotonic())
+            self._schedule_clock(lane)
 
-    def _schedule_clock(self) -> None:
+    def _schedule_clock(self, lane: Lane) -> None:
         """The next reading: after the interval, or with the next calls while the reading in
         use is poor (taken in a stall, it would answer 91 what had time)."""
-        self._clock_due = 0.0 if self.redis_clock.poor else (
+        lane.clock_due = 0.0 if lane.redis_clock.poor else (
             asyncio.get_running_loop().time() + limits.redis_clock_check_interval_s)
 
-    async def _open(self) -> None:
+    async def _open(self, lane: Lane) -> None:
         try:
-            self._link = await open_link(link_settings(self.client), self._settle, self.timeout_s,
-                                         self.redis_clock)
-            self._schedule_clock()
-        except Exception as error:  # Redis down: the calls waiting for it fail now
-            queue, self._queue = self._queue, []
-            self._settle_all(queue, error)
+            lane.link = await open_link(self._link_settings(lane), self._settle,
+                                        self.timeout_s, lane.redis_clock)
+            self._schedule_clock(lane)
+        except Exception as error:  # that Redis is down: the calls waiting for it fail now
+            self._open_failed(lane, error)
             return
         finally:
-            self._opening = None
-        self._flush()
+            lane.opening = None
+        self._flush_lane(lane)
+
+    def _link_settings(self, lane: Lane) -> dict[str, Any]:
+        """How to open the lane's link: the client's settings (switch/redis_client.py)."""
+        return link_settings(self.client)
+
+    def _open_failed(self, lane: Lane, error: Exception) -> None:
+        queue, lane.queue = lane.queue, []
+        for item in queue:
+            self._settle(item, error)
+
+    # --- shutdown --------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Wait until every call made so far has its reply (a call sent again too)."""
+        while True:
+            lanes = list(self._lanes())
+            if busy := self._busy():
+                await asyncio.gather(*busy, return_exceptions=True)
+            elif self._pending or any(lane.queue for lane in lanes):
+                # A queue goes out with the flush already scheduled; a call waiting to be
+                # sent again (TRYAGAIN) comes back after its delay.
+                await asyncio.sleep(limits.cluster_tryagain_delay_s if self._pending else 0)
+            elif any(lane.link and lane.link.waiting for lane in lanes):
+                for lane in lanes:
+                    if lane.link is not None:
+                        await lane.link.idle()
+            else:
+                return
+
+    def close(self) -> None:
+        """Close our connections (the redis-py client is its owner's to close)."""
+        for lane in self._lanes():
+            if lane.link is not None:
+                lane.link.close()
+
+
+class ScriptPipeline(LanePipeline):
+    """The auto-pipeline to a single Redis: one lane."""
+
+    def __init__(self, client: aioredis.Redis, library: Library, timeout_s: float) -> None:
+        super().__init__(client, library, timeout_s)
+        self.lane = Lane()
+        self._reloading: asyncio.Task | None = None
+        self._to_retry: list[Call] = []
+        self._retried: set[asyncio.Future] = set()  # calls already sent again once
+
+    def _lanes(self) -> tuple[Lane]:
+        return (self.lane,)
+
+    def _busy(self) -> list[asyncio.Task]:
+        return [task for task in (self.lane.opening, self._reloading) if task]
+
+    def _enqueue(self, call: Call) -> None:
+        self._queue_on(self.lane, call)
 
     def _settle_all(self, calls: list[Call], reply: Any) -> None:
         for call in calls:
@@ -206,19 +305,3 @@ class ScriptPipeline:
         calls, self._to_retry = self._to_retry, []
         for call in calls:
             self._enqueue(call)
-
-    async def drain(self) -> None:
-        """Wait until every call made so far has its reply (used at shutdown)."""
-        while self._queue or self._opening or self._reloading or self._to_retry:
-            if self._opening or self._reloading:
-                await asyncio.gather(*[t for t in (self._opening, self._reloading) if t],
-                                     return_exceptions=True)
-            else:
-                await asyncio.sleep(0)  # the scheduled flush sends the queue
-        if self._link is not None:
-            await self._link.idle()
-
-    def close(self) -> None:
-        """Close our connection (the redis-py client is its owner's to close)."""
-        if self._link is not None:
-            self._link.close()

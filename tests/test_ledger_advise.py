@@ -129,12 +129,12 @@ async def test_an_advised_amount_at_the_bounds_is_booked(ledger, amount):
 async def test_an_advice_past_its_own_fence_writes_nothing_and_says_so(ledger):
     pan = await make_card(ledger)
     await ledger.card(pan)  # the link is open and its clock measured
-    ledger.scripts.redis_clock.offset_ms -= 3_600_000  # every fence an hour in the past
+    ledger.scripts.lane.redis_clock.offset_ms -= 3_600_000  # every fence an hour in the past
     before = await ledger.card(pan)
     with pytest.raises(TimeoutError, match="nothing was written"):
         await advise(ledger, sale(pan, 3_000), 3_000, "ADV-3")
     assert await ledger.card(pan) == before
-    ledger.scripts.redis_clock.offset_ms += 3_600_000
+    ledger.scripts.lane.redis_clock.offset_ms += 3_600_000
     assert await advise(ledger, sale(pan, 3_000), 3_000, "ADV-3") == "applied"
 
 

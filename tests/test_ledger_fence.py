@@ -67,10 +67,10 @@ async def test_the_ledger_and_its_link_measure_redis_clock(ledger):
     seconds, micros = await ledger.client.time()
     redis_ms = seconds * 1000 + micros // 1000
     local_ms = time.monotonic() * 1000
-    assert ledger.scripts.redis_clock.measured
+    assert ledger.scripts.lane.redis_clock.measured
     # The tests' Redis shares this host's clock: the offset is what the two clocks say now.
-    assert abs(ledger.scripts.redis_clock.offset_ms - (redis_ms - local_ms)) < 200
-    assert 0 <= ledger.scripts.redis_clock.uncertainty_ms < 200
+    assert abs(ledger.scripts.lane.redis_clock.offset_ms - (redis_ms - local_ms)) < 200
+    assert 0 <= ledger.scripts.lane.redis_clock.uncertainty_ms < 200
 
 
 async def test_a_new_link_measures_the_clock_again(ledger, redis_url):
@@ -78,7 +78,7 @@ async def test_a_new_link_measures_the_clock_again(ledger, redis_url):
     every fence in the past heals when the link is opened again."""
     pan = await make_card(ledger)
     await ledger.execute(sale(pan), "000001")
-    ledger.scripts.redis_clock.offset_ms -= 3_600_000  # as if Redis' clock had jumped back an hour
+    ledger.scripts.lane.redis_clock.offset_ms -= 3_600_000  # Redis' clock jumped back an hour
     assert (await ledger.execute(sale(pan), "000001")).response_code == "91"
     admin = aioredis.Redis.from_url(redis_url)
     try:
@@ -201,7 +201,7 @@ async def test_the_fence_goes_last_in_redis_clock_on_the_link_that_carries_it(le
     """The pipeline writes the fence as it sends the call, with the offset of its link."""
     pan = await make_card(ledger)
     await ledger.execute(sale(pan), "000001")  # the link is open and measured
-    clock = ledger.scripts.redis_clock
+    clock = ledger.scripts.lane.redis_clock
     clock.offset_ms += 600_000  # Redis ten minutes ahead: a fence in the past is then not
     late = await ledger.execute(sale(pan), "000001", deadline_s=now_s() - 60)
     assert late.response_code == "00"
@@ -258,26 +258,26 @@ async def test_a_living_link_measures_the_clock_again_when_due(ledger):
     pan = await make_card(ledger)
     await ledger.execute(sale(pan), "000001", claimed=True)
     pipeline = ledger.scripts
-    assert pipeline._clock_due > now_s() + limits.redis_clock_check_interval_s - 5
-    pipeline.redis_clock.offset_ms -= 3_600_000  # Redis' clock stepped back an hour
+    assert pipeline.lane.clock_due > now_s() + limits.redis_clock_check_interval_s - 5
+    pipeline.lane.redis_clock.offset_ms -= 3_600_000  # Redis' clock stepped back an hour
     # Not due yet: the old offset stands.
     late = await ledger.execute(sale(pan), "000001", claimed=True)
     assert late.response_code == "91"
-    pipeline._clock_due = now_s()  # due: the next write reads the clock first
+    pipeline.lane.clock_due = now_s()  # due: the next write reads the clock first
     before = now_s()
     late = await ledger.execute(sale(pan), "000001", claimed=True)  # written with the offset it had
     assert late.response_code == "91"
-    assert before + limits.redis_clock_check_interval_s <= pipeline._clock_due
+    assert before + limits.redis_clock_check_interval_s <= pipeline.lane.clock_due
     assert (await ledger.execute(sale(pan), "000001", claimed=True)).response_code == "00"
 
 
 async def test_a_reading_lost_with_its_link_changes_nothing(ledger):
     pipeline = ledger.scripts
-    pipeline.redis_clock.measure(["1700000000", "0"], 1.0, 1.0)
+    pipeline.lane.redis_clock.measure(["1700000000", "0"], 1.0, 1.0)
     lost = asyncio.get_running_loop().create_future()
     lost.set_exception(ConnectionError("lost the connection to Redis"))
-    pipeline._clock_read(1.0, lost)  # no error: the next link measures as it opens
-    assert pipeline.redis_clock.offset_ms == 1_700_000_000_000 - 1000
+    pipeline._clock_read(pipeline.lane, 1.0, lost)  # no error: the next link measures as it opens
+    assert pipeline.lane.redis_clock.offset_ms == 1_700_000_000_000 - 1000
 
 
 def test_a_poor_reading_is_taken_over_a_poorer_one():
@@ -304,12 +304,12 @@ async def test_a_poor_reading_is_read_again_with_the_next_calls(ledger):
     pan = await make_card(ledger)
     await ledger.execute(sale(pan), "000001", claimed=True)
     pipeline = ledger.scripts
-    pipeline.redis_clock = RedisClock()
-    pipeline.redis_clock.measure(["0", "0"], sent_s=now_s() - 2.0, received_s=now_s())
-    pipeline._schedule_clock()  # as after a reading: poor, so due now
+    pipeline.lane.redis_clock = RedisClock()
+    pipeline.lane.redis_clock.measure(["0", "0"], sent_s=now_s() - 2.0, received_s=now_s())
+    pipeline._schedule_clock(pipeline.lane)  # as after a reading: poor, so due now
     late = await ledger.execute(sale(pan), "000001", claimed=True)
     assert late.response_code == "91"  # the old offset
-    assert not pipeline.redis_clock.poor
+    assert not pipeline.lane.redis_clock.poor
     assert (await ledger.execute(sale(pan), "000001", claimed=True)).response_code == "00"
 
 
@@ -330,7 +330,7 @@ async def test_a_call_given_up_on_leaves_no_exception_unretrieved(redis_url, cap
         pan = await make_card(ledger)
         await ledger.card(pan)  # the pipeline's link is open
         await admin.execute_command("CLIENT", "PAUSE", 1_500, "ALL")
-        link = ledger.scripts._link
+        link = ledger.scripts.lane.link
         answer = ledger.submit(sale(pan), "000001")
         await asyncio.sleep(0.05)
         answer.cancel()  # the server's deadline: answered 91, the answer no longer awaited

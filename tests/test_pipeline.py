@@ -103,7 +103,7 @@ async def test_a_killed_connection_fails_its_calls_and_the_next_call_reconnects(
         for link_id in before:
             await admin.execute_command("CLIENT", "KILL", "ID", link_id)
         async with asyncio.timeout(ANSWER_WAIT_S):
-            while not pipeline._link.closed:  # the kill reaches us as end of stream
+            while not pipeline.lane.link.closed:  # the kill reaches us as end of stream
                 await asyncio.sleep(0.01)
         assert await pipeline.call("settle", (f"{{c:{new_pan()}}}",), ()) == 0
         assert set(await link_ids(admin)) - before  # a new connection
