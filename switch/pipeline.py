@@ -81,6 +81,7 @@ class Lane:
         self.link: RedisLink | None = None
         self.opening: asyncio.Task | None = None
         self.queue: list[Any] = []  # what the pipeline's _settle takes (a Call, or it wrapped)
+        self.flush_scheduled = False
         # Measured as the link opens, and every redis_clock_check_interval_s on it.
         self.redis_clock = RedisClock()
         self.clock_due = 0.0
@@ -95,7 +96,6 @@ class LanePipeline:
         self.client = client
         self.library = library
         self._names: dict[str, bytes] = {}  # our function name -> its Redis name
-        self._flush_scheduled = False
         self._pending = 0  # calls away from every lane for a while (waiting to be sent again)
         # Replies of calls whose link went quiet this long are given up (the request has
         # long been answered 91 by then): the request deadline.
@@ -154,19 +154,14 @@ class LanePipeline:
     # --- writing ---------------------------------------------------------------------------
 
     def _queue_on(self, lane: Lane, item: Any) -> None:
-        """Queue `item` on `lane`; every queue goes out at the end of this loop tick."""
+        """Queue `item` on `lane`; the lane's queue goes out once this loop tick is over."""
         lane.queue.append(item)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        if not lane.flush_scheduled:
+            lane.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush, lane)
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        for lane in self._lanes():
-            if lane.queue:
-                self._flush_lane(lane)
-
-    def _flush_lane(self, lane: Lane) -> None:
+    def _flush(self, lane: Lane) -> None:
+        lane.flush_scheduled = False
         link = lane.link
         if link is None or link.closed:
             if lane.opening is None:  # the queue waits for the link
@@ -218,7 +213,7 @@ class LanePipeline:
             return
         finally:
             lane.opening = None
-        self._flush_lane(lane)
+        self._flush(lane)
 
     def _link_settings(self, lane: Lane) -> dict[str, Any]:
         """How to open the lane's link: the client's settings (switch/redis_client.py)."""
