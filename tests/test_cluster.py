@@ -132,6 +132,21 @@ async def test_200_concurrent_authorizations_on_every_master_approve_exactly_wha
         assert {("127.0.0.1", port) for port in cards} <= set(scripts.lanes)
 
 
+async def test_the_calls_of_one_tick_go_out_as_one_batch_per_master(ledger, nodes):
+    """Each master's lane flushes its own queue: 30 calls over three masters in one tick
+    are three writes, each master's calls answered in order."""
+    keys: dict[int, list[str]] = {}  # master's port -> card keys it serves
+    while len(keys) < 3 or min(map(len, keys.values())) < 10:
+        key = card_key(new_pan())
+        keys.setdefault(nodes.owner(key), []).append(key)
+    calls = [key for found in keys.values() for key in found[:10]]
+    scripts = ledger.scripts
+    before = (scripts.calls, scripts.round_trips)
+    settled = await asyncio.gather(*[scripts.call("settle", (key,), ()) for key in calls])
+    assert settled == [0] * 30  # unknown cards: nothing to settle
+    assert (scripts.calls - before[0], scripts.round_trips - before[1]) == (30, 3)
+
+
 def card_keys_everywhere(nodes: Nodes) -> int:
     count = 0
     for client in nodes.clients.values():

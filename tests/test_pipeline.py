@@ -73,6 +73,23 @@ async def test_calls_share_one_connection_and_come_back_in_order(redis_url):
         await settle(pipeline)
 
 
+BATCH_MAX = 4  # limits.pipeline_batch_max for the next test: a few calls cross it
+
+
+@pytest.mark.parametrize(("calls", "batches"), [(BATCH_MAX, 1), (BATCH_MAX + 1, 2)])
+async def test_a_tick_past_the_batch_bound_goes_out_in_batches(redis_url, monkeypatch, calls,
+                                                                batches):
+    monkeypatch.setattr(limits, "pipeline_batch_max", BATCH_MAX)
+    pipeline = await pipeline_on(redis_url)
+    try:
+        keys = [(f"{{c:{new_pan()}}}",) for _ in range(calls)]
+        settled = await asyncio.gather(*[pipeline.call("settle", key, ()) for key in keys])
+        assert settled == [0] * calls
+        assert (pipeline.calls, pipeline.round_trips) == (calls, batches)
+    finally:
+        await settle(pipeline)
+
+
 async def test_the_link_authenticates_and_selects_the_database(redis_url):
     admin = aioredis.Redis.from_url(redis_url, decode_responses=True)
     user = f"link{new_pan()[-8:]}"
