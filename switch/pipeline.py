@@ -221,8 +221,11 @@ class LanePipeline:
 
     def _open_failed(self, lane: Lane, error: Exception) -> None:
         queue, lane.queue = lane.queue, []
-        for item in queue:
-            self._settle(item, error)
+        self._settle_all(queue, error)
+
+    def _settle_all(self, items: list[Any], reply: Any) -> None:
+        for item in items:
+            self._settle(item, reply)
 
     # --- shutdown --------------------------------------------------------------------------
 
@@ -264,14 +267,10 @@ class ScriptPipeline(LanePipeline):
         return (self.lane,)
 
     def _busy(self) -> list[asyncio.Task]:
-        return [task for task in (self.lane.opening, self._reloading) if task]
+        return super()._busy() + ([self._reloading] if self._reloading else [])
 
     def _enqueue(self, call: Call) -> None:
         self._queue_on(self.lane, call)
-
-    def _settle_all(self, calls: list[Call], reply: Any) -> None:
-        for call in calls:
-            self._settle(call, reply)
 
     def _settle(self, call: Call, reply: Any) -> None:
         future = call[3]
