@@ -160,13 +160,14 @@ async def serve_one(config: Config, redis_url: str, on_ready, reuse_port: bool =
         admin = await start_admin(config, switch, policy, counts)
     elif share is not None:
         sharing = asyncio.get_running_loop().create_task(publish(*share, counts))
-    on_ready(switch.ports | ({"admin": admin.port} if admin else {}))
-
+    # Handlers before the banner: a SIGTERM right after it must stop the switch (and its
+    # private Redis) gracefully, not end the process where it stands.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_policy, policy)
+    on_ready(switch.ports | ({"admin": admin.port} if admin else {}))
     await stop.wait()
     if admin is not None:
         await admin.stop()
