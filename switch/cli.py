@@ -175,6 +175,7 @@ def _prove_inquiry(args: argparse.Namespace) -> None:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    again = send.wire_options(args, vars(parser().parse_args(["send"])))  # before presets
     if args.channel == "xpay":
         card = token_cli.token_for_send(args)
     elif args.pan:
@@ -215,7 +216,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         label = args.pan
     else:  # a card number is never printed in full: the user types theirs in again
         label = "<card number>"
-    print(send.as_json(answer) if args.json else send.describe(request, answer, label))
+    print(send.as_json(answer) if args.json else send.describe(request, answer, label, again))
     if warning:
         print(warning, file=sys.stderr)
     return 0

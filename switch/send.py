@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shlex
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -257,8 +258,29 @@ async def sign_on_exchange(host: str, port: int, acquirer: str, terminal: str,
     return client.decode(await exchange(host, port, header, client.encode(fields)))
 
 
-def describe(request: AuthRequest, answer: ClientAnswer, card_label: str) -> str:
-    """`card_label`: how the user named the card (an alias, or the masked number)."""
+# The options that say where and how a request went: an undo must go the same way.
+WIRE_OPTIONS = ("host", "port", "merchant", "appid", "sign_type", "user", "acquirer",
+                "terminal", "dialect", "header", "tpdu", "mac_algorithm", "mac")
+SECRET_OPTIONS = ("key", "mac_key", "token_key")  # named, never printed
+
+
+def wire_options(args: Any, defaults: dict[str, Any]) -> str:
+    """The wire options of `args` that differ from `defaults` (the parser's), as options to
+    type again; a secret given is named, not shown."""
+    given = [f"--{name.replace('_', '-')} {shlex.quote(str(getattr(args, name)))}"
+             for name in WIRE_OPTIONS
+             if getattr(args, name, None) not in (None, defaults.get(name))]
+    hidden = [f"--{name.replace('_', '-')}" for name in SECRET_OPTIONS
+               if getattr(args, name, None) not in (None, defaults.get(name))]
+    if hidden:
+        given.append(f"(and your {' '.join(hidden)})")
+    return " ".join(given)
+
+
+def describe(request: AuthRequest, answer: ClientAnswer, card_label: str,
+             options: str = "") -> str:
+    """`card_label`: how the user named the card (an alias, or the masked number);
+    `options`: the wire options the request went with (`wire_options`)."""
     r = answer.response
     verdict = "APPROVED" if r.approved else "DECLINED"
     lines = [
@@ -274,7 +296,8 @@ def describe(request: AuthRequest, answer: ClientAnswer, card_label: str) -> str
     if r.approved and request.message_class in (MessageClass.AUTH, MessageClass.SALE):
         option = "--token" if request.channel == "xpay" else "--pan"
         lines.append(f"  undo with: switch send --channel {request.channel} --type reverse "
-                     f"{option} {card_label} --original {answer.correlation_id}")
+                     f"{option} {card_label} --original {answer.correlation_id}"
+                     + (f" {options}" if options else ""))
     return "\n".join(lines)
 
 

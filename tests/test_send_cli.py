@@ -3,12 +3,14 @@ number typed in full, and `card set` without an expiry."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 
 from switch.cards import DEMO_EXPIRY
 from switch.clock import months_later
 from switch.config import Config, Listener
+from switch.send import wire_options
 from tests.support import SWITCH, make_card, run_command, running_switch
 
 CHANNELS = Config(listeners={"jd": Listener(port=0), "pos": Listener(port=0)})
@@ -36,6 +38,32 @@ async def test_the_undo_hint_of_a_full_card_number_is_one_to_fill_in(redis_url):
                                "--mcc", "5411")
     hint = next(line for line in out.splitlines() if "undo with:" in line)
     assert "--pan <card number> --original " in hint  # no masked number the CLI refuses
+
+
+async def test_the_undo_hint_goes_the_way_the_sale_went_and_undoes_it(redis_url):
+    async with running_switch(redis_url, CHANNELS) as (switch, ledger):
+        pan = await make_card(ledger, limit_fen=100_000)
+        port = switch.ports["pos"]
+        _, out, _ = await send(port, "--channel", "pos", "--pan", pan, "--amount", "700",
+                               "--mcc", "5411")
+        hint = next(line for line in out.splitlines() if "undo with:" in line)
+        assert hint.endswith(f" --port {port}")  # not the channel's default port
+        undo = hint.split("undo with: switch ")[1].replace("<card number>", pan).split()
+        code, out, err = await run_command(SWITCH, *undo)
+        assert code == 0 and "APPROVED 00" in out, err
+        assert (await ledger.card(pan)).open_to_buy == 100_000
+
+
+def test_the_undo_hint_repeats_wire_options_given_and_names_secrets_without_them():
+    defaults = {"host": "127.0.0.1", "acquirer": "10000", "dialect": "iso87ascii",
+                "mac": "on"}
+    given = argparse.Namespace(host="10.0.0.7", port=8683, acquirer="10000",
+                               dialect="unionpay-pos", mac="on", terminal="T 1",
+                               mac_key="00112233445566778899AABBCCDDEEFF", key=None)
+    options = wire_options(given, defaults)
+    assert options == ("--host 10.0.0.7 --port 8683 --terminal 'T 1' --dialect unionpay-pos "
+                       "(and your --mac-key)")
+    assert wire_options(argparse.Namespace(**defaults), defaults) == ""
 
 
 async def test_a_wrong_key_shows_the_switch_decline_and_a_warning(redis_url):
