@@ -6,8 +6,7 @@ redis-server of the test's own, the `switch fault` and `switch clock` commands."
 
 from __future__ import annotations
 
-import asyncio
-import os
+import contextlib
 
 import redis.asyncio as aioredis
 
@@ -20,9 +19,9 @@ from tests.test_announce_restart import (
     SALES,
     WORKERS,
     all_listening,
+    two_workers,
     write_rules_unannounced,
 )
-from tests.test_cli import serve, stop
 from tests.test_fault_rules import send_many
 
 RETRIES = 3  # tries to read the unreadable set, over all workers, per worker on average
@@ -42,14 +41,9 @@ def test_an_announcement_names_its_version_by_its_first_word():
 async def test_a_stray_message_and_an_unreadable_rule_set_do_not_stop_any_worker(
         private_redis, tmp_path):
     url = private_redis.url
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env["SWITCH_RUN_DIR"] = str(tmp_path / "run")
-    process, _, port = await asyncio.to_thread(
-        serve, env, ["--redis", url, "--workers", str(WORKERS), "--test-clock"])
-    cli_env = dict(env, REDIS_URL=url)
     client = aioredis.Redis.from_url(url, decode_responses=True)
-    try:
-        await until_true(all_listening(url), "both workers listening", RESUBSCRIBED_WAIT_S)
+    async with contextlib.aclosing(client), two_workers(url, tmp_path) as (process, port,
+                                                                          cli_env):
         for channel in (FAULTS_CHANNEL, TEST_CLOCK_CHANNEL):
             for stray in ("hello", ""):
                 assert await client.publish(channel, stray) == WORKERS
@@ -78,9 +72,6 @@ async def test_a_stray_message_and_an_unreadable_rule_set_do_not_stop_any_worker
         code, out, err = await switch_cli("fault", "clear", env=cli_env)
         assert code == 0 and f"{WORKERS} workers applying them now" in out, (out, err)
         assert await send_many(url, port, SALES) == ["00"] * SALES
-    finally:
-        await client.aclose()
-        await asyncio.to_thread(stop, process)
     logged = process.stderr.read()
     assert "skipped a message on 'faults' that names no version" in logged
     assert "skipped a message on 'test-clock' that names no version" in logged

@@ -64,6 +64,21 @@ async def write_rules_unannounced(url: str, rules: list[dict]) -> None:
         await client.aclose()
 
 
+@contextlib.asynccontextmanager
+async def two_workers(url: str, tmp_path: Path):
+    """`switch serve --workers 2 --test-clock` on `url`, both workers listening: yields
+    (the process, its jd port, the environment for `switch` commands on that Redis)."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["SWITCH_RUN_DIR"] = str(tmp_path / "run")
+    process, _, port = await asyncio.to_thread(
+        serve, env, ["--redis", url, "--workers", str(WORKERS), "--test-clock"])
+    try:
+        await until_true(all_listening(url), "both workers listening", RESUBSCRIBED_WAIT_S)
+        yield process, port, dict(env, REDIS_URL=url)
+    finally:
+        await asyncio.to_thread(stop, process)
+
+
 def children(pid: int) -> list[int]:
     """The processes `pid` started (its workers)."""
     found = []
@@ -87,13 +102,7 @@ def held(pids: list[int]):
 async def test_after_a_redis_restart_every_worker_follows_the_rules_and_the_clock(
         private_redis, tmp_path):
     url = private_redis.url
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env["SWITCH_RUN_DIR"] = str(tmp_path / "run")
-    process, _, port = await asyncio.to_thread(
-        serve, env, ["--redis", url, "--workers", str(WORKERS), "--test-clock"])
-    cli_env = dict(env, REDIS_URL=url)
-    try:
-        await until_true(all_listening(url), "both workers listening", RESUBSCRIBED_WAIT_S)
+    async with two_workers(url, tmp_path) as (process, port, cli_env):
         workers = children(process.pid)
         assert len(workers) >= WORKERS, workers
         with held(workers):  # none can subscribe again before the rule is written
@@ -113,8 +122,6 @@ async def test_after_a_redis_restart_every_worker_follows_the_rules_and_the_cloc
         assert await send_many(url, port, SALES) == ["00"] * SALES
         code, out, err = await switch_cli("clock", "advance", "1d", env=cli_env)
         assert code == 0 and f"{WORKERS} workers following" in out, (out, err)
-    finally:
-        await asyncio.to_thread(stop, process)
 
 
 async def test_a_worker_takes_the_state_read_afresh_whatever_its_version(redis_url):
