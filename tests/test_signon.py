@@ -45,15 +45,17 @@ def ecb(key: bytes, data: bytes, decrypt: bool = False) -> bytes:
     return (cipher.decryptor() if decrypt else cipher.encryptor()).update(data)
 
 
-def working_keys(f62: str) -> dict[str, bytes]:
+def working_keys(f62: str, master: bytes = MASTER, cipher=ecb, block: int = 8
+                 ) -> dict[str, bytes]:
     """F62 as docs/channels/pos.md lays it out: PIK, MAK, TDK, each 16 bytes under the
-    master key then a 4-byte check value (the clear key encrypting 8 zero bytes)."""
+    master key (`cipher`: 3DES ECB, or SM4's) then a 4-byte check value (the clear key
+    encrypting one `block` of zero bytes)."""
     raw = bytes.fromhex(f62)
     assert len(raw) == 60
     keys = {}
     for name, at in zip(("pik", "mak", "tdk"), (0, 20, 40), strict=True):
-        key = ecb(MASTER, raw[at:at + 16], decrypt=True)
-        assert ecb(key, bytes(8))[:4] == raw[at + 16:at + 20], f"{name} check value"
+        key = cipher(master, raw[at:at + 16], decrypt=True)
+        assert cipher(key, bytes(block))[:4] == raw[at + 16:at + 20], f"{name} check value"
         keys[name] = key
     return keys
 
