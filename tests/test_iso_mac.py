@@ -18,7 +18,18 @@ from hypothesis import strategies as st
 from protocols.codes import Reason
 from protocols.iso8583 import Codec, get_codec, load_dialect
 from protocols.iso_client import IsoClient
-from protocols.iso_mac import KEY_SIZES, IsoMac, MacAlgorithm, MacKey, check_key, mac_field
+from protocols.iso_mac import (
+    KEY_SIZES,
+    AnyTerminal,
+    IsoMac,
+    KeyRing,
+    MacAlgorithm,
+    MacKey,
+    as_key,
+    block_cipher,
+    check_key,
+    mac_field,
+)
 from protocols.pos import PosCodec
 from tests.test_pos_support import decode, encode, reference_mac
 
@@ -134,6 +145,63 @@ def test_key_sizes_are_checked():
         MacKey.parse("sm4", "zz" * 16)
 
 
+# docs/channels/pos.md's table of algorithms: the names and key sizes a config or the CLI
+# gives, and the error each wrong size gets.
+DOCUMENTED_KEYS = [
+    ("hmac-sha256", 16, 64, "a hmac-sha256 key is 16-64 bytes (32+ hex digits), not {}"),
+    ("x9.19", 16, 16, "a x9.19 key is 16 bytes (32 hex digits), not {}"),
+    ("sm4", 16, 16, "a sm4 key is 16 bytes (32 hex digits), not {}"),
+]
+
+
+@pytest.mark.parametrize(("name", "smallest", "largest", "error"), DOCUMENTED_KEYS,
+                         ids=[row[0] for row in DOCUMENTED_KEYS])
+def test_the_documented_names_and_key_sizes_and_no_other(name, smallest, largest, error):
+    for size in (smallest, largest):
+        assert MacKey.parse(name, "5A" * size).algorithm == name
+    for size in (smallest - 1, largest + 1):
+        with pytest.raises(ValueError) as raised:
+            MacKey.parse(name, "5A" * size)
+        assert str(raised.value) == error.format(size)
+
+
+def test_an_x9_19_mac_of_no_bytes_is_of_one_zero_block():
+    """ISO/IEC 9797-1 padding method 1 pads to a positive multiple of 8: no bytes are one
+    zero block, whose X9.19 MAC is 3DES of it, the key check value (pos.md: 08D7B4)."""
+    key = MacKey(MacAlgorithm.X9_19, EXAMPLE_KEY)
+    assert key.mac(b"") == key.mac(bytes(8))
+    assert key.mac(b"")[:3].hex().upper() == "08D7B4"
+
+
+def test_block_ciphers_take_16_byte_3des_and_sm4_keys_only():
+    zeros = bytes(8)  # 3DES (K1 K2 K1) of a zero block: the KCV, pos.md's 08D7B4
+    assert block_cipher(MacAlgorithm.X9_19, EXAMPLE_KEY).encryptor().update(zeros)[:3] == (
+        bytes.fromhex("08D7B4"))
+    sm4 = block_cipher(MacAlgorithm.SM4, EXAMPLE_KEY).encryptor().update(EXAMPLE_KEY)
+    assert sm4.hex() == "681edf34d206965e86b3e94f536e4246"  # GB/T 32907 example 1
+    with pytest.raises(ValueError, match="no block cipher"):
+        block_cipher(MacAlgorithm.HMAC_SHA256, EXAMPLE_KEY)
+    # An 8-byte key would make single DES out of 3DES (K1 K1 K1): refused, as are others.
+    for algorithm in (MacAlgorithm.X9_19, MacAlgorithm.SM4):
+        for size in (8, 15, 17, 24, 32):
+            with pytest.raises(ValueError, match=f"16 bytes, not {size}"):
+                block_cipher(algorithm, bytes(range(size)))
+
+
+def test_keys_are_equal_by_algorithm_and_bytes():
+    same = MacKey(MacAlgorithm.SM4, bytes(EXAMPLE_KEY))
+    assert same == KEYS[2] and hash(same) == hash(KEYS[2]) and len({same, KEYS[2]}) == 1
+    assert KEYS[1] != KEYS[2]  # the same bytes as an X9.19 and as an SM4 key
+    assert MacKey(MacAlgorithm.SM4, bytes(16)) != KEYS[2]
+    assert KEYS[2] != EXAMPLE_KEY and KEYS[2] != (MacAlgorithm.SM4, EXAMPLE_KEY)
+
+
+def test_as_key_reads_bare_bytes_as_an_hmac_key():
+    assert as_key(None) is None and as_key(b"") is None
+    assert as_key(KEYS[1]) is KEYS[1]
+    assert as_key(KEY) == HMAC_KEY and isinstance(as_key(KEY), MacKey)
+
+
 # ---- the message ---------------------------------------------------------------------------
 
 
@@ -215,3 +283,28 @@ def test_the_mac_s_own_field_says_whether_it_is_binary():
         mixed = dataclasses.replace(dialect, fields=tuple(
             f65 if spec.number == 65 else spec for spec in dialect.fields))
         assert IsoMac(Codec(mixed)).binary is (base == "iso87binary")
+
+
+# ---- who holds which key --------------------------------------------------------------------
+
+
+def test_any_terminal_has_the_one_key_and_never_doubts_it():
+    holder = AnyTerminal(KEYS[1])
+    assert holder.keys_for("10000", "TERM0001") == (KEYS[1],)
+    assert holder.keys_for("", "") == (KEYS[1],)
+    assert holder.doubt("10000", "TERM0001") is False
+
+
+def test_a_key_ring_finds_a_terminal_s_own_key_else_its_acquirer_s_wildcard():
+    own, wildcard = KEYS[1], KEYS[2]
+    ring = KeyRing({("10000", "TERM0001"): own, ("20000", "*"): wildcard,
+                    ("30000", "TERM0003"): own, ("30000", "*"): wildcard})
+    assert ring.keys_for("10000", "TERM0001") == (own,)
+    assert ring.keys_for("10000", "TERM0002") == ()  # no key of its own, no wildcard
+    assert ring.keys_for("20000", "TERM0002") == (wildcard,)
+    assert ring.keys_for("30000", "TERM0003") == (own,)  # its own key before the wildcard
+    assert ring.keys_for("30000", "TERM0009") == (wildcard,)
+    assert ring.keys_for("40000", "TERM0001") == ()  # another acquirer's terminal
+    assert ring.doubt("10000", "TERM0001") is False
+    assert KeyRing().keys_for("10000", "TERM0001") == ()
+    assert KeyRing({("10000", ""): own}).keys_for("10000", "TERM0001") == ()  # not a wildcard
