@@ -11,6 +11,7 @@ from protocols.channel import FieldError
 from protocols.iso_mac import MacAlgorithm, MacKey
 from protocols.iso_pin import (
     PinError,
+    account_field,
     check_pin,
     clear_block,
     decrypt_pin,
@@ -28,6 +29,8 @@ from protocols.iso_session import (
     f62_of,
     keys_of_f62,
     network_code,
+    network_f60,
+    network_request,
     session_action,
     unwrap,
     wrap,
@@ -95,10 +98,23 @@ def test_garbage_is_a_clean_error_or_a_pin(pan, key, algorithm, data):
                                    "0312AC89ABCDEF67",  # length 3
                                    "0D12AC89ABCDEF67",  # length 13
                                    "0412AC89ABCDEF66",  # padding not F
+                                   "0412AC79ABCDEF67",  # the first padding nibble 0, not F
+                                   "0F12AC89ABCDEF67",  # length F (15)
+                                   "0E12AC89ABCDEF67",  # length E (14)
                                    "041A"])  # not 8 bytes
 def test_blocks_that_are_not_format_0(block):
     with pytest.raises(PinError):
         pin_of_block(bytes.fromhex(block), "43219876543210987")
+
+
+def test_a_card_number_that_is_not_ascii_digits_has_no_account_field():
+    assert account_field("43219876543210987") == bytes.fromhex("0000987654321098")
+    # A letter; fullwidth digits (digits, yet not ASCII); a check digit alone.
+    for pan in ("4321987654321098X7", "４３２１９８７６５４３２１０９８７", "1"):
+        with pytest.raises(PinError, match="not digits"):
+            account_field(pan)
+    with pytest.raises(PinError, match="not digits"):
+        clear_block("1234", "43219876543210９87")
 
 
 def test_f62_round_trip_and_what_a_terminal_refuses():
@@ -240,3 +256,47 @@ def test_entered_pin_under_an_sm4_session():
         with pytest.raises(FieldError) as raised:
             entered_pin({"52": wrong}, SM4_PAN, session)
         assert (raised.value.code, raised.value.reason) == ("55", "pin_block_malformed")
+
+
+# --- sign-on messages and F62 ----------------------------------------------------------------
+
+
+def test_a_terminal_s_network_request():
+    assert network_f60("101") == "00000001101"
+    assert network_f60("002", "42") == "00000042002"
+    assert network_request(SessionAction.SIGN_ON, stan="000123", transmitted="1129120000",
+                           acquirer="00010000", terminal="TERM0001") == {
+        "t": "0800", "7": "1129120000", "11": "000123", "32": "00010000", "41": "TERM0001",
+        "60": "00000001001"}
+
+
+def test_network_code_with_f60_s_later_subfields():
+    # 60.4 (terminal read capability) and 60.5 (IC condition) may follow 60.3.
+    assert network_code({"60": "00000001003" "5" "0"}) == "003"
+    assert session_action({"60": "00000001002" "6" "0"}) is SessionAction.SIGN_OFF
+
+
+@pytest.mark.parametrize("algorithm", [MacAlgorithm.X9_19, MacAlgorithm.SM4])
+def test_each_working_key_is_checked_and_named(algorithm):
+    master = KEY if algorithm is MacAlgorithm.X9_19 else SM4_TMK
+    keys = WorkingKeys(bytes(range(16)), bytes(range(16, 32)), bytes(range(32, 48)))
+    raw = bytes.fromhex(f62_of(master, keys, algorithm))
+    for name, check_at in (("PIK", 16), ("MAK", 36), ("TDK", 56)):
+        tampered = raw[:check_at] + bytes([raw[check_at] ^ 1]) + raw[check_at + 1:]
+        with pytest.raises(KeysRejected, match=f"the {name} does not match"):
+            keys_of_f62(master, tampered, algorithm)
+    # One byte short or one byte more is refused before any key is read.
+    for wrong in (raw[:-1], raw + b"\x00"):
+        with pytest.raises(KeysRejected, match=f"F62 is 60 bytes, not {len(wrong)}"):
+            keys_of_f62(master, wrong, algorithm)
+
+
+@pytest.mark.parametrize("algorithm", [MacAlgorithm.X9_19, MacAlgorithm.SM4])
+def test_working_and_pin_keys_are_16_bytes(algorithm):
+    master = KEY if algorithm is MacAlgorithm.X9_19 else SM4_TMK
+    for size in (8, 15, 17, 32):  # under SM4 a 15-byte key would wrap to nothing at all
+        with pytest.raises(ValueError, match="a working key is 16 bytes"):
+            wrap(master, bytes(size), algorithm)
+        with pytest.raises(ValueError, match="a PIN key is 16 bytes"):
+            SessionKey(bytes(16), bytes(size), algorithm)
+    assert SessionKey(bytes(16), SM4_PIK, algorithm).pin_key == SM4_PIK
