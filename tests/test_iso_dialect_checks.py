@@ -13,6 +13,7 @@ from protocols.iso8583 import Codec, DialectError, Iso8583Error, SubField, load_
 from protocols.iso8583 import dialect as dialect_module
 from protocols.iso8583.dialect import CONTENT_CHARS, dialect_from_dict
 from tests.test_iso_dialect_base import write
+from tests.test_iso_fallbacks import dialect_with
 
 
 def table(**fields: dict) -> dict:
@@ -29,7 +30,7 @@ def accepts(spec: dict, value: str | bytes) -> bool:
     return True
 
 
-@pytest.mark.parametrize("content", [name for name, chars in CONTENT_CHARS.items() if chars])
+@pytest.mark.parametrize("content", ["n", "an", "ans", "z", "xn", "h"])  # all but raw "b"
 def test_each_content_s_characters_are_the_ones_the_codec_takes(content):
     """CONTENT_CHARS checks pads and fallback parts; the codec checks values: they agree."""
     one = {"kind": "fixed", "max_len": 1, "encoding": "ascii", "content": content}
@@ -85,6 +86,16 @@ def test_each_mistake_is_named_with_where_it_is(data, error):
     with pytest.raises(DialectError) as raised:
         dialect_from_dict(data)
     assert str(raised.value) == error
+
+
+def test_a_fallback_part_is_a_whole_field_only_without_at_and_size():
+    with pytest.raises(DialectError, match="'at' \\(1-based\\) and 'size' must be positive"):
+        dialect_from_dict(dialect_with({"7": [{"field": 13, "at": 1}, {"field": 12}]}))
+    # One character is a part: F7 = F13 + the first 5 of F12 + the first of F42.
+    parts = [{"field": 13}, {"field": 12, "at": 1, "size": 5}, {"field": 42, "at": 1, "size": 1}]
+    [fallback] = dialect_from_dict(dialect_with({"7": parts})).fallbacks
+    assert [(part.source, part.size, part.whole) for part in fallback.parts] == [
+        ("13", 4, True), ("12", 5, False), ("42", 1, False)]
 
 
 def test_defaults_a_table_may_leave_out():
