@@ -49,9 +49,6 @@ class SessionAction(enum.StrEnum):
     KEY_CHANGE = "101"
 
 
-ECHO_TEST = "301"
-
-
 def network_code(message: Mapping[str, Any]) -> str:
     """The network management code of an 08xx: F70, else F60.3 when F60.1 is `00`."""
     code = message.get("70")
