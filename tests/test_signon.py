@@ -111,12 +111,19 @@ async def test_sign_on_then_money_under_the_session_mac_key(pos, via):
     assert 0 < ttl <= limits.terminal_session_life_s
 
 
-async def test_a_key_change_stops_the_old_keys_at_once(pos):
-    port, ledger = pos
+async def signed_on(port: int, ledger) -> tuple[str, str, dict[str, bytes]]:
+    """A new terminal that must sign on, signed on: (terminal, a new card, its session
+    keys)."""
     terminal = new_terminal()
     await add_terminal(ledger, terminal, sign_on=True)
     pan = await make_card(ledger, 100_000)
-    old = working_keys((await ask(port, network(terminal, "001"), mac_key=None))["62"])
+    keys = working_keys((await ask(port, network(terminal, "001"), mac_key=None))["62"])
+    return terminal, pan, keys
+
+
+async def test_a_key_change_stops_the_old_keys_at_once(pos):
+    port, ledger = pos
+    terminal, pan, old = await signed_on(port, ledger)
     # A key change signed with the session MAK, as a terminal in session sends it.
     changed = await ask(port, network(terminal, "101"), mac_key=("x9.19", old["mak"]))
     assert changed["39"] == "00"
@@ -130,10 +137,7 @@ async def test_a_key_change_stops_the_old_keys_at_once(pos):
 
 async def test_sign_off_ends_the_session(pos):
     port, ledger = pos
-    terminal = new_terminal()
-    await add_terminal(ledger, terminal, sign_on=True)
-    pan = await make_card(ledger, 100_000)
-    keys = working_keys((await ask(port, network(terminal, "001"), mac_key=None))["62"])
+    terminal, pan, keys = await signed_on(port, ledger)
     off = await ask(port, network(terminal, "002"), mac_key=("x9.19", keys["mak"]))
     assert off["39"] == "00" and "62" not in off
     assert not await ledger.client.exists(session_key("10000", terminal))
